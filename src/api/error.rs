@@ -1,0 +1,155 @@
+//! Qdrant's response envelope and the one conversion from errors to HTTP responses.
+
+use std::time::Instant;
+
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::error::Error;
+
+/// An error answered as `{"status":{"error":"..."},"time":...}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with an explicit status and full message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into() }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let (status, message) = match &e {
+            Error::BadInput(m) => (StatusCode::BAD_REQUEST, format!("Wrong input: {m}")),
+            Error::BadRequest(m) => (StatusCode::BAD_REQUEST, format!("Bad request: {m}")),
+            Error::NotFound(m) => (StatusCode::NOT_FOUND, format!("Not found: {m}")),
+            Error::AlreadyExists(m) => (StatusCode::CONFLICT, format!("Wrong input: {m}")),
+            Error::Forbidden(m) => (StatusCode::FORBIDDEN, format!("Forbidden: {m}")),
+            Error::ChecksumMismatch { expected, actual } => {
+                (StatusCode::BAD_REQUEST, format!("Checksum mismatch: expected {expected}, actual {actual}"))
+            }
+            Error::Internal { context, .. } => {
+                // The cause goes to the log, not to the caller.
+                tracing::error!(error = %e.chain(), "request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, format!("Service internal error: {context}"))
+            }
+        };
+        ApiError { status, message }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"status": {"error": self.message}, "time": 0.0}))).into_response()
+    }
+}
+
+/// The result type of handlers.
+pub type ApiResult = Result<Response, ApiError>;
+
+/// Captures the start of a handler so responses can carry Qdrant's `time` field.
+#[derive(Clone, Copy, Debug)]
+pub struct Timer(Instant);
+
+impl<S: Send + Sync> FromRequestParts<S> for Timer {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(_: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Timer(Instant::now()))
+    }
+}
+
+impl Timer {
+    /// `200 {"result": ..., "status": "ok", "time": ...}`.
+    pub fn ok<T: Serialize>(&self, result: T) -> ApiResult {
+        Ok(Json(json!({"result": result, "status": "ok", "time": self.0.elapsed().as_secs_f64()})).into_response())
+    }
+
+    /// `202 {"status": "accepted", "time": ...}`, as Qdrant answers `wait=false`.
+    pub fn accepted(&self) -> Response {
+        (StatusCode::ACCEPTED, Json(json!({"status": "accepted", "time": self.0.elapsed().as_secs_f64()})))
+            .into_response()
+    }
+}
+
+/// A JSON body parsed whatever its content type, answering errors in the envelope.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e: BytesRejection| {
+            let status = e.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(status, "Payload error: request body is larger than service.max_request_size_mb")
+            } else {
+                ApiError::new(status, format!("Bad request: {}", e.body_text()))
+            }
+        })?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        serde_json::from_slice(bytes)
+            .map(ApiJson)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("Format error in JSON body: {e}")))
+    }
+}
+
+/// Query parameters, answering errors in the envelope.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e: QueryRejection| {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("Format error in query parameters: {}", e.body_text()))
+            })
+    }
+}
+
+/// Percent-decoded path parameters, answering errors in the envelope.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e: PathRejection| {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("Format error in path parameters: {}", e.body_text()))
+            })
+    }
+}
+
+/// Runs blocking work (fsyncs, renames) off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::from(Error::internal("background task failed", e)))?
+        .map_err(ApiError::from)
+}

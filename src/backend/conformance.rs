@@ -1,0 +1,110 @@
+//! The conformance suite every [`Backend`] must pass, run against the local backend in unit
+//! tests and against a real S3 server in `tests/s3_backend.rs`.
+//!
+//! Each check panics with a message on failure. Keys live under a fresh random directory,
+//! so runs can share a bucket.
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{Backend, BackendError, BackendExt, CreateOptions, ObjectKey};
+
+fn key(dir: &str, rest: &str) -> ObjectKey {
+    ObjectKey::new(format!("{dir}/{rest}")).expect("valid test key")
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn read_all(b: &dyn Backend, k: &ObjectKey, range: Option<std::ops::Range<u64>>) -> Vec<u8> {
+    let chunks: Vec<Bytes> = b.open(k, range).await.expect("open").try_collect().await.expect("read");
+    chunks.concat()
+}
+
+/// Nothing is visible before commit; the committed bytes read back whole and by range.
+pub async fn commit_makes_visible(b: &dyn Backend, dir: &str) {
+    let k = key(dir, "c/one.snapshot");
+    let data = test_bytes(300_000, 1);
+    let mut sink = b.create(&k, CreateOptions::default()).await.expect("create");
+    sink.write_all(&data[..1000]).await.expect("write");
+    assert!(matches!(b.stat(&k).await, Err(BackendError::NotFound(_))), "{b}: visible before commit");
+    sink.write_all(&data[1000..]).await.expect("write");
+    let meta = sink.commit().await.expect("commit");
+    assert_eq!(meta.size, data.len() as u64, "{b}: committed size");
+    assert_eq!(b.stat(&k).await.expect("stat").size, data.len() as u64);
+    assert_eq!(read_all(b, &k, None).await, data, "{b}: bytes read back");
+    assert_eq!(read_all(b, &k, Some(10..20)).await, &data[10..20], "{b}: range read");
+    assert_eq!(read_all(b, &k, Some(299_990..300_000)).await, &data[299_990..], "{b}: tail range");
+}
+
+/// An aborted write leaves nothing visible.
+pub async fn abort_leaves_nothing(b: &dyn Backend, dir: &str) {
+    let k = key(dir, "c/aborted.snapshot");
+    let mut sink = b.create(&k, CreateOptions::default()).await.expect("create");
+    sink.write_all(&test_bytes(100_000, 2)).await.expect("write");
+    sink.abort().await.expect("abort");
+    assert!(matches!(b.stat(&k).await, Err(BackendError::NotFound(_))), "{b}: aborted object visible");
+    let listed = b.list(Some(&key(dir, "c"))).await.expect("list");
+    assert!(listed.iter().all(|m| m.key != k), "{b}: aborted object listed");
+}
+
+/// Listing is non-recursive.
+pub async fn list_is_non_recursive(b: &dyn Backend, dir: &str) {
+    b.put(&key(dir, "l/a.snapshot"), Bytes::from_static(b"a")).await.expect("put");
+    b.put(&key(dir, "l/a.snapshot.checksum"), Bytes::from_static(b"00")).await.expect("put");
+    b.put(&key(dir, "l/shards/0/b.snapshot"), Bytes::from_static(b"bb")).await.expect("put");
+    let mut names: Vec<String> =
+        b.list(Some(&key(dir, "l"))).await.expect("list").into_iter().map(|m| m.key.to_string()).collect();
+    names.sort();
+    assert_eq!(names, vec![format!("{dir}/l/a.snapshot"), format!("{dir}/l/a.snapshot.checksum")], "{b}");
+    let missing = b.list(Some(&key(dir, "nothing-here"))).await.expect("list of a missing dir");
+    assert!(missing.is_empty(), "{b}: missing dir lists empty");
+}
+
+/// Delete removes; deleting or reading a missing key is `NotFound`.
+pub async fn delete_and_not_found(b: &dyn Backend, dir: &str) {
+    let k = key(dir, "d/x.snapshot");
+    b.put(&k, Bytes::from_static(b"x")).await.expect("put");
+    b.delete(&k).await.expect("delete");
+    assert!(matches!(b.stat(&k).await, Err(BackendError::NotFound(_))), "{b}: deleted still there");
+    assert!(matches!(b.delete(&k).await, Err(BackendError::NotFound(_))), "{b}: delete of missing");
+    assert!(matches!(b.open(&k, None).await.map(|_| ()), Err(BackendError::NotFound(_))), "{b}: open of missing");
+}
+
+/// A write larger than several S3 parts round-trips byte for byte, and a commit replaces.
+pub async fn large_write_round_trips(b: &dyn Backend, dir: &str) {
+    let k = key(dir, "big/x.snapshot");
+    let data = test_bytes(23 << 20, 3);
+    let mut sink = b.create(&k, CreateOptions::default().with_size_hint(data.len() as u64)).await.expect("create");
+    for chunk in data.chunks(1 << 20) {
+        sink.write_all(chunk).await.expect("write");
+    }
+    sink.commit().await.expect("commit");
+    let back = read_all(b, &k, None).await;
+    assert_eq!(back.len(), data.len(), "{b}: size");
+    assert_eq!(Sha256::digest(&back), Sha256::digest(&data), "{b}: content");
+    b.put(&k, Bytes::from_static(b"small")).await.expect("replace");
+    assert_eq!(b.get_bytes(&k).await.expect("get"), Bytes::from_static(b"small"), "{b}: replaced");
+}
+
+/// Runs every check under a fresh directory.
+pub async fn run_all(b: &dyn Backend) {
+    let dir = format!("conformance-{}", uuid::Uuid::new_v4().simple());
+    commit_makes_visible(b, &dir).await;
+    abort_leaves_nothing(b, &dir).await;
+    list_is_non_recursive(b, &dir).await;
+    delete_and_not_found(b, &dir).await;
+    large_write_round_trips(b, &dir).await;
+}

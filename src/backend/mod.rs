@@ -1,0 +1,167 @@
+//! Snapshot storage: one object-safe trait, a local-filesystem and an S3 implementation.
+
+pub mod conformance;
+pub mod key;
+pub mod local;
+pub mod s3;
+
+
+use std::fmt;
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+pub use key::{InvalidKey, ObjectKey};
+
+/// A stream of an object's bytes.
+pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+/// Backends as held by the service.
+pub type DynBackend = std::sync::Arc<dyn Backend>;
+
+/// What is known about a stored object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Its key.
+    pub key: ObjectKey,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification time (UTC), never missing.
+    pub last_modified: DateTime<Utc>,
+}
+
+/// Options of [`Backend::create`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CreateOptions {
+    /// Expected size, if known: lets S3 pick a part size that stays under 10,000 parts.
+    pub size_hint: Option<u64>,
+}
+
+impl CreateOptions {
+    /// Sets the expected size.
+    pub fn with_size_hint(mut self, size: u64) -> Self {
+        self.size_hint = Some(size);
+        self
+    }
+}
+
+/// Errors of a backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// No such object.
+    #[error("object `{0}` does not exist")]
+    NotFound(String),
+    /// The key is invalid.
+    #[error(transparent)]
+    InvalidKey(#[from] InvalidKey),
+    /// A local filesystem operation failed.
+    #[error("{action} `{path}`")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The remote store failed.
+    #[error("{action} `{key}` in {backend}")]
+    Remote {
+        /// What was being done.
+        action: &'static str,
+        /// The key.
+        key: String,
+        /// Which backend.
+        backend: String,
+        /// The cause.
+        #[source]
+        source: crate::error::BoxError,
+    },
+}
+
+impl From<BackendError> for crate::error::Error {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::NotFound(k) => crate::error::Error::NotFound(format!("Snapshot {k} not found")),
+            BackendError::InvalidKey(k) => crate::error::Error::NotFound(format!("Snapshot {} not found", k.key)),
+            other => crate::error::Error::internal("snapshot storage failed", other),
+        }
+    }
+}
+
+/// Storage of snapshot objects.
+///
+/// # Contract
+/// * Objects appear atomically: nothing is visible under a key before
+///   [`ObjectSink::commit`] returns; a sink that is aborted, fails, or whose process dies
+///   leaves nothing visible (leftovers are hidden and removed by [`Backend::cleanup`]).
+/// * `list` is non-recursive: it returns the objects directly under a directory key.
+/// * Every method is safe to call concurrently.
+#[async_trait]
+pub trait Backend: fmt::Debug + fmt::Display + Send + Sync + 'static {
+    /// Starts writing `key`. The object becomes visible only on commit.
+    async fn create(&self, key: &ObjectKey, opts: CreateOptions) -> Result<Box<dyn ObjectSink>, BackendError>;
+
+    /// Reads `key`, whole or a byte range.
+    async fn open(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<ByteStream, BackendError>;
+
+    /// Metadata of `key`.
+    async fn stat(&self, key: &ObjectKey) -> Result<ObjectMeta, BackendError>;
+
+    /// Objects directly under `dir` (the root when `None`), in no particular order.
+    async fn list(&self, dir: Option<&ObjectKey>) -> Result<Vec<ObjectMeta>, BackendError>;
+
+    /// Deletes `key`; `NotFound` if it does not exist.
+    async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError>;
+
+    /// Removes what interrupted writes left behind (temp files, multipart uploads).
+    async fn cleanup(&self) -> Result<usize, BackendError>;
+}
+
+/// A write in progress.
+///
+/// # Contract
+/// Bytes become visible only after `commit`; `abort` (or a crash) leaves nothing visible.
+/// Dropping a sink without either is a bug that loses the write; implementations clean up
+/// what they can.
+#[async_trait]
+pub trait ObjectSink: AsyncWrite + Send + Unpin {
+    /// Makes the written bytes visible under the key.
+    async fn commit(self: Box<Self>) -> Result<ObjectMeta, BackendError>;
+    /// Discards the write.
+    async fn abort(self: Box<Self>) -> Result<(), BackendError>;
+}
+
+/// Conveniences built on [`Backend`], identical for every implementation.
+#[async_trait]
+pub trait BackendExt: Backend {
+    /// Writes a small object in one go.
+    async fn put(&self, key: &ObjectKey, bytes: Bytes) -> Result<ObjectMeta, BackendError> {
+        let mut sink = self.create(key, CreateOptions::default().with_size_hint(bytes.len() as u64)).await?;
+        if let Err(e) = sink.write_all(&bytes).await {
+            let _ = sink.abort().await;
+            return Err(BackendError::Io { action: "failed to write", path: key.to_string(), source: e });
+        }
+        sink.commit().await
+    }
+
+    /// Reads a small object whole.
+    async fn get_bytes(&self, key: &ObjectKey) -> Result<Bytes, BackendError> {
+        use futures::TryStreamExt;
+        let chunks: Vec<Bytes> = self
+            .open(key, None)
+            .await?
+            .try_collect()
+            .await
+            .map_err(|e| BackendError::Io { action: "failed to read", path: key.to_string(), source: e })?;
+        Ok(chunks.concat().into())
+    }
+}
+
+impl<T: Backend + ?Sized> BackendExt for T {}

@@ -1,0 +1,261 @@
+//! One collection: its configuration, its durable data files and its in-memory points.
+//!
+//! Writes go through one writer lock: encode, append to the WAL, fsync, then apply in
+//! memory, so the memory view never runs ahead of what is durable. Readers take a shared
+//! lock on the point store only.
+
+pub mod config;
+pub mod files;
+pub mod filter;
+pub mod points;
+pub mod record;
+pub mod types;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use config::CollectionConfig;
+use files::{DataDir, PinnedFile};
+use points::PointStore;
+use record::{Operation, Record};
+use types::{normalize, Distance, Payload, PointId, PointWrite, DEFAULT_VECTOR};
+
+/// Name of the configuration file inside a collection directory.
+pub const CONFIG_FILE: &str = "config.json";
+/// Name of the data directory inside a collection directory.
+pub const DATA_DIR: &str = "data";
+
+/// Seal the WAL into a segment once it grows past this.
+const ROTATE_BYTES: u64 = 64 << 20;
+/// Compact once this many sealed segments accumulate.
+const COMPACT_AT: usize = 8;
+
+struct Writer {
+    data: DataDir,
+    next_op: u64,
+    closed: bool,
+}
+
+/// A consistent, immutable image of a collection, pinned for a snapshot.
+#[derive(Debug)]
+pub struct PinnedCollection {
+    /// The collection's name.
+    pub name: String,
+    /// `config.json` as it was at the seal.
+    pub config_json: Vec<u8>,
+    /// Every sealed data file, held open.
+    pub files: Vec<PinnedFile>,
+}
+
+/// A live collection.
+pub struct Collection {
+    name: String,
+    dir: PathBuf,
+    config: RwLock<CollectionConfig>,
+    points: RwLock<PointStore>,
+    writer: Mutex<Writer>,
+    compacting: AtomicBool,
+}
+
+impl std::fmt::Debug for Collection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collection").field("name", &self.name).field("dir", &self.dir).finish()
+    }
+}
+
+fn storage_err(context: String) -> impl FnOnce(files::FilesError) -> Error {
+    move |e| Error::internal(context, e)
+}
+
+impl Collection {
+    /// Writes a new collection's files into `dir` (which must not exist yet).
+    pub fn init_dir(dir: &Path, config: &CollectionConfig) -> Result<()> {
+        std::fs::create_dir_all(dir.join(DATA_DIR))
+            .map_err(|e| Error::internal(format!("failed to create `{}`", dir.display()), e))?;
+        let json = serde_json::to_vec_pretty(config)
+            .map_err(|e| Error::internal("failed to serialize collection config", e))?;
+        fsutil::write_atomic(&dir.join(CONFIG_FILE), &json)
+            .map_err(|e| Error::internal(format!("failed to write config of `{}`", dir.display()), e))
+    }
+
+    /// Opens a collection directory, replaying its data files.
+    pub fn open(dir: &Path, name: &str) -> Result<Self> {
+        let raw = std::fs::read(dir.join(CONFIG_FILE))
+            .map_err(|e| Error::internal(format!("failed to read config of collection `{name}`"), e))?;
+        let config: CollectionConfig = serde_json::from_slice(&raw)
+            .map_err(|e| Error::internal(format!("config of collection `{name}` is invalid"), e))?;
+        config.validate().map_err(Error::BadInput)?;
+        let mut store = PointStore::new(&config.vectors.spaces());
+        let mut last_op = 0;
+        let data = DataDir::open(&dir.join(DATA_DIR), |rec| {
+            last_op = last_op.max(rec.op_id);
+            store.apply(rec);
+        })
+        .map_err(storage_err(format!("failed to load data of collection `{name}`")))?;
+        Ok(Collection {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            config: RwLock::new(config),
+            points: RwLock::new(store),
+            writer: Mutex::new(Writer { data, next_op: last_op + 1, closed: false }),
+            compacting: AtomicBool::new(false),
+        })
+    }
+
+    /// The collection's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The collection's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A copy of the configuration.
+    pub fn config(&self) -> CollectionConfig {
+        self.config.read().clone()
+    }
+
+    /// Changes the configuration durably (payload indexes, parameter updates).
+    pub fn update_config(&self, change: impl FnOnce(&mut CollectionConfig)) -> Result<()> {
+        // The writer lock orders config changes with snapshot seals.
+        let _w = self.writer.lock();
+        let mut cfg = self.config.read().clone();
+        change(&mut cfg);
+        let json = serde_json::to_vec_pretty(&cfg)
+            .map_err(|e| Error::internal("failed to serialize collection config", e))?;
+        fsutil::write_atomic(&self.dir.join(CONFIG_FILE), &json)
+            .map_err(|e| Error::internal(format!("failed to write config of `{}`", self.name), e))?;
+        *self.config.write() = cfg;
+        Ok(())
+    }
+
+    /// Runs `f` with shared access to the points.
+    pub fn read<R>(&self, f: impl FnOnce(&PointStore) -> R) -> R {
+        f(&self.points.read())
+    }
+
+    /// Validates request vectors against the vector spaces and normalizes Cosine ones.
+    pub fn prepare(
+        &self,
+        points: Vec<(PointId, Vec<(String, Vec<f32>)>, Option<Payload>)>,
+    ) -> Result<Vec<PointWrite>> {
+        let cfg = self.config.read();
+        points
+            .into_iter()
+            .map(|(id, vectors, payload)| {
+                let mut out = Vec::with_capacity(vectors.len());
+                for (name, mut v) in vectors {
+                    let Some(params) = cfg.vectors.get(&name) else {
+                        return Err(Error::bad_input(if name == DEFAULT_VECTOR {
+                            "Not existing vector name error: this collection has only named vectors".to_string()
+                        } else {
+                            format!("Not existing vector name error: {name}")
+                        }));
+                    };
+                    if v.len() as u64 != params.size {
+                        return Err(Error::bad_input(format!(
+                            "Vector dimension error: expected dim: {}, got {}",
+                            params.size,
+                            v.len()
+                        )));
+                    }
+                    if v.iter().any(|x| !x.is_finite()) {
+                        return Err(Error::bad_input(format!("vector of point {id} has a non-finite value")));
+                    }
+                    if params.distance == Distance::Cosine {
+                        normalize(&mut v);
+                    }
+                    out.push((name, v));
+                }
+                Ok(PointWrite { id, vectors: out, payload })
+            })
+            .collect()
+    }
+
+    /// Logs and applies one operation; returns its operation id. Blocking (fsync).
+    pub fn write_blocking(&self, op: Operation) -> Result<u64> {
+        let mut w = self.writer.lock();
+        if w.closed {
+            return Err(Error::NotFound(format!("Collection `{}` doesn't exist!", self.name)));
+        }
+        let record = Record { op_id: w.next_op, op };
+        let mut buf = Vec::new();
+        record::encode(&record, &mut buf);
+        w.data
+            .append(&buf, true)
+            .map_err(storage_err(format!("failed to write to collection `{}`", self.name)))?;
+        w.next_op += 1;
+        let op_id = record.op_id;
+        self.points.write().apply(record);
+        if w.data.active_len() > ROTATE_BYTES {
+            w.data
+                .rotate()
+                .map_err(storage_err(format!("failed to seal WAL of collection `{}`", self.name)))?;
+        }
+        Ok(op_id)
+    }
+
+    /// Logs and applies one operation off the async runtime.
+    pub async fn write(self: &Arc<Self>, op: Operation) -> Result<u64> {
+        let this = Arc::clone(self);
+        let op_id = tokio::task::spawn_blocking(move || this.write_blocking(op))
+            .await
+            .map_err(|e| Error::internal("write task failed", e))??;
+        self.maybe_compact();
+        Ok(op_id)
+    }
+
+    /// Seals the WAL and pins every sealed file: a point-in-time image for a snapshot.
+    ///
+    /// Writers wait only for the rename of the active WAL and the opening of the files.
+    pub fn seal_and_pin(&self) -> Result<PinnedCollection> {
+        let mut w = self.writer.lock();
+        if w.closed {
+            return Err(Error::NotFound(format!("Collection `{}` doesn't exist!", self.name)));
+        }
+        let ctx = format!("failed to seal collection `{}`", self.name);
+        w.data.rotate().map_err(storage_err(ctx.clone()))?;
+        let files = w.data.pin().map_err(storage_err(ctx))?;
+        let config_json = serde_json::to_vec_pretty(&*self.config.read())
+            .map_err(|e| Error::internal("failed to serialize collection config", e))?;
+        Ok(PinnedCollection { name: self.name.clone(), config_json, files })
+    }
+
+    /// Stops accepting writes (the collection is being deleted or replaced).
+    pub fn close(&self) {
+        self.writer.lock().closed = true;
+    }
+
+    /// Starts a background compaction when enough sealed segments have accumulated.
+    pub fn maybe_compact(self: &Arc<Self>) {
+        let files = {
+            let w = self.writer.lock();
+            if w.closed || w.data.sealed().len() < COMPACT_AT {
+                return;
+            }
+            w.data.sealed().to_vec()
+        };
+        if self.compacting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let data_dir = this.dir.join(DATA_DIR);
+            let result = files::compact(&data_dir, &files).and_then(|out| {
+                let mut w = this.writer.lock();
+                w.data.install_compacted(out, &files)
+            });
+            if let Err(e) = result {
+                tracing::error!(collection = %this.name, error = %e, "compaction failed");
+            }
+            this.compacting.store(false, Ordering::Release);
+        });
+    }
+}

@@ -1,0 +1,371 @@
+//! The in-memory view of a collection's points, rebuilt from the data files at start-up.
+//!
+//! Vectors live in one contiguous column per vector name so a search streams through memory.
+//! Search is exact (brute force): results equal a brute-force computation by construction.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use super::filter::Filter;
+use super::record::{Operation, Record};
+use super::types::{Distance, Payload, PointId, VectorParams};
+
+struct Column {
+    dim: usize,
+    distance: Distance,
+    data: Vec<f32>,
+    present: Vec<bool>,
+}
+
+/// All live points of a collection.
+pub struct PointStore {
+    by_id: BTreeMap<PointId, u32>,
+    ids: Vec<PointId>,
+    live: Vec<bool>,
+    versions: Vec<u64>,
+    payloads: Vec<Option<Payload>>,
+    columns: BTreeMap<String, Column>,
+    free: Vec<u32>,
+}
+
+/// A point as read back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PointView {
+    /// Id.
+    pub id: PointId,
+    /// Version (the operation that last wrote it).
+    pub version: u64,
+    /// Payload, if any.
+    pub payload: Option<Payload>,
+    /// `(name, vector)` pairs.
+    pub vectors: Vec<(String, Vec<f32>)>,
+}
+
+#[derive(PartialEq)]
+struct Scored {
+    key: f32,
+    slot: u32,
+}
+impl Eq for Scored {}
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scored {
+    // Reversed so the max-heap keeps the *worst* kept hit on top.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.key.total_cmp(&self.key).then(self.slot.cmp(&other.slot))
+    }
+}
+
+impl PointStore {
+    /// An empty store with the given vector spaces.
+    pub fn new(spaces: &[(String, VectorParams)]) -> Self {
+        let columns = spaces
+            .iter()
+            .map(|(name, p)| {
+                (
+                    name.clone(),
+                    Column { dim: p.size as usize, distance: p.distance, data: Vec::new(), present: Vec::new() },
+                )
+            })
+            .collect();
+        PointStore {
+            by_id: BTreeMap::new(),
+            ids: Vec::new(),
+            live: Vec::new(),
+            versions: Vec::new(),
+            payloads: Vec::new(),
+            columns,
+            free: Vec::new(),
+        }
+    }
+
+    /// Number of live points.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether there are no points.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Applies a replayed or freshly logged record.
+    pub fn apply(&mut self, record: Record) {
+        match record.op {
+            Operation::Upsert(points) => {
+                for p in points {
+                    let slot = self.slot_for(p.id);
+                    let s = slot as usize;
+                    self.versions[s] = record.op_id;
+                    self.payloads[s] = p.payload;
+                    for col in self.columns.values_mut() {
+                        col.present[s] = false;
+                    }
+                    for (name, v) in p.vectors {
+                        if let Some(col) = self.columns.get_mut(&name) {
+                            if v.len() == col.dim {
+                                col.data[s * col.dim..(s + 1) * col.dim].copy_from_slice(&v);
+                                col.present[s] = true;
+                            }
+                        }
+                    }
+                }
+            }
+            Operation::Delete(ids) => {
+                for id in ids {
+                    if let Some(slot) = self.by_id.remove(&id) {
+                        let s = slot as usize;
+                        self.live[s] = false;
+                        self.payloads[s] = None;
+                        self.free.push(slot);
+                    }
+                }
+            }
+        }
+    }
+
+    fn slot_for(&mut self, id: PointId) -> u32 {
+        if let Some(&slot) = self.by_id.get(&id) {
+            return slot;
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                let s = slot as usize;
+                self.ids[s] = id;
+                self.live[s] = true;
+                slot
+            }
+            None => {
+                let slot = self.ids.len() as u32;
+                self.ids.push(id);
+                self.live.push(true);
+                self.versions.push(0);
+                self.payloads.push(None);
+                for col in self.columns.values_mut() {
+                    col.data.resize(col.data.len() + col.dim, 0.0);
+                    col.present.push(false);
+                }
+                slot
+            }
+        };
+        self.by_id.insert(id, slot);
+        slot
+    }
+
+    fn view(&self, slot: u32, with_payload: bool, with_vectors: &VectorSelect) -> PointView {
+        let s = slot as usize;
+        let vectors = self
+            .columns
+            .iter()
+            .filter(|(name, col)| col.present[s] && with_vectors.includes(name))
+            .map(|(name, col)| (name.clone(), col.data[s * col.dim..(s + 1) * col.dim].to_vec()))
+            .collect();
+        PointView {
+            id: self.ids[s],
+            version: self.versions[s],
+            payload: if with_payload { self.payloads[s].clone() } else { None },
+            vectors,
+        }
+    }
+
+    /// Whether a point exists.
+    pub fn contains(&self, id: &PointId) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// A point's current vectors and payload (for payload updates).
+    pub fn get(&self, id: &PointId) -> Option<PointView> {
+        self.by_id.get(id).map(|&slot| self.view(slot, true, &VectorSelect::All))
+    }
+
+    /// Points by id, in request order, skipping missing ones.
+    pub fn retrieve(&self, ids: &[PointId], with_payload: bool, with_vectors: &VectorSelect) -> Vec<PointView> {
+        ids.iter()
+            .filter_map(|id| self.by_id.get(id).map(|&slot| self.view(slot, with_payload, with_vectors)))
+            .collect()
+    }
+
+    /// Points in id order starting at `offset`; returns the page and the next offset.
+    pub fn scroll(
+        &self,
+        offset: Option<PointId>,
+        limit: usize,
+        filter: Option<&Filter>,
+        with_payload: bool,
+        with_vectors: &VectorSelect,
+    ) -> (Vec<PointView>, Option<PointId>) {
+        let range = match offset {
+            Some(o) => self.by_id.range(o..),
+            None => self.by_id.range(..),
+        };
+        let mut out = Vec::new();
+        for (id, &slot) in range {
+            if !self.passes(slot, filter) {
+                continue;
+            }
+            if out.len() == limit {
+                return (out, Some(*id));
+            }
+            out.push(self.view(slot, with_payload, with_vectors));
+        }
+        (out, None)
+    }
+
+    /// Ids of points passing the filter.
+    pub fn matching_ids(&self, filter: &Filter) -> Vec<PointId> {
+        self.by_id
+            .iter()
+            .filter(|(_, &slot)| self.passes(slot, Some(filter)))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Number of points passing the filter.
+    pub fn count(&self, filter: Option<&Filter>) -> usize {
+        match filter {
+            None => self.by_id.len(),
+            Some(_) => self.by_id.values().filter(|&&slot| self.passes(slot, filter)).count(),
+        }
+    }
+
+    fn passes(&self, slot: u32, filter: Option<&Filter>) -> bool {
+        let s = slot as usize;
+        filter.is_none_or(|f| f.matches(self.ids[s], self.payloads[s].as_ref()))
+    }
+
+    /// Exact top-`limit + offset` search of `query` in vector space `using`.
+    ///
+    /// Returns `(score, point)` best first, skipping `offset` hits.
+    #[allow(clippy::too_many_arguments)]
+    pub fn search(
+        &self,
+        using: &str,
+        query: &[f32],
+        limit: usize,
+        offset: usize,
+        filter: Option<&Filter>,
+        score_threshold: Option<f32>,
+        with_payload: bool,
+        with_vectors: &VectorSelect,
+    ) -> Vec<(f32, PointView)> {
+        let Some(col) = self.columns.get(using) else { return Vec::new() };
+        let want = limit.saturating_add(offset);
+        if want == 0 {
+            return Vec::new();
+        }
+        let higher = col.distance.higher_is_better();
+        let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(want + 1);
+        for s in 0..self.ids.len() {
+            if !self.live[s] || !col.present[s] || !self.passes(s as u32, filter) {
+                continue;
+            }
+            let score = col.distance.score(query, &col.data[s * col.dim..(s + 1) * col.dim]);
+            if let Some(t) = score_threshold {
+                if (higher && score < t) || (!higher && score > t) {
+                    continue;
+                }
+            }
+            // `key` is "bigger is better" whatever the distance.
+            let key = if higher { score } else { -score };
+            if heap.len() < want {
+                heap.push(Scored { key, slot: s as u32 });
+            } else if heap.peek().is_some_and(|worst| key > worst.key) {
+                heap.pop();
+                heap.push(Scored { key, slot: s as u32 });
+            }
+        }
+        let mut hits = heap.into_sorted_vec();
+        // `into_sorted_vec` is ascending by `Ord`, which is reversed: best first.
+        hits.drain(..offset.min(hits.len()));
+        hits.into_iter()
+            .map(|h| {
+                let score = if higher { h.key } else { -h.key };
+                (score, self.view(h.slot, with_payload, with_vectors))
+            })
+            .collect()
+    }
+}
+
+/// Which vectors to return with points.
+#[derive(Clone, Debug, PartialEq)]
+pub enum VectorSelect {
+    /// None.
+    None,
+    /// All of them.
+    All,
+    /// Only these names.
+    Names(Vec<String>),
+}
+
+impl VectorSelect {
+    fn includes(&self, name: &str) -> bool {
+        match self {
+            VectorSelect::None => false,
+            VectorSelect::All => true,
+            VectorSelect::Names(n) => n.iter().any(|x| x == name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collection::types::PointWrite;
+
+    fn store(distance: Distance) -> PointStore {
+        PointStore::new(&[(
+            String::new(),
+            VectorParams { size: 2, distance, on_disk: None, hnsw_config: None, quantization_config: None },
+        )])
+    }
+
+    fn put(s: &mut PointStore, op: u64, id: u64, v: [f32; 2]) {
+        s.apply(Record {
+            op_id: op,
+            op: Operation::Upsert(vec![PointWrite { id: PointId::Num(id), vectors: vec![(String::new(), v.to_vec())], payload: None }]),
+        });
+    }
+
+    #[test]
+    fn search_orders_by_distance_kind() {
+        let mut s = store(Distance::Euclid);
+        put(&mut s, 1, 1, [0.0, 0.0]);
+        put(&mut s, 2, 2, [3.0, 4.0]);
+        put(&mut s, 3, 3, [1.0, 0.0]);
+        let hits = s.search("", &[0.0, 0.0], 2, 0, None, None, false, &VectorSelect::None);
+        let ids: Vec<_> = hits.iter().map(|(_, p)| p.id).collect();
+        assert_eq!(ids, vec![PointId::Num(1), PointId::Num(3)]);
+        assert_eq!(hits[1].0, 1.0);
+        let offset = s.search("", &[0.0, 0.0], 1, 2, None, None, false, &VectorSelect::None);
+        assert_eq!(offset[0].0, 5.0);
+
+        let mut d = store(Distance::Dot);
+        put(&mut d, 1, 1, [1.0, 0.0]);
+        put(&mut d, 2, 2, [2.0, 0.0]);
+        let hits = d.search("", &[1.0, 0.0], 5, 0, None, Some(1.5), false, &VectorSelect::None);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].1.id, PointId::Num(2));
+    }
+
+    #[test]
+    fn delete_frees_slots_and_scroll_pages_in_id_order() {
+        let mut s = store(Distance::Dot);
+        for i in 0..5 {
+            put(&mut s, i + 1, 10 - i, [1.0, 1.0]);
+        }
+        s.apply(Record { op_id: 9, op: Operation::Delete(vec![PointId::Num(8)]) });
+        put(&mut s, 10, 100, [0.0, 1.0]);
+        assert_eq!(s.len(), 5);
+        let (page, next) = s.scroll(None, 2, None, false, &VectorSelect::None);
+        assert_eq!(page.iter().map(|p| p.id).collect::<Vec<_>>(), vec![PointId::Num(6), PointId::Num(7)]);
+        assert_eq!(next, Some(PointId::Num(9)));
+        let (page, next) = s.scroll(next, 10, None, false, &VectorSelect::All);
+        assert_eq!(page.len(), 3);
+        assert_eq!(next, None);
+        assert_eq!(page[2].vectors, vec![(String::new(), vec![0.0, 1.0])]);
+        assert_eq!(page[2].version, 10);
+    }
+}

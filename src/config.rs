@@ -1,0 +1,538 @@
+//! Configuration, layered as Qdrant users know it.
+//!
+//! Lowest to highest priority: the embedded default (`config/config.yaml` at build time),
+//! `config/config.yaml` in the working directory, `--config-path FILE`, then environment
+//! variables `QDRANT__SECTION__KEY`. Every leaf remembers where it came from, so an error
+//! names the key and its origin. Unknown keys are warnings; bad values are errors.
+//!
+//! The YAML crate is `serde_yaml_ng`, a maintained fork of the archived `serde_yaml` with
+//! the same `Value` tree, which the layered merge needs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::Value;
+
+use crate::env;
+
+/// The configuration embedded at build time: the defaults of every key.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/config.yaml");
+/// The optional configuration file read from the working directory.
+pub const LOCAL_CONFIG_FILE: &str = "config/config.yaml";
+
+/// Where a configuration value came from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Origin {
+    /// The embedded default configuration.
+    Default,
+    /// A YAML file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("the embedded default configuration"),
+            Origin::File(p) => write!(f, "file `{}`", p.display()),
+            Origin::Env(v) => write!(f, "environment variable {v}"),
+        }
+    }
+}
+
+/// A configuration error that stops start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("cannot read configuration file `{path}`")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not valid YAML.
+    #[error("configuration file `{path}` is not valid YAML: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key has a value of the wrong type or out of range.
+    #[error("invalid value for `{key}` from {origin}: {message}")]
+    Invalid {
+        /// Dotted key.
+        key: String,
+        /// Where the value came from.
+        origin: Origin,
+        /// What is wrong.
+        message: String,
+    },
+    /// A required key is missing.
+    #[error("`{key}` must be set when {reason}")]
+    Missing {
+        /// Dotted key.
+        key: String,
+        /// Why it is required.
+        reason: String,
+    },
+}
+
+/// A secret string: never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Where snapshots are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotsStorage {
+    /// Under `storage.snapshots_path`.
+    Local,
+    /// In an S3-compatible bucket.
+    S3,
+}
+
+/// Optional compression of snapshot archives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// A plain tar, as Qdrant writes.
+    None,
+    /// gzip.
+    Gzip,
+    /// zstd.
+    Zstd,
+}
+
+/// S3 settings (`storage.snapshots_config.s3_config`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Region (default `us-east-1`).
+    pub region: String,
+    /// Access key id.
+    pub access_key: Option<Secret>,
+    /// Secret access key.
+    pub secret_key: Option<Secret>,
+    /// Custom endpoint (MinIO, Garage, Ceph...).
+    pub endpoint_url: Option<String>,
+    /// Key prefix inside the bucket (default `snapshots`).
+    pub prefix: String,
+    /// Multipart part size in bytes (at least 5 MiB).
+    pub part_size: u64,
+    /// Parts uploaded at once.
+    pub upload_concurrency: usize,
+    /// Path-style addressing (default on when `endpoint_url` is set).
+    pub path_style: bool,
+    /// Retries of a failed request (per part for uploads).
+    pub max_retries: usize,
+    /// Give up retrying a request after this many seconds.
+    pub retry_timeout_secs: u64,
+}
+
+/// `storage.snapshots_config`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotsConfig {
+    /// Backend.
+    pub storage: SnapshotsStorage,
+    /// Compression of new snapshots.
+    pub compression: Compression,
+    /// S3 settings when `storage` is S3.
+    pub s3: Option<S3Config>,
+}
+
+/// `service.*`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceConfig {
+    /// Listen address.
+    pub host: String,
+    /// HTTP port.
+    pub http_port: u16,
+    /// Full-access key.
+    pub api_key: Option<Secret>,
+    /// Read-only key.
+    pub read_only_api_key: Option<Secret>,
+    /// Largest JSON body in MiB (snapshot uploads are not limited).
+    pub max_request_size_mb: u64,
+    /// Whether `http(s)://` snapshot locations may be recovered from.
+    pub enable_snapshot_url_recovery: bool,
+}
+
+/// `storage.*`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StorageConfig {
+    /// Collections live here.
+    pub storage_path: PathBuf,
+    /// Local snapshots live here; `file://` recovery is confined to it.
+    pub snapshots_path: PathBuf,
+    /// Work files (recovery staging of downloads); defaults to inside `storage_path`.
+    pub temp_path: Option<PathBuf>,
+    /// Snapshot storage.
+    pub snapshots_config: SnapshotsConfig,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Default log filter.
+    pub log_level: String,
+    /// HTTP service.
+    pub service: ServiceConfig,
+    /// Storage.
+    pub storage: StorageConfig,
+}
+
+/// The raw layered key → value map before validation.
+#[derive(Debug, Default)]
+pub struct Layers {
+    values: BTreeMap<String, (Value, Origin)>,
+    known: Vec<&'static str>,
+}
+
+fn flatten(v: &Value, prefix: &str, origin: &Origin, out: &mut BTreeMap<String, (Value, Origin)>) {
+    match v {
+        Value::Mapping(m) => {
+            for (k, child) in m {
+                let key = match k {
+                    Value::String(s) => s.clone(),
+                    other => serde_yaml_ng::to_string(other).unwrap_or_default().trim().to_string(),
+                };
+                let full = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+                flatten(child, &full, origin, out);
+            }
+        }
+        leaf => {
+            out.insert(prefix.to_string(), (leaf.clone(), origin.clone()));
+        }
+    }
+}
+
+/// Every key this service understands.
+const KNOWN_KEYS: &[&str] = &[
+    "log_level",
+    "service.host",
+    "service.http_port",
+    "service.api_key",
+    "service.read_only_api_key",
+    "service.max_request_size_mb",
+    "service.enable_snapshot_url_recovery",
+    "storage.storage_path",
+    "storage.snapshots_path",
+    "storage.temp_path",
+    "storage.snapshots_config.snapshots_storage",
+    "storage.snapshots_config.compression",
+    "storage.snapshots_config.s3_config.bucket",
+    "storage.snapshots_config.s3_config.region",
+    "storage.snapshots_config.s3_config.access_key",
+    "storage.snapshots_config.s3_config.secret_key",
+    "storage.snapshots_config.s3_config.endpoint_url",
+    "storage.snapshots_config.s3_config.prefix",
+    "storage.snapshots_config.s3_config.part_size",
+    "storage.snapshots_config.s3_config.upload_concurrency",
+    "storage.snapshots_config.s3_config.path_style",
+    "storage.snapshots_config.s3_config.max_retries",
+    "storage.snapshots_config.s3_config.retry_timeout_secs",
+];
+
+impl Layers {
+    /// Starts from the embedded defaults.
+    pub fn new() -> Result<Self, ConfigError> {
+        let mut l = Layers { values: BTreeMap::new(), known: KNOWN_KEYS.to_vec() };
+        l.add_yaml(EMBEDDED_DEFAULT, Origin::Default)?;
+        Ok(l)
+    }
+
+    /// Adds a YAML document on top.
+    pub fn add_yaml(&mut self, text: &str, origin: Origin) -> Result<(), ConfigError> {
+        let path = match &origin {
+            Origin::File(p) => p.clone(),
+            _ => PathBuf::from("<embedded>"),
+        };
+        let doc: Value = serde_yaml_ng::from_str(text)
+            .map_err(|e| ConfigError::Parse { path, message: e.to_string() })?;
+        if !doc.is_null() {
+            flatten(&doc, "", &origin, &mut self.values);
+        }
+        Ok(())
+    }
+
+    /// Adds a YAML file on top.
+    pub fn add_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        self.add_yaml(&text, Origin::File(path.to_path_buf()))
+    }
+
+    /// Adds `QDRANT__*` variables on top (values are parsed as YAML scalars).
+    pub fn add_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) {
+        for (name, raw) in vars {
+            let Some(rest) = name.strip_prefix(env::CONFIG_PREFIX) else { continue };
+            let key = rest.split(env::CONFIG_SEPARATOR).map(str::to_lowercase).collect::<Vec<_>>().join(".");
+            let value = serde_yaml_ng::from_str::<Value>(&raw).unwrap_or(Value::String(raw.clone()));
+            // Nested YAML in an env var is not supported; keep such text as a string.
+            let value = if value.is_mapping() || value.is_sequence() { Value::String(raw) } else { value };
+            self.values.insert(key, (value, Origin::Env(name)));
+        }
+    }
+
+    /// Keys that were set but are not understood, with their origin.
+    pub fn unknown_keys(&self) -> Vec<(String, Origin)> {
+        self.values
+            .iter()
+            .filter(|(k, _)| !self.known.contains(&k.as_str()))
+            .map(|(k, (_, o))| (k.clone(), o.clone()))
+            .collect()
+    }
+
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let origin = self.values.get(key).map(|(_, o)| o.clone()).unwrap_or(Origin::Default);
+        ConfigError::Invalid { key: key.to_string(), origin, message: message.into() }
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.values.get(key).map(|(v, _)| v) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+            Some(_) => Err(self.invalid(key, "expected a string")),
+        }
+    }
+
+    fn u64(&self, key: &str) -> Result<Option<u64>, ConfigError> {
+        match self.values.get(key).map(|(v, _)| v) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => {
+                n.as_u64().map(Some).ok_or_else(|| self.invalid(key, format!("expected a non-negative integer, got {n}")))
+            }
+            Some(Value::String(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| self.invalid(key, format!("expected a non-negative integer, got {s:?}"))),
+            Some(_) => Err(self.invalid(key, "expected a non-negative integer")),
+        }
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        match self.values.get(key).map(|(v, _)| v) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(Some(true)),
+                "false" | "0" | "no" | "off" => Ok(Some(false)),
+                _ => Err(self.invalid(key, format!("expected true or false, got {s:?}"))),
+            },
+            Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(Some(true)),
+            Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Some(false)),
+            Some(_) => Err(self.invalid(key, "expected true or false")),
+        }
+    }
+
+    fn ranged(&self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let v = self.u64(key)?.unwrap_or(default);
+        if v < min || v > max {
+            return Err(self.invalid(key, format!("must be between {min} and {max}, got {v}")));
+        }
+        Ok(v)
+    }
+
+    /// Validates everything into a [`Config`]. `aws_env` is the process environment, read
+    /// for the standard `AWS_*` fallbacks.
+    pub fn build(&self, aws_env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let storage = match self.string("storage.snapshots_config.snapshots_storage")?.as_deref() {
+            None | Some("local") => SnapshotsStorage::Local,
+            Some("s3") => SnapshotsStorage::S3,
+            Some(other) => {
+                return Err(self.invalid(
+                    "storage.snapshots_config.snapshots_storage",
+                    format!("expected `local` or `s3`, got {other:?}"),
+                ))
+            }
+        };
+        let compression = match self.string("storage.snapshots_config.compression")?.as_deref() {
+            None | Some("none") => Compression::None,
+            Some("gzip") => Compression::Gzip,
+            Some("zstd") => Compression::Zstd,
+            Some(other) => {
+                return Err(self.invalid(
+                    "storage.snapshots_config.compression",
+                    format!("expected `none`, `gzip` or `zstd`, got {other:?}"),
+                ))
+            }
+        };
+        let s3 = if storage == SnapshotsStorage::S3 { Some(self.s3(aws_env)?) } else { None };
+        let http_port = self.ranged("service.http_port", 6333, 1, 65535)? as u16;
+        let service = ServiceConfig {
+            host: self.string("service.host")?.unwrap_or_else(|| "127.0.0.1".into()),
+            http_port,
+            api_key: self.string("service.api_key")?.map(Secret),
+            read_only_api_key: self.string("service.read_only_api_key")?.map(Secret),
+            max_request_size_mb: self.ranged("service.max_request_size_mb", 32, 1, 1 << 20)?,
+            enable_snapshot_url_recovery: self.bool("service.enable_snapshot_url_recovery")?.unwrap_or(true),
+        };
+        let storage_cfg = StorageConfig {
+            storage_path: PathBuf::from(self.string("storage.storage_path")?.unwrap_or_else(|| "./storage".into())),
+            snapshots_path: PathBuf::from(
+                self.string("storage.snapshots_path")?.unwrap_or_else(|| "./snapshots".into()),
+            ),
+            temp_path: self.string("storage.temp_path")?.map(PathBuf::from),
+            snapshots_config: SnapshotsConfig { storage, compression, s3 },
+        };
+        Ok(Config {
+            log_level: self.string("log_level")?.unwrap_or_else(|| "INFO".into()),
+            service,
+            storage: storage_cfg,
+        })
+    }
+
+    fn s3(&self, aws_env: &dyn Fn(&str) -> Option<String>) -> Result<S3Config, ConfigError> {
+        const P: &str = "storage.snapshots_config.s3_config";
+        let key = |k: &str| format!("{P}.{k}");
+        let bucket = self.string(&key("bucket"))?.ok_or_else(|| ConfigError::Missing {
+            key: key("bucket"),
+            reason: "storage.snapshots_config.snapshots_storage is `s3`".into(),
+        })?;
+        let endpoint_url = self
+            .string(&key("endpoint_url"))?
+            .or_else(|| aws_env(env::AWS_ENDPOINT_URL_S3))
+            .or_else(|| aws_env(env::AWS_ENDPOINT_URL));
+        if let Some(url) = &endpoint_url {
+            if url::Url::parse(url).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true) {
+                return Err(self.invalid(&key("endpoint_url"), format!("expected an http(s) URL, got {url:?}")));
+            }
+        }
+        let path_style = self.bool(&key("path_style"))?.unwrap_or(endpoint_url.is_some());
+        Ok(S3Config {
+            bucket,
+            region: self
+                .string(&key("region"))?
+                .or_else(|| aws_env(env::AWS_REGION))
+                .or_else(|| aws_env(env::AWS_DEFAULT_REGION))
+                .unwrap_or_else(|| "us-east-1".into()),
+            access_key: self.string(&key("access_key"))?.or_else(|| aws_env(env::AWS_ACCESS_KEY_ID)).map(Secret),
+            secret_key: self
+                .string(&key("secret_key"))?
+                .or_else(|| aws_env(env::AWS_SECRET_ACCESS_KEY))
+                .map(Secret),
+            endpoint_url,
+            prefix: self.string(&key("prefix"))?.unwrap_or_else(|| "snapshots".into()).trim_matches('/').to_string(),
+            part_size: self.ranged(&key("part_size"), 16 << 20, 5 << 20, 5 << 30)?,
+            upload_concurrency: self.ranged(&key("upload_concurrency"), 8, 1, 64)? as usize,
+            path_style,
+            max_retries: self.ranged(&key("max_retries"), 5, 0, 100)? as usize,
+            retry_timeout_secs: self.ranged(&key("retry_timeout_secs"), 120, 1, 86_400)?,
+        })
+    }
+}
+
+/// Loads the configuration the way the binary does: embedded default, `config/config.yaml`
+/// if present, `config_path` if given (it must exist), then the process environment.
+pub fn load(config_path: Option<&Path>) -> Result<(Config, Vec<(String, Origin)>), ConfigError> {
+    let mut layers = Layers::new()?;
+    let local = Path::new(LOCAL_CONFIG_FILE);
+    if local.is_file() {
+        layers.add_file(local)?;
+    }
+    if let Some(p) = config_path {
+        layers.add_file(p)?;
+    }
+    layers.add_env(std::env::vars());
+    let config = layers.build(&|k| std::env::var(k).ok().filter(|v| !v.is_empty()))?;
+    Ok((config, layers.unknown_keys()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn embedded_defaults_match_the_documented_ones() {
+        let c = Layers::new().unwrap().build(&no_env).unwrap();
+        assert_eq!(c.service.http_port, 6333);
+        assert_eq!(c.service.host, "127.0.0.1");
+        assert_eq!(c.storage.storage_path, PathBuf::from("./storage"));
+        assert_eq!(c.storage.snapshots_path, PathBuf::from("./snapshots"));
+        assert_eq!(c.storage.temp_path, None);
+        assert_eq!(c.storage.snapshots_config.storage, SnapshotsStorage::Local);
+        assert_eq!(c.storage.snapshots_config.compression, Compression::None);
+        assert!(c.service.api_key.is_none());
+        assert!(c.service.enable_snapshot_url_recovery);
+    }
+
+    #[test]
+    fn env_overrides_files_and_nests_with_double_underscores() {
+        let mut l = Layers::new().unwrap();
+        l.add_yaml("service:\n  http_port: 7000\n", Origin::File("a.yaml".into())).unwrap();
+        l.add_env([
+            ("QDRANT__SERVICE__HTTP_PORT".to_string(), "7001".to_string()),
+            ("QDRANT__SERVICE__API_KEY".to_string(), "12345".to_string()),
+            ("QDRANT__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE".to_string(), "s3".to_string()),
+            ("QDRANT__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__BUCKET".to_string(), "b".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ]);
+        let c = l.build(&|k| (k == "AWS_REGION").then(|| "eu-west-1".to_string())).unwrap();
+        assert_eq!(c.service.http_port, 7001);
+        assert_eq!(c.service.api_key.as_ref().map(Secret::expose), Some("12345"));
+        let s3 = c.storage.snapshots_config.s3.unwrap();
+        assert_eq!((s3.bucket.as_str(), s3.region.as_str()), ("b", "eu-west-1"));
+        assert!(!s3.path_style);
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_origin() {
+        let mut l = Layers::new().unwrap();
+        l.add_env([("QDRANT__SERVICE__HTTP_PORT".to_string(), "abc".to_string())]);
+        let err = l.build(&no_env).unwrap_err().to_string();
+        assert!(err.contains("service.http_port") && err.contains("QDRANT__SERVICE__HTTP_PORT"), "{err}");
+
+        let mut l = Layers::new().unwrap();
+        l.add_yaml("storage:\n  snapshots_config:\n    snapshots_storage: ftp\n", Origin::File("c.yaml".into()))
+            .unwrap();
+        let err = l.build(&no_env).unwrap_err().to_string();
+        assert!(err.contains("snapshots_storage") && err.contains("c.yaml"), "{err}");
+
+        let mut l = Layers::new().unwrap();
+        l.add_yaml("storage:\n  snapshots_config:\n    snapshots_storage: s3\n", Origin::Default).unwrap();
+        assert!(l.build(&no_env).unwrap_err().to_string().contains("bucket"));
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_origin() {
+        let mut l = Layers::new().unwrap();
+        l.add_yaml("service:\n  http_prot: 1\n", Origin::File("x.yaml".into())).unwrap();
+        let unknown = l.unknown_keys();
+        assert_eq!(unknown, vec![("service.http_prot".to_string(), Origin::File("x.yaml".into()))]);
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,75 @@
+//! snapstream: a Qdrant-compatible collection and snapshot service.
+//!
+//! Layers, bottom up:
+//! * [`config`]: layered YAML + `QDRANT__*` environment configuration;
+//! * [`collection`] and [`registry`]: durable collections (WAL + immutable segments) and aliases;
+//! * [`backend`]: the snapshot storage trait with local and S3 implementations;
+//! * [`snapshot`]: the streaming tar producer, the safe unpacker and recovery;
+//! * [`api`]: Qdrant's REST API over all of it.
+
+pub mod api;
+pub mod backend;
+pub mod collection;
+pub mod config;
+pub mod env;
+pub mod error;
+mod fsutil;
+pub mod registry;
+pub mod snapshot;
+
+use std::sync::Arc;
+
+pub use api::{router, AppState};
+pub use error::{Error, Result};
+
+use backend::DynBackend;
+use config::{Config, SnapshotsStorage};
+
+/// Opens storage and the snapshot backend, cleans leftovers of interrupted work, and
+/// returns the state the HTTP API runs on.
+pub async fn build_state(config: Config) -> Result<AppState> {
+    let storage = &config.storage;
+    let registry = {
+        let path = storage.storage_path.clone();
+        tokio::task::spawn_blocking(move || registry::Registry::open(&path))
+            .await
+            .map_err(|e| Error::internal("storage load task failed", e))??
+    };
+    let registry = Arc::new(registry);
+    std::fs::create_dir_all(&storage.snapshots_path).map_err(|e| {
+        Error::internal(format!("failed to create snapshots directory `{}`", storage.snapshots_path.display()), e)
+    })?;
+    let (backend, s3_location): (DynBackend, _) = match storage.snapshots_config.storage {
+        SnapshotsStorage::Local => {
+            let local = backend::local::LocalBackend::new(&storage.snapshots_path)
+                .map_err(|e| Error::internal("failed to open local snapshot storage", e))?;
+            (Arc::new(local), None)
+        }
+        SnapshotsStorage::S3 => {
+            let s3 = storage
+                .snapshots_config
+                .s3
+                .as_ref()
+                .ok_or_else(|| Error::bad_input("storage.snapshots_config.s3_config is missing"))?;
+            let b = backend::s3::S3Backend::new(s3)?;
+            (Arc::new(b), Some((s3.bucket.clone(), s3.prefix.clone())))
+        }
+    };
+    let snapshots = snapshot::SnapshotService::new(
+        Arc::clone(&registry),
+        backend,
+        snapshot::SnapshotSettings {
+            snapshots_path: storage.snapshots_path.clone(),
+            temp_path: storage.temp_path.clone(),
+            compression: storage.snapshots_config.compression,
+            url_recovery: config.service.enable_snapshot_url_recovery,
+            s3_location,
+        },
+    )?;
+    if let Err(e) = snapshots.startup_cleanup().await {
+        // A storage that cannot be reached at start-up (wrong credentials, missing bucket)
+        // is a warning: the service still serves collections and reports errors per call.
+        tracing::warn!(backend = %snapshots.backend(), error = %e.chain(), "snapshot storage start-up check failed");
+    }
+    Ok(AppState { config: Arc::new(config), registry, snapshots: Arc::new(snapshots) })
+}

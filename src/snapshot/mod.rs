@@ -1,0 +1,497 @@
+//! Snapshots: creation (seal → pin → stream into storage), listing, deletion, download and
+//! transactional recovery (stream → staging → verify → atomic swap).
+
+pub mod codec;
+pub mod format;
+pub mod hashing;
+pub mod names;
+pub mod ops;
+pub mod producer;
+pub mod source;
+pub mod unpack;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::io::AsyncRead;
+
+use crate::backend::{BackendError, BackendExt, ByteStream, CreateOptions, DynBackend, ObjectKey, ObjectMeta};
+use crate::collection::config::CollectionConfig;
+use crate::collection::{PinnedCollection, CONFIG_FILE};
+use crate::config::Compression;
+use crate::error::{Error, Result};
+use crate::registry::Registry;
+use format::SnapshotKind;
+use hashing::Progress;
+
+/// Qdrant's `SnapshotDescription`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SnapshotDescription {
+    /// File name.
+    pub name: String,
+    /// UTC, `YYYY-MM-DDTHH:MM:SS`; never null.
+    pub creation_time: String,
+    /// Bytes.
+    pub size: u64,
+    /// Hex SHA-256, when the sidecar exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+}
+
+fn describe(meta: &ObjectMeta, checksum: Option<String>) -> SnapshotDescription {
+    SnapshotDescription {
+        name: meta.key.file_name().to_string(),
+        creation_time: meta.last_modified.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        size: meta.size,
+        checksum,
+    }
+}
+
+/// Which snapshots an endpoint talks about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// `/collections/{c}/snapshots`, stored under `{c}/`.
+    Collection(String),
+    /// `/collections/{c}/shards/{id}/snapshots`, stored under `{c}/shards/{id}/`.
+    Shard(String, u32),
+    /// `/snapshots`, stored at the root.
+    Full,
+}
+
+impl Scope {
+    /// The storage directory of this scope.
+    pub fn dir(&self) -> Result<Option<ObjectKey>> {
+        let key = match self {
+            Scope::Collection(c) => Some(ObjectKey::new(c.clone())),
+            Scope::Shard(c, s) => Some(ObjectKey::new(format!("{c}/shards/{s}"))),
+            Scope::Full => None,
+        };
+        key.transpose().map_err(|e| Error::bad_input(e.to_string()))
+    }
+
+    /// The key of snapshot `name` in this scope; an invalid name is simply not found.
+    pub fn key(&self, name: &str) -> Result<ObjectKey> {
+        let not_found = || Error::NotFound(format!("Snapshot {name} not found"));
+        if name.contains('/') {
+            return Err(not_found());
+        }
+        match self.dir()? {
+            Some(d) => d.join(name),
+            None => ObjectKey::new(name),
+        }
+        .map_err(|_| not_found())
+    }
+}
+
+/// How recovery reconciles with other replicas. A single node has none, so all three
+/// restore the snapshot and activate it, exactly as Qdrant does on a single node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Prefer the snapshot's data (the default).
+    Snapshot,
+    /// Prefer existing replicas' data.
+    Replica,
+    /// No synchronization.
+    NoSync,
+}
+
+/// Settings of the snapshot service.
+#[derive(Clone, Debug)]
+pub struct SnapshotSettings {
+    /// `storage.snapshots_path`: `file://` recovery is confined to it.
+    pub snapshots_path: PathBuf,
+    /// `storage.temp_path`, if set: recovery staging goes there.
+    pub temp_path: Option<PathBuf>,
+    /// Compression of new snapshots.
+    pub compression: Compression,
+    /// `service.enable_snapshot_url_recovery`.
+    pub url_recovery: bool,
+    /// `(bucket, prefix)` when snapshots live in S3, for `s3://` locations.
+    pub s3_location: Option<(String, String)>,
+}
+
+/// The snapshot service.
+pub struct SnapshotService {
+    registry: Arc<Registry>,
+    backend: DynBackend,
+    snapshots_path: PathBuf,
+    temp_path: Option<PathBuf>,
+    compression: Compression,
+    url_recovery: bool,
+    s3_location: Option<(String, String)>,
+    http: reqwest::Client,
+    reservations: names::Reservations,
+    recovery_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Background operations (`wait=false`).
+    pub ops: Arc<ops::Operations>,
+}
+
+impl std::fmt::Debug for SnapshotService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotService").field("backend", &self.backend.to_string()).finish()
+    }
+}
+
+const TEMP_STAGING_DIR: &str = "snapstream-staging";
+
+impl SnapshotService {
+    /// Creates the service over `backend`.
+    pub fn new(registry: Arc<Registry>, backend: DynBackend, settings: SnapshotSettings) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            // An inactivity limit, like Qdrant's 60 s stream timeout, not a total limit.
+            .read_timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| Error::internal("failed to build HTTP client", e))?;
+        Ok(SnapshotService {
+            registry,
+            backend,
+            snapshots_path: settings.snapshots_path,
+            temp_path: settings.temp_path,
+            compression: settings.compression,
+            url_recovery: settings.url_recovery,
+            s3_location: settings.s3_location,
+            http,
+            reservations: names::Reservations::default(),
+            recovery_locks: Mutex::new(HashMap::new()),
+            ops: Arc::new(ops::Operations::default()),
+        })
+    }
+
+    /// The storage backend.
+    pub fn backend(&self) -> &DynBackend {
+        &self.backend
+    }
+
+    /// Removes leftovers of interrupted work: hidden temp files and uploads in storage,
+    /// orphaned sidecars of local snapshots, and recovery staging under `temp_path`.
+    pub async fn startup_cleanup(&self) -> Result<()> {
+        let removed = self.backend.cleanup().await?;
+        if removed > 0 {
+            tracing::info!(removed, backend = %self.backend, "removed leftovers of interrupted snapshot writes");
+        }
+        let snapshots = self.snapshots_path.clone();
+        let temp = self.temp_path.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            remove_orphan_sidecars(&snapshots, 0)?;
+            if let Some(t) = temp {
+                let staging = t.join(TEMP_STAGING_DIR);
+                if staging.exists() {
+                    std::fs::remove_dir_all(&staging)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::internal("cleanup task failed", e))?
+        .map_err(|e| Error::internal("failed to clean snapshot leftovers", e))
+    }
+
+    fn pin(&self, name: &str) -> Result<PinnedCollection> {
+        self.registry.get(name)?.seal_and_pin()
+    }
+
+    /// Creates a snapshot of `scope` and stores it; returns its description.
+    pub async fn create(&self, scope: &Scope, progress: Option<Progress>) -> Result<SnapshotDescription> {
+        let now = Utc::now();
+        let (kind, name, pinned, aliases) = match scope {
+            Scope::Collection(c) | Scope::Shard(c, _) => {
+                let col = self.registry.get(c)?;
+                let pinned = tokio::task::spawn_blocking(move || col.seal_and_pin())
+                    .await
+                    .map_err(|e| Error::internal("seal task failed", e))??;
+                let name = match scope {
+                    Scope::Shard(c, s) => names::shard_snapshot(c, *s, now),
+                    _ => names::collection_snapshot(c, self.registry.peer_id(), now),
+                };
+                (SnapshotKind::Collection, name, vec![pinned], BTreeMap::new())
+            }
+            Scope::Full => {
+                let mut pinned = Vec::new();
+                for c in self.registry.names() {
+                    match self.pin(&c) {
+                        Ok(p) => pinned.push(p),
+                        // Deleted between listing and sealing: not part of this snapshot.
+                        Err(Error::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                let names: std::collections::HashSet<&str> = pinned.iter().map(|p| p.name.as_str()).collect();
+                let aliases = self.registry.aliases().into_iter().filter(|(_, c)| names.contains(c.as_str())).collect();
+                (SnapshotKind::Full, names::full_snapshot(now), pinned, aliases)
+            }
+        };
+        let reserved = self.reservations.reserve(self.backend.as_ref(), scope.dir()?.as_ref(), &name).await?;
+        let manifest = producer::manifest(kind, &pinned, aliases);
+        self.store(reserved.key(), &manifest, pinned, progress).await
+    }
+
+    /// Streams an archive into the backend; the sidecar is written before the snapshot is
+    /// committed, so a visible snapshot always has its checksum.
+    async fn store(
+        &self,
+        key: &ObjectKey,
+        manifest: &format::Manifest,
+        pinned: Vec<PinnedCollection>,
+        progress: Option<Progress>,
+    ) -> Result<SnapshotDescription> {
+        let hint = producer::estimated_size(manifest);
+        let mut sink = self.backend.create(key, CreateOptions::default().with_size_hint(hint)).await?;
+        let produced = producer::write_archive(&mut sink, manifest, pinned, self.compression, progress).await;
+        let produced = match produced {
+            Ok((_, p)) => p,
+            Err(e) => {
+                if let Err(abort) = sink.abort().await {
+                    tracing::warn!(key = %key, error = %abort, "failed to abort snapshot write");
+                }
+                return Err(Error::internal(format!("failed to write snapshot `{key}`"), e));
+            }
+        };
+        let sidecar = key.checksum_sidecar();
+        if let Err(e) = self.backend.put(&sidecar, Bytes::from(produced.sha256.clone())).await {
+            let _ = sink.abort().await;
+            return Err(e.into());
+        }
+        match sink.commit().await {
+            Ok(meta) => Ok(describe(&meta, Some(produced.sha256))),
+            Err(e) => {
+                let _ = self.backend.delete(&sidecar).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Snapshots of a scope, newest first.
+    pub async fn list(&self, scope: &Scope) -> Result<Vec<SnapshotDescription>> {
+        let objects = self.backend.list(scope.dir()?.as_ref()).await?;
+        let sidecars: HashMap<&str, &ObjectMeta> =
+            objects.iter().filter(|m| m.key.as_str().ends_with(".checksum")).map(|m| (m.key.as_str(), m)).collect();
+        let mut out = Vec::new();
+        for m in objects.iter().filter(|m| m.key.as_str().ends_with(names::EXTENSION)) {
+            let sidecar = m.key.checksum_sidecar();
+            let checksum = if sidecars.contains_key(sidecar.as_str()) {
+                match self.backend.get_bytes(&sidecar).await {
+                    Ok(b) => Some(String::from_utf8_lossy(&b).trim().to_string()).filter(|s| format::is_sha256_hex(s)),
+                    Err(_) => None,
+                }
+            } else {
+                None
+            };
+            out.push(describe(m, checksum));
+        }
+        out.sort_by(|a, b| b.creation_time.cmp(&a.creation_time).then_with(|| b.name.cmp(&a.name)));
+        Ok(out)
+    }
+
+    /// Deletes a snapshot and its sidecar.
+    pub async fn delete(&self, scope: &Scope, name: &str) -> Result<()> {
+        let key = scope.key(name)?;
+        self.backend.delete(&key).await.map_err(|e| match e {
+            BackendError::NotFound(_) => Error::NotFound(format!("Snapshot {name} not found")),
+            other => other.into(),
+        })?;
+        match self.backend.delete(&key.checksum_sidecar()).await {
+            Ok(()) | Err(BackendError::NotFound(_)) => Ok(()),
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "snapshot deleted but its checksum sidecar was not");
+                Ok(())
+            }
+        }
+    }
+
+    /// Opens a snapshot for download: its metadata, checksum and the requested bytes.
+    pub async fn download(
+        &self,
+        scope: &Scope,
+        name: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(ObjectMeta, Option<String>, ByteStream)> {
+        let key = scope.key(name)?;
+        let not_found = |e: BackendError| match e {
+            BackendError::NotFound(_) => Error::NotFound(format!("Snapshot {name} not found")),
+            other => other.into(),
+        };
+        let meta = self.backend.stat(&key).await.map_err(not_found)?;
+        if !name.ends_with(names::EXTENSION) {
+            return Err(Error::NotFound(format!("Snapshot {name} not found")));
+        }
+        let checksum = match self.backend.get_bytes(&key.checksum_sidecar()).await {
+            Ok(b) => Some(String::from_utf8_lossy(&b).trim().to_string()).filter(|s| format::is_sha256_hex(s)),
+            Err(_) => None,
+        };
+        let range = range.map(|r| r.start..r.end.min(meta.size));
+        let stream = self.backend.open(&key, range).await.map_err(not_found)?;
+        Ok((meta, checksum, stream))
+    }
+
+    fn staging_dir(&self) -> Result<PathBuf> {
+        match &self.temp_path {
+            Some(t) => {
+                let dir = t.join(TEMP_STAGING_DIR).join(uuid::Uuid::new_v4().simple().to_string());
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Error::internal(format!("failed to create `{}`", dir.display()), e))?;
+                Ok(dir)
+            }
+            None => self.registry.new_staging_dir(),
+        }
+    }
+
+    fn recovery_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(self.recovery_locks.lock().entry(name.to_string()).or_default())
+    }
+
+    /// Recovers collection `target` from `location` (see [`SnapshotService::open_source`]).
+    pub async fn recover(
+        &self,
+        target: &str,
+        dir: &ObjectKey,
+        location: &str,
+        checksum: Option<String>,
+        api_key: Option<&str>,
+        progress: Option<Progress>,
+    ) -> Result<()> {
+        let source = self.open_source(location, dir, api_key).await?;
+        let expected = checksum.or(source.published_sha256);
+        self.recover_from_reader(target, source.reader, expected, progress).await
+    }
+
+    /// Unpacks a collection snapshot into staging, verifies it, then swaps it in atomically.
+    /// On any failure the existing collection is untouched and staging is removed.
+    pub async fn recover_from_reader<R: AsyncRead + Unpin + Send>(
+        &self,
+        target: &str,
+        reader: R,
+        expected_sha256: Option<String>,
+        progress: Option<Progress>,
+    ) -> Result<()> {
+        crate::registry::validate_name(target)?;
+        let lock = self.recovery_lock(target);
+        let _serialized = lock.lock().await;
+        let staging = self.staging_dir()?;
+        let result = async {
+            let unpacked = unpack::unpack(reader, &staging, Some(SnapshotKind::Collection), progress).await?;
+            verify_checksum(expected_sha256.as_deref(), &unpacked.sha256)?;
+            self.check_compatible(target, &staging).await?;
+            self.install(target, &staging).await
+        }
+        .await;
+        remove_dir_quietly(&staging).await;
+        result
+    }
+
+    async fn check_compatible(&self, target: &str, dir: &Path) -> Result<()> {
+        let Ok(existing) = self.registry.get(target) else { return Ok(()) };
+        if existing.name() != target {
+            return Err(Error::bad_input(format!("`{target}` is an alias; recover into the collection it points to")));
+        }
+        let raw = tokio::fs::read(dir.join(CONFIG_FILE))
+            .await
+            .map_err(|e| Error::internal("failed to read staged config", e))?;
+        let snap: CollectionConfig =
+            serde_json::from_slice(&raw).map_err(|e| Error::bad_input(format!("invalid snapshot: config.json: {e}")))?;
+        let current = existing.config();
+        if current.vectors != snap.vectors {
+            return Err(Error::bad_input(format!(
+                "Snapshot is not compatible with existing collection: Collection vectors: {} Snapshot Vectors: {}",
+                serde_json::to_string(&current.vectors).unwrap_or_default(),
+                serde_json::to_string(&snap.vectors).unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Moves a staged collection next to the storage (if staged elsewhere) and swaps it in.
+    async fn install(&self, target: &str, staged: &Path) -> Result<()> {
+        let registry = Arc::clone(&self.registry);
+        let (target, staged) = (target.to_string(), staged.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let local = registry.new_staging_dir()?.join("collection");
+            crate::fsutil::move_dir(&staged, &local)
+                .map_err(|e| Error::internal("failed to move the staged collection into storage", e))?;
+            registry.install(&target, &local)
+        })
+        .await
+        .map_err(|e| Error::internal("install task failed", e))?
+    }
+
+    /// Recovers a full-storage snapshot (start-up `--storage-snapshot`): every collection and
+    /// alias. Without `force`, an existing collection or alias is an error before anything
+    /// is changed.
+    pub async fn recover_full_from_reader<R: AsyncRead + Unpin + Send>(&self, reader: R, force: bool) -> Result<Vec<String>> {
+        let staging = self.staging_dir()?;
+        let result = async {
+            let unpacked = unpack::unpack(reader, &staging, Some(SnapshotKind::Full), None).await?;
+            let m = &unpacked.manifest;
+            if !force {
+                for c in &m.collections {
+                    if self.registry.exists(&c.name) {
+                        return Err(Error::AlreadyExists(format!(
+                            "Collection `{}` already exists. Use --force-snapshot to overwrite it.",
+                            c.name
+                        )));
+                    }
+                }
+                for a in m.aliases.keys() {
+                    if self.registry.exists(a) {
+                        return Err(Error::AlreadyExists(format!("Alias `{a}` already exists. Use --force-snapshot to overwrite it.")));
+                    }
+                }
+            }
+            for c in &m.collections {
+                self.install(&c.name, &staging.join(&c.dir)).await?;
+            }
+            self.registry.restore_aliases(&m.aliases)?;
+            Ok(m.collections.iter().map(|c| c.name.clone()).collect())
+        }
+        .await;
+        remove_dir_quietly(&staging).await;
+        result
+    }
+}
+
+/// Fails with Qdrant's checksum-mismatch error unless `actual` equals `expected`.
+pub fn verify_checksum(expected: Option<&str>, actual: &str) -> Result<()> {
+    match expected {
+        Some(e) if !e.trim().eq_ignore_ascii_case(actual) => {
+            Err(Error::ChecksumMismatch { expected: e.trim().to_ascii_lowercase(), actual: actual.to_string() })
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn remove_dir_quietly(dir: &Path) {
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(path = %dir.display(), error = %e, "failed to remove staging directory"),
+    }
+}
+
+/// Removes `X.snapshot.checksum` files whose `X.snapshot` is gone (a create that died
+/// between writing the sidecar and committing the snapshot).
+fn remove_orphan_sidecars(dir: &Path, depth: usize) -> std::io::Result<()> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in rd {
+        let entry = entry?;
+        let path = entry.path();
+        let ft = entry.file_type()?;
+        if ft.is_dir() && depth < 4 {
+            remove_orphan_sidecars(&path, depth + 1)?;
+        } else if ft.is_file() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(snapshot) = name.strip_suffix(".checksum") {
+                if snapshot.ends_with(names::EXTENSION) && !dir.join(snapshot).exists() {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! The streaming producer: pinned files → tar → optional compression → SHA-256 → sink,
+//! in one pass with bounded memory (a 1 MiB read buffer per open file, the sink's buffer).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio_tar::{Builder, EntryType, Header};
+
+use super::codec::Encoder;
+use super::format::{self, Manifest, ManifestCollection, ManifestFile, SnapshotKind};
+use super::hashing::{HashingWriter, Progress};
+use crate::collection::{PinnedCollection, CONFIG_FILE, DATA_DIR};
+use crate::config::Compression;
+
+/// What the producer wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Produced {
+    /// Hex SHA-256 of every byte written to the sink.
+    pub sha256: String,
+    /// Bytes written to the sink.
+    pub size: u64,
+}
+
+/// Reads exactly `remaining` bytes, computing their CRC-32; an early end is an error, so a
+/// file that shrank under us cannot desynchronize the archive from its headers.
+struct ExactReader<R> {
+    inner: R,
+    remaining: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for ExactReader<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.remaining == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let max = buf.remaining().min(usize::try_from(this.remaining).unwrap_or(usize::MAX));
+        let mut limited = ReadBuf::new(buf.initialize_unfilled_to(max));
+        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
+        let n = limited.filled().len();
+        if n == 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("file ended {} bytes before its pinned size", this.remaining),
+            )));
+        }
+        this.crc.update(limited.filled());
+        buf.advance(n);
+        this.remaining -= n as u64;
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn header(size: u64, mtime: u64) -> Header {
+    let mut h = Header::new_gnu();
+    h.set_entry_type(EntryType::Regular);
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_mtime(mtime);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+/// Builds the manifest of an archive from pinned collections.
+pub fn manifest(kind: SnapshotKind, collections: &[PinnedCollection], aliases: BTreeMap<String, String>) -> Manifest {
+    let collections = collections
+        .iter()
+        .map(|c| {
+            let dir = match kind {
+                SnapshotKind::Collection => String::new(),
+                SnapshotKind::Full => format::full_collection_dir(&c.name),
+            };
+            let mut files = vec![ManifestFile { path: format::join(&dir, CONFIG_FILE), size: c.config_json.len() as u64 }];
+            files.extend(c.files.iter().map(|f| ManifestFile {
+                path: format::join(&dir, &format!("{DATA_DIR}/{}", f.name)),
+                size: f.len,
+            }));
+            ManifestCollection { name: c.name.clone(), dir, files }
+        })
+        .collect();
+    Manifest {
+        format: format::FORMAT_NAME.into(),
+        format_version: format::FORMAT_VERSION,
+        kind,
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        producer: format!("snapstream {}", env!("CARGO_PKG_VERSION")),
+        collections,
+        aliases,
+    }
+}
+
+/// The size of the uncompressed archive, exact when every path fits a plain tar header;
+/// used as the S3 size hint.
+pub fn estimated_size(m: &Manifest) -> u64 {
+    let entry = |size: u64| 512 + size.div_ceil(512) * 512;
+    let meta = 2 * entry(64 << 10);
+    m.files().map(|f| entry(f.size) + 1024).sum::<u64>() + meta + 1024
+}
+
+/// Streams the archive of `collections` into `out`, returning `out` and the archive's digest.
+///
+/// `out` is not committed or shut down: the caller decides, so an error can still abort it.
+pub async fn write_archive<W: AsyncWrite + Unpin + Send>(
+    out: W,
+    manifest: &Manifest,
+    collections: Vec<PinnedCollection>,
+    compression: Compression,
+    progress: Option<Progress>,
+) -> io::Result<(W, Produced)> {
+    let mtime = chrono::Utc::now().timestamp().max(0) as u64;
+    let mut tar = Builder::new_non_terminated(Encoder::new(HashingWriter::new(out, progress), compression));
+    let manifest_json = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
+    tar.append_data(&mut header(manifest_json.len() as u64, mtime), format::MANIFEST, &manifest_json[..]).await?;
+
+    let mut crcs = Vec::new();
+    for (pinned, listed) in collections.into_iter().zip(&manifest.collections) {
+        let mut listed_files = listed.files.iter();
+        let config = listed_files.next().ok_or_else(|| io::Error::other("manifest lists no config"))?;
+        tar.append_data(&mut header(config.size, mtime), &config.path, &pinned.config_json[..]).await?;
+        crcs.push((config.path.clone(), crc32fast::hash(&pinned.config_json)));
+        for (file, listed) in pinned.files.into_iter().zip(listed_files) {
+            let reader = BufReader::with_capacity(1 << 20, tokio::fs::File::from_std(file.file));
+            let mut exact = ExactReader { inner: reader, remaining: file.len, crc: crc32fast::Hasher::new() };
+            tar.append_data(&mut header(file.len, mtime), &listed.path, &mut exact).await?;
+            crcs.push((listed.path.clone(), exact.crc.finalize()));
+        }
+    }
+    let trailer = format::format_checksums(&crcs);
+    tar.append_data(&mut header(trailer.len() as u64, mtime), format::CHECKSUMS, trailer.as_bytes()).await?;
+    tar.finish().await?;
+    let mut encoder = tar.into_inner().await?;
+    // Completes the compressed frame; the sinks' shutdown only flushes, never commits.
+    encoder.shutdown().await?;
+    let (out, sha256, size) = encoder.into_inner().finish();
+    Ok((out, Produced { sha256, size }))
+}

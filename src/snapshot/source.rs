@@ -1,0 +1,172 @@
+//! Where a recovery reads from: `file://` (confined to `snapshots_path`), `http(s)://`
+//! (streamed, never spooled), `s3://bucket/key` and bare snapshot names of the configured
+//! storage. Each yields a reader plus the SHA-256 to expect, when one is known.
+
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt;
+use tokio::io::AsyncRead;
+use tokio_util::io::StreamReader;
+
+use super::format::is_sha256_hex;
+use super::SnapshotService;
+use crate::backend::{BackendError, BackendExt, ObjectKey};
+use crate::error::{Error, Result};
+
+/// An opened recovery source.
+pub struct Source {
+    /// The snapshot's bytes.
+    pub reader: Box<dyn AsyncRead + Send + Unpin>,
+    /// The checksum published next to it (sidecar or `x-checksum-sha256`), if any.
+    pub published_sha256: Option<String>,
+}
+
+fn parse_published(text: &str) -> Option<String> {
+    let t = text.trim();
+    is_sha256_hex(t).then(|| t.to_ascii_lowercase())
+}
+
+impl SnapshotService {
+    /// Opens `location` for recovering into a collection whose snapshots live under `dir`.
+    pub async fn open_source(&self, location: &str, dir: &ObjectKey, api_key: Option<&str>) -> Result<Source> {
+        let url = match url::Url::parse(location) {
+            Ok(url) => url,
+            Err(url::ParseError::RelativeUrlWithoutBase) => return self.open_stored(location, Some(dir)).await,
+            Err(e) => return Err(Error::BadRequest(format!("Invalid snapshot location `{location}`: {e}"))),
+        };
+        match url.scheme() {
+            "file" => self.open_file(&url).await,
+            "http" | "https" => self.open_http(url, api_key).await,
+            "s3" => self.open_s3(&url).await,
+            other => Err(Error::BadRequest(format!("URL {url} with scheme {other} is not supported"))),
+        }
+    }
+
+    async fn open_file(&self, url: &url::Url) -> Result<Source> {
+        if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
+            return Err(Error::BadRequest("Invalid snapshot URI, file path must be absolute or on localhost".into()));
+        }
+        let path = url
+            .to_file_path()
+            .map_err(|()| Error::BadRequest("Invalid snapshot URI, file path must be absolute or on localhost".into()))?;
+        let (canonical, root) = canonical_inside(&path, &self.snapshots_path).await?;
+        if !canonical.starts_with(&root) {
+            return Err(Error::Forbidden(format!(
+                "Snapshot file path must be inside the snapshots directory \"{}\"",
+                root.display()
+            )));
+        }
+        let file = tokio::fs::File::open(&canonical)
+            .await
+            .map_err(|e| Error::BadRequest(format!("Snapshot file \"{}\" cannot be opened: {e}", path.display())))?;
+        let mut sidecar = canonical.clone().into_os_string();
+        sidecar.push(".checksum");
+        let published = tokio::fs::read_to_string(PathBuf::from(sidecar)).await.ok().and_then(|t| parse_published(&t));
+        Ok(Source { reader: Box::new(tokio::io::BufReader::with_capacity(1 << 20, file)), published_sha256: published })
+    }
+
+    async fn open_http(&self, url: url::Url, api_key: Option<&str>) -> Result<Source> {
+        if !self.url_recovery {
+            return Err(Error::Forbidden("Snapshot recovery from remote URLs is disabled in the configuration".into()));
+        }
+        let mut req = self.http.get(url.clone());
+        if let Some(key) = api_key {
+            req = req.header("api-key", key);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Error::bad_input(format!("Failed to download snapshot from {url}: {}", without_url(&e))))?;
+        if !resp.status().is_success() {
+            return Err(Error::bad_input(format!(
+                "Failed to download snapshot from {url}: status - {}",
+                resp.status()
+            )));
+        }
+        let published =
+            resp.headers().get("x-checksum-sha256").and_then(|v| v.to_str().ok()).and_then(parse_published);
+        let stream = resp.bytes_stream().map_err(std::io::Error::other);
+        Ok(Source { reader: Box::new(StreamReader::new(stream)), published_sha256: published })
+    }
+
+    async fn open_s3(&self, url: &url::Url) -> Result<Source> {
+        let Some((bucket, prefix)) = &self.s3_location else {
+            return Err(Error::BadRequest(
+                "s3:// locations need storage.snapshots_config.snapshots_storage: s3".into(),
+            ));
+        };
+        if url.host_str() != Some(bucket.as_str()) {
+            return Err(Error::BadRequest(format!(
+                "s3:// location must be in the configured bucket `{bucket}`, got `{}`",
+                url.host_str().unwrap_or_default()
+            )));
+        }
+        let full = percent_decode(url.path().trim_start_matches('/'));
+        let rel = if prefix.is_empty() {
+            Some(full.as_str())
+        } else {
+            full.strip_prefix(prefix.as_str()).and_then(|r| r.strip_prefix('/'))
+        };
+        let rel = rel.ok_or_else(|| {
+            Error::BadRequest(format!("s3:// location must be under the configured prefix `{prefix}/`"))
+        })?;
+        self.open_stored(rel, None).await
+    }
+
+    /// Opens an object of the configured storage: `name` under `dir`, or a full key.
+    async fn open_stored(&self, name: &str, dir: Option<&ObjectKey>) -> Result<Source> {
+        let key = match dir {
+            Some(d) => d.join(name),
+            None => ObjectKey::new(name),
+        }
+        .map_err(|_| Error::NotFound(format!("Snapshot {name} not found")))?;
+        let published = match self.backend.get_bytes(&key.checksum_sidecar()).await {
+            Ok(b) => parse_published(&String::from_utf8_lossy(&b)),
+            Err(BackendError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let stream = self.backend.open(&key, None).await.map_err(|e| match e {
+            BackendError::NotFound(_) => Error::NotFound(format!("Snapshot {name} not found")),
+            other => other.into(),
+        })?;
+        Ok(Source { reader: Box::new(StreamReader::new(stream)), published_sha256: published })
+    }
+}
+
+/// reqwest errors print the URL, which may carry credentials; keep only the cause.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = String::from(if e.is_connect() {
+        "connection failed"
+    } else if e.is_timeout() {
+        "timed out"
+    } else {
+        "request failed"
+    });
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s = format!("{s}: {inner}");
+        src = inner.source();
+    }
+    s
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("k={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// Canonicalizes `path` (which must exist) and the snapshots root.
+async fn canonical_inside(path: &Path, root: &Path) -> Result<(PathBuf, PathBuf)> {
+    let canonical = tokio::fs::canonicalize(path)
+        .await
+        .map_err(|_| Error::BadRequest(format!("Snapshot file \"{}\" does not exist", path.display())))?;
+    let root = tokio::fs::canonicalize(root)
+        .await
+        .map_err(|e| Error::internal(format!("snapshots directory `{}` is not accessible", root.display()), e))?;
+    if !tokio::fs::metadata(&canonical).await.map(|m| m.is_file()).unwrap_or(false) {
+        return Err(Error::BadRequest(format!("Snapshot file \"{}\" does not exist", path.display())));
+    }
+    Ok((canonical, root))
+}

@@ -1,0 +1,191 @@
+//! The streaming unpacker: bytes → SHA-256 → decompression (detected) → tar → staging.
+//!
+//! Nothing is trusted: the manifest must come first and is validated before any file is
+//! written; every later entry must be a regular file the manifest lists, once, with the
+//! listed size; paths come only from the manifest's allowlist, so nothing can land outside
+//! the staging directory; the CRC trailer must match; nothing may follow it. The caller
+//! verifies the whole-stream SHA-256 before anything is installed.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio_tar::Archive;
+
+use super::codec;
+use super::format::{self, Manifest, SnapshotKind};
+use super::hashing::{HashingReader, Progress};
+use crate::error::{Error, Result};
+
+/// Bytes tolerated after the end of the archive (tar padding to a record boundary).
+const MAX_TRAILING: u64 = 1 << 20;
+
+/// The result of a successful unpack.
+#[derive(Debug)]
+pub struct Unpacked {
+    /// The validated manifest.
+    pub manifest: Manifest,
+    /// Hex SHA-256 of the whole input stream.
+    pub sha256: String,
+    /// Bytes of the input stream.
+    pub size: u64,
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::bad_input(format!("invalid snapshot: {}", msg.into()))
+}
+
+fn read_err(e: io::Error) -> Error {
+    // Masked like Qdrant's release builds: tar errors can quote file contents.
+    Error::bad_input(format!("invalid snapshot: malformed or truncated archive ({})", e.kind()))
+}
+
+fn write_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |e| Error::internal(format!("failed to write `{}` while unpacking", path.display()), e)
+}
+
+async fn read_small<R: AsyncRead + Unpin>(mut r: R, size: u64, what: &str) -> Result<Vec<u8>> {
+    if size > format::MAX_META_SIZE {
+        return Err(bad(format!("{what} is {size} bytes, more than the limit")));
+    }
+    let mut buf = Vec::with_capacity(size as usize);
+    (&mut r).take(size).read_to_end(&mut buf).await.map_err(read_err)?;
+    if buf.len() as u64 != size {
+        return Err(bad(format!("{what} is truncated")));
+    }
+    Ok(buf)
+}
+
+async fn drain<R: AsyncRead + Unpin>(r: R, what: &str) -> Result<()> {
+    let n = tokio::io::copy(&mut r.take(MAX_TRAILING + 1), &mut tokio::io::sink()).await.map_err(read_err)?;
+    if n > MAX_TRAILING {
+        return Err(bad(format!("unexpected data after the end of the {what}")));
+    }
+    Ok(())
+}
+
+/// Unpacks `source` into `staging` (which must exist and be empty).
+///
+/// # Errors
+/// `BadInput` for anything wrong with the archive; `Internal` for local write failures.
+/// On error, `staging` may hold partial files: the caller removes it.
+pub async fn unpack<R: AsyncRead + Unpin + Send>(
+    source: R,
+    staging: &Path,
+    expected: Option<SnapshotKind>,
+    progress: Option<Progress>,
+) -> Result<Unpacked> {
+    let mut raw = BufReader::with_capacity(1 << 20, HashingReader::new(source, progress));
+    let head = raw.fill_buf().await.map_err(read_err)?;
+    if head.is_empty() {
+        return Err(bad("the snapshot is empty"));
+    }
+    let compression = codec::detect(head);
+    let manifest = {
+        let decoded = codec::decoder(&mut raw, compression);
+        let mut archive = Archive::new(decoded);
+        let manifest = unpack_entries(&mut archive, staging, expected).await?;
+        let decoded = archive.into_inner().map_err(|_| Error::internal("archive still borrowed", io::Error::other("busy")))?;
+        drain(decoded, "archive").await?;
+        manifest
+    };
+    drain(&mut raw, "compressed stream").await?;
+    let (sha256, size) = raw.into_inner().finish();
+    Ok(Unpacked { manifest, sha256, size })
+}
+
+async fn unpack_entries<R: AsyncRead + Unpin + Send>(
+    archive: &mut Archive<R>,
+    staging: &Path,
+    expected: Option<SnapshotKind>,
+) -> Result<Manifest> {
+    let mut entries = archive.entries().map_err(read_err)?;
+    let mut first = entries.next().await.ok_or_else(|| bad("the archive has no entries"))?.map_err(read_err)?;
+    let first_path = first.path_bytes().map_err(read_err)?.into_owned();
+    if first_path != format::MANIFEST.as_bytes() || !first.header().entry_type().is_file() {
+        return Err(bad(format!("the first entry must be {}", format::MANIFEST)));
+    }
+    let size = first.effective_size();
+    let raw = read_small(&mut first, size, format::MANIFEST).await?;
+    let manifest: Manifest =
+        serde_json::from_slice(&raw).map_err(|e| bad(format!("{} is not valid: {e}", format::MANIFEST)))?;
+    manifest.validate(expected)?;
+
+    let listed: HashMap<&str, u64> = manifest.files().map(|f| (f.path.as_str(), f.size)).collect();
+    let mut crcs: HashMap<String, u32> = HashMap::new();
+    let mut created_dirs: HashSet<PathBuf> = HashSet::new();
+    loop {
+        let mut entry = match entries.next().await {
+            None => return Err(bad(format!("the archive is truncated: {} is missing", format::CHECKSUMS))),
+            Some(e) => e.map_err(read_err)?,
+        };
+        let header = entry.header();
+        let kind = header.entry_type();
+        let size = entry.effective_size();
+        let path_bytes = entry.path_bytes().map_err(read_err)?.into_owned();
+        let path = String::from_utf8(path_bytes).map_err(|_| bad("an entry path is not UTF-8"))?;
+        if !kind.is_file() {
+            return Err(bad(format!("entry `{path}` is a {kind:?}; only regular files are allowed")));
+        }
+        if path == format::CHECKSUMS {
+            let text = read_small(&mut entry, size, format::CHECKSUMS).await?;
+            let text = String::from_utf8(text).map_err(|_| bad("snapshot.crc32 is not UTF-8"))?;
+            let claimed = format::parse_checksums(&text)?;
+            if claimed.len() != listed.len() || crcs.len() != listed.len() {
+                return Err(bad("the archive does not hold every file its manifest lists"));
+            }
+            for (path, crc) in &crcs {
+                if claimed.get(path) != Some(crc) {
+                    return Err(bad(format!("`{path}` is corrupted (CRC-32 mismatch)")));
+                }
+            }
+            break;
+        }
+        let Some(&want) = listed.get(path.as_str()) else {
+            return Err(bad(format!("entry `{path}` is not listed in the manifest")));
+        };
+        if crcs.contains_key(&path) {
+            return Err(bad(format!("entry `{path}` appears twice")));
+        }
+        if size != want {
+            return Err(bad(format!("entry `{path}` is {size} bytes but the manifest says {want}")));
+        }
+        // The manifest allowlist guarantees `path` is relative with only normal segments.
+        let dest = staging.join(&path);
+        if let Some(parent) = dest.parent() {
+            if created_dirs.insert(parent.to_path_buf()) {
+                tokio::fs::create_dir_all(parent).await.map_err(write_err(parent))?;
+            }
+        }
+        let crc = copy_entry(&mut entry, &dest, size).await?;
+        crcs.insert(path, crc);
+    }
+    if let Some(extra) = entries.next().await {
+        let what = extra.ok().and_then(|e| e.path_bytes().ok().map(|p| String::from_utf8_lossy(&p).into_owned()));
+        return Err(bad(format!("unexpected entry after {}: {}", format::CHECKSUMS, what.unwrap_or_default())));
+    }
+    Ok(manifest)
+}
+
+async fn copy_entry<R: AsyncRead + Unpin>(entry: &mut R, dest: &Path, size: u64) -> Result<u32> {
+    let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(dest).await.map_err(write_err(dest))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut left = size;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = entry.read(&mut buf[..want]).await.map_err(read_err)?;
+        if n == 0 {
+            return Err(bad("the archive is truncated inside a file"));
+        }
+        crc.update(&buf[..n]);
+        out.write_all(&buf[..n]).await.map_err(write_err(dest))?;
+        left -= n as u64;
+    }
+    out.flush().await.map_err(write_err(dest))?;
+    out.into_inner().sync_all().await.map_err(write_err(dest))?;
+    Ok(crc.finalize())
+}
