@@ -104,8 +104,7 @@ async fn list(st: AppState, t: Timer, scope: Scope) -> ApiResult {
 
 async fn delete(st: AppState, t: Timer, scope: Scope, name: String, wait: Option<bool>) -> ApiResult {
     // Missing snapshots are a 404 even with wait=false.
-    scope.key(&name)?;
-    st.snapshots.backend().stat(&scope.key(&name)?).await.map_err(Error::from)?;
+    st.snapshots.stat(&scope, &name).await?;
     let target = format!("{scope:?}/{name}");
     run(&st, &t, wait, "delete_snapshot", &target, move |svc, _| async move {
         svc.delete(&scope, &name).await?;
@@ -141,16 +140,15 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, ()>
 }
 
 async fn download(st: AppState, scope: Scope, name: String, headers: HeaderMap) -> Result<Response, ApiError> {
-    let key = scope.key(&name)?;
-    let size = st.snapshots.backend().stat(&key).await.map_err(Error::from)?.size;
-    let range = match parse_range(&headers, size) {
+    let meta = st.snapshots.stat(&scope, &name).await?;
+    let range = match parse_range(&headers, meta.size) {
         Ok(r) => r,
         Err(()) => {
-            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{size}"))])
+            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{}", meta.size))])
                 .into_response())
         }
     };
-    let (meta, checksum, stream) = st.snapshots.download(&scope, &name, range.clone()).await?;
+    let (checksum, stream) = st.snapshots.download(&meta, range.clone()).await?;
     let mut resp = Response::new(Body::from_stream(stream));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));

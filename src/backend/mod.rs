@@ -88,8 +88,10 @@ pub enum BackendError {
 impl From<BackendError> for crate::error::Error {
     fn from(e: BackendError) -> Self {
         match e {
-            BackendError::NotFound(k) => crate::error::Error::NotFound(format!("Snapshot {k} not found")),
-            BackendError::InvalidKey(k) => crate::error::Error::NotFound(format!("Snapshot {} not found", k.key)),
+            // Backend keys and local paths are not echoed: callers name the snapshot themselves.
+            BackendError::NotFound(_) | BackendError::InvalidKey(_) => {
+                crate::error::Error::NotFound("Snapshot not found".to_string())
+            }
             other => crate::error::Error::internal("snapshot storage failed", other),
         }
     }

@@ -290,6 +290,14 @@ impl SnapshotService {
         Ok(out)
     }
 
+    /// Metadata of snapshot `name` in `scope`.
+    pub async fn stat(&self, scope: &Scope, name: &str) -> Result<ObjectMeta> {
+        self.backend.stat(&scope.key(name)?).await.map_err(|e| match e {
+            BackendError::NotFound(_) => Error::NotFound(format!("Snapshot {name} not found")),
+            other => other.into(),
+        })
+    }
+
     /// Deletes a snapshot and its sidecar.
     pub async fn delete(&self, scope: &Scope, name: &str) -> Result<()> {
         let key = scope.key(name)?;
@@ -306,29 +314,27 @@ impl SnapshotService {
         }
     }
 
-    /// Opens a snapshot for download: its metadata, checksum and the requested bytes.
+    /// Opens a snapshot for download (after [`SnapshotService::stat`]): its checksum and
+    /// the requested bytes.
     pub async fn download(
         &self,
-        scope: &Scope,
-        name: &str,
+        meta: &ObjectMeta,
         range: Option<Range<u64>>,
-    ) -> Result<(ObjectMeta, Option<String>, ByteStream)> {
-        let key = scope.key(name)?;
-        let not_found = |e: BackendError| match e {
-            BackendError::NotFound(_) => Error::NotFound(format!("Snapshot {name} not found")),
-            other => other.into(),
-        };
-        let meta = self.backend.stat(&key).await.map_err(not_found)?;
+    ) -> Result<(Option<String>, ByteStream)> {
+        let name = meta.key.file_name();
         if !name.ends_with(names::EXTENSION) {
             return Err(Error::NotFound(format!("Snapshot {name} not found")));
         }
-        let checksum = match self.backend.get_bytes(&key.checksum_sidecar()).await {
+        let checksum = match self.backend.get_bytes(&meta.key.checksum_sidecar()).await {
             Ok(b) => Some(String::from_utf8_lossy(&b).trim().to_string()).filter(|s| format::is_sha256_hex(s)),
             Err(_) => None,
         };
         let range = range.map(|r| r.start..r.end.min(meta.size));
-        let stream = self.backend.open(&key, range).await.map_err(not_found)?;
-        Ok((meta, checksum, stream))
+        let stream = self.backend.open(&meta.key, range).await.map_err(|e| match e {
+            BackendError::NotFound(_) => Error::NotFound(format!("Snapshot {name} not found")),
+            other => other.into(),
+        })?;
+        Ok((checksum, stream))
     }
 
     fn staging_dir(&self) -> Result<PathBuf> {
@@ -412,10 +418,13 @@ impl SnapshotService {
         let registry = Arc::clone(&self.registry);
         let (target, staged) = (target.to_string(), staged.to_path_buf());
         tokio::task::spawn_blocking(move || {
-            let local = registry.new_staging_dir()?.join("collection");
-            crate::fsutil::move_dir(&staged, &local)
-                .map_err(|e| Error::internal("failed to move the staged collection into storage", e))?;
-            registry.install(&target, &local)
+            let parent = registry.new_staging_dir()?;
+            let local = parent.join("collection");
+            let result = crate::fsutil::move_dir(&staged, &local)
+                .map_err(|e| Error::internal("failed to move the staged collection into storage", e))
+                .and_then(|()| registry.install(&target, &local));
+            let _ = std::fs::remove_dir_all(&parent);
+            result
         })
         .await
         .map_err(|e| Error::internal("install task failed", e))?
