@@ -1,0 +1,47 @@
+# The two commands a user needs: `make run` and `make test`. `make bench` runs the benchmarks.
+SHELL := /bin/bash
+VENV := .venv
+BIN := target/release/snapstream
+S3_ENV := .s3-server/env
+
+.PHONY: run test build venv s3-start s3-stop lint bench
+
+build:
+	cargo build --release
+
+## Builds and starts the service on 127.0.0.1:6333 with the embedded defaults.
+run: build
+	./$(BIN)
+
+$(VENV)/.installed: tests/e2e/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r tests/e2e/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+s3-start:
+	bash minio/start.sh > /dev/null
+
+s3-stop:
+	bash minio/stop.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --release --all-targets -- -D warnings
+
+## Installs what the tests need (venv with qdrant-client, the S3 server), then runs every
+## test: Rust unit and integration tests, then the official Python client end to end.
+test: venv s3-start
+	@set -a; source $(S3_ENV); set +a; \
+	cargo test --release && \
+	SNAPSTREAM_BIN=$(BIN) $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/e2e; \
+	status=$$?; \
+	if [ $$status -ne 0 ]; then echo "--- S3 server log (tail) ---"; tail -n 40 .s3-server/server.log; fi; \
+	exit $$status
+
+## Benchmarks with baselines measured in the same run; writes bench/out/*.json.
+bench: venv s3-start build
+	@set -a; source $(S3_ENV); set +a; \
+	SNAPSTREAM_BIN=$(BIN) $(VENV)/bin/python bench/run.py
