@@ -215,9 +215,16 @@ fn flatten(v: &Value, prefix: &str, origin: &Origin, out: &mut BTreeMap<String, 
             for (k, child) in m {
                 let key = match k {
                     Value::String(s) => s.clone(),
-                    other => serde_yaml_ng::to_string(other).unwrap_or_default().trim().to_string(),
+                    other => serde_yaml_ng::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
                 };
-                let full = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+                let full = if prefix.is_empty() {
+                    key
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 flatten(child, &full, origin, out);
             }
         }
@@ -257,7 +264,10 @@ const KNOWN_KEYS: &[&str] = &[
 impl Layers {
     /// Starts from the embedded defaults.
     pub fn new() -> Result<Self, ConfigError> {
-        let mut l = Layers { values: BTreeMap::new(), known: KNOWN_KEYS.to_vec() };
+        let mut l = Layers {
+            values: BTreeMap::new(),
+            known: KNOWN_KEYS.to_vec(),
+        };
         l.add_yaml(EMBEDDED_DEFAULT, Origin::Default)?;
         Ok(l)
     }
@@ -268,8 +278,10 @@ impl Layers {
             Origin::File(p) => p.clone(),
             _ => PathBuf::from("<embedded>"),
         };
-        let doc: Value = serde_yaml_ng::from_str(text)
-            .map_err(|e| ConfigError::Parse { path, message: e.to_string() })?;
+        let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
+            path,
+            message: e.to_string(),
+        })?;
         if !doc.is_null() {
             flatten(&doc, "", &origin, &mut self.values);
         }
@@ -278,19 +290,32 @@ impl Layers {
 
     /// Adds a YAML file on top.
     pub fn add_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         self.add_yaml(&text, Origin::File(path.to_path_buf()))
     }
 
     /// Adds `QDRANT__*` variables on top (values are parsed as YAML scalars).
     pub fn add_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) {
         for (name, raw) in vars {
-            let Some(rest) = name.strip_prefix(env::CONFIG_PREFIX) else { continue };
-            let key = rest.split(env::CONFIG_SEPARATOR).map(str::to_lowercase).collect::<Vec<_>>().join(".");
-            let value = serde_yaml_ng::from_str::<Value>(&raw).unwrap_or(Value::String(raw.clone()));
+            let Some(rest) = name.strip_prefix(env::CONFIG_PREFIX) else {
+                continue;
+            };
+            let key = rest
+                .split(env::CONFIG_SEPARATOR)
+                .map(str::to_lowercase)
+                .collect::<Vec<_>>()
+                .join(".");
+            let value =
+                serde_yaml_ng::from_str::<Value>(&raw).unwrap_or(Value::String(raw.clone()));
             // Nested YAML in an env var is not supported; keep such text as a string.
-            let value = if value.is_mapping() || value.is_sequence() { Value::String(raw) } else { value };
+            let value = if value.is_mapping() || value.is_sequence() {
+                Value::String(raw)
+            } else {
+                value
+            };
             self.values.insert(key, (value, Origin::Env(name)));
         }
     }
@@ -305,8 +330,16 @@ impl Layers {
     }
 
     fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        let origin = self.values.get(key).map(|(_, o)| o.clone()).unwrap_or(Origin::Default);
-        ConfigError::Invalid { key: key.to_string(), origin, message: message.into() }
+        let origin = self
+            .values
+            .get(key)
+            .map(|(_, o)| o.clone())
+            .unwrap_or(Origin::Default);
+        ConfigError::Invalid {
+            key: key.to_string(),
+            origin,
+            message: message.into(),
+        }
     }
 
     fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
@@ -323,14 +356,12 @@ impl Layers {
     fn u64(&self, key: &str) -> Result<Option<u64>, ConfigError> {
         match self.values.get(key).map(|(v, _)| v) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => {
-                n.as_u64().map(Some).ok_or_else(|| self.invalid(key, format!("expected a non-negative integer, got {n}")))
-            }
-            Some(Value::String(s)) => s
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| self.invalid(key, format!("expected a non-negative integer, got {s:?}"))),
+            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+                self.invalid(key, format!("expected a non-negative integer, got {n}"))
+            }),
+            Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| {
+                self.invalid(key, format!("expected a non-negative integer, got {s:?}"))
+            }),
             Some(_) => Err(self.invalid(key, "expected a non-negative integer")),
         }
     }
@@ -361,7 +392,10 @@ impl Layers {
     /// Validates everything into a [`Config`]. `aws_env` is the process environment, read
     /// for the standard `AWS_*` fallbacks.
     pub fn build(&self, aws_env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let storage = match self.string("storage.snapshots_config.snapshots_storage")?.as_deref() {
+        let storage = match self
+            .string("storage.snapshots_config.snapshots_storage")?
+            .as_deref()
+        {
             None | Some("local") => SnapshotsStorage::Local,
             Some("s3") => SnapshotsStorage::S3,
             Some(other) => {
@@ -371,7 +405,10 @@ impl Layers {
                 ))
             }
         };
-        let compression = match self.string("storage.snapshots_config.compression")?.as_deref() {
+        let compression = match self
+            .string("storage.snapshots_config.compression")?
+            .as_deref()
+        {
             None | Some("none") => Compression::None,
             Some("gzip") => Compression::Gzip,
             Some("zstd") => Compression::Zstd,
@@ -382,23 +419,39 @@ impl Layers {
                 ))
             }
         };
-        let s3 = if storage == SnapshotsStorage::S3 { Some(self.s3(aws_env)?) } else { None };
+        let s3 = if storage == SnapshotsStorage::S3 {
+            Some(self.s3(aws_env)?)
+        } else {
+            None
+        };
         let http_port = self.ranged("service.http_port", 6333, 1, 65535)? as u16;
         let service = ServiceConfig {
-            host: self.string("service.host")?.unwrap_or_else(|| "127.0.0.1".into()),
+            host: self
+                .string("service.host")?
+                .unwrap_or_else(|| "127.0.0.1".into()),
             http_port,
             api_key: self.string("service.api_key")?.map(Secret),
             read_only_api_key: self.string("service.read_only_api_key")?.map(Secret),
             max_request_size_mb: self.ranged("service.max_request_size_mb", 32, 1, 1 << 20)?,
-            enable_snapshot_url_recovery: self.bool("service.enable_snapshot_url_recovery")?.unwrap_or(true),
+            enable_snapshot_url_recovery: self
+                .bool("service.enable_snapshot_url_recovery")?
+                .unwrap_or(true),
         };
         let storage_cfg = StorageConfig {
-            storage_path: PathBuf::from(self.string("storage.storage_path")?.unwrap_or_else(|| "./storage".into())),
+            storage_path: PathBuf::from(
+                self.string("storage.storage_path")?
+                    .unwrap_or_else(|| "./storage".into()),
+            ),
             snapshots_path: PathBuf::from(
-                self.string("storage.snapshots_path")?.unwrap_or_else(|| "./snapshots".into()),
+                self.string("storage.snapshots_path")?
+                    .unwrap_or_else(|| "./snapshots".into()),
             ),
             temp_path: self.string("storage.temp_path")?.map(PathBuf::from),
-            snapshots_config: SnapshotsConfig { storage, compression, s3 },
+            snapshots_config: SnapshotsConfig {
+                storage,
+                compression,
+                s3,
+            },
         };
         Ok(Config {
             log_level: self.string("log_level")?.unwrap_or_else(|| "INFO".into()),
@@ -410,20 +463,30 @@ impl Layers {
     fn s3(&self, aws_env: &dyn Fn(&str) -> Option<String>) -> Result<S3Config, ConfigError> {
         const P: &str = "storage.snapshots_config.s3_config";
         let key = |k: &str| format!("{P}.{k}");
-        let bucket = self.string(&key("bucket"))?.ok_or_else(|| ConfigError::Missing {
-            key: key("bucket"),
-            reason: "storage.snapshots_config.snapshots_storage is `s3`".into(),
-        })?;
+        let bucket = self
+            .string(&key("bucket"))?
+            .ok_or_else(|| ConfigError::Missing {
+                key: key("bucket"),
+                reason: "storage.snapshots_config.snapshots_storage is `s3`".into(),
+            })?;
         let endpoint_url = self
             .string(&key("endpoint_url"))?
             .or_else(|| aws_env(env::AWS_ENDPOINT_URL_S3))
             .or_else(|| aws_env(env::AWS_ENDPOINT_URL));
         if let Some(url) = &endpoint_url {
-            if url::Url::parse(url).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true) {
-                return Err(self.invalid(&key("endpoint_url"), format!("expected an http(s) URL, got {url:?}")));
+            if url::Url::parse(url)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
+            {
+                return Err(self.invalid(
+                    &key("endpoint_url"),
+                    format!("expected an http(s) URL, got {url:?}"),
+                ));
             }
         }
-        let path_style = self.bool(&key("path_style"))?.unwrap_or(endpoint_url.is_some());
+        let path_style = self
+            .bool(&key("path_style"))?
+            .unwrap_or(endpoint_url.is_some());
         Ok(S3Config {
             bucket,
             region: self
@@ -431,13 +494,20 @@ impl Layers {
                 .or_else(|| aws_env(env::AWS_REGION))
                 .or_else(|| aws_env(env::AWS_DEFAULT_REGION))
                 .unwrap_or_else(|| "us-east-1".into()),
-            access_key: self.string(&key("access_key"))?.or_else(|| aws_env(env::AWS_ACCESS_KEY_ID)).map(Secret),
+            access_key: self
+                .string(&key("access_key"))?
+                .or_else(|| aws_env(env::AWS_ACCESS_KEY_ID))
+                .map(Secret),
             secret_key: self
                 .string(&key("secret_key"))?
                 .or_else(|| aws_env(env::AWS_SECRET_ACCESS_KEY))
                 .map(Secret),
             endpoint_url,
-            prefix: self.string(&key("prefix"))?.unwrap_or_else(|| "snapshots".into()).trim_matches('/').to_string(),
+            prefix: self
+                .string(&key("prefix"))?
+                .unwrap_or_else(|| "snapshots".into())
+                .trim_matches('/')
+                .to_string(),
             part_size: self.ranged(&key("part_size"), 16 << 20, 5 << 20, 5 << 30)?,
             upload_concurrency: self.ranged(&key("upload_concurrency"), 8, 1, 64)? as usize,
             path_style,
@@ -488,17 +558,32 @@ mod tests {
     #[test]
     fn env_overrides_files_and_nests_with_double_underscores() {
         let mut l = Layers::new().unwrap();
-        l.add_yaml("service:\n  http_port: 7000\n", Origin::File("a.yaml".into())).unwrap();
+        l.add_yaml(
+            "service:\n  http_port: 7000\n",
+            Origin::File("a.yaml".into()),
+        )
+        .unwrap();
         l.add_env([
             ("QDRANT__SERVICE__HTTP_PORT".to_string(), "7001".to_string()),
             ("QDRANT__SERVICE__API_KEY".to_string(), "12345".to_string()),
-            ("QDRANT__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE".to_string(), "s3".to_string()),
-            ("QDRANT__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__BUCKET".to_string(), "b".to_string()),
+            (
+                "QDRANT__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE".to_string(),
+                "s3".to_string(),
+            ),
+            (
+                "QDRANT__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__BUCKET".to_string(),
+                "b".to_string(),
+            ),
             ("OTHER".to_string(), "x".to_string()),
         ]);
-        let c = l.build(&|k| (k == "AWS_REGION").then(|| "eu-west-1".to_string())).unwrap();
+        let c = l
+            .build(&|k| (k == "AWS_REGION").then(|| "eu-west-1".to_string()))
+            .unwrap();
         assert_eq!(c.service.http_port, 7001);
-        assert_eq!(c.service.api_key.as_ref().map(Secret::expose), Some("12345"));
+        assert_eq!(
+            c.service.api_key.as_ref().map(Secret::expose),
+            Some("12345")
+        );
         let s3 = c.storage.snapshots_config.s3.unwrap();
         assert_eq!((s3.bucket.as_str(), s3.region.as_str()), ("b", "eu-west-1"));
         assert!(!s3.path_style);
@@ -509,25 +594,45 @@ mod tests {
         let mut l = Layers::new().unwrap();
         l.add_env([("QDRANT__SERVICE__HTTP_PORT".to_string(), "abc".to_string())]);
         let err = l.build(&no_env).unwrap_err().to_string();
-        assert!(err.contains("service.http_port") && err.contains("QDRANT__SERVICE__HTTP_PORT"), "{err}");
+        assert!(
+            err.contains("service.http_port") && err.contains("QDRANT__SERVICE__HTTP_PORT"),
+            "{err}"
+        );
 
         let mut l = Layers::new().unwrap();
-        l.add_yaml("storage:\n  snapshots_config:\n    snapshots_storage: ftp\n", Origin::File("c.yaml".into()))
-            .unwrap();
+        l.add_yaml(
+            "storage:\n  snapshots_config:\n    snapshots_storage: ftp\n",
+            Origin::File("c.yaml".into()),
+        )
+        .unwrap();
         let err = l.build(&no_env).unwrap_err().to_string();
-        assert!(err.contains("snapshots_storage") && err.contains("c.yaml"), "{err}");
+        assert!(
+            err.contains("snapshots_storage") && err.contains("c.yaml"),
+            "{err}"
+        );
 
         let mut l = Layers::new().unwrap();
-        l.add_yaml("storage:\n  snapshots_config:\n    snapshots_storage: s3\n", Origin::Default).unwrap();
+        l.add_yaml(
+            "storage:\n  snapshots_config:\n    snapshots_storage: s3\n",
+            Origin::Default,
+        )
+        .unwrap();
         assert!(l.build(&no_env).unwrap_err().to_string().contains("bucket"));
     }
 
     #[test]
     fn unknown_keys_are_reported_with_origin() {
         let mut l = Layers::new().unwrap();
-        l.add_yaml("service:\n  http_prot: 1\n", Origin::File("x.yaml".into())).unwrap();
+        l.add_yaml("service:\n  http_prot: 1\n", Origin::File("x.yaml".into()))
+            .unwrap();
         let unknown = l.unknown_keys();
-        assert_eq!(unknown, vec![("service.http_prot".to_string(), Origin::File("x.yaml".into()))]);
+        assert_eq!(
+            unknown,
+            vec![(
+                "service.http_prot".to_string(),
+                Origin::File("x.yaml".into())
+            )]
+        );
     }
 
     #[test]

@@ -49,7 +49,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An internal error with context.
     pub fn internal(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Error::Internal { context: context.into(), source: source.into() }
+        Error::Internal {
+            context: context.into(),
+            source: source.into(),
+        }
     }
 
     /// A bad-input error.

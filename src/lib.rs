@@ -37,7 +37,13 @@ pub async fn build_state(config: Config) -> Result<AppState> {
     };
     let registry = Arc::new(registry);
     std::fs::create_dir_all(&storage.snapshots_path).map_err(|e| {
-        Error::internal(format!("failed to create snapshots directory `{}`", storage.snapshots_path.display()), e)
+        Error::internal(
+            format!(
+                "failed to create snapshots directory `{}`",
+                storage.snapshots_path.display()
+            ),
+            e,
+        )
     })?;
     let (backend, s3_location): (DynBackend, _) = match storage.snapshots_config.storage {
         SnapshotsStorage::Local => {
@@ -46,11 +52,10 @@ pub async fn build_state(config: Config) -> Result<AppState> {
             (Arc::new(local), None)
         }
         SnapshotsStorage::S3 => {
-            let s3 = storage
-                .snapshots_config
-                .s3
-                .as_ref()
-                .ok_or_else(|| Error::bad_input("storage.snapshots_config.s3_config is missing"))?;
+            let s3 =
+                storage.snapshots_config.s3.as_ref().ok_or_else(|| {
+                    Error::bad_input("storage.snapshots_config.s3_config is missing")
+                })?;
             let b = backend::s3::S3Backend::new(s3)?;
             (Arc::new(b), Some((s3.bucket.clone(), s3.prefix.clone())))
         }
@@ -71,5 +76,9 @@ pub async fn build_state(config: Config) -> Result<AppState> {
         // is a warning: the service still serves collections and reports errors per call.
         tracing::warn!(backend = %snapshots.backend(), error = %e.chain(), "snapshot storage start-up check failed");
     }
-    Ok(AppState { config: Arc::new(config), registry, snapshots: Arc::new(snapshots) })
+    Ok(AppState {
+        config: Arc::new(config),
+        registry,
+        snapshots: Arc::new(snapshots),
+    })
 }

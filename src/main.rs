@@ -59,7 +59,10 @@ async fn main() -> ExitCode {
     };
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "snapstream listening");
     let app = snapstream::router(state);
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+    {
         return fail(format!("server error: {e}"));
     }
     ExitCode::SUCCESS
@@ -72,7 +75,10 @@ async fn startup_recovery(args: &Args, state: &snapstream::AppState) -> Result<(
             .await
             .map_err(|e| format!("cannot open storage snapshot `{}`: {e}", path.display()))?;
         let names = svc
-            .recover_full_from_reader(tokio::io::BufReader::with_capacity(1 << 20, file), args.force_snapshot)
+            .recover_full_from_reader(
+                tokio::io::BufReader::with_capacity(1 << 20, file),
+                args.force_snapshot,
+            )
             .await
             .map_err(|e| format!("recovering `{}` failed: {}", path.display(), e.chain()))?;
         tracing::info!(collections = ?names, "recovered full-storage snapshot");
@@ -83,14 +89,24 @@ async fn startup_recovery(args: &Args, state: &snapstream::AppState) -> Result<(
             .rsplit_once(':')
             .filter(|(p, n)| !p.is_empty() && !n.is_empty())
             .ok_or_else(|| format!("--snapshot `{spec}` must be PATH:NAME"))?;
-        snapstream::registry::validate_name(name).map_err(|e| format!("--snapshot `{spec}`: {e}"))?;
+        snapstream::registry::validate_name(name)
+            .map_err(|e| format!("--snapshot `{spec}`: {e}"))?;
         if state.registry.exists(name) && !args.force_snapshot {
-            return Err(format!("Collection {name} already exists. Use --force-snapshot to overwrite it."));
+            return Err(format!(
+                "Collection {name} already exists. Use --force-snapshot to overwrite it."
+            ));
         }
-        let file = tokio::fs::File::open(path).await.map_err(|e| format!("cannot open snapshot `{path}`: {e}"))?;
-        svc.recover_from_reader(name, tokio::io::BufReader::with_capacity(1 << 20, file), None, None)
+        let file = tokio::fs::File::open(path)
             .await
-            .map_err(|e| format!("recovering `{path}` into `{name}` failed: {}", e.chain()))?;
+            .map_err(|e| format!("cannot open snapshot `{path}`: {e}"))?;
+        svc.recover_from_reader(
+            name,
+            tokio::io::BufReader::with_capacity(1 << 20, file),
+            None,
+            None,
+        )
+        .await
+        .map_err(|e| format!("recovering `{path}` into `{name}` failed: {}", e.chain()))?;
         tracing::info!(collection = name, path, "recovered collection snapshot");
     }
     Ok(())
@@ -102,7 +118,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

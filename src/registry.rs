@@ -55,12 +55,19 @@ pub enum AliasAction {
 /// or collide with the service's own hidden work directories.
 pub fn validate_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > 255 {
-        return Err(Error::bad_input("collection name must be between 1 and 255 characters"));
+        return Err(Error::bad_input(
+            "collection name must be between 1 and 255 characters",
+        ));
     }
     if name.starts_with('.') || name == ".." {
-        return Err(Error::bad_input(format!("collection name `{name}` must not start with `.`")));
+        return Err(Error::bad_input(format!(
+            "collection name `{name}` must not start with `.`"
+        )));
     }
-    if let Some(c) = name.chars().find(|c| "/\\<>:\"|?*".contains(*c) || c.is_control()) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| "/\\<>:\"|?*".contains(*c) || c.is_control())
+    {
         return Err(Error::bad_input(format!(
             "collection name `{name}` contains the forbidden character {c:?}"
         )));
@@ -92,7 +99,8 @@ impl Registry {
     pub fn open(root: &Path) -> Result<Self> {
         let cols = root.join(COLLECTIONS_DIR);
         for dir in [&cols, &root.join(STAGING_DIR), &root.join(TRASH_DIR)] {
-            fs::create_dir_all(dir).map_err(io_ctx(format!("failed to create `{}`", dir.display())))?;
+            fs::create_dir_all(dir)
+                .map_err(io_ctx(format!("failed to create `{}`", dir.display())))?;
         }
         for work in [STAGING_DIR, TRASH_DIR] {
             empty_dir(&root.join(work))?;
@@ -101,14 +109,23 @@ impl Registry {
         for entry in fs::read_dir(&cols).map_err(io_ctx("failed to list collections"))? {
             let entry = entry.map_err(io_ctx("failed to list collections"))?;
             let file_name = entry.file_name().to_string_lossy().into_owned();
-            let Some(rest) = file_name.strip_prefix(REPLACED_PREFIX) else { continue };
-            let Some((name, _id)) = rest.rsplit_once('.') else { continue };
+            let Some(rest) = file_name.strip_prefix(REPLACED_PREFIX) else {
+                continue;
+            };
+            let Some((name, _id)) = rest.rsplit_once('.') else {
+                continue;
+            };
             let live = cols.join(name);
             if live.exists() {
-                fs::remove_dir_all(entry.path()).map_err(io_ctx("failed to remove replaced collection"))?;
+                fs::remove_dir_all(entry.path())
+                    .map_err(io_ctx("failed to remove replaced collection"))?;
             } else {
-                tracing::warn!(collection = name, "restoring a collection whose replacement was interrupted");
-                fs::rename(entry.path(), &live).map_err(io_ctx("failed to restore replaced collection"))?;
+                tracing::warn!(
+                    collection = name,
+                    "restoring a collection whose replacement was interrupted"
+                );
+                fs::rename(entry.path(), &live)
+                    .map_err(io_ctx("failed to restore replaced collection"))?;
             }
         }
         let mut map = HashMap::new();
@@ -122,11 +139,14 @@ impl Registry {
                 Ok(c) => {
                     map.insert(name, Arc::new(c));
                 }
-                Err(e) => tracing::error!(collection = %name, error = %e.chain(), "collection not loaded"),
+                Err(e) => {
+                    tracing::error!(collection = %name, error = %e.chain(), "collection not loaded")
+                }
             }
         }
         let aliases: BTreeMap<String, String> = match fs::read(root.join(ALIASES_FILE)) {
-            Ok(raw) => serde_json::from_slice(&raw).map_err(|e| Error::internal("aliases.json is invalid", e))?,
+            Ok(raw) => serde_json::from_slice(&raw)
+                .map_err(|e| Error::internal("aliases.json is invalid", e))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(Error::internal("failed to read aliases.json", e)),
         };
@@ -152,7 +172,10 @@ impl Registry {
 
     /// A fresh, empty staging directory on the storage filesystem.
     pub fn new_staging_dir(&self) -> Result<PathBuf> {
-        let dir = self.root.join(STAGING_DIR).join(uuid::Uuid::new_v4().simple().to_string());
+        let dir = self
+            .root
+            .join(STAGING_DIR)
+            .join(uuid::Uuid::new_v4().simple().to_string());
         fs::create_dir_all(&dir).map_err(io_ctx("failed to create staging directory"))?;
         Ok(dir)
     }
@@ -187,7 +210,9 @@ impl Registry {
         config.validate().map_err(Error::BadInput)?;
         let _meta = self.meta.lock();
         if self.collections.read().contains_key(name) || self.aliases.read().contains_key(name) {
-            return Err(Error::AlreadyExists(format!("Collection `{name}` already exists!")));
+            return Err(Error::AlreadyExists(format!(
+                "Collection `{name}` already exists!"
+            )));
         }
         let staging = self.new_staging_dir()?;
         let built = Collection::init_dir(&staging, &config).and_then(|()| {
@@ -198,7 +223,9 @@ impl Registry {
         });
         match built {
             Ok(c) => {
-                self.collections.write().insert(name.to_string(), Arc::new(c));
+                self.collections
+                    .write()
+                    .insert(name.to_string(), Arc::new(c));
                 Ok(())
             }
             Err(e) => {
@@ -211,10 +238,16 @@ impl Registry {
     /// Deletes a collection and its aliases; `false` when it did not exist.
     pub fn delete(&self, name: &str) -> Result<bool> {
         let _meta = self.meta.lock();
-        let Some(col) = self.collections.read().get(name).cloned() else { return Ok(false) };
+        let Some(col) = self.collections.read().get(name).cloned() else {
+            return Ok(false);
+        };
         col.close();
-        let trash = self.root.join(TRASH_DIR).join(uuid::Uuid::new_v4().simple().to_string());
-        fs::rename(col.dir(), &trash).map_err(io_ctx(format!("failed to delete collection `{name}`")))?;
+        let trash = self
+            .root
+            .join(TRASH_DIR)
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        fs::rename(col.dir(), &trash)
+            .map_err(io_ctx(format!("failed to delete collection `{name}`")))?;
         fsutil::sync_dir(&self.root.join(COLLECTIONS_DIR)).map_err(io_ctx("failed to sync"))?;
         self.collections.write().remove(name);
         let mut aliases = self.aliases.read().clone();
@@ -231,20 +264,34 @@ impl Registry {
 
     /// All aliases as `(alias, collection)`, sorted by alias.
     pub fn aliases(&self) -> Vec<(String, String)> {
-        self.aliases.read().iter().map(|(a, c)| (a.clone(), c.clone())).collect()
+        self.aliases
+            .read()
+            .iter()
+            .map(|(a, c)| (a.clone(), c.clone()))
+            .collect()
     }
 
     /// Applies alias changes all together, or none of them.
     pub fn update_aliases(&self, actions: &[AliasAction]) -> Result<()> {
         let _meta = self.meta.lock();
         let mut aliases = self.aliases.read().clone();
-        let cols = self.collections.read().keys().cloned().collect::<std::collections::HashSet<_>>();
+        let cols = self
+            .collections
+            .read()
+            .keys()
+            .cloned()
+            .collect::<std::collections::HashSet<_>>();
         for action in actions {
             match action {
-                AliasAction::CreateAlias { collection_name, alias_name } => {
+                AliasAction::CreateAlias {
+                    collection_name,
+                    alias_name,
+                } => {
                     validate_name(alias_name)?;
                     if !cols.contains(collection_name) {
-                        return Err(Error::NotFound(format!("Collection `{collection_name}` doesn't exist!")));
+                        return Err(Error::NotFound(format!(
+                            "Collection `{collection_name}` doesn't exist!"
+                        )));
                     }
                     if cols.contains(alias_name) {
                         return Err(Error::AlreadyExists(format!(
@@ -255,16 +302,25 @@ impl Registry {
                 }
                 AliasAction::DeleteAlias { alias_name } => {
                     if aliases.remove(alias_name).is_none() {
-                        return Err(Error::NotFound(format!("Alias {alias_name} does not exists!")));
+                        return Err(Error::NotFound(format!(
+                            "Alias {alias_name} does not exists!"
+                        )));
                     }
                 }
-                AliasAction::RenameAlias { old_alias_name, new_alias_name } => {
+                AliasAction::RenameAlias {
+                    old_alias_name,
+                    new_alias_name,
+                } => {
                     validate_name(new_alias_name)?;
                     let Some(target) = aliases.remove(old_alias_name) else {
-                        return Err(Error::NotFound(format!("Alias {old_alias_name} does not exists!")));
+                        return Err(Error::NotFound(format!(
+                            "Alias {old_alias_name} does not exists!"
+                        )));
                     };
                     if cols.contains(new_alias_name) {
-                        return Err(Error::AlreadyExists(format!("Collection `{new_alias_name}` already exists!")));
+                        return Err(Error::AlreadyExists(format!(
+                            "Collection `{new_alias_name}` already exists!"
+                        )));
                     }
                     aliases.insert(new_alias_name.clone(), target);
                 }
@@ -285,8 +341,10 @@ impl Registry {
     }
 
     fn store_aliases(&self, aliases: BTreeMap<String, String>) -> Result<()> {
-        let json = serde_json::to_vec_pretty(&aliases).map_err(|e| Error::internal("failed to serialize aliases", e))?;
-        fsutil::write_atomic(&self.root.join(ALIASES_FILE), &json).map_err(io_ctx("failed to write aliases.json"))?;
+        let json = serde_json::to_vec_pretty(&aliases)
+            .map_err(|e| Error::internal("failed to serialize aliases", e))?;
+        fsutil::write_atomic(&self.root.join(ALIASES_FILE), &json)
+            .map_err(io_ctx("failed to write aliases.json"))?;
         *self.aliases.write() = aliases;
         Ok(())
     }
@@ -297,17 +355,23 @@ impl Registry {
         validate_name(name)?;
         let _meta = self.meta.lock();
         if self.aliases.read().contains_key(name) {
-            return Err(Error::bad_input(format!("`{name}` is an alias; recover into the collection it points to")));
+            return Err(Error::bad_input(format!(
+                "`{name}` is an alias; recover into the collection it points to"
+            )));
         }
         let cols_dir = self.root.join(COLLECTIONS_DIR);
         let live = cols_dir.join(name);
         let old = self.collections.read().get(name).cloned();
-        let parked = cols_dir.join(format!("{REPLACED_PREFIX}{name}.{}", uuid::Uuid::new_v4().simple()));
+        let parked = cols_dir.join(format!(
+            "{REPLACED_PREFIX}{name}.{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         if let Some(old) = &old {
             old.close();
         }
         if live.exists() {
-            fs::rename(&live, &parked).map_err(io_ctx(format!("failed to move aside collection `{name}`")))?;
+            fs::rename(&live, &parked)
+                .map_err(io_ctx(format!("failed to move aside collection `{name}`")))?;
         }
         let swapped = fs::rename(built, &live)
             .map_err(io_ctx(format!("failed to install collection `{name}`")))
@@ -315,7 +379,9 @@ impl Registry {
             .and_then(|()| Collection::open(&live, name));
         match swapped {
             Ok(col) => {
-                self.collections.write().insert(name.to_string(), Arc::new(col));
+                self.collections
+                    .write()
+                    .insert(name.to_string(), Arc::new(col));
                 if parked.exists() {
                     if let Err(e) = fs::remove_dir_all(&parked) {
                         tracing::warn!(path = %parked.display(), error = %e, "could not remove replaced collection");
@@ -326,12 +392,20 @@ impl Registry {
             Err(e) => {
                 // Put the old collection back exactly as it was.
                 if live.exists() {
-                    let _ = fs::rename(&live, self.root.join(TRASH_DIR).join(uuid::Uuid::new_v4().simple().to_string()));
+                    let _ = fs::rename(
+                        &live,
+                        self.root
+                            .join(TRASH_DIR)
+                            .join(uuid::Uuid::new_v4().simple().to_string()),
+                    );
                 }
                 if parked.exists() {
-                    fs::rename(&parked, &live).map_err(io_ctx(format!("failed to restore collection `{name}`")))?;
+                    fs::rename(&parked, &live)
+                        .map_err(io_ctx(format!("failed to restore collection `{name}`")))?;
                     let reopened = Collection::open(&live, name)?;
-                    self.collections.write().insert(name.to_string(), Arc::new(reopened));
+                    self.collections
+                        .write()
+                        .insert(name.to_string(), Arc::new(reopened));
                 }
                 Err(e)
             }
@@ -341,8 +415,14 @@ impl Registry {
 
 fn empty_dir(dir: &Path) -> Result<()> {
     for entry in fs::read_dir(dir).map_err(io_ctx(format!("failed to list `{}`", dir.display())))? {
-        let path = entry.map_err(io_ctx("failed to list work directory"))?.path();
-        let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        let path = entry
+            .map_err(io_ctx("failed to list work directory"))?
+            .path();
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
         removed.map_err(io_ctx(format!("failed to clean `{}`", path.display())))?;
     }
     Ok(())
@@ -357,7 +437,8 @@ fn load_peer_id(root: &Path) -> Result<u64> {
     }
     // Like Qdrant's Raft peer id: random and below 2^53 so JSON clients keep it exact.
     let id = (uuid::Uuid::new_v4().as_u128() as u64) >> 11;
-    fsutil::write_atomic(&path, id.to_string().as_bytes()).map_err(io_ctx("failed to write peer_id"))?;
+    fsutil::write_atomic(&path, id.to_string().as_bytes())
+        .map_err(io_ctx("failed to write peer_id"))?;
     Ok(id)
 }
 
@@ -383,9 +464,15 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let reg = Registry::open(tmp.path()).unwrap();
         reg.create("a", cfg()).unwrap();
-        assert!(matches!(reg.create("a", cfg()), Err(Error::AlreadyExists(_))));
-        reg.update_aliases(&[AliasAction::CreateAlias { collection_name: "a".into(), alias_name: "x".into() }])
-            .unwrap();
+        assert!(matches!(
+            reg.create("a", cfg()),
+            Err(Error::AlreadyExists(_))
+        ));
+        reg.update_aliases(&[AliasAction::CreateAlias {
+            collection_name: "a".into(),
+            alias_name: "x".into(),
+        }])
+        .unwrap();
         assert_eq!(reg.get("x").unwrap().name(), "a");
         let peer = reg.peer_id();
         drop(reg);

@@ -14,7 +14,9 @@ async fn s3_backend_passes_the_conformance_suite() {
     let client = backend.sdk_client().await;
     let bucket = std::env::var("S3_TEST_BUCKET").unwrap();
     assert!(
-        common::multipart_uploads(&client, &bucket, &prefix).await.is_empty(),
+        common::multipart_uploads(&client, &bucket, &prefix)
+            .await
+            .is_empty(),
         "the suite's aborted writes left multipart uploads behind"
     );
 }
@@ -27,15 +29,25 @@ async fn start_up_cleanup_aborts_orphaned_multipart_uploads() {
     let bucket = std::env::var("S3_TEST_BUCKET").unwrap();
     // A multipart upload whose writer died without abort, as after kill -9.
     let key = ObjectKey::new("c/orphan.snapshot").unwrap();
-    let mut sink = backend.create(&key, CreateOptions::default()).await.unwrap();
-    sink.write_all(&conformance::test_bytes(6 << 20, 9)).await.unwrap();
+    let mut sink = backend
+        .create(&key, CreateOptions::default())
+        .await
+        .unwrap();
+    sink.write_all(&conformance::test_bytes(6 << 20, 9))
+        .await
+        .unwrap();
     sink.flush().await.unwrap();
     std::mem::forget(sink);
     let listed = common::multipart_uploads(&client, &bucket, &prefix).await;
     assert_eq!(listed, vec![format!("{prefix}/c/orphan.snapshot")]);
     assert_eq!(backend.cleanup().await.unwrap(), 1);
-    assert!(common::multipart_uploads(&client, &bucket, &prefix).await.is_empty());
-    assert!(backend.stat(&key).await.is_err(), "an orphaned upload must never become visible");
+    assert!(common::multipart_uploads(&client, &bucket, &prefix)
+        .await
+        .is_empty());
+    assert!(
+        backend.stat(&key).await.is_err(),
+        "an orphaned upload must never become visible"
+    );
 }
 
 #[tokio::test]
@@ -44,5 +56,8 @@ async fn part_size_grows_so_ten_thousand_parts_are_never_exceeded() {
     assert_eq!(backend.part_size(None), 5 << 20);
     let huge: u64 = 5 << 40; // 5 TiB
     let part = backend.part_size(Some(huge)) as u64;
-    assert!(huge.div_ceil(part) <= 10_000, "part size {part} needs too many parts");
+    assert!(
+        huge.div_ceil(part) <= 10_000,
+        "part size {part} needs too many parts"
+    );
 }

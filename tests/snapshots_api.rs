@@ -11,23 +11,47 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 async fn setup(app: &axum::Router, name: &str, n: u64) {
-    let (s, _) = json(app, "PUT", &format!("/collections/{name}"), json!({"vectors": {"size": 4, "distance": "Dot"}})).await;
+    let (s, _) = json(
+        app,
+        "PUT",
+        &format!("/collections/{name}"),
+        json!({"vectors": {"size": 4, "distance": "Dot"}}),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let points: Vec<Value> = (0..n)
         .map(|i| json!({"id": i, "vector": [i as f32, 1.0, (i % 7) as f32, 0.5], "payload": {"i": i, "tag": format!("t{}", i % 3)}}))
         .collect();
-    let (s, v) = json(app, "PUT", &format!("/collections/{name}/points?wait=true"), json!({"points": points})).await;
+    let (s, v) = json(
+        app,
+        "PUT",
+        &format!("/collections/{name}/points?wait=true"),
+        json!({"points": points}),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
 }
 
 async fn all_points(app: &axum::Router, name: &str) -> Value {
-    let (s, v) = json(app, "POST", &format!("/collections/{name}/points/scroll"), json!({"limit": 100000, "with_vector": true})).await;
+    let (s, v) = json(
+        app,
+        "POST",
+        &format!("/collections/{name}/points/scroll"),
+        json!({"limit": 100000, "with_vector": true}),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v["result"]["points"].clone()
 }
 
 async fn create_snapshot(app: &axum::Router, name: &str) -> Value {
-    let (s, v) = json(app, "POST", &format!("/collections/{name}/snapshots?wait=true"), json!(null)).await;
+    let (s, v) = json(
+        app,
+        "POST",
+        &format!("/collections/{name}/snapshots?wait=true"),
+        json!(null),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v["result"].clone()
 }
@@ -35,7 +59,14 @@ async fn create_snapshot(app: &axum::Router, name: &str) -> Value {
 async fn download(app: &axum::Router, uri: &str) -> Vec<u8> {
     let (s, h, body) = call(app, "GET", uri, &[], "").await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(h["content-length"].to_str().unwrap().parse::<usize>().unwrap(), body.len());
+    assert_eq!(
+        h["content-length"]
+            .to_str()
+            .unwrap()
+            .parse::<usize>()
+            .unwrap(),
+        body.len()
+    );
     body.to_vec()
 }
 
@@ -59,7 +90,10 @@ async fn create_list_download_recover_delete() {
     setup(&app, "src", 300).await;
     let desc = create_snapshot(&app, "src").await;
     let name = desc["name"].as_str().unwrap().to_string();
-    assert!(name.starts_with("src-") && name.ends_with(".snapshot"), "{name}");
+    assert!(
+        name.starts_with("src-") && name.ends_with(".snapshot"),
+        "{name}"
+    );
     assert!(desc["creation_time"].as_str().unwrap().len() == 19);
     let (_, listed) = json(&app, "GET", "/collections/src/snapshots", json!(null)).await;
     assert_eq!(listed["result"], json!([desc.clone()]));
@@ -72,30 +106,66 @@ async fn create_list_download_recover_delete() {
     assert_eq!(sha256_hex(&bytes), desc["checksum"].as_str().unwrap());
     assert_eq!(sidecar, sha256_hex(&bytes));
     // Ranges.
-    let (s, h, part) = call(&app, "GET", &format!("/collections/src/snapshots/{name}"), &[("range", "bytes=100-199")], "").await;
+    let (s, h, part) = call(
+        &app,
+        "GET",
+        &format!("/collections/src/snapshots/{name}"),
+        &[("range", "bytes=100-199")],
+        "",
+    )
+    .await;
     assert_eq!(s, StatusCode::PARTIAL_CONTENT);
     assert_eq!(&part[..], &bytes[100..200]);
-    assert_eq!(h["content-range"], format!("bytes 100-199/{}", bytes.len()).as_str());
+    assert_eq!(
+        h["content-range"],
+        format!("bytes 100-199/{}", bytes.len()).as_str()
+    );
     assert_eq!(h["x-checksum-sha256"], sidecar.as_str());
 
     // Recover into a new collection from file:// with priority and checksum.
     let loc = format!("file://{}", on_disk.display());
-    let (s, v) = json(&app, "PUT", "/collections/copy/snapshots/recover?wait=true",
-        json!({"location": loc, "priority": "snapshot", "checksum": sidecar})).await;
+    let (s, v) = json(
+        &app,
+        "PUT",
+        "/collections/copy/snapshots/recover?wait=true",
+        json!({"location": loc, "priority": "snapshot", "checksum": sidecar}),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["result"], json!(true));
-    assert_eq!(all_points(&app, "copy").await, all_points(&app, "src").await);
+    assert_eq!(
+        all_points(&app, "copy").await,
+        all_points(&app, "src").await
+    );
     let (_, info) = json(&app, "GET", "/collections/copy", json!(null)).await;
-    assert_eq!(info["result"]["config"]["params"]["vectors"], json!({"size": 4, "distance": "Dot"}));
+    assert_eq!(
+        info["result"]["config"]["params"]["vectors"],
+        json!({"size": 4, "distance": "Dot"})
+    );
     assert_no_leftovers(tmp.path());
 
-    let (s, v) = json(&app, "DELETE", &format!("/collections/src/snapshots/{name}?wait=true"), json!(null)).await;
+    let (s, v) = json(
+        &app,
+        "DELETE",
+        &format!("/collections/src/snapshots/{name}?wait=true"),
+        json!(null),
+    )
+    .await;
     assert_eq!((s, v["result"].clone()), (StatusCode::OK, json!(true)));
     assert!(!on_disk.exists());
     assert!(!Path::new(&format!("{}.checksum", on_disk.display())).exists());
-    let (s, v) = json(&app, "DELETE", &format!("/collections/src/snapshots/{name}"), json!(null)).await;
+    let (s, v) = json(
+        &app,
+        "DELETE",
+        &format!("/collections/src/snapshots/{name}"),
+        json!(null),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert_eq!(v["status"]["error"], format!("Not found: Snapshot {name} not found"));
+    assert_eq!(
+        v["status"]["error"],
+        format!("Not found: Snapshot {name} not found")
+    );
 }
 
 #[tokio::test]
@@ -114,29 +184,74 @@ async fn wrong_checksum_and_bad_locations_change_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let app = test_app(tmp.path(), &[]).await;
     setup(&app, "src", 20).await;
-    let name = create_snapshot(&app, "src").await["name"].as_str().unwrap().to_string();
-    let loc = format!("file://{}", tmp.path().join("snapshots/src").join(&name).display());
-    let (s, v) = json(&app, "PUT", "/collections/copy/snapshots/recover", json!({"location": loc, "checksum": "0".repeat(64)})).await;
+    let name = create_snapshot(&app, "src").await["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let loc = format!(
+        "file://{}",
+        tmp.path().join("snapshots/src").join(&name).display()
+    );
+    let (s, v) = json(
+        &app,
+        "PUT",
+        "/collections/copy/snapshots/recover",
+        json!({"location": loc, "checksum": "0".repeat(64)}),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    assert!(v["status"]["error"].as_str().unwrap().starts_with("Checksum mismatch"));
+    assert!(v["status"]["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("Checksum mismatch"));
     let (_, exists) = json(&app, "GET", "/collections/copy/exists", json!(null)).await;
     assert_eq!(exists["result"]["exists"], false);
-    let (s, _) = json(&app, "PUT", "/collections/copy/snapshots/recover", json!({"location": loc, "checksum": "deadbeef"})).await;
+    let (s, _) = json(
+        &app,
+        "PUT",
+        "/collections/copy/snapshots/recover",
+        json!({"location": loc, "checksum": "deadbeef"}),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 
     let outside = tmp.path().join("outside.snapshot");
     std::fs::copy(tmp.path().join("snapshots/src").join(&name), &outside).unwrap();
     let cases = [
-        (format!("file://{}", outside.display()), StatusCode::FORBIDDEN),
-        (format!("file://{}/snapshots/src/../../outside.snapshot", tmp.path().display()), StatusCode::FORBIDDEN),
-        ("file:///whatever.snapshot".to_string(), StatusCode::BAD_REQUEST),
-        ("file://otherhost/x.snapshot".to_string(), StatusCode::BAD_REQUEST),
-        ("ftp://example.com/x.snapshot".to_string(), StatusCode::BAD_REQUEST),
+        (
+            format!("file://{}", outside.display()),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            format!(
+                "file://{}/snapshots/src/../../outside.snapshot",
+                tmp.path().display()
+            ),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "file:///whatever.snapshot".to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "file://otherhost/x.snapshot".to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "ftp://example.com/x.snapshot".to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
         ("missing.snapshot".to_string(), StatusCode::NOT_FOUND),
         ("../../etc/passwd".to_string(), StatusCode::NOT_FOUND),
     ];
     for (location, want) in cases {
-        let (s, v) = json(&app, "PUT", "/collections/copy/snapshots/recover", json!({"location": location})).await;
+        let (s, v) = json(
+            &app,
+            "PUT",
+            "/collections/copy/snapshots/recover",
+            json!({"location": location}),
+        )
+        .await;
         assert_eq!(s, want, "{location}: {v}");
         assert!(v["status"]["error"].is_string());
     }
@@ -152,8 +267,18 @@ async fn wrong_checksum_and_bad_locations_change_nothing() {
 #[tokio::test]
 async fn url_recovery_can_be_disabled() {
     let tmp = tempfile::tempdir().unwrap();
-    let app = test_app(tmp.path(), &[("QDRANT__SERVICE__ENABLE_SNAPSHOT_URL_RECOVERY", "false")]).await;
-    let (s, v) = json(&app, "PUT", "/collections/c/snapshots/recover", json!({"location": "http://127.0.0.1:1/x.snapshot"})).await;
+    let app = test_app(
+        tmp.path(),
+        &[("QDRANT__SERVICE__ENABLE_SNAPSHOT_URL_RECOVERY", "false")],
+    )
+    .await;
+    let (s, v) = json(
+        &app,
+        "PUT",
+        "/collections/c/snapshots/recover",
+        json!({"location": "http://127.0.0.1:1/x.snapshot"}),
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
 }
 
@@ -177,20 +302,41 @@ async fn upload_streams_recovers_and_leaves_nothing_behind() {
     let name = desc["name"].as_str().unwrap();
     let bytes = download(&app, &format!("/collections/src/snapshots/{name}")).await;
     let (ct, body) = multipart("snapshot", &bytes);
-    let uri = format!("/collections/up/snapshots/upload?priority=snapshot&checksum={}", "1".repeat(64));
+    let uri = format!(
+        "/collections/up/snapshots/upload?priority=snapshot&checksum={}",
+        "1".repeat(64)
+    );
     let (s, _, b) = call(&app, "POST", &uri, &[("content-type", &ct)], body.clone()).await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
     let (_, exists) = json(&app, "GET", "/collections/up/exists", json!(null)).await;
     assert_eq!(exists["result"]["exists"], false);
-    let uri = format!("/collections/up/snapshots/upload?wait=true&priority=snapshot&checksum={}", desc["checksum"].as_str().unwrap());
+    let uri = format!(
+        "/collections/up/snapshots/upload?wait=true&priority=snapshot&checksum={}",
+        desc["checksum"].as_str().unwrap()
+    );
     let (s, _, b) = call(&app, "POST", &uri, &[("content-type", &ct)], body).await;
     assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
-    assert_eq!(serde_json::from_slice::<Value>(&b).unwrap()["result"], json!(true));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&b).unwrap()["result"],
+        json!(true)
+    );
     assert_eq!(all_points(&app, "up").await, all_points(&app, "src").await);
     // Unlike Qdrant (#10207), the upload is not kept in the snapshots directory.
     assert!(!tmp.path().join("snapshots/up").exists());
     let (ct, body) = multipart("wrong_field", &bytes);
-    let (s, _, _) = call(&app, "POST", "/collections/up2/snapshots/upload", &[("content-type", &ct)], body).await;
+    let (s, _, _) = call(
+        &app,
+        "POST",
+        "/collections/up2/snapshots/upload",
+        &[("content-type", &ct)],
+        body,
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_no_leftovers(tmp.path());
 }
@@ -228,7 +374,13 @@ async fn full_and_shard_snapshots() {
     let app = test_app(tmp.path(), &[]).await;
     setup(&app, "a", 10).await;
     setup(&app, "b", 20).await;
-    json(&app, "POST", "/collections/aliases", json!({"actions": [{"create_alias": {"collection_name": "b", "alias_name": "bee"}}]})).await;
+    json(
+        &app,
+        "POST",
+        "/collections/aliases",
+        json!({"actions": [{"create_alias": {"collection_name": "b", "alias_name": "bee"}}]}),
+    )
+    .await;
     let (s, v) = json(&app, "POST", "/snapshots", json!(null)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let name = v["result"]["name"].as_str().unwrap().to_string();
@@ -237,25 +389,58 @@ async fn full_and_shard_snapshots() {
     let (_, listed) = json(&app, "GET", "/snapshots", json!(null)).await;
     assert_eq!(listed["result"][0]["name"], name.as_str());
     let bytes = download(&app, &format!("/snapshots/{name}")).await;
-    assert_eq!(sha256_hex(&bytes), v["result"]["checksum"].as_str().unwrap());
+    assert_eq!(
+        sha256_hex(&bytes),
+        v["result"]["checksum"].as_str().unwrap()
+    );
     let (s, _) = json(&app, "DELETE", &format!("/snapshots/{name}"), json!(null)).await;
     assert_eq!(s, StatusCode::OK);
 
-    let (s, v) = json(&app, "POST", "/collections/a/shards/0/snapshots", json!(null)).await;
+    let (s, v) = json(
+        &app,
+        "POST",
+        "/collections/a/shards/0/snapshots",
+        json!(null),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let shard_name = v["result"]["name"].as_str().unwrap().to_string();
     assert!(shard_name.starts_with("a-shard-0-"));
-    assert!(tmp.path().join("snapshots/a/shards/0").join(&shard_name).is_file());
+    assert!(tmp
+        .path()
+        .join("snapshots/a/shards/0")
+        .join(&shard_name)
+        .is_file());
     let (_, listed) = json(&app, "GET", "/collections/a/snapshots", json!(null)).await;
-    assert_eq!(listed["result"], json!([]), "collection listing is non-recursive");
-    let (s, _) = json(&app, "POST", "/collections/a/shards/1/snapshots", json!(null)).await;
+    assert_eq!(
+        listed["result"],
+        json!([]),
+        "collection listing is non-recursive"
+    );
+    let (s, _) = json(
+        &app,
+        "POST",
+        "/collections/a/shards/1/snapshots",
+        json!(null),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // The streamed shard snapshot is a valid snapshot too.
     let streamed = download_streamed(&app, "/collections/b/shards/0/snapshot").await;
     let (ct, body) = multipart("snapshot", &streamed);
-    let (s, _, b) = call(&app, "POST", "/collections/b2/shards/0/snapshots/upload", &[("content-type", &ct)], body).await;
+    let (s, _, b) = call(
+        &app,
+        "POST",
+        "/collections/b2/shards/0/snapshots/upload",
+        &[("content-type", &ct)],
+        body,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
-    assert_eq!(serde_json::from_slice::<Value>(&b).unwrap()["result"], Value::Null);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&b).unwrap()["result"],
+        Value::Null
+    );
     assert_eq!(all_points(&app, "b2").await, all_points(&app, "b").await);
 }
 
@@ -281,12 +466,34 @@ async fn writes_during_a_snapshot_are_not_in_it() {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let desc = create_snapshot(&app, "c").await;
     writer.await.unwrap();
-    let loc = format!("file://{}", tmp.path().join("snapshots/c").join(desc["name"].as_str().unwrap()).display());
-    let (s, v) = json(&app, "PUT", "/collections/r/snapshots/recover", json!({"location": loc})).await;
+    let loc = format!(
+        "file://{}",
+        tmp.path()
+            .join("snapshots/c")
+            .join(desc["name"].as_str().unwrap())
+            .display()
+    );
+    let (s, v) = json(
+        &app,
+        "PUT",
+        "/collections/r/snapshots/recover",
+        json!({"location": loc}),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     // Point-in-time: the snapshot holds exactly a prefix 0..k of the acknowledged writes.
-    let ids: Vec<u64> = all_points(&app, "r").await.as_array().unwrap().iter().map(|p| p["id"].as_u64().unwrap()).collect();
-    assert!(!ids.is_empty() && ids.len() < 400, "the snapshot should land mid-stream, got {}", ids.len());
+    let ids: Vec<u64> = all_points(&app, "r")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect();
+    assert!(
+        !ids.is_empty() && ids.len() < 400,
+        "the snapshot should land mid-stream, got {}",
+        ids.len()
+    );
     assert_eq!(ids, (0..ids.len() as u64).collect::<Vec<_>>());
 }
 
@@ -323,8 +530,14 @@ fn entries(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut pos = 0;
     while pos + 512 <= archive.len() && archive[pos] != 0 {
         let h = &archive[pos..pos + 512];
-        let name = String::from_utf8_lossy(&h[..100]).trim_end_matches('\0').to_string();
-        let size = u64::from_str_radix(String::from_utf8_lossy(&h[124..135]).trim_matches(|c| c == '\0' || c == ' '), 8).unwrap() as usize;
+        let name = String::from_utf8_lossy(&h[..100])
+            .trim_end_matches('\0')
+            .to_string();
+        let size = u64::from_str_radix(
+            String::from_utf8_lossy(&h[124..135]).trim_matches(|c| c == '\0' || c == ' '),
+            8,
+        )
+        .unwrap() as usize;
         out.push((name, archive[pos + 512..pos + 512 + size].to_vec()));
         pos += 512 + size.div_ceil(512) * 512;
     }
@@ -344,7 +557,10 @@ async fn hostile_archives_are_rejected_and_write_nothing_outside_staging() {
     setup(&app, "src", 30).await;
     setup(&app, "victim", 5).await;
     let before = all_points(&app, "victim").await;
-    let name = create_snapshot(&app, "src").await["name"].as_str().unwrap().to_string();
+    let name = create_snapshot(&app, "src").await["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let good = download(&app, &format!("/collections/src/snapshots/{name}")).await;
     let ents = entries(&good);
     assert_eq!(ents[0].0, "snapshot.json");
@@ -370,7 +586,12 @@ async fn hostile_archives_are_rejected_and_write_nothing_outside_staging() {
         parts[data_idx] = entry(evil, b'0', &ents[data_idx].1, "");
         cases.push(("traversal", build(&parts)));
     }
-    for (label, kind, link) in [("symlink", b'2', "/etc/passwd"), ("hardlink", b'1', "config.json"), ("device", b'3', ""), ("fifo", b'6', "")] {
+    for (label, kind, link) in [
+        ("symlink", b'2', "/etc/passwd"),
+        ("hardlink", b'1', "config.json"),
+        ("device", b'3', ""),
+        ("fifo", b'6', ""),
+    ] {
         let mut parts = all.clone();
         parts[data_idx] = entry(&data_name, kind, b"", link);
         cases.push((label, build(&parts)));
@@ -381,20 +602,38 @@ async fn hostile_archives_are_rejected_and_write_nothing_outside_staging() {
     cases.push(("truncated", good[..good.len() / 2].to_vec()));
     cases.push(("no trailer", build(&all[..all.len() - 1])));
     let mut lying = all.clone();
-    lying[data_idx] = entry(&data_name, b'0', &ents[data_idx].1[..ents[data_idx].1.len() - 1], "");
+    lying[data_idx] = entry(
+        &data_name,
+        b'0',
+        &ents[data_idx].1[..ents[data_idx].1.len() - 1],
+        "",
+    );
     cases.push(("header lies about size", build(&lying)));
     let mut absurd = manifest.clone();
     absurd["collections"][0]["files"][1]["size"] = json!(1u64 << 50);
     cases.push(("absurd size", with_manifest(&absurd)));
     let mut many = manifest.clone();
-    let files: Vec<Value> = (0..1_000_001).map(|i| json!({"path": format!("data/{i:020}-{i:020}.seg"), "size": 1})).collect();
+    let files: Vec<Value> = (0..1_000_001)
+        .map(|i| json!({"path": format!("data/{i:020}-{i:020}.seg"), "size": 1}))
+        .collect();
     many["collections"][0]["files"] = json!(files);
-    cases.push(("absurd entry count", build(&[entry("snapshot.json", b'0', many.to_string().as_bytes(), "")])));
+    cases.push((
+        "absurd entry count",
+        build(&[entry(
+            "snapshot.json",
+            b'0',
+            many.to_string().as_bytes(),
+            "",
+        )]),
+    ));
     let mut wrong = manifest.clone();
     wrong["format_version"] = json!(99);
     cases.push(("wrong manifest version", with_manifest(&wrong)));
     cases.push(("missing manifest", build(&all[1..])));
-    cases.push(("not a tar", b"hello, this is not an archive at all".repeat(40)));
+    cases.push((
+        "not a tar",
+        b"hello, this is not an archive at all".repeat(40),
+    ));
     let mut flipped = good.clone();
     flipped[data_offset(&good, data_idx) + 10] ^= 0x20;
     cases.push(("corrupted data byte", flipped));
@@ -405,17 +644,45 @@ async fn hostile_archives_are_rejected_and_write_nothing_outside_staging() {
     for (label, archive) in cases {
         for target in ["fresh", "victim"] {
             let (ct, body) = multipart("snapshot", &archive);
-            let (s, _, b) = call(&app, "POST", &format!("/collections/{target}/snapshots/upload"), &[("content-type", &ct)], body).await;
-            assert_eq!(s, StatusCode::BAD_REQUEST, "{label} into {target}: {}", String::from_utf8_lossy(&b));
+            let (s, _, b) = call(
+                &app,
+                "POST",
+                &format!("/collections/{target}/snapshots/upload"),
+                &[("content-type", &ct)],
+                body,
+            )
+            .await;
+            assert_eq!(
+                s,
+                StatusCode::BAD_REQUEST,
+                "{label} into {target}: {}",
+                String::from_utf8_lossy(&b)
+            );
             let msg: Value = serde_json::from_slice(&b).unwrap();
-            assert!(msg["status"]["error"].as_str().unwrap().contains("snapshot"), "{label}: {msg}");
+            assert!(
+                msg["status"]["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("snapshot"),
+                "{label}: {msg}"
+            );
         }
-        assert!(!tmp.path().join("escape.seg").exists() && !Path::new("/tmp/escape.seg").exists(), "{label}");
+        assert!(
+            !tmp.path().join("escape.seg").exists() && !Path::new("/tmp/escape.seg").exists(),
+            "{label}"
+        );
         assert!(!tmp.path().join("storage/escape.seg").exists(), "{label}");
     }
     let (_, exists) = json(&app, "GET", "/collections/fresh/exists", json!(null)).await;
-    assert_eq!(exists["result"]["exists"], false, "no half-created collection");
-    assert_eq!(all_points(&app, "victim").await, before, "the existing collection is untouched");
+    assert_eq!(
+        exists["result"]["exists"], false,
+        "no half-created collection"
+    );
+    assert_eq!(
+        all_points(&app, "victim").await,
+        before,
+        "the existing collection is untouched"
+    );
     assert_no_leftovers(tmp.path());
 }
 
@@ -424,7 +691,11 @@ fn data_offset(archive: &[u8], idx: usize) -> usize {
     let mut pos = 0;
     for _ in 0..idx {
         let h = &archive[pos..pos + 512];
-        let size = u64::from_str_radix(String::from_utf8_lossy(&h[124..135]).trim_matches(|c| c == '\0' || c == ' '), 8).unwrap() as usize;
+        let size = u64::from_str_radix(
+            String::from_utf8_lossy(&h[124..135]).trim_matches(|c| c == '\0' || c == ' '),
+            8,
+        )
+        .unwrap() as usize;
         pos += 512 + size.div_ceil(512) * 512;
     }
     pos + 512

@@ -28,8 +28,15 @@ pub fn required_access(method: &Method, path: &str) -> Access {
     if method == Method::GET || method == Method::HEAD {
         return Access::Read;
     }
-    const READ_POSTS: &[&str] =
-        &["/points", "/points/scroll", "/points/count", "/points/search", "/points/query", "/points/search/batch", "/points/query/batch"];
+    const READ_POSTS: &[&str] = &[
+        "/points",
+        "/points/scroll",
+        "/points/count",
+        "/points/search",
+        "/points/query",
+        "/points/search/batch",
+        "/points/query/batch",
+    ];
     if method == Method::POST
         && path.starts_with("/collections/")
         && READ_POSTS.iter().any(|suffix| path.ends_with(suffix))
@@ -48,7 +55,10 @@ fn presented_key(req: &Request) -> Option<&str> {
     if let Some(v) = headers.get("api-key").and_then(|v| v.to_str().ok()) {
         return Some(v);
     }
-    headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// Middleware: rejects before any handler (and so before any upload body) is read.
@@ -63,7 +73,11 @@ pub async fn enforce(State(state): State<AppState>, req: Request, next: Next) ->
         return next.run(req).await;
     }
     let Some(key) = presented_key(&req) else {
-        return (StatusCode::UNAUTHORIZED, "Must provide an API key or an Authorization bearer token").into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            "Must provide an API key or an Authorization bearer token",
+        )
+            .into_response();
     };
     if full.is_some_and(|k| constant_time_eq(k.expose().as_bytes(), key.as_bytes())) {
         return next.run(req).await;
@@ -72,7 +86,11 @@ pub async fn enforce(State(state): State<AppState>, req: Request, next: Next) ->
         if need == Access::Read {
             return next.run(req).await;
         }
-        return ApiError::new(StatusCode::FORBIDDEN, "Forbidden: Global manage access is required").into_response();
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden: Global manage access is required",
+        )
+        .into_response();
     }
     (StatusCode::UNAUTHORIZED, "Invalid API key or JWT").into_response()
 }
@@ -85,12 +103,33 @@ mod tests {
     fn reads_writes_and_open_routes_are_classified() {
         assert_eq!(required_access(&Method::GET, "/"), Access::Open);
         assert_eq!(required_access(&Method::GET, "/healthz"), Access::Open);
-        assert_eq!(required_access(&Method::GET, "/collections/a/snapshots/x"), Access::Read);
-        assert_eq!(required_access(&Method::POST, "/collections/a/points/query"), Access::Read);
-        assert_eq!(required_access(&Method::POST, "/collections/a/points"), Access::Read);
-        assert_eq!(required_access(&Method::PUT, "/collections/a/points"), Access::Write);
-        assert_eq!(required_access(&Method::POST, "/collections/a/points/delete"), Access::Write);
-        assert_eq!(required_access(&Method::POST, "/collections/a/snapshots"), Access::Write);
-        assert_eq!(required_access(&Method::POST, "/collections/a/snapshots/upload"), Access::Write);
+        assert_eq!(
+            required_access(&Method::GET, "/collections/a/snapshots/x"),
+            Access::Read
+        );
+        assert_eq!(
+            required_access(&Method::POST, "/collections/a/points/query"),
+            Access::Read
+        );
+        assert_eq!(
+            required_access(&Method::POST, "/collections/a/points"),
+            Access::Read
+        );
+        assert_eq!(
+            required_access(&Method::PUT, "/collections/a/points"),
+            Access::Write
+        );
+        assert_eq!(
+            required_access(&Method::POST, "/collections/a/points/delete"),
+            Access::Write
+        );
+        assert_eq!(
+            required_access(&Method::POST, "/collections/a/snapshots"),
+            Access::Write
+        );
+        assert_eq!(
+            required_access(&Method::POST, "/collections/a/snapshots/upload"),
+            Access::Write
+        );
     }
 }

@@ -13,7 +13,12 @@ use crate::registry::AliasAction;
 
 /// `GET /collections`
 pub async fn list(t: Timer, State(st): State<AppState>) -> ApiResult {
-    let names: Vec<Value> = st.registry.names().into_iter().map(|n| json!({"name": n})).collect();
+    let names: Vec<Value> = st
+        .registry
+        .names()
+        .into_iter()
+        .map(|n| json!({"name": n}))
+        .collect();
     t.ok(json!({"collections": names}))
 }
 
@@ -30,14 +35,22 @@ pub async fn create(
 }
 
 /// `GET /collections/{name}`
-pub async fn get(t: Timer, State(st): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult {
+pub async fn get(
+    t: Timer,
+    State(st): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult {
     let col = st.registry.get(&name)?;
     let count = col.read(|p| p.len());
     t.ok(col.config().info(count))
 }
 
 /// `DELETE /collections/{name}`: `false` (not 404) when missing, so `recreate_collection` works.
-pub async fn delete(t: Timer, State(st): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult {
+pub async fn delete(
+    t: Timer,
+    State(st): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult {
     let reg = Arc::clone(&st.registry);
     let existed = blocking(move || reg.delete(&name)).await?;
     t.ok(existed)
@@ -74,7 +87,11 @@ pub async fn update(
 }
 
 /// `GET /collections/{name}/exists`
-pub async fn exists(t: Timer, State(st): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult {
+pub async fn exists(
+    t: Timer,
+    State(st): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult {
     t.ok(json!({"exists": st.registry.exists(&name)}))
 }
 
@@ -96,8 +113,9 @@ pub async fn update_aliases(
 }
 
 fn alias_list(pairs: impl Iterator<Item = (String, String)>) -> Value {
-    let aliases: Vec<Value> =
-        pairs.map(|(a, c)| json!({"alias_name": a, "collection_name": c})).collect();
+    let aliases: Vec<Value> = pairs
+        .map(|(a, c)| json!({"alias_name": a, "collection_name": c}))
+        .collect();
     json!({"aliases": aliases})
 }
 
@@ -107,10 +125,19 @@ pub async fn list_aliases(t: Timer, State(st): State<AppState>) -> ApiResult {
 }
 
 /// `GET /collections/{name}/aliases`
-pub async fn collection_aliases(t: Timer, State(st): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult {
+pub async fn collection_aliases(
+    t: Timer,
+    State(st): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult {
     let col = st.registry.get(&name)?;
     let target = col.name().to_string();
-    t.ok(alias_list(st.registry.aliases().into_iter().filter(|(_, c)| *c == target)))
+    t.ok(alias_list(
+        st.registry
+            .aliases()
+            .into_iter()
+            .filter(|(_, c)| *c == target),
+    ))
 }
 
 /// Body of `PUT /collections/{name}/index`.
@@ -131,9 +158,11 @@ pub async fn create_index(
 ) -> ApiResult {
     let col = st.registry.get(&name)?;
     let schema = body.field_schema.unwrap_or(Value::String("keyword".into()));
-    blocking(move || col.update_config(|c| {
-        c.payload_schema.insert(body.field_name, schema);
-    }))
+    blocking(move || {
+        col.update_config(|c| {
+            c.payload_schema.insert(body.field_name, schema);
+        })
+    })
     .await?;
     t.ok(json!({"operation_id": 0, "status": "completed"}))
 }
@@ -145,9 +174,11 @@ pub async fn delete_index(
     ApiPath((name, field)): ApiPath<(String, String)>,
 ) -> ApiResult {
     let col = st.registry.get(&name)?;
-    blocking(move || col.update_config(|c| {
-        c.payload_schema.remove(&field);
-    }))
+    blocking(move || {
+        col.update_config(|c| {
+            c.payload_schema.remove(&field);
+        })
+    })
     .await?;
     t.ok(json!({"operation_id": 0, "status": "completed"}))
 }

@@ -25,7 +25,10 @@ pub struct ApiError {
 impl ApiError {
     /// An error with an explicit status and full message.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into() }
+        ApiError {
+            status,
+            message: message.into(),
+        }
     }
 
     /// The HTTP status.
@@ -47,13 +50,17 @@ impl From<Error> for ApiError {
             Error::NotFound(m) => (StatusCode::NOT_FOUND, format!("Not found: {m}")),
             Error::AlreadyExists(m) => (StatusCode::CONFLICT, format!("Wrong input: {m}")),
             Error::Forbidden(m) => (StatusCode::FORBIDDEN, format!("Forbidden: {m}")),
-            Error::ChecksumMismatch { expected, actual } => {
-                (StatusCode::BAD_REQUEST, format!("Checksum mismatch: expected {expected}, actual {actual}"))
-            }
+            Error::ChecksumMismatch { expected, actual } => (
+                StatusCode::BAD_REQUEST,
+                format!("Checksum mismatch: expected {expected}, actual {actual}"),
+            ),
             Error::Internal { context, .. } => {
                 // The cause goes to the log, not to the caller.
                 tracing::error!(error = %e.chain(), "request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, format!("Service internal error: {context}"))
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("Service internal error: {context}"),
+                )
             }
         };
         ApiError { status, message }
@@ -62,7 +69,11 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"status": {"error": self.message}, "time": 0.0}))).into_response()
+        (
+            self.status,
+            Json(json!({"status": {"error": self.message}, "time": 0.0})),
+        )
+            .into_response()
     }
 }
 
@@ -83,12 +94,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Timer {
 impl Timer {
     /// `200 {"result": ..., "status": "ok", "time": ...}`.
     pub fn ok<T: Serialize>(&self, result: T) -> ApiResult {
-        Ok(Json(json!({"result": result, "status": "ok", "time": self.0.elapsed().as_secs_f64()})).into_response())
+        Ok(
+            Json(json!({"result": result, "status": "ok", "time": self.0.elapsed().as_secs_f64()}))
+                .into_response(),
+        )
     }
 
     /// `202 {"status": "accepted", "time": ...}`, as Qdrant answers `wait=false`.
     pub fn accepted(&self) -> Response {
-        (StatusCode::ACCEPTED, Json(json!({"status": "accepted", "time": self.0.elapsed().as_secs_f64()})))
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({"status": "accepted", "time": self.0.elapsed().as_secs_f64()})),
+        )
             .into_response()
     }
 }
@@ -99,18 +116,30 @@ pub struct ApiJson<T>(pub T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e: BytesRejection| {
-            let status = e.status();
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(status, "Payload error: request body is larger than service.max_request_size_mb")
-            } else {
-                ApiError::new(status, format!("Bad request: {}", e.body_text()))
-            }
-        })?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
-        serde_json::from_slice(bytes)
-            .map(ApiJson)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("Format error in JSON body: {e}")))
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e: BytesRejection| {
+                let status = e.status();
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        status,
+                        "Payload error: request body is larger than service.max_request_size_mb",
+                    )
+                } else {
+                    ApiError::new(status, format!("Bad request: {}", e.body_text()))
+                }
+            })?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(bytes).map(ApiJson).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("Format error in JSON body: {e}"),
+            )
+        })
     }
 }
 
@@ -124,7 +153,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             .await
             .map(|q| ApiQuery(q.0))
             .map_err(|e: QueryRejection| {
-                ApiError::new(StatusCode::BAD_REQUEST, format!("Format error in query parameters: {}", e.body_text()))
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("Format error in query parameters: {}", e.body_text()),
+                )
             })
     }
 }
@@ -139,7 +171,10 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
             .await
             .map(|p| ApiPath(p.0))
             .map_err(|e: PathRejection| {
-                ApiError::new(StatusCode::BAD_REQUEST, format!("Format error in path parameters: {}", e.body_text()))
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("Format error in path parameters: {}", e.body_text()),
+                )
             })
     }
 }

@@ -42,16 +42,31 @@ pub fn router(state: AppState) -> Router {
         .route("/aliases", get(collections::list_aliases))
         .route(
             "/collections/{name}",
-            get(collections::get).put(collections::create).delete(collections::delete).patch(collections::update),
+            get(collections::get)
+                .put(collections::create)
+                .delete(collections::delete)
+                .patch(collections::update),
         )
         .route("/collections/{name}/exists", get(collections::exists))
-        .route("/collections/{name}/aliases", get(collections::collection_aliases))
+        .route(
+            "/collections/{name}/aliases",
+            get(collections::collection_aliases),
+        )
         .route("/collections/{name}/index", put(collections::create_index))
-        .route("/collections/{name}/index/{field}", axum::routing::delete(collections::delete_index))
-        .route("/collections/{name}/points", put(points::upsert).post(points::retrieve))
+        .route(
+            "/collections/{name}/index/{field}",
+            axum::routing::delete(collections::delete_index),
+        )
+        .route(
+            "/collections/{name}/points",
+            put(points::upsert).post(points::retrieve),
+        )
         .route("/collections/{name}/points/{id}", get(points::get_point))
         .route("/collections/{name}/points/delete", post(points::delete))
-        .route("/collections/{name}/points/payload", post(points::set_payload).put(points::overwrite_payload))
+        .route(
+            "/collections/{name}/points/payload",
+            post(points::set_payload).put(points::overwrite_payload),
+        )
         .route("/collections/{name}/points/scroll", post(points::scroll))
         .route("/collections/{name}/points/count", post(points::count))
         .route("/collections/{name}/points/query", post(points::query))
@@ -60,7 +75,10 @@ pub fn router(state: AppState) -> Router {
         // Uploads stream through the unpacker and are not limited.
         .merge(snapshot_routes)
         .fallback(|| async {
-            error::ApiError::new(axum::http::StatusCode::NOT_FOUND, "Not found: no such endpoint")
+            error::ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "Not found: no such endpoint",
+            )
         })
         .layer(middleware::from_fn_with_state(state.clone(), auth::enforce))
         .with_state(state)

@@ -11,7 +11,9 @@ use super::AppState;
 use crate::collection::filter::Filter;
 use crate::collection::points::{PointView, VectorSelect};
 use crate::collection::record::Operation;
-use crate::collection::types::{BatchVectors, Payload, PointId, VectorInput, VectorsConfig, DEFAULT_VECTOR};
+use crate::collection::types::{
+    BatchVectors, Payload, PointId, VectorInput, VectorsConfig, DEFAULT_VECTOR,
+};
 use crate::collection::Collection;
 use crate::error::Error;
 
@@ -24,7 +26,11 @@ pub struct WriteParams {
 
 fn update_result(t: &Timer, op_id: u64, wait: Option<bool>) -> ApiResult {
     // Writes are durable before the answer either way; `wait=false` only changes the word.
-    let status = if wait.unwrap_or(false) { "completed" } else { "acknowledged" };
+    let status = if wait.unwrap_or(false) {
+        "completed"
+    } else {
+        "acknowledged"
+    };
     t.ok(json!({"operation_id": op_id, "status": status}))
 }
 
@@ -60,22 +66,36 @@ fn flatten_upsert(body: UpsertBody) -> Result<Prepared, Error> {
     match (body.points, body.batch) {
         (Some(points), None) => Ok(points
             .into_iter()
-            .map(|p| (p.id, p.vector.map(VectorInput::into_named).unwrap_or_default(), p.payload))
+            .map(|p| {
+                (
+                    p.id,
+                    p.vector.map(VectorInput::into_named).unwrap_or_default(),
+                    p.payload,
+                )
+            })
             .collect()),
         (None, Some(batch)) => {
             let n = batch.ids.len();
             if let Some(p) = &batch.payloads {
                 if p.len() != n {
-                    return Err(Error::bad_input(format!("batch has {n} ids but {} payloads", p.len())));
+                    return Err(Error::bad_input(format!(
+                        "batch has {n} ids but {} payloads",
+                        p.len()
+                    )));
                 }
             }
             let mut payloads = batch.payloads.unwrap_or_default().into_iter();
             let vectors: Vec<Vec<(String, Vec<f32>)>> = match batch.vectors {
                 BatchVectors::Plain(v) => {
                     if v.len() != n {
-                        return Err(Error::bad_input(format!("batch has {n} ids but {} vectors", v.len())));
+                        return Err(Error::bad_input(format!(
+                            "batch has {n} ids but {} vectors",
+                            v.len()
+                        )));
                     }
-                    v.into_iter().map(|x| vec![(DEFAULT_VECTOR.to_string(), x)]).collect()
+                    v.into_iter()
+                        .map(|x| vec![(DEFAULT_VECTOR.to_string(), x)])
+                        .collect()
                 }
                 BatchVectors::Named(map) => {
                     let mut per_point = vec![Vec::new(); n];
@@ -93,9 +113,16 @@ fn flatten_upsert(body: UpsertBody) -> Result<Prepared, Error> {
                     per_point
                 }
             };
-            Ok(batch.ids.into_iter().zip(vectors).map(|(id, v)| (id, v, payloads.next().flatten())).collect())
+            Ok(batch
+                .ids
+                .into_iter()
+                .zip(vectors)
+                .map(|(id, v)| (id, v, payloads.next().flatten()))
+                .collect())
         }
-        _ => Err(Error::bad_input("the body must have exactly one of `points` or `batch`")),
+        _ => Err(Error::bad_input(
+            "the body must have exactly one of `points` or `batch`",
+        )),
     }
 }
 
@@ -139,12 +166,15 @@ impl WithPayload {
     fn project(&self, p: Payload) -> Payload {
         match self {
             WithPayload::Bool(_) => p,
-            WithPayload::Keys(keys) | WithPayload::Selector { include: Some(keys), .. } => {
-                p.into_iter().filter(|(k, _)| keys.contains(k)).collect()
-            }
-            WithPayload::Selector { exclude: Some(keys), .. } => {
-                p.into_iter().filter(|(k, _)| !keys.contains(k)).collect()
-            }
+            WithPayload::Keys(keys)
+            | WithPayload::Selector {
+                include: Some(keys),
+                ..
+            } => p.into_iter().filter(|(k, _)| keys.contains(k)).collect(),
+            WithPayload::Selector {
+                exclude: Some(keys),
+                ..
+            } => p.into_iter().filter(|(k, _)| !keys.contains(k)).collect(),
             WithPayload::Selector { .. } => p,
         }
     }
@@ -175,13 +205,22 @@ fn vector_json(config: &VectorsConfig, vectors: Vec<(String, Vec<f32>)>, request
         return Value::Null;
     }
     match config {
-        VectorsConfig::Single(_) => vectors.into_iter().next().map_or(Value::Null, |(_, v)| json!(v)),
-        VectorsConfig::Named(_) => Value::Object(vectors.into_iter().map(|(n, v)| (n, json!(v))).collect()),
+        VectorsConfig::Single(_) => vectors
+            .into_iter()
+            .next()
+            .map_or(Value::Null, |(_, v)| json!(v)),
+        VectorsConfig::Named(_) => {
+            Value::Object(vectors.into_iter().map(|(n, v)| (n, json!(v))).collect())
+        }
     }
 }
 
 fn record_json(cfg: &VectorsConfig, p: PointView, wp: &WithPayload, wv: &WithVector) -> Value {
-    let payload = if wp.wanted() { p.payload.map(|x| Value::Object(wp.project(x))) } else { None };
+    let payload = if wp.wanted() {
+        p.payload.map(|x| Value::Object(wp.project(x)))
+    } else {
+        None
+    };
     json!({
         "id": p.id,
         "payload": payload,
@@ -189,7 +228,13 @@ fn record_json(cfg: &VectorsConfig, p: PointView, wp: &WithPayload, wv: &WithVec
     })
 }
 
-fn scored_json(cfg: &VectorsConfig, score: f32, p: PointView, wp: &WithPayload, wv: &WithVector) -> Value {
+fn scored_json(
+    cfg: &VectorsConfig,
+    score: f32,
+    p: PointView,
+    wp: &WithPayload,
+    wv: &WithVector,
+) -> Value {
     let version = p.version;
     let mut v = record_json(cfg, p, wp, wv);
     if let Value::Object(m) = &mut v {
@@ -221,7 +266,10 @@ pub async fn retrieve(
     let wv = body.with_vector.unwrap_or(WithVector::Bool(false));
     let cfg = col.config().vectors;
     let points = col.read(|p| p.retrieve(&body.ids, wp.wanted(), &wv.select()));
-    t.ok(points.into_iter().map(|p| record_json(&cfg, p, &wp, &wv)).collect::<Vec<_>>())
+    t.ok(points
+        .into_iter()
+        .map(|p| record_json(&cfg, p, &wp, &wv))
+        .collect::<Vec<_>>())
 }
 
 /// `GET /collections/{c}/points/{id}`
@@ -237,9 +285,17 @@ pub async fn get_point(
             .map_err(|e| Error::bad_input(format!("invalid point id `{id}`: {e}")))?,
     };
     let cfg = col.config().vectors;
-    let found = col.read(|p| p.retrieve(&[id], true, &VectorSelect::All)).into_iter().next();
+    let found = col
+        .read(|p| p.retrieve(&[id], true, &VectorSelect::All))
+        .into_iter()
+        .next();
     match found {
-        Some(p) => t.ok(record_json(&cfg, p, &WithPayload::Bool(true), &WithVector::Bool(true))),
+        Some(p) => t.ok(record_json(
+            &cfg,
+            p,
+            &WithPayload::Bool(true),
+            &WithVector::Bool(true),
+        )),
         None => Err(Error::NotFound(format!("No point with id {id} found")).into()),
     }
 }
@@ -297,7 +353,11 @@ async fn payload_update(
         ids.iter()
             .filter_map(|id| store.get(id))
             .map(|p| {
-                let mut payload = if overwrite { Map::new() } else { p.payload.unwrap_or_default() };
+                let mut payload = if overwrite {
+                    Map::new()
+                } else {
+                    p.payload.unwrap_or_default()
+                };
                 payload.extend(body.payload.clone());
                 (p.id, p.vectors, Some(payload))
             })
@@ -358,9 +418,19 @@ pub async fn scroll(
     let wv = body.with_vector.unwrap_or(WithVector::Bool(false));
     let cfg = col.config().vectors;
     let limit = body.limit.unwrap_or(10);
-    let (points, next) =
-        col.read(|p| p.scroll(body.offset, limit, body.filter.as_ref(), wp.wanted(), &wv.select()));
-    let points: Vec<Value> = points.into_iter().map(|p| record_json(&cfg, p, &wp, &wv)).collect();
+    let (points, next) = col.read(|p| {
+        p.scroll(
+            body.offset,
+            limit,
+            body.filter.as_ref(),
+            wp.wanted(),
+            &wv.select(),
+        )
+    });
+    let points: Vec<Value> = points
+        .into_iter()
+        .map(|p| record_json(&cfg, p, &wp, &wv))
+        .collect();
     t.ok(json!({"points": points, "next_page_offset": next}))
 }
 
@@ -415,8 +485,11 @@ fn query_vector(col: &Collection, q: &Value, using: &str) -> Result<Vec<f32>, Er
         Value::Array(_) => serde_json::from_value::<Vec<f32>>(q.clone())
             .map_err(|e| Error::bad_input(format!("query vector is not a list of numbers: {e}"))),
         Value::Number(_) | Value::String(_) => {
-            let id: PointId = serde_json::from_value(q.clone()).map_err(|e| Error::bad_input(e.to_string()))?;
-            let point = col.read(|p| p.get(&id)).ok_or_else(|| Error::NotFound(format!("No point with id {id} found")))?;
+            let id: PointId =
+                serde_json::from_value(q.clone()).map_err(|e| Error::bad_input(e.to_string()))?;
+            let point = col
+                .read(|p| p.get(&id))
+                .ok_or_else(|| Error::NotFound(format!("No point with id {id} found")))?;
             point
                 .vectors
                 .into_iter()
@@ -424,14 +497,20 @@ fn query_vector(col: &Collection, q: &Value, using: &str) -> Result<Vec<f32>, Er
                 .map(|(_, v)| v)
                 .ok_or_else(|| Error::bad_input(format!("point {id} has no vector `{using}`")))
         }
-        _ => Err(Error::bad_input("query must be a vector, {\"nearest\": ...} or a point id")),
+        _ => Err(Error::bad_input(
+            "query must be a vector, {\"nearest\": ...} or a point id",
+        )),
     }
 }
 
 /// Normalizes and checks a query vector against the vector space `using`.
 fn prepared_query(col: &Collection, using: &str, v: Vec<f32>) -> Result<Vec<f32>, Error> {
     let mut prepared = col.prepare(vec![(PointId::Num(0), vec![(using.to_string(), v)], None)])?;
-    Ok(prepared.pop().and_then(|p| p.vectors.into_iter().next()).map(|(_, v)| v).unwrap_or_default())
+    Ok(prepared
+        .pop()
+        .and_then(|p| p.vectors.into_iter().next())
+        .map(|(_, v)| v)
+        .unwrap_or_default())
 }
 
 /// `POST /collections/{c}/points/query`
@@ -449,14 +528,30 @@ pub async fn query(
     let using = body.using.unwrap_or_default();
     let points: Vec<Value> = match &body.query {
         None => {
-            let (page, _) = col.read(|p| p.scroll(None, limit, body.filter.as_ref(), wp.wanted(), &wv.select()));
-            page.into_iter().map(|p| scored_json(&cfg, 0.0, p, &wp, &wv)).collect()
+            let (page, _) = col
+                .read(|p| p.scroll(None, limit, body.filter.as_ref(), wp.wanted(), &wv.select()));
+            page.into_iter()
+                .map(|p| scored_json(&cfg, 0.0, p, &wp, &wv))
+                .collect()
         }
         Some(q) => {
             let v = prepared_query(&col, &using, query_vector(&col, q, &using)?)?;
             let offset = body.offset.unwrap_or(0);
-            let hits = search_blocking(&col, using, v, limit, offset, body.filter, body.score_threshold, &wp, &wv).await?;
-            hits.into_iter().map(|(s, p)| scored_json(&cfg, s, p, &wp, &wv)).collect()
+            let hits = search_blocking(
+                &col,
+                using,
+                v,
+                limit,
+                offset,
+                body.filter,
+                body.score_threshold,
+                &wp,
+                &wv,
+            )
+            .await?;
+            hits.into_iter()
+                .map(|(s, p)| scored_json(&cfg, s, p, &wp, &wv))
+                .collect()
         }
     };
     t.ok(json!({"points": points}))
@@ -478,7 +573,18 @@ async fn search_blocking(
     let (want_payload, select) = (wp.wanted(), wv.select());
     // A full scan takes milliseconds: keep it off the async workers.
     tokio::task::spawn_blocking(move || {
-        col.read(|p| p.search(&using, &v, limit, offset, filter.as_ref(), threshold, want_payload, &select))
+        col.read(|p| {
+            p.search(
+                &using,
+                &v,
+                limit,
+                offset,
+                filter.as_ref(),
+                threshold,
+                want_payload,
+                &select,
+            )
+        })
     })
     .await
     .map_err(|e| ApiError::from(Error::internal("search task failed", e)))
@@ -516,7 +622,10 @@ pub async fn search(
     // `{"name": "img", "vector": [..]}` selects a named vector.
     let (using, raw) = match &body.vector {
         Value::Object(m) => (
-            m.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+            m.get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
             m.get("vector").cloned().unwrap_or(Value::Null),
         ),
         other => (String::new(), other.clone()),
@@ -536,5 +645,8 @@ pub async fn search(
         &wv,
     )
     .await?;
-    t.ok(hits.into_iter().map(|(s, p)| scored_json(&cfg, s, p, &wp, &wv)).collect::<Vec<_>>())
+    t.ok(hits
+        .into_iter()
+        .map(|(s, p)| scored_json(&cfg, s, p, &wp, &wv))
+        .collect::<Vec<_>>())
 }

@@ -33,17 +33,47 @@ pub const CHECKSUM_HEADER: &str = "x-checksum-sha256";
 pub fn routes() -> Router<AppState> {
     let json_limit = DefaultBodyLimit::max(1 << 20);
     Router::new()
-        .route("/collections/{name}/snapshots", get(list_collection).post(create_collection))
-        .route("/collections/{name}/snapshots/recover", put(recover_collection).layer(json_limit))
-        .route("/collections/{name}/snapshots/upload", post(upload_collection).layer(DefaultBodyLimit::disable()))
-        .route("/collections/{name}/snapshots/{snapshot}", get(download_collection).delete(delete_collection))
+        .route(
+            "/collections/{name}/snapshots",
+            get(list_collection).post(create_collection),
+        )
+        .route(
+            "/collections/{name}/snapshots/recover",
+            put(recover_collection).layer(json_limit),
+        )
+        .route(
+            "/collections/{name}/snapshots/upload",
+            post(upload_collection).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/collections/{name}/snapshots/{snapshot}",
+            get(download_collection).delete(delete_collection),
+        )
         .route("/snapshots", get(list_full).post(create_full))
-        .route("/snapshots/{snapshot}", get(download_full).delete(delete_full))
-        .route("/collections/{name}/shards/{shard}/snapshots", get(list_shard).post(create_shard))
-        .route("/collections/{name}/shards/{shard}/snapshots/recover", put(recover_shard).layer(json_limit))
-        .route("/collections/{name}/shards/{shard}/snapshots/upload", post(upload_shard).layer(DefaultBodyLimit::disable()))
-        .route("/collections/{name}/shards/{shard}/snapshots/{snapshot}", get(download_shard).delete(delete_shard))
-        .route("/collections/{name}/shards/{shard}/snapshot", get(stream_shard))
+        .route(
+            "/snapshots/{snapshot}",
+            get(download_full).delete(delete_full),
+        )
+        .route(
+            "/collections/{name}/shards/{shard}/snapshots",
+            get(list_shard).post(create_shard),
+        )
+        .route(
+            "/collections/{name}/shards/{shard}/snapshots/recover",
+            put(recover_shard).layer(json_limit),
+        )
+        .route(
+            "/collections/{name}/shards/{shard}/snapshots/upload",
+            post(upload_shard).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/collections/{name}/shards/{shard}/snapshots/{snapshot}",
+            get(download_shard).delete(delete_shard),
+        )
+        .route(
+            "/collections/{name}/shards/{shard}/snapshot",
+            get(stream_shard),
+        )
         .route("/operations", get(list_operations))
         .route("/operations/{id}", get(get_operation))
 }
@@ -57,7 +87,14 @@ pub struct WaitParam {
 
 /// Runs snapshot work detached from the request (a disconnect does not cancel it). With
 /// `wait=false` answers 202 at once with the operation id in [`OPERATION_ID_HEADER`].
-async fn run<F, Fut>(st: &AppState, t: &Timer, wait: Option<bool>, kind: &str, target: &str, work: F) -> ApiResult
+async fn run<F, Fut>(
+    st: &AppState,
+    t: &Timer,
+    wait: Option<bool>,
+    kind: &str,
+    target: &str,
+    work: F,
+) -> ApiResult
 where
     F: FnOnce(Arc<SnapshotService>, Progress) -> Fut,
     Fut: Future<Output = crate::error::Result<Value>> + Send + 'static,
@@ -65,12 +102,18 @@ where
     let svc = Arc::clone(&st.snapshots);
     if wait.unwrap_or(true) {
         let fut = work(svc, Progress::default());
-        let value = tokio::spawn(fut).await.map_err(|e| ApiError::from(Error::internal("snapshot task failed", e)))??;
+        let value = tokio::spawn(fut)
+            .await
+            .map_err(|e| ApiError::from(Error::internal("snapshot task failed", e)))??;
         return t.ok(value);
     }
-    let id = st.snapshots.ops.spawn(kind, target, |progress| work(svc, progress));
+    let id = st
+        .snapshots
+        .ops
+        .spawn(kind, target, |progress| work(svc, progress));
     let mut resp = t.accepted();
-    resp.headers_mut().insert(OPERATION_ID_HEADER, HeaderValue::from(id));
+    resp.headers_mut()
+        .insert(OPERATION_ID_HEADER, HeaderValue::from(id));
     Ok(resp)
 }
 
@@ -81,7 +124,10 @@ fn to_value<T: serde::Serialize>(v: T) -> crate::error::Result<Value> {
 fn shard_scope(st: &AppState, name: &str, shard: u32) -> Result<Scope, ApiError> {
     let col = st.registry.get(name)?;
     if shard != 0 {
-        return Err(Error::NotFound(format!("Shard {shard} of collection `{name}` does not exist")).into());
+        return Err(Error::NotFound(format!(
+            "Shard {shard} of collection `{name}` does not exist"
+        ))
+        .into());
     }
     Ok(Scope::Shard(col.name().to_string(), shard))
 }
@@ -92,9 +138,14 @@ fn collection_scope(st: &AppState, name: &str) -> Result<Scope, ApiError> {
 
 async fn create(st: AppState, t: Timer, scope: Scope, wait: Option<bool>) -> ApiResult {
     let target = format!("{scope:?}");
-    run(&st, &t, wait, "create_snapshot", &target, move |svc, progress| async move {
-        to_value(svc.create(&scope, Some(progress)).await?)
-    })
+    run(
+        &st,
+        &t,
+        wait,
+        "create_snapshot",
+        &target,
+        move |svc, progress| async move { to_value(svc.create(&scope, Some(progress)).await?) },
+    )
     .await
 }
 
@@ -102,21 +153,38 @@ async fn list(st: AppState, t: Timer, scope: Scope) -> ApiResult {
     t.ok(st.snapshots.list(&scope).await?)
 }
 
-async fn delete(st: AppState, t: Timer, scope: Scope, name: String, wait: Option<bool>) -> ApiResult {
+async fn delete(
+    st: AppState,
+    t: Timer,
+    scope: Scope,
+    name: String,
+    wait: Option<bool>,
+) -> ApiResult {
     // Missing snapshots are a 404 even with wait=false.
     st.snapshots.stat(&scope, &name).await?;
     let target = format!("{scope:?}/{name}");
-    run(&st, &t, wait, "delete_snapshot", &target, move |svc, _| async move {
-        svc.delete(&scope, &name).await?;
-        Ok(Value::Bool(true))
-    })
+    run(
+        &st,
+        &t,
+        wait,
+        "delete_snapshot",
+        &target,
+        move |svc, _| async move {
+            svc.delete(&scope, &name).await?;
+            Ok(Value::Bool(true))
+        },
+    )
     .await
 }
 
 /// Parses a single `bytes=` range against `size`; `Err` means unsatisfiable (416).
 fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, ()> {
-    let Some(v) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else { return Ok(None) };
-    let Some(spec) = v.trim().strip_prefix("bytes=") else { return Ok(None) };
+    let Some(v) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
     if spec.contains(',') {
         return Ok(None); // Multiple ranges: answer the whole object, as RFC 9110 allows.
     }
@@ -130,7 +198,14 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, ()>
         size.saturating_sub(n)..size
     } else {
         let start: u64 = a.parse().map_err(|_| ())?;
-        let end = if b.is_empty() { size } else { b.parse::<u64>().map_err(|_| ())?.saturating_add(1).min(size) };
+        let end = if b.is_empty() {
+            size
+        } else {
+            b.parse::<u64>()
+                .map_err(|_| ())?
+                .saturating_add(1)
+                .min(size)
+        };
         if start >= size || start >= end {
             return Err(());
         }
@@ -139,26 +214,47 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, ()>
     Ok(Some(range))
 }
 
-async fn download(st: AppState, scope: Scope, name: String, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn download(
+    st: AppState,
+    scope: Scope,
+    name: String,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let meta = st.snapshots.stat(&scope, &name).await?;
     let range = match parse_range(&headers, meta.size) {
         Ok(r) => r,
         Err(()) => {
-            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{}", meta.size))])
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{}", meta.size))],
+            )
                 .into_response())
         }
     };
     let (checksum, stream) = st.snapshots.download(&meta, range.clone()).await?;
     let mut resp = Response::new(Body::from_stream(stream));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", name.replace('"', ""))) {
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{}\"",
+        name.replace('"', "")
+    )) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    h.insert(header::LAST_MODIFIED, HeaderValue::from_str(&httpdate(meta.last_modified)).unwrap_or(HeaderValue::from_static("")));
+    h.insert(
+        header::LAST_MODIFIED,
+        HeaderValue::from_str(&httpdate(meta.last_modified))
+            .unwrap_or(HeaderValue::from_static("")),
+    );
     if let Some(sum) = &checksum {
-        if let (Ok(etag), Ok(v)) = (HeaderValue::from_str(&format!("\"{sum}\"")), HeaderValue::from_str(sum)) {
+        if let (Ok(etag), Ok(v)) = (
+            HeaderValue::from_str(&format!("\"{sum}\"")),
+            HeaderValue::from_str(sum),
+        ) {
             h.insert(header::ETAG, etag);
             h.insert(CHECKSUM_HEADER, v);
         }
@@ -166,7 +262,9 @@ async fn download(st: AppState, scope: Scope, name: String, headers: HeaderMap) 
     match range {
         Some(r) => {
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.end - r.start));
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{}", r.start, r.end - 1, meta.size)) {
+            if let Ok(v) =
+                HeaderValue::from_str(&format!("bytes {}-{}/{}", r.start, r.end - 1, meta.size))
+            {
                 h.insert(header::CONTENT_RANGE, v);
             }
             *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
@@ -204,17 +302,41 @@ fn validate_checksum(c: &Option<String>, where_: &str) -> Result<(), ApiError> {
     }
 }
 
-async fn recover(st: AppState, t: Timer, scope: Scope, target: String, wait: Option<bool>, body: RecoverBody) -> ApiResult {
+async fn recover(
+    st: AppState,
+    t: Timer,
+    scope: Scope,
+    target: String,
+    wait: Option<bool>,
+    body: RecoverBody,
+) -> ApiResult {
     validate_checksum(&body.checksum, "JSON body")?;
     crate::registry::validate_name(&target)?;
     // Priorities only matter between replicas; a single node restores and activates.
     let _ = body.priority;
-    let dir = scope.dir()?.ok_or_else(|| Error::bad_input("no snapshot directory"))?;
+    let dir = scope
+        .dir()?
+        .ok_or_else(|| Error::bad_input("no snapshot directory"))?;
     let what = format!("{target} from {}", body.location);
-    run(&st, &t, wait, "recover_snapshot", &what, move |svc, progress| async move {
-        svc.recover(&target, &dir, &body.location, body.checksum, body.api_key.as_deref(), Some(progress)).await?;
-        Ok(Value::Bool(true))
-    })
+    run(
+        &st,
+        &t,
+        wait,
+        "recover_snapshot",
+        &what,
+        move |svc, progress| async move {
+            svc.recover(
+                &target,
+                &dir,
+                &body.location,
+                body.checksum,
+                body.api_key.as_deref(),
+                Some(progress),
+            )
+            .await?;
+            Ok(Value::Bool(true))
+        },
+    )
     .await
 }
 
@@ -232,18 +354,30 @@ pub struct UploadParams {
 /// Streams the multipart field `snapshot` straight through the unpacker: nothing is
 /// spooled and nothing is left in the snapshots directory. `wait=false` answers 202 once
 /// the body has been received and recovered, since the body must be read either way.
-async fn upload(st: AppState, t: Timer, target: String, q: UploadParams, req: Request, unit: bool) -> ApiResult {
+async fn upload(
+    st: AppState,
+    t: Timer,
+    target: String,
+    q: UploadParams,
+    req: Request,
+    unit: bool,
+) -> ApiResult {
     validate_checksum(&q.checksum, "query parameters")?;
     crate::registry::validate_name(&target)?;
     let _ = q.priority;
-    let mut multipart = Multipart::from_request(req, &())
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("Bad request: {}", e.body_text())))?;
+    let mut multipart = Multipart::from_request(req, &()).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Bad request: {}", e.body_text()),
+        )
+    })?;
     loop {
-        let field = multipart
-            .next_field()
-            .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("Bad request: {}", e.body_text())))?;
+        let field = multipart.next_field().await.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("Bad request: {}", e.body_text()),
+            )
+        })?;
         let Some(field) = field else {
             return Err(Error::BadRequest("multipart field `snapshot` is missing".into()).into());
         };
@@ -251,7 +385,9 @@ async fn upload(st: AppState, t: Timer, target: String, q: UploadParams, req: Re
             continue;
         }
         let reader = StreamReader::new(field.map_err(std::io::Error::other));
-        st.snapshots.recover_from_reader(&target, reader, q.checksum.clone(), None).await?;
+        st.snapshots
+            .recover_from_reader(&target, reader, q.checksum.clone(), None)
+            .await?;
         break;
     }
     if !q.wait.unwrap_or(true) {
@@ -276,11 +412,23 @@ async fn stream_shard(
     let pinned = tokio::task::spawn_blocking(move || col.seal_and_pin())
         .await
         .map_err(|e| ApiError::from(Error::internal("seal task failed", e)))??;
-    let manifest = producer::manifest(SnapshotKind::Collection, std::slice::from_ref(&pinned), Default::default());
+    let manifest = producer::manifest(
+        SnapshotKind::Collection,
+        std::slice::from_ref(&pinned),
+        Default::default(),
+    );
     let file_name = crate::snapshot::names::shard_snapshot(&collection, shard, chrono::Utc::now());
     let (writer, reader) = tokio::io::duplex(1 << 20);
     tokio::spawn(async move {
-        match producer::write_archive(writer, &manifest, vec![pinned], crate::config::Compression::None, None).await {
+        match producer::write_archive(
+            writer,
+            &manifest,
+            vec![pinned],
+            crate::config::Compression::None,
+            None,
+        )
+        .await
+        {
             Ok((mut w, _)) => {
                 let _ = w.shutdown().await;
             }
@@ -288,15 +436,24 @@ async fn stream_shard(
             Err(e) => tracing::error!(error = %e, "streamed shard snapshot failed"),
         }
     });
-    let mut resp = Response::new(Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, 256 << 10)));
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    let mut resp = Response::new(Body::from_stream(
+        tokio_util::io::ReaderStream::with_capacity(reader, 256 << 10),
+    ));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
         resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(resp)
 }
 
-async fn list_collection(t: Timer, State(st): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult {
+async fn list_collection(
+    t: Timer,
+    State(st): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult {
     let scope = collection_scope(&st, &name)?;
     list(st, t, scope).await
 }
@@ -353,7 +510,11 @@ async fn list_full(t: Timer, State(st): State<AppState>) -> ApiResult {
     list(st, t, Scope::Full).await
 }
 
-async fn create_full(t: Timer, State(st): State<AppState>, ApiQuery(q): ApiQuery<WaitParam>) -> ApiResult {
+async fn create_full(
+    t: Timer,
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<WaitParam>,
+) -> ApiResult {
     create(st, t, Scope::Full, q.wait).await
 }
 
@@ -374,7 +535,11 @@ async fn delete_full(
     delete(st, t, Scope::Full, snapshot, q.wait).await
 }
 
-async fn list_shard(t: Timer, State(st): State<AppState>, ApiPath((name, shard)): ApiPath<(String, u32)>) -> ApiResult {
+async fn list_shard(
+    t: Timer,
+    State(st): State<AppState>,
+    ApiPath((name, shard)): ApiPath<(String, u32)>,
+) -> ApiResult {
     let scope = shard_scope(&st, &name, shard)?;
     list(st, t, scope).await
 }
@@ -414,7 +579,10 @@ async fn recover_shard(
     ApiJson(body): ApiJson<RecoverBody>,
 ) -> ApiResult {
     if shard != 0 {
-        return Err(Error::NotFound(format!("Shard {shard} of collection `{name}` does not exist")).into());
+        return Err(Error::NotFound(format!(
+            "Shard {shard} of collection `{name}` does not exist"
+        ))
+        .into());
     }
     recover(st, t, Scope::Shard(name.clone(), shard), name, q.wait, body).await
 }
@@ -427,7 +595,10 @@ async fn upload_shard(
     req: Request,
 ) -> ApiResult {
     if shard != 0 {
-        return Err(Error::NotFound(format!("Shard {shard} of collection `{name}` does not exist")).into());
+        return Err(Error::NotFound(format!(
+            "Shard {shard} of collection `{name}` does not exist"
+        ))
+        .into());
     }
     upload(st, t, name, q, req, true).await
 }
@@ -436,7 +607,11 @@ async fn list_operations(t: Timer, State(st): State<AppState>) -> ApiResult {
     t.ok(st.snapshots.ops.list())
 }
 
-async fn get_operation(t: Timer, State(st): State<AppState>, ApiPath(id): ApiPath<u64>) -> ApiResult {
+async fn get_operation(
+    t: Timer,
+    State(st): State<AppState>,
+    ApiPath(id): ApiPath<u64>,
+) -> ApiResult {
     match st.snapshots.ops.get(id) {
         Some(s) => t.ok(s),
         None => Err(Error::NotFound(format!("Operation {id} not found")).into()),

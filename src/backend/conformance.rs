@@ -29,7 +29,13 @@ pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
 }
 
 async fn read_all(b: &dyn Backend, k: &ObjectKey, range: Option<std::ops::Range<u64>>) -> Vec<u8> {
-    let chunks: Vec<Bytes> = b.open(k, range).await.expect("open").try_collect().await.expect("read");
+    let chunks: Vec<Bytes> = b
+        .open(k, range)
+        .await
+        .expect("open")
+        .try_collect()
+        .await
+        .expect("read");
     chunks.concat()
 }
 
@@ -37,39 +43,91 @@ async fn read_all(b: &dyn Backend, k: &ObjectKey, range: Option<std::ops::Range<
 pub async fn commit_makes_visible(b: &dyn Backend, dir: &str) {
     let k = key(dir, "c/one.snapshot");
     let data = test_bytes(300_000, 1);
-    let mut sink = b.create(&k, CreateOptions::default()).await.expect("create");
+    let mut sink = b
+        .create(&k, CreateOptions::default())
+        .await
+        .expect("create");
     sink.write_all(&data[..1000]).await.expect("write");
-    assert!(matches!(b.stat(&k).await, Err(BackendError::NotFound(_))), "{b}: visible before commit");
+    assert!(
+        matches!(b.stat(&k).await, Err(BackendError::NotFound(_))),
+        "{b}: visible before commit"
+    );
     sink.write_all(&data[1000..]).await.expect("write");
     let meta = sink.commit().await.expect("commit");
     assert_eq!(meta.size, data.len() as u64, "{b}: committed size");
     assert_eq!(b.stat(&k).await.expect("stat").size, data.len() as u64);
     assert_eq!(read_all(b, &k, None).await, data, "{b}: bytes read back");
-    assert_eq!(read_all(b, &k, Some(10..20)).await, &data[10..20], "{b}: range read");
-    assert_eq!(read_all(b, &k, Some(299_990..300_000)).await, &data[299_990..], "{b}: tail range");
+    assert_eq!(
+        read_all(b, &k, Some(10..20)).await,
+        &data[10..20],
+        "{b}: range read"
+    );
+    assert_eq!(
+        read_all(b, &k, Some(299_990..300_000)).await,
+        &data[299_990..],
+        "{b}: tail range"
+    );
 }
 
 /// An aborted write leaves nothing visible.
 pub async fn abort_leaves_nothing(b: &dyn Backend, dir: &str) {
     let k = key(dir, "c/aborted.snapshot");
-    let mut sink = b.create(&k, CreateOptions::default()).await.expect("create");
-    sink.write_all(&test_bytes(100_000, 2)).await.expect("write");
+    let mut sink = b
+        .create(&k, CreateOptions::default())
+        .await
+        .expect("create");
+    sink.write_all(&test_bytes(100_000, 2))
+        .await
+        .expect("write");
     sink.abort().await.expect("abort");
-    assert!(matches!(b.stat(&k).await, Err(BackendError::NotFound(_))), "{b}: aborted object visible");
+    assert!(
+        matches!(b.stat(&k).await, Err(BackendError::NotFound(_))),
+        "{b}: aborted object visible"
+    );
     let listed = b.list(Some(&key(dir, "c"))).await.expect("list");
-    assert!(listed.iter().all(|m| m.key != k), "{b}: aborted object listed");
+    assert!(
+        listed.iter().all(|m| m.key != k),
+        "{b}: aborted object listed"
+    );
 }
 
 /// Listing is non-recursive.
 pub async fn list_is_non_recursive(b: &dyn Backend, dir: &str) {
-    b.put(&key(dir, "l/a.snapshot"), Bytes::from_static(b"a")).await.expect("put");
-    b.put(&key(dir, "l/a.snapshot.checksum"), Bytes::from_static(b"00")).await.expect("put");
-    b.put(&key(dir, "l/shards/0/b.snapshot"), Bytes::from_static(b"bb")).await.expect("put");
-    let mut names: Vec<String> =
-        b.list(Some(&key(dir, "l"))).await.expect("list").into_iter().map(|m| m.key.to_string()).collect();
+    b.put(&key(dir, "l/a.snapshot"), Bytes::from_static(b"a"))
+        .await
+        .expect("put");
+    b.put(
+        &key(dir, "l/a.snapshot.checksum"),
+        Bytes::from_static(b"00"),
+    )
+    .await
+    .expect("put");
+    b.put(
+        &key(dir, "l/shards/0/b.snapshot"),
+        Bytes::from_static(b"bb"),
+    )
+    .await
+    .expect("put");
+    let mut names: Vec<String> = b
+        .list(Some(&key(dir, "l")))
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|m| m.key.to_string())
+        .collect();
     names.sort();
-    assert_eq!(names, vec![format!("{dir}/l/a.snapshot"), format!("{dir}/l/a.snapshot.checksum")], "{b}");
-    let missing = b.list(Some(&key(dir, "nothing-here"))).await.expect("list of a missing dir");
+    assert_eq!(
+        names,
+        vec![
+            format!("{dir}/l/a.snapshot"),
+            format!("{dir}/l/a.snapshot.checksum")
+        ],
+        "{b}"
+    );
+    let missing = b
+        .list(Some(&key(dir, "nothing-here")))
+        .await
+        .expect("list of a missing dir");
     assert!(missing.is_empty(), "{b}: missing dir lists empty");
 }
 
@@ -78,16 +136,34 @@ pub async fn delete_and_not_found(b: &dyn Backend, dir: &str) {
     let k = key(dir, "d/x.snapshot");
     b.put(&k, Bytes::from_static(b"x")).await.expect("put");
     b.delete(&k).await.expect("delete");
-    assert!(matches!(b.stat(&k).await, Err(BackendError::NotFound(_))), "{b}: deleted still there");
-    assert!(matches!(b.delete(&k).await, Err(BackendError::NotFound(_))), "{b}: delete of missing");
-    assert!(matches!(b.open(&k, None).await.map(|_| ()), Err(BackendError::NotFound(_))), "{b}: open of missing");
+    assert!(
+        matches!(b.stat(&k).await, Err(BackendError::NotFound(_))),
+        "{b}: deleted still there"
+    );
+    assert!(
+        matches!(b.delete(&k).await, Err(BackendError::NotFound(_))),
+        "{b}: delete of missing"
+    );
+    assert!(
+        matches!(
+            b.open(&k, None).await.map(|_| ()),
+            Err(BackendError::NotFound(_))
+        ),
+        "{b}: open of missing"
+    );
 }
 
 /// A write larger than several S3 parts round-trips byte for byte, and a commit replaces.
 pub async fn large_write_round_trips(b: &dyn Backend, dir: &str) {
     let k = key(dir, "big/x.snapshot");
     let data = test_bytes(23 << 20, 3);
-    let mut sink = b.create(&k, CreateOptions::default().with_size_hint(data.len() as u64)).await.expect("create");
+    let mut sink = b
+        .create(
+            &k,
+            CreateOptions::default().with_size_hint(data.len() as u64),
+        )
+        .await
+        .expect("create");
     for chunk in data.chunks(1 << 20) {
         sink.write_all(chunk).await.expect("write");
     }
@@ -95,8 +171,14 @@ pub async fn large_write_round_trips(b: &dyn Backend, dir: &str) {
     let back = read_all(b, &k, None).await;
     assert_eq!(back.len(), data.len(), "{b}: size");
     assert_eq!(Sha256::digest(&back), Sha256::digest(&data), "{b}: content");
-    b.put(&k, Bytes::from_static(b"small")).await.expect("replace");
-    assert_eq!(b.get_bytes(&k).await.expect("get"), Bytes::from_static(b"small"), "{b}: replaced");
+    b.put(&k, Bytes::from_static(b"small"))
+        .await
+        .expect("replace");
+    assert_eq!(
+        b.get_bytes(&k).await.expect("get"),
+        Bytes::from_static(b"small"),
+        "{b}: replaced"
+    );
 }
 
 /// Runs every check under a fresh directory.

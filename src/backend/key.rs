@@ -42,7 +42,10 @@ impl ObjectKey {
     pub fn new(key: impl Into<String>) -> Result<Self, InvalidKey> {
         let key = key.into();
         if key.starts_with('/') {
-            return Err(InvalidKey { key, reason: "absolute keys are not allowed" });
+            return Err(InvalidKey {
+                key,
+                reason: "absolute keys are not allowed",
+            });
         }
         for seg in key.split('/') {
             if let Err(reason) = check_segment(seg) {
@@ -54,9 +57,15 @@ impl ObjectKey {
 
     /// A child key; `segment` must be a single valid segment.
     pub fn join(&self, segment: &str) -> Result<Self, InvalidKey> {
-        check_segment(segment).map_err(|reason| InvalidKey { key: segment.to_string(), reason })?;
+        check_segment(segment).map_err(|reason| InvalidKey {
+            key: segment.to_string(),
+            reason,
+        })?;
         if segment.contains('/') {
-            return Err(InvalidKey { key: segment.to_string(), reason: "a single segment cannot contain `/`" });
+            return Err(InvalidKey {
+                key: segment.to_string(),
+                reason: "a single segment cannot contain `/`",
+            });
         }
         Ok(ObjectKey(format!("{}/{segment}", self.0)))
     }
@@ -94,7 +103,17 @@ mod tests {
 
     #[test]
     fn traversal_and_odd_keys_are_rejected() {
-        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "a/./b", "a\\b", "a/", "x\0y"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "a/./b",
+            "a\\b",
+            "a/",
+            "x\0y",
+        ] {
             assert!(ObjectKey::new(bad).is_err(), "{bad:?}");
         }
         let k = ObjectKey::new("c/x.snapshot").unwrap();

@@ -35,15 +35,26 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
         if source.kind() == io::ErrorKind::NotFound {
             BackendError::NotFound(path.display().to_string())
         } else {
-            BackendError::Io { action, path: path.display().to_string(), source }
+            BackendError::Io {
+                action,
+                path: path.display().to_string(),
+                source,
+            }
         }
     }
 }
 
 fn meta_of(key: ObjectKey, m: &std::fs::Metadata) -> ObjectMeta {
     // mtime exists on every filesystem, unlike the birth time Qdrant reports (#3427).
-    let last_modified: DateTime<Utc> = m.modified().map(DateTime::from).unwrap_or_else(|_| Utc::now());
-    ObjectMeta { key, size: m.len(), last_modified }
+    let last_modified: DateTime<Utc> = m
+        .modified()
+        .map(DateTime::from)
+        .unwrap_or_else(|_| Utc::now());
+    ObjectMeta {
+        key,
+        size: m.len(),
+        last_modified,
+    }
 }
 
 impl LocalBackend {
@@ -76,7 +87,11 @@ struct LocalSink {
 }
 
 impl AsyncWrite for LocalSink {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.file.as_mut() {
             Some(f) => Pin::new(f).poll_write(cx, buf),
             None => Poll::Ready(Err(io::Error::other("sink already finished"))),
@@ -108,15 +123,25 @@ impl ObjectSink for LocalSink {
         let result = async {
             w.flush().await.map_err(io_err("failed to write", &tmp))?;
             let file = w.into_inner();
-            file.sync_all().await.map_err(io_err("failed to sync", &tmp))?;
+            file.sync_all()
+                .await
+                .map_err(io_err("failed to sync", &tmp))?;
             drop(file);
-            tokio::fs::rename(&tmp, &self.target).await.map_err(io_err("failed to commit", &self.target))?;
+            tokio::fs::rename(&tmp, &self.target)
+                .await
+                .map_err(io_err("failed to commit", &self.target))?;
             let dir = self.target.parent().unwrap_or(Path::new(".")).to_path_buf();
             tokio::task::spawn_blocking(move || crate::fsutil::sync_dir(&dir))
                 .await
-                .map_err(|e| BackendError::Io { action: "failed to sync", path: String::new(), source: io::Error::other(e) })?
+                .map_err(|e| BackendError::Io {
+                    action: "failed to sync",
+                    path: String::new(),
+                    source: io::Error::other(e),
+                })?
                 .map_err(io_err("failed to sync directory of", &self.target))?;
-            let m = tokio::fs::metadata(&self.target).await.map_err(io_err("failed to stat", &self.target))?;
+            let m = tokio::fs::metadata(&self.target)
+                .await
+                .map_err(io_err("failed to stat", &self.target))?;
             Ok(meta_of(self.key.clone(), &m))
         }
         .await;
@@ -147,12 +172,24 @@ impl Drop for LocalSink {
 
 #[async_trait]
 impl Backend for LocalBackend {
-    async fn create(&self, key: &ObjectKey, _opts: CreateOptions) -> Result<Box<dyn ObjectSink>, BackendError> {
+    async fn create(
+        &self,
+        key: &ObjectKey,
+        _opts: CreateOptions,
+    ) -> Result<Box<dyn ObjectSink>, BackendError> {
         let target = self.path_of(key);
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
-        tokio::fs::create_dir_all(&dir).await.map_err(io_err("failed to create directory", &dir))?;
-        let tmp = dir.join(format!(".{}.{}{TMP_SUFFIX}", key.file_name(), uuid::Uuid::new_v4().simple()));
-        let file = tokio::fs::File::create(&tmp).await.map_err(io_err("failed to create", &tmp))?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(io_err("failed to create directory", &dir))?;
+        let tmp = dir.join(format!(
+            ".{}.{}{TMP_SUFFIX}",
+            key.file_name(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(io_err("failed to create", &tmp))?;
         Ok(Box::new(LocalSink {
             file: Some(BufWriter::with_capacity(1 << 20, file)),
             tmp,
@@ -161,13 +198,25 @@ impl Backend for LocalBackend {
         }))
     }
 
-    async fn open(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<ByteStream, BackendError> {
+    async fn open(
+        &self,
+        key: &ObjectKey,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, BackendError> {
         let path = self.path_of(key);
-        let mut file = tokio::fs::File::open(&path).await.map_err(io_err("failed to open", &path))?;
-        let len = file.metadata().await.map_err(io_err("failed to stat", &path))?.len();
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(io_err("failed to open", &path))?;
+        let len = file
+            .metadata()
+            .await
+            .map_err(io_err("failed to stat", &path))?
+            .len();
         let range = range.unwrap_or(0..len);
         if range.start > 0 {
-            file.seek(io::SeekFrom::Start(range.start)).await.map_err(io_err("failed to seek", &path))?;
+            file.seek(io::SeekFrom::Start(range.start))
+                .await
+                .map_err(io_err("failed to seek", &path))?;
         }
         let limited = tokio::io::AsyncReadExt::take(file, range.end.saturating_sub(range.start));
         Ok(ReaderStream::with_capacity(limited, 256 << 10).boxed())
@@ -175,7 +224,9 @@ impl Backend for LocalBackend {
 
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectMeta, BackendError> {
         let path = self.path_of(key);
-        let m = tokio::fs::metadata(&path).await.map_err(io_err("failed to stat", &path))?;
+        let m = tokio::fs::metadata(&path)
+            .await
+            .map_err(io_err("failed to stat", &path))?;
         if !m.is_file() {
             return Err(BackendError::NotFound(key.to_string()));
         }
@@ -190,12 +241,18 @@ impl Backend for LocalBackend {
             Err(e) => return Err(io_err("failed to list", &path)(e)),
         };
         let mut out = Vec::new();
-        while let Some(entry) = rd.next_entry().await.map_err(io_err("failed to list", &path))? {
+        while let Some(entry) = rd
+            .next_entry()
+            .await
+            .map_err(io_err("failed to list", &path))?
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
                 continue;
             }
-            let Ok(m) = entry.metadata().await else { continue };
+            let Ok(m) = entry.metadata().await else {
+                continue;
+            };
             if !m.is_file() {
                 continue;
             }
@@ -212,15 +269,25 @@ impl Backend for LocalBackend {
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError> {
         let path = self.path_of(key);
-        tokio::fs::remove_file(&path).await.map_err(io_err("failed to delete", &path))
+        tokio::fs::remove_file(&path)
+            .await
+            .map_err(io_err("failed to delete", &path))
     }
 
     async fn cleanup(&self) -> Result<usize, BackendError> {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || remove_temp_files(&root, 0))
             .await
-            .map_err(|e| BackendError::Io { action: "failed to clean", path: String::new(), source: io::Error::other(e) })?
-            .map_err(|e| BackendError::Io { action: "failed to clean", path: String::new(), source: e })
+            .map_err(|e| BackendError::Io {
+                action: "failed to clean",
+                path: String::new(),
+                source: io::Error::other(e),
+            })?
+            .map_err(|e| BackendError::Io {
+                action: "failed to clean",
+                path: String::new(),
+                source: e,
+            })
     }
 }
 
@@ -261,7 +328,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(tmp.path()).unwrap();
         let key = ObjectKey::new("c/x.snapshot").unwrap();
-        let mut sink = backend.create(&key, CreateOptions::default()).await.unwrap();
+        let mut sink = backend
+            .create(&key, CreateOptions::default())
+            .await
+            .unwrap();
         sink.write_all(b"partial").await.unwrap();
         drop(sink);
         assert_eq!(std::fs::read_dir(tmp.path().join("c")).unwrap().count(), 0);

@@ -5,7 +5,6 @@ pub mod key;
 pub mod local;
 pub mod s3;
 
-
 use std::fmt;
 use std::ops::Range;
 
@@ -92,7 +91,19 @@ impl From<BackendError> for crate::error::Error {
             BackendError::NotFound(_) | BackendError::InvalidKey(_) => {
                 crate::error::Error::NotFound("Snapshot not found".to_string())
             }
-            other => crate::error::Error::internal("snapshot storage failed", other),
+            // The cause (e.g. `NoSuchBucket`, `InvalidAccessKeyId`, connection refused) is what
+            // a user needs to fix storage; it holds keys and endpoints, never credentials.
+            other => {
+                let mut context = format!("snapshot storage failed: {other}");
+                let mut src = std::error::Error::source(&other);
+                while let Some(e) = src {
+                    context.push_str(": ");
+                    context.push_str(&e.to_string());
+                    src = e.source();
+                }
+                context.truncate(600);
+                crate::error::Error::internal(context, other)
+            }
         }
     }
 }
@@ -108,10 +119,18 @@ impl From<BackendError> for crate::error::Error {
 #[async_trait]
 pub trait Backend: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// Starts writing `key`. The object becomes visible only on commit.
-    async fn create(&self, key: &ObjectKey, opts: CreateOptions) -> Result<Box<dyn ObjectSink>, BackendError>;
+    async fn create(
+        &self,
+        key: &ObjectKey,
+        opts: CreateOptions,
+    ) -> Result<Box<dyn ObjectSink>, BackendError>;
 
     /// Reads `key`, whole or a byte range.
-    async fn open(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<ByteStream, BackendError>;
+    async fn open(
+        &self,
+        key: &ObjectKey,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, BackendError>;
 
     /// Metadata of `key`.
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectMeta, BackendError>;
@@ -145,10 +164,19 @@ pub trait ObjectSink: AsyncWrite + Send + Unpin {
 pub trait BackendExt: Backend {
     /// Writes a small object in one go.
     async fn put(&self, key: &ObjectKey, bytes: Bytes) -> Result<ObjectMeta, BackendError> {
-        let mut sink = self.create(key, CreateOptions::default().with_size_hint(bytes.len() as u64)).await?;
+        let mut sink = self
+            .create(
+                key,
+                CreateOptions::default().with_size_hint(bytes.len() as u64),
+            )
+            .await?;
         if let Err(e) = sink.write_all(&bytes).await {
             let _ = sink.abort().await;
-            return Err(BackendError::Io { action: "failed to write", path: key.to_string(), source: e });
+            return Err(BackendError::Io {
+                action: "failed to write",
+                path: key.to_string(),
+                source: e,
+            });
         }
         sink.commit().await
     }
@@ -161,7 +189,11 @@ pub trait BackendExt: Backend {
             .await?
             .try_collect()
             .await
-            .map_err(|e| BackendError::Io { action: "failed to read", path: key.to_string(), source: e })?;
+            .map_err(|e| BackendError::Io {
+                action: "failed to read",
+                path: key.to_string(),
+                source: e,
+            })?;
         Ok(chunks.concat().into())
     }
 }

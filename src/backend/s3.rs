@@ -1,9 +1,12 @@
 //! S3-compatible backend on `object_store`: snapshots stream straight into multipart
 //! uploads (no local temp file), with bounded memory and an explicit commit.
 //!
-//! * Bytes go into `object_store`'s `BufWriter`: parts of `part_size` (grown from the size
-//!   hint so 10,000 parts are never exceeded), at most `upload_concurrency` in flight; a
-//!   full window makes `poll_write` wait, so memory is `part_size × (upload_concurrency + 1)`.
+//! * Bytes fill parts of `part_size` (grown from the size hint so 10,000 parts are never
+//!   exceeded), at most `upload_concurrency` in flight; a full window makes `poll_write`
+//!   wait, so memory is `part_size × (upload_concurrency + 1)`. The sink is written on
+//!   `MultipartUpload` directly rather than `object_store::buffered::BufWriter`, whose
+//!   `abort` panics after a failed completion and whose finish drops a failed upload
+//!   without aborting it.
 //! * Every request (each part included) is retried on 5xx, timeouts and connection errors
 //!   with exponential backoff, by `object_store`'s retry layer.
 //! * `commit` completes the upload; `abort` (and every error path of the producer) sends
@@ -15,15 +18,20 @@ use std::io;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
-use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{
+    BackoffConfig, ClientOptions, GetOptions, GetRange, MultipartUpload, ObjectStore,
+    ObjectStoreExt, PutPayload, RetryConfig, UploadPart,
+};
 use tokio::io::AsyncWrite;
 
 use super::{Backend, BackendError, ByteStream, CreateOptions, ObjectKey, ObjectMeta, ObjectSink};
@@ -59,16 +67,30 @@ impl fmt::Display for S3Backend {
     }
 }
 
-fn remote(action: &'static str, key: &str, backend: &S3Backend, e: object_store::Error) -> BackendError {
+fn remote(
+    action: &'static str,
+    key: &str,
+    backend: &S3Backend,
+    e: object_store::Error,
+) -> BackendError {
     match e {
         object_store::Error::NotFound { .. } => BackendError::NotFound(key.to_string()),
-        other => BackendError::Remote { action, key: key.to_string(), backend: backend.to_string(), source: Box::new(other) },
+        other => BackendError::Remote {
+            action,
+            key: key.to_string(),
+            backend: backend.to_string(),
+            source: Box::new(other),
+        },
     }
 }
 
 fn build_store(cfg: &S3Config, options: ClientOptions) -> Result<Arc<dyn ObjectStore>> {
     let retry = RetryConfig {
-        backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(10), base: 2.0 },
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            base: 2.0,
+        },
         max_retries: cfg.max_retries,
         retry_timeout: Duration::from_secs(cfg.retry_timeout_secs),
     };
@@ -77,7 +99,11 @@ fn build_store(cfg: &S3Config, options: ClientOptions) -> Result<Arc<dyn ObjectS
         .with_region(&cfg.region)
         .with_virtual_hosted_style_request(!cfg.path_style)
         .with_retry(retry)
-        .with_client_options(options.with_allow_http(true).with_connect_timeout(Duration::from_secs(10)));
+        .with_client_options(
+            options
+                .with_allow_http(true)
+                .with_connect_timeout(Duration::from_secs(10)),
+        );
     if let Some(ep) = &cfg.endpoint_url {
         b = b.with_endpoint(ep);
     }
@@ -87,7 +113,9 @@ fn build_store(cfg: &S3Config, options: ClientOptions) -> Result<Arc<dyn ObjectS
     if let Some(k) = &cfg.secret_key {
         b = b.with_secret_access_key(k.expose());
     }
-    let store = b.build().map_err(|e| Error::bad_input(format!("invalid S3 configuration: {e}")))?;
+    let store = b
+        .build()
+        .map_err(|e| Error::bad_input(format!("invalid S3 configuration: {e}")))?;
     Ok(Arc::new(store))
 }
 
@@ -143,7 +171,9 @@ impl S3Backend {
                 ));
             }
             _ => {
-                let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+                let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .load()
+                    .await;
                 if let Some(p) = shared.credentials_provider() {
                     conf = conf.credentials_provider(p);
                 }
@@ -152,35 +182,161 @@ impl S3Backend {
         aws_sdk_s3::Client::from_conf(conf.build())
     }
 
-    fn sdk_err(&self, action: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> BackendError {
-        BackendError::Remote { action, key: self.cfg.prefix.clone(), backend: self.to_string(), source: Box::new(e) }
+    fn sdk_err(
+        &self,
+        action: &'static str,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> BackendError {
+        BackendError::Remote {
+            action,
+            key: self.cfg.prefix.clone(),
+            backend: self.to_string(),
+            source: Box::new(e),
+        }
     }
 }
 
-/// A multipart upload in progress.
+/// A snapshot being streamed into the bucket.
+///
+/// Bytes fill a part buffer; a full buffer becomes one UploadPart request, with at most
+/// `max_in_flight` requests at once (a full window makes `poll_write` wait). Objects
+/// smaller than one part are a single PUT on commit. The multipart upload stays owned here
+/// until `commit` completes it or `abort`/an error/`Drop` aborts it.
 struct S3Sink {
-    writer: Option<BufWriter>,
-    key: ObjectKey,
-    path: Path,
     store: Arc<dyn ObjectStore>,
+    path: Path,
+    key: ObjectKey,
     backend: String,
+    part_size: usize,
+    max_in_flight: usize,
+    buf: Vec<u8>,
+    upload: Option<Box<dyn MultipartUpload>>,
+    creating: Option<BoxFuture<'static, object_store::Result<Box<dyn MultipartUpload>>>>,
+    in_flight: FuturesUnordered<UploadPart>,
+}
+
+impl S3Sink {
+    fn remote(&self, action: &'static str, e: object_store::Error) -> BackendError {
+        BackendError::Remote {
+            action,
+            key: self.key.to_string(),
+            backend: self.backend.clone(),
+            source: Box::new(e),
+        }
+    }
+
+    /// Collects finished parts; the first failure fails the write.
+    fn poll_finished_parts(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        while let Poll::Ready(Some(done)) = self.in_flight.poll_next_unpin(cx) {
+            done.map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    fn poll_upload_started(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.upload.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        let store = Arc::clone(&self.store);
+        let path = self.path.clone();
+        let fut = self
+            .creating
+            .get_or_insert_with(|| Box::pin(async move { store.put_multipart(&path).await }));
+        let upload = ready!(fut.as_mut().poll(cx)).map_err(io::Error::other)?;
+        self.creating = None;
+        self.upload = Some(upload);
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends the buffer as the next part.
+    fn dispatch(&mut self) {
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(self.part_size));
+        if let Some(upload) = self.upload.as_mut() {
+            self.in_flight
+                .push(upload.put_part(PutPayload::from(Bytes::from(data))));
+        }
+    }
+
+    async fn finish(&mut self) -> Result<(), BackendError> {
+        if self.upload.is_none() && self.creating.is_none() {
+            // Smaller than one part: a single PUT.
+            let data = Bytes::from(std::mem::take(&mut self.buf));
+            return self
+                .store
+                .put(&self.path, data.into())
+                .await
+                .map(|_| ())
+                .map_err(|e| self.remote("failed to upload", e));
+        }
+        futures::future::poll_fn(|cx| self.poll_upload_started(cx))
+            .await
+            .map_err(|e| BackendError::Remote {
+                action: "failed to start upload of",
+                key: self.key.to_string(),
+                backend: self.backend.clone(),
+                source: Box::new(e),
+            })?;
+        if !self.buf.is_empty() {
+            self.dispatch();
+        }
+        while let Some(done) = self.in_flight.next().await {
+            done.map_err(|e| self.remote("failed to upload a part of", e))?;
+        }
+        let upload = self.upload.as_mut().expect("started above");
+        let completed = upload.complete().await;
+        completed
+            .map(|_| ())
+            .map_err(|e| self.remote("failed to complete upload of", e))
+    }
+
+    async fn abort_upload(&mut self) -> Result<(), BackendError> {
+        self.in_flight.clear();
+        self.creating = None;
+        self.buf = Vec::new();
+        match self.upload.take() {
+            Some(mut upload) => upload
+                .abort()
+                .await
+                .map_err(|e| self.remote("failed to abort upload of", e)),
+            None => Ok(()),
+        }
+    }
 }
 
 impl AsyncWrite for S3Sink {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.writer.as_mut() {
-            Some(w) => Pin::new(w).poll_write(cx, buf),
-            None => Poll::Ready(Err(io::Error::other("sink already finished"))),
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        loop {
+            this.poll_finished_parts(cx)?;
+            let room = this.part_size - this.buf.len();
+            if room > 0 {
+                let n = room.min(data.len());
+                this.buf.extend_from_slice(&data[..n]);
+                return Poll::Ready(Ok(n));
+            }
+            ready!(this.poll_upload_started(cx))?;
+            if this.in_flight.len() >= this.max_in_flight {
+                match ready!(this.in_flight.poll_next_unpin(cx)) {
+                    Some(done) => done.map_err(io::Error::other)?,
+                    None => continue,
+                }
+                continue;
+            }
+            this.dispatch();
         }
     }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.writer.as_mut() {
-            Some(w) => Pin::new(w).poll_flush(cx),
-            None => Poll::Ready(Ok(())),
-        }
+        // Parts are sent as they fill; nothing can be made visible before `commit`.
+        self.poll_finished_parts(cx)?;
+        Poll::Ready(Ok(()))
     }
+
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // `BufWriter::poll_shutdown` completes the upload; only `commit` may do that.
         self.poll_flush(cx)
     }
 }
@@ -188,51 +344,38 @@ impl AsyncWrite for S3Sink {
 #[async_trait]
 impl ObjectSink for S3Sink {
     async fn commit(mut self: Box<Self>) -> Result<ObjectMeta, BackendError> {
-        let Some(mut w) = self.writer.take() else {
-            return Err(BackendError::Io {
-                action: "failed to commit",
-                path: self.key.to_string(),
-                source: io::Error::other("sink already finished"),
-            });
-        };
-        if let Err(e) = tokio::io::AsyncWriteExt::shutdown(&mut w).await {
-            // The upload may still be open; abort it so no parts linger.
-            let _ = w.abort().await;
-            return Err(BackendError::Remote {
-                action: "failed to complete upload of",
-                key: self.key.to_string(),
-                backend: self.backend.clone(),
-                source: Box::new(e),
-            });
+        if let Err(e) = self.finish().await {
+            if let Err(abort) = self.abort_upload().await {
+                tracing::warn!(key = %self.key, error = %abort, "abort after a failed upload also failed; start-up will retry");
+            }
+            return Err(e);
         }
-        let meta = self.store.head(&self.path).await.map_err(|e| BackendError::Remote {
-            action: "failed to stat",
-            key: self.key.to_string(),
-            backend: self.backend.clone(),
-            source: Box::new(e),
-        })?;
-        Ok(ObjectMeta { key: self.key.clone(), size: meta.size, last_modified: meta.last_modified })
+        self.upload = None;
+        let meta = self
+            .store
+            .head(&self.path)
+            .await
+            .map_err(|e| self.remote("failed to stat", e))?;
+        Ok(ObjectMeta {
+            key: self.key.clone(),
+            size: meta.size,
+            last_modified: meta.last_modified,
+        })
     }
 
     async fn abort(mut self: Box<Self>) -> Result<(), BackendError> {
-        let Some(mut w) = self.writer.take() else { return Ok(()) };
-        w.abort().await.map_err(|e| BackendError::Remote {
-            action: "failed to abort upload of",
-            key: self.key.to_string(),
-            backend: self.backend.clone(),
-            source: Box::new(e),
-        })
+        self.abort_upload().await
     }
 }
 
 impl Drop for S3Sink {
     fn drop(&mut self) {
-        if let Some(mut w) = self.writer.take() {
+        if let Some(mut upload) = self.upload.take() {
             // Neither committed nor aborted: abort in the background; start-up cleanup
             // catches it if the process dies first.
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
-                    let _ = w.abort().await;
+                    let _ = upload.abort().await;
                 });
             }
         }
@@ -241,33 +384,58 @@ impl Drop for S3Sink {
 
 #[async_trait]
 impl Backend for S3Backend {
-    async fn create(&self, key: &ObjectKey, opts: CreateOptions) -> Result<Box<dyn ObjectSink>, BackendError> {
-        let path = self.path(key);
-        let writer = BufWriter::with_capacity(Arc::clone(&self.store), path.clone(), self.part_size(opts.size_hint))
-            .with_max_concurrency(self.cfg.upload_concurrency);
+    async fn create(
+        &self,
+        key: &ObjectKey,
+        opts: CreateOptions,
+    ) -> Result<Box<dyn ObjectSink>, BackendError> {
+        let part_size = self.part_size(opts.size_hint);
         Ok(Box::new(S3Sink {
-            writer: Some(writer),
-            key: key.clone(),
-            path,
             store: Arc::clone(&self.store),
+            path: self.path(key),
+            key: key.clone(),
             backend: self.to_string(),
+            part_size,
+            max_in_flight: self.cfg.upload_concurrency,
+            buf: Vec::with_capacity(part_size.min(1 << 20)),
+            upload: None,
+            creating: None,
+            in_flight: FuturesUnordered::new(),
         }))
     }
 
-    async fn open(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<ByteStream, BackendError> {
+    async fn open(
+        &self,
+        key: &ObjectKey,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, BackendError> {
         if range.as_ref().is_some_and(|r| r.start >= r.end) {
             return Ok(futures::stream::empty().boxed());
         }
-        let opts = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
-        let result =
-            self.read_store.get_opts(&self.path(key), opts).await.map_err(|e| remote("failed to read", key.as_str(), self, e))?;
+        let opts = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..Default::default()
+        };
+        let result = self
+            .read_store
+            .get_opts(&self.path(key), opts)
+            .await
+            .map_err(|e| remote("failed to read", key.as_str(), self, e))?;
         // A failed read surfaces as an error, never as a short "successful" stream.
         Ok(result.into_stream().map_err(io::Error::other).boxed())
     }
 
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectMeta, BackendError> {
-        let m = self.store.head(&self.path(key)).await.map_err(|e| remote("failed to stat", key.as_str(), self, e))?;
-        Ok(ObjectMeta { key: key.clone(), size: m.size, last_modified: m.last_modified })
+        let m = self
+            .store
+            .head(&self.path(key))
+            .await
+            .map_err(|e| remote("failed to stat", key.as_str(), self, e))?;
+        Ok(ObjectMeta {
+            key: key.clone(),
+            size: m.size,
+            last_modified: m.last_modified,
+        })
     }
 
     async fn list(&self, dir: Option<&ObjectKey>) -> Result<Vec<ObjectMeta>, BackendError> {
@@ -287,7 +455,11 @@ impl Backend for S3Backend {
                     None => ObjectKey::new(name),
                 }
                 .ok()?;
-                Some(ObjectMeta { key, size: m.size, last_modified: m.last_modified })
+                Some(ObjectMeta {
+                    key,
+                    size: m.size,
+                    last_modified: m.last_modified,
+                })
             })
             .collect())
     }
@@ -295,12 +467,19 @@ impl Backend for S3Backend {
     async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError> {
         // S3 deletes of missing keys succeed; HEAD first so a missing snapshot is a 404.
         self.stat(key).await?;
-        self.store.delete(&self.path(key)).await.map_err(|e| remote("failed to delete", key.as_str(), self, e))
+        self.store
+            .delete(&self.path(key))
+            .await
+            .map_err(|e| remote("failed to delete", key.as_str(), self, e))
     }
 
     async fn cleanup(&self) -> Result<usize, BackendError> {
         let client = self.sdk_client().await;
-        let prefix = if self.cfg.prefix.is_empty() { String::new() } else { format!("{}/", self.cfg.prefix) };
+        let prefix = if self.cfg.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.cfg.prefix)
+        };
         let mut aborted = 0;
         let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
         loop {
@@ -312,9 +491,16 @@ impl Backend for S3Backend {
                 .set_upload_id_marker(id_marker.clone())
                 .send()
                 .await
-                .map_err(|e| self.sdk_err("failed to list multipart uploads under", io::Error::other(aws_sdk_s3::error::DisplayErrorContext(e).to_string())))?;
+                .map_err(|e| {
+                    self.sdk_err(
+                        "failed to list multipart uploads under",
+                        io::Error::other(aws_sdk_s3::error::DisplayErrorContext(e).to_string()),
+                    )
+                })?;
             for upload in page.uploads() {
-                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else { continue };
+                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
                 client
                     .abort_multipart_upload()
                     .bucket(&self.cfg.bucket)
@@ -322,7 +508,12 @@ impl Backend for S3Backend {
                     .upload_id(id)
                     .send()
                     .await
-                    .map_err(|e| self.sdk_err("failed to abort multipart upload under", io::Error::other(aws_sdk_s3::error::DisplayErrorContext(e).to_string())))?;
+                    .map_err(|e| {
+                        self.sdk_err(
+                            "failed to abort multipart upload under",
+                            io::Error::other(aws_sdk_s3::error::DisplayErrorContext(e).to_string()),
+                        )
+                    })?;
                 tracing::info!(key, "aborted an orphaned multipart upload");
                 aborted += 1;
             }

@@ -70,14 +70,25 @@ impl CollectionConfig {
         }
         for (name, p) in spaces {
             if p.size == 0 || p.size > 65_536 {
-                let label = if name.is_empty() { "vectors".to_string() } else { format!("vector `{name}`") };
-                return Err(format!("{label}: size must be between 1 and 65536, got {}", p.size));
+                let label = if name.is_empty() {
+                    "vectors".to_string()
+                } else {
+                    format!("vector `{name}`")
+                };
+                return Err(format!(
+                    "{label}: size must be between 1 and 65536, got {}",
+                    p.size
+                ));
             }
             if name.len() > 1024 {
                 return Err("vector names must be at most 1024 bytes".into());
             }
         }
-        if self.sparse_vectors.as_ref().is_some_and(|s| s.as_object().is_some_and(|m| !m.is_empty())) {
+        if self
+            .sparse_vectors
+            .as_ref()
+            .is_some_and(|s| s.as_object().is_some_and(|m| !m.is_empty()))
+        {
             return Err("sparse vectors are not supported by this service".into());
         }
         Ok(())
@@ -145,7 +156,10 @@ mod tests {
         let info = c.info(3);
         assert_eq!(info["config"]["hnsw_config"]["m"], 32);
         assert_eq!(info["config"]["hnsw_config"]["ef_construct"], 100);
-        assert_eq!(info["config"]["params"]["vectors"], json!({"size": 4, "distance": "Cosine"}));
+        assert_eq!(
+            info["config"]["params"]["vectors"],
+            json!({"size": 4, "distance": "Cosine"})
+        );
         assert_eq!(info["points_count"], 3);
     }
 

@@ -42,7 +42,11 @@ pub enum FilesError {
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FilesError + 'a {
-    move |source| FilesError::Io { action, path: path.to_path_buf(), source }
+    move |source| FilesError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A sealed, immutable file of records.
@@ -135,7 +139,11 @@ impl DataDir {
         for (seq, path) in wals {
             let target = dir.join(segment_name(seq, seq));
             fs::rename(&path, &target).map_err(io_err("failed to seal", &path))?;
-            segments.push(SealedFile { start: seq, end: seq, path: target });
+            segments.push(SealedFile {
+                start: seq,
+                end: seq,
+                path: target,
+            });
         }
         segments.sort_by_key(|s| (s.end, std::cmp::Reverse(s.start)));
         let segments = drop_covered(segments)?;
@@ -155,15 +163,25 @@ impl DataDir {
         };
         let (active, active_len) = open_active(&active_path, &mut apply)?;
         sync_dir(dir)?;
-        Ok(DataDir { dir: dir.to_path_buf(), active, active_seq, active_len, sealed: segments })
+        Ok(DataDir {
+            dir: dir.to_path_buf(),
+            active,
+            active_seq,
+            active_len,
+            sealed: segments,
+        })
     }
 
     /// Appends encoded records and, when `sync`, makes them durable before returning.
     pub fn append(&mut self, bytes: &[u8], sync: bool) -> Result<(), FilesError> {
         let path = self.dir.join(wal_name(self.active_seq));
-        self.active.write_all(bytes).map_err(io_err("failed to append to", &path))?;
+        self.active
+            .write_all(bytes)
+            .map_err(io_err("failed to append to", &path))?;
         if sync {
-            self.active.sync_data().map_err(io_err("failed to sync", &path))?;
+            self.active
+                .sync_data()
+                .map_err(io_err("failed to sync", &path))?;
         }
         self.active_len += bytes.len() as u64;
         Ok(())
@@ -185,17 +203,22 @@ impl DataDir {
             return Ok(());
         }
         let wal = self.dir.join(wal_name(self.active_seq));
-        self.active.sync_all().map_err(io_err("failed to sync", &wal))?;
+        self.active
+            .sync_all()
+            .map_err(io_err("failed to sync", &wal))?;
         let seg = SealedFile {
             start: self.active_seq,
             end: self.active_seq,
-            path: self.dir.join(segment_name(self.active_seq, self.active_seq)),
+            path: self
+                .dir
+                .join(segment_name(self.active_seq, self.active_seq)),
         };
         fs::rename(&wal, &seg.path).map_err(io_err("failed to seal", &wal))?;
         let next = self.active_seq + 1;
         let next_path = self.dir.join(wal_name(next));
         let file = create_log_file(&next_path)?;
-        file.sync_all().map_err(io_err("failed to sync", &next_path))?;
+        file.sync_all()
+            .map_err(io_err("failed to sync", &next_path))?;
         sync_dir(&self.dir)?;
         self.sealed.push(seg);
         self.active = file;
@@ -210,8 +233,15 @@ impl DataDir {
             .iter()
             .map(|s| {
                 let file = File::open(&s.path).map_err(io_err("failed to open", &s.path))?;
-                let len = file.metadata().map_err(io_err("failed to stat", &s.path))?.len();
-                Ok(PinnedFile { name: s.file_name(), len, file })
+                let len = file
+                    .metadata()
+                    .map_err(io_err("failed to stat", &s.path))?
+                    .len();
+                Ok(PinnedFile {
+                    name: s.file_name(),
+                    len,
+                    file,
+                })
             })
             .collect()
     }
@@ -243,7 +273,8 @@ fn create_log_file(path: &Path) -> Result<File, FilesError> {
         .append(true)
         .open(path)
         .map_err(io_err("failed to create", path))?;
-    f.write_all(FILE_MAGIC).map_err(io_err("failed to write", path))?;
+    f.write_all(FILE_MAGIC)
+        .map_err(io_err("failed to write", path))?;
     Ok(f)
 }
 
@@ -255,7 +286,8 @@ fn drop_covered(segments: Vec<SealedFile>) -> Result<Vec<SealedFile>, FilesError
         while let Some(last) = keep.last() {
             if seg.start <= last.start && last.end <= seg.end {
                 let last = keep.pop().expect("checked non-empty");
-                fs::remove_file(&last.path).map_err(io_err("failed to remove covered", &last.path))?;
+                fs::remove_file(&last.path)
+                    .map_err(io_err("failed to remove covered", &last.path))?;
             } else {
                 break;
             }
@@ -281,7 +313,10 @@ pub fn for_each_record(
 ) -> Result<(), FilesError> {
     let file = File::open(path).map_err(io_err("failed to open", path))?;
     let mut r = BufReader::with_capacity(1 << 20, file);
-    let corrupt = |reason: String| FilesError::CorruptSegment { path: path.to_path_buf(), reason };
+    let corrupt = |reason: String| FilesError::CorruptSegment {
+        path: path.to_path_buf(),
+        reason,
+    };
     if !check_magic(&mut r).map_err(io_err("failed to read", path))? {
         return Err(corrupt("bad magic bytes".into()));
     }
@@ -337,13 +372,17 @@ fn open_active(path: &Path, apply: &mut impl FnMut(Record)) -> Result<(File, u64
             good = 0;
         }
     }
-    file.set_len(good).map_err(io_err("failed to truncate", path))?;
+    file.set_len(good)
+        .map_err(io_err("failed to truncate", path))?;
     if good == 0 {
-        file.seek(SeekFrom::Start(0)).map_err(io_err("failed to seek", path))?;
-        file.write_all(FILE_MAGIC).map_err(io_err("failed to write", path))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(io_err("failed to seek", path))?;
+        file.write_all(FILE_MAGIC)
+            .map_err(io_err("failed to write", path))?;
         good = FILE_MAGIC.len() as u64;
     }
-    file.seek(SeekFrom::End(0)).map_err(io_err("failed to seek", path))?;
+    file.seek(SeekFrom::End(0))
+        .map_err(io_err("failed to seek", path))?;
     file.sync_all().map_err(io_err("failed to sync", path))?;
     Ok((file, good))
 }
@@ -376,9 +415,18 @@ pub fn compact(dir: &Path, files: &[SealedFile]) -> Result<SealedFile, FilesErro
     }
     let (start, end) = match (files.first(), files.last()) {
         (Some(a), Some(b)) => (a.start, b.end),
-        _ => return Err(FilesError::CorruptSegment { path: dir.into(), reason: "nothing to compact".into() }),
+        _ => {
+            return Err(FilesError::CorruptSegment {
+                path: dir.into(),
+                reason: "nothing to compact".into(),
+            })
+        }
     };
-    let target = SealedFile { start, end, path: dir.join(segment_name(start, end)) };
+    let target = SealedFile {
+        start,
+        end,
+        path: dir.join(segment_name(start, end)),
+    };
     let tmp = dir.join(format!("{}.tmp", segment_name(start, end)));
     let file = OpenOptions::new()
         .create(true)
@@ -387,7 +435,8 @@ pub fn compact(dir: &Path, files: &[SealedFile]) -> Result<SealedFile, FilesErro
         .open(&tmp)
         .map_err(io_err("failed to create", &tmp))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
-    w.write_all(FILE_MAGIC).map_err(io_err("failed to write", &tmp))?;
+    w.write_all(FILE_MAGIC)
+        .map_err(io_err("failed to write", &tmp))?;
     let mut buf = Vec::new();
     for (fi, seg) in files.iter().enumerate() {
         let mut ri = 0;
@@ -401,7 +450,13 @@ pub fn compact(dir: &Path, files: &[SealedFile]) -> Result<SealedFile, FilesErro
                     .collect();
                 if !keep.is_empty() {
                     buf.clear();
-                    record::encode(&Record { op_id: rec.op_id, op: Operation::Upsert(keep) }, &mut buf);
+                    record::encode(
+                        &Record {
+                            op_id: rec.op_id,
+                            op: Operation::Upsert(keep),
+                        },
+                        &mut buf,
+                    );
                     w.write_all(&buf).map_err(io_err("failed to write", &tmp))?;
                 }
             }
@@ -409,7 +464,9 @@ pub fn compact(dir: &Path, files: &[SealedFile]) -> Result<SealedFile, FilesErro
             Ok(())
         })?;
     }
-    let file = w.into_inner().map_err(|e| io_err("failed to write", &tmp)(e.into_error()))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| io_err("failed to write", &tmp)(e.into_error()))?;
     file.sync_all().map_err(io_err("failed to sync", &tmp))?;
     fs::rename(&tmp, &target.path).map_err(io_err("failed to install", &tmp))?;
     Ok(target)
@@ -480,7 +537,13 @@ mod tests {
         d.append(&upsert(2, 2), true).unwrap();
         d.rotate().unwrap();
         let mut del = Vec::new();
-        record::encode(&Record { op_id: 3, op: Operation::Delete(vec![PointId::Num(2)]) }, &mut del);
+        record::encode(
+            &Record {
+                op_id: 3,
+                op: Operation::Delete(vec![PointId::Num(2)]),
+            },
+            &mut del,
+        );
         d.append(&del, true).unwrap();
         d.append(&upsert(4, 1), true).unwrap();
         d.rotate().unwrap();

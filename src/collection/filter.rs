@@ -126,7 +126,9 @@ pub struct Range {
 fn values_at<'a>(payload: &'a Payload, key: &str) -> Vec<&'a Value> {
     let mut current: Vec<&Value> = Vec::new();
     let mut parts = key.split('.').map(|p| p.trim_end_matches("[]"));
-    let Some(first) = parts.next() else { return current };
+    let Some(first) = parts.next() else {
+        return current;
+    };
     if let Some(v) = payload.get(first) {
         current.push(v);
     }
@@ -181,7 +183,9 @@ impl FieldCondition {
                 Match::Any { any } => values.iter().any(|v| any.iter().any(|a| same_value(v, a))),
                 Match::Except { except } => {
                     !values.is_empty()
-                        && values.iter().all(|v| !except.iter().any(|a| same_value(v, a)))
+                        && values
+                            .iter()
+                            .all(|v| !except.iter().any(|a| same_value(v, a)))
                 }
                 Match::Text { text } => values
                     .iter()
@@ -192,7 +196,10 @@ impl FieldCondition {
             }
         }
         if let Some(r) = &self.range {
-            if !values.iter().any(|v| v.as_f64().is_some_and(|x| r.contains(x))) {
+            if !values
+                .iter()
+                .any(|v| v.as_f64().is_some_and(|x| r.contains(x)))
+            {
                 return false;
             }
         }
@@ -207,9 +214,9 @@ impl Condition {
         match self {
             Condition::Field(f) => f.matches(payload),
             Condition::HasId { has_id } => has_id.contains(&id),
-            Condition::IsEmpty { is_empty } => {
-                values_at(payload, &is_empty.key).iter().all(|v| v.is_null())
-            }
+            Condition::IsEmpty { is_empty } => values_at(payload, &is_empty.key)
+                .iter()
+                .all(|v| v.is_null()),
             Condition::IsNull { is_null } => {
                 let vals = values_at(payload, &is_null.key);
                 !vals.is_empty() && vals.iter().all(|v| v.is_null())
@@ -257,14 +264,27 @@ mod tests {
 
     #[test]
     fn must_should_must_not_on_keyword_int_bool() {
-        let pay = p(json!({"city": "Berlin", "n": 3, "ok": true, "tags": ["a", "b"], "geo": {"c": "x"}}));
+        let pay =
+            p(json!({"city": "Berlin", "n": 3, "ok": true, "tags": ["a", "b"], "geo": {"c": "x"}}));
         let id = PointId::Num(1);
-        assert!(f(json!({"must": [{"key": "city", "match": {"value": "Berlin"}}]})).matches(id, Some(&pay)));
+        assert!(
+            f(json!({"must": [{"key": "city", "match": {"value": "Berlin"}}]}))
+                .matches(id, Some(&pay))
+        );
         assert!(!f(json!({"must": {"key": "n", "match": {"value": 4}}})).matches(id, Some(&pay)));
         assert!(f(json!({"should": [{"key": "n", "match": {"value": 4}}, {"key": "ok", "match": {"value": true}}]})).matches(id, Some(&pay)));
-        assert!(!f(json!({"must_not": [{"key": "tags", "match": {"value": "b"}}]})).matches(id, Some(&pay)));
-        assert!(f(json!({"must": [{"key": "geo.c", "match": {"any": ["x", "y"]}}]})).matches(id, Some(&pay)));
-        assert!(f(json!({"must": [{"key": "n", "range": {"gte": 3, "lt": 4}}]})).matches(id, Some(&pay)));
+        assert!(
+            !f(json!({"must_not": [{"key": "tags", "match": {"value": "b"}}]}))
+                .matches(id, Some(&pay))
+        );
+        assert!(
+            f(json!({"must": [{"key": "geo.c", "match": {"any": ["x", "y"]}}]}))
+                .matches(id, Some(&pay))
+        );
+        assert!(
+            f(json!({"must": [{"key": "n", "range": {"gte": 3, "lt": 4}}]}))
+                .matches(id, Some(&pay))
+        );
         assert!(f(json!({"must": [{"has_id": [1, 2]}]})).matches(id, Some(&pay)));
         assert!(f(json!({"must": [{"is_empty": {"key": "missing"}}]})).matches(id, Some(&pay)));
         assert!(!f(json!({"must": [{"key": "missing", "match": {"value": 1}}]})).matches(id, None));

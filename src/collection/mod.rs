@@ -64,7 +64,10 @@ pub struct Collection {
 
 impl std::fmt::Debug for Collection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Collection").field("name", &self.name).field("dir", &self.dir).finish()
+        f.debug_struct("Collection")
+            .field("name", &self.name)
+            .field("dir", &self.dir)
+            .finish()
     }
 }
 
@@ -79,14 +82,16 @@ impl Collection {
             .map_err(|e| Error::internal(format!("failed to create `{}`", dir.display()), e))?;
         let json = serde_json::to_vec_pretty(config)
             .map_err(|e| Error::internal("failed to serialize collection config", e))?;
-        fsutil::write_atomic(&dir.join(CONFIG_FILE), &json)
-            .map_err(|e| Error::internal(format!("failed to write config of `{}`", dir.display()), e))
+        fsutil::write_atomic(&dir.join(CONFIG_FILE), &json).map_err(|e| {
+            Error::internal(format!("failed to write config of `{}`", dir.display()), e)
+        })
     }
 
     /// Opens a collection directory, replaying its data files.
     pub fn open(dir: &Path, name: &str) -> Result<Self> {
-        let raw = std::fs::read(dir.join(CONFIG_FILE))
-            .map_err(|e| Error::internal(format!("failed to read config of collection `{name}`"), e))?;
+        let raw = std::fs::read(dir.join(CONFIG_FILE)).map_err(|e| {
+            Error::internal(format!("failed to read config of collection `{name}`"), e)
+        })?;
         let config: CollectionConfig = serde_json::from_slice(&raw)
             .map_err(|e| Error::internal(format!("config of collection `{name}` is invalid"), e))?;
         config.validate().map_err(Error::BadInput)?;
@@ -96,13 +101,19 @@ impl Collection {
             last_op = last_op.max(rec.op_id);
             store.apply(rec);
         })
-        .map_err(storage_err(format!("failed to load data of collection `{name}`")))?;
+        .map_err(storage_err(format!(
+            "failed to load data of collection `{name}`"
+        )))?;
         Ok(Collection {
             name: name.to_string(),
             dir: dir.to_path_buf(),
             config: RwLock::new(config),
             points: RwLock::new(store),
-            writer: Mutex::new(Writer { data, next_op: last_op + 1, closed: false }),
+            writer: Mutex::new(Writer {
+                data,
+                next_op: last_op + 1,
+                closed: false,
+            }),
             compacting: AtomicBool::new(false),
         })
     }
@@ -130,8 +141,9 @@ impl Collection {
         change(&mut cfg);
         let json = serde_json::to_vec_pretty(&cfg)
             .map_err(|e| Error::internal("failed to serialize collection config", e))?;
-        fsutil::write_atomic(&self.dir.join(CONFIG_FILE), &json)
-            .map_err(|e| Error::internal(format!("failed to write config of `{}`", self.name), e))?;
+        fsutil::write_atomic(&self.dir.join(CONFIG_FILE), &json).map_err(|e| {
+            Error::internal(format!("failed to write config of `{}`", self.name), e)
+        })?;
         *self.config.write() = cfg;
         Ok(())
     }
@@ -154,7 +166,8 @@ impl Collection {
                 for (name, mut v) in vectors {
                     let Some(params) = cfg.vectors.get(&name) else {
                         return Err(Error::bad_input(if name == DEFAULT_VECTOR {
-                            "Not existing vector name error: this collection has only named vectors".to_string()
+                            "Not existing vector name error: this collection has only named vectors"
+                                .to_string()
                         } else {
                             format!("Not existing vector name error: {name}")
                         }));
@@ -167,14 +180,20 @@ impl Collection {
                         )));
                     }
                     if v.iter().any(|x| !x.is_finite()) {
-                        return Err(Error::bad_input(format!("vector of point {id} has a non-finite value")));
+                        return Err(Error::bad_input(format!(
+                            "vector of point {id} has a non-finite value"
+                        )));
                     }
                     if params.distance == Distance::Cosine {
                         normalize(&mut v);
                     }
                     out.push((name, v));
                 }
-                Ok(PointWrite { id, vectors: out, payload })
+                Ok(PointWrite {
+                    id,
+                    vectors: out,
+                    payload,
+                })
             })
             .collect()
     }
@@ -183,21 +202,29 @@ impl Collection {
     pub fn write_blocking(&self, op: Operation) -> Result<u64> {
         let mut w = self.writer.lock();
         if w.closed {
-            return Err(Error::NotFound(format!("Collection `{}` doesn't exist!", self.name)));
+            return Err(Error::NotFound(format!(
+                "Collection `{}` doesn't exist!",
+                self.name
+            )));
         }
-        let record = Record { op_id: w.next_op, op };
+        let record = Record {
+            op_id: w.next_op,
+            op,
+        };
         let mut buf = Vec::new();
         record::encode(&record, &mut buf);
-        w.data
-            .append(&buf, true)
-            .map_err(storage_err(format!("failed to write to collection `{}`", self.name)))?;
+        w.data.append(&buf, true).map_err(storage_err(format!(
+            "failed to write to collection `{}`",
+            self.name
+        )))?;
         w.next_op += 1;
         let op_id = record.op_id;
         self.points.write().apply(record);
         if w.data.active_len() > ROTATE_BYTES {
-            w.data
-                .rotate()
-                .map_err(storage_err(format!("failed to seal WAL of collection `{}`", self.name)))?;
+            w.data.rotate().map_err(storage_err(format!(
+                "failed to seal WAL of collection `{}`",
+                self.name
+            )))?;
         }
         Ok(op_id)
     }
@@ -218,14 +245,21 @@ impl Collection {
     pub fn seal_and_pin(&self) -> Result<PinnedCollection> {
         let mut w = self.writer.lock();
         if w.closed {
-            return Err(Error::NotFound(format!("Collection `{}` doesn't exist!", self.name)));
+            return Err(Error::NotFound(format!(
+                "Collection `{}` doesn't exist!",
+                self.name
+            )));
         }
         let ctx = format!("failed to seal collection `{}`", self.name);
         w.data.rotate().map_err(storage_err(ctx.clone()))?;
         let files = w.data.pin().map_err(storage_err(ctx))?;
         let config_json = serde_json::to_vec_pretty(&*self.config.read())
             .map_err(|e| Error::internal("failed to serialize collection config", e))?;
-        Ok(PinnedCollection { name: self.name.clone(), config_json, files })
+        Ok(PinnedCollection {
+            name: self.name.clone(),
+            config_json,
+            files,
+        })
     }
 
     /// Stops accepting writes (the collection is being deleted or replaced).

@@ -55,7 +55,10 @@ impl PartialOrd for Scored {
 impl Ord for Scored {
     // Reversed so the max-heap keeps the *worst* kept hit on top.
     fn cmp(&self, other: &Self) -> Ordering {
-        other.key.total_cmp(&self.key).then(self.slot.cmp(&other.slot))
+        other
+            .key
+            .total_cmp(&self.key)
+            .then(self.slot.cmp(&other.slot))
     }
 }
 
@@ -67,7 +70,12 @@ impl PointStore {
             .map(|(name, p)| {
                 (
                     name.clone(),
-                    Column { dim: p.size as usize, distance: p.distance, data: Vec::new(), present: Vec::new() },
+                    Column {
+                        dim: p.size as usize,
+                        distance: p.distance,
+                        data: Vec::new(),
+                        present: Vec::new(),
+                    },
                 )
             })
             .collect();
@@ -161,12 +169,21 @@ impl PointStore {
             .columns
             .iter()
             .filter(|(name, col)| col.present[s] && with_vectors.includes(name))
-            .map(|(name, col)| (name.clone(), col.data[s * col.dim..(s + 1) * col.dim].to_vec()))
+            .map(|(name, col)| {
+                (
+                    name.clone(),
+                    col.data[s * col.dim..(s + 1) * col.dim].to_vec(),
+                )
+            })
             .collect();
         PointView {
             id: self.ids[s],
             version: self.versions[s],
-            payload: if with_payload { self.payloads[s].clone() } else { None },
+            payload: if with_payload {
+                self.payloads[s].clone()
+            } else {
+                None
+            },
             vectors,
         }
     }
@@ -178,13 +195,24 @@ impl PointStore {
 
     /// A point's current vectors and payload (for payload updates).
     pub fn get(&self, id: &PointId) -> Option<PointView> {
-        self.by_id.get(id).map(|&slot| self.view(slot, true, &VectorSelect::All))
+        self.by_id
+            .get(id)
+            .map(|&slot| self.view(slot, true, &VectorSelect::All))
     }
 
     /// Points by id, in request order, skipping missing ones.
-    pub fn retrieve(&self, ids: &[PointId], with_payload: bool, with_vectors: &VectorSelect) -> Vec<PointView> {
+    pub fn retrieve(
+        &self,
+        ids: &[PointId],
+        with_payload: bool,
+        with_vectors: &VectorSelect,
+    ) -> Vec<PointView> {
         ids.iter()
-            .filter_map(|id| self.by_id.get(id).map(|&slot| self.view(slot, with_payload, with_vectors)))
+            .filter_map(|id| {
+                self.by_id
+                    .get(id)
+                    .map(|&slot| self.view(slot, with_payload, with_vectors))
+            })
             .collect()
     }
 
@@ -227,7 +255,11 @@ impl PointStore {
     pub fn count(&self, filter: Option<&Filter>) -> usize {
         match filter {
             None => self.by_id.len(),
-            Some(_) => self.by_id.values().filter(|&&slot| self.passes(slot, filter)).count(),
+            Some(_) => self
+                .by_id
+                .values()
+                .filter(|&&slot| self.passes(slot, filter))
+                .count(),
         }
     }
 
@@ -251,7 +283,9 @@ impl PointStore {
         with_payload: bool,
         with_vectors: &VectorSelect,
     ) -> Vec<(f32, PointView)> {
-        let Some(col) = self.columns.get(using) else { return Vec::new() };
+        let Some(col) = self.columns.get(using) else {
+            return Vec::new();
+        };
         let want = limit.saturating_add(offset);
         if want == 0 {
             return Vec::new();
@@ -262,7 +296,9 @@ impl PointStore {
             if !self.live[s] || !col.present[s] || !self.passes(s as u32, filter) {
                 continue;
             }
-            let score = col.distance.score(query, &col.data[s * col.dim..(s + 1) * col.dim]);
+            let score = col
+                .distance
+                .score(query, &col.data[s * col.dim..(s + 1) * col.dim]);
             if let Some(t) = score_threshold {
                 if (higher && score < t) || (!higher && score > t) {
                     continue;
@@ -271,10 +307,16 @@ impl PointStore {
             // `key` is "bigger is better" whatever the distance.
             let key = if higher { score } else { -score };
             if heap.len() < want {
-                heap.push(Scored { key, slot: s as u32 });
+                heap.push(Scored {
+                    key,
+                    slot: s as u32,
+                });
             } else if heap.peek().is_some_and(|worst| key > worst.key) {
                 heap.pop();
-                heap.push(Scored { key, slot: s as u32 });
+                heap.push(Scored {
+                    key,
+                    slot: s as u32,
+                });
             }
         }
         let mut hits = heap.into_sorted_vec();
@@ -318,14 +360,24 @@ mod tests {
     fn store(distance: Distance) -> PointStore {
         PointStore::new(&[(
             String::new(),
-            VectorParams { size: 2, distance, on_disk: None, hnsw_config: None, quantization_config: None },
+            VectorParams {
+                size: 2,
+                distance,
+                on_disk: None,
+                hnsw_config: None,
+                quantization_config: None,
+            },
         )])
     }
 
     fn put(s: &mut PointStore, op: u64, id: u64, v: [f32; 2]) {
         s.apply(Record {
             op_id: op,
-            op: Operation::Upsert(vec![PointWrite { id: PointId::Num(id), vectors: vec![(String::new(), v.to_vec())], payload: None }]),
+            op: Operation::Upsert(vec![PointWrite {
+                id: PointId::Num(id),
+                vectors: vec![(String::new(), v.to_vec())],
+                payload: None,
+            }]),
         });
     }
 
@@ -335,17 +387,44 @@ mod tests {
         put(&mut s, 1, 1, [0.0, 0.0]);
         put(&mut s, 2, 2, [3.0, 4.0]);
         put(&mut s, 3, 3, [1.0, 0.0]);
-        let hits = s.search("", &[0.0, 0.0], 2, 0, None, None, false, &VectorSelect::None);
+        let hits = s.search(
+            "",
+            &[0.0, 0.0],
+            2,
+            0,
+            None,
+            None,
+            false,
+            &VectorSelect::None,
+        );
         let ids: Vec<_> = hits.iter().map(|(_, p)| p.id).collect();
         assert_eq!(ids, vec![PointId::Num(1), PointId::Num(3)]);
         assert_eq!(hits[1].0, 1.0);
-        let offset = s.search("", &[0.0, 0.0], 1, 2, None, None, false, &VectorSelect::None);
+        let offset = s.search(
+            "",
+            &[0.0, 0.0],
+            1,
+            2,
+            None,
+            None,
+            false,
+            &VectorSelect::None,
+        );
         assert_eq!(offset[0].0, 5.0);
 
         let mut d = store(Distance::Dot);
         put(&mut d, 1, 1, [1.0, 0.0]);
         put(&mut d, 2, 2, [2.0, 0.0]);
-        let hits = d.search("", &[1.0, 0.0], 5, 0, None, Some(1.5), false, &VectorSelect::None);
+        let hits = d.search(
+            "",
+            &[1.0, 0.0],
+            5,
+            0,
+            None,
+            Some(1.5),
+            false,
+            &VectorSelect::None,
+        );
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].1.id, PointId::Num(2));
     }
@@ -356,11 +435,17 @@ mod tests {
         for i in 0..5 {
             put(&mut s, i + 1, 10 - i, [1.0, 1.0]);
         }
-        s.apply(Record { op_id: 9, op: Operation::Delete(vec![PointId::Num(8)]) });
+        s.apply(Record {
+            op_id: 9,
+            op: Operation::Delete(vec![PointId::Num(8)]),
+        });
         put(&mut s, 10, 100, [0.0, 1.0]);
         assert_eq!(s.len(), 5);
         let (page, next) = s.scroll(None, 2, None, false, &VectorSelect::None);
-        assert_eq!(page.iter().map(|p| p.id).collect::<Vec<_>>(), vec![PointId::Num(6), PointId::Num(7)]);
+        assert_eq!(
+            page.iter().map(|p| p.id).collect::<Vec<_>>(),
+            vec![PointId::Num(6), PointId::Num(7)]
+        );
         assert_eq!(next, Some(PointId::Num(9)));
         let (page, next) = s.scroll(next, 10, None, false, &VectorSelect::All);
         assert_eq!(page.len(), 3);

@@ -116,14 +116,20 @@ pub fn read_next(r: &mut impl Read) -> Result<Option<(Record, u64)>, RecordError
     while got < 8 {
         let n = r.read(&mut head[got..])?;
         if n == 0 {
-            return if got == 0 { Ok(None) } else { Err(RecordError::Truncated) };
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(RecordError::Truncated)
+            };
         }
         got += n;
     }
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
     let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
     if len > MAX_RECORD_LEN {
-        return Err(RecordError::Corrupted(format!("record length {len} is too large")));
+        return Err(RecordError::Corrupted(format!(
+            "record length {len} is too large"
+        )));
     }
     let mut body = vec![0u8; len];
     if let Err(e) = r.read_exact(&mut body) {
@@ -220,7 +226,11 @@ fn decode_body(body: &[u8]) -> Result<Record, RecordError> {
                         RecordError::Corrupted(format!("payload is not a JSON object: {e}"))
                     })?)
                 };
-                points.push(PointWrite { id, vectors, payload });
+                points.push(PointWrite {
+                    id,
+                    vectors,
+                    payload,
+                });
             }
             Operation::Upsert(points)
         }
@@ -232,7 +242,11 @@ fn decode_body(body: &[u8]) -> Result<Record, RecordError> {
             }
             Operation::Delete(ids)
         }
-        k => return Err(RecordError::Corrupted(format!("unknown operation kind {k}"))),
+        k => {
+            return Err(RecordError::Corrupted(format!(
+                "unknown operation kind {k}"
+            )))
+        }
     };
     if c.pos != body.len() {
         return Err(RecordError::Corrupted("trailing bytes in record".into()));
@@ -256,7 +270,10 @@ mod tests {
                     payload: Some(payload),
                 }]),
             },
-            Record { op_id: 2, op: Operation::Delete(vec![PointId::Uuid(Uuid::nil())]) },
+            Record {
+                op_id: 2,
+                op: Operation::Delete(vec![PointId::Uuid(Uuid::nil())]),
+            },
         ]
     }
 

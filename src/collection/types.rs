@@ -53,7 +53,9 @@ impl<'de> Deserialize<'de> for PointId {
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<PointId, E> {
                 u64::try_from(v).map(PointId::Num).map_err(|_| {
-                    E::custom(format!("point id {v} is negative: ids are unsigned integers or UUIDs"))
+                    E::custom(format!(
+                        "point id {v} is negative: ids are unsigned integers or UUIDs"
+                    ))
                 })
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<PointId, E> {
@@ -386,12 +388,16 @@ mod tests {
 
     #[test]
     fn vectors_config_echoes_only_known_keys() {
-        let c: VectorsConfig =
-            serde_json::from_str(r#"{"size":4,"distance":"Cosine"}"#).unwrap();
-        assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"size":4,"distance":"Cosine"}"#);
+        let c: VectorsConfig = serde_json::from_str(r#"{"size":4,"distance":"Cosine"}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"size":4,"distance":"Cosine"}"#
+        );
         let named: VectorsConfig =
             serde_json::from_str(r#"{"img":{"size":2,"distance":"Dot"}}"#).unwrap();
         assert!(named.get("img").is_some());
-        assert!(serde_json::from_str::<VectorsConfig>(r#"{"size":4,"distance":"cosine"}"#).is_err());
+        assert!(
+            serde_json::from_str::<VectorsConfig>(r#"{"size":4,"distance":"cosine"}"#).is_err()
+        );
     }
 }

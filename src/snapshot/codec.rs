@@ -50,7 +50,11 @@ impl<W: AsyncWrite + Unpin> Encoder<W> {
 }
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for Encoder<W> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Encoder::Plain(w) => Pin::new(w).poll_write(cx, buf),
             Encoder::Gzip(e) => Pin::new(e).poll_write(cx, buf),
@@ -74,7 +78,10 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Encoder<W> {
 }
 
 /// A decoding reader over a buffered source, chosen by [`detect`].
-pub fn decoder<'a, R: AsyncBufRead + Unpin + Send + 'a>(r: R, c: Compression) -> Box<dyn AsyncRead + Unpin + Send + 'a> {
+pub fn decoder<'a, R: AsyncBufRead + Unpin + Send + 'a>(
+    r: R,
+    c: Compression,
+) -> Box<dyn AsyncRead + Unpin + Send + 'a> {
     match c {
         Compression::None => Box::new(r),
         Compression::Gzip => Box::new(GzipDecoder::new(r)),

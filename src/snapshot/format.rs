@@ -104,8 +104,12 @@ fn allowed_collection_file(rel: &str) -> bool {
     if rel == crate::collection::CONFIG_FILE {
         return true;
     }
-    let Some(name) = rel.strip_prefix("data/") else { return false };
-    let Some(stem) = name.strip_suffix(".seg") else { return false };
+    let Some(name) = rel.strip_prefix("data/") else {
+        return false;
+    };
+    let Some(stem) = name.strip_suffix(".seg") else {
+        return false;
+    };
     let mut parts = stem.split('-');
     matches!((parts.next(), parts.next(), parts.next()), (Some(a), Some(b), None)
         if a.len() == 20 && b.len() == 20 && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit()))
@@ -127,13 +131,19 @@ impl Manifest {
         if let Some(kind) = expected {
             if kind != self.kind {
                 return Err(bad(match kind {
-                    SnapshotKind::Collection => "this is a full-storage snapshot, not a collection snapshot",
-                    SnapshotKind::Full => "this is a collection snapshot, not a full-storage snapshot",
+                    SnapshotKind::Collection => {
+                        "this is a full-storage snapshot, not a collection snapshot"
+                    }
+                    SnapshotKind::Full => {
+                        "this is a collection snapshot, not a full-storage snapshot"
+                    }
                 }));
             }
         }
         if self.kind == SnapshotKind::Collection && self.collections.len() != 1 {
-            return Err(bad("a collection snapshot must hold exactly one collection"));
+            return Err(bad(
+                "a collection snapshot must hold exactly one collection",
+            ));
         }
         let mut seen = HashSet::new();
         let mut names = HashSet::new();
@@ -149,24 +159,34 @@ impl Manifest {
                 SnapshotKind::Full => full_collection_dir(&c.name),
             };
             if c.dir != expected_dir {
-                return Err(bad(format!("collection `{}` has unexpected directory `{}`", c.name, c.dir)));
+                return Err(bad(format!(
+                    "collection `{}` has unexpected directory `{}`",
+                    c.name, c.dir
+                )));
             }
             let mut has_config = false;
             for f in &c.files {
                 let rel = if c.dir.is_empty() {
                     Some(f.path.as_str())
                 } else {
-                    f.path.strip_prefix(&c.dir).and_then(|r| r.strip_prefix('/'))
+                    f.path
+                        .strip_prefix(&c.dir)
+                        .and_then(|r| r.strip_prefix('/'))
                 };
                 match rel {
-                    Some(rel) if allowed_collection_file(rel) => has_config |= rel == crate::collection::CONFIG_FILE,
+                    Some(rel) if allowed_collection_file(rel) => {
+                        has_config |= rel == crate::collection::CONFIG_FILE
+                    }
                     _ => return Err(bad(format!("unexpected path `{}`", f.path))),
                 }
                 if !seen.insert(f.path.as_str()) {
                     return Err(bad(format!("`{}` is listed twice", f.path)));
                 }
                 if f.size > MAX_FILE_SIZE {
-                    return Err(bad(format!("`{}` claims an absurd size of {} bytes", f.path, f.size)));
+                    return Err(bad(format!(
+                        "`{}` claims an absurd size of {} bytes",
+                        f.path, f.size
+                    )));
                 }
                 total = total.saturating_add(f.size);
                 count += 1;
@@ -176,15 +196,21 @@ impl Manifest {
             }
         }
         if count > MAX_FILES {
-            return Err(bad(format!("{count} files is more than the limit of {MAX_FILES}")));
+            return Err(bad(format!(
+                "{count} files is more than the limit of {MAX_FILES}"
+            )));
         }
         if total > MAX_TOTAL_SIZE {
-            return Err(bad(format!("total size of {total} bytes is more than the limit")));
+            return Err(bad(format!(
+                "total size of {total} bytes is more than the limit"
+            )));
         }
         for (alias, target) in &self.aliases {
             validate_name(alias).map_err(|e| bad(e.to_string()))?;
             if !names.contains(target.as_str()) {
-                return Err(bad(format!("alias `{alias}` points to `{target}`, which is not in the snapshot")));
+                return Err(bad(format!(
+                    "alias `{alias}` points to `{target}`, which is not in the snapshot"
+                )));
             }
         }
         Ok(())
@@ -198,14 +224,19 @@ impl Manifest {
 
 /// Formats the `snapshot.crc32` entry: `<8 hex>  <path>` per line, in archive order.
 pub fn format_checksums(files: &[(String, u32)]) -> String {
-    files.iter().map(|(path, crc)| format!("{crc:08x}  {path}\n")).collect()
+    files
+        .iter()
+        .map(|(path, crc)| format!("{crc:08x}  {path}\n"))
+        .collect()
 }
 
 /// Parses the `snapshot.crc32` entry.
 pub fn parse_checksums(text: &str) -> Result<BTreeMap<String, u32>> {
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
-        let (crc, path) = line.split_once("  ").ok_or_else(|| bad("malformed snapshot.crc32 line"))?;
+        let (crc, path) = line
+            .split_once("  ")
+            .ok_or_else(|| bad("malformed snapshot.crc32 line"))?;
         let crc = (crc.len() == 8)
             .then(|| u32::from_str_radix(crc, 16).ok())
             .flatten()
@@ -236,7 +267,13 @@ mod tests {
             collections: vec![ManifestCollection {
                 name: "c".into(),
                 dir: String::new(),
-                files: paths.iter().map(|p| ManifestFile { path: p.to_string(), size: 1 }).collect(),
+                files: paths
+                    .iter()
+                    .map(|p| ManifestFile {
+                        path: p.to_string(),
+                        size: 1,
+                    })
+                    .collect(),
             }],
             aliases: BTreeMap::new(),
         }
@@ -244,13 +281,36 @@ mod tests {
 
     #[test]
     fn only_collection_files_are_allowed() {
-        manifest(&["config.json", "data/00000000000000000000-00000000000000000003.seg"]).validate(None).unwrap();
-        for bad_path in ["../x", "/etc/passwd", "data/../../x.seg", "data/x.seg", "config.json/..", "other"] {
-            assert!(manifest(&["config.json", bad_path]).validate(None).is_err(), "{bad_path}");
+        manifest(&[
+            "config.json",
+            "data/00000000000000000000-00000000000000000003.seg",
+        ])
+        .validate(None)
+        .unwrap();
+        for bad_path in [
+            "../x",
+            "/etc/passwd",
+            "data/../../x.seg",
+            "data/x.seg",
+            "config.json/..",
+            "other",
+        ] {
+            assert!(
+                manifest(&["config.json", bad_path]).validate(None).is_err(),
+                "{bad_path}"
+            );
         }
-        assert!(manifest(&["config.json", "config.json"]).validate(None).is_err());
-        assert!(manifest(&["data/00000000000000000000-00000000000000000003.seg"]).validate(None).is_err());
-        assert!(manifest(&["config.json"]).validate(Some(SnapshotKind::Full)).is_err());
+        assert!(manifest(&["config.json", "config.json"])
+            .validate(None)
+            .is_err());
+        assert!(
+            manifest(&["data/00000000000000000000-00000000000000000003.seg"])
+                .validate(None)
+                .is_err()
+        );
+        assert!(manifest(&["config.json"])
+            .validate(Some(SnapshotKind::Full))
+            .is_err());
     }
 
     #[test]

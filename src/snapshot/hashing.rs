@@ -28,7 +28,12 @@ pub struct HashingWriter<W> {
 impl<W> HashingWriter<W> {
     /// Wraps `inner`; `progress` (if any) is advanced as bytes pass.
     pub fn new(inner: W, progress: Option<Progress>) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), written: 0, progress }
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+            progress,
+        }
     }
 
     /// The inner writer, the hex SHA-256 and the byte count.
@@ -38,7 +43,11 @@ impl<W> HashingWriter<W> {
 }
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let n = std::task::ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
         this.hasher.update(&buf[..n]);
@@ -69,7 +78,12 @@ pub struct HashingReader<R> {
 impl<R> HashingReader<R> {
     /// Wraps `inner`.
     pub fn new(inner: R, progress: Option<Progress>) -> Self {
-        HashingReader { inner, hasher: Sha256::new(), read: 0, progress }
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            read: 0,
+            progress,
+        }
     }
 
     /// The hex SHA-256 and byte count of what was read.
@@ -79,7 +93,11 @@ impl<R> HashingReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let before = buf.filled().len();
         std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
@@ -105,7 +123,10 @@ mod tests {
         let mut w = HashingWriter::new(Vec::new(), None);
         w.write_all(&data).await.unwrap();
         let (out, hash, n) = w.finish();
-        assert_eq!((hash.as_str(), n, out.len()), (expected.as_str(), 100_000, 100_000));
+        assert_eq!(
+            (hash.as_str(), n, out.len()),
+            (expected.as_str(), 100_000, 100_000)
+        );
         let progress = Progress::default();
         let mut r = HashingReader::new(&data[..], Some(Arc::clone(&progress)));
         let mut sink = Vec::new();

@@ -21,7 +21,9 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::io::AsyncRead;
 
-use crate::backend::{BackendError, BackendExt, ByteStream, CreateOptions, DynBackend, ObjectKey, ObjectMeta};
+use crate::backend::{
+    BackendError, BackendExt, ByteStream, CreateOptions, DynBackend, ObjectKey, ObjectMeta,
+};
 use crate::collection::config::CollectionConfig;
 use crate::collection::{PinnedCollection, CONFIG_FILE};
 use crate::config::Compression;
@@ -135,7 +137,9 @@ pub struct SnapshotService {
 
 impl std::fmt::Debug for SnapshotService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SnapshotService").field("backend", &self.backend.to_string()).finish()
+        f.debug_struct("SnapshotService")
+            .field("backend", &self.backend.to_string())
+            .finish()
     }
 }
 
@@ -143,7 +147,11 @@ const TEMP_STAGING_DIR: &str = "snapstream-staging";
 
 impl SnapshotService {
     /// Creates the service over `backend`.
-    pub fn new(registry: Arc<Registry>, backend: DynBackend, settings: SnapshotSettings) -> Result<Self> {
+    pub fn new(
+        registry: Arc<Registry>,
+        backend: DynBackend,
+        settings: SnapshotSettings,
+    ) -> Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             // An inactivity limit, like Qdrant's 60 s stream timeout, not a total limit.
@@ -199,7 +207,11 @@ impl SnapshotService {
     }
 
     /// Creates a snapshot of `scope` and stores it; returns its description.
-    pub async fn create(&self, scope: &Scope, progress: Option<Progress>) -> Result<SnapshotDescription> {
+    pub async fn create(
+        &self,
+        scope: &Scope,
+        progress: Option<Progress>,
+    ) -> Result<SnapshotDescription> {
         let now = Utc::now();
         let (kind, name, pinned, aliases) = match scope {
             Scope::Collection(c) | Scope::Shard(c, _) => {
@@ -211,7 +223,12 @@ impl SnapshotService {
                     Scope::Shard(c, s) => names::shard_snapshot(c, *s, now),
                     _ => names::collection_snapshot(c, self.registry.peer_id(), now),
                 };
-                (SnapshotKind::Collection, name, vec![pinned], BTreeMap::new())
+                (
+                    SnapshotKind::Collection,
+                    name,
+                    vec![pinned],
+                    BTreeMap::new(),
+                )
             }
             Scope::Full => {
                 let mut pinned = Vec::new();
@@ -223,18 +240,36 @@ impl SnapshotService {
                         Err(e) => return Err(e),
                     }
                 }
-                let names: std::collections::HashSet<&str> = pinned.iter().map(|p| p.name.as_str()).collect();
-                let aliases = self.registry.aliases().into_iter().filter(|(_, c)| names.contains(c.as_str())).collect();
-                (SnapshotKind::Full, names::full_snapshot(now), pinned, aliases)
+                let names: std::collections::HashSet<&str> =
+                    pinned.iter().map(|p| p.name.as_str()).collect();
+                let aliases = self
+                    .registry
+                    .aliases()
+                    .into_iter()
+                    .filter(|(_, c)| names.contains(c.as_str()))
+                    .collect();
+                (
+                    SnapshotKind::Full,
+                    names::full_snapshot(now),
+                    pinned,
+                    aliases,
+                )
             }
         };
-        let reserved = self.reservations.reserve(self.backend.as_ref(), scope.dir()?.as_ref(), &name).await?;
+        let reserved = self
+            .reservations
+            .reserve(self.backend.as_ref(), scope.dir()?.as_ref(), &name)
+            .await?;
         let manifest = producer::manifest(kind, &pinned, aliases);
-        self.store(reserved.key(), &manifest, pinned, progress).await
+        self.store(reserved.key(), &manifest, pinned, progress)
+            .await
     }
 
-    /// Streams an archive into the backend; the sidecar is written before the snapshot is
-    /// committed, so a visible snapshot always has its checksum.
+    /// Streams an archive into the backend, then writes its checksum sidecar.
+    ///
+    /// The snapshot is committed first: a failure anywhere before that leaves nothing
+    /// visible, and a failed sidecar write deletes the snapshot again. Only a crash between
+    /// the two commits can leave a complete snapshot listed without a checksum.
     async fn store(
         &self,
         key: &ObjectKey,
@@ -243,42 +278,65 @@ impl SnapshotService {
         progress: Option<Progress>,
     ) -> Result<SnapshotDescription> {
         let hint = producer::estimated_size(manifest);
-        let mut sink = self.backend.create(key, CreateOptions::default().with_size_hint(hint)).await?;
-        let produced = producer::write_archive(&mut sink, manifest, pinned, self.compression, progress).await;
-        let produced = match produced {
+        let mut sink = self
+            .backend
+            .create(key, CreateOptions::default().with_size_hint(hint))
+            .await?;
+        let produced = match producer::write_archive(
+            &mut sink,
+            manifest,
+            pinned,
+            self.compression,
+            progress,
+        )
+        .await
+        {
             Ok((_, p)) => p,
             Err(e) => {
                 if let Err(abort) = sink.abort().await {
                     tracing::warn!(key = %key, error = %abort, "failed to abort snapshot write");
                 }
-                return Err(Error::internal(format!("failed to write snapshot `{key}`"), e));
+                return Err(Error::internal(
+                    format!("failed to write snapshot `{key}`"),
+                    e,
+                ));
             }
         };
-        let sidecar = key.checksum_sidecar();
-        if let Err(e) = self.backend.put(&sidecar, Bytes::from(produced.sha256.clone())).await {
-            let _ = sink.abort().await;
+        let meta = sink.commit().await?;
+        if let Err(e) = self
+            .backend
+            .put(
+                &key.checksum_sidecar(),
+                Bytes::from(produced.sha256.clone()),
+            )
+            .await
+        {
+            if let Err(del) = self.backend.delete(key).await {
+                tracing::warn!(key = %key, error = %del, "snapshot without checksum could not be removed");
+            }
             return Err(e.into());
         }
-        match sink.commit().await {
-            Ok(meta) => Ok(describe(&meta, Some(produced.sha256))),
-            Err(e) => {
-                let _ = self.backend.delete(&sidecar).await;
-                Err(e.into())
-            }
-        }
+        Ok(describe(&meta, Some(produced.sha256)))
     }
 
     /// Snapshots of a scope, newest first.
     pub async fn list(&self, scope: &Scope) -> Result<Vec<SnapshotDescription>> {
         let objects = self.backend.list(scope.dir()?.as_ref()).await?;
-        let sidecars: HashMap<&str, &ObjectMeta> =
-            objects.iter().filter(|m| m.key.as_str().ends_with(".checksum")).map(|m| (m.key.as_str(), m)).collect();
+        let sidecars: HashMap<&str, &ObjectMeta> = objects
+            .iter()
+            .filter(|m| m.key.as_str().ends_with(".checksum"))
+            .map(|m| (m.key.as_str(), m))
+            .collect();
         let mut out = Vec::new();
-        for m in objects.iter().filter(|m| m.key.as_str().ends_with(names::EXTENSION)) {
+        for m in objects
+            .iter()
+            .filter(|m| m.key.as_str().ends_with(names::EXTENSION))
+        {
             let sidecar = m.key.checksum_sidecar();
             let checksum = if sidecars.contains_key(sidecar.as_str()) {
                 match self.backend.get_bytes(&sidecar).await {
-                    Ok(b) => Some(String::from_utf8_lossy(&b).trim().to_string()).filter(|s| format::is_sha256_hex(s)),
+                    Ok(b) => Some(String::from_utf8_lossy(&b).trim().to_string())
+                        .filter(|s| format::is_sha256_hex(s)),
                     Err(_) => None,
                 }
             } else {
@@ -286,16 +344,23 @@ impl SnapshotService {
             };
             out.push(describe(m, checksum));
         }
-        out.sort_by(|a, b| b.creation_time.cmp(&a.creation_time).then_with(|| b.name.cmp(&a.name)));
+        out.sort_by(|a, b| {
+            b.creation_time
+                .cmp(&a.creation_time)
+                .then_with(|| b.name.cmp(&a.name))
+        });
         Ok(out)
     }
 
     /// Metadata of snapshot `name` in `scope`.
     pub async fn stat(&self, scope: &Scope, name: &str) -> Result<ObjectMeta> {
-        self.backend.stat(&scope.key(name)?).await.map_err(|e| match e {
-            BackendError::NotFound(_) => Error::NotFound(format!("Snapshot {name} not found")),
-            other => other.into(),
-        })
+        self.backend
+            .stat(&scope.key(name)?)
+            .await
+            .map_err(|e| match e {
+                BackendError::NotFound(_) => Error::NotFound(format!("Snapshot {name} not found")),
+                other => other.into(),
+            })
     }
 
     /// Deletes a snapshot and its sidecar.
@@ -326,23 +391,31 @@ impl SnapshotService {
             return Err(Error::NotFound(format!("Snapshot {name} not found")));
         }
         let checksum = match self.backend.get_bytes(&meta.key.checksum_sidecar()).await {
-            Ok(b) => Some(String::from_utf8_lossy(&b).trim().to_string()).filter(|s| format::is_sha256_hex(s)),
+            Ok(b) => Some(String::from_utf8_lossy(&b).trim().to_string())
+                .filter(|s| format::is_sha256_hex(s)),
             Err(_) => None,
         };
         let range = range.map(|r| r.start..r.end.min(meta.size));
-        let stream = self.backend.open(&meta.key, range).await.map_err(|e| match e {
-            BackendError::NotFound(_) => Error::NotFound(format!("Snapshot {name} not found")),
-            other => other.into(),
-        })?;
+        let stream = self
+            .backend
+            .open(&meta.key, range)
+            .await
+            .map_err(|e| match e {
+                BackendError::NotFound(_) => Error::NotFound(format!("Snapshot {name} not found")),
+                other => other.into(),
+            })?;
         Ok((checksum, stream))
     }
 
     fn staging_dir(&self) -> Result<PathBuf> {
         match &self.temp_path {
             Some(t) => {
-                let dir = t.join(TEMP_STAGING_DIR).join(uuid::Uuid::new_v4().simple().to_string());
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| Error::internal(format!("failed to create `{}`", dir.display()), e))?;
+                let dir = t
+                    .join(TEMP_STAGING_DIR)
+                    .join(uuid::Uuid::new_v4().simple().to_string());
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    Error::internal(format!("failed to create `{}`", dir.display()), e)
+                })?;
                 Ok(dir)
             }
             None => self.registry.new_staging_dir(),
@@ -350,7 +423,12 @@ impl SnapshotService {
     }
 
     fn recovery_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
-        Arc::clone(self.recovery_locks.lock().entry(name.to_string()).or_default())
+        Arc::clone(
+            self.recovery_locks
+                .lock()
+                .entry(name.to_string())
+                .or_default(),
+        )
     }
 
     /// Recovers collection `target` from `location` (see [`SnapshotService::open_source`]).
@@ -365,7 +443,8 @@ impl SnapshotService {
     ) -> Result<()> {
         let source = self.open_source(location, dir, api_key).await?;
         let expected = checksum.or(source.published_sha256);
-        self.recover_from_reader(target, source.reader, expected, progress).await
+        self.recover_from_reader(target, source.reader, expected, progress)
+            .await
     }
 
     /// Unpacks a collection snapshot into staging, verifies it, then swaps it in atomically.
@@ -382,7 +461,8 @@ impl SnapshotService {
         let _serialized = lock.lock().await;
         let staging = self.staging_dir()?;
         let result = async {
-            let unpacked = unpack::unpack(reader, &staging, Some(SnapshotKind::Collection), progress).await?;
+            let unpacked =
+                unpack::unpack(reader, &staging, Some(SnapshotKind::Collection), progress).await?;
             verify_checksum(expected_sha256.as_deref(), &unpacked.sha256)?;
             self.check_compatible(target, &staging).await?;
             self.install(target, &staging).await
@@ -393,15 +473,19 @@ impl SnapshotService {
     }
 
     async fn check_compatible(&self, target: &str, dir: &Path) -> Result<()> {
-        let Ok(existing) = self.registry.get(target) else { return Ok(()) };
+        let Ok(existing) = self.registry.get(target) else {
+            return Ok(());
+        };
         if existing.name() != target {
-            return Err(Error::bad_input(format!("`{target}` is an alias; recover into the collection it points to")));
+            return Err(Error::bad_input(format!(
+                "`{target}` is an alias; recover into the collection it points to"
+            )));
         }
         let raw = tokio::fs::read(dir.join(CONFIG_FILE))
             .await
             .map_err(|e| Error::internal("failed to read staged config", e))?;
-        let snap: CollectionConfig =
-            serde_json::from_slice(&raw).map_err(|e| Error::bad_input(format!("invalid snapshot: config.json: {e}")))?;
+        let snap: CollectionConfig = serde_json::from_slice(&raw)
+            .map_err(|e| Error::bad_input(format!("invalid snapshot: config.json: {e}")))?;
         let current = existing.config();
         if current.vectors != snap.vectors {
             return Err(Error::bad_input(format!(
@@ -421,7 +505,9 @@ impl SnapshotService {
             let parent = registry.new_staging_dir()?;
             let local = parent.join("collection");
             let result = crate::fsutil::move_dir(&staged, &local)
-                .map_err(|e| Error::internal("failed to move the staged collection into storage", e))
+                .map_err(|e| {
+                    Error::internal("failed to move the staged collection into storage", e)
+                })
                 .and_then(|()| registry.install(&target, &local));
             let _ = std::fs::remove_dir_all(&parent);
             result
@@ -433,7 +519,11 @@ impl SnapshotService {
     /// Recovers a full-storage snapshot (start-up `--storage-snapshot`): every collection and
     /// alias. Without `force`, an existing collection or alias is an error before anything
     /// is changed.
-    pub async fn recover_full_from_reader<R: AsyncRead + Unpin + Send>(&self, reader: R, force: bool) -> Result<Vec<String>> {
+    pub async fn recover_full_from_reader<R: AsyncRead + Unpin + Send>(
+        &self,
+        reader: R,
+        force: bool,
+    ) -> Result<Vec<String>> {
         let staging = self.staging_dir()?;
         let result = async {
             let unpacked = unpack::unpack(reader, &staging, Some(SnapshotKind::Full), None).await?;
@@ -449,7 +539,9 @@ impl SnapshotService {
                 }
                 for a in m.aliases.keys() {
                     if self.registry.exists(a) {
-                        return Err(Error::AlreadyExists(format!("Alias `{a}` already exists. Use --force-snapshot to overwrite it.")));
+                        return Err(Error::AlreadyExists(format!(
+                            "Alias `{a}` already exists. Use --force-snapshot to overwrite it."
+                        )));
                     }
                 }
             }
@@ -468,9 +560,10 @@ impl SnapshotService {
 /// Fails with Qdrant's checksum-mismatch error unless `actual` equals `expected`.
 pub fn verify_checksum(expected: Option<&str>, actual: &str) -> Result<()> {
     match expected {
-        Some(e) if !e.trim().eq_ignore_ascii_case(actual) => {
-            Err(Error::ChecksumMismatch { expected: e.trim().to_ascii_lowercase(), actual: actual.to_string() })
-        }
+        Some(e) if !e.trim().eq_ignore_ascii_case(actual) => Err(Error::ChecksumMismatch {
+            expected: e.trim().to_ascii_lowercase(),
+            actual: actual.to_string(),
+        }),
         _ => Ok(()),
     }
 }
@@ -479,14 +572,18 @@ async fn remove_dir_quietly(dir: &Path) {
     match tokio::fs::remove_dir_all(dir).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(path = %dir.display(), error = %e, "failed to remove staging directory"),
+        Err(e) => {
+            tracing::warn!(path = %dir.display(), error = %e, "failed to remove staging directory")
+        }
     }
 }
 
-/// Removes `X.snapshot.checksum` files whose `X.snapshot` is gone (a create that died
-/// between writing the sidecar and committing the snapshot).
+/// Removes `X.snapshot.checksum` files whose `X.snapshot` is gone (a delete that removed
+/// the snapshot but died before its sidecar).
 fn remove_orphan_sidecars(dir: &Path, depth: usize) -> std::io::Result<()> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return Ok(()) };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
     for entry in rd {
         let entry = entry?;
         let path = entry.path();

@@ -67,7 +67,12 @@ fn with_suffix(name: &str, n: u32) -> String {
 
 impl Reservations {
     /// Reserves `dir/name`, or `dir/{stem}-1.snapshot`, `-2`, ... if taken or existing.
-    pub async fn reserve(&self, backend: &dyn Backend, dir: Option<&ObjectKey>, name: &str) -> Result<Reserved> {
+    pub async fn reserve(
+        &self,
+        backend: &dyn Backend,
+        dir: Option<&ObjectKey>,
+        name: &str,
+    ) -> Result<Reserved> {
         for n in 0..10_000 {
             let candidate = with_suffix(name, n);
             let key = match dir {
@@ -78,14 +83,20 @@ impl Reservations {
             if !self.taken.lock().insert(key.clone()) {
                 continue;
             }
-            let reserved = Reserved { key, taken: Arc::clone(&self.taken) };
+            let reserved = Reserved {
+                key,
+                taken: Arc::clone(&self.taken),
+            };
             match backend.stat(reserved.key()).await {
                 Err(BackendError::NotFound(_)) => return Ok(reserved),
                 Ok(_) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::internal("no free snapshot name", std::io::Error::other(name.to_string())))
+        Err(Error::internal(
+            "no free snapshot name",
+            std::io::Error::other(name.to_string()),
+        ))
     }
 }
 
@@ -97,10 +108,21 @@ mod tests {
 
     #[test]
     fn names_follow_qdrant_patterns() {
-        let t = DateTime::parse_from_rfc3339("2025-01-02T03:04:05Z").unwrap().with_timezone(&Utc);
-        assert_eq!(collection_snapshot("c", 42, t), "c-42-2025-01-02-03-04-05.snapshot");
-        assert_eq!(full_snapshot(t), "full-snapshot-2025-01-02-03-04-05.snapshot");
-        assert_eq!(shard_snapshot("c", 0, t), "c-shard-0-2025-01-02-03-04-05.snapshot");
+        let t = DateTime::parse_from_rfc3339("2025-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            collection_snapshot("c", 42, t),
+            "c-42-2025-01-02-03-04-05.snapshot"
+        );
+        assert_eq!(
+            full_snapshot(t),
+            "full-snapshot-2025-01-02-03-04-05.snapshot"
+        );
+        assert_eq!(
+            shard_snapshot("c", 0, t),
+            "c-shard-0-2025-01-02-03-04-05.snapshot"
+        );
     }
 
     #[tokio::test]
@@ -112,7 +134,9 @@ mod tests {
         let a = r.reserve(&b, Some(&dir), "c-1-t.snapshot").await.unwrap();
         let second = r.reserve(&b, Some(&dir), "c-1-t.snapshot").await.unwrap();
         assert_eq!(second.key().as_str(), "c/c-1-t-1.snapshot");
-        b.put(a.key(), bytes::Bytes::from_static(b"x")).await.unwrap();
+        b.put(a.key(), bytes::Bytes::from_static(b"x"))
+            .await
+            .unwrap();
         drop(a);
         drop(second);
         let third = r.reserve(&b, Some(&dir), "c-1-t.snapshot").await.unwrap();

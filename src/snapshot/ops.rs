@@ -63,7 +63,9 @@ pub struct Operations {
 
 impl std::fmt::Debug for Operations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Operations").field("count", &self.ops.lock().len()).finish()
+        f.debug_struct("Operations")
+            .field("count", &self.ops.lock().len())
+            .finish()
     }
 }
 
@@ -86,7 +88,13 @@ impl Operations {
             error: None,
             result: None,
         };
-        self.ops.lock().insert(id, Op { status, progress: Arc::clone(&progress) });
+        self.ops.lock().insert(
+            id,
+            Op {
+                status,
+                progress: Arc::clone(&progress),
+            },
+        );
         let fut = work(progress);
         let this = Arc::clone(self);
         tokio::spawn(async move {
@@ -102,13 +110,20 @@ impl Operations {
                         // Qdrant only logs these; we log and keep them for polling.
                         tracing::error!(operation = id, kind = %op.status.kind, error = %e.chain(), "background operation failed");
                         op.status.state = OpState::Failed;
-                        op.status.error = Some(crate::api::error::ApiError::from(e).message().to_string());
+                        op.status.error =
+                            Some(crate::api::error::ApiError::from(e).message().to_string());
                     }
                 }
             }
-            let finished: Vec<u64> =
-                ops.iter().filter(|(_, o)| o.status.state != OpState::Running).map(|(k, _)| *k).collect();
-            for k in finished.iter().take(finished.len().saturating_sub(KEEP_FINISHED)) {
+            let finished: Vec<u64> = ops
+                .iter()
+                .filter(|(_, o)| o.status.state != OpState::Running)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in finished
+                .iter()
+                .take(finished.len().saturating_sub(KEEP_FINISHED))
+            {
                 ops.remove(k);
             }
         });
@@ -142,7 +157,9 @@ mod tests {
             p.fetch_add(5, Ordering::Relaxed);
             Ok(Value::Bool(true))
         });
-        let bad = ops.spawn("test", "b", |_| async { Err(crate::error::Error::bad_input("nope")) });
+        let bad = ops.spawn("test", "b", |_| async {
+            Err(crate::error::Error::bad_input("nope"))
+        });
         for _ in 0..100 {
             if ops.list().iter().all(|s| s.state != OpState::Running) {
                 break;

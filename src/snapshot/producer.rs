@@ -33,12 +33,18 @@ struct ExactReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for ExactReader<R> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.remaining == 0 {
             return Poll::Ready(Ok(()));
         }
-        let max = buf.remaining().min(usize::try_from(this.remaining).unwrap_or(usize::MAX));
+        let max = buf
+            .remaining()
+            .min(usize::try_from(this.remaining).unwrap_or(usize::MAX));
         let mut limited = ReadBuf::new(buf.initialize_unfilled_to(max));
         std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
         let n = limited.filled().len();
@@ -67,7 +73,11 @@ fn header(size: u64, mtime: u64) -> Header {
 }
 
 /// Builds the manifest of an archive from pinned collections.
-pub fn manifest(kind: SnapshotKind, collections: &[PinnedCollection], aliases: BTreeMap<String, String>) -> Manifest {
+pub fn manifest(
+    kind: SnapshotKind,
+    collections: &[PinnedCollection],
+    aliases: BTreeMap<String, String>,
+) -> Manifest {
     let collections = collections
         .iter()
         .map(|c| {
@@ -75,12 +85,19 @@ pub fn manifest(kind: SnapshotKind, collections: &[PinnedCollection], aliases: B
                 SnapshotKind::Collection => String::new(),
                 SnapshotKind::Full => format::full_collection_dir(&c.name),
             };
-            let mut files = vec![ManifestFile { path: format::join(&dir, CONFIG_FILE), size: c.config_json.len() as u64 }];
+            let mut files = vec![ManifestFile {
+                path: format::join(&dir, CONFIG_FILE),
+                size: c.config_json.len() as u64,
+            }];
             files.extend(c.files.iter().map(|f| ManifestFile {
                 path: format::join(&dir, &format!("{DATA_DIR}/{}", f.name)),
                 size: f.len,
             }));
-            ManifestCollection { name: c.name.clone(), dir, files }
+            ManifestCollection {
+                name: c.name.clone(),
+                dir,
+                files,
+            }
         })
         .collect();
     Manifest {
@@ -113,25 +130,48 @@ pub async fn write_archive<W: AsyncWrite + Unpin + Send>(
     progress: Option<Progress>,
 ) -> io::Result<(W, Produced)> {
     let mtime = chrono::Utc::now().timestamp().max(0) as u64;
-    let mut tar = Builder::new_non_terminated(Encoder::new(HashingWriter::new(out, progress), compression));
+    let mut tar =
+        Builder::new_non_terminated(Encoder::new(HashingWriter::new(out, progress), compression));
     let manifest_json = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
-    tar.append_data(&mut header(manifest_json.len() as u64, mtime), format::MANIFEST, &manifest_json[..]).await?;
+    tar.append_data(
+        &mut header(manifest_json.len() as u64, mtime),
+        format::MANIFEST,
+        &manifest_json[..],
+    )
+    .await?;
 
     let mut crcs = Vec::new();
     for (pinned, listed) in collections.into_iter().zip(&manifest.collections) {
         let mut listed_files = listed.files.iter();
-        let config = listed_files.next().ok_or_else(|| io::Error::other("manifest lists no config"))?;
-        tar.append_data(&mut header(config.size, mtime), &config.path, &pinned.config_json[..]).await?;
+        let config = listed_files
+            .next()
+            .ok_or_else(|| io::Error::other("manifest lists no config"))?;
+        tar.append_data(
+            &mut header(config.size, mtime),
+            &config.path,
+            &pinned.config_json[..],
+        )
+        .await?;
         crcs.push((config.path.clone(), crc32fast::hash(&pinned.config_json)));
         for (file, listed) in pinned.files.into_iter().zip(listed_files) {
             let reader = BufReader::with_capacity(1 << 20, tokio::fs::File::from_std(file.file));
-            let mut exact = ExactReader { inner: reader, remaining: file.len, crc: crc32fast::Hasher::new() };
-            tar.append_data(&mut header(file.len, mtime), &listed.path, &mut exact).await?;
+            let mut exact = ExactReader {
+                inner: reader,
+                remaining: file.len,
+                crc: crc32fast::Hasher::new(),
+            };
+            tar.append_data(&mut header(file.len, mtime), &listed.path, &mut exact)
+                .await?;
             crcs.push((listed.path.clone(), exact.crc.finalize()));
         }
     }
     let trailer = format::format_checksums(&crcs);
-    tar.append_data(&mut header(trailer.len() as u64, mtime), format::CHECKSUMS, trailer.as_bytes()).await?;
+    tar.append_data(
+        &mut header(trailer.len() as u64, mtime),
+        format::CHECKSUMS,
+        trailer.as_bytes(),
+    )
+    .await?;
     tar.finish().await?;
     let mut encoder = tar.into_inner().await?;
     // Completes the compressed frame; the sinks' shutdown only flushes, never commits.

@@ -28,27 +28,47 @@ fn parse_published(text: &str) -> Option<String> {
 
 impl SnapshotService {
     /// Opens `location` for recovering into a collection whose snapshots live under `dir`.
-    pub async fn open_source(&self, location: &str, dir: &ObjectKey, api_key: Option<&str>) -> Result<Source> {
+    pub async fn open_source(
+        &self,
+        location: &str,
+        dir: &ObjectKey,
+        api_key: Option<&str>,
+    ) -> Result<Source> {
         let url = match url::Url::parse(location) {
             Ok(url) => url,
-            Err(url::ParseError::RelativeUrlWithoutBase) => return self.open_stored(location, Some(dir)).await,
-            Err(e) => return Err(Error::BadRequest(format!("Invalid snapshot location `{location}`: {e}"))),
+            Err(url::ParseError::RelativeUrlWithoutBase) => {
+                return self.open_stored(location, Some(dir)).await
+            }
+            Err(e) => {
+                return Err(Error::BadRequest(format!(
+                    "Invalid snapshot location `{location}`: {e}"
+                )))
+            }
         };
         match url.scheme() {
             "file" => self.open_file(&url).await,
             "http" | "https" => self.open_http(url, api_key).await,
             "s3" => self.open_s3(&url).await,
-            other => Err(Error::BadRequest(format!("URL {url} with scheme {other} is not supported"))),
+            other => Err(Error::BadRequest(format!(
+                "URL {url} with scheme {other} is not supported"
+            ))),
         }
     }
 
     async fn open_file(&self, url: &url::Url) -> Result<Source> {
-        if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
-            return Err(Error::BadRequest("Invalid snapshot URI, file path must be absolute or on localhost".into()));
+        if url
+            .host_str()
+            .is_some_and(|h| !h.is_empty() && h != "localhost")
+        {
+            return Err(Error::BadRequest(
+                "Invalid snapshot URI, file path must be absolute or on localhost".into(),
+            ));
         }
-        let path = url
-            .to_file_path()
-            .map_err(|()| Error::BadRequest("Invalid snapshot URI, file path must be absolute or on localhost".into()))?;
+        let path = url.to_file_path().map_err(|()| {
+            Error::BadRequest(
+                "Invalid snapshot URI, file path must be absolute or on localhost".into(),
+            )
+        })?;
         let (canonical, root) = canonical_inside(&path, &self.snapshots_path).await?;
         if !canonical.starts_with(&root) {
             return Err(Error::Forbidden(format!(
@@ -56,37 +76,56 @@ impl SnapshotService {
                 root.display()
             )));
         }
-        let file = tokio::fs::File::open(&canonical)
-            .await
-            .map_err(|e| Error::BadRequest(format!("Snapshot file \"{}\" cannot be opened: {e}", path.display())))?;
+        let file = tokio::fs::File::open(&canonical).await.map_err(|e| {
+            Error::BadRequest(format!(
+                "Snapshot file \"{}\" cannot be opened: {e}",
+                path.display()
+            ))
+        })?;
         let mut sidecar = canonical.clone().into_os_string();
         sidecar.push(".checksum");
-        let published = tokio::fs::read_to_string(PathBuf::from(sidecar)).await.ok().and_then(|t| parse_published(&t));
-        Ok(Source { reader: Box::new(tokio::io::BufReader::with_capacity(1 << 20, file)), published_sha256: published })
+        let published = tokio::fs::read_to_string(PathBuf::from(sidecar))
+            .await
+            .ok()
+            .and_then(|t| parse_published(&t));
+        Ok(Source {
+            reader: Box::new(tokio::io::BufReader::with_capacity(1 << 20, file)),
+            published_sha256: published,
+        })
     }
 
     async fn open_http(&self, url: url::Url, api_key: Option<&str>) -> Result<Source> {
         if !self.url_recovery {
-            return Err(Error::Forbidden("Snapshot recovery from remote URLs is disabled in the configuration".into()));
+            return Err(Error::Forbidden(
+                "Snapshot recovery from remote URLs is disabled in the configuration".into(),
+            ));
         }
         let mut req = self.http.get(url.clone());
         if let Some(key) = api_key {
             req = req.header("api-key", key);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| Error::bad_input(format!("Failed to download snapshot from {url}: {}", without_url(&e))))?;
+        let resp = req.send().await.map_err(|e| {
+            Error::bad_input(format!(
+                "Failed to download snapshot from {url}: {}",
+                without_url(&e)
+            ))
+        })?;
         if !resp.status().is_success() {
             return Err(Error::bad_input(format!(
                 "Failed to download snapshot from {url}: status - {}",
                 resp.status()
             )));
         }
-        let published =
-            resp.headers().get("x-checksum-sha256").and_then(|v| v.to_str().ok()).and_then(parse_published);
+        let published = resp
+            .headers()
+            .get("x-checksum-sha256")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_published);
         let stream = resp.bytes_stream().map_err(std::io::Error::other);
-        Ok(Source { reader: Box::new(StreamReader::new(stream)), published_sha256: published })
+        Ok(Source {
+            reader: Box::new(StreamReader::new(stream)),
+            published_sha256: published,
+        })
     }
 
     async fn open_s3(&self, url: &url::Url) -> Result<Source> {
@@ -105,10 +144,13 @@ impl SnapshotService {
         let rel = if prefix.is_empty() {
             Some(full.as_str())
         } else {
-            full.strip_prefix(prefix.as_str()).and_then(|r| r.strip_prefix('/'))
+            full.strip_prefix(prefix.as_str())
+                .and_then(|r| r.strip_prefix('/'))
         };
         let rel = rel.ok_or_else(|| {
-            Error::BadRequest(format!("s3:// location must be under the configured prefix `{prefix}/`"))
+            Error::BadRequest(format!(
+                "s3:// location must be under the configured prefix `{prefix}/`"
+            ))
         })?;
         self.open_stored(rel, None).await
     }
@@ -129,7 +171,10 @@ impl SnapshotService {
             BackendError::NotFound(_) => Error::NotFound(format!("Snapshot {name} not found")),
             other => other.into(),
         })?;
-        Ok(Source { reader: Box::new(StreamReader::new(stream)), published_sha256: published })
+        Ok(Source {
+            reader: Box::new(StreamReader::new(stream)),
+            published_sha256: published,
+        })
     }
 }
 
@@ -159,14 +204,27 @@ fn percent_decode(s: &str) -> String {
 
 /// Canonicalizes `path` (which must exist) and the snapshots root.
 async fn canonical_inside(path: &Path, root: &Path) -> Result<(PathBuf, PathBuf)> {
-    let canonical = tokio::fs::canonicalize(path)
+    let canonical = tokio::fs::canonicalize(path).await.map_err(|_| {
+        Error::BadRequest(format!(
+            "Snapshot file \"{}\" does not exist",
+            path.display()
+        ))
+    })?;
+    let root = tokio::fs::canonicalize(root).await.map_err(|e| {
+        Error::internal(
+            format!("snapshots directory `{}` is not accessible", root.display()),
+            e,
+        )
+    })?;
+    if !tokio::fs::metadata(&canonical)
         .await
-        .map_err(|_| Error::BadRequest(format!("Snapshot file \"{}\" does not exist", path.display())))?;
-    let root = tokio::fs::canonicalize(root)
-        .await
-        .map_err(|e| Error::internal(format!("snapshots directory `{}` is not accessible", root.display()), e))?;
-    if !tokio::fs::metadata(&canonical).await.map(|m| m.is_file()).unwrap_or(false) {
-        return Err(Error::BadRequest(format!("Snapshot file \"{}\" does not exist", path.display())));
+        .map(|m| m.is_file())
+        .unwrap_or(false)
+    {
+        return Err(Error::BadRequest(format!(
+            "Snapshot file \"{}\" does not exist",
+            path.display()
+        )));
     }
     Ok((canonical, root))
 }

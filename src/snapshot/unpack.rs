@@ -39,11 +39,19 @@ fn bad(msg: impl Into<String>) -> Error {
 
 fn read_err(e: io::Error) -> Error {
     // Masked like Qdrant's release builds: tar errors can quote file contents.
-    Error::bad_input(format!("invalid snapshot: malformed or truncated archive ({})", e.kind()))
+    Error::bad_input(format!(
+        "invalid snapshot: malformed or truncated archive ({})",
+        e.kind()
+    ))
 }
 
 fn write_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
-    move |e| Error::internal(format!("failed to write `{}` while unpacking", path.display()), e)
+    move |e| {
+        Error::internal(
+            format!("failed to write `{}` while unpacking", path.display()),
+            e,
+        )
+    }
 }
 
 async fn read_small<R: AsyncRead + Unpin>(mut r: R, size: u64, what: &str) -> Result<Vec<u8>> {
@@ -51,7 +59,11 @@ async fn read_small<R: AsyncRead + Unpin>(mut r: R, size: u64, what: &str) -> Re
         return Err(bad(format!("{what} is {size} bytes, more than the limit")));
     }
     let mut buf = Vec::with_capacity(size as usize);
-    (&mut r).take(size).read_to_end(&mut buf).await.map_err(read_err)?;
+    (&mut r)
+        .take(size)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(read_err)?;
     if buf.len() as u64 != size {
         return Err(bad(format!("{what} is truncated")));
     }
@@ -59,7 +71,9 @@ async fn read_small<R: AsyncRead + Unpin>(mut r: R, size: u64, what: &str) -> Re
 }
 
 async fn drain<R: AsyncRead + Unpin>(r: R, what: &str) -> Result<()> {
-    let n = tokio::io::copy(&mut r.take(MAX_TRAILING + 1), &mut tokio::io::sink()).await.map_err(read_err)?;
+    let n = tokio::io::copy(&mut r.take(MAX_TRAILING + 1), &mut tokio::io::sink())
+        .await
+        .map_err(read_err)?;
     if n > MAX_TRAILING {
         return Err(bad(format!("unexpected data after the end of the {what}")));
     }
@@ -87,13 +101,19 @@ pub async fn unpack<R: AsyncRead + Unpin + Send>(
         let decoded = codec::decoder(&mut raw, compression);
         let mut archive = Archive::new(decoded);
         let manifest = unpack_entries(&mut archive, staging, expected).await?;
-        let decoded = archive.into_inner().map_err(|_| Error::internal("archive still borrowed", io::Error::other("busy")))?;
+        let decoded = archive
+            .into_inner()
+            .map_err(|_| Error::internal("archive still borrowed", io::Error::other("busy")))?;
         drain(decoded, "archive").await?;
         manifest
     };
     drain(&mut raw, "compressed stream").await?;
     let (sha256, size) = raw.into_inner().finish();
-    Ok(Unpacked { manifest, sha256, size })
+    Ok(Unpacked {
+        manifest,
+        sha256,
+        size,
+    })
 }
 
 async fn unpack_entries<R: AsyncRead + Unpin + Send>(
@@ -102,23 +122,35 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
     expected: Option<SnapshotKind>,
 ) -> Result<Manifest> {
     let mut entries = archive.entries().map_err(read_err)?;
-    let mut first = entries.next().await.ok_or_else(|| bad("the archive has no entries"))?.map_err(read_err)?;
+    let mut first = entries
+        .next()
+        .await
+        .ok_or_else(|| bad("the archive has no entries"))?
+        .map_err(read_err)?;
     let first_path = first.path_bytes().map_err(read_err)?.into_owned();
     if first_path != format::MANIFEST.as_bytes() || !first.header().entry_type().is_file() {
         return Err(bad(format!("the first entry must be {}", format::MANIFEST)));
     }
     let size = first.effective_size();
     let raw = read_small(&mut first, size, format::MANIFEST).await?;
-    let manifest: Manifest =
-        serde_json::from_slice(&raw).map_err(|e| bad(format!("{} is not valid: {e}", format::MANIFEST)))?;
+    let manifest: Manifest = serde_json::from_slice(&raw)
+        .map_err(|e| bad(format!("{} is not valid: {e}", format::MANIFEST)))?;
     manifest.validate(expected)?;
 
-    let listed: HashMap<&str, u64> = manifest.files().map(|f| (f.path.as_str(), f.size)).collect();
+    let listed: HashMap<&str, u64> = manifest
+        .files()
+        .map(|f| (f.path.as_str(), f.size))
+        .collect();
     let mut crcs: HashMap<String, u32> = HashMap::new();
     let mut created_dirs: HashSet<PathBuf> = HashSet::new();
     loop {
         let mut entry = match entries.next().await {
-            None => return Err(bad(format!("the archive is truncated: {} is missing", format::CHECKSUMS))),
+            None => {
+                return Err(bad(format!(
+                    "the archive is truncated: {} is missing",
+                    format::CHECKSUMS
+                )))
+            }
             Some(e) => e.map_err(read_err)?,
         };
         let header = entry.header();
@@ -127,14 +159,18 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
         let path_bytes = entry.path_bytes().map_err(read_err)?.into_owned();
         let path = String::from_utf8(path_bytes).map_err(|_| bad("an entry path is not UTF-8"))?;
         if !kind.is_file() {
-            return Err(bad(format!("entry `{path}` is a {kind:?}; only regular files are allowed")));
+            return Err(bad(format!(
+                "entry `{path}` is a {kind:?}; only regular files are allowed"
+            )));
         }
         if path == format::CHECKSUMS {
             let text = read_small(&mut entry, size, format::CHECKSUMS).await?;
             let text = String::from_utf8(text).map_err(|_| bad("snapshot.crc32 is not UTF-8"))?;
             let claimed = format::parse_checksums(&text)?;
             if claimed.len() != listed.len() || crcs.len() != listed.len() {
-                return Err(bad("the archive does not hold every file its manifest lists"));
+                return Err(bad(
+                    "the archive does not hold every file its manifest lists",
+                ));
             }
             for (path, crc) in &crcs {
                 if claimed.get(path) != Some(crc) {
@@ -150,27 +186,44 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
             return Err(bad(format!("entry `{path}` appears twice")));
         }
         if size != want {
-            return Err(bad(format!("entry `{path}` is {size} bytes but the manifest says {want}")));
+            return Err(bad(format!(
+                "entry `{path}` is {size} bytes but the manifest says {want}"
+            )));
         }
         // The manifest allowlist guarantees `path` is relative with only normal segments.
         let dest = staging.join(&path);
         if let Some(parent) = dest.parent() {
             if created_dirs.insert(parent.to_path_buf()) {
-                tokio::fs::create_dir_all(parent).await.map_err(write_err(parent))?;
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(write_err(parent))?;
             }
         }
         let crc = copy_entry(&mut entry, &dest, size).await?;
         crcs.insert(path, crc);
     }
     if let Some(extra) = entries.next().await {
-        let what = extra.ok().and_then(|e| e.path_bytes().ok().map(|p| String::from_utf8_lossy(&p).into_owned()));
-        return Err(bad(format!("unexpected entry after {}: {}", format::CHECKSUMS, what.unwrap_or_default())));
+        let what = extra.ok().and_then(|e| {
+            e.path_bytes()
+                .ok()
+                .map(|p| String::from_utf8_lossy(&p).into_owned())
+        });
+        return Err(bad(format!(
+            "unexpected entry after {}: {}",
+            format::CHECKSUMS,
+            what.unwrap_or_default()
+        )));
     }
     Ok(manifest)
 }
 
 async fn copy_entry<R: AsyncRead + Unpin>(entry: &mut R, dest: &Path, size: u64) -> Result<u32> {
-    let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(dest).await.map_err(write_err(dest))?;
+    let file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .await
+        .map_err(write_err(dest))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut crc = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 256 << 10];

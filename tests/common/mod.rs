@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod proxy;
+
 use snapstream::config::{S3Config, Secret};
 
 /// The real S3 server started by `minio/start.sh` (`make test` starts it). Missing
@@ -32,7 +34,11 @@ pub fn unique_prefix(name: &str) -> String {
 }
 
 /// Every in-progress multipart upload under `prefix`, read independently with aws-sdk-s3.
-pub async fn multipart_uploads(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
+pub async fn multipart_uploads(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Vec<String> {
     let out = client
         .list_multipart_uploads()
         .bucket(bucket)
@@ -40,15 +46,24 @@ pub async fn multipart_uploads(client: &aws_sdk_s3::Client, bucket: &str, prefix
         .send()
         .await
         .expect("ListMultipartUploads");
-    out.uploads().iter().filter_map(|u| u.key().map(str::to_string)).collect()
+    out.uploads()
+        .iter()
+        .filter_map(|u| u.key().map(str::to_string))
+        .collect()
 }
 
 /// A configuration rooted in `dir`, with extra `QDRANT__*` overrides.
 pub fn test_config(dir: &std::path::Path, extra: &[(&str, &str)]) -> snapstream::config::Config {
     let mut layers = snapstream::config::Layers::new().unwrap();
     let mut vars = vec![
-        ("QDRANT__STORAGE__STORAGE_PATH".to_string(), dir.join("storage").display().to_string()),
-        ("QDRANT__STORAGE__SNAPSHOTS_PATH".to_string(), dir.join("snapshots").display().to_string()),
+        (
+            "QDRANT__STORAGE__STORAGE_PATH".to_string(),
+            dir.join("storage").display().to_string(),
+        ),
+        (
+            "QDRANT__STORAGE__SNAPSHOTS_PATH".to_string(),
+            dir.join("snapshots").display().to_string(),
+        ),
     ];
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     layers.add_env(vars);
@@ -57,7 +72,9 @@ pub fn test_config(dir: &std::path::Path, extra: &[(&str, &str)]) -> snapstream:
 
 /// A router over fresh storage in `dir`.
 pub async fn test_app(dir: &std::path::Path, extra: &[(&str, &str)]) -> axum::Router {
-    let state = snapstream::build_state(test_config(dir, extra)).await.unwrap();
+    let state = snapstream::build_state(test_config(dir, extra))
+        .await
+        .unwrap();
     snapstream::router(state)
 }
 
@@ -75,7 +92,11 @@ pub async fn call(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = app.clone().oneshot(req.body(body.into()).unwrap()).await.unwrap();
+    let resp = app
+        .clone()
+        .oneshot(req.body(body.into()).unwrap())
+        .await
+        .unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -89,8 +110,148 @@ pub async fn json(
     uri: &str,
     body: serde_json::Value,
 ) -> (axum::http::StatusCode, serde_json::Value) {
-    let (status, _, bytes) =
-        call(app, method, uri, &[("content-type", "application/json")], body.to_string()).await;
-    let v = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+    let (status, _, bytes) = call(
+        app,
+        method,
+        uri,
+        &[("content-type", "application/json")],
+        body.to_string(),
+    )
+    .await;
+    let v = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(
+        String::from_utf8_lossy(&bytes).into(),
+    ));
     (status, v)
+}
+
+/// An aws-sdk-s3 client built here, independently of the code under test.
+pub async fn aws_client() -> aws_sdk_s3::Client {
+    let var =
+        |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run `make test`"));
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(var("S3_TEST_REGION")))
+        .endpoint_url(var("S3_TEST_ENDPOINT"))
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            var("S3_TEST_ACCESS_KEY"),
+            var("S3_TEST_SECRET_KEY"),
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// The snapstream binary as a child process with its own storage; killed on drop.
+pub struct Service {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub log: std::path::PathBuf,
+    pub env: Vec<(String, String)>,
+    pub root: std::path::PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Service {
+    pub async fn start(root: &std::path::Path, env: &[(String, String)]) -> Service {
+        let port = free_port();
+        let mut s = Service {
+            child: Self::spawn(root, port, env),
+            port,
+            log: root.join(format!("service-{port}.log")),
+            env: env.to_vec(),
+            root: root.to_path_buf(),
+        };
+        s.wait_ready().await;
+        s
+    }
+
+    fn spawn(root: &std::path::Path, port: u16, env: &[(String, String)]) -> std::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join(format!("service-{port}.log")))
+            .unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_snapstream"))
+            .current_dir(root)
+            .env("QDRANT__SERVICE__HTTP_PORT", port.to_string())
+            .env("QDRANT__STORAGE__STORAGE_PATH", root.join("storage"))
+            .env("QDRANT__STORAGE__SNAPSHOTS_PATH", root.join("snapshots"))
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn snapstream")
+    }
+
+    async fn wait_ready(&mut self) {
+        for _ in 0..300 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("snapstream exited with {status}: {}", self.log_text());
+            }
+            if let Ok(r) = reqwest::get(format!("{}/readyz", self.url())).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("snapstream did not become ready: {}", self.log_text());
+    }
+
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.root, self.port, &self.env);
+        self.wait_ready().await;
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `QDRANT__` variables that put snapshots in the test bucket under `prefix`, via `endpoint`.
+pub fn s3_env(prefix: &str, endpoint: &str) -> Vec<(String, String)> {
+    let var =
+        |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run `make test`"));
+    let p = "QDRANT__STORAGE__SNAPSHOTS_CONFIG__";
+    vec![
+        (format!("{p}SNAPSHOTS_STORAGE"), "s3".into()),
+        (format!("{p}S3_CONFIG__BUCKET"), var("S3_TEST_BUCKET")),
+        (format!("{p}S3_CONFIG__REGION"), var("S3_TEST_REGION")),
+        (
+            format!("{p}S3_CONFIG__ACCESS_KEY"),
+            var("S3_TEST_ACCESS_KEY"),
+        ),
+        (
+            format!("{p}S3_CONFIG__SECRET_KEY"),
+            var("S3_TEST_SECRET_KEY"),
+        ),
+        (format!("{p}S3_CONFIG__ENDPOINT_URL"), endpoint.to_string()),
+        (format!("{p}S3_CONFIG__PREFIX"), prefix.to_string()),
+        (format!("{p}S3_CONFIG__PART_SIZE"), (5u64 << 20).to_string()),
+        (format!("{p}S3_CONFIG__UPLOAD_CONCURRENCY"), "4".into()),
+    ]
 }
