@@ -41,7 +41,8 @@ test: venv s3-start
 	if [ $$status -ne 0 ]; then echo "--- S3 server log (tail) ---"; tail -n 40 .s3-server/server.log; fi; \
 	exit $$status
 
-## Benchmarks with baselines measured in the same run; writes bench/out/*.json.
-bench: venv s3-start build
+## Benchmarks with baselines measured in the same run (see BENCHMARKS.md); writes
+## bench/out/results.json. Needs about 12 GB of free disk for the 2 GiB collection.
+bench: s3-start build
 	@set -a; source $(S3_ENV); set +a; \
-	SNAPSTREAM_BIN=$(BIN) $(VENV)/bin/python bench/run.py
+	SNAPSTREAM_BIN=$(BIN) cargo run --release --example bench

@@ -508,7 +508,7 @@ impl Layers {
                 .unwrap_or_else(|| "snapshots".into())
                 .trim_matches('/')
                 .to_string(),
-            part_size: self.ranged(&key("part_size"), 16 << 20, 5 << 20, 5 << 30)?,
+            part_size: self.ranged(&key("part_size"), 8 << 20, 5 << 20, 5 << 30)?,
             upload_concurrency: self.ranged(&key("upload_concurrency"), 8, 1, 64)? as usize,
             path_style,
             max_retries: self.ranged(&key("max_retries"), 5, 0, 100)? as usize,

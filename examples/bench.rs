@@ -1,0 +1,520 @@
+//! `make bench`: measures snapstream against baselines taken in the same run.
+//!
+//! 1. Upsert throughput (100,000 x 768 in batches of 1,000) and query latency.
+//! 2. Local snapshots of a >= 2 GiB collection: create vs `tar cf - DIR | openssl dgst
+//!    -sha256`, recover vs `tar xf`, upsert p99 during a snapshot vs without, RSS.
+//! 3. S3 snapshots: create vs a plain aws-sdk-s3 multipart upload of the same bytes,
+//!    recover vs a plain download of the same object, RSS, local bytes written.
+//!
+//! Environment: SNAPSTREAM_BIN (the release binary), S3_TEST_* (from minio/start.sh),
+//! BENCH_POINTS (size of the big collection, default 700,000 = 2.0 GiB of vectors),
+//! BENCH_REPEAT (runs per timed step, default 3), BENCH_DIR (work directory).
+#![allow(missing_docs, clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const DIM: usize = 768;
+
+fn env_or(k: &str, d: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| d.to_string())
+}
+
+struct Service {
+    child: Child,
+    url: String,
+}
+
+impl Service {
+    fn start(root: &Path, extra: &[(String, String)]) -> Service {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = std::fs::File::create(root.join(format!("service-{port}.log"))).unwrap();
+        let bin = PathBuf::from(env_or("SNAPSTREAM_BIN", "target/release/snapstream"));
+        let bin = bin.canonicalize().unwrap_or(bin);
+        let child = Command::new(bin)
+            .current_dir(root)
+            .env("QDRANT__SERVICE__HTTP_PORT", port.to_string())
+            .env("QDRANT__STORAGE__STORAGE_PATH", root.join("storage"))
+            .env("QDRANT__STORAGE__SNAPSHOTS_PATH", root.join("snapshots"))
+            .env("RUST_LOG", "warn")
+            .envs(extra.iter().cloned())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start snapstream (build it with `cargo build --release`)");
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::blocking::Client::new();
+        for _ in 0..600 {
+            if client.get(format!("{url}/readyz")).send().is_ok_and(|r| r.status().is_success()) {
+                return Service { child, url };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("service did not start");
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(3600)).build().unwrap()
+}
+
+fn call(c: &reqwest::blocking::Client, method: reqwest::Method, url: &str, body: Option<String>) -> Value {
+    let mut req = c.request(method, url);
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b);
+    }
+    let resp = req.send().expect("request");
+    let status = resp.status();
+    let text = resp.text().unwrap_or_default();
+    assert!(status.is_success(), "{url}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Deterministic pseudo-random vector components.
+fn vector(i: u64) -> Vec<f32> {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..DIM)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+fn batch_body(start: u64, n: u64) -> String {
+    let ids: Vec<u64> = (start..start + n).collect();
+    let vectors: Vec<Vec<f32>> = ids.iter().map(|&i| vector(i)).collect();
+    let payloads: Vec<Value> = ids.iter().map(|i| json!({"title": format!("doc {i}"), "n": i})).collect();
+    json!({"batch": {"ids": ids, "vectors": vectors, "payloads": payloads}}).to_string()
+}
+
+fn create_collection(c: &reqwest::blocking::Client, url: &str, name: &str) {
+    let _ = c.delete(format!("{url}/collections/{name}")).send();
+    call(c, reqwest::Method::PUT, &format!("{url}/collections/{name}"), Some(json!({"vectors": {"size": DIM, "distance": "Cosine"}}).to_string()));
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
+/// Samples VmRSS of `pid` until stopped; returns the peak in bytes.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .unwrap_or(0)
+        * 1024
+}
+
+fn io_write_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("write_bytes:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(rss_bytes(pid)));
+        let (s, p) = (Arc::clone(&stop), Arc::clone(&peak));
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(rss_bytes(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        RssSampler { stop, peak, handle: Some(handle) }
+    }
+
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+fn sh(cmd: &str) -> f64 {
+    let t = Instant::now();
+    let st = Command::new("bash").arg("-c").arg(cmd).stdout(Stdio::null()).status().expect("run baseline");
+    assert!(st.success(), "baseline failed: {cmd}");
+    t.elapsed().as_secs_f64()
+}
+
+fn drop_caches_hint() {
+    // Page cache is left warm on purpose: every step reads files the previous step just
+    // wrote, for ours and the baselines alike.
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+fn main() {
+    let repeat: usize = env_or("BENCH_REPEAT", "3").parse().unwrap();
+    let big_points: u64 = env_or("BENCH_POINTS", "700000").parse().unwrap();
+    let root = PathBuf::from(env_or("BENCH_DIR", "bench/out/work"));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let root = root.canonicalize().unwrap();
+    let mut results = serde_json::Map::new();
+    let c = http();
+    drop_caches_hint();
+
+    // ---- 1. Upsert throughput and query latency --------------------------------------
+    let svc = Service::start(&root, &[]);
+    create_collection(&c, &svc.url, "bench100k");
+    let bodies: Vec<String> = (0..100).map(|b| batch_body(b * 1000, 1000)).collect();
+    let t = Instant::now();
+    for body in &bodies {
+        call(&c, reqwest::Method::PUT, &format!("{}/collections/bench100k/points?wait=true", svc.url), Some(body.clone()));
+    }
+    let upsert_s = t.elapsed().as_secs_f64();
+    let pts_per_s = 100_000.0 / upsert_s;
+    let mut lat = Vec::new();
+    for q in 0..300u64 {
+        let body = json!({"query": vector(1_000_000 + q), "limit": 10}).to_string();
+        let t = Instant::now();
+        call(&c, reqwest::Method::POST, &format!("{}/collections/bench100k/points/query", svc.url), Some(body));
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(f64::total_cmp);
+    println!("upsert 100,000 x {DIM} in batches of 1,000: {upsert_s:.2} s = {pts_per_s:.0} points/s (target >= 20,000)");
+    println!("query top-10 over 100,000 points: p50 {:.1} ms, p99 {:.1} ms (target p99 <= 50 ms)", percentile(&lat, 0.5), percentile(&lat, 0.99));
+    results.insert("upsert_points_per_s".into(), json!(pts_per_s));
+    results.insert("query_p50_ms".into(), json!(percentile(&lat, 0.5)));
+    results.insert("query_p99_ms".into(), json!(percentile(&lat, 0.99)));
+    let _ = c.delete(format!("{}/collections/bench100k", svc.url)).send();
+    drop(bodies);
+
+    // ---- 2. Local snapshots of a >= 2 GiB collection ---------------------------------
+    create_collection(&c, &svc.url, "big");
+    let loaders: Vec<_> = (0..2u64)
+        .map(|w| {
+            let (url, n) = (svc.url.clone(), big_points);
+            std::thread::spawn(move || {
+                let c = http();
+                let mut start = w * 1000;
+                while start < n {
+                    let body = batch_body(start, 1000.min(n - start));
+                    call(&c, reqwest::Method::PUT, &format!("{url}/collections/big/points?wait=true"), Some(body));
+                    start += 2000;
+                }
+            })
+        })
+        .collect();
+    for l in loaders {
+        l.join().unwrap();
+    }
+    let data_dir = root.join("storage/collections/big");
+    let data_bytes: u64 = walk_size(&data_dir);
+    println!("big collection: {big_points} points, {:.2} GiB on disk", data_bytes as f64 / (1u64 << 30) as f64);
+    results.insert("big_collection_bytes".into(), json!(data_bytes));
+
+    // Seal once so the baseline tars the same immutable files a snapshot pins.
+    let warm = call(&c, reqwest::Method::POST, &format!("{}/collections/big/snapshots", svc.url), None);
+    let warm_name = warm["result"]["name"].as_str().unwrap().to_string();
+    call(&c, reqwest::Method::DELETE, &format!("{}/collections/big/snapshots/{warm_name}", svc.url), None);
+    let (mut ours, mut base, mut rss_peak, mut rss_before) = (Vec::new(), Vec::new(), 0u64, u64::MAX);
+    let mut last_snapshot = String::new();
+    for _ in 0..repeat {
+        base.push(sh(&format!("tar cf - -C '{}' . | openssl dgst -sha256", data_dir.display())));
+        rss_before = rss_before.min(rss_bytes(svc.pid()));
+        let sampler = RssSampler::start(svc.pid());
+        let t = Instant::now();
+        let v = call(&c, reqwest::Method::POST, &format!("{}/collections/big/snapshots?wait=true", svc.url), None);
+        ours.push(t.elapsed().as_secs_f64());
+        rss_peak = rss_peak.max(sampler.finish());
+        if !last_snapshot.is_empty() {
+            call(&c, reqwest::Method::DELETE, &format!("{}/collections/big/snapshots/{last_snapshot}", svc.url), None);
+        }
+        last_snapshot = v["result"]["name"].as_str().unwrap().to_string();
+    }
+    let (ours_m, base_m) = (median(ours.clone()), median(base.clone()));
+    println!(
+        "local create: ours median {ours_m:.2} s vs tar|openssl {base_m:.2} s = {:.2}x (target <= 1.0x); runs ours {ours:.2?} base {base:.2?}",
+        ours_m / base_m
+    );
+    println!(
+        "RSS during local snapshot: before {:.0} MiB, peak {:.0} MiB, added {:.0} MiB (target < 100 MiB)",
+        mib(rss_before),
+        mib(rss_peak),
+        mib(rss_peak.saturating_sub(rss_before))
+    );
+    results.insert("local_create_s".into(), json!(ours_m));
+    results.insert("tar_openssl_s".into(), json!(base_m));
+    results.insert("local_create_ratio".into(), json!(ours_m / base_m));
+    results.insert("local_snapshot_rss_added_mib".into(), json!(mib(rss_peak.saturating_sub(rss_before))));
+
+    // Recover vs GNU tar extracting the same archive (plus sync, as recovery fsyncs).
+    let snap_file = root.join("snapshots/big").join(&last_snapshot);
+    let (mut ours_r, mut base_r) = (Vec::new(), Vec::new());
+    for i in 0..repeat {
+        let x = root.join(format!("untar-{i}"));
+        std::fs::create_dir_all(&x).unwrap();
+        base_r.push(sh(&format!("tar xf '{}' -C '{}' && sync -f '{}'", snap_file.display(), x.display(), x.display())));
+        let _ = std::fs::remove_dir_all(&x);
+        let t = Instant::now();
+        call(&c, reqwest::Method::PUT, &format!("{}/collections/big_copy/snapshots/recover", svc.url),
+            Some(json!({"location": format!("file://{}", snap_file.display())}).to_string()));
+        ours_r.push(t.elapsed().as_secs_f64());
+        call(&c, reqwest::Method::DELETE, &format!("{}/collections/big_copy", svc.url), None);
+    }
+    let (or, br) = (median(ours_r.clone()), median(base_r.clone()));
+    println!("local recover: ours median {or:.2} s vs tar xf + sync {br:.2} s = {:.2}x; runs ours {ours_r:.2?} base {base_r:.2?}", or / br);
+    results.insert("local_recover_s".into(), json!(or));
+    results.insert("tar_extract_s".into(), json!(br));
+
+    // Upsert latency (batches of 10) without and during a snapshot.
+    let upsert_lat = |during: bool| -> Vec<f64> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let snap = during.then(|| {
+            let (url, stop) = (svc.url.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let v = call(&http(), reqwest::Method::POST, &format!("{url}/collections/big/snapshots"), None);
+                stop.store(true, Ordering::SeqCst);
+                v["result"]["name"].as_str().unwrap().to_string()
+            })
+        });
+        let mut lat = Vec::new();
+        let t0 = Instant::now();
+        let mut i = 0u64;
+        while (during && !stop.load(Ordering::SeqCst)) || (!during && t0.elapsed() < Duration::from_secs(3)) {
+            let body = batch_body(5_000_000 + i * 10, 10);
+            let t = Instant::now();
+            call(&c, reqwest::Method::PUT, &format!("{}/collections/big/points?wait=true", svc.url), Some(body));
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            i += 1;
+        }
+        if let Some(h) = snap {
+            let name = h.join().unwrap();
+            call(&c, reqwest::Method::DELETE, &format!("{}/collections/big/snapshots/{name}", svc.url), None);
+        }
+        lat.sort_by(f64::total_cmp);
+        lat
+    };
+    let idle = upsert_lat(false);
+    let busy = upsert_lat(true);
+    let (p_idle, p_busy) = (percentile(&idle, 0.99), percentile(&busy, 0.99));
+    println!(
+        "upsert p99 (batches of 10): {p_idle:.1} ms without a snapshot ({} writes), {p_busy:.1} ms during one ({} writes) = {:.2}x (target <= 2x)",
+        idle.len(),
+        busy.len(),
+        p_busy / p_idle
+    );
+    results.insert("upsert_p99_idle_ms".into(), json!(p_idle));
+    results.insert("upsert_p99_during_snapshot_ms".into(), json!(p_busy));
+    drop(svc);
+
+    // ---- 3. S3 -----------------------------------------------------------------------
+    let Ok(endpoint) = std::env::var("S3_TEST_ENDPOINT") else {
+        panic!("S3_TEST_ENDPOINT is not set: run `make bench` (it starts the S3 server)");
+    };
+    let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let p = "QDRANT__STORAGE__SNAPSHOTS_CONFIG__";
+    let s3_env: Vec<(String, String)> = vec![
+        (format!("{p}SNAPSHOTS_STORAGE"), "s3".into()),
+        (format!("{p}S3_CONFIG__BUCKET"), env_or("S3_TEST_BUCKET", "")),
+        (format!("{p}S3_CONFIG__REGION"), env_or("S3_TEST_REGION", "us-east-1")),
+        (format!("{p}S3_CONFIG__ACCESS_KEY"), env_or("S3_TEST_ACCESS_KEY", "")),
+        (format!("{p}S3_CONFIG__SECRET_KEY"), env_or("S3_TEST_SECRET_KEY", "")),
+        (format!("{p}S3_CONFIG__ENDPOINT_URL"), endpoint.clone()),
+        (format!("{p}S3_CONFIG__PREFIX"), prefix.clone()),
+    ];
+    let svc = Service::start(&root, &s3_env);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s3 = rt.block_on(sdk_client(&endpoint));
+    let bucket = env_or("S3_TEST_BUCKET", "snapshots");
+    let part = 8usize << 20;
+    let (mut ours, mut base, mut rss_peak, mut wrote) = (Vec::new(), Vec::new(), 0u64, 0u64);
+    let rss_before = rss_bytes(svc.pid());
+    let mut name = String::new();
+    let mut size = 0u64;
+    for i in 0..repeat {
+        base.push(rt.block_on(plain_upload(&s3, &bucket, &format!("{prefix}/baseline-{i}.tar"), &snap_file, part, 8)));
+        let io0 = io_write_bytes(svc.pid());
+        let sampler = RssSampler::start(svc.pid());
+        let t = Instant::now();
+        let v = call(&c, reqwest::Method::POST, &format!("{}/collections/big/snapshots?wait=true", svc.url), None);
+        ours.push(t.elapsed().as_secs_f64());
+        rss_peak = rss_peak.max(sampler.finish());
+        wrote = wrote.max(io_write_bytes(svc.pid()) - io0);
+        if !name.is_empty() {
+            call(&c, reqwest::Method::DELETE, &format!("{}/collections/big/snapshots/{name}", svc.url), None);
+        }
+        name = v["result"]["name"].as_str().unwrap().to_string();
+        size = v["result"]["size"].as_u64().unwrap();
+    }
+    let (om, bm) = (median(ours.clone()), median(base.clone()));
+    println!(
+        "S3 create: ours median {om:.2} s vs plain multipart upload of {:.2} GiB {bm:.2} s = {:.2}x (target <= 1.15x); runs ours {ours:.2?} base {base:.2?}",
+        size as f64 / (1u64 << 30) as f64,
+        om / bm
+    );
+    println!(
+        "RSS during S3 snapshot: before {:.0} MiB, peak {:.0} MiB, added {:.0} MiB (target <= 150 MiB); local bytes written during it: {wrote}",
+        mib(rss_before),
+        mib(rss_peak),
+        mib(rss_peak.saturating_sub(rss_before))
+    );
+    results.insert("s3_create_s".into(), json!(om));
+    results.insert("s3_plain_upload_s".into(), json!(bm));
+    results.insert("s3_create_ratio".into(), json!(om / bm));
+    results.insert("s3_snapshot_rss_added_mib".into(), json!(mib(rss_peak.saturating_sub(rss_before))));
+    results.insert("s3_snapshot_local_bytes_written".into(), json!(wrote));
+
+    let key = format!("{prefix}/big/{name}");
+    let (mut ours_r, mut base_r) = (Vec::new(), Vec::new());
+    for i in 0..repeat {
+        let dl = root.join(format!("download-{i}.tar"));
+        base_r.push(rt.block_on(plain_download(&s3, &bucket, &key, &dl)));
+        let _ = std::fs::remove_file(&dl);
+        let t = Instant::now();
+        call(&c, reqwest::Method::PUT, &format!("{}/collections/big_s3/snapshots/recover", svc.url),
+            Some(json!({"location": format!("s3://{bucket}/{key}")}).to_string()));
+        ours_r.push(t.elapsed().as_secs_f64());
+        call(&c, reqwest::Method::DELETE, &format!("{}/collections/big_s3", svc.url), None);
+    }
+    let (or, br) = (median(ours_r.clone()), median(base_r.clone()));
+    println!("S3 recover: ours median {or:.2} s vs plain download to a file + fsync {br:.2} s = {:.2}x (target <= 1.15x); runs ours {ours_r:.2?} base {base_r:.2?}", or / br);
+    results.insert("s3_recover_s".into(), json!(or));
+    results.insert("s3_plain_download_s".into(), json!(br));
+    results.insert("s3_recover_ratio".into(), json!(or / br));
+    drop(svc);
+
+    let out = root.parent().unwrap().join("results.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&Value::Object(results)).unwrap()).unwrap();
+    println!("results written to {}", out.display());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+fn walk_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| if e.path().is_dir() { walk_size(&e.path()) } else { e.metadata().map(|m| m.len()).unwrap_or(0) })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+async fn sdk_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(env_or("S3_TEST_REGION", "us-east-1")))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            env_or("S3_TEST_ACCESS_KEY", ""),
+            env_or("S3_TEST_SECRET_KEY", ""),
+            None,
+            None,
+            "bench",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// A plain multipart upload of an existing file: `part` bytes, `concurrency` in flight.
+async fn plain_upload(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path, part: usize, concurrency: usize) -> f64 {
+    use aws_sdk_s3::primitives::ByteStream;
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    use tokio::io::AsyncReadExt;
+    let t = Instant::now();
+    let up = s3.create_multipart_upload().bucket(bucket).key(key).send().await.unwrap();
+    let id = up.upload_id().unwrap().to_string();
+    let mut f = tokio::fs::File::open(file).await.unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    let mut parts = Vec::new();
+    let mut n = 1;
+    loop {
+        let mut buf = vec![0u8; part];
+        let mut filled = 0;
+        while filled < part {
+            let r = f.read(&mut buf[filled..]).await.unwrap();
+            if r == 0 {
+                break;
+            }
+            filled += r;
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        while set.len() >= concurrency {
+            parts.push(set.join_next().await.unwrap().unwrap());
+        }
+        let (s3, bucket, key, id) = (s3.clone(), bucket.to_string(), key.to_string(), id.clone());
+        set.spawn(async move {
+            let out = s3.upload_part().bucket(bucket).key(key).upload_id(id).part_number(n).body(ByteStream::from(buf)).send().await.unwrap();
+            CompletedPart::builder().part_number(n).e_tag(out.e_tag().unwrap()).build()
+        });
+        n += 1;
+        if filled < part {
+            break;
+        }
+    }
+    while let Some(p) = set.join_next().await {
+        parts.push(p.unwrap());
+    }
+    parts.sort_by_key(|p| p.part_number());
+    s3.complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .send()
+        .await
+        .unwrap();
+    let elapsed = t.elapsed().as_secs_f64();
+    s3.delete_object().bucket(bucket).key(key).send().await.unwrap();
+    elapsed
+}
+
+/// A plain download of an object into a local file, fsynced.
+async fn plain_download(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, dest: &Path) -> f64 {
+    use tokio::io::AsyncWriteExt;
+    let t = Instant::now();
+    let out = s3.get_object().bucket(bucket).key(key).send().await.unwrap();
+    let mut body = out.body.into_async_read();
+    let mut f = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(dest).await.unwrap());
+    tokio::io::copy(&mut body, &mut f).await.unwrap();
+    f.flush().await.unwrap();
+    f.into_inner().sync_all().await.unwrap();
+    t.elapsed().as_secs_f64()
+}
