@@ -32,7 +32,11 @@ struct Service {
 
 impl Service {
     fn start(root: &Path, extra: &[(String, String)]) -> Service {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let log = std::fs::File::create(root.join(format!("service-{port}.log"))).unwrap();
         let bin = PathBuf::from(env_or("SNAPSTREAM_BIN", "target/release/snapstream"));
         let bin = bin.canonicalize().unwrap_or(bin);
@@ -50,7 +54,11 @@ impl Service {
         let url = format!("http://127.0.0.1:{port}");
         let client = reqwest::blocking::Client::new();
         for _ in 0..600 {
-            if client.get(format!("{url}/readyz")).send().is_ok_and(|r| r.status().is_success()) {
+            if client
+                .get(format!("{url}/readyz"))
+                .send()
+                .is_ok_and(|r| r.status().is_success())
+            {
                 return Service { child, url };
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -71,10 +79,18 @@ impl Drop for Service {
 }
 
 fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(3600)).build().unwrap()
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(3600))
+        .build()
+        .unwrap()
 }
 
-fn call(c: &reqwest::blocking::Client, method: reqwest::Method, url: &str, body: Option<String>) -> Value {
+fn call(
+    c: &reqwest::blocking::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<String>,
+) -> Value {
     let mut req = c.request(method, url);
     if let Some(b) = body {
         req = req.header("content-type", "application/json").body(b);
@@ -102,13 +118,21 @@ fn vector(i: u64) -> Vec<f32> {
 fn batch_body(start: u64, n: u64) -> String {
     let ids: Vec<u64> = (start..start + n).collect();
     let vectors: Vec<Vec<f32>> = ids.iter().map(|&i| vector(i)).collect();
-    let payloads: Vec<Value> = ids.iter().map(|i| json!({"title": format!("doc {i}"), "n": i})).collect();
+    let payloads: Vec<Value> = ids
+        .iter()
+        .map(|i| json!({"title": format!("doc {i}"), "n": i}))
+        .collect();
     json!({"batch": {"ids": ids, "vectors": vectors, "payloads": payloads}}).to_string()
 }
 
 fn create_collection(c: &reqwest::blocking::Client, url: &str, name: &str) {
     let _ = c.delete(format!("{url}/collections/{name}")).send();
-    call(c, reqwest::Method::PUT, &format!("{url}/collections/{name}"), Some(json!({"vectors": {"size": DIM, "distance": "Cosine"}}).to_string()));
+    call(
+        c,
+        reqwest::Method::PUT,
+        &format!("{url}/collections/{name}"),
+        Some(json!({"vectors": {"size": DIM, "distance": "Cosine"}}).to_string()),
+    );
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -134,7 +158,11 @@ struct RssSampler {
 fn rss_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
         .unwrap_or(0)
         * 1024
 }
@@ -142,7 +170,11 @@ fn rss_bytes(pid: u32) -> u64 {
 fn io_write_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/io"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("write_bytes:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("write_bytes:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -157,7 +189,11 @@ impl RssSampler {
                 std::thread::sleep(Duration::from_millis(5));
             }
         });
-        RssSampler { stop, peak, handle: Some(handle) }
+        RssSampler {
+            stop,
+            peak,
+            handle: Some(handle),
+        }
     }
 
     fn finish(mut self) -> u64 {
@@ -171,7 +207,12 @@ impl RssSampler {
 
 fn sh(cmd: &str) -> f64 {
     let t = Instant::now();
-    let st = Command::new("bash").arg("-c").arg(cmd).stdout(Stdio::null()).status().expect("run baseline");
+    let st = Command::new("bash")
+        .arg("-c")
+        .arg(cmd)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run baseline");
     assert!(st.success(), "baseline failed: {cmd}");
     t.elapsed().as_secs_f64()
 }
@@ -202,7 +243,12 @@ fn main() {
     let bodies: Vec<String> = (0..100).map(|b| batch_body(b * 1000, 1000)).collect();
     let t = Instant::now();
     for body in &bodies {
-        call(&c, reqwest::Method::PUT, &format!("{}/collections/bench100k/points?wait=true", svc.url), Some(body.clone()));
+        call(
+            &c,
+            reqwest::Method::PUT,
+            &format!("{}/collections/bench100k/points?wait=true", svc.url),
+            Some(body.clone()),
+        );
     }
     let upsert_s = t.elapsed().as_secs_f64();
     let pts_per_s = 100_000.0 / upsert_s;
@@ -210,16 +256,27 @@ fn main() {
     for q in 0..300u64 {
         let body = json!({"query": vector(1_000_000 + q), "limit": 10}).to_string();
         let t = Instant::now();
-        call(&c, reqwest::Method::POST, &format!("{}/collections/bench100k/points/query", svc.url), Some(body));
+        call(
+            &c,
+            reqwest::Method::POST,
+            &format!("{}/collections/bench100k/points/query", svc.url),
+            Some(body),
+        );
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     lat.sort_by(f64::total_cmp);
     println!("upsert 100,000 x {DIM} in batches of 1,000: {upsert_s:.2} s = {pts_per_s:.0} points/s (target >= 20,000)");
-    println!("query top-10 over 100,000 points: p50 {:.1} ms, p99 {:.1} ms (target p99 <= 50 ms)", percentile(&lat, 0.5), percentile(&lat, 0.99));
+    println!(
+        "query top-10 over 100,000 points: p50 {:.1} ms, p99 {:.1} ms (target p99 <= 50 ms)",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    );
     results.insert("upsert_points_per_s".into(), json!(pts_per_s));
     results.insert("query_p50_ms".into(), json!(percentile(&lat, 0.5)));
     results.insert("query_p99_ms".into(), json!(percentile(&lat, 0.99)));
-    let _ = c.delete(format!("{}/collections/bench100k", svc.url)).send();
+    let _ = c
+        .delete(format!("{}/collections/bench100k", svc.url))
+        .send();
     drop(bodies);
 
     // ---- 2. Local snapshots of a >= 2 GiB collection ---------------------------------
@@ -232,7 +289,12 @@ fn main() {
                 let mut start = w * 1000;
                 while start < n {
                     let body = batch_body(start, 1000.min(n - start));
-                    call(&c, reqwest::Method::PUT, &format!("{url}/collections/big/points?wait=true"), Some(body));
+                    call(
+                        &c,
+                        reqwest::Method::PUT,
+                        &format!("{url}/collections/big/points?wait=true"),
+                        Some(body),
+                    );
                     start += 2000;
                 }
             })
@@ -243,25 +305,52 @@ fn main() {
     }
     let data_dir = root.join("storage/collections/big");
     let data_bytes: u64 = walk_size(&data_dir);
-    println!("big collection: {big_points} points, {:.2} GiB on disk", data_bytes as f64 / (1u64 << 30) as f64);
+    println!(
+        "big collection: {big_points} points, {:.2} GiB on disk",
+        data_bytes as f64 / (1u64 << 30) as f64
+    );
     results.insert("big_collection_bytes".into(), json!(data_bytes));
 
     // Seal once so the baseline tars the same immutable files a snapshot pins.
-    let warm = call(&c, reqwest::Method::POST, &format!("{}/collections/big/snapshots", svc.url), None);
+    let warm = call(
+        &c,
+        reqwest::Method::POST,
+        &format!("{}/collections/big/snapshots", svc.url),
+        None,
+    );
     let warm_name = warm["result"]["name"].as_str().unwrap().to_string();
-    call(&c, reqwest::Method::DELETE, &format!("{}/collections/big/snapshots/{warm_name}", svc.url), None);
-    let (mut ours, mut base, mut rss_peak, mut rss_before) = (Vec::new(), Vec::new(), 0u64, u64::MAX);
+    call(
+        &c,
+        reqwest::Method::DELETE,
+        &format!("{}/collections/big/snapshots/{warm_name}", svc.url),
+        None,
+    );
+    let (mut ours, mut base, mut rss_peak, mut rss_before) =
+        (Vec::new(), Vec::new(), 0u64, u64::MAX);
     let mut last_snapshot = String::new();
     for _ in 0..repeat {
-        base.push(sh(&format!("tar cf - -C '{}' . | openssl dgst -sha256", data_dir.display())));
+        base.push(sh(&format!(
+            "tar cf - -C '{}' . | openssl dgst -sha256",
+            data_dir.display()
+        )));
         rss_before = rss_before.min(rss_bytes(svc.pid()));
         let sampler = RssSampler::start(svc.pid());
         let t = Instant::now();
-        let v = call(&c, reqwest::Method::POST, &format!("{}/collections/big/snapshots?wait=true", svc.url), None);
+        let v = call(
+            &c,
+            reqwest::Method::POST,
+            &format!("{}/collections/big/snapshots?wait=true", svc.url),
+            None,
+        );
         ours.push(t.elapsed().as_secs_f64());
         rss_peak = rss_peak.max(sampler.finish());
         if !last_snapshot.is_empty() {
-            call(&c, reqwest::Method::DELETE, &format!("{}/collections/big/snapshots/{last_snapshot}", svc.url), None);
+            call(
+                &c,
+                reqwest::Method::DELETE,
+                &format!("{}/collections/big/snapshots/{last_snapshot}", svc.url),
+                None,
+            );
         }
         last_snapshot = v["result"]["name"].as_str().unwrap().to_string();
     }
@@ -279,7 +368,10 @@ fn main() {
     results.insert("local_create_s".into(), json!(ours_m));
     results.insert("tar_openssl_s".into(), json!(base_m));
     results.insert("local_create_ratio".into(), json!(ours_m / base_m));
-    results.insert("local_snapshot_rss_added_mib".into(), json!(mib(rss_peak.saturating_sub(rss_before))));
+    results.insert(
+        "local_snapshot_rss_added_mib".into(),
+        json!(mib(rss_peak.saturating_sub(rss_before))),
+    );
 
     // Recover vs GNU tar extracting the same archive (plus sync, as recovery fsyncs).
     let snap_file = root.join("snapshots/big").join(&last_snapshot);
@@ -287,13 +379,27 @@ fn main() {
     for i in 0..repeat {
         let x = root.join(format!("untar-{i}"));
         std::fs::create_dir_all(&x).unwrap();
-        base_r.push(sh(&format!("tar xf '{}' -C '{}' && sync -f '{}'", snap_file.display(), x.display(), x.display())));
+        base_r.push(sh(&format!(
+            "tar xf '{}' -C '{}' && sync -f '{}'",
+            snap_file.display(),
+            x.display(),
+            x.display()
+        )));
         let _ = std::fs::remove_dir_all(&x);
         let t = Instant::now();
-        call(&c, reqwest::Method::PUT, &format!("{}/collections/big_copy/snapshots/recover", svc.url),
-            Some(json!({"location": format!("file://{}", snap_file.display())}).to_string()));
+        call(
+            &c,
+            reqwest::Method::PUT,
+            &format!("{}/collections/big_copy/snapshots/recover", svc.url),
+            Some(json!({"location": format!("file://{}", snap_file.display())}).to_string()),
+        );
         ours_r.push(t.elapsed().as_secs_f64());
-        call(&c, reqwest::Method::DELETE, &format!("{}/collections/big_copy", svc.url), None);
+        call(
+            &c,
+            reqwest::Method::DELETE,
+            &format!("{}/collections/big_copy", svc.url),
+            None,
+        );
     }
     let (or, br) = (median(ours_r.clone()), median(base_r.clone()));
     println!("local recover: ours median {or:.2} s vs tar xf + sync {br:.2} s = {:.2}x; runs ours {ours_r:.2?} base {base_r:.2?}", or / br);
@@ -306,7 +412,12 @@ fn main() {
         let snap = during.then(|| {
             let (url, stop) = (svc.url.clone(), Arc::clone(&stop));
             std::thread::spawn(move || {
-                let v = call(&http(), reqwest::Method::POST, &format!("{url}/collections/big/snapshots"), None);
+                let v = call(
+                    &http(),
+                    reqwest::Method::POST,
+                    &format!("{url}/collections/big/snapshots"),
+                    None,
+                );
                 stop.store(true, Ordering::SeqCst);
                 v["result"]["name"].as_str().unwrap().to_string()
             })
@@ -314,16 +425,28 @@ fn main() {
         let mut lat = Vec::new();
         let t0 = Instant::now();
         let mut i = 0u64;
-        while (during && !stop.load(Ordering::SeqCst)) || (!during && t0.elapsed() < Duration::from_secs(3)) {
+        while (during && !stop.load(Ordering::SeqCst))
+            || (!during && t0.elapsed() < Duration::from_secs(3))
+        {
             let body = batch_body(5_000_000 + i * 10, 10);
             let t = Instant::now();
-            call(&c, reqwest::Method::PUT, &format!("{}/collections/big/points?wait=true", svc.url), Some(body));
+            call(
+                &c,
+                reqwest::Method::PUT,
+                &format!("{}/collections/big/points?wait=true", svc.url),
+                Some(body),
+            );
             lat.push(t.elapsed().as_secs_f64() * 1000.0);
             i += 1;
         }
         if let Some(h) = snap {
             let name = h.join().unwrap();
-            call(&c, reqwest::Method::DELETE, &format!("{}/collections/big/snapshots/{name}", svc.url), None);
+            call(
+                &c,
+                reqwest::Method::DELETE,
+                &format!("{}/collections/big/snapshots/{name}", svc.url),
+                None,
+            );
         }
         lat.sort_by(f64::total_cmp);
         lat
@@ -349,10 +472,22 @@ fn main() {
     let p = "QDRANT__STORAGE__SNAPSHOTS_CONFIG__";
     let s3_env: Vec<(String, String)> = vec![
         (format!("{p}SNAPSHOTS_STORAGE"), "s3".into()),
-        (format!("{p}S3_CONFIG__BUCKET"), env_or("S3_TEST_BUCKET", "")),
-        (format!("{p}S3_CONFIG__REGION"), env_or("S3_TEST_REGION", "us-east-1")),
-        (format!("{p}S3_CONFIG__ACCESS_KEY"), env_or("S3_TEST_ACCESS_KEY", "")),
-        (format!("{p}S3_CONFIG__SECRET_KEY"), env_or("S3_TEST_SECRET_KEY", "")),
+        (
+            format!("{p}S3_CONFIG__BUCKET"),
+            env_or("S3_TEST_BUCKET", ""),
+        ),
+        (
+            format!("{p}S3_CONFIG__REGION"),
+            env_or("S3_TEST_REGION", "us-east-1"),
+        ),
+        (
+            format!("{p}S3_CONFIG__ACCESS_KEY"),
+            env_or("S3_TEST_ACCESS_KEY", ""),
+        ),
+        (
+            format!("{p}S3_CONFIG__SECRET_KEY"),
+            env_or("S3_TEST_SECRET_KEY", ""),
+        ),
         (format!("{p}S3_CONFIG__ENDPOINT_URL"), endpoint.clone()),
         (format!("{p}S3_CONFIG__PREFIX"), prefix.clone()),
     ];
@@ -366,16 +501,33 @@ fn main() {
     let mut name = String::new();
     let mut size = 0u64;
     for i in 0..repeat {
-        base.push(rt.block_on(plain_upload(&s3, &bucket, &format!("{prefix}/baseline-{i}.tar"), &snap_file, part, 8)));
+        base.push(rt.block_on(plain_upload(
+            &s3,
+            &bucket,
+            &format!("{prefix}/baseline-{i}.tar"),
+            &snap_file,
+            part,
+            8,
+        )));
         let io0 = io_write_bytes(svc.pid());
         let sampler = RssSampler::start(svc.pid());
         let t = Instant::now();
-        let v = call(&c, reqwest::Method::POST, &format!("{}/collections/big/snapshots?wait=true", svc.url), None);
+        let v = call(
+            &c,
+            reqwest::Method::POST,
+            &format!("{}/collections/big/snapshots?wait=true", svc.url),
+            None,
+        );
         ours.push(t.elapsed().as_secs_f64());
         rss_peak = rss_peak.max(sampler.finish());
         wrote = wrote.max(io_write_bytes(svc.pid()) - io0);
         if !name.is_empty() {
-            call(&c, reqwest::Method::DELETE, &format!("{}/collections/big/snapshots/{name}", svc.url), None);
+            call(
+                &c,
+                reqwest::Method::DELETE,
+                &format!("{}/collections/big/snapshots/{name}", svc.url),
+                None,
+            );
         }
         name = v["result"]["name"].as_str().unwrap().to_string();
         size = v["result"]["size"].as_u64().unwrap();
@@ -395,7 +547,10 @@ fn main() {
     results.insert("s3_create_s".into(), json!(om));
     results.insert("s3_plain_upload_s".into(), json!(bm));
     results.insert("s3_create_ratio".into(), json!(om / bm));
-    results.insert("s3_snapshot_rss_added_mib".into(), json!(mib(rss_peak.saturating_sub(rss_before))));
+    results.insert(
+        "s3_snapshot_rss_added_mib".into(),
+        json!(mib(rss_peak.saturating_sub(rss_before))),
+    );
     results.insert("s3_snapshot_local_bytes_written".into(), json!(wrote));
 
     let key = format!("{prefix}/big/{name}");
@@ -405,10 +560,19 @@ fn main() {
         base_r.push(rt.block_on(plain_download(&s3, &bucket, &key, &dl)));
         let _ = std::fs::remove_file(&dl);
         let t = Instant::now();
-        call(&c, reqwest::Method::PUT, &format!("{}/collections/big_s3/snapshots/recover", svc.url),
-            Some(json!({"location": format!("s3://{bucket}/{key}")}).to_string()));
+        call(
+            &c,
+            reqwest::Method::PUT,
+            &format!("{}/collections/big_s3/snapshots/recover", svc.url),
+            Some(json!({"location": format!("s3://{bucket}/{key}")}).to_string()),
+        );
         ours_r.push(t.elapsed().as_secs_f64());
-        call(&c, reqwest::Method::DELETE, &format!("{}/collections/big_s3", svc.url), None);
+        call(
+            &c,
+            reqwest::Method::DELETE,
+            &format!("{}/collections/big_s3", svc.url),
+            None,
+        );
     }
     let (or, br) = (median(ours_r.clone()), median(base_r.clone()));
     println!("S3 recover: ours median {or:.2} s vs plain download to a file + fsync {br:.2} s = {:.2}x (target <= 1.15x); runs ours {ours_r:.2?} base {base_r:.2?}", or / br);
@@ -418,7 +582,11 @@ fn main() {
     drop(svc);
 
     let out = root.parent().unwrap().join("results.json");
-    std::fs::write(&out, serde_json::to_string_pretty(&Value::Object(results)).unwrap()).unwrap();
+    std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&Value::Object(results)).unwrap(),
+    )
+    .unwrap();
     println!("results written to {}", out.display());
     let _ = std::fs::remove_dir_all(&root);
 }
@@ -427,7 +595,13 @@ fn walk_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(Result::ok)
-                .map(|e| if e.path().is_dir() { walk_size(&e.path()) } else { e.metadata().map(|m| m.len()).unwrap_or(0) })
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk_size(&e.path())
+                    } else {
+                        e.metadata().map(|m| m.len()).unwrap_or(0)
+                    }
+                })
                 .sum()
         })
         .unwrap_or(0)
@@ -436,7 +610,10 @@ fn walk_size(dir: &Path) -> u64 {
 async fn sdk_client(endpoint: &str) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::config::Builder::new()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new(env_or("S3_TEST_REGION", "us-east-1")))
+        .region(aws_sdk_s3::config::Region::new(env_or(
+            "S3_TEST_REGION",
+            "us-east-1",
+        )))
         .endpoint_url(endpoint)
         .force_path_style(true)
         .credentials_provider(aws_sdk_s3::config::Credentials::new(
@@ -451,12 +628,25 @@ async fn sdk_client(endpoint: &str) -> aws_sdk_s3::Client {
 }
 
 /// A plain multipart upload of an existing file: `part` bytes, `concurrency` in flight.
-async fn plain_upload(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path, part: usize, concurrency: usize) -> f64 {
+async fn plain_upload(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    file: &Path,
+    part: usize,
+    concurrency: usize,
+) -> f64 {
     use aws_sdk_s3::primitives::ByteStream;
     use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
     use tokio::io::AsyncReadExt;
     let t = Instant::now();
-    let up = s3.create_multipart_upload().bucket(bucket).key(key).send().await.unwrap();
+    let up = s3
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
     let id = up.upload_id().unwrap().to_string();
     let mut f = tokio::fs::File::open(file).await.unwrap();
     let mut set = tokio::task::JoinSet::new();
@@ -481,8 +671,20 @@ async fn plain_upload(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &P
         }
         let (s3, bucket, key, id) = (s3.clone(), bucket.to_string(), key.to_string(), id.clone());
         set.spawn(async move {
-            let out = s3.upload_part().bucket(bucket).key(key).upload_id(id).part_number(n).body(ByteStream::from(buf)).send().await.unwrap();
-            CompletedPart::builder().part_number(n).e_tag(out.e_tag().unwrap()).build()
+            let out = s3
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(id)
+                .part_number(n)
+                .body(ByteStream::from(buf))
+                .send()
+                .await
+                .unwrap();
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(out.e_tag().unwrap())
+                .build()
         });
         n += 1;
         if filled < part {
@@ -497,12 +699,21 @@ async fn plain_upload(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &P
         .bucket(bucket)
         .key(key)
         .upload_id(id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
         .send()
         .await
         .unwrap();
     let elapsed = t.elapsed().as_secs_f64();
-    s3.delete_object().bucket(bucket).key(key).send().await.unwrap();
+    s3.delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
     elapsed
 }
 
@@ -510,9 +721,16 @@ async fn plain_upload(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &P
 async fn plain_download(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, dest: &Path) -> f64 {
     use tokio::io::AsyncWriteExt;
     let t = Instant::now();
-    let out = s3.get_object().bucket(bucket).key(key).send().await.unwrap();
+    let out = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
     let mut body = out.body.into_async_read();
-    let mut f = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(dest).await.unwrap());
+    let mut f =
+        tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(dest).await.unwrap());
     tokio::io::copy(&mut body, &mut f).await.unwrap();
     f.flush().await.unwrap();
     f.into_inner().sync_all().await.unwrap();

@@ -351,7 +351,14 @@ impl Registry {
 
     /// Installs a fully built collection directory (from a snapshot) as `name`, replacing
     /// any existing collection atomically: on failure the old one is back, untouched.
-    pub fn install(&self, name: &str, built: &Path) -> Result<()> {
+    ///
+    /// `preloaded` holds the points already loaded from `built` while it streamed in.
+    pub fn install(
+        &self,
+        name: &str,
+        built: &Path,
+        preloaded: Option<crate::collection::loader::Preloaded>,
+    ) -> Result<()> {
         validate_name(name)?;
         let _meta = self.meta.lock();
         if self.aliases.read().contains_key(name) {
@@ -376,7 +383,10 @@ impl Registry {
         let swapped = fs::rename(built, &live)
             .map_err(io_ctx(format!("failed to install collection `{name}`")))
             .and_then(|()| fsutil::sync_dir(&cols_dir).map_err(io_ctx("failed to sync")))
-            .and_then(|()| Collection::open(&live, name));
+            .and_then(|()| match preloaded {
+                Some(p) => Collection::open_preloaded(&live, name, p),
+                None => Collection::open(&live, name),
+            });
         match swapped {
             Ok(col) => {
                 self.collections

@@ -637,6 +637,20 @@ async fn hostile_archives_are_rejected_and_write_nothing_outside_staging() {
     let mut flipped = good.clone();
     flipped[data_offset(&good, data_idx) + 10] ^= 0x20;
     cases.push(("corrupted data byte", flipped));
+    // A corrupted record whose trailer CRC was recomputed to match: only the per-record
+    // check made while the segment streams in can see it.
+    let mut forged = ents.clone();
+    forged[data_idx].1[40] ^= 0x01;
+    let trailer: String = forged[1..forged.len() - 1]
+        .iter()
+        .map(|(n, d)| format!("{:08x}  {n}\n", crc32fast::hash(d)))
+        .collect();
+    let last = forged.len() - 1;
+    forged[last].1 = trailer.into_bytes();
+    cases.push((
+        "corrupted record, forged trailer",
+        build(&forged.iter().map(plain).collect::<Vec<_>>()),
+    ));
     let mut after = all.clone();
     after.push(entry("extra.txt", b'0', b"x", ""));
     cases.push(("entry after trailer", build(&after)));

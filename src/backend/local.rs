@@ -81,6 +81,7 @@ impl LocalBackend {
 /// A temp file that becomes the object on commit.
 struct LocalSink {
     file: Option<BufWriter<tokio::fs::File>>,
+    writeback: Option<crate::fsutil::EarlyWriteback>,
     tmp: PathBuf,
     target: PathBuf,
     key: ObjectKey,
@@ -92,10 +93,15 @@ impl AsyncWrite for LocalSink {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.file.as_mut() {
-            Some(f) => Pin::new(f).poll_write(cx, buf),
-            None => Poll::Ready(Err(io::Error::other("sink already finished"))),
+        let this = &mut *self;
+        let Some(f) = this.file.as_mut() else {
+            return Poll::Ready(Err(io::Error::other("sink already finished")));
+        };
+        let n = std::task::ready!(Pin::new(f).poll_write(cx, buf))?;
+        if let Some(wb) = this.writeback.as_mut() {
+            wb.wrote(n as u64)?;
         }
+        Poll::Ready(Ok(n))
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.file.as_mut() {
@@ -122,6 +128,9 @@ impl ObjectSink for LocalSink {
         let tmp = self.tmp.clone();
         let result = async {
             w.flush().await.map_err(io_err("failed to write", &tmp))?;
+            if let Some(wb) = self.writeback.take() {
+                wb.finish().await.map_err(io_err("failed to sync", &tmp))?;
+            }
             let file = w.into_inner();
             file.sync_all()
                 .await
@@ -190,8 +199,15 @@ impl Backend for LocalBackend {
         let file = tokio::fs::File::create(&tmp)
             .await
             .map_err(io_err("failed to create", &tmp))?;
+        let clone = file
+            .try_clone()
+            .await
+            .map_err(io_err("failed to open", &tmp))?
+            .into_std()
+            .await;
         Ok(Box::new(LocalSink {
             file: Some(BufWriter::with_capacity(1 << 20, file)),
+            writeback: Some(crate::fsutil::EarlyWriteback::new(clone)),
             tmp,
             target,
             key: key.clone(),

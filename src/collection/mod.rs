@@ -7,6 +7,7 @@
 pub mod config;
 pub mod files;
 pub mod filter;
+pub mod loader;
 pub mod points;
 pub mod record;
 pub mod types;
@@ -89,15 +90,28 @@ impl Collection {
 
     /// Opens a collection directory, replaying its data files.
     pub fn open(dir: &Path, name: &str) -> Result<Self> {
+        Self::open_inner(dir, name, None)
+    }
+
+    /// Opens a collection directory whose sealed segments were already loaded into
+    /// `preloaded` (snapshot recovery), so they are not read a second time.
+    pub fn open_preloaded(dir: &Path, name: &str, preloaded: loader::Preloaded) -> Result<Self> {
+        Self::open_inner(dir, name, Some(preloaded))
+    }
+
+    fn open_inner(dir: &Path, name: &str, preloaded: Option<loader::Preloaded>) -> Result<Self> {
         let raw = std::fs::read(dir.join(CONFIG_FILE)).map_err(|e| {
             Error::internal(format!("failed to read config of collection `{name}`"), e)
         })?;
         let config: CollectionConfig = serde_json::from_slice(&raw)
             .map_err(|e| Error::internal(format!("config of collection `{name}` is invalid"), e))?;
         config.validate().map_err(Error::BadInput)?;
-        let mut store = PointStore::new(&config.vectors.spaces());
-        let mut last_op = 0;
-        let data = DataDir::open(&dir.join(DATA_DIR), |rec| {
+        let replay_sealed = preloaded.is_none();
+        let (mut store, mut last_op) = match preloaded {
+            Some(p) => (p.store, p.last_op),
+            None => (PointStore::new(&config.vectors.spaces()), 0),
+        };
+        let data = DataDir::open(&dir.join(DATA_DIR), replay_sealed, |rec| {
             last_op = last_op.max(rec.op_id);
             store.apply(rec);
         })

@@ -146,6 +146,28 @@ pub fn read_next(r: &mut impl Read) -> Result<Option<(Record, u64)>, RecordError
     Ok(Some((record, 8 + len as u64)))
 }
 
+/// Decodes the framed record at the start of `buf`: `Ok(None)` if `buf` holds only part of
+/// it, else the record and the bytes it took. Used to load records from a stream.
+pub fn decode_framed(buf: &[u8]) -> Result<Option<(Record, usize)>, RecordError> {
+    if buf.len() < 8 {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    if len > MAX_RECORD_LEN {
+        return Err(RecordError::Corrupted(format!(
+            "record length {len} is too large"
+        )));
+    }
+    let Some(body) = buf.get(8..8 + len) else {
+        return Ok(None);
+    };
+    if crc32fast::hash(body) != crc {
+        return Err(RecordError::Corrupted("checksum mismatch".into()));
+    }
+    Ok(Some((decode_body(body)?, 8 + len)))
+}
+
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,

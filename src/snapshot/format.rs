@@ -99,6 +99,13 @@ fn bad(msg: impl Into<String>) -> Error {
     Error::bad_input(format!("invalid snapshot: {}", msg.into()))
 }
 
+/// The WAL range `(start, end)` of a segment path `data/{start}-{end}.seg`.
+pub fn segment_range(rel: &str) -> Option<(u64, u64)> {
+    let stem = rel.strip_prefix("data/")?.strip_suffix(".seg")?;
+    let (a, b) = stem.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
 /// Whether `rel` (a path inside a collection directory) is a file a collection may have.
 fn allowed_collection_file(rel: &str) -> bool {
     if rel == crate::collection::CONFIG_FILE {
@@ -165,7 +172,8 @@ impl Manifest {
                 )));
             }
             let mut has_config = false;
-            for f in &c.files {
+            let mut prev_end: Option<u64> = None;
+            for (i, f) in c.files.iter().enumerate() {
                 let rel = if c.dir.is_empty() {
                     Some(f.path.as_str())
                 } else {
@@ -173,11 +181,25 @@ impl Manifest {
                         .strip_prefix(&c.dir)
                         .and_then(|r| r.strip_prefix('/'))
                 };
-                match rel {
-                    Some(rel) if allowed_collection_file(rel) => {
-                        has_config |= rel == crate::collection::CONFIG_FILE
-                    }
+                let rel = match rel {
+                    Some(rel) if allowed_collection_file(rel) => rel,
                     _ => return Err(bad(format!("unexpected path `{}`", f.path))),
+                };
+                if rel == crate::collection::CONFIG_FILE {
+                    // The config comes first: segments are loaded as they stream past it.
+                    if i != 0 {
+                        return Err(bad(format!(
+                            "`{}` must be the collection's first file",
+                            f.path
+                        )));
+                    }
+                    has_config = true;
+                } else if let Some((start, end)) = segment_range(rel) {
+                    // Segments in WAL order, never overlapping: the order they are applied in.
+                    if start > end || prev_end.is_some_and(|p| start <= p) {
+                        return Err(bad(format!("segment `{}` is out of order", f.path)));
+                    }
+                    prev_end = Some(end);
                 }
                 if !seen.insert(f.path.as_str()) {
                     return Err(bad(format!("`{}` is listed twice", f.path)));
@@ -281,6 +303,23 @@ mod tests {
 
     #[test]
     fn only_collection_files_are_allowed() {
+        let seg = |a: u32, b: u32| format!("data/{a:020}-{b:020}.seg");
+        let (s1, s2) = (seg(0, 3), seg(4, 4));
+        manifest(&["config.json", &s1, &s2]).validate(None).unwrap();
+        assert!(
+            manifest(&["config.json", &s2, &s1]).validate(None).is_err(),
+            "out of order"
+        );
+        assert!(
+            manifest(&["config.json", &s1, &seg(3, 5)])
+                .validate(None)
+                .is_err(),
+            "overlap"
+        );
+        assert!(
+            manifest(&[&s1, "config.json"]).validate(None).is_err(),
+            "config not first"
+        );
         manifest(&[
             "config.json",
             "data/00000000000000000000-00000000000000000003.seg",

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::PollSender;
 
 /// Shared progress counter (bytes moved), readable while an operation runs.
 pub type Progress = Arc<AtomicU64>;
@@ -17,12 +18,97 @@ pub fn hex_digest(h: Sha256) -> String {
     hex::encode(h.finalize())
 }
 
+/// Bytes handed to the hashing thread at a time.
+const BLOCK: usize = 1 << 20;
+/// Blocks queued for the hashing thread; bounds the extra memory to a few MiB.
+const QUEUE: usize = 4;
+
+/// SHA-256 computed on a helper thread, so on a 2-core machine hashing overlaps the
+/// reading, tar framing and writing done by the caller. Bytes are still hashed once, in
+/// the order they pass, as they pass.
+struct BackgroundSha {
+    block: Vec<u8>,
+    tx: PollSender<Vec<u8>>,
+    done: Option<tokio::sync::oneshot::Receiver<Sha256>>,
+    bytes: u64,
+    progress: Option<Progress>,
+}
+
+impl BackgroundSha {
+    fn new(progress: Option<Progress>) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUE);
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("sha256".into())
+            .spawn(move || {
+                let mut h = Sha256::new();
+                while let Some(b) = rx.blocking_recv() {
+                    h.update(&b);
+                }
+                let _ = done_tx.send(h);
+            })
+            .map_err(|e| tracing::error!(error = %e, "cannot start the hashing thread"))
+            .ok();
+        BackgroundSha {
+            block: Vec::with_capacity(BLOCK),
+            tx: PollSender::new(tx),
+            done: Some(done),
+            bytes: 0,
+            progress,
+        }
+    }
+
+    /// Hands a full block to the thread; call before consuming new bytes, since it may wait.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.block.len() < BLOCK {
+            return Poll::Ready(Ok(()));
+        }
+        std::task::ready!(self.tx.poll_reserve(cx))
+            .map_err(|_| io::Error::other("hashing thread stopped"))?;
+        let full = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
+        self.tx
+            .send_item(full)
+            .map_err(|_| io::Error::other("hashing thread stopped"))?;
+        Poll::Ready(Ok(()))
+    }
+
+    fn consume(&mut self, data: &[u8]) {
+        self.block.extend_from_slice(data);
+        self.bytes += data.len() as u64;
+        if let Some(p) = &self.progress {
+            p.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    async fn finish(mut self) -> io::Result<(String, u64)> {
+        if !self.block.is_empty() {
+            let last = std::mem::take(&mut self.block);
+            let sender = self
+                .tx
+                .get_ref()
+                .cloned()
+                .ok_or_else(|| io::Error::other("hashing thread stopped"))?;
+            sender
+                .send(last)
+                .await
+                .map_err(|_| io::Error::other("hashing thread stopped"))?;
+        }
+        self.tx.close();
+        let done = self
+            .done
+            .take()
+            .ok_or_else(|| io::Error::other("hash already finished"))?;
+        let h = done
+            .await
+            .map_err(|_| io::Error::other("hashing thread stopped"))?;
+        Ok((hex_digest(h), self.bytes))
+    }
+}
+
 /// A writer that hashes and counts everything written through it.
 pub struct HashingWriter<W> {
     inner: W,
-    hasher: Sha256,
-    written: u64,
-    progress: Option<Progress>,
+    sha: BackgroundSha,
 }
 
 impl<W> HashingWriter<W> {
@@ -30,15 +116,14 @@ impl<W> HashingWriter<W> {
     pub fn new(inner: W, progress: Option<Progress>) -> Self {
         HashingWriter {
             inner,
-            hasher: Sha256::new(),
-            written: 0,
-            progress,
+            sha: BackgroundSha::new(progress),
         }
     }
 
     /// The inner writer, the hex SHA-256 and the byte count.
-    pub fn finish(self) -> (W, String, u64) {
-        (self.inner, hex_digest(self.hasher), self.written)
+    pub async fn finish(self) -> io::Result<(W, String, u64)> {
+        let (hash, n) = self.sha.finish().await?;
+        Ok((self.inner, hash, n))
     }
 }
 
@@ -49,12 +134,9 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        std::task::ready!(this.sha.poll_ready(cx))?;
         let n = std::task::ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-        this.hasher.update(&buf[..n]);
-        this.written += n as u64;
-        if let Some(p) = &this.progress {
-            p.fetch_add(n as u64, Ordering::Relaxed);
-        }
+        this.sha.consume(&buf[..n]);
         Poll::Ready(Ok(n))
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -70,9 +152,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
 /// A reader that hashes and counts everything read through it.
 pub struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
-    read: u64,
-    progress: Option<Progress>,
+    sha: BackgroundSha,
 }
 
 impl<R> HashingReader<R> {
@@ -80,15 +160,13 @@ impl<R> HashingReader<R> {
     pub fn new(inner: R, progress: Option<Progress>) -> Self {
         HashingReader {
             inner,
-            hasher: Sha256::new(),
-            read: 0,
-            progress,
+            sha: BackgroundSha::new(progress),
         }
     }
 
     /// The hex SHA-256 and byte count of what was read.
-    pub fn finish(self) -> (String, u64) {
-        (hex_digest(self.hasher), self.read)
+    pub async fn finish(self) -> io::Result<(String, u64)> {
+        self.sha.finish().await
     }
 }
 
@@ -99,14 +177,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        std::task::ready!(this.sha.poll_ready(cx))?;
         let before = buf.filled().len();
         std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        let new = &buf.filled()[before..];
-        this.hasher.update(new);
-        this.read += new.len() as u64;
-        if let Some(p) = &this.progress {
-            p.fetch_add(new.len() as u64, Ordering::Relaxed);
-        }
+        this.sha.consume(&buf.filled()[before..]);
         Poll::Ready(Ok(()))
     }
 }
@@ -118,20 +192,20 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_match_a_one_shot_digest() {
-        let data = vec![7u8; 100_000];
+        // Several blocks plus a tail, so the thread and the final partial block both count.
+        let len = 5 * BLOCK + 12_345;
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         let expected = hex::encode(Sha256::digest(&data));
         let mut w = HashingWriter::new(Vec::new(), None);
         w.write_all(&data).await.unwrap();
-        let (out, hash, n) = w.finish();
-        assert_eq!(
-            (hash.as_str(), n, out.len()),
-            (expected.as_str(), 100_000, 100_000)
-        );
+        let (out, hash, n) = w.finish().await.unwrap();
+        assert_eq!((hash.as_str(), n), (expected.as_str(), len as u64));
+        assert_eq!(out, data);
         let progress = Progress::default();
         let mut r = HashingReader::new(&data[..], Some(Arc::clone(&progress)));
         let mut sink = Vec::new();
         r.read_to_end(&mut sink).await.unwrap();
-        assert_eq!(r.finish(), (expected, 100_000));
-        assert_eq!(progress.load(Ordering::Relaxed), 100_000);
+        assert_eq!(r.finish().await.unwrap(), (expected, len as u64));
+        assert_eq!(progress.load(Ordering::Relaxed), len as u64);
     }
 }

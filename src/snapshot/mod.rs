@@ -465,7 +465,8 @@ impl SnapshotService {
                 unpack::unpack(reader, &staging, Some(SnapshotKind::Collection), progress).await?;
             verify_checksum(expected_sha256.as_deref(), &unpacked.sha256)?;
             self.check_compatible(target, &staging).await?;
-            self.install(target, &staging).await
+            let preloaded = unpacked.loaded.into_iter().next().map(|(_, p)| p);
+            self.install(target, &staging, preloaded).await
         }
         .await;
         remove_dir_quietly(&staging).await;
@@ -498,7 +499,12 @@ impl SnapshotService {
     }
 
     /// Moves a staged collection next to the storage (if staged elsewhere) and swaps it in.
-    async fn install(&self, target: &str, staged: &Path) -> Result<()> {
+    async fn install(
+        &self,
+        target: &str,
+        staged: &Path,
+        preloaded: Option<crate::collection::loader::Preloaded>,
+    ) -> Result<()> {
         let registry = Arc::clone(&self.registry);
         let (target, staged) = (target.to_string(), staged.to_path_buf());
         tokio::task::spawn_blocking(move || {
@@ -508,7 +514,7 @@ impl SnapshotService {
                 .map_err(|e| {
                     Error::internal("failed to move the staged collection into storage", e)
                 })
-                .and_then(|()| registry.install(&target, &local));
+                .and_then(|()| registry.install(&target, &local, preloaded));
             let _ = std::fs::remove_dir_all(&parent);
             result
         })
@@ -545,8 +551,10 @@ impl SnapshotService {
                     }
                 }
             }
+            let mut loaded: HashMap<String, _> = unpacked.loaded.into_iter().collect();
             for c in &m.collections {
-                self.install(&c.name, &staging.join(&c.dir)).await?;
+                self.install(&c.name, &staging.join(&c.dir), loaded.remove(&c.name))
+                    .await?;
             }
             self.registry.restore_aliases(&m.aliases)?;
             Ok(m.collections.iter().map(|c| c.name.clone()).collect())

@@ -176,6 +176,6 @@ pub async fn write_archive<W: AsyncWrite + Unpin + Send>(
     let mut encoder = tar.into_inner().await?;
     // Completes the compressed frame; the sinks' shutdown only flushes, never commits.
     encoder.shutdown().await?;
-    let (out, sha256, size) = encoder.into_inner().finish();
+    let (out, sha256, size) = encoder.into_inner().finish().await?;
     Ok((out, Produced { sha256, size }))
 }

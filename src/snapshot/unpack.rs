@@ -15,8 +15,10 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio_tar::Archive;
 
 use super::codec;
-use super::format::{self, Manifest, SnapshotKind};
+use super::format::{self, Manifest, ManifestFile, SnapshotKind};
 use super::hashing::{HashingReader, Progress};
+use crate::collection::loader::{Preloaded, StreamLoader};
+use crate::collection::CONFIG_FILE;
 use crate::error::{Error, Result};
 
 /// Bytes tolerated after the end of the archive (tar padding to a record boundary).
@@ -31,6 +33,8 @@ pub struct Unpacked {
     pub sha256: String,
     /// Bytes of the input stream.
     pub size: u64,
+    /// Each collection's points, loaded while its segments streamed past.
+    pub loaded: Vec<(String, Preloaded)>,
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -97,22 +101,27 @@ pub async fn unpack<R: AsyncRead + Unpin + Send>(
         return Err(bad("the snapshot is empty"));
     }
     let compression = codec::detect(head);
-    let manifest = {
+    let (manifest, loaded) = {
         let decoded = codec::decoder(&mut raw, compression);
         let mut archive = Archive::new(decoded);
-        let manifest = unpack_entries(&mut archive, staging, expected).await?;
+        let unpacked = unpack_entries(&mut archive, staging, expected).await?;
         let decoded = archive
             .into_inner()
             .map_err(|_| Error::internal("archive still borrowed", io::Error::other("busy")))?;
         drain(decoded, "archive").await?;
-        manifest
+        unpacked
     };
     drain(&mut raw, "compressed stream").await?;
-    let (sha256, size) = raw.into_inner().finish();
+    let (sha256, size) = raw
+        .into_inner()
+        .finish()
+        .await
+        .map_err(|e| Error::internal("hashing failed", e))?;
     Ok(Unpacked {
         manifest,
         sha256,
         size,
+        loaded,
     })
 }
 
@@ -120,7 +129,7 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
     archive: &mut Archive<R>,
     staging: &Path,
     expected: Option<SnapshotKind>,
-) -> Result<Manifest> {
+) -> Result<(Manifest, Vec<(String, Preloaded)>)> {
     let mut entries = archive.entries().map_err(read_err)?;
     let mut first = entries
         .next()
@@ -137,12 +146,24 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
         .map_err(|e| bad(format!("{} is not valid: {e}", format::MANIFEST)))?;
     manifest.validate(expected)?;
 
-    let listed: HashMap<&str, u64> = manifest
-        .files()
-        .map(|f| (f.path.as_str(), f.size))
+    // Entries must come in exactly the manifest's order: config first, then segments in
+    // WAL order, so each collection's points load as its bytes stream past.
+    let order: Vec<(usize, &ManifestFile, bool)> = manifest
+        .collections
+        .iter()
+        .enumerate()
+        .flat_map(|(ci, c)| {
+            c.files
+                .iter()
+                .map(move |f| (ci, f, f.path == format::join(&c.dir, CONFIG_FILE)))
+        })
         .collect();
+    let listed: HashSet<&str> = order.iter().map(|(_, f, _)| f.path.as_str()).collect();
+    let mut loaders: Vec<Option<StreamLoader>> =
+        manifest.collections.iter().map(|_| None).collect();
     let mut crcs: HashMap<String, u32> = HashMap::new();
     let mut created_dirs: HashSet<PathBuf> = HashSet::new();
+    let mut next = 0;
     loop {
         let mut entry = match entries.next().await {
             None => {
@@ -153,8 +174,7 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
             }
             Some(e) => e.map_err(read_err)?,
         };
-        let header = entry.header();
-        let kind = header.entry_type();
+        let kind = entry.header().entry_type();
         let size = entry.effective_size();
         let path_bytes = entry.path_bytes().map_err(read_err)?.into_owned();
         let path = String::from_utf8(path_bytes).map_err(|_| bad("an entry path is not UTF-8"))?;
@@ -164,12 +184,17 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
             )));
         }
         if path == format::CHECKSUMS {
+            if next != order.len() {
+                return Err(bad(
+                    "the archive does not hold every file its manifest lists",
+                ));
+            }
             let text = read_small(&mut entry, size, format::CHECKSUMS).await?;
             let text = String::from_utf8(text).map_err(|_| bad("snapshot.crc32 is not UTF-8"))?;
             let claimed = format::parse_checksums(&text)?;
-            if claimed.len() != listed.len() || crcs.len() != listed.len() {
+            if claimed.len() != crcs.len() {
                 return Err(bad(
-                    "the archive does not hold every file its manifest lists",
+                    "snapshot.crc32 does not list exactly the archive's files",
                 ));
             }
             for (path, crc) in &crcs {
@@ -179,15 +204,21 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
             }
             break;
         }
-        let Some(&want) = listed.get(path.as_str()) else {
-            return Err(bad(format!("entry `{path}` is not listed in the manifest")));
+        let Some(&(ci, file, is_config)) = order.get(next).filter(|(_, f, _)| f.path == path)
+        else {
+            return Err(bad(if crcs.contains_key(&path) {
+                format!("entry `{path}` appears twice")
+            } else if listed.contains(path.as_str()) {
+                format!("entry `{path}` is out of the manifest's order")
+            } else {
+                format!("entry `{path}` is not listed in the manifest")
+            }));
         };
-        if crcs.contains_key(&path) {
-            return Err(bad(format!("entry `{path}` appears twice")));
-        }
-        if size != want {
+        next += 1;
+        if size != file.size {
             return Err(bad(format!(
-                "entry `{path}` is {size} bytes but the manifest says {want}"
+                "entry `{path}` is {size} bytes but the manifest says {}",
+                file.size
             )));
         }
         // The manifest allowlist guarantees `path` is relative with only normal segments.
@@ -199,7 +230,38 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
                     .map_err(write_err(parent))?;
             }
         }
-        let crc = copy_entry(&mut entry, &dest, size).await?;
+        let name = &manifest.collections[ci].name;
+        let crc = if is_config {
+            if size > format::MAX_META_SIZE {
+                return Err(bad(format!(
+                    "`{path}` is {size} bytes, more than the limit"
+                )));
+            }
+            let mut config = Vec::with_capacity(size as usize);
+            let crc = copy_entry(&mut entry, &dest, size, &mut |b: &[u8]| {
+                config.extend_from_slice(b);
+                Ok(())
+            })
+            .await?;
+            let loader =
+                StreamLoader::new(&config).map_err(|e| bad(format!("collection `{name}`: {e}")))?;
+            loaders[ci] = Some(loader);
+            crc
+        } else {
+            let loader = loaders[ci]
+                .as_mut()
+                .ok_or_else(|| bad("a segment comes before its config.json"))?;
+            loader.begin_file();
+            let crc = copy_entry(&mut entry, &dest, size, &mut |b: &[u8]| loader.feed(b)).await;
+            let crc = crc.map_err(|e| match e {
+                Error::BadInput(m) => Error::BadInput(format!("{m} (collection `{name}`)")),
+                other => other,
+            })?;
+            loader
+                .end_file()
+                .map_err(|e| bad(format!("`{path}`: {e}")))?;
+            crc
+        };
         crcs.insert(path, crc);
     }
     if let Some(extra) = entries.next().await {
@@ -214,16 +276,36 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
             what.unwrap_or_default()
         )));
     }
-    Ok(manifest)
+    let loaded = manifest
+        .collections
+        .iter()
+        .zip(loaders)
+        .filter_map(|(c, l)| Some((c.name.clone(), l?.finish())))
+        .collect();
+    Ok((manifest, loaded))
 }
 
-async fn copy_entry<R: AsyncRead + Unpin>(entry: &mut R, dest: &Path, size: u64) -> Result<u32> {
+/// Copies exactly `size` bytes of an entry into `dest` (fsynced), passing each chunk to
+/// `feed`; returns the CRC-32.
+async fn copy_entry<R: AsyncRead + Unpin>(
+    entry: &mut R,
+    dest: &Path,
+    size: u64,
+    feed: &mut (dyn FnMut(&[u8]) -> std::result::Result<(), String> + Send),
+) -> Result<u32> {
     let file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(dest)
         .await
         .map_err(write_err(dest))?;
+    let clone = file
+        .try_clone()
+        .await
+        .map_err(write_err(dest))?
+        .into_std()
+        .await;
+    let mut writeback = crate::fsutil::EarlyWriteback::new(clone);
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut crc = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 256 << 10];
@@ -235,10 +317,13 @@ async fn copy_entry<R: AsyncRead + Unpin>(entry: &mut R, dest: &Path, size: u64)
             return Err(bad("the archive is truncated inside a file"));
         }
         crc.update(&buf[..n]);
+        feed(&buf[..n]).map_err(bad)?;
         out.write_all(&buf[..n]).await.map_err(write_err(dest))?;
+        writeback.wrote(n as u64).map_err(write_err(dest))?;
         left -= n as u64;
     }
     out.flush().await.map_err(write_err(dest))?;
+    writeback.finish().await.map_err(write_err(dest))?;
     out.into_inner().sync_all().await.map_err(write_err(dest))?;
     Ok(crc.finalize())
 }
