@@ -12,6 +12,13 @@ pub struct Preloaded {
     pub(crate) last_op: u64,
 }
 
+impl Preloaded {
+    /// Number of live points loaded.
+    pub fn points(&self) -> usize {
+        self.store.len()
+    }
+}
+
 impl std::fmt::Debug for Preloaded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Preloaded")

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use std::sync::Arc;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_tar::{Builder, EntryType, Header};
 
 use super::codec::Encoder;
@@ -24,41 +24,49 @@ pub struct Produced {
     pub size: u64,
 }
 
-/// Reads exactly `remaining` bytes, computing their CRC-32; an early end is an error, so a
-/// file that shrank under us cannot desynchronize the archive from its headers.
-struct ExactReader<R> {
-    inner: R,
-    remaining: u64,
-    crc: crc32fast::Hasher,
+/// Bytes read from a pinned file at a time.
+const CHUNK: u64 = 1 << 20;
+
+async fn read_chunk(file: Arc<std::fs::File>, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len as usize];
+        // Positional reads: an early end of file (the file shrank) is an error, never a
+        // short entry that would desynchronize the archive from its headers.
+        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, offset)?;
+        Ok(buf)
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for ExactReader<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if this.remaining == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        let max = buf
-            .remaining()
-            .min(usize::try_from(this.remaining).unwrap_or(usize::MAX));
-        let mut limited = ReadBuf::new(buf.initialize_unfilled_to(max));
-        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
-        let n = limited.filled().len();
-        if n == 0 {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("file ended {} bytes before its pinned size", this.remaining),
+/// Streams exactly `len` bytes of `file` into `out` in 1 MiB chunks, the next chunk read
+/// while the current one is written, then pads to the 512-byte block; returns the CRC-32.
+async fn copy_exact<W: AsyncWrite + Unpin>(
+    file: std::fs::File,
+    len: u64,
+    out: &mut W,
+) -> io::Result<u32> {
+    let file = Arc::new(file);
+    let mut crc = crc32fast::Hasher::new();
+    let mut offset = 0;
+    let mut next =
+        (len > 0).then(|| tokio::spawn(read_chunk(Arc::clone(&file), 0, CHUNK.min(len))));
+    while let Some(pending) = next.take() {
+        let buf = pending.await.map_err(io::Error::other)??;
+        offset += buf.len() as u64;
+        if offset < len {
+            next = Some(tokio::spawn(read_chunk(
+                Arc::clone(&file),
+                offset,
+                CHUNK.min(len - offset),
             )));
         }
-        this.crc.update(limited.filled());
-        buf.advance(n);
-        this.remaining -= n as u64;
-        Poll::Ready(Ok(()))
+        crc.update(&buf);
+        out.write_all(&buf).await?;
     }
+    let pad = (512 - len % 512) % 512;
+    out.write_all(&[0u8; 512][..pad as usize]).await?;
+    Ok(crc.finalize())
 }
 
 fn header(size: u64, mtime: u64) -> Header {
@@ -154,15 +162,16 @@ pub async fn write_archive<W: AsyncWrite + Unpin + Send>(
         .await?;
         crcs.push((config.path.clone(), crc32fast::hash(&pinned.config_json)));
         for (file, listed) in pinned.files.into_iter().zip(listed_files) {
-            let reader = BufReader::with_capacity(1 << 20, tokio::fs::File::from_std(file.file));
-            let mut exact = ExactReader {
-                inner: reader,
-                remaining: file.len,
-                crc: crc32fast::Hasher::new(),
-            };
-            tar.append_data(&mut header(file.len, mtime), &listed.path, &mut exact)
-                .await?;
-            crcs.push((listed.path.clone(), exact.crc.finalize()));
+            // The builder writes the header (and a GNU long-name entry when needed) from the
+            // pinned size; the data follows, exactly that many bytes.
+            tar.append_data(
+                &mut header(file.len, mtime),
+                &listed.path,
+                tokio::io::empty(),
+            )
+            .await?;
+            let crc = copy_exact(file.file, file.len, tar.get_mut()).await?;
+            crcs.push((listed.path.clone(), crc));
         }
     }
     let trailer = format::format_checksums(&crcs);

@@ -1,0 +1,85 @@
+//! Producer → unpacker round trips through the public engine API.
+
+use std::collections::BTreeMap;
+
+use snapstream::collection::record::Operation;
+use snapstream::collection::types::{PointId, PointWrite};
+use snapstream::config::Compression;
+use snapstream::registry::Registry;
+use snapstream::snapshot::format::SnapshotKind;
+use snapstream::snapshot::{codec, producer, unpack};
+
+#[tokio::test]
+async fn full_snapshots_round_trip_with_long_names_under_every_compression() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = Registry::open(&tmp.path().join("storage")).unwrap();
+    let long = format!("c{}", "x".repeat(150)); // archive paths beyond tar's 100-byte field
+    for name in ["short", long.as_str()] {
+        reg.create(
+            name,
+            serde_json::from_value(
+                serde_json::json!({"vectors": {"size": 3, "distance": "Euclid"}}),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let col = reg.get(name).unwrap();
+        for batch in 0..3u64 {
+            let points = (0..50)
+                .map(|i| PointWrite {
+                    id: PointId::Num(batch * 50 + i),
+                    vectors: vec![(String::new(), vec![i as f32, batch as f32, 1.0])],
+                    payload: None,
+                })
+                .collect();
+            col.write_blocking(Operation::Upsert(points)).unwrap();
+            col.seal_and_pin().unwrap(); // several segments
+        }
+    }
+    let aliases = BTreeMap::from([("a".to_string(), long.clone())]);
+    for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        let pinned = vec![
+            reg.get("short").unwrap().seal_and_pin().unwrap(),
+            reg.get(&long).unwrap().seal_and_pin().unwrap(),
+        ];
+        let manifest = producer::manifest(SnapshotKind::Full, &pinned, aliases.clone());
+        let (bytes, produced) =
+            producer::write_archive(Vec::new(), &manifest, pinned, compression, None)
+                .await
+                .unwrap();
+        assert_eq!(codec::detect(&bytes), compression);
+        assert_eq!(produced.size, bytes.len() as u64);
+        let staging = tempfile::tempdir().unwrap();
+        let un = unpack::unpack(&bytes[..], staging.path(), Some(SnapshotKind::Full), None)
+            .await
+            .unwrap();
+        assert_eq!(un.sha256, produced.sha256);
+        assert_eq!(un.manifest, manifest);
+        assert_eq!(un.manifest.aliases, aliases);
+        let counts: Vec<(String, usize)> = un
+            .loaded
+            .iter()
+            .map(|(n, p)| (n.clone(), p.points()))
+            .collect();
+        assert_eq!(
+            counts,
+            vec![("short".to_string(), 150), (long.clone(), 150)]
+        );
+        assert!(staging
+            .path()
+            .join("collections")
+            .join(&long)
+            .join("config.json")
+            .is_file());
+        // A full snapshot is not a collection snapshot.
+        let wrong = tempfile::tempdir().unwrap();
+        assert!(unpack::unpack(
+            &bytes[..],
+            wrong.path(),
+            Some(SnapshotKind::Collection),
+            None
+        )
+        .await
+        .is_err());
+    }
+}
