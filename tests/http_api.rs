@@ -391,3 +391,75 @@ async fn aliases_create_list_rename_delete() {
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn named_vectors_upsert_and_query_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = test_app(tmp.path(), &[]).await;
+    let (s, v) = json(
+        &app,
+        "PUT",
+        "/collections/n",
+        json!({"vectors": {
+        "image": {"size": 2, "distance": "Dot"}, "text": {"size": 3, "distance": "Euclid"}}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, info) = json(&app, "GET", "/collections/n", json!(null)).await;
+    assert_eq!(
+        info["result"]["config"]["params"]["vectors"]["text"],
+        json!({"size": 3, "distance": "Euclid"})
+    );
+    let (s, v) = json(
+        &app,
+        "PUT",
+        "/collections/n/points?wait=true",
+        json!({"batch": {
+        "ids": [1, 2], "vectors": {"image": [[1, 0], [0, 1]], "text": [[0, 0, 0], [5, 5, 5]]}}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = json(
+        &app,
+        "POST",
+        "/collections/n/points/query",
+        json!({"query": [0, 1], "using": "image", "limit": 1}),
+    )
+    .await;
+    assert_eq!(v["result"]["points"][0]["id"], 2);
+    let (_, v) = json(
+        &app,
+        "POST",
+        "/collections/n/points/query",
+        json!({"query": [1, 1, 1], "using": "text", "limit": 2}),
+    )
+    .await;
+    assert_eq!(
+        v["result"]["points"][0]["id"], 1,
+        "Euclid: smaller distance first"
+    );
+    let (_, v) = json(
+        &app,
+        "POST",
+        "/collections/n/points/search",
+        json!({"vector": {"name": "image", "vector": [1, 0]}, "limit": 1}),
+    )
+    .await;
+    assert_eq!(v["result"][0]["id"], 1);
+    let (_, v) = json(
+        &app,
+        "POST",
+        "/collections/n/points",
+        json!({"ids": [1], "with_vector": ["text"]}),
+    )
+    .await;
+    assert_eq!(v["result"][0]["vector"], json!({"text": [0.0, 0.0, 0.0]}));
+    let (s, v) = json(
+        &app,
+        "PUT",
+        "/collections/n/points",
+        json!({"points": [{"id": 3, "vector": {"audio": [1]}}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+}

@@ -265,6 +265,37 @@ async fn wrong_checksum_and_bad_locations_change_nothing() {
 }
 
 #[tokio::test]
+async fn a_published_sidecar_is_verified_automatically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = test_app(tmp.path(), &[]).await;
+    setup(&app, "src", 20).await;
+    let name = create_snapshot(&app, "src").await["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = tmp.path().join("snapshots/src").join(&name);
+    std::fs::write(format!("{}.checksum", path.display()), "f".repeat(64)).unwrap();
+    let loc = format!("file://{}", path.display());
+    let (s, v) = json(
+        &app,
+        "PUT",
+        "/collections/copy/snapshots/recover",
+        json!({"location": loc}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["status"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Checksum mismatch"),
+        "{v}"
+    );
+    let (_, exists) = json(&app, "GET", "/collections/copy/exists", json!(null)).await;
+    assert_eq!(exists["result"]["exists"], false);
+}
+
+#[tokio::test]
 async fn url_recovery_can_be_disabled() {
     let tmp = tempfile::tempdir().unwrap();
     let app = test_app(

@@ -10,6 +10,7 @@ use super::record::{self, FILE_MAGIC};
 pub struct Preloaded {
     pub(crate) store: PointStore,
     pub(crate) last_op: u64,
+    pub(crate) point_records: u64,
 }
 
 impl Preloaded {
@@ -32,6 +33,7 @@ impl std::fmt::Debug for Preloaded {
 pub struct StreamLoader {
     store: PointStore,
     last_op: u64,
+    point_records: u64,
     pending: Vec<u8>,
     consumed: usize,
     magic_seen: bool,
@@ -46,6 +48,7 @@ impl StreamLoader {
         Ok(StreamLoader {
             store: PointStore::new(&config.vectors.spaces()),
             last_op: 0,
+            point_records: 0,
             pending: Vec::new(),
             consumed: 0,
             magic_seen: false,
@@ -77,6 +80,7 @@ impl StreamLoader {
         {
             self.consumed += n;
             self.last_op = self.last_op.max(rec.op_id);
+            self.point_records += rec.op.len() as u64;
             self.store.apply(rec);
         }
         // Drop what was parsed once it outweighs the partial record kept.
@@ -100,6 +104,7 @@ impl StreamLoader {
         Preloaded {
             store: self.store,
             last_op: self.last_op,
+            point_records: self.point_records,
         }
     }
 }

@@ -33,12 +33,18 @@ pub const DATA_DIR: &str = "data";
 
 /// Seal the WAL into a segment once it grows past this.
 const ROTATE_BYTES: u64 = 64 << 20;
-/// Compact once this many sealed segments accumulate.
+/// Consider compaction once this many sealed segments accumulate...
 const COMPACT_AT: usize = 8;
+/// ...and only when at least this fraction of the point records on disk is dead
+/// (overwritten or deleted): merging live-only data would just rewrite it.
+const COMPACT_GARBAGE_RATIO: f64 = 0.2;
 
 struct Writer {
     data: DataDir,
     next_op: u64,
+    /// Point entries (upserted points and deleted ids) in all data files; minus the live
+    /// points, this estimates the garbage compaction would reclaim.
+    point_records: u64,
     closed: bool,
 }
 
@@ -107,12 +113,13 @@ impl Collection {
             .map_err(|e| Error::internal(format!("config of collection `{name}` is invalid"), e))?;
         config.validate().map_err(Error::BadInput)?;
         let replay_sealed = preloaded.is_none();
-        let (mut store, mut last_op) = match preloaded {
-            Some(p) => (p.store, p.last_op),
-            None => (PointStore::new(&config.vectors.spaces()), 0),
+        let (mut store, mut last_op, mut point_records) = match preloaded {
+            Some(p) => (p.store, p.last_op, p.point_records),
+            None => (PointStore::new(&config.vectors.spaces()), 0, 0),
         };
         let data = DataDir::open(&dir.join(DATA_DIR), replay_sealed, |rec| {
             last_op = last_op.max(rec.op_id);
+            point_records += rec.op.len() as u64;
             store.apply(rec);
         })
         .map_err(storage_err(format!(
@@ -126,6 +133,7 @@ impl Collection {
             writer: Mutex::new(Writer {
                 data,
                 next_op: last_op + 1,
+                point_records,
                 closed: false,
             }),
             compacting: AtomicBool::new(false),
@@ -221,6 +229,7 @@ impl Collection {
                 self.name
             )));
         }
+        w.point_records += op.len() as u64;
         let record = Record {
             op_id: w.next_op,
             op,
@@ -285,7 +294,12 @@ impl Collection {
     pub fn maybe_compact(self: &Arc<Self>) {
         let files = {
             let w = self.writer.lock();
-            if w.closed || w.data.sealed().len() < COMPACT_AT {
+            let live = self.points.read().len() as f64;
+            let garbage = w.point_records as f64 - live;
+            if w.closed
+                || w.data.sealed().len() < COMPACT_AT
+                || garbage < COMPACT_GARBAGE_RATIO * w.point_records as f64
+            {
                 return;
             }
             w.data.sealed().to_vec()
@@ -298,7 +312,11 @@ impl Collection {
             let data_dir = this.dir.join(DATA_DIR);
             let result = files::compact(&data_dir, &files).and_then(|out| {
                 let mut w = this.writer.lock();
-                w.data.install_compacted(out, &files)
+                w.data.install_compacted(out, &files)?;
+                // The compacted segment holds only live points; what garbage is left sits
+                // in the WAL and is counted again as it is sealed.
+                w.point_records = this.points.read().len() as u64;
+                Ok(())
             });
             if let Err(e) = result {
                 tracing::error!(collection = %this.name, error = %e, "compaction failed");

@@ -28,6 +28,21 @@ pub enum Operation {
     Delete(Vec<PointId>),
 }
 
+impl Operation {
+    /// Number of point entries (points upserted or ids deleted).
+    pub fn len(&self) -> usize {
+        match self {
+            Operation::Upsert(p) => p.len(),
+            Operation::Delete(ids) => ids.len(),
+        }
+    }
+
+    /// Whether the operation touches no point.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// An operation with its sequence number, which becomes the `version` of the points it writes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Record {

@@ -95,3 +95,16 @@ def test_api_keys(make_server):
     with pytest.raises(UnexpectedResponse) as e:
         anon.get_collections()
     assert e.value.status_code == 401
+
+
+def test_bad_configuration_stops_start_up_with_key_and_origin(make_server, tmp_path):
+    bad = make_server(env={"QDRANT__SERVICE__HTTP_PORT": "not-a-port"}, start=False)
+    code, out = bad.run_once([], timeout=60)
+    assert code != 0
+    assert "service.http_port" in out and "QDRANT__SERVICE__HTTP_PORT" in out and "panicked" not in out
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("storage:\n  snapshots_config:\n    snapshots_storage: ftp\n")
+    code, out = bad.run_once(["--config-path", str(cfg)], timeout=60)
+    assert code != 0 and "snapshots_storage" in out and "bad.yaml" in out
+    code, out = bad.run_once(["--config-path", str(tmp_path / "missing.yaml")], timeout=60)
+    assert code != 0 and "missing.yaml" in out

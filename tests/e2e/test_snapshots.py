@@ -149,6 +149,13 @@ def test_read_only_key_may_list_and_download_only(make_server):
     assert [s.name for s in ro.list_snapshots("c")] == [desc.name]
     r = httpx.get(f"{server.url}/collections/c/snapshots/{desc.name}", headers={"api-key": "r"})
     assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == desc.checksum
+    # URL recovery from an API-key-protected server forwards `api_key` as the `api-key` header.
+    url = f"{server.url}/collections/c/snapshots/{desc.name}"
+    assert full.recover_snapshot("c_copy", location=url, api_key="k") is True
+    assert full.count("c_copy").count == 10
+    with pytest.raises(UnexpectedResponse) as e:
+        full.recover_snapshot("c_copy2", location=url)  # no key: the download gets a 401
+    assert e.value.status_code == 400 and "401" in e.value.structured()["status"]["error"]
     for call in (lambda: ro.create_snapshot("c"), lambda: ro.delete_snapshot("c", desc.name),
                  lambda: ro.recover_snapshot("c", location=f"{server.url}/collections/c/snapshots/{desc.name}"),
                  lambda: ro.create_full_snapshot()):
