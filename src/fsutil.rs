@@ -129,3 +129,15 @@ impl EarlyWriteback {
         }
     }
 }
+
+/// Allocates `len` bytes of blocks for a file about to be written, best effort.
+///
+/// On ext4 (data=ordered) blocks allocated lazily at writeback join the running journal
+/// transaction, so every concurrent WAL `fdatasync` would wait for this file's data to
+/// reach the disk; blocks allocated up front carry no such ordering.
+pub(crate) fn preallocate(file: &File, len: u64) {
+    if len > 0 {
+        // Unsupported filesystems simply allocate lazily as before.
+        let _ = rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, len);
+    }
+}

@@ -132,6 +132,15 @@ impl ObjectSink for LocalSink {
                 wb.finish().await.map_err(io_err("failed to sync", &tmp))?;
             }
             let file = w.into_inner();
+            // Frees blocks preallocated past the end when the size hint overshot.
+            let len = file
+                .metadata()
+                .await
+                .map_err(io_err("failed to stat", &tmp))?
+                .len();
+            file.set_len(len)
+                .await
+                .map_err(io_err("failed to truncate", &tmp))?;
             file.sync_all()
                 .await
                 .map_err(io_err("failed to sync", &tmp))?;
@@ -184,7 +193,7 @@ impl Backend for LocalBackend {
     async fn create(
         &self,
         key: &ObjectKey,
-        _opts: CreateOptions,
+        opts: CreateOptions,
     ) -> Result<Box<dyn ObjectSink>, BackendError> {
         let target = self.path_of(key);
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
@@ -205,6 +214,9 @@ impl Backend for LocalBackend {
             .map_err(io_err("failed to open", &tmp))?
             .into_std()
             .await;
+        if let Some(hint) = opts.size_hint {
+            crate::fsutil::preallocate(&clone, hint);
+        }
         Ok(Box::new(LocalSink {
             file: Some(BufWriter::with_capacity(1 << 20, file)),
             writeback: Some(crate::fsutil::EarlyWriteback::new(clone)),

@@ -40,13 +40,19 @@ pub struct StreamLoader {
 }
 
 impl StreamLoader {
-    /// Starts from a collection's `config.json`.
-    pub fn new(config_json: &[u8]) -> Result<Self, String> {
+    /// Starts from a collection's `config.json`; `data_bytes` (the segments' total size)
+    /// sizes the point store up front.
+    pub fn new(config_json: &[u8], data_bytes: u64) -> Result<Self, String> {
         let config: CollectionConfig = serde_json::from_slice(config_json)
             .map_err(|e| format!("config.json is invalid: {e}"))?;
         config.validate()?;
+        let mut store = PointStore::new(&config.vectors.spaces());
+        // An upper bound: segments hold each point's vectors plus a little framing. Capped
+        // so a lying manifest cannot make us reserve absurd memory before any data arrives.
+        let per_point = store.bytes_per_point().max(1) as u64;
+        store.reserve((data_bytes / per_point).min(1 << 26) as usize);
         Ok(StreamLoader {
-            store: PointStore::new(&config.vectors.spaces()),
+            store,
             last_op: 0,
             point_records: 0,
             pending: Vec::new(),

@@ -90,6 +90,24 @@ impl PointStore {
         }
     }
 
+    /// Reserves room for `additional` more points, so loading a large collection does not
+    /// grow (and copy) a multi-GiB vector column step by step.
+    pub fn reserve(&mut self, additional: usize) {
+        self.ids.reserve(additional);
+        self.live.reserve(additional);
+        self.versions.reserve(additional);
+        self.payloads.reserve(additional);
+        for col in self.columns.values_mut() {
+            col.data.reserve(additional.saturating_mul(col.dim));
+            col.present.reserve(additional);
+        }
+    }
+
+    /// Bytes of vector data one point takes when it has every vector.
+    pub fn bytes_per_point(&self) -> usize {
+        self.columns.values().map(|c| c.dim * 4).sum()
+    }
+
     /// Number of live points.
     pub fn len(&self) -> usize {
         self.by_id.len()

@@ -243,8 +243,14 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
                 Ok(())
             })
             .await?;
-            let loader =
-                StreamLoader::new(&config).map_err(|e| bad(format!("collection `{name}`: {e}")))?;
+            let data_bytes: u64 = manifest.collections[ci]
+                .files
+                .iter()
+                .skip(1)
+                .map(|f| f.size)
+                .sum();
+            let loader = StreamLoader::new(&config, data_bytes)
+                .map_err(|e| bad(format!("collection `{name}`: {e}")))?;
             loaders[ci] = Some(loader);
             crc
         } else {
@@ -305,10 +311,11 @@ async fn copy_entry<R: AsyncRead + Unpin>(
         .map_err(write_err(dest))?
         .into_std()
         .await;
+    crate::fsutil::preallocate(&clone, size);
     let mut writeback = crate::fsutil::EarlyWriteback::new(clone);
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut crc = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; 256 << 10];
+    let mut buf = vec![0u8; 1 << 20];
     let mut left = size;
     while left > 0 {
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
