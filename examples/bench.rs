@@ -40,7 +40,7 @@ impl Service {
         let log = std::fs::File::create(root.join(format!("service-{port}.log"))).unwrap();
         let bin = PathBuf::from(env_or("SNAPSTREAM_BIN", "target/release/snapstream"));
         let bin = bin.canonicalize().unwrap_or(bin);
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .current_dir(root)
             .env("QDRANT__SERVICE__HTTP_PORT", port.to_string())
             .env("QDRANT__STORAGE__STORAGE_PATH", root.join("storage"))
@@ -63,6 +63,8 @@ impl Service {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("service did not start");
     }
 
@@ -386,6 +388,23 @@ fn main() {
         }
         last_snapshot = v["result"]["name"].as_str().unwrap().to_string();
     }
+    // The floor on this disk: writing the same number of bytes durably, nothing else.
+    let snap_path = root.join("snapshots/big").join(&last_snapshot);
+    let floor: Vec<f64> = (0..repeat)
+        .map(|i| {
+            let out = root.join(format!("dd-{i}"));
+            let t = sh(&format!(
+                "dd if='{}' of='{}' bs=1M conv=fdatasync status=none",
+                snap_path.display(),
+                out.display()
+            ));
+            let _ = std::fs::remove_file(out);
+            t
+        })
+        .collect();
+    let floor_m = median(floor.clone());
+    println!("durable write floor: dd of the snapshot's bytes with fdatasync, median {floor_m:.2} s; runs {floor:.2?}");
+    results.insert("dd_fdatasync_s".into(), json!(floor_m));
     let (ours_m, base_m) = (median(ours.clone()), median(base.clone()));
     println!(
         "local create: ours median {ours_m:.2} s vs tar|openssl {base_m:.2} s = {:.2}x (target <= 1.0x); runs ours {ours:.2?} base {base:.2?}",

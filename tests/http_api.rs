@@ -94,7 +94,7 @@ async fn points_upsert_query_scroll_count_and_delete() {
     let pts = v["result"]["points"].as_array().unwrap();
     assert_eq!(pts[0]["id"], 1);
     assert!((pts[0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-6);
-    assert_eq!(pts[0]["version"].as_u64().is_some(), true);
+    assert!(pts[0]["version"].as_u64().is_some());
     assert_eq!(pts[1]["id"], 3);
     let (_, bare) = json(
         &app,

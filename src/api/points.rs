@@ -14,7 +14,7 @@ use crate::collection::record::Operation;
 use crate::collection::types::{
     BatchVectors, Payload, PointId, VectorInput, VectorsConfig, DEFAULT_VECTOR,
 };
-use crate::collection::Collection;
+use crate::collection::{Collection, PointInput};
 use crate::error::Error;
 
 /// Query parameters of writes (`ordering` and `timeout` are accepted and ignored).
@@ -60,9 +60,7 @@ pub struct UpsertBody {
     batch: Option<BatchIn>,
 }
 
-type Prepared = Vec<(PointId, Vec<(String, Vec<f32>)>, Option<Payload>)>;
-
-fn flatten_upsert(body: UpsertBody) -> Result<Prepared, Error> {
+fn flatten_upsert(body: UpsertBody) -> Result<Vec<PointInput>, Error> {
     match (body.points, body.batch) {
         (Some(points), None) => Ok(points
             .into_iter()

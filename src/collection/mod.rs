@@ -48,6 +48,9 @@ struct Writer {
     closed: bool,
 }
 
+/// A point as a request gives it: id, `(vector name, vector)` pairs, payload.
+pub type PointInput = (PointId, Vec<(String, Vec<f32>)>, Option<Payload>);
+
 /// A consistent, immutable image of a collection, pinned for a snapshot.
 #[derive(Debug)]
 pub struct PinnedCollection {
@@ -176,10 +179,7 @@ impl Collection {
     }
 
     /// Validates request vectors against the vector spaces and normalizes Cosine ones.
-    pub fn prepare(
-        &self,
-        points: Vec<(PointId, Vec<(String, Vec<f32>)>, Option<Payload>)>,
-    ) -> Result<Vec<PointWrite>> {
+    pub fn prepare(&self, points: Vec<PointInput>) -> Result<Vec<PointWrite>> {
         let cfg = self.config.read();
         points
             .into_iter()
