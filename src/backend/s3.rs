@@ -286,7 +286,13 @@ impl S3Sink {
         while let Some(done) = self.in_flight.next().await {
             done.map_err(|e| self.remote("failed to upload a part of", e))?;
         }
-        let upload = self.upload.as_mut().expect("started above");
+        let Some(upload) = self.upload.as_mut() else {
+            return Err(BackendError::Io {
+                action: "failed to complete upload of",
+                path: self.key.to_string(),
+                source: io::Error::other("the multipart upload was never started"),
+            });
+        };
         let completed = upload.complete().await;
         completed
             .map(|_| ())
