@@ -4,7 +4,7 @@ VENV := .venv
 BIN := target/release/snapstream
 S3_ENV := .s3-server/env
 
-.PHONY: run test build venv s3-start s3-stop lint bench
+.PHONY: run test build venv js-deps s3-start s3-stop lint bench
 
 build:
 	cargo build --release
@@ -20,6 +20,12 @@ $(VENV)/.installed: tests/e2e/requirements.txt
 	touch $@
 
 venv: $(VENV)/.installed
+
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --silent --no-audit --no-fund
+	touch $@
+
+js-deps: tests/js/node_modules/.installed
 
 s3-start:
 	bash minio/start.sh > /dev/null
