@@ -37,9 +37,9 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --release --all-targets -- -D warnings
 
-## Installs what the tests need (venv with qdrant-client, the S3 server), then runs every
-## test: Rust unit and integration tests, then the official Python client end to end.
-test: venv s3-start
+## Installs what the tests need (venv with qdrant-client, the JS client, the S3 server), then
+## runs every test: Rust unit and integration tests, then the official clients end to end.
+test: venv js-deps s3-start
 	@set -a; source $(S3_ENV); set +a; \
 	cargo test --release && \
 	SNAPSTREAM_BIN=$(BIN) $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/e2e; \
