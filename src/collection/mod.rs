@@ -39,6 +39,13 @@ const COMPACT_AT: usize = 8;
 /// (overwritten or deleted): merging live-only data would just rewrite it.
 const COMPACT_GARBAGE_RATIO: f64 = 0.2;
 
+/// Whether merging the sealed segments pays: enough of them, and enough dead records
+/// (`point_records` entries on disk for `live` points) to reclaim.
+fn should_compact(sealed: usize, point_records: u64, live: u64) -> bool {
+    let garbage = point_records.saturating_sub(live) as f64;
+    sealed >= COMPACT_AT && garbage >= COMPACT_GARBAGE_RATIO * point_records as f64
+}
+
 struct Writer {
     data: DataDir,
     next_op: u64,
@@ -294,12 +301,8 @@ impl Collection {
     pub fn maybe_compact(self: &Arc<Self>) {
         let files = {
             let w = self.writer.lock();
-            let live = self.points.read().len() as f64;
-            let garbage = w.point_records as f64 - live;
-            if w.closed
-                || w.data.sealed().len() < COMPACT_AT
-                || garbage < COMPACT_GARBAGE_RATIO * w.point_records as f64
-            {
+            let live = self.points.read().len() as u64;
+            if w.closed || !should_compact(w.data.sealed().len(), w.point_records, live) {
                 return;
             }
             w.data.sealed().to_vec()
@@ -323,5 +326,20 @@ impl Collection {
             }
             this.compacting.store(false, Ordering::Release);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compaction_needs_segments_and_garbage() {
+        // Live-only data (a bulk load) is never rewritten, however many segments.
+        assert!(!should_compact(40, 700_000, 700_000));
+        // Enough dead records but too few segments.
+        assert!(!should_compact(COMPACT_AT - 1, 1_000, 100));
+        assert!(should_compact(COMPACT_AT, 1_000, 800));
+        assert!(!should_compact(COMPACT_AT, 1_000, 801));
     }
 }
