@@ -166,6 +166,13 @@ async fn points_upsert_query_scroll_count_and_delete() {
     assert_eq!(v["result"]["status"], "completed");
     let (_, v) = json(&app, "POST", "/collections/c/points/count", json!({})).await;
     assert_eq!(v["result"]["count"], 2);
+    let (_, before) = json(
+        &app,
+        "POST",
+        "/collections/c/points",
+        json!({"ids": [3], "with_vector": true}),
+    )
+    .await;
     let (_, v) = json(
         &app,
         "POST",
@@ -176,6 +183,17 @@ async fn points_upsert_query_scroll_count_and_delete() {
     assert_eq!(v["result"]["status"], "completed");
     let (_, v) = json(&app, "POST", "/collections/c/points", json!({"ids": [3]})).await;
     assert_eq!(v["result"][0]["payload"], json!({"x": 1}));
+    let (_, after) = json(
+        &app,
+        "POST",
+        "/collections/c/points",
+        json!({"ids": [3], "with_vector": true}),
+    )
+    .await;
+    assert_eq!(
+        after["result"][0]["vector"], before["result"][0]["vector"],
+        "a payload update keeps the vector exactly"
+    );
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use crate::collection::filter::Filter;
 use crate::collection::points::{PointView, VectorSelect};
 use crate::collection::record::Operation;
 use crate::collection::types::{
-    BatchVectors, Payload, PointId, VectorInput, VectorsConfig, DEFAULT_VECTOR,
+    BatchVectors, Payload, PointId, PointWrite, VectorInput, VectorsConfig, DEFAULT_VECTOR,
 };
 use crate::collection::{Collection, PointInput};
 use crate::error::Error;
@@ -357,12 +357,15 @@ async fn payload_update(
                     p.payload.unwrap_or_default()
                 };
                 payload.extend(body.payload.clone());
-                (p.id, p.vectors, Some(payload))
+                // Stored vectors are already validated and normalized: written back as they are.
+                PointWrite {
+                    id: p.id,
+                    vectors: p.vectors,
+                    payload: Some(payload),
+                }
             })
             .collect::<Vec<_>>()
     });
-    // Vectors come from storage already normalized; `prepare` re-checks dimensions only.
-    let points = col.prepare(points)?;
     let op_id = col.write(Operation::Upsert(points)).await?;
     update_result(&t, op_id, wait)
 }

@@ -121,14 +121,20 @@ fn to_value<T: serde::Serialize>(v: T) -> crate::error::Result<Value> {
     serde_json::to_value(v).map_err(|e| Error::internal("failed to serialize result", e))
 }
 
-fn shard_scope(st: &AppState, name: &str, shard: u32) -> Result<Scope, ApiError> {
-    let col = st.registry.get(name)?;
+/// This single-node service has one shard per collection: shard 0.
+fn check_shard(name: &str, shard: u32) -> Result<(), ApiError> {
     if shard != 0 {
         return Err(Error::NotFound(format!(
             "Shard {shard} of collection `{name}` does not exist"
         ))
         .into());
     }
+    Ok(())
+}
+
+fn shard_scope(st: &AppState, name: &str, shard: u32) -> Result<Scope, ApiError> {
+    let col = st.registry.get(name)?;
+    check_shard(name, shard)?;
     Ok(Scope::Shard(col.name().to_string(), shard))
 }
 
@@ -578,12 +584,7 @@ async fn recover_shard(
     ApiQuery(q): ApiQuery<WaitParam>,
     ApiJson(body): ApiJson<RecoverBody>,
 ) -> ApiResult {
-    if shard != 0 {
-        return Err(Error::NotFound(format!(
-            "Shard {shard} of collection `{name}` does not exist"
-        ))
-        .into());
-    }
+    check_shard(&name, shard)?;
     recover(st, t, Scope::Shard(name.clone(), shard), name, q.wait, body).await
 }
 
@@ -594,12 +595,7 @@ async fn upload_shard(
     ApiQuery(q): ApiQuery<UploadParams>,
     req: Request,
 ) -> ApiResult {
-    if shard != 0 {
-        return Err(Error::NotFound(format!(
-            "Shard {shard} of collection `{name}` does not exist"
-        ))
-        .into());
-    }
+    check_shard(&name, shard)?;
     upload(st, t, name, q, req, true).await
 }
 

@@ -10,7 +10,7 @@ pub mod producer;
 pub mod source;
 pub mod unpack;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -202,8 +202,21 @@ impl SnapshotService {
         .map_err(|e| Error::internal("failed to clean snapshot leftovers", e))
     }
 
-    fn pin(&self, name: &str) -> Result<PinnedCollection> {
-        self.registry.get(name)?.seal_and_pin()
+    /// Seals and pins a collection off the async workers (sealing fsyncs a directory).
+    async fn pin(&self, name: &str) -> Result<PinnedCollection> {
+        let col = self.registry.get(name)?;
+        tokio::task::spawn_blocking(move || col.seal_and_pin())
+            .await
+            .map_err(|e| Error::internal("seal task failed", e))?
+    }
+
+    /// The SHA-256 published in `key`'s sidecar, if there is a valid one.
+    async fn published_checksum(&self, key: &ObjectKey) -> Result<Option<String>> {
+        match self.backend.get_bytes(&key.checksum_sidecar()).await {
+            Ok(b) => Ok(parse_checksum(&String::from_utf8_lossy(&b))),
+            Err(BackendError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Creates a snapshot of `scope` and stores it; returns its description.
@@ -215,10 +228,7 @@ impl SnapshotService {
         let now = Utc::now();
         let (kind, name, pinned, aliases) = match scope {
             Scope::Collection(c) | Scope::Shard(c, _) => {
-                let col = self.registry.get(c)?;
-                let pinned = tokio::task::spawn_blocking(move || col.seal_and_pin())
-                    .await
-                    .map_err(|e| Error::internal("seal task failed", e))??;
+                let pinned = self.pin(c).await?;
                 let name = match scope {
                     Scope::Shard(c, s) => names::shard_snapshot(c, *s, now),
                     _ => names::collection_snapshot(c, self.registry.peer_id(), now),
@@ -233,7 +243,7 @@ impl SnapshotService {
             Scope::Full => {
                 let mut pinned = Vec::new();
                 for c in self.registry.names() {
-                    match self.pin(&c) {
+                    match self.pin(&c).await {
                         Ok(p) => pinned.push(p),
                         // Deleted between listing and sealing: not part of this snapshot.
                         Err(Error::NotFound(_)) => {}
@@ -322,23 +332,19 @@ impl SnapshotService {
     /// Snapshots of a scope, newest first.
     pub async fn list(&self, scope: &Scope) -> Result<Vec<SnapshotDescription>> {
         let objects = self.backend.list(scope.dir()?.as_ref()).await?;
-        let sidecars: HashMap<&str, &ObjectMeta> = objects
+        let sidecars: HashSet<&str> = objects
             .iter()
-            .filter(|m| m.key.as_str().ends_with(".checksum"))
-            .map(|m| (m.key.as_str(), m))
+            .map(|m| m.key.as_str())
+            .filter(|k| k.ends_with(".checksum"))
             .collect();
         let mut out = Vec::new();
         for m in objects
             .iter()
             .filter(|m| m.key.as_str().ends_with(names::EXTENSION))
         {
-            let sidecar = m.key.checksum_sidecar();
-            let checksum = if sidecars.contains_key(sidecar.as_str()) {
-                match self.backend.get_bytes(&sidecar).await {
-                    Ok(b) => Some(String::from_utf8_lossy(&b).trim().to_string())
-                        .filter(|s| format::is_sha256_hex(s)),
-                    Err(_) => None,
-                }
+            // A sidecar that cannot be read only hides the checksum, not the snapshot.
+            let checksum = if sidecars.contains(m.key.checksum_sidecar().as_str()) {
+                self.published_checksum(&m.key).await.ok().flatten()
             } else {
                 None
             };
@@ -357,19 +363,13 @@ impl SnapshotService {
         self.backend
             .stat(&scope.key(name)?)
             .await
-            .map_err(|e| match e {
-                BackendError::NotFound(_) => Error::NotFound(format!("Snapshot {name} not found")),
-                other => other.into(),
-            })
+            .map_err(not_found(name))
     }
 
     /// Deletes a snapshot and its sidecar.
     pub async fn delete(&self, scope: &Scope, name: &str) -> Result<()> {
         let key = scope.key(name)?;
-        self.backend.delete(&key).await.map_err(|e| match e {
-            BackendError::NotFound(_) => Error::NotFound(format!("Snapshot {name} not found")),
-            other => other.into(),
-        })?;
+        self.backend.delete(&key).await.map_err(not_found(name))?;
         match self.backend.delete(&key.checksum_sidecar()).await {
             Ok(()) | Err(BackendError::NotFound(_)) => Ok(()),
             Err(e) => {
@@ -390,20 +390,14 @@ impl SnapshotService {
         if !name.ends_with(names::EXTENSION) {
             return Err(Error::NotFound(format!("Snapshot {name} not found")));
         }
-        let checksum = match self.backend.get_bytes(&meta.key.checksum_sidecar()).await {
-            Ok(b) => Some(String::from_utf8_lossy(&b).trim().to_string())
-                .filter(|s| format::is_sha256_hex(s)),
-            Err(_) => None,
-        };
+        // A sidecar that cannot be read only drops the checksum headers.
+        let checksum = self.published_checksum(&meta.key).await.ok().flatten();
         let range = range.map(|r| r.start..r.end.min(meta.size));
         let stream = self
             .backend
             .open(&meta.key, range)
             .await
-            .map_err(|e| match e {
-                BackendError::NotFound(_) => Error::NotFound(format!("Snapshot {name} not found")),
-                other => other.into(),
-            })?;
+            .map_err(not_found(name))?;
         Ok((checksum, stream))
     }
 
@@ -563,6 +557,20 @@ impl SnapshotService {
         remove_dir_quietly(&staging).await;
         result
     }
+}
+
+/// Maps a missing object to Qdrant's "Snapshot {name} not found".
+fn not_found(name: &str) -> impl FnOnce(BackendError) -> Error + '_ {
+    move |e| match e {
+        BackendError::NotFound(_) => Error::NotFound(format!("Snapshot {name} not found")),
+        other => other.into(),
+    }
+}
+
+/// A published checksum (sidecar text or header): 64 hex digits, whitespace ignored.
+pub(crate) fn parse_checksum(text: &str) -> Option<String> {
+    let t = text.trim();
+    format::is_sha256_hex(t).then(|| t.to_ascii_lowercase())
 }
 
 /// Fails with Qdrant's checksum-mismatch error unless `actual` equals `expected`.

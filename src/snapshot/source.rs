@@ -8,9 +8,8 @@ use futures::TryStreamExt;
 use tokio::io::AsyncRead;
 use tokio_util::io::StreamReader;
 
-use super::format::is_sha256_hex;
-use super::SnapshotService;
-use crate::backend::{BackendError, BackendExt, ObjectKey};
+use super::{not_found, parse_checksum, SnapshotService};
+use crate::backend::ObjectKey;
 use crate::error::{Error, Result};
 
 /// An opened recovery source.
@@ -19,11 +18,6 @@ pub struct Source {
     pub reader: Box<dyn AsyncRead + Send + Unpin>,
     /// The checksum published next to it (sidecar or `x-checksum-sha256`), if any.
     pub published_sha256: Option<String>,
-}
-
-fn parse_published(text: &str) -> Option<String> {
-    let t = text.trim();
-    is_sha256_hex(t).then(|| t.to_ascii_lowercase())
 }
 
 impl SnapshotService {
@@ -87,7 +81,7 @@ impl SnapshotService {
         let published = tokio::fs::read_to_string(PathBuf::from(sidecar))
             .await
             .ok()
-            .and_then(|t| parse_published(&t));
+            .and_then(|t| parse_checksum(&t));
         Ok(Source {
             reader: Box::new(tokio::io::BufReader::with_capacity(1 << 20, file)),
             published_sha256: published,
@@ -120,7 +114,7 @@ impl SnapshotService {
             .headers()
             .get("x-checksum-sha256")
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_published);
+            .and_then(parse_checksum);
         let stream = resp.bytes_stream().map_err(std::io::Error::other);
         Ok(Source {
             reader: Box::new(StreamReader::new(stream)),
@@ -162,15 +156,12 @@ impl SnapshotService {
             None => ObjectKey::new(name),
         }
         .map_err(|_| Error::NotFound(format!("Snapshot {name} not found")))?;
-        let published = match self.backend.get_bytes(&key.checksum_sidecar()).await {
-            Ok(b) => parse_published(&String::from_utf8_lossy(&b)),
-            Err(BackendError::NotFound(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
-        let stream = self.backend.open(&key, None).await.map_err(|e| match e {
-            BackendError::NotFound(_) => Error::NotFound(format!("Snapshot {name} not found")),
-            other => other.into(),
-        })?;
+        let published = self.published_checksum(&key).await?;
+        let stream = self
+            .backend
+            .open(&key, None)
+            .await
+            .map_err(not_found(name))?;
         Ok(Source {
             reader: Box::new(StreamReader::new(stream)),
             published_sha256: published,
