@@ -11,6 +11,7 @@ pub mod api;
 pub mod backend;
 pub mod collection;
 pub mod config;
+mod direct_file;
 pub mod env;
 pub mod error;
 mod fsutil;

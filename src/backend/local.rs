@@ -1,4 +1,5 @@
-//! Local-filesystem backend: a temp file in the target directory, fsync, rename on commit.
+//! Local-filesystem backend: a temp file in the target directory (written with direct I/O),
+//! fsync, rename on commit.
 
 use std::fmt;
 use std::io;
@@ -10,8 +11,10 @@ use std::task::{Context, Poll};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use tokio::io::{AsyncSeekExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncSeekExt, AsyncWrite};
 use tokio_util::io::ReaderStream;
+
+use crate::direct_file::DirectFile;
 
 use super::{Backend, BackendError, ByteStream, CreateOptions, ObjectKey, ObjectMeta, ObjectSink};
 
@@ -80,8 +83,7 @@ impl LocalBackend {
 
 /// A temp file that becomes the object on commit.
 struct LocalSink {
-    file: Option<BufWriter<tokio::fs::File>>,
-    writeback: Option<crate::fsutil::EarlyWriteback>,
+    file: Option<DirectFile>,
     tmp: PathBuf,
     target: PathBuf,
     key: ObjectKey,
@@ -93,15 +95,10 @@ impl AsyncWrite for LocalSink {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let Some(f) = this.file.as_mut() else {
-            return Poll::Ready(Err(io::Error::other("sink already finished")));
-        };
-        let n = std::task::ready!(Pin::new(f).poll_write(cx, buf))?;
-        if let Some(wb) = this.writeback.as_mut() {
-            wb.wrote(n as u64)?;
+        match self.file.as_mut() {
+            Some(f) => Pin::new(f).poll_write(cx, buf),
+            None => Poll::Ready(Err(io::Error::other("sink already finished"))),
         }
-        Poll::Ready(Ok(n))
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.file.as_mut() {
@@ -118,7 +115,7 @@ impl AsyncWrite for LocalSink {
 #[async_trait]
 impl ObjectSink for LocalSink {
     async fn commit(mut self: Box<Self>) -> Result<ObjectMeta, BackendError> {
-        let Some(mut w) = self.file.take() else {
+        let Some(file) = self.file.take() else {
             return Err(BackendError::Io {
                 action: "failed to commit",
                 path: self.target.display().to_string(),
@@ -127,24 +124,10 @@ impl ObjectSink for LocalSink {
         };
         let tmp = self.tmp.clone();
         let result = async {
-            w.flush().await.map_err(io_err("failed to write", &tmp))?;
-            if let Some(wb) = self.writeback.take() {
-                wb.finish().await.map_err(io_err("failed to sync", &tmp))?;
-            }
-            let file = w.into_inner();
-            // Frees blocks preallocated past the end when the size hint overshot.
-            let len = file
-                .metadata()
+            // Writes the tail, cuts the file to its exact length and fsyncs it.
+            file.finish()
                 .await
-                .map_err(io_err("failed to stat", &tmp))?
-                .len();
-            file.set_len(len)
-                .await
-                .map_err(io_err("failed to truncate", &tmp))?;
-            file.sync_all()
-                .await
-                .map_err(io_err("failed to sync", &tmp))?;
-            drop(file);
+                .map_err(io_err("failed to write", &tmp))?;
             tokio::fs::rename(&tmp, &self.target)
                 .await
                 .map_err(io_err("failed to commit", &self.target))?;
@@ -205,21 +188,11 @@ impl Backend for LocalBackend {
             key.file_name(),
             uuid::Uuid::new_v4().simple()
         ));
-        let file = tokio::fs::File::create(&tmp)
+        let file = DirectFile::create(&tmp, opts.size_hint)
             .await
             .map_err(io_err("failed to create", &tmp))?;
-        let clone = file
-            .try_clone()
-            .await
-            .map_err(io_err("failed to open", &tmp))?
-            .into_std()
-            .await;
-        if let Some(hint) = opts.size_hint {
-            crate::fsutil::preallocate(&clone, hint);
-        }
         Ok(Box::new(LocalSink {
-            file: Some(BufWriter::with_capacity(1 << 20, file)),
-            writeback: Some(crate::fsutil::EarlyWriteback::new(clone)),
+            file: Some(file),
             tmp,
             target,
             key: key.clone(),
@@ -341,6 +314,7 @@ fn remove_temp_files(dir: &Path, depth: usize) -> io::Result<usize> {
 mod tests {
     use super::*;
     use crate::backend::conformance;
+    use tokio::io::AsyncWriteExt;
 
     #[tokio::test]
     async fn local_backend_passes_the_conformance_suite() {

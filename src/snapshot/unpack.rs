@@ -11,7 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_tar::Archive;
 
 use super::codec;
@@ -19,6 +19,7 @@ use super::format::{self, Manifest, ManifestFile, SnapshotKind};
 use super::hashing::{HashingReader, Progress};
 use crate::collection::loader::{Preloaded, StreamLoader};
 use crate::collection::CONFIG_FILE;
+use crate::direct_file::DirectFile;
 use crate::error::{Error, Result};
 
 /// Bytes tolerated after the end of the archive (tar padding to a record boundary).
@@ -299,21 +300,9 @@ async fn copy_entry<R: AsyncRead + Unpin>(
     size: u64,
     feed: &mut (dyn FnMut(&[u8]) -> std::result::Result<(), String> + Send),
 ) -> Result<u32> {
-    let file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dest)
+    let mut out = DirectFile::create(dest, Some(size))
         .await
         .map_err(write_err(dest))?;
-    let clone = file
-        .try_clone()
-        .await
-        .map_err(write_err(dest))?
-        .into_std()
-        .await;
-    crate::fsutil::preallocate(&clone, size);
-    let mut writeback = crate::fsutil::EarlyWriteback::new(clone);
-    let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut crc = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut left = size;
@@ -326,11 +315,8 @@ async fn copy_entry<R: AsyncRead + Unpin>(
         crc.update(&buf[..n]);
         feed(&buf[..n]).map_err(bad)?;
         out.write_all(&buf[..n]).await.map_err(write_err(dest))?;
-        writeback.wrote(n as u64).map_err(write_err(dest))?;
         left -= n as u64;
     }
-    out.flush().await.map_err(write_err(dest))?;
-    writeback.finish().await.map_err(write_err(dest))?;
-    out.into_inner().sync_all().await.map_err(write_err(dest))?;
+    out.finish().await.map_err(write_err(dest))?;
     Ok(crc.finalize())
 }
