@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod backend;
+mod background;
 pub mod collection;
 pub mod config;
 mod direct_file;

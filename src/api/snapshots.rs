@@ -425,7 +425,7 @@ async fn stream_shard(
     );
     let file_name = crate::snapshot::names::shard_snapshot(&collection, shard, chrono::Utc::now());
     let (writer, reader) = tokio::io::duplex(1 << 20);
-    tokio::spawn(async move {
+    crate::background::spawn(async move {
         match producer::write_archive(
             writer,
             &manifest,

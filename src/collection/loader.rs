@@ -70,6 +70,14 @@ impl StreamLoader {
 
     /// Feeds the next bytes of the current file, applying every complete record.
     pub fn feed(&mut self, data: &[u8]) -> Result<(), String> {
+        if self.pending.is_empty() && self.magic_seen {
+            // The usual case: records decode straight from the caller's buffer and only a
+            // partial record at its end is kept.
+            let used = self.apply_records(data)?;
+            self.pending.extend_from_slice(&data[used..]);
+            self.consumed = 0;
+            return Ok(());
+        }
         self.pending.extend_from_slice(data);
         if !self.magic_seen {
             if self.pending.len() < FILE_MAGIC.len() {
@@ -81,20 +89,30 @@ impl StreamLoader {
             self.magic_seen = true;
             self.consumed = FILE_MAGIC.len();
         }
-        while let Some((rec, n)) = record::decode_framed(&self.pending[self.consumed..])
-            .map_err(|e| format!("segment record: {e}"))?
-        {
-            self.consumed += n;
-            self.last_op = self.last_op.max(rec.op_id);
-            self.point_records += rec.op.len() as u64;
-            self.store.apply(rec);
-        }
+        let pending = std::mem::take(&mut self.pending);
+        let used = self.apply_records(&pending[self.consumed..]);
+        self.pending = pending;
+        self.consumed += used?;
         // Drop what was parsed once it outweighs the partial record kept.
         if self.consumed > self.pending.len() / 2 {
             self.pending.drain(..self.consumed);
             self.consumed = 0;
         }
         Ok(())
+    }
+
+    /// Applies the complete records at the start of `buf`; returns the bytes they took.
+    fn apply_records(&mut self, buf: &[u8]) -> Result<usize, String> {
+        let mut used = 0;
+        while let Some((rec, n)) =
+            record::decode_framed(&buf[used..]).map_err(|e| format!("segment record: {e}"))?
+        {
+            used += n;
+            self.last_op = self.last_op.max(rec.op_id);
+            self.point_records += rec.op.len() as u64;
+            self.store.apply(rec);
+        }
+        Ok(used)
     }
 
     /// Ends the current file: a sealed segment never ends inside a record.

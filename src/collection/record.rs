@@ -248,10 +248,12 @@ fn decode_body(body: &[u8]) -> Result<Record, RecordError> {
                     let raw = c.take(dim.checked_mul(4).ok_or_else(|| {
                         RecordError::Corrupted("vector dimension overflows".into())
                     })?)?;
-                    let v = raw
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect();
+                    // Filling a sized vector (rather than collecting an iterator) lets
+                    // the compiler turn this into a plain copy on little-endian machines.
+                    let mut v = vec![0f32; dim];
+                    for (x, b) in v.iter_mut().zip(raw.chunks_exact(4)) {
+                        *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    }
                     vectors.push((name, v));
                 }
                 let plen = c.u32()?;

@@ -292,20 +292,25 @@ impl SnapshotService {
             .backend
             .create(key, CreateOptions::default().with_size_hint(hint))
             .await?;
-        let produced = match producer::write_archive(
-            &mut sink,
-            manifest,
-            pinned,
-            self.compression,
-            progress,
-        )
-        .await
-        {
-            Ok((_, p)) => p,
-            Err(e) => {
-                if let Err(abort) = sink.abort().await {
-                    tracing::warn!(key = %key, error = %abort, "failed to abort snapshot write");
+        // Production runs on the low-priority runtime: it is bulk work next to live writes.
+        let (manifest, compression) = (manifest.clone(), self.compression);
+        let produced = crate::background::spawn(async move {
+            match producer::write_archive(&mut sink, &manifest, pinned, compression, progress).await
+            {
+                Ok((_, p)) => Ok((sink, p)),
+                Err(e) => {
+                    if let Err(abort) = sink.abort().await {
+                        tracing::warn!(error = %abort, "failed to abort snapshot write");
+                    }
+                    Err(e)
                 }
+            }
+        })
+        .await
+        .map_err(|e| Error::internal("snapshot task failed", e))?;
+        let (sink, produced) = match produced {
+            Ok(done) => done,
+            Err(e) => {
                 return Err(Error::internal(
                     format!("failed to write snapshot `{key}`"),
                     e,
