@@ -7,6 +7,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use snapstream::config;
+use snapstream::snapshot::source::file_stream;
 
 /// A Qdrant-compatible collection and snapshot service.
 #[derive(Parser, Debug)]
@@ -71,14 +72,10 @@ async fn main() -> ExitCode {
 async fn startup_recovery(args: &Args, state: &snapstream::AppState) -> Result<(), String> {
     let svc = &state.snapshots;
     if let Some(path) = &args.storage_snapshot {
-        let file = tokio::fs::File::open(path)
-            .await
+        let file = std::fs::File::open(path)
             .map_err(|e| format!("cannot open storage snapshot `{}`: {e}", path.display()))?;
         let names = svc
-            .recover_full_from_reader(
-                tokio::io::BufReader::with_capacity(1 << 20, file),
-                args.force_snapshot,
-            )
+            .recover_full_from_stream(file_stream(file), args.force_snapshot)
             .await
             .map_err(|e| format!("recovering `{}` failed: {}", path.display(), e.chain()))?;
         tracing::info!(collections = ?names, "recovered full-storage snapshot");
@@ -96,17 +93,11 @@ async fn startup_recovery(args: &Args, state: &snapstream::AppState) -> Result<(
                 "Collection {name} already exists. Use --force-snapshot to overwrite it."
             ));
         }
-        let file = tokio::fs::File::open(path)
+        let file =
+            std::fs::File::open(path).map_err(|e| format!("cannot open snapshot `{path}`: {e}"))?;
+        svc.recover_from_stream(name, file_stream(file), None, None)
             .await
-            .map_err(|e| format!("cannot open snapshot `{path}`: {e}"))?;
-        svc.recover_from_reader(
-            name,
-            tokio::io::BufReader::with_capacity(1 << 20, file),
-            None,
-            None,
-        )
-        .await
-        .map_err(|e| format!("recovering `{path}` into `{name}` failed: {}", e.chain()))?;
+            .map_err(|e| format!("recovering `{path}` into `{name}` failed: {}", e.chain()))?;
         tracing::info!(collection = name, path, "recovered collection snapshot");
     }
     Ok(())

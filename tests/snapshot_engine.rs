@@ -9,6 +9,14 @@ use snapstream::registry::Registry;
 use snapstream::snapshot::format::SnapshotKind;
 use snapstream::snapshot::{codec, producer, unpack};
 
+/// `bytes` as a stream of uneven chunks, as a network would deliver them: a 1-byte chunk
+/// first (shorter than any magic number), then chunks that straddle tar blocks.
+fn chunked(bytes: &[u8]) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin {
+    let mut parts = vec![bytes::Bytes::copy_from_slice(&bytes[..1])];
+    parts.extend(bytes[1..].chunks(70_001).map(bytes::Bytes::copy_from_slice));
+    futures::stream::iter(parts.into_iter().map(Ok))
+}
+
 #[tokio::test]
 async fn full_snapshots_round_trip_with_long_names_under_every_compression() {
     let tmp = tempfile::tempdir().unwrap();
@@ -50,9 +58,14 @@ async fn full_snapshots_round_trip_with_long_names_under_every_compression() {
         assert_eq!(codec::detect(&bytes), compression);
         assert_eq!(produced.size, bytes.len() as u64);
         let staging = tempfile::tempdir().unwrap();
-        let un = unpack::unpack(&bytes[..], staging.path(), Some(SnapshotKind::Full), None)
-            .await
-            .unwrap();
+        let un = unpack::unpack(
+            chunked(&bytes),
+            staging.path(),
+            Some(SnapshotKind::Full),
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(un.sha256, produced.sha256);
         assert_eq!(un.manifest, manifest);
         assert_eq!(un.manifest.aliases, aliases);
@@ -74,7 +87,7 @@ async fn full_snapshots_round_trip_with_long_names_under_every_compression() {
         // A full snapshot is not a collection snapshot.
         let wrong = tempfile::tempdir().unwrap();
         assert!(unpack::unpack(
-            &bytes[..],
+            chunked(&bytes),
             wrong.path(),
             Some(SnapshotKind::Collection),
             None

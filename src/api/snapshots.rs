@@ -11,11 +11,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
-use tokio_util::io::StreamReader;
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Timer};
 use super::AppState;
@@ -390,9 +389,9 @@ async fn upload(
         if field.name() != Some("snapshot") {
             continue;
         }
-        let reader = StreamReader::new(field.map_err(std::io::Error::other));
+        let stream = field.map_err(std::io::Error::other).boxed();
         st.snapshots
-            .recover_from_reader(&target, reader, q.checksum.clone(), None)
+            .recover_from_stream(&target, stream, q.checksum.clone(), None)
             .await?;
         break;
     }

@@ -10,6 +10,9 @@ use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite};
 
 use crate::config::Compression;
 
+/// Bytes [`detect`] needs to tell every format apart.
+pub const MAGIC_LEN: usize = 4;
+
 /// Detects the compression of an archive from its first bytes.
 pub fn detect(head: &[u8]) -> Compression {
     match head {

@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
+use futures::Stream;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 use tokio_util::sync::PollSender;
 
 /// Shared progress counter (bytes moved), readable while an operation runs.
@@ -18,39 +20,54 @@ pub fn hex_digest(h: Sha256) -> String {
     hex::encode(h.finalize())
 }
 
-/// Bytes handed to the hashing thread at a time.
+/// Bytes handed to the hashing thread at a time (at least).
 const BLOCK: usize = 1 << 20;
-/// Blocks queued for the hashing thread; bounds the extra memory to a few MiB.
+/// Batches queued for the hashing thread; bounds the extra memory to a few MiB.
 const QUEUE: usize = 4;
 
 /// SHA-256 computed on a helper thread, so on a 2-core machine hashing overlaps the
 /// reading, tar framing and writing done by the caller. Bytes are still hashed once, in
 /// the order they pass, as they pass.
+///
+/// The thread receives batches of [`Bytes`] of at least [`BLOCK`] bytes: chunks that
+/// arrive as `Bytes` (downloads, uploads, file reads) are shared with it without a copy,
+/// and one wake-up covers many small network chunks. Borrowed slices (the producer's
+/// writes) are copied into a block first.
 struct BackgroundSha {
     block: Vec<u8>,
-    tx: PollSender<Vec<u8>>,
+    batch: Vec<Bytes>,
+    batch_len: usize,
+    tx: PollSender<Vec<Bytes>>,
     done: Option<tokio::sync::oneshot::Receiver<Sha256>>,
     bytes: u64,
     progress: Option<Progress>,
 }
 
+fn stopped() -> io::Error {
+    io::Error::other("hashing thread stopped")
+}
+
 impl BackgroundSha {
     fn new(progress: Option<Progress>) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUE);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(QUEUE);
         let (done_tx, done) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("sha256".into())
             .spawn(move || {
                 let mut h = Sha256::new();
-                while let Some(b) = rx.blocking_recv() {
-                    h.update(&b);
+                while let Some(batch) = rx.blocking_recv() {
+                    for b in &batch {
+                        h.update(b);
+                    }
                 }
                 let _ = done_tx.send(h);
             })
             .map_err(|e| tracing::error!(error = %e, "cannot start the hashing thread"))
             .ok();
         BackgroundSha {
-            block: Vec::with_capacity(BLOCK),
+            block: Vec::new(),
+            batch: Vec::new(),
+            batch_len: 0,
             tx: PollSender::new(tx),
             done: Some(done),
             bytes: 0,
@@ -58,49 +75,69 @@ impl BackgroundSha {
         }
     }
 
-    /// Hands a full block to the thread; call before consuming new bytes, since it may wait.
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.batch_len += b.len();
+            self.batch.push(b);
+        }
+    }
+
+    /// Hands a full batch to the thread; call before consuming new bytes, since it may wait.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.block.len() < BLOCK {
+        if self.block.len() >= BLOCK {
+            let full = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
+            self.push(Bytes::from(full));
+        }
+        if self.batch_len < BLOCK {
             return Poll::Ready(Ok(()));
         }
-        std::task::ready!(self.tx.poll_reserve(cx))
-            .map_err(|_| io::Error::other("hashing thread stopped"))?;
-        let full = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
-        self.tx
-            .send_item(full)
-            .map_err(|_| io::Error::other("hashing thread stopped"))?;
+        std::task::ready!(self.tx.poll_reserve(cx)).map_err(|_| stopped())?;
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_len = 0;
+        self.tx.send_item(batch).map_err(|_| stopped())?;
         Poll::Ready(Ok(()))
     }
 
-    fn consume(&mut self, data: &[u8]) {
-        self.block.extend_from_slice(data);
-        self.bytes += data.len() as u64;
+    fn count(&mut self, n: usize) {
+        self.bytes += n as u64;
         if let Some(p) = &self.progress {
-            p.fetch_add(data.len() as u64, Ordering::Relaxed);
+            p.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 
-    async fn finish(mut self) -> io::Result<(String, u64)> {
+    /// Takes borrowed bytes (copied).
+    fn consume(&mut self, data: &[u8]) {
+        if self.block.capacity() == 0 {
+            self.block.reserve(BLOCK);
+        }
+        self.block.extend_from_slice(data);
+        self.count(data.len());
+    }
+
+    /// Takes shared bytes (not copied).
+    fn consume_bytes(&mut self, data: Bytes) {
         if !self.block.is_empty() {
-            let last = std::mem::take(&mut self.block);
-            let sender = self
-                .tx
-                .get_ref()
-                .cloned()
-                .ok_or_else(|| io::Error::other("hashing thread stopped"))?;
-            sender
-                .send(last)
-                .await
-                .map_err(|_| io::Error::other("hashing thread stopped"))?;
+            let part = std::mem::take(&mut self.block);
+            self.push(Bytes::from(part));
+        }
+        self.count(data.len());
+        self.push(data);
+    }
+
+    async fn finish(mut self) -> io::Result<(String, u64)> {
+        let part = std::mem::take(&mut self.block);
+        self.push(Bytes::from(part));
+        if !self.batch.is_empty() {
+            let last = std::mem::take(&mut self.batch);
+            let sender = self.tx.get_ref().cloned().ok_or_else(stopped)?;
+            sender.send(last).await.map_err(|_| stopped())?;
         }
         self.tx.close();
         let done = self
             .done
             .take()
             .ok_or_else(|| io::Error::other("hash already finished"))?;
-        let h = done
-            .await
-            .map_err(|_| io::Error::other("hashing thread stopped"))?;
+        let h = done.await.map_err(|_| stopped())?;
         Ok((hex_digest(h), self.bytes))
     }
 }
@@ -149,46 +186,47 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
     }
 }
 
-/// A reader that hashes and counts everything read through it.
-pub struct HashingReader<R> {
-    inner: R,
+/// A byte stream that hashes and counts every chunk passing through it.
+pub struct HashingStream<S> {
+    inner: S,
     sha: BackgroundSha,
 }
 
-impl<R> HashingReader<R> {
-    /// Wraps `inner`.
-    pub fn new(inner: R, progress: Option<Progress>) -> Self {
-        HashingReader {
+impl<S> HashingStream<S> {
+    /// Wraps `inner`; `progress` (if any) is advanced as bytes pass.
+    pub fn new(inner: S, progress: Option<Progress>) -> Self {
+        HashingStream {
             inner,
             sha: BackgroundSha::new(progress),
         }
     }
 
-    /// The hex SHA-256 and byte count of what was read.
+    /// The hex SHA-256 and byte count of what passed.
     pub async fn finish(self) -> io::Result<(String, u64)> {
         self.sha.finish().await
     }
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+impl<S: Stream<Item = io::Result<Bytes>> + Unpin> Stream for HashingStream<S> {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        std::task::ready!(this.sha.poll_ready(cx))?;
-        let before = buf.filled().len();
-        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        this.sha.consume(&buf.filled()[before..]);
-        Poll::Ready(Ok(()))
+        if let Err(e) = std::task::ready!(this.sha.poll_ready(cx)) {
+            return Poll::Ready(Some(Err(e)));
+        }
+        let item = std::task::ready!(Pin::new(&mut this.inner).poll_next(cx));
+        if let Some(Ok(b)) = &item {
+            this.sha.consume_bytes(b.clone());
+        }
+        Poll::Ready(item)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     #[tokio::test]
     async fn hashes_match_a_one_shot_digest() {
@@ -202,10 +240,22 @@ mod tests {
         assert_eq!((hash.as_str(), n), (expected.as_str(), len as u64));
         assert_eq!(out, data);
         let progress = Progress::default();
-        let mut r = HashingReader::new(&data[..], Some(Arc::clone(&progress)));
-        let mut sink = Vec::new();
-        r.read_to_end(&mut sink).await.unwrap();
-        assert_eq!(r.finish().await.unwrap(), (expected, len as u64));
+        // Chunks of uneven sizes, some smaller than a block, some larger, one empty.
+        let chunks: Vec<io::Result<Bytes>> = [0, 1, 70_000, 0, 3 * BLOCK, 2 * BLOCK - 57_656]
+            .iter()
+            .scan(0, |at, &n| {
+                let c = Bytes::copy_from_slice(&data[*at..*at + n]);
+                *at += n;
+                Some(Ok(c))
+            })
+            .collect();
+        let mut s = HashingStream::new(futures::stream::iter(chunks), Some(Arc::clone(&progress)));
+        let mut passed = Vec::new();
+        while let Some(c) = futures::StreamExt::next(&mut s).await {
+            passed.extend_from_slice(&c.unwrap());
+        }
+        assert_eq!(passed, data);
+        assert_eq!(s.finish().await.unwrap(), (expected, len as u64));
         assert_eq!(progress.load(Ordering::Relaxed), len as u64);
     }
 }

@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
+use futures::Stream;
 use parking_lot::Mutex;
 use serde::Serialize;
-use tokio::io::AsyncRead;
 
 use crate::backend::{
     BackendError, BackendExt, ByteStream, CreateOptions, DynBackend, ObjectKey, ObjectMeta,
@@ -442,26 +442,29 @@ impl SnapshotService {
     ) -> Result<()> {
         let source = self.open_source(location, dir, api_key).await?;
         let expected = checksum.or(source.published_sha256);
-        self.recover_from_reader(target, source.reader, expected, progress)
+        self.recover_from_stream(target, source.stream, expected, progress)
             .await
     }
 
     /// Unpacks a collection snapshot into staging, verifies it, then swaps it in atomically.
     /// On any failure the existing collection is untouched and staging is removed.
-    pub async fn recover_from_reader<R: AsyncRead + Unpin + Send>(
+    pub async fn recover_from_stream<S>(
         &self,
         target: &str,
-        reader: R,
+        stream: S,
         expected_sha256: Option<String>,
         progress: Option<Progress>,
-    ) -> Result<()> {
+    ) -> Result<()>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Unpin + Send,
+    {
         crate::registry::validate_name(target)?;
         let lock = self.recovery_lock(target);
         let _serialized = lock.lock().await;
         let staging = self.staging_dir()?;
         let result = async {
             let unpacked =
-                unpack::unpack(reader, &staging, Some(SnapshotKind::Collection), progress).await?;
+                unpack::unpack(stream, &staging, Some(SnapshotKind::Collection), progress).await?;
             verify_checksum(expected_sha256.as_deref(), &unpacked.sha256)?;
             self.check_compatible(target, &staging).await?;
             let preloaded = unpacked.loaded.into_iter().next().map(|(_, p)| p);
@@ -524,14 +527,13 @@ impl SnapshotService {
     /// Recovers a full-storage snapshot (start-up `--storage-snapshot`): every collection and
     /// alias. Without `force`, an existing collection or alias is an error before anything
     /// is changed.
-    pub async fn recover_full_from_reader<R: AsyncRead + Unpin + Send>(
-        &self,
-        reader: R,
-        force: bool,
-    ) -> Result<Vec<String>> {
+    pub async fn recover_full_from_stream<S>(&self, stream: S, force: bool) -> Result<Vec<String>>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Unpin + Send,
+    {
         let staging = self.staging_dir()?;
         let result = async {
-            let unpacked = unpack::unpack(reader, &staging, Some(SnapshotKind::Full), None).await?;
+            let unpacked = unpack::unpack(stream, &staging, Some(SnapshotKind::Full), None).await?;
             let m = &unpacked.manifest;
             if !force {
                 for c in &m.collections {

@@ -1,21 +1,23 @@
 //! Where a recovery reads from: `file://` (confined to `snapshots_path`), `http(s)://`
 //! (streamed, never spooled), `s3://bucket/key` and bare snapshot names of the configured
-//! storage. Each yields a reader plus the SHA-256 to expect, when one is known.
+//! storage. Each yields a stream of byte chunks plus the SHA-256 to expect, when one is known.
 
 use std::path::{Path, PathBuf};
 
-use futures::TryStreamExt;
-use tokio::io::AsyncRead;
-use tokio_util::io::StreamReader;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 
 use super::{not_found, parse_checksum, SnapshotService};
-use crate::backend::ObjectKey;
+use crate::backend::{ByteStream, ObjectKey};
 use crate::error::{Error, Result};
 
 /// An opened recovery source.
 pub struct Source {
     /// The snapshot's bytes.
-    pub reader: Box<dyn AsyncRead + Send + Unpin>,
+    pub stream: ByteStream,
     /// The checksum published next to it (sidecar or `x-checksum-sha256`), if any.
     pub published_sha256: Option<String>,
 }
@@ -70,12 +72,16 @@ impl SnapshotService {
                 root.display()
             )));
         }
-        let file = tokio::fs::File::open(&canonical).await.map_err(|e| {
-            Error::BadRequest(format!(
-                "Snapshot file \"{}\" cannot be opened: {e}",
-                path.display()
-            ))
-        })?;
+        let file = tokio::fs::File::open(&canonical)
+            .await
+            .map_err(|e| {
+                Error::BadRequest(format!(
+                    "Snapshot file \"{}\" cannot be opened: {e}",
+                    path.display()
+                ))
+            })?
+            .into_std()
+            .await;
         let mut sidecar = canonical.clone().into_os_string();
         sidecar.push(".checksum");
         let published = tokio::fs::read_to_string(PathBuf::from(sidecar))
@@ -83,7 +89,7 @@ impl SnapshotService {
             .ok()
             .and_then(|t| parse_checksum(&t));
         Ok(Source {
-            reader: Box::new(tokio::io::BufReader::with_capacity(1 << 20, file)),
+            stream: file_stream(file),
             published_sha256: published,
         })
     }
@@ -117,7 +123,7 @@ impl SnapshotService {
             .and_then(parse_checksum);
         let stream = resp.bytes_stream().map_err(std::io::Error::other);
         Ok(Source {
-            reader: Box::new(StreamReader::new(stream)),
+            stream: stream.boxed(),
             published_sha256: published,
         })
     }
@@ -163,7 +169,7 @@ impl SnapshotService {
             .await
             .map_err(not_found(name))?;
         Ok(Source {
-            reader: Box::new(StreamReader::new(stream)),
+            stream: stream.boxed(),
             published_sha256: published,
         })
     }
@@ -218,4 +224,33 @@ async fn canonical_inside(path: &Path, root: &Path) -> Result<(PathBuf, PathBuf)
         )));
     }
     Ok((canonical, root))
+}
+
+/// Bytes read from a snapshot file at a time.
+const FILE_CHUNK: usize = 1 << 20;
+
+/// The contents of `file` as a stream of 1 MiB chunks, each read on the blocking pool.
+pub fn file_stream(file: std::fs::File) -> ByteStream {
+    let file = Arc::new(file);
+    futures::stream::try_unfold(0u64, move |offset| {
+        let file = Arc::clone(&file);
+        async move {
+            let chunk = tokio::task::spawn_blocking(move || loop {
+                let mut buf = vec![0u8; FILE_CHUNK];
+                match file.read_at(&mut buf, offset) {
+                    Ok(n) => {
+                        buf.truncate(n);
+                        return Ok(Bytes::from(buf));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            let next = offset + chunk.len() as u64;
+            Ok((!chunk.is_empty()).then_some((chunk, next)))
+        }
+    })
+    .boxed()
 }

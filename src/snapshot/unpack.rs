@@ -1,4 +1,4 @@
-//! The streaming unpacker: bytes → SHA-256 → decompression (detected) → tar → staging.
+//! The streaming unpacker: byte chunks → SHA-256 → decompression (detected) → tar → staging.
 //!
 //! Nothing is trusted: the manifest must come first and is validated before any file is
 //! written; every later entry must be a regular file the manifest lists, once, with the
@@ -10,13 +10,15 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_tar::Archive;
+use tokio_util::io::StreamReader;
 
 use super::codec;
 use super::format::{self, Manifest, ManifestFile, SnapshotKind};
-use super::hashing::{HashingReader, Progress};
+use super::hashing::{HashingStream, Progress};
 use crate::collection::loader::{Preloaded, StreamLoader};
 use crate::collection::CONFIG_FILE;
 use crate::direct_file::DirectFile;
@@ -90,31 +92,46 @@ async fn drain<R: AsyncRead + Unpin>(r: R, what: &str) -> Result<()> {
 /// # Errors
 /// `BadInput` for anything wrong with the archive; `Internal` for local write failures.
 /// On error, `staging` may hold partial files: the caller removes it.
-pub async fn unpack<R: AsyncRead + Unpin + Send>(
-    source: R,
+pub async fn unpack<S>(
+    source: S,
     staging: &Path,
     expected: Option<SnapshotKind>,
     progress: Option<Progress>,
-) -> Result<Unpacked> {
-    let mut raw = BufReader::with_capacity(1 << 20, HashingReader::new(source, progress));
-    let head = raw.fill_buf().await.map_err(read_err)?;
+) -> Result<Unpacked>
+where
+    S: Stream<Item = io::Result<Bytes>> + Unpin + Send,
+{
+    let mut hashed = HashingStream::new(source, progress);
+    // Enough leading bytes to tell the compression, whatever the source's chunking.
+    let mut head = BytesMut::new();
+    while head.len() < codec::MAGIC_LEN {
+        match hashed.next().await {
+            Some(chunk) => head.extend_from_slice(&chunk.map_err(read_err)?),
+            None => break,
+        }
+    }
     if head.is_empty() {
         return Err(bad("the snapshot is empty"));
     }
-    let compression = codec::detect(head);
+    let compression = codec::detect(&head);
     let (manifest, loaded) = {
-        let decoded = codec::decoder(&mut raw, compression);
-        let mut archive = Archive::new(decoded);
-        let unpacked = unpack_entries(&mut archive, staging, expected).await?;
-        let decoded = archive
-            .into_inner()
-            .map_err(|_| Error::internal("archive still borrowed", io::Error::other("busy")))?;
-        drain(decoded, "archive").await?;
+        // Reads borrow the chunks in place: no buffer between the source and the archive.
+        let first = futures::stream::iter([Ok(head.freeze())]);
+        let mut raw = StreamReader::new(first.chain(&mut hashed));
+        let unpacked = {
+            let decoded = codec::decoder(&mut raw, compression);
+            let mut archive = Archive::new(decoded);
+            let unpacked = unpack_entries(&mut archive, staging, expected).await?;
+            let decoded = archive
+                .into_inner()
+                .map_err(|_| Error::internal("archive still borrowed", io::Error::other("busy")))?;
+            drain(decoded, "archive").await?;
+            unpacked
+        };
+        drain(&mut raw, "compressed stream").await?;
         unpacked
     };
-    drain(&mut raw, "compressed stream").await?;
-    let (sha256, size) = raw
-        .into_inner()
+    let (sha256, size) = hashed
         .finish()
         .await
         .map_err(|e| Error::internal("hashing failed", e))?;
