@@ -148,6 +148,8 @@ pub struct S3Config {
     pub max_retries: usize,
     /// Give up retrying a request after this many seconds.
     pub retry_timeout_secs: u64,
+    /// Abandon (and retry) one attempt of a request after this many seconds.
+    pub request_timeout_secs: u64,
 }
 
 /// `storage.snapshots_config`.
@@ -259,6 +261,7 @@ const KNOWN_KEYS: &[&str] = &[
     "storage.snapshots_config.s3_config.path_style",
     "storage.snapshots_config.s3_config.max_retries",
     "storage.snapshots_config.s3_config.retry_timeout_secs",
+    "storage.snapshots_config.s3_config.request_timeout_secs",
 ];
 
 impl Layers {
@@ -512,7 +515,8 @@ impl Layers {
             upload_concurrency: self.ranged(&key("upload_concurrency"), 8, 1, 64)? as usize,
             path_style,
             max_retries: self.ranged(&key("max_retries"), 5, 0, 100)? as usize,
-            retry_timeout_secs: self.ranged(&key("retry_timeout_secs"), 120, 1, 86_400)?,
+            retry_timeout_secs: self.ranged(&key("retry_timeout_secs"), 300, 1, 86_400)?,
+            request_timeout_secs: self.ranged(&key("request_timeout_secs"), 60, 1, 86_400)?,
         })
     }
 }

@@ -8,12 +8,15 @@
 //!   `abort` panics after a failed completion and whose finish drops a failed upload
 //!   without aborting it.
 //! * Every request (each part included) is retried on 5xx, timeouts and connection errors
-//!   with exponential backoff, by `object_store`'s retry layer.
+//!   with exponential backoff, by `object_store`'s retry layer; one attempt is abandoned
+//!   after `request_timeout_secs`, so a stalled part is retried within `retry_timeout_secs`.
+//! * Parts run as tasks on the runtime that created the sink, independent of the writer.
 //! * `commit` completes the upload; `abort` (and every error path of the producer) sends
 //!   AbortMultipartUpload. Uploads orphaned by a crash are aborted by `cleanup` at start-up,
 //!   via ListMultipartUploads from `aws-sdk-s3`, which `object_store` does not expose.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::ops::Range;
 use std::pin::Pin;
@@ -126,7 +129,8 @@ fn build_store(cfg: &S3Config, options: ClientOptions) -> Result<Arc<dyn ObjectS
 impl S3Backend {
     /// Builds the clients; nothing is sent until the first call.
     pub fn new(cfg: &S3Config) -> Result<Self> {
-        let timeout = Duration::from_secs(cfg.retry_timeout_secs.max(30));
+        // Shorter than the retry window, so a stalled attempt is retried, not fatal.
+        let timeout = Duration::from_secs(cfg.request_timeout_secs);
         Ok(S3Backend {
             store: build_store(cfg, ClientOptions::new().with_timeout(timeout))?,
             read_store: build_store(cfg, ClientOptions::new().with_timeout_disabled())?,
@@ -216,7 +220,35 @@ struct S3Sink {
     buf: Vec<u8>,
     upload: Option<Box<dyn MultipartUpload>>,
     creating: Option<BoxFuture<'static, object_store::Result<Box<dyn MultipartUpload>>>>,
-    in_flight: FuturesUnordered<UploadPart>,
+    in_flight: FuturesUnordered<PartTask>,
+    /// The runtime the sink was created on: parts run there as their own tasks, so they
+    /// progress whatever the writer is doing (and the writer may run on the low-priority
+    /// runtime, where network round trips would only wait longer).
+    runtime: tokio::runtime::Handle,
+}
+
+/// One part upload running as a task; dropping it cancels the upload of that part, as
+/// dropping the request future did.
+struct PartTask(tokio::task::JoinHandle<object_store::Result<()>>);
+
+impl Future for PartTask {
+    type Output = object_store::Result<()>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|e| {
+                Err(object_store::Error::Generic {
+                    store: "S3",
+                    source: Box::new(e),
+                })
+            })
+        })
+    }
+}
+
+impl Drop for PartTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl S3Sink {
@@ -256,8 +288,8 @@ impl S3Sink {
     fn dispatch(&mut self) {
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(self.part_size));
         if let Some(upload) = self.upload.as_mut() {
-            self.in_flight
-                .push(upload.put_part(PutPayload::from(Bytes::from(data))));
+            let part: UploadPart = upload.put_part(PutPayload::from(Bytes::from(data)));
+            self.in_flight.push(PartTask(self.runtime.spawn(part)));
         }
     }
 
@@ -411,6 +443,7 @@ impl Backend for S3Backend {
             upload: None,
             creating: None,
             in_flight: FuturesUnordered::new(),
+            runtime: tokio::runtime::Handle::current(),
         }))
     }
 

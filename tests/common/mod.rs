@@ -25,6 +25,7 @@ pub fn s3_config(prefix: &str) -> S3Config {
         path_style: true,
         max_retries: 3,
         retry_timeout_secs: 20,
+        request_timeout_secs: 10,
     }
 }
 
