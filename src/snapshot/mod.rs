@@ -292,9 +292,8 @@ impl SnapshotService {
             .backend
             .create(key, CreateOptions::default().with_size_hint(hint))
             .await?;
-        // Production runs on the low-priority runtime: it is bulk work next to live writes.
         let (manifest, compression) = (manifest.clone(), self.compression);
-        let produced = crate::background::spawn(async move {
+        let job = async move {
             match producer::write_archive(&mut sink, &manifest, pinned, compression, progress).await
             {
                 Ok((_, p)) => Ok((sink, p)),
@@ -305,9 +304,19 @@ impl SnapshotService {
                     Err(e)
                 }
             }
-        })
-        .await
-        .map_err(|e| Error::internal("snapshot task failed", e))?;
+        };
+        // Writing to local disk, production is bulk CPU and I/O next to live writes: it
+        // runs at low priority, so upserts keep their latency. Into S3 it is paced by the
+        // upload and needs a fifth of a core; at low priority an S3 server busy on the same
+        // machine would starve it and slow the upload, so it runs at normal priority.
+        let task = if self.s3_location.is_some() {
+            tokio::spawn(job)
+        } else {
+            crate::background::spawn(job)
+        };
+        let produced = task
+            .await
+            .map_err(|e| Error::internal("snapshot task failed", e))?;
         let (sink, produced) = match produced {
             Ok(done) => done,
             Err(e) => {
