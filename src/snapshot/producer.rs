@@ -27,9 +27,16 @@ pub struct Produced {
 /// Bytes read from a pinned file at a time.
 const CHUNK: u64 = 1 << 20;
 
-async fn read_chunk(file: Arc<std::fs::File>, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+/// Reads `len` bytes at `offset` into `buf` (reused, so chunks cost no allocation or
+/// zeroing) on the blocking pool.
+async fn read_chunk(
+    file: Arc<std::fs::File>,
+    mut buf: Vec<u8>,
+    offset: u64,
+    len: u64,
+) -> io::Result<Vec<u8>> {
     tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; len as usize];
+        buf.resize(len as usize, 0);
         // Positional reads: an early end of file (the file shrank) is an error, never a
         // short entry that would desynchronize the archive from its headers.
         std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, offset)?;
@@ -40,7 +47,8 @@ async fn read_chunk(file: Arc<std::fs::File>, offset: u64, len: u64) -> io::Resu
 }
 
 /// Streams exactly `len` bytes of `file` into `out` in 1 MiB chunks, the next chunk read
-/// while the current one is written, then pads to the 512-byte block; returns the CRC-32.
+/// while the current one is written (two buffers, swapped), then pads to the 512-byte
+/// block; returns the CRC-32.
 async fn copy_exact<W: AsyncWrite + Unpin>(
     file: std::fs::File,
     len: u64,
@@ -49,20 +57,23 @@ async fn copy_exact<W: AsyncWrite + Unpin>(
     let file = Arc::new(file);
     let mut crc = crc32fast::Hasher::new();
     let mut offset = 0;
-    let mut next =
-        (len > 0).then(|| tokio::spawn(read_chunk(Arc::clone(&file), 0, CHUNK.min(len))));
+    let mut spare = Vec::new();
+    let mut next = (len > 0)
+        .then(|| tokio::spawn(read_chunk(Arc::clone(&file), Vec::new(), 0, CHUNK.min(len))));
     while let Some(pending) = next.take() {
         let buf = pending.await.map_err(io::Error::other)??;
         offset += buf.len() as u64;
         if offset < len {
             next = Some(tokio::spawn(read_chunk(
                 Arc::clone(&file),
+                std::mem::take(&mut spare),
                 offset,
                 CHUNK.min(len - offset),
             )));
         }
         crc.update(&buf);
         out.write_all(&buf).await?;
+        spare = buf;
     }
     let pad = (512 - len % 512) % 512;
     out.write_all(&[0u8; 512][..pad as usize]).await?;
