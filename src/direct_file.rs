@@ -93,7 +93,8 @@ fn open(path: &Path, direct: bool) -> io::Result<File> {
 }
 
 impl DirectFile {
-    /// Creates `path` (which must not exist); `size_hint` reserves the blocks up front.
+    /// Creates `path` (which must not exist); blocks are reserved ahead of the writes up to
+    /// `size_hint`.
     pub(crate) async fn create(path: &Path, size_hint: Option<u64>) -> io::Result<Self> {
         let path = path.to_path_buf();
         let file = tokio::task::spawn_blocking(move || {
@@ -103,18 +104,17 @@ impl DirectFile {
                 }
                 other => other?,
             };
-            if let Some(len) = size_hint.filter(|&l| l > 0) {
-                // Writes into reserved blocks inside the file's size are plain overwrites
-                // for the filesystem; best effort, the writes allocate otherwise.
-                let _ = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len);
-            }
             Ok::<_, io::Error>(file)
         })
         .await
         .map_err(io::Error::other)??;
         let (jobs, rx) = mpsc::channel();
         let (back, returned) = async_mpsc::unbounded_channel();
-        tokio::task::spawn_blocking(move || writer(file, rx, back));
+        let reserve = Reserve {
+            hint: size_hint.unwrap_or(0),
+            done: 0,
+        };
+        tokio::task::spawn_blocking(move || writer(file, reserve, rx, back));
         Ok(DirectFile {
             cur: None,
             created: 0,
@@ -208,10 +208,35 @@ impl AsyncWrite for DirectFile {
     }
 }
 
+/// Blocks reserved ahead of the writes, up to the size hint.
+///
+/// Writes into reserved blocks inside the file's size are plain overwrites for the
+/// filesystem. Reserving in steps, as the bytes arrive, means a size hint taken from an
+/// untrusted archive can never claim more disk than one step beyond what was really sent.
+struct Reserve {
+    hint: u64,
+    done: u64,
+}
+
+impl Reserve {
+    const STEP: u64 = 64 << 20;
+
+    fn ahead_of(&mut self, file: &File, end: u64) {
+        if end > self.done && self.done < self.hint {
+            let len = Self::STEP.min(self.hint - self.done);
+            // Best effort: without it the writes allocate as they go.
+            let _ =
+                rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), self.done, len);
+            self.done += len;
+        }
+    }
+}
+
 /// The blocking side: writes blocks in order at increasing offsets and hands each buffer
 /// back; on the first error it reports and stops.
 fn writer(
     file: File,
+    mut reserve: Reserve,
     jobs: mpsc::Receiver<Job>,
     back: async_mpsc::UnboundedSender<io::Result<Block>>,
 ) {
@@ -219,6 +244,7 @@ fn writer(
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Write(mut block) => {
+                reserve.ahead_of(&file, offset + block.aligned().len() as u64);
                 if let Err(e) = file.write_all_at(block.aligned(), offset) {
                     let _ = back.send(Err(e));
                     return;
@@ -267,6 +293,27 @@ mod tests {
             assert_eq!(f.finish().await.unwrap(), len as u64);
             assert_eq!(std::fs::read(&path).unwrap(), data, "length {len}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_size_hint_reserves_disk_only_a_step_ahead_of_the_writes() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        // A hint of 1 GiB, as a lying archive might claim, and 4 blocks really written: the
+        // fourth buffer is only available once the first write is done.
+        let mut f = DirectFile::create(&path, Some(1 << 30)).await.unwrap();
+        f.write_all(&vec![7u8; 4 * BLOCK]).await.unwrap();
+        let m = std::fs::metadata(&path).unwrap();
+        assert!(m.blocks() * 512 > 0, "the first step is reserved");
+        assert!(
+            m.blocks() * 512 <= Reserve::STEP + 4 * BLOCK as u64,
+            "{} bytes",
+            m.blocks() * 512
+        );
+        assert!(m.len() <= Reserve::STEP);
+        assert_eq!(f.finish().await.unwrap(), 4 * BLOCK as u64);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 4 * BLOCK as u64);
     }
 
     #[tokio::test]
