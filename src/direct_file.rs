@@ -93,9 +93,8 @@ fn open(path: &Path, direct: bool) -> io::Result<File> {
 }
 
 impl DirectFile {
-    /// Creates `path` (which must not exist); blocks are reserved ahead of the writes up to
-    /// `size_hint`.
-    pub(crate) async fn create(path: &Path, size_hint: Option<u64>) -> io::Result<Self> {
+    /// Creates `path` (which must not exist), reserving blocks as `reserve` says.
+    pub(crate) async fn create(path: &Path, reserve: Reservation) -> io::Result<Self> {
         let path = path.to_path_buf();
         let file = tokio::task::spawn_blocking(move || {
             let file = match open(&path, true) {
@@ -110,9 +109,22 @@ impl DirectFile {
         .map_err(io::Error::other)??;
         let (jobs, rx) = mpsc::channel();
         let (back, returned) = async_mpsc::unbounded_channel();
-        let reserve = Reserve {
-            hint: size_hint.unwrap_or(0),
-            done: 0,
+        let reserve = match reserve {
+            Reservation::None => Reserve {
+                hint: 0,
+                done: 0,
+                step: 0,
+            },
+            Reservation::All(len) => Reserve {
+                hint: len,
+                done: 0,
+                step: len,
+            },
+            Reservation::Ahead(len) => Reserve {
+                hint: len,
+                done: 0,
+                step: Reserve::STEP,
+            },
         };
         tokio::task::spawn_blocking(move || writer(file, reserve, rx, back));
         Ok(DirectFile {
@@ -208,14 +220,25 @@ impl AsyncWrite for DirectFile {
     }
 }
 
-/// Blocks reserved ahead of the writes, up to the size hint.
-///
-/// Writes into reserved blocks inside the file's size are plain overwrites for the
-/// filesystem. Reserving in steps, as the bytes arrive, means a size hint taken from an
-/// untrusted archive can never claim more disk than one step beyond what was really sent.
+/// How a [`DirectFile`] reserves disk blocks. Writes into reserved blocks inside the file's
+/// size are plain overwrites for the filesystem, which keeps its journal out of the way of
+/// concurrent WAL flushes; reserving is best effort.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Reservation {
+    /// Nothing: the writes allocate as they go.
+    None,
+    /// This many bytes, all at the first write: for sizes we computed ourselves.
+    All(u64),
+    /// Up to this many bytes, one step ahead of the writes: for sizes claimed by untrusted
+    /// input (an archive), which then never reserve more than one step beyond what was sent.
+    Ahead(u64),
+}
+
+/// Reservation state of the writer.
 struct Reserve {
     hint: u64,
     done: u64,
+    step: u64,
 }
 
 impl Reserve {
@@ -223,7 +246,7 @@ impl Reserve {
 
     fn ahead_of(&mut self, file: &File, end: u64) {
         if end > self.done && self.done < self.hint {
-            let len = Self::STEP.min(self.hint - self.done);
+            let len = self.step.min(self.hint - self.done);
             // Best effort: without it the writes allocate as they go.
             let _ =
                 rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), self.done, len);
@@ -284,9 +307,12 @@ mod tests {
         ] {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let path = dir.path().join(format!("f{len}"));
-            let mut f = DirectFile::create(&path, Some(len as u64 / 2))
-                .await
-                .unwrap();
+            let reserve = match len % 3 {
+                0 => Reservation::None,
+                1 => Reservation::All(len as u64 / 2),
+                _ => Reservation::Ahead(len as u64 * 2),
+            };
+            let mut f = DirectFile::create(&path, reserve).await.unwrap();
             for piece in data.chunks(300_001) {
                 f.write_all(piece).await.unwrap();
             }
@@ -302,7 +328,9 @@ mod tests {
         let path = dir.path().join("f");
         // A hint of 1 GiB, as a lying archive might claim, and 4 blocks really written: the
         // fourth buffer is only available once the first write is done.
-        let mut f = DirectFile::create(&path, Some(1 << 30)).await.unwrap();
+        let mut f = DirectFile::create(&path, Reservation::Ahead(1 << 30))
+            .await
+            .unwrap();
         f.write_all(&vec![7u8; 4 * BLOCK]).await.unwrap();
         let m = std::fs::metadata(&path).unwrap();
         assert!(m.blocks() * 512 > 0, "the first step is reserved");
@@ -321,7 +349,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"keep").unwrap();
-        let err = DirectFile::create(&path, None).await.err().unwrap();
+        let err = DirectFile::create(&path, Reservation::None)
+            .await
+            .err()
+            .unwrap();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(&path).unwrap(), b"keep");
     }

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncSeekExt, AsyncWrite};
 use tokio_util::io::ReaderStream;
 
-use crate::direct_file::DirectFile;
+use crate::direct_file::{DirectFile, Reservation};
 
 use super::{Backend, BackendError, ByteStream, CreateOptions, ObjectKey, ObjectMeta, ObjectSink};
 
@@ -188,7 +188,9 @@ impl Backend for LocalBackend {
             key.file_name(),
             uuid::Uuid::new_v4().simple()
         ));
-        let file = DirectFile::create(&tmp, opts.size_hint)
+        // The hint is the producer's own estimate of the archive: reserved up front.
+        let reserve = opts.size_hint.map_or(Reservation::None, Reservation::All);
+        let file = DirectFile::create(&tmp, reserve)
             .await
             .map_err(io_err("failed to create", &tmp))?;
         Ok(Box::new(LocalSink {

@@ -21,7 +21,7 @@ use super::format::{self, Manifest, ManifestFile, SnapshotKind};
 use super::hashing::{HashingStream, Progress};
 use crate::collection::loader::{Preloaded, StreamLoader};
 use crate::collection::CONFIG_FILE;
-use crate::direct_file::DirectFile;
+use crate::direct_file::{DirectFile, Reservation};
 use crate::error::{Error, Result};
 
 /// Bytes tolerated after the end of the archive (tar padding to a record boundary).
@@ -317,7 +317,8 @@ async fn copy_entry<R: AsyncRead + Unpin>(
     size: u64,
     feed: &mut (dyn FnMut(&[u8]) -> std::result::Result<(), String> + Send),
 ) -> Result<u32> {
-    let mut out = DirectFile::create(dest, Some(size))
+    // `size` comes from the archive, not yet verified: reserved only ahead of the bytes.
+    let mut out = DirectFile::create(dest, Reservation::Ahead(size))
         .await
         .map_err(write_err(dest))?;
     let mut crc = crc32fast::Hasher::new();
