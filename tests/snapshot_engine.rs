@@ -41,14 +41,14 @@ async fn full_snapshots_round_trip_with_long_names_under_every_compression() {
                 })
                 .collect();
             col.write_blocking(Operation::Upsert(points)).unwrap();
-            col.seal_and_pin().unwrap(); // several segments
+            col.seal().unwrap(); // several segments
         }
     }
     let aliases = BTreeMap::from([("a".to_string(), long.clone())]);
     for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
         let pinned = vec![
-            reg.get("short").unwrap().seal_and_pin().unwrap(),
-            reg.get(&long).unwrap().seal_and_pin().unwrap(),
+            reg.get("short").unwrap().pin_image().unwrap(),
+            reg.get(&long).unwrap().pin_image().unwrap(),
         ];
         let manifest = producer::manifest(SnapshotKind::Full, &pinned, aliases.clone());
         let (bytes, produced) =

@@ -414,9 +414,9 @@ async fn stream_shard(
         return Err(Error::bad_input("not a shard").into());
     };
     let col = st.registry.get(&collection)?;
-    let pinned = tokio::task::spawn_blocking(move || col.seal_and_pin())
+    let pinned = tokio::task::spawn_blocking(move || col.pin_image())
         .await
-        .map_err(|e| ApiError::from(Error::internal("seal task failed", e)))??;
+        .map_err(|e| ApiError::from(Error::internal("pin task failed", e)))??;
     let manifest = producer::manifest(
         SnapshotKind::Collection,
         std::slice::from_ref(&pinned),

@@ -234,7 +234,26 @@ impl DataDir {
         Ok(())
     }
 
-    /// Opens every sealed file; call right after [`DataDir::rotate`] under the writer lock.
+    /// Opens every sealed file and the active WAL, pinning the WAL at its current length;
+    /// call under the writer lock. Records are only ever appended after that length (a torn
+    /// tail is cut only at start-up), so the pinned prefix is as immutable as a segment; it
+    /// is named as the segment a rotation would make of it (`{n}-{n}.seg`, same format), so
+    /// a snapshot of it restores as a sealed segment. Nothing is written.
+    pub fn pin_with_active(&self) -> Result<Vec<PinnedFile>, FilesError> {
+        let mut files = self.pin()?;
+        if self.active_len > FILE_MAGIC.len() as u64 {
+            let path = self.dir.join(wal_name(self.active_seq));
+            let file = File::open(&path).map_err(io_err("failed to open", &path))?;
+            files.push(PinnedFile {
+                name: segment_name(self.active_seq, self.active_seq),
+                len: self.active_len,
+                file,
+            });
+        }
+        Ok(files)
+    }
+
+    /// Opens every sealed file; call under the writer lock.
     pub fn pin(&self) -> Result<Vec<PinnedFile>, FilesError> {
         self.sealed
             .iter()
@@ -519,6 +538,48 @@ mod tests {
         drop(d);
         let (_, ops) = replay(tmp.path());
         assert_eq!(ops, vec![1, 2]);
+    }
+
+    #[test]
+    fn pinning_takes_the_active_wal_as_it_is_and_writes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut d, _) = replay(tmp.path());
+        d.append(&upsert(1, 1), true).unwrap();
+        d.rotate().unwrap();
+        d.append(&upsert(2, 2), true).unwrap();
+        let listing = |dir: &Path| {
+            let mut names: Vec<String> = fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let before = listing(tmp.path());
+        let pinned = d.pin_with_active().unwrap();
+        assert_eq!(
+            listing(tmp.path()),
+            before,
+            "pinning renames or creates nothing"
+        );
+        // Writes after the pin land past the pinned length.
+        d.append(&upsert(3, 3), true).unwrap();
+        let names: Vec<&str> = pinned.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "00000000000000000000-00000000000000000000.seg",
+                "00000000000000000001-00000000000000000001.seg"
+            ]
+        );
+        let wal = &pinned[1];
+        let mut bytes = vec![0u8; wal.len as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&wal.file, &mut bytes, 0).unwrap();
+        assert_eq!(&bytes[..FILE_MAGIC.len()], FILE_MAGIC);
+        let (rec, n) = record::decode_framed(&bytes[FILE_MAGIC.len()..])
+            .unwrap()
+            .unwrap();
+        assert_eq!((rec.op_id, FILE_MAGIC.len() + n), (2, bytes.len()));
     }
 
     #[test]

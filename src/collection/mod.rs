@@ -269,10 +269,31 @@ impl Collection {
         Ok(op_id)
     }
 
-    /// Seals the WAL and pins every sealed file: a point-in-time image for a snapshot.
+    /// Pins every sealed file and the active WAL at its current length: a point-in-time
+    /// image for a snapshot.
     ///
-    /// Writers wait only for the rename of the active WAL and the opening of the files.
-    pub fn seal_and_pin(&self) -> Result<PinnedCollection> {
+    /// Writers wait only for the opening of the files; nothing is written or renamed.
+    pub fn pin_image(&self) -> Result<PinnedCollection> {
+        let w = self.writer.lock();
+        if w.closed {
+            return Err(Error::NotFound(format!(
+                "Collection `{}` doesn't exist!",
+                self.name
+            )));
+        }
+        let ctx = format!("failed to pin collection `{}`", self.name);
+        let files = w.data.pin_with_active().map_err(storage_err(ctx))?;
+        let config_json = serde_json::to_vec_pretty(&*self.config.read())
+            .map_err(|e| Error::internal("failed to serialize collection config", e))?;
+        Ok(PinnedCollection {
+            name: self.name.clone(),
+            config_json,
+            files,
+        })
+    }
+
+    /// Seals the active WAL into a segment now (it is also sealed when it passes 64 MiB).
+    pub fn seal(&self) -> Result<()> {
         let mut w = self.writer.lock();
         if w.closed {
             return Err(Error::NotFound(format!(
@@ -281,15 +302,7 @@ impl Collection {
             )));
         }
         let ctx = format!("failed to seal collection `{}`", self.name);
-        w.data.rotate().map_err(storage_err(ctx.clone()))?;
-        let files = w.data.pin().map_err(storage_err(ctx))?;
-        let config_json = serde_json::to_vec_pretty(&*self.config.read())
-            .map_err(|e| Error::internal("failed to serialize collection config", e))?;
-        Ok(PinnedCollection {
-            name: self.name.clone(),
-            config_json,
-            files,
-        })
+        w.data.rotate().map_err(storage_err(ctx))
     }
 
     /// Stops accepting writes (the collection is being deleted or replaced).

@@ -1,4 +1,4 @@
-//! Snapshots: creation (seal → pin → stream into storage), listing, deletion, download and
+//! Snapshots: creation (pin → stream into storage), listing, deletion, download and
 //! transactional recovery (stream → staging → verify → atomic swap).
 
 pub mod codec;
@@ -205,9 +205,9 @@ impl SnapshotService {
     /// Seals and pins a collection off the async workers (sealing fsyncs a directory).
     async fn pin(&self, name: &str) -> Result<PinnedCollection> {
         let col = self.registry.get(name)?;
-        tokio::task::spawn_blocking(move || col.seal_and_pin())
+        tokio::task::spawn_blocking(move || col.pin_image())
             .await
-            .map_err(|e| Error::internal("seal task failed", e))?
+            .map_err(|e| Error::internal("pin task failed", e))?
     }
 
     /// The SHA-256 published in `key`'s sidecar, if there is a valid one.
