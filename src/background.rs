@@ -1,5 +1,5 @@
-//! A low-priority runtime for bulk work that runs next to live traffic (snapshot
-//! production), so request handlers keep their latency while it runs.
+//! A low-priority runtime for bulk work that runs next to live traffic (producing a
+//! snapshot onto local disk), so request handlers keep their latency while it runs.
 //!
 //! On Linux the nice value is a per-thread attribute, so the threads of this runtime (its
 //! workers and its blocking pool, and threads they start, which inherit it) run at a lower

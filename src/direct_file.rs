@@ -96,35 +96,25 @@ impl DirectFile {
     /// Creates `path` (which must not exist), reserving blocks as `reserve` says.
     pub(crate) async fn create(path: &Path, reserve: Reservation) -> io::Result<Self> {
         let path = path.to_path_buf();
-        let file = tokio::task::spawn_blocking(move || {
-            let file = match open(&path, true) {
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                    open(&path, false)?
-                }
-                other => other?,
-            };
-            Ok::<_, io::Error>(file)
+        let file = tokio::task::spawn_blocking(move || match open(&path, true) {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                open(&path, false)
+            }
+            other => other,
         })
         .await
         .map_err(io::Error::other)??;
         let (jobs, rx) = mpsc::channel();
         let (back, returned) = async_mpsc::unbounded_channel();
-        let reserve = match reserve {
-            Reservation::None => Reserve {
-                hint: 0,
-                done: 0,
-                step: 0,
-            },
-            Reservation::All(len) => Reserve {
-                hint: len,
-                done: 0,
-                step: len,
-            },
-            Reservation::Ahead(len) => Reserve {
-                hint: len,
-                done: 0,
-                step: Reserve::STEP,
-            },
+        let (hint, step) = match reserve {
+            Reservation::None => (0, 0),
+            Reservation::All(len) => (len, len),
+            Reservation::Ahead(len) => (len, Reserve::STEP),
+        };
+        let reserve = Reserve {
+            hint,
+            step,
+            done: 0,
         };
         tokio::task::spawn_blocking(move || writer(file, reserve, rx, back));
         Ok(DirectFile {

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+use snapstream::backend::local::file_stream;
 use snapstream::config;
-use snapstream::snapshot::source::file_stream;
 
 /// A Qdrant-compatible collection and snapshot service.
 #[derive(Parser, Debug)]
@@ -75,7 +75,7 @@ async fn startup_recovery(args: &Args, state: &snapstream::AppState) -> Result<(
         let file = std::fs::File::open(path)
             .map_err(|e| format!("cannot open storage snapshot `{}`: {e}", path.display()))?;
         let names = svc
-            .recover_full_from_stream(file_stream(file), args.force_snapshot)
+            .recover_full_from_stream(file_stream(file, 0..u64::MAX), args.force_snapshot)
             .await
             .map_err(|e| format!("recovering `{}` failed: {}", path.display(), e.chain()))?;
         tracing::info!(collections = ?names, "recovered full-storage snapshot");
@@ -95,7 +95,7 @@ async fn startup_recovery(args: &Args, state: &snapstream::AppState) -> Result<(
         }
         let file =
             std::fs::File::open(path).map_err(|e| format!("cannot open snapshot `{path}`: {e}"))?;
-        svc.recover_from_stream(name, file_stream(file), None, None)
+        svc.recover_from_stream(name, file_stream(file, 0..u64::MAX), None, None)
             .await
             .map_err(|e| format!("recovering `{path}` into `{name}` failed: {}", e.chain()))?;
         tracing::info!(collection = name, path, "recovered collection snapshot");

@@ -424,7 +424,8 @@ async fn stream_shard(
     );
     let file_name = crate::snapshot::names::shard_snapshot(&collection, shard, chrono::Utc::now());
     let (writer, reader) = tokio::io::duplex(1 << 20);
-    crate::background::spawn(async move {
+    // Paced by the client reading it, like an S3 upload: normal priority.
+    tokio::spawn(async move {
         match producer::write_archive(
             writer,
             &manifest,

@@ -4,13 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use std::os::unix::fs::FileExt;
-use std::sync::Arc;
-
-use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::{not_found, parse_checksum, SnapshotService};
+use crate::backend::local::file_stream;
 use crate::backend::{ByteStream, ObjectKey};
 use crate::error::{Error, Result};
 
@@ -89,7 +86,7 @@ impl SnapshotService {
             .ok()
             .and_then(|t| parse_checksum(&t));
         Ok(Source {
-            stream: file_stream(file),
+            stream: file_stream(file, 0..u64::MAX),
             published_sha256: published,
         })
     }
@@ -224,33 +221,4 @@ async fn canonical_inside(path: &Path, root: &Path) -> Result<(PathBuf, PathBuf)
         )));
     }
     Ok((canonical, root))
-}
-
-/// Bytes read from a snapshot file at a time.
-const FILE_CHUNK: usize = 1 << 20;
-
-/// The contents of `file` as a stream of 1 MiB chunks, each read on the blocking pool.
-pub fn file_stream(file: std::fs::File) -> ByteStream {
-    let file = Arc::new(file);
-    futures::stream::try_unfold(0u64, move |offset| {
-        let file = Arc::clone(&file);
-        async move {
-            let chunk = tokio::task::spawn_blocking(move || loop {
-                let mut buf = vec![0u8; FILE_CHUNK];
-                match file.read_at(&mut buf, offset) {
-                    Ok(n) => {
-                        buf.truncate(n);
-                        return Ok(Bytes::from(buf));
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
-            })
-            .await
-            .map_err(std::io::Error::other)??;
-            let next = offset + chunk.len() as u64;
-            Ok((!chunk.is_empty()).then_some((chunk, next)))
-        }
-    })
-    .boxed()
 }
