@@ -15,6 +15,7 @@ pub mod config;
 mod direct_file;
 pub mod env;
 pub mod error;
+mod foreground;
 mod fsutil;
 pub mod registry;
 pub mod snapshot;

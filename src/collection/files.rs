@@ -5,9 +5,10 @@
 //!   `start..=end`. Sealed files are never modified, only replaced by compaction.
 //!
 //! Sealing (rotation) renames the active WAL to a segment and starts a new WAL. A snapshot
-//! seals, then opens every sealed file while holding the writer lock: the open descriptors
-//! pin a consistent point-in-time image that later compaction (which unlinks files) cannot
-//! disturb, so writers are blocked only for the rename.
+//! opens every sealed file and the active WAL (at its current length) while holding the
+//! writer lock: the open descriptors pin a consistent point-in-time image that later
+//! appends and compaction (which unlinks files) cannot disturb, so writers are blocked only
+//! for the opens.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -184,6 +185,8 @@ impl DataDir {
     /// Appends encoded records and, when `sync`, makes them durable before returning.
     pub fn append(&mut self, bytes: &[u8], sync: bool) -> Result<(), FilesError> {
         let path = self.dir.join(wal_name(self.active_seq));
+        // Snapshot writers pause while this is in flight (see `crate::foreground`).
+        let _in_flight = sync.then(crate::foreground::durable_write);
         self.active
             .write_all(bytes)
             .map_err(io_err("failed to append to", &path))?;
