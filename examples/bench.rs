@@ -682,6 +682,15 @@ async fn sdk_client(endpoint: &str) -> aws_sdk_s3::Client {
             None,
             "bench",
         ))
+        // Garage on loopback has been seen to stall a request for minutes; give the
+        // baseline the same way out as ours (`request_timeout_secs`: retry after 60 s)
+        // instead of hanging the run.
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .build(),
+        )
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(5))
         .build();
     aws_sdk_s3::Client::from_conf(conf)
 }
