@@ -105,12 +105,12 @@ impl StreamLoader {
     fn apply_records(&mut self, buf: &[u8]) -> Result<usize, String> {
         let mut used = 0;
         while let Some((rec, n)) =
-            record::decode_framed(&buf[used..]).map_err(|e| format!("segment record: {e}"))?
+            record::decode_framed_ref(&buf[used..]).map_err(|e| format!("segment record: {e}"))?
         {
             used += n;
             self.last_op = self.last_op.max(rec.op_id);
             self.point_records += rec.op.len() as u64;
-            self.store.apply(rec);
+            self.store.apply_encoded(rec);
         }
         Ok(used)
     }

@@ -52,6 +52,81 @@ pub struct Record {
     pub op: Operation,
 }
 
+/// A record decoded in place: vectors stay the little-endian bytes of the buffer they came
+/// from, so loading one allocates nothing per vector (see `PointStore::apply_encoded`).
+pub struct RecordRef<'a> {
+    /// Monotonic operation number within the collection.
+    pub op_id: u64,
+    /// The operation.
+    pub op: OperationRef<'a>,
+}
+
+/// [`Operation`], borrowing its vectors.
+pub enum OperationRef<'a> {
+    /// Insert or replace whole points.
+    Upsert(Vec<PointRef<'a>>),
+    /// Delete points by id.
+    Delete(Vec<PointId>),
+}
+
+/// [`PointWrite`], borrowing its vectors.
+pub struct PointRef<'a> {
+    /// Id.
+    pub id: PointId,
+    /// `(name, little-endian f32 bytes)` pairs.
+    pub vectors: Vec<(&'a str, &'a [u8])>,
+    /// Payload, if any.
+    pub payload: Option<Payload>,
+}
+
+/// Decodes little-endian `f32`s; `raw.len()` is a multiple of 4.
+pub fn f32s(raw: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    raw.chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+impl OperationRef<'_> {
+    /// Number of point entries (points upserted or ids deleted).
+    pub fn len(&self) -> usize {
+        match self {
+            OperationRef::Upsert(p) => p.len(),
+            OperationRef::Delete(ids) => ids.len(),
+        }
+    }
+
+    /// Whether the operation touches no point.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl RecordRef<'_> {
+    /// The owned record.
+    pub fn into_owned(self) -> Record {
+        let op = match self.op {
+            OperationRef::Upsert(points) => Operation::Upsert(
+                points
+                    .into_iter()
+                    .map(|p| PointWrite {
+                        id: p.id,
+                        vectors: p
+                            .vectors
+                            .into_iter()
+                            .map(|(name, raw)| (name.to_string(), f32s(raw).collect()))
+                            .collect(),
+                        payload: p.payload,
+                    })
+                    .collect(),
+            ),
+            OperationRef::Delete(ids) => Operation::Delete(ids),
+        };
+        Record {
+            op_id: self.op_id,
+            op,
+        }
+    }
+}
+
 /// Why a record could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -162,8 +237,13 @@ pub fn read_next(r: &mut impl Read) -> Result<Option<(Record, u64)>, RecordError
 }
 
 /// Decodes the framed record at the start of `buf`: `Ok(None)` if `buf` holds only part of
-/// it, else the record and the bytes it took. Used to load records from a stream.
+/// it, else the record and the bytes it took.
 pub fn decode_framed(buf: &[u8]) -> Result<Option<(Record, usize)>, RecordError> {
+    Ok(decode_framed_ref(buf)?.map(|(rec, n)| (rec.into_owned(), n)))
+}
+
+/// [`decode_framed`], borrowing the vectors from `buf`. Used to load records from a stream.
+pub fn decode_framed_ref(buf: &[u8]) -> Result<Option<(RecordRef<'_>, usize)>, RecordError> {
     if buf.len() < 8 {
         return Ok(None);
     }
@@ -180,7 +260,7 @@ pub fn decode_framed(buf: &[u8]) -> Result<Option<(Record, usize)>, RecordError>
     if crc32fast::hash(body) != crc {
         return Err(RecordError::Corrupted("checksum mismatch".into()));
     }
-    Ok(Some((decode_body(body)?, 8 + len)))
+    Ok(Some((decode_body_ref(body)?, 8 + len)))
 }
 
 struct Cursor<'a> {
@@ -229,6 +309,10 @@ impl<'a> Cursor<'a> {
 }
 
 fn decode_body(body: &[u8]) -> Result<Record, RecordError> {
+    decode_body_ref(body).map(RecordRef::into_owned)
+}
+
+fn decode_body_ref(body: &[u8]) -> Result<RecordRef<'_>, RecordError> {
     let mut c = Cursor { buf: body, pos: 0 };
     let op_id = c.u64()?;
     let op = match c.u8()? {
@@ -242,19 +326,12 @@ fn decode_body(body: &[u8]) -> Result<Record, RecordError> {
                 for _ in 0..nvec {
                     let name_len = c.u16()? as usize;
                     let name = std::str::from_utf8(c.take(name_len)?)
-                        .map_err(|_| RecordError::Corrupted("vector name is not UTF-8".into()))?
-                        .to_string();
+                        .map_err(|_| RecordError::Corrupted("vector name is not UTF-8".into()))?;
                     let dim = c.u32()? as usize;
                     let raw = c.take(dim.checked_mul(4).ok_or_else(|| {
                         RecordError::Corrupted("vector dimension overflows".into())
                     })?)?;
-                    // Filling a sized vector (rather than collecting an iterator) lets
-                    // the compiler turn this into a plain copy on little-endian machines.
-                    let mut v = vec![0f32; dim];
-                    for (x, b) in v.iter_mut().zip(raw.chunks_exact(4)) {
-                        *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                    }
-                    vectors.push((name, v));
+                    vectors.push((name, raw));
                 }
                 let plen = c.u32()?;
                 let payload = if plen == u32::MAX {
@@ -265,13 +342,13 @@ fn decode_body(body: &[u8]) -> Result<Record, RecordError> {
                         RecordError::Corrupted(format!("payload is not a JSON object: {e}"))
                     })?)
                 };
-                points.push(PointWrite {
+                points.push(PointRef {
                     id,
                     vectors,
                     payload,
                 });
             }
-            Operation::Upsert(points)
+            OperationRef::Upsert(points)
         }
         KIND_DELETE => {
             let n = c.u32()? as usize;
@@ -279,7 +356,7 @@ fn decode_body(body: &[u8]) -> Result<Record, RecordError> {
             for _ in 0..n {
                 ids.push(c.id()?);
             }
-            Operation::Delete(ids)
+            OperationRef::Delete(ids)
         }
         k => {
             return Err(RecordError::Corrupted(format!(
@@ -290,7 +367,7 @@ fn decode_body(body: &[u8]) -> Result<Record, RecordError> {
     if c.pos != body.len() {
         return Err(RecordError::Corrupted("trailing bytes in record".into()));
     }
-    Ok(Record { op_id, op })
+    Ok(RecordRef { op_id, op })
 }
 
 #[cfg(test)]
