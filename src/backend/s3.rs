@@ -224,8 +224,7 @@ struct S3Sink {
     /// Part buffers back from finished uploads, reused for the next parts.
     pool: Arc<parking_lot::Mutex<Vec<Vec<u8>>>>,
     /// The runtime the sink was created on: parts run there as their own tasks, so they
-    /// progress whatever the writer is doing (and the writer may run on the low-priority
-    /// runtime, where network round trips would only wait longer).
+    /// progress whatever the writer is doing.
     runtime: tokio::runtime::Handle,
 }
 

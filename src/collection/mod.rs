@@ -167,7 +167,7 @@ impl Collection {
 
     /// Changes the configuration durably (payload indexes, parameter updates).
     pub fn update_config(&self, change: impl FnOnce(&mut CollectionConfig)) -> Result<()> {
-        // The writer lock orders config changes with snapshot seals.
+        // The writer lock orders config changes with snapshot pins.
         let _w = self.writer.lock();
         let mut cfg = self.config.read().clone();
         change(&mut cfg);
@@ -227,15 +227,21 @@ impl Collection {
             .collect()
     }
 
-    /// Logs and applies one operation; returns its operation id. Blocking (fsync).
-    pub fn write_blocking(&self, op: Operation) -> Result<u64> {
-        let mut w = self.writer.lock();
+    /// The writer lock, unless the collection has been closed (deleted or replaced).
+    fn open_writer(&self) -> Result<parking_lot::MutexGuard<'_, Writer>> {
+        let w = self.writer.lock();
         if w.closed {
             return Err(Error::NotFound(format!(
                 "Collection `{}` doesn't exist!",
                 self.name
             )));
         }
+        Ok(w)
+    }
+
+    /// Logs and applies one operation; returns its operation id. Blocking (fsync).
+    pub fn write_blocking(&self, op: Operation) -> Result<u64> {
+        let mut w = self.open_writer()?;
         w.point_records += op.len() as u64;
         let record = Record {
             op_id: w.next_op,
@@ -274,13 +280,7 @@ impl Collection {
     ///
     /// Writers wait only for the opening of the files; nothing is written or renamed.
     pub fn pin_image(&self) -> Result<PinnedCollection> {
-        let w = self.writer.lock();
-        if w.closed {
-            return Err(Error::NotFound(format!(
-                "Collection `{}` doesn't exist!",
-                self.name
-            )));
-        }
+        let w = self.open_writer()?;
         let ctx = format!("failed to pin collection `{}`", self.name);
         let files = w.data.pin_with_active().map_err(storage_err(ctx))?;
         let config_json = serde_json::to_vec_pretty(&*self.config.read())
@@ -294,13 +294,7 @@ impl Collection {
 
     /// Seals the active WAL into a segment now (it is also sealed when it passes 64 MiB).
     pub fn seal(&self) -> Result<()> {
-        let mut w = self.writer.lock();
-        if w.closed {
-            return Err(Error::NotFound(format!(
-                "Collection `{}` doesn't exist!",
-                self.name
-            )));
-        }
+        let mut w = self.open_writer()?;
         let ctx = format!("failed to seal collection `{}`", self.name);
         w.data.rotate().map_err(storage_err(ctx))
     }

@@ -202,7 +202,7 @@ impl SnapshotService {
         .map_err(|e| Error::internal("failed to clean snapshot leftovers", e))
     }
 
-    /// Seals and pins a collection off the async workers (sealing fsyncs a directory).
+    /// Pins a collection's files off the async workers (opening files blocks).
     async fn pin(&self, name: &str) -> Result<PinnedCollection> {
         let col = self.registry.get(name)?;
         tokio::task::spawn_blocking(move || col.pin_image())
