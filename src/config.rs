@@ -170,6 +170,11 @@ pub struct ServiceConfig {
     pub host: String,
     /// HTTP port.
     pub http_port: u16,
+    /// gRPC port; `None` (`null`) disables gRPC.
+    pub grpc_port: Option<u16>,
+    /// Whether `grpc_port` was set by a file or the environment rather than the embedded
+    /// default: only an explicitly chosen port that cannot be bound stops start-up.
+    pub grpc_port_explicit: bool,
     /// Full-access key.
     pub api_key: Option<Secret>,
     /// Read-only key.
@@ -241,6 +246,7 @@ const KNOWN_KEYS: &[&str] = &[
     "log_level",
     "service.host",
     "service.http_port",
+    "service.grpc_port",
     "service.api_key",
     "service.read_only_api_key",
     "service.max_request_size_mb",
@@ -428,11 +434,21 @@ impl Layers {
             None
         };
         let http_port = self.ranged("service.http_port", 6333, 1, 65535)? as u16;
+        let grpc_port = match self.values.get("service.grpc_port") {
+            Some((Value::Null, _)) => None,
+            _ => Some(self.ranged("service.grpc_port", 6334, 1, 65535)? as u16),
+        };
+        let grpc_port_explicit = self
+            .values
+            .get("service.grpc_port")
+            .is_some_and(|(_, o)| *o != Origin::Default);
         let service = ServiceConfig {
             host: self
                 .string("service.host")?
                 .unwrap_or_else(|| "127.0.0.1".into()),
             http_port,
+            grpc_port,
+            grpc_port_explicit,
             api_key: self.string("service.api_key")?.map(Secret),
             read_only_api_key: self.string("service.read_only_api_key")?.map(Secret),
             max_request_size_mb: self.ranged("service.max_request_size_mb", 32, 1, 1 << 20)?,
@@ -549,6 +565,8 @@ mod tests {
     fn embedded_defaults_match_the_documented_ones() {
         let c = Layers::new().unwrap().build(&no_env).unwrap();
         assert_eq!(c.service.http_port, 6333);
+        assert_eq!(c.service.grpc_port, Some(6334));
+        assert!(!c.service.grpc_port_explicit);
         assert_eq!(c.service.host, "127.0.0.1");
         assert_eq!(c.storage.storage_path, PathBuf::from("./storage"));
         assert_eq!(c.storage.snapshots_path, PathBuf::from("./snapshots"));
@@ -637,6 +655,26 @@ mod tests {
                 Origin::File("x.yaml".into())
             )]
         );
+    }
+
+    #[test]
+    fn grpc_port_can_be_moved_or_disabled() {
+        let mut l = Layers::new().unwrap();
+        l.add_env([("QDRANT__SERVICE__GRPC_PORT".to_string(), "7334".to_string())]);
+        let c = l.build(&no_env).unwrap();
+        assert_eq!(c.service.grpc_port, Some(7334));
+        assert!(c.service.grpc_port_explicit);
+        let mut l = Layers::new().unwrap();
+        l.add_yaml(
+            "service:\n  grpc_port: null\n",
+            Origin::File("x.yaml".into()),
+        )
+        .unwrap();
+        assert_eq!(l.build(&no_env).unwrap().service.grpc_port, None);
+        let mut l = Layers::new().unwrap();
+        l.add_env([("QDRANT__SERVICE__GRPC_PORT".to_string(), "0".to_string())]);
+        let err = l.build(&no_env).unwrap_err().to_string();
+        assert!(err.contains("service.grpc_port") && err.contains("QDRANT__SERVICE__GRPC_PORT"));
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! The crate's error type: semantic variants that the HTTP layer maps to Qdrant's statuses.
+//! The crate's error type: semantic variants, one per thing a caller can do about it.
+//!
+//! Transports map each variant once (REST in `api::error`, gRPC in `grpc::status`); what a
+//! variant means is documented here, never its HTTP or gRPC code.
 
 use std::error::Error as StdError;
 
@@ -9,22 +12,30 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The request's content is invalid (400, "Wrong input: ...").
+    /// The request's content is invalid: a value the caller must change.
     #[error("{0}")]
     BadInput(String),
-    /// The request itself is malformed (400, "Bad request: ...").
+    /// The request itself is malformed (a missing part, a wrong shape).
     #[error("{0}")]
     BadRequest(String),
-    /// Something named does not exist (404).
+    /// One named field of the request fails validation.
+    #[error("{field}: {message}")]
+    InvalidField {
+        /// The field's name as the caller wrote it.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Something named does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// Something to be created exists already (409).
+    /// Something to be created exists already.
     #[error("{0}")]
     AlreadyExists(String),
-    /// Not allowed by configuration or location (403).
+    /// Not allowed by configuration or location, whoever asks.
     #[error("{0}")]
     Forbidden(String),
-    /// A checksum did not match (400).
+    /// Bytes received do not match the checksum the caller gave: data was lost or altered.
     #[error("expected {expected}, actual {actual}")]
     ChecksumMismatch {
         /// The checksum the caller gave.
@@ -32,7 +43,8 @@ pub enum Error {
         /// The checksum of the bytes received.
         actual: String,
     },
-    /// The service failed (500); `context` says what it was doing.
+    /// The service itself failed; `context` says what it was doing. Callers see only a
+    /// generic message ([`Error::public_message`]); the cause chain goes to the log.
     #[error("{context}")]
     Internal {
         /// What was being done.
@@ -58,6 +70,15 @@ impl Error {
     /// A bad-input error.
     pub fn bad_input(msg: impl Into<String>) -> Self {
         Error::BadInput(msg.into())
+    }
+
+    /// What a caller may be told: the message for every variant, except that an internal
+    /// failure says only "internal error" (its context can name paths and endpoints).
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Internal { .. } => "internal error; see the service log".to_string(),
+            other => other.to_string(),
+        }
     }
 
     /// The error and its sources on one line, for logs.

@@ -5,7 +5,8 @@
 //! * [`collection`] and [`registry`]: durable collections (WAL + immutable segments) and aliases;
 //! * [`backend`]: the snapshot storage trait with local and S3 implementations;
 //! * [`snapshot`]: the streaming tar producer, the safe unpacker and recovery;
-//! * [`api`]: Qdrant's REST API over all of it.
+//! * [`service`]: every operation, typed and transport-neutral, with its access rule;
+//! * [`api`] and [`grpc`]: Qdrant's REST and gRPC APIs, converting wire formats only.
 
 pub mod api;
 pub mod backend;
@@ -17,20 +18,23 @@ pub mod env;
 pub mod error;
 mod foreground;
 mod fsutil;
+pub mod grpc;
 pub mod registry;
+pub mod service;
 pub mod snapshot;
 
 use std::sync::Arc;
 
-pub use api::{router, AppState};
+pub use api::router;
 pub use error::{Error, Result};
+pub use service::Services;
 
 use backend::DynBackend;
 use config::{Config, SnapshotsStorage};
 
 /// Opens storage and the snapshot backend, cleans leftovers of interrupted work, and
-/// returns the state the HTTP API runs on.
-pub async fn build_state(config: Config) -> Result<AppState> {
+/// returns the services both transports run on.
+pub async fn build_state(config: Config) -> Result<Services> {
     let storage = &config.storage;
     let registry = {
         let path = storage.storage_path.clone();
@@ -79,9 +83,15 @@ pub async fn build_state(config: Config) -> Result<AppState> {
         // is a warning: the service still serves collections and reports errors per call.
         tracing::warn!(backend = %snapshots.backend(), error = %e.chain(), "snapshot storage start-up check failed");
     }
-    Ok(AppState {
+    let snapshots = Arc::new(snapshots);
+    Ok(Services {
+        keys: service::ApiKeys::new(
+            config.service.api_key.clone(),
+            config.service.read_only_api_key.clone(),
+        ),
         config: Arc::new(config),
-        registry,
-        snapshots: Arc::new(snapshots),
+        collections: service::collections::Collections::new(Arc::clone(&registry)),
+        points: service::points::Points::new(Arc::clone(&registry)),
+        snapshots: service::snapshots::Snapshots::new(registry, snapshots),
     })
 }

@@ -69,8 +69,8 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn startup_recovery(args: &Args, state: &snapstream::AppState) -> Result<(), String> {
-    let svc = &state.snapshots;
+async fn startup_recovery(args: &Args, state: &snapstream::Services) -> Result<(), String> {
+    let svc = state.snapshots.engine();
     if let Some(path) = &args.storage_snapshot {
         let file = std::fs::File::open(path)
             .map_err(|e| format!("cannot open storage snapshot `{}`: {e}", path.display()))?;
@@ -88,7 +88,7 @@ async fn startup_recovery(args: &Args, state: &snapstream::AppState) -> Result<(
             .ok_or_else(|| format!("--snapshot `{spec}` must be PATH:NAME"))?;
         snapstream::registry::validate_name(name)
             .map_err(|e| format!("--snapshot `{spec}`: {e}"))?;
-        if state.registry.exists(name) && !args.force_snapshot {
+        if state.collections.exists(name) && !args.force_snapshot {
             return Err(format!(
                 "Collection {name} already exists. Use --force-snapshot to overwrite it."
             ));

@@ -199,7 +199,7 @@ impl Registry {
             .ok_or_else(|| Error::NotFound(format!("Collection `{name_or_alias}` doesn't exist!")))
     }
 
-    /// Whether a collection (not an alias) exists.
+    /// Whether a collection or an alias of that name exists.
     pub fn exists(&self, name: &str) -> bool {
         self.collections.read().contains_key(name) || self.aliases.read().contains_key(name)
     }
@@ -269,6 +269,16 @@ impl Registry {
             .iter()
             .map(|(a, c)| (a.clone(), c.clone()))
             .collect()
+    }
+
+    /// The aliases of the collection that `name_or_alias` resolves to, as `(alias, collection)`.
+    pub fn aliases_of(&self, name_or_alias: &str) -> Result<Vec<(String, String)>> {
+        let target = self.get(name_or_alias)?.name().to_string();
+        Ok(self
+            .aliases()
+            .into_iter()
+            .filter(|(_, c)| *c == target)
+            .collect())
     }
 
     /// Applies alias changes all together, or none of them.

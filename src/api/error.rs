@@ -20,6 +20,17 @@ use crate::error::Error;
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// For a 5xx: the request id and the full cause chain, logged by [`log_failures`] and
+    /// never sent.
+    cause: Option<InternalCause>,
+}
+
+/// The cause of a 5xx answer, carried to the logging middleware in a response extension
+/// so that converting an error has no side effects.
+#[derive(Clone, Debug)]
+pub struct InternalCause {
+    id: String,
+    chain: String,
 }
 
 impl ApiError {
@@ -28,12 +39,8 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            cause: None,
         }
-    }
-
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        self.status
     }
 
     /// The message.
@@ -47,6 +54,10 @@ impl From<Error> for ApiError {
         let (status, message) = match &e {
             Error::BadInput(m) => (StatusCode::BAD_REQUEST, format!("Wrong input: {m}")),
             Error::BadRequest(m) => (StatusCode::BAD_REQUEST, format!("Bad request: {m}")),
+            Error::InvalidField { field, message } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("Validation error: {field}: {message}"),
+            ),
             Error::NotFound(m) => (StatusCode::NOT_FOUND, format!("Not found: {m}")),
             Error::AlreadyExists(m) => (StatusCode::CONFLICT, format!("Wrong input: {m}")),
             Error::Forbidden(m) => (StatusCode::FORBIDDEN, format!("Forbidden: {m}")),
@@ -54,27 +65,48 @@ impl From<Error> for ApiError {
                 StatusCode::BAD_REQUEST,
                 format!("Checksum mismatch: expected {expected}, actual {actual}"),
             ),
-            Error::Internal { context, .. } => {
-                // The cause goes to the log, not to the caller.
-                tracing::error!(error = %e.chain(), "request failed");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("Service internal error: {context}"),
-                )
+            _ => {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                let message = format!(
+                    "Service internal error: {} (request id {id})",
+                    e.public_message()
+                );
+                return ApiError {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    message,
+                    cause: Some(InternalCause {
+                        id,
+                        chain: e.chain(),
+                    }),
+                };
             }
         };
-        ApiError { status, message }
+        ApiError::new(status, message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut resp = (
             self.status,
             Json(json!({"status": {"error": self.message}, "time": 0.0})),
         )
-            .into_response()
+            .into_response();
+        if let Some(cause) = self.cause {
+            resp.extensions_mut().insert(cause);
+        }
+        resp
     }
+}
+
+/// Middleware: logs the cause of every 5xx answer with its request id.
+pub async fn log_failures(req: Request, next: axum::middleware::Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let resp = next.run(req).await;
+    if let Some(cause) = resp.extensions().get::<InternalCause>() {
+        tracing::error!(request_id = %cause.id, %method, %path, error = %cause.chain, "request failed");
+    }
+    resp
 }
 
 /// The result type of handlers.
@@ -177,14 +209,4 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
                 )
             })
     }
-}
-
-/// Runs blocking work (fsyncs, renames) off the async workers.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::from(Error::internal("background task failed", e)))?
-        .map_err(ApiError::from)
 }

@@ -1,4 +1,7 @@
-//! The HTTP API: Qdrant's REST routes for collections, points, aliases and snapshots.
+//! The REST API: Qdrant's routes for collections, points, aliases and snapshots.
+//!
+//! Handlers only parse requests into the service layer's types and shape its results as
+//! Qdrant's JSON; the rules live in [`crate::service`].
 
 pub mod auth;
 pub mod collections;
@@ -7,79 +10,139 @@ pub mod points;
 pub mod service;
 pub mod snapshots;
 
-use std::sync::Arc;
-
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{get, post, put, MethodRouter};
 use axum::{middleware, Router};
 
-use crate::config::Config;
-use crate::registry::Registry;
-use crate::snapshot::SnapshotService;
+use crate::service::{Operation as Op, Services};
 
-/// Shared state of every handler.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// Validated configuration.
-    pub config: Arc<Config>,
-    /// Collections and aliases.
-    pub registry: Arc<Registry>,
-    /// Snapshot creation, listing and recovery.
-    pub snapshots: Arc<SnapshotService>,
+/// A route's handler guarded by the access its operation declares.
+fn guarded(st: &Services, op: Op, handler: MethodRouter<Services>) -> MethodRouter<Services> {
+    handler.route_layer(middleware::from_fn_with_state(
+        (st.clone(), op),
+        auth::enforce,
+    ))
 }
 
 /// Builds the router with auth and body limits applied.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: Services) -> Router {
+    let st = &state;
+    let g = |op, h| guarded(st, op, h);
     let json_limit = (state.config.service.max_request_size_mb as usize).saturating_mul(1 << 20);
-    let snapshot_routes = snapshots::routes();
     Router::new()
-        .route("/", get(service::root))
-        .route("/healthz", get(service::healthz))
-        .route("/livez", get(service::livez))
-        .route("/readyz", get(service::readyz))
-        .route("/collections", get(collections::list))
-        .route("/collections/aliases", post(collections::update_aliases))
-        .route("/aliases", get(collections::list_aliases))
+        .route("/", g(Op::Version, get(service::root)))
+        .route("/healthz", g(Op::Health, get(service::healthz)))
+        .route("/livez", g(Op::Health, get(service::livez)))
+        .route("/readyz", g(Op::Health, get(service::readyz)))
+        .route(
+            "/collections",
+            g(Op::ListCollections, get(collections::list)),
+        )
+        .route(
+            "/collections/aliases",
+            g(Op::UpdateAliases, post(collections::update_aliases)),
+        )
+        .route(
+            "/aliases",
+            g(Op::ListAliases, get(collections::list_aliases)),
+        )
         .route(
             "/collections/{name}",
-            get(collections::get)
-                .put(collections::create)
-                .delete(collections::delete)
-                .patch(collections::update),
+            g(Op::GetCollection, get(collections::get))
+                .merge(g(Op::CreateCollection, put(collections::create)))
+                .merge(g(
+                    Op::DeleteCollection,
+                    axum::routing::delete(collections::delete),
+                ))
+                .merge(g(
+                    Op::UpdateCollection,
+                    axum::routing::patch(collections::update),
+                )),
         )
-        .route("/collections/{name}/exists", get(collections::exists))
+        .route(
+            "/collections/{name}/exists",
+            g(Op::CollectionExists, get(collections::exists)),
+        )
         .route(
             "/collections/{name}/aliases",
-            get(collections::collection_aliases),
+            g(
+                Op::ListCollectionAliases,
+                get(collections::collection_aliases),
+            ),
         )
-        .route("/collections/{name}/index", put(collections::create_index))
+        .route(
+            "/collections/{name}/index",
+            g(Op::CreateFieldIndex, put(collections::create_index)),
+        )
         .route(
             "/collections/{name}/index/{field}",
-            axum::routing::delete(collections::delete_index),
+            g(
+                Op::DeleteFieldIndex,
+                axum::routing::delete(collections::delete_index),
+            ),
         )
         .route(
             "/collections/{name}/points",
-            put(points::upsert).post(points::retrieve),
+            g(Op::Upsert, put(points::upsert)).merge(g(Op::GetPoints, post(points::retrieve))),
         )
-        .route("/collections/{name}/points/{id}", get(points::get_point))
-        .route("/collections/{name}/points/delete", post(points::delete))
+        .route(
+            "/collections/{name}/points/{id}",
+            g(Op::GetPoints, get(points::get_point)),
+        )
+        .route(
+            "/collections/{name}/points/delete",
+            g(Op::DeletePoints, post(points::delete)),
+        )
         .route(
             "/collections/{name}/points/payload",
-            post(points::set_payload).put(points::overwrite_payload),
+            g(Op::SetPayload, post(points::set_payload))
+                .merge(g(Op::OverwritePayload, put(points::overwrite_payload))),
         )
-        .route("/collections/{name}/points/scroll", post(points::scroll))
-        .route("/collections/{name}/points/count", post(points::count))
-        .route("/collections/{name}/points/query", post(points::query))
-        .route("/collections/{name}/points/search", post(points::search))
+        .route(
+            "/collections/{name}/points/payload/delete",
+            g(Op::DeletePayload, post(points::delete_payload)),
+        )
+        .route(
+            "/collections/{name}/points/payload/clear",
+            g(Op::ClearPayload, post(points::clear_payload)),
+        )
+        .route(
+            "/collections/{name}/points/batch",
+            g(Op::UpdateBatch, post(points::batch_update)),
+        )
+        .route(
+            "/collections/{name}/points/scroll",
+            g(Op::Scroll, post(points::scroll)),
+        )
+        .route(
+            "/collections/{name}/points/count",
+            g(Op::Count, post(points::count)),
+        )
+        .route(
+            "/collections/{name}/points/query",
+            g(Op::Query, post(points::query)),
+        )
+        .route(
+            "/collections/{name}/points/query/batch",
+            g(Op::QueryBatch, post(points::query_batch)),
+        )
+        .route(
+            "/collections/{name}/points/search",
+            g(Op::Search, post(points::search)),
+        )
+        .route(
+            "/collections/{name}/points/search/batch",
+            g(Op::SearchBatch, post(points::search_batch)),
+        )
         .layer(DefaultBodyLimit::max(json_limit))
         // Uploads stream through the unpacker and are not limited.
-        .merge(snapshot_routes)
+        .merge(snapshots::routes(st))
         .fallback(|| async {
             error::ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
                 "Not found: no such endpoint",
             )
         })
-        .layer(middleware::from_fn_with_state(state.clone(), auth::enforce))
+        .layer(middleware::from_fn(error::log_failures))
         .with_state(state)
 }

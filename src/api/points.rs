@@ -1,21 +1,20 @@
-//! Point endpoints: upsert, retrieve, delete, payload updates, scroll, count, query, search.
-
-use std::sync::Arc;
+//! Point endpoints: Qdrant's JSON bodies parsed into service requests, results shaped back.
 
 use axum::extract::State;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Timer};
-use super::AppState;
+use super::error::{ApiJson, ApiPath, ApiQuery, ApiResult, Timer};
 use crate::collection::filter::Filter;
 use crate::collection::points::{PointView, VectorSelect};
-use crate::collection::record::Operation;
-use crate::collection::types::{
-    BatchVectors, Payload, PointId, PointWrite, VectorInput, VectorsConfig, DEFAULT_VECTOR,
+use crate::collection::types::{BatchVectors, Payload, PointId, VectorInput};
+use crate::collection::{PayloadChange, PointInput, PointSelector};
+use crate::error::{Error, Result};
+use crate::service::points::{
+    PayloadSelector, PointBatch, PointsUpdate, QueryInput, QueryRequest, ReadOptions, Records,
+    ScoredPoints, ScrollRequest, UpdateResult, UpdateStatus, VectorShape,
 };
-use crate::collection::{Collection, PointInput};
-use crate::error::Error;
+use crate::service::Services;
 
 /// Query parameters of writes (`ordering` and `timeout` are accepted and ignored).
 #[derive(Deserialize, Default)]
@@ -24,14 +23,12 @@ pub struct WriteParams {
     wait: Option<bool>,
 }
 
-fn update_result(t: &Timer, op_id: u64, wait: Option<bool>) -> ApiResult {
-    // Writes are durable before the answer either way; `wait=false` only changes the word.
-    let status = if wait.unwrap_or(false) {
-        "completed"
-    } else {
-        "acknowledged"
+fn update_json(r: &UpdateResult) -> Value {
+    let status = match r.status {
+        UpdateStatus::Acknowledged => "acknowledged",
+        UpdateStatus::Completed => "completed",
     };
-    t.ok(json!({"operation_id": op_id, "status": status}))
+    json!({"operation_id": r.operation_id, "status": status})
 }
 
 #[derive(Deserialize)]
@@ -60,82 +57,44 @@ pub struct UpsertBody {
     batch: Option<BatchIn>,
 }
 
-fn flatten_upsert(body: UpsertBody) -> Result<Vec<PointInput>, Error> {
-    match (body.points, body.batch) {
-        (Some(points), None) => Ok(points
-            .into_iter()
-            .map(|p| {
-                (
-                    p.id,
-                    p.vector.map(VectorInput::into_named).unwrap_or_default(),
-                    p.payload,
-                )
-            })
-            .collect()),
-        (None, Some(batch)) => {
-            let n = batch.ids.len();
-            if let Some(p) = &batch.payloads {
-                if p.len() != n {
-                    return Err(Error::bad_input(format!(
-                        "batch has {n} ids but {} payloads",
-                        p.len()
-                    )));
-                }
-            }
-            let mut payloads = batch.payloads.unwrap_or_default().into_iter();
-            let vectors: Vec<Vec<(String, Vec<f32>)>> = match batch.vectors {
-                BatchVectors::Plain(v) => {
-                    if v.len() != n {
-                        return Err(Error::bad_input(format!(
-                            "batch has {n} ids but {} vectors",
-                            v.len()
-                        )));
-                    }
-                    v.into_iter()
-                        .map(|x| vec![(DEFAULT_VECTOR.to_string(), x)])
-                        .collect()
-                }
-                BatchVectors::Named(map) => {
-                    let mut per_point = vec![Vec::new(); n];
-                    for (name, list) in map {
-                        if list.len() != n {
-                            return Err(Error::bad_input(format!(
-                                "batch has {n} ids but {} vectors named `{name}`",
-                                list.len()
-                            )));
-                        }
-                        for (slot, v) in per_point.iter_mut().zip(list) {
-                            slot.push((name.clone(), v));
-                        }
-                    }
-                    per_point
-                }
-            };
-            Ok(batch
-                .ids
+impl UpsertBody {
+    fn into_points(self) -> Result<Vec<PointInput>> {
+        match (self.points, self.batch) {
+            (Some(points), None) => Ok(points
                 .into_iter()
-                .zip(vectors)
-                .map(|(id, v)| (id, v, payloads.next().flatten()))
-                .collect())
+                .map(|p| PointInput {
+                    id: p.id,
+                    vectors: p.vector.map(VectorInput::into_named).unwrap_or_default(),
+                    payload: p.payload,
+                })
+                .collect()),
+            (None, Some(b)) => PointBatch {
+                ids: b.ids,
+                vectors: b.vectors,
+                payloads: b.payloads,
+            }
+            .into_points(),
+            _ => Err(Error::bad_input(
+                "the body must have exactly one of `points` or `batch`",
+            )),
         }
-        _ => Err(Error::bad_input(
-            "the body must have exactly one of `points` or `batch`",
-        )),
     }
 }
 
 /// `PUT /collections/{c}/points`
 pub async fn upsert(
     t: Timer,
-    State(st): State<AppState>,
+    State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<WriteParams>,
     ApiJson(body): ApiJson<UpsertBody>,
 ) -> ApiResult {
-    let col = st.registry.get(&name)?;
-    let points = col.prepare(flatten_upsert(body)?)?;
-    let op_id = col.write(Operation::Upsert(points)).await?;
-    update_result(&t, op_id, q.wait)
+    let update = PointsUpdate::Upsert(body.into_points()?);
+    let r = st
+        .points
+        .update(&name, update, q.wait.unwrap_or(false))
+        .await?;
+    t.ok(update_json(&r))
 }
 
 /// `with_payload`: a bool, a list of keys, or `{"include": [...]}` / `{"exclude": [...]}`.
@@ -158,22 +117,18 @@ pub enum WithPayload {
 }
 
 impl WithPayload {
-    fn wanted(&self) -> bool {
-        !matches!(self, WithPayload::Bool(false))
-    }
-    fn project(&self, p: Payload) -> Payload {
+    fn selector(self) -> PayloadSelector {
         match self {
-            WithPayload::Bool(_) => p,
-            WithPayload::Keys(keys)
+            WithPayload::Bool(true) => PayloadSelector::All,
+            WithPayload::Bool(false) => PayloadSelector::None,
+            WithPayload::Keys(k)
             | WithPayload::Selector {
-                include: Some(keys),
-                ..
-            } => p.into_iter().filter(|(k, _)| keys.contains(k)).collect(),
+                include: Some(k), ..
+            } => PayloadSelector::Include(k),
             WithPayload::Selector {
-                exclude: Some(keys),
-                ..
-            } => p.into_iter().filter(|(k, _)| !keys.contains(k)).collect(),
-            WithPayload::Selector { .. } => p,
+                exclude: Some(k), ..
+            } => PayloadSelector::Exclude(k),
+            WithPayload::Selector { .. } => PayloadSelector::All,
         }
     }
 }
@@ -188,58 +143,70 @@ pub enum WithVector {
     Names(Vec<String>),
 }
 
-impl WithVector {
-    fn select(&self) -> VectorSelect {
-        match self {
+fn read_options(
+    wp: Option<WithPayload>,
+    wv: Option<WithVector>,
+    payload_default: bool,
+) -> ReadOptions {
+    ReadOptions {
+        payload: wp.unwrap_or(WithPayload::Bool(payload_default)).selector(),
+        vectors: match wv.unwrap_or(WithVector::Bool(false)) {
             WithVector::Bool(false) => VectorSelect::None,
             WithVector::Bool(true) => VectorSelect::All,
-            WithVector::Names(n) => VectorSelect::Names(n.clone()),
-        }
+            WithVector::Names(n) => VectorSelect::Names(n),
+        },
     }
 }
 
-fn vector_json(config: &VectorsConfig, vectors: Vec<(String, Vec<f32>)>, requested: bool) -> Value {
+fn vector_json(shape: VectorShape, vectors: Vec<(String, Vec<f32>)>, requested: bool) -> Value {
     if !requested {
         return Value::Null;
     }
-    match config {
-        VectorsConfig::Single(_) => vectors
+    match shape {
+        VectorShape::Single => vectors
             .into_iter()
             .next()
             .map_or(Value::Null, |(_, v)| json!(v)),
-        VectorsConfig::Named(_) => {
+        VectorShape::Named => {
             Value::Object(vectors.into_iter().map(|(n, v)| (n, json!(v))).collect())
         }
     }
 }
 
-fn record_json(cfg: &VectorsConfig, p: PointView, wp: &WithPayload, wv: &WithVector) -> Value {
-    let payload = if wp.wanted() {
-        p.payload.map(|x| Value::Object(wp.project(x)))
-    } else {
-        None
+fn record_json(shape: VectorShape, read: &ReadOptions, p: PointView) -> Value {
+    let payload = match read.payload {
+        PayloadSelector::None => None,
+        _ => p.payload.map(Value::Object),
     };
     json!({
         "id": p.id,
         "payload": payload,
-        "vector": vector_json(cfg, p.vectors, !matches!(wv, WithVector::Bool(false))),
+        "vector": vector_json(shape, p.vectors, read.vectors != VectorSelect::None),
     })
 }
 
-fn scored_json(
-    cfg: &VectorsConfig,
-    score: f32,
-    p: PointView,
-    wp: &WithPayload,
-    wv: &WithVector,
-) -> Value {
-    let version = p.version;
-    let mut v = record_json(cfg, p, wp, wv);
-    if let Value::Object(m) = &mut v {
-        m.insert("version".into(), json!(version));
-        m.insert("score".into(), json!(score));
-    }
-    v
+fn records_json(r: Records, read: &ReadOptions) -> Vec<Value> {
+    let shape = r.shape;
+    r.points
+        .into_iter()
+        .map(|p| record_json(shape, read, p))
+        .collect()
+}
+
+fn scored_json(s: ScoredPoints, read: &ReadOptions) -> Vec<Value> {
+    let shape = s.shape;
+    s.hits
+        .into_iter()
+        .map(|(score, p)| {
+            let version = p.version;
+            let mut v = record_json(shape, read, p);
+            if let Value::Object(m) = &mut v {
+                m.insert("version".into(), json!(version));
+                m.insert("score".into(), json!(score));
+            }
+            v
+        })
+        .collect()
 }
 
 /// Body of `POST /collections/{c}/points`.
@@ -255,141 +222,226 @@ pub struct RetrieveBody {
 /// `POST /collections/{c}/points`
 pub async fn retrieve(
     t: Timer,
-    State(st): State<AppState>,
+    State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<RetrieveBody>,
 ) -> ApiResult {
-    let col = st.registry.get(&name)?;
-    let wp = body.with_payload.unwrap_or(WithPayload::Bool(true));
-    let wv = body.with_vector.unwrap_or(WithVector::Bool(false));
-    let cfg = col.config().vectors;
-    let points = col.read(|p| p.retrieve(&body.ids, wp.wanted(), &wv.select()));
-    t.ok(points
-        .into_iter()
-        .map(|p| record_json(&cfg, p, &wp, &wv))
-        .collect::<Vec<_>>())
+    let read = read_options(body.with_payload, body.with_vector, true);
+    let records = st.points.retrieve(&name, &body.ids, &read)?;
+    t.ok(records_json(records, &read))
 }
 
 /// `GET /collections/{c}/points/{id}`
 pub async fn get_point(
     t: Timer,
-    State(st): State<AppState>,
+    State(st): State<Services>,
     ApiPath((name, id)): ApiPath<(String, String)>,
 ) -> ApiResult {
-    let col = st.registry.get(&name)?;
     let id: PointId = match id.parse::<u64>() {
         Ok(n) => PointId::Num(n),
         Err(_) => serde_json::from_value(Value::String(id.clone()))
             .map_err(|e| Error::bad_input(format!("invalid point id `{id}`: {e}")))?,
     };
-    let cfg = col.config().vectors;
-    let found = col
-        .read(|p| p.retrieve(&[id], true, &VectorSelect::All))
-        .into_iter()
-        .next();
-    match found {
-        Some(p) => t.ok(record_json(
-            &cfg,
-            p,
-            &WithPayload::Bool(true),
-            &WithVector::Bool(true),
-        )),
-        None => Err(Error::NotFound(format!("No point with id {id} found")).into()),
-    }
+    let read = read_options(
+        Some(WithPayload::Bool(true)),
+        Some(WithVector::Bool(true)),
+        true,
+    );
+    let mut found = records_json(st.points.get(&name, id)?, &read);
+    t.ok(found.pop())
 }
 
 /// Selects points by ids or filter (delete and payload updates).
 #[derive(Deserialize)]
-pub struct PointsSelector {
+pub struct SelectorBody {
     #[serde(default)]
     points: Option<Vec<PointId>>,
     #[serde(default)]
     filter: Option<Filter>,
 }
 
-fn selected_ids(col: &Collection, sel: &PointsSelector) -> Result<Vec<PointId>, Error> {
-    match (&sel.points, &sel.filter) {
-        (Some(ids), None) => Ok(ids.clone()),
-        (None, Some(f)) => Ok(col.read(|p| p.matching_ids(f))),
-        _ => Err(Error::bad_input("give exactly one of `points` or `filter`")),
+impl SelectorBody {
+    fn selector(self) -> Result<PointSelector> {
+        match (self.points, self.filter) {
+            (Some(ids), None) => Ok(PointSelector::Ids(ids)),
+            (None, Some(f)) => Ok(PointSelector::Filter(Box::new(f))),
+            _ => Err(Error::bad_input("give exactly one of `points` or `filter`")),
+        }
     }
 }
 
 /// `POST /collections/{c}/points/delete`
 pub async fn delete(
     t: Timer,
-    State(st): State<AppState>,
+    State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<WriteParams>,
-    ApiJson(sel): ApiJson<PointsSelector>,
+    ApiJson(sel): ApiJson<SelectorBody>,
 ) -> ApiResult {
-    let col = st.registry.get(&name)?;
-    let ids = selected_ids(&col, &sel)?;
-    let op_id = col.write(Operation::Delete(ids)).await?;
-    update_result(&t, op_id, q.wait)
+    let update = PointsUpdate::Delete(sel.selector()?);
+    let r = st
+        .points
+        .update(&name, update, q.wait.unwrap_or(false))
+        .await?;
+    t.ok(update_json(&r))
 }
 
-/// Body of the payload endpoints.
+/// Body of the set/overwrite payload endpoints.
 #[derive(Deserialize)]
 pub struct SetPayloadBody {
     payload: Payload,
+    #[serde(default)]
+    key: Option<String>,
     #[serde(flatten)]
-    selector: PointsSelector,
+    selector: SelectorBody,
+}
+
+/// Body of `POST /collections/{c}/points/payload/delete`.
+#[derive(Deserialize)]
+pub struct DeletePayloadBody {
+    keys: Vec<String>,
+    #[serde(flatten)]
+    selector: SelectorBody,
+}
+
+/// A payload update from a set/overwrite body; a nested `key` target is not supported.
+pub(crate) fn payload_change(key: Option<&str>, change: PayloadChange) -> Result<PayloadChange> {
+    match key {
+        Some(k) if !k.is_empty() => Err(Error::bad_input(format!(
+            "setting payload under a nested key (`{k}`) is not supported by this service"
+        ))),
+        _ => Ok(change),
+    }
 }
 
 async fn payload_update(
     t: Timer,
-    st: AppState,
+    st: Services,
     name: String,
     wait: Option<bool>,
-    body: SetPayloadBody,
-    overwrite: bool,
+    selector: SelectorBody,
+    change: PayloadChange,
 ) -> ApiResult {
-    let col: Arc<Collection> = st.registry.get(&name)?;
-    let ids = selected_ids(&col, &body.selector)?;
-    let points = col.read(|store| {
-        ids.iter()
-            .filter_map(|id| store.get(id))
-            .map(|p| {
-                let mut payload = if overwrite {
-                    Map::new()
-                } else {
-                    p.payload.unwrap_or_default()
-                };
-                payload.extend(body.payload.clone());
-                // Stored vectors are already validated and normalized: written back as they are.
-                PointWrite {
-                    id: p.id,
-                    vectors: p.vectors,
-                    payload: Some(payload),
-                }
-            })
-            .collect::<Vec<_>>()
-    });
-    let op_id = col.write(Operation::Upsert(points)).await?;
-    update_result(&t, op_id, wait)
+    let update = PointsUpdate::Payload(selector.selector()?, change);
+    let r = st
+        .points
+        .update(&name, update, wait.unwrap_or(false))
+        .await?;
+    t.ok(update_json(&r))
 }
 
 /// `POST /collections/{c}/points/payload`: merge into existing payloads.
 pub async fn set_payload(
     t: Timer,
-    State(st): State<AppState>,
+    State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<WriteParams>,
     ApiJson(body): ApiJson<SetPayloadBody>,
 ) -> ApiResult {
-    payload_update(t, st, name, q.wait, body, false).await
+    let change = payload_change(body.key.as_deref(), PayloadChange::Merge(body.payload))?;
+    payload_update(t, st, name, q.wait, body.selector, change).await
 }
 
 /// `PUT /collections/{c}/points/payload`: replace payloads.
 pub async fn overwrite_payload(
     t: Timer,
-    State(st): State<AppState>,
+    State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<WriteParams>,
     ApiJson(body): ApiJson<SetPayloadBody>,
 ) -> ApiResult {
-    payload_update(t, st, name, q.wait, body, true).await
+    let change = payload_change(body.key.as_deref(), PayloadChange::Overwrite(body.payload))?;
+    payload_update(t, st, name, q.wait, body.selector, change).await
+}
+
+/// `POST /collections/{c}/points/payload/delete`: remove keys.
+pub async fn delete_payload(
+    t: Timer,
+    State(st): State<Services>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<WriteParams>,
+    ApiJson(body): ApiJson<DeletePayloadBody>,
+) -> ApiResult {
+    let change = PayloadChange::DeleteKeys(body.keys);
+    payload_update(t, st, name, q.wait, body.selector, change).await
+}
+
+/// `POST /collections/{c}/points/payload/clear`: remove every key.
+pub async fn clear_payload(
+    t: Timer,
+    State(st): State<Services>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<WriteParams>,
+    ApiJson(sel): ApiJson<SelectorBody>,
+) -> ApiResult {
+    payload_update(t, st, name, q.wait, sel, PayloadChange::Clear).await
+}
+
+/// One operation of `POST /collections/{c}/points/batch`.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchOperation {
+    /// `{"upsert": {"points": ..}}` or `{"upsert": {"batch": ..}}`.
+    Upsert(UpsertBody),
+    /// `{"delete": {"points": ..}}` or a filter.
+    Delete(SelectorBody),
+    /// `{"set_payload": {..}}`.
+    SetPayload(SetPayloadBody),
+    /// `{"overwrite_payload": {..}}`.
+    OverwritePayload(SetPayloadBody),
+    /// `{"delete_payload": {..}}`.
+    DeletePayload(DeletePayloadBody),
+    /// `{"clear_payload": {..}}`.
+    ClearPayload(SelectorBody),
+}
+
+impl BatchOperation {
+    fn into_update(self) -> Result<PointsUpdate> {
+        Ok(match self {
+            BatchOperation::Upsert(b) => PointsUpdate::Upsert(b.into_points()?),
+            BatchOperation::Delete(s) => PointsUpdate::Delete(s.selector()?),
+            BatchOperation::SetPayload(b) => PointsUpdate::Payload(
+                b.selector.selector()?,
+                payload_change(b.key.as_deref(), PayloadChange::Merge(b.payload))?,
+            ),
+            BatchOperation::OverwritePayload(b) => PointsUpdate::Payload(
+                b.selector.selector()?,
+                payload_change(b.key.as_deref(), PayloadChange::Overwrite(b.payload))?,
+            ),
+            BatchOperation::DeletePayload(b) => {
+                PointsUpdate::Payload(b.selector.selector()?, PayloadChange::DeleteKeys(b.keys))
+            }
+            BatchOperation::ClearPayload(s) => {
+                PointsUpdate::Payload(s.selector()?, PayloadChange::Clear)
+            }
+        })
+    }
+}
+
+/// Body of `POST /collections/{c}/points/batch`.
+#[derive(Deserialize)]
+pub struct BatchBody {
+    operations: Vec<BatchOperation>,
+}
+
+/// `POST /collections/{c}/points/batch`
+pub async fn batch_update(
+    t: Timer,
+    State(st): State<Services>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<WriteParams>,
+    ApiJson(body): ApiJson<BatchBody>,
+) -> ApiResult {
+    let updates = body
+        .operations
+        .into_iter()
+        .map(BatchOperation::into_update)
+        .collect::<Result<Vec<_>>>()?;
+    let results = st
+        .points
+        .update_batch(&name, updates, q.wait.unwrap_or(false))
+        .await?;
+    t.ok(results.iter().map(update_json).collect::<Vec<_>>())
 }
 
 /// Body of `POST /collections/{c}/points/scroll`.
@@ -410,29 +462,22 @@ pub struct ScrollBody {
 /// `POST /collections/{c}/points/scroll`
 pub async fn scroll(
     t: Timer,
-    State(st): State<AppState>,
+    State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<ScrollBody>,
 ) -> ApiResult {
-    let col = st.registry.get(&name)?;
-    let wp = body.with_payload.unwrap_or(WithPayload::Bool(true));
-    let wv = body.with_vector.unwrap_or(WithVector::Bool(false));
-    let cfg = col.config().vectors;
-    let limit = body.limit.unwrap_or(10);
-    let (points, next) = col.read(|p| {
-        p.scroll(
-            body.offset,
-            limit,
-            body.filter.as_ref(),
-            wp.wanted(),
-            &wv.select(),
-        )
-    });
-    let points: Vec<Value> = points
-        .into_iter()
-        .map(|p| record_json(&cfg, p, &wp, &wv))
-        .collect();
-    t.ok(json!({"points": points, "next_page_offset": next}))
+    let read = read_options(body.with_payload, body.with_vector, true);
+    let req = ScrollRequest {
+        offset: body.offset,
+        limit: body.limit.unwrap_or(10),
+        filter: body.filter,
+        read: read.clone(),
+    };
+    let page = st.points.scroll(&name, req).await?;
+    t.ok(json!({
+        "points": records_json(page.records, &read),
+        "next_page_offset": page.next_offset,
+    }))
 }
 
 /// Body of `POST /collections/{c}/points/count`.
@@ -445,12 +490,11 @@ pub struct CountBody {
 /// `POST /collections/{c}/points/count`
 pub async fn count(
     t: Timer,
-    State(st): State<AppState>,
+    State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<CountBody>,
 ) -> ApiResult {
-    let col = st.registry.get(&name)?;
-    let n = col.read(|p| p.count(body.filter.as_ref()));
+    let n = st.points.count(&name, body.filter).await?;
     t.ok(json!({"count": n}))
 }
 
@@ -475,120 +519,83 @@ pub struct QueryBody {
     with_vector: Option<WithVector>,
 }
 
-/// Resolves a query (`[..]`, `{"nearest": ..}`, or a point id) into a vector.
-fn query_vector(col: &Collection, q: &Value, using: &str) -> Result<Vec<f32>, Error> {
+/// Parses a JSON query: `[..]`, `{"nearest": ..}`, or a point id.
+fn query_input(q: &Value) -> Result<QueryInput> {
     match q {
-        Value::Object(m) if m.contains_key("nearest") => query_vector(col, &m["nearest"], using),
+        Value::Object(m) if m.contains_key("nearest") => query_input(&m["nearest"]),
         Value::Object(m) => Err(Error::bad_input(format!(
             "unsupported query type `{}`: this service supports nearest-neighbour queries",
             m.keys().next().map(String::as_str).unwrap_or("")
         ))),
         Value::Array(_) => serde_json::from_value::<Vec<f32>>(q.clone())
+            .map(QueryInput::Vector)
             .map_err(|e| Error::bad_input(format!("query vector is not a list of numbers: {e}"))),
-        Value::Number(_) | Value::String(_) => {
-            let id: PointId =
-                serde_json::from_value(q.clone()).map_err(|e| Error::bad_input(e.to_string()))?;
-            let point = col
-                .read(|p| p.get(&id))
-                .ok_or_else(|| Error::NotFound(format!("No point with id {id} found")))?;
-            point
-                .vectors
-                .into_iter()
-                .find(|(n, _)| n == using)
-                .map(|(_, v)| v)
-                .ok_or_else(|| Error::bad_input(format!("point {id} has no vector `{using}`")))
-        }
+        Value::Number(_) | Value::String(_) => serde_json::from_value(q.clone())
+            .map(QueryInput::Point)
+            .map_err(|e| Error::bad_input(e.to_string())),
         _ => Err(Error::bad_input(
             "query must be a vector, {\"nearest\": ...} or a point id",
         )),
     }
 }
 
-/// Normalizes and checks a query vector against the vector space `using`.
-fn prepared_query(col: &Collection, using: &str, v: Vec<f32>) -> Result<Vec<f32>, Error> {
-    let mut prepared = col.prepare(vec![(PointId::Num(0), vec![(using.to_string(), v)], None)])?;
-    Ok(prepared
-        .pop()
-        .and_then(|p| p.vectors.into_iter().next())
-        .map(|(_, v)| v)
-        .unwrap_or_default())
+impl QueryBody {
+    fn into_request(self) -> Result<(QueryRequest, ReadOptions)> {
+        let read = read_options(self.with_payload, self.with_vector, false);
+        let query = self.query.as_ref().map(query_input).transpose()?;
+        Ok((
+            QueryRequest {
+                query,
+                using: self.using.unwrap_or_default(),
+                filter: self.filter,
+                limit: self.limit.unwrap_or(10),
+                offset: self.offset.unwrap_or(0),
+                score_threshold: self.score_threshold,
+                read: read.clone(),
+            },
+            read,
+        ))
+    }
 }
 
 /// `POST /collections/{c}/points/query`
 pub async fn query(
     t: Timer,
-    State(st): State<AppState>,
+    State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<QueryBody>,
 ) -> ApiResult {
-    let col = st.registry.get(&name)?;
-    let wp = body.with_payload.unwrap_or(WithPayload::Bool(false));
-    let wv = body.with_vector.unwrap_or(WithVector::Bool(false));
-    let cfg = col.config().vectors;
-    let limit = body.limit.unwrap_or(10);
-    let using = body.using.unwrap_or_default();
-    let points: Vec<Value> = match &body.query {
-        None => {
-            let (page, _) = col
-                .read(|p| p.scroll(None, limit, body.filter.as_ref(), wp.wanted(), &wv.select()));
-            page.into_iter()
-                .map(|p| scored_json(&cfg, 0.0, p, &wp, &wv))
-                .collect()
-        }
-        Some(q) => {
-            let v = prepared_query(&col, &using, query_vector(&col, q, &using)?)?;
-            let offset = body.offset.unwrap_or(0);
-            let hits = search_blocking(
-                &col,
-                using,
-                v,
-                limit,
-                offset,
-                body.filter,
-                body.score_threshold,
-                &wp,
-                &wv,
-            )
-            .await?;
-            hits.into_iter()
-                .map(|(s, p)| scored_json(&cfg, s, p, &wp, &wv))
-                .collect()
-        }
-    };
-    t.ok(json!({"points": points}))
+    let (req, read) = body.into_request()?;
+    let hits = st.points.query(&name, req).await?;
+    t.ok(json!({"points": scored_json(hits, &read)}))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn search_blocking(
-    col: &Arc<Collection>,
-    using: String,
-    v: Vec<f32>,
-    limit: usize,
-    offset: usize,
-    filter: Option<Filter>,
-    threshold: Option<f32>,
-    wp: &WithPayload,
-    wv: &WithVector,
-) -> Result<Vec<(f32, PointView)>, ApiError> {
-    let col = Arc::clone(col);
-    let (want_payload, select) = (wp.wanted(), wv.select());
-    // A full scan takes milliseconds: keep it off the async workers.
-    tokio::task::spawn_blocking(move || {
-        col.read(|p| {
-            p.search(
-                &using,
-                &v,
-                limit,
-                offset,
-                filter.as_ref(),
-                threshold,
-                want_payload,
-                &select,
-            )
-        })
-    })
-    .await
-    .map_err(|e| ApiError::from(Error::internal("search task failed", e)))
+/// Body of `POST /collections/{c}/points/query/batch`.
+#[derive(Deserialize)]
+pub struct QueryBatchBody {
+    searches: Vec<QueryBody>,
+}
+
+/// `POST /collections/{c}/points/query/batch`
+pub async fn query_batch(
+    t: Timer,
+    State(st): State<Services>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<QueryBatchBody>,
+) -> ApiResult {
+    let (reqs, reads): (Vec<_>, Vec<_>) = body
+        .searches
+        .into_iter()
+        .map(QueryBody::into_request)
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    let results = st.points.query_batch(&name, reqs).await?;
+    t.ok(results
+        .into_iter()
+        .zip(&reads)
+        .map(|(hits, read)| json!({"points": scored_json(hits, read)}))
+        .collect::<Vec<_>>())
 }
 
 /// Body of the legacy `POST /collections/{c}/points/search`.
@@ -609,45 +616,73 @@ pub struct SearchBody {
     with_vector: Option<WithVector>,
 }
 
+impl SearchBody {
+    fn into_request(self) -> Result<(QueryRequest, ReadOptions)> {
+        // `{"name": "img", "vector": [..]}` selects a named vector.
+        let (using, raw) = match self.vector {
+            Value::Object(mut m) => (
+                m.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                m.remove("vector").unwrap_or(Value::Null),
+            ),
+            other => (String::new(), other),
+        };
+        let v: Vec<f32> = serde_json::from_value(raw)
+            .map_err(|e| Error::bad_input(format!("vector is not a list of numbers: {e}")))?;
+        let read = read_options(self.with_payload, self.with_vector, false);
+        Ok((
+            QueryRequest {
+                query: Some(QueryInput::Vector(v)),
+                using,
+                filter: self.filter,
+                limit: self.limit.unwrap_or(10),
+                offset: self.offset.unwrap_or(0),
+                score_threshold: self.score_threshold,
+                read: read.clone(),
+            },
+            read,
+        ))
+    }
+}
+
 /// `POST /collections/{c}/points/search` (legacy; answers a bare list).
 pub async fn search(
     t: Timer,
-    State(st): State<AppState>,
+    State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<SearchBody>,
 ) -> ApiResult {
-    let col = st.registry.get(&name)?;
-    let wp = body.with_payload.unwrap_or(WithPayload::Bool(false));
-    let wv = body.with_vector.unwrap_or(WithVector::Bool(false));
-    let cfg = col.config().vectors;
-    // `{"name": "img", "vector": [..]}` selects a named vector.
-    let (using, raw) = match &body.vector {
-        Value::Object(m) => (
-            m.get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            m.get("vector").cloned().unwrap_or(Value::Null),
-        ),
-        other => (String::new(), other.clone()),
-    };
-    let v: Vec<f32> = serde_json::from_value(raw)
-        .map_err(|e| Error::bad_input(format!("vector is not a list of numbers: {e}")))?;
-    let v = prepared_query(&col, &using, v)?;
-    let hits = search_blocking(
-        &col,
-        using,
-        v,
-        body.limit.unwrap_or(10),
-        body.offset.unwrap_or(0),
-        body.filter,
-        body.score_threshold,
-        &wp,
-        &wv,
-    )
-    .await?;
-    t.ok(hits
+    let (req, read) = body.into_request()?;
+    let hits = st.points.query(&name, req).await?;
+    t.ok(scored_json(hits, &read))
+}
+
+/// Body of `POST /collections/{c}/points/search/batch`.
+#[derive(Deserialize)]
+pub struct SearchBatchBody {
+    searches: Vec<SearchBody>,
+}
+
+/// `POST /collections/{c}/points/search/batch`
+pub async fn search_batch(
+    t: Timer,
+    State(st): State<Services>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<SearchBatchBody>,
+) -> ApiResult {
+    let (reqs, reads): (Vec<_>, Vec<_>) = body
+        .searches
         .into_iter()
-        .map(|(s, p)| scored_json(&cfg, s, p, &wp, &wv))
+        .map(SearchBody::into_request)
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    let results = st.points.query_batch(&name, reqs).await?;
+    t.ok(results
+        .into_iter()
+        .zip(&reads)
+        .map(|(hits, read)| scored_json(hits, read))
         .collect::<Vec<_>>())
 }

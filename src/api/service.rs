@@ -4,15 +4,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-/// The Qdrant version this service answers as. Clients warn unless the minor versions are at
-/// most one apart: 1.19 satisfies the current Python client (1.20) and the newest JS client
-/// that runs on Node 20 (1.18) alike.
-pub const QDRANT_COMPAT_VERSION: &str = "1.19.0";
+pub use crate::service::{QDRANT_COMPAT_VERSION, QDRANT_TITLE};
 
 /// `GET /`: Qdrant's version probe (no envelope), plus this product's own version.
 pub async fn root() -> Response {
     Json(json!({
-        "title": "qdrant - vector search engine",
+        "title": QDRANT_TITLE,
         "version": QDRANT_COMPAT_VERSION,
         "commit": null,
         "product": "snapstream",

@@ -61,7 +61,39 @@ fn merged(defaults: Value, over: &Option<Map<String, Value>>) -> Value {
     base
 }
 
+/// A partial update of a collection's tuning sections (REST `PATCH`, gRPC `Update`).
+///
+/// Maps merge key by key into what is stored; the other sections replace it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CollectionPatch {
+    /// Merged into the stored HNSW section.
+    pub hnsw_config: Option<Map<String, Value>>,
+    /// Merged into the stored optimizer section.
+    pub optimizers_config: Option<Map<String, Value>>,
+    /// Replaces the stored quantization section.
+    pub quantization_config: Option<Value>,
+    /// Replaces the stored metadata.
+    pub metadata: Option<Value>,
+}
+
 impl CollectionConfig {
+    /// Applies a partial update.
+    pub fn apply_patch(&mut self, patch: &CollectionPatch) {
+        let merge = |slot: &mut Option<Map<String, Value>>, v: &Option<Map<String, Value>>| {
+            if let Some(o) = v {
+                slot.get_or_insert_with(Map::new).extend(o.clone());
+            }
+        };
+        merge(&mut self.hnsw_config, &patch.hnsw_config);
+        merge(&mut self.optimizers_config, &patch.optimizers_config);
+        if let Some(q) = &patch.quantization_config {
+            self.quantization_config = Some(q.clone());
+        }
+        if let Some(m) = &patch.metadata {
+            self.metadata = Some(m.clone());
+        }
+    }
+
     /// Checks what the service cannot store.
     pub fn validate(&self) -> Result<(), String> {
         let spaces = self.vectors.spaces();
@@ -161,6 +193,27 @@ mod tests {
             json!({"size": 4, "distance": "Cosine"})
         );
         assert_eq!(info["points_count"], 3);
+    }
+
+    #[test]
+    fn patches_merge_maps_and_replace_the_rest() {
+        let mut c: CollectionConfig = serde_json::from_value(json!({
+            "vectors": {"size": 4, "distance": "Dot"},
+            "hnsw_config": {"m": 32, "ef_construct": 50},
+            "metadata": {"a": 1}
+        }))
+        .unwrap();
+        c.apply_patch(&CollectionPatch {
+            hnsw_config: json!({"m": 8}).as_object().cloned(),
+            metadata: Some(json!({"b": 2})),
+            ..Default::default()
+        });
+        assert_eq!(
+            c.hnsw_config,
+            json!({"m": 8, "ef_construct": 50}).as_object().cloned()
+        );
+        assert_eq!(c.metadata, Some(json!({"b": 2})));
+        assert_eq!(c.optimizers_config, None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use config::CollectionConfig;
 use files::{DataDir, PinnedFile};
+use filter::Filter;
 use points::PointStore;
 use record::{Operation, Record};
 use types::{normalize, Distance, Payload, PointId, PointWrite, DEFAULT_VECTOR};
@@ -55,8 +56,73 @@ struct Writer {
     closed: bool,
 }
 
-/// A point as a request gives it: id, `(vector name, vector)` pairs, payload.
-pub type PointInput = (PointId, Vec<(String, Vec<f32>)>, Option<Payload>);
+/// A point as a request gives it, before validation against the vector spaces.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PointInput {
+    /// The point's id.
+    pub id: PointId,
+    /// `(vector name, vector)` pairs; `""` names the unnamed vector.
+    pub vectors: Vec<(String, Vec<f32>)>,
+    /// The payload, if any.
+    pub payload: Option<Payload>,
+}
+
+/// Which points an operation acts on.
+#[derive(Clone, Debug)]
+pub enum PointSelector {
+    /// These ids (missing ones are ignored).
+    Ids(Vec<PointId>),
+    /// Every point the filter matches when the operation is applied.
+    Filter(Box<Filter>),
+}
+
+/// How a payload update changes the payload of each selected point.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PayloadChange {
+    /// Merge these keys into the existing payload.
+    Merge(Payload),
+    /// Replace the whole payload with this one.
+    Overwrite(Payload),
+    /// Remove these keys.
+    DeleteKeys(Vec<String>),
+    /// Remove every key.
+    Clear,
+}
+
+impl PayloadChange {
+    fn apply(&self, old: Option<Payload>) -> Payload {
+        match self {
+            PayloadChange::Merge(p) => {
+                let mut out = old.unwrap_or_default();
+                out.extend(p.clone());
+                out
+            }
+            PayloadChange::Overwrite(p) => p.clone(),
+            PayloadChange::DeleteKeys(keys) => {
+                let mut out = old.unwrap_or_default();
+                for k in keys {
+                    out.remove(k);
+                }
+                out
+            }
+            PayloadChange::Clear => Payload::new(),
+        }
+    }
+}
+
+/// A change to a collection's points, applied in one step under the writer lock.
+///
+/// Selections are resolved under that lock too, so a concurrent write can neither be
+/// reverted by a payload update nor slip past a delete-by-filter.
+#[derive(Clone, Debug)]
+pub enum PointsChange {
+    /// Insert or replace whole, validated points.
+    Upsert(Vec<PointWrite>),
+    /// Delete the selected points.
+    Delete(PointSelector),
+    /// Change the payloads of the selected points; their vectors stay as stored.
+    Payload(PointSelector, PayloadChange),
+}
 
 /// A consistent, immutable image of a collection, pinned for a snapshot.
 #[derive(Debug)]
@@ -86,6 +152,39 @@ impl std::fmt::Debug for Collection {
             .field("dir", &self.dir)
             .finish()
     }
+}
+
+/// Checks one vector against the space `name` and normalizes it for Cosine.
+fn check_vector(
+    cfg: &CollectionConfig,
+    name: &str,
+    mut v: Vec<f32>,
+    what: impl FnOnce() -> String,
+) -> Result<Vec<f32>> {
+    let Some(params) = cfg.vectors.get(name) else {
+        return Err(Error::bad_input(if name == DEFAULT_VECTOR {
+            "Not existing vector name error: this collection has only named vectors".to_string()
+        } else {
+            format!("Not existing vector name error: {name}")
+        }));
+    };
+    if v.len() as u64 != params.size {
+        return Err(Error::bad_input(format!(
+            "Vector dimension error: expected dim: {}, got {}",
+            params.size,
+            v.len()
+        )));
+    }
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(Error::bad_input(format!(
+            "{} has a non-finite value",
+            what()
+        )));
+    }
+    if params.distance == Distance::Cosine {
+        normalize(&mut v);
+    }
+    Ok(v)
 }
 
 fn storage_err(context: String) -> impl FnOnce(files::FilesError) -> Error {
@@ -190,41 +289,34 @@ impl Collection {
         let cfg = self.config.read();
         points
             .into_iter()
-            .map(|(id, vectors, payload)| {
-                let mut out = Vec::with_capacity(vectors.len());
-                for (name, mut v) in vectors {
-                    let Some(params) = cfg.vectors.get(&name) else {
-                        return Err(Error::bad_input(if name == DEFAULT_VECTOR {
-                            "Not existing vector name error: this collection has only named vectors"
-                                .to_string()
-                        } else {
-                            format!("Not existing vector name error: {name}")
-                        }));
-                    };
-                    if v.len() as u64 != params.size {
-                        return Err(Error::bad_input(format!(
-                            "Vector dimension error: expected dim: {}, got {}",
-                            params.size,
-                            v.len()
-                        )));
-                    }
-                    if v.iter().any(|x| !x.is_finite()) {
-                        return Err(Error::bad_input(format!(
-                            "vector of point {id} has a non-finite value"
-                        )));
-                    }
-                    if params.distance == Distance::Cosine {
-                        normalize(&mut v);
-                    }
-                    out.push((name, v));
-                }
-                Ok(PointWrite {
-                    id,
-                    vectors: out,
-                    payload,
-                })
-            })
+            .map(
+                |PointInput {
+                     id,
+                     vectors,
+                     payload,
+                 }| {
+                    let vectors = vectors
+                        .into_iter()
+                        .map(|(name, v)| {
+                            let v =
+                                check_vector(&cfg, &name, v, || format!("vector of point {id}"))?;
+                            Ok((name, v))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(PointWrite {
+                        id,
+                        vectors,
+                        payload,
+                    })
+                },
+            )
             .collect()
+    }
+
+    /// Validates a query vector against the vector space `using` and normalizes it the way
+    /// stored vectors of that space are.
+    pub fn prepare_query(&self, using: &str, v: Vec<f32>) -> Result<Vec<f32>> {
+        check_vector(&self.config.read(), using, v, || "query vector".to_string())
     }
 
     /// The writer lock, unless the collection has been closed (deleted or replaced).
@@ -242,6 +334,55 @@ impl Collection {
     /// Logs and applies one operation; returns its operation id. Blocking (fsync).
     pub fn write_blocking(&self, op: Operation) -> Result<u64> {
         let mut w = self.open_writer()?;
+        self.log_and_apply(&mut w, op)
+    }
+
+    /// Resolves `change` against the current points and applies it, both under the writer
+    /// lock; returns the operation id. Blocking (fsync).
+    pub fn change_blocking(&self, change: PointsChange) -> Result<u64> {
+        let mut w = self.open_writer()?;
+        // Every write holds the writer lock, so the points read here are the ones the
+        // operation lands on.
+        let op = match change {
+            PointsChange::Upsert(points) => Operation::Upsert(points),
+            PointsChange::Delete(sel) => Operation::Delete(self.resolve(&sel)),
+            PointsChange::Payload(sel, change) => {
+                let ids = self.resolve(&sel);
+                let store = self.points.read();
+                Operation::Upsert(
+                    ids.iter()
+                        .filter_map(|id| store.get(id))
+                        .map(|p| PointWrite {
+                            id: p.id,
+                            // Stored vectors are validated and normalized: kept as they are.
+                            vectors: p.vectors,
+                            payload: Some(change.apply(p.payload)),
+                        })
+                        .collect(),
+                )
+            }
+        };
+        self.log_and_apply(&mut w, op)
+    }
+
+    /// Applies [`Collection::change_blocking`] off the async runtime.
+    pub async fn change(self: &Arc<Self>, change: PointsChange) -> Result<u64> {
+        let this = Arc::clone(self);
+        let op_id = tokio::task::spawn_blocking(move || this.change_blocking(change))
+            .await
+            .map_err(|e| Error::internal("write task failed", e))??;
+        self.maybe_compact();
+        Ok(op_id)
+    }
+
+    fn resolve(&self, sel: &PointSelector) -> Vec<PointId> {
+        match sel {
+            PointSelector::Ids(ids) => ids.clone(),
+            PointSelector::Filter(f) => self.points.read().matching_ids(f),
+        }
+    }
+
+    fn log_and_apply(&self, w: &mut Writer, op: Operation) -> Result<u64> {
         w.point_records += op.len() as u64;
         let record = Record {
             op_id: w.next_op,
@@ -262,16 +403,6 @@ impl Collection {
                 self.name
             )))?;
         }
-        Ok(op_id)
-    }
-
-    /// Logs and applies one operation off the async runtime.
-    pub async fn write(self: &Arc<Self>, op: Operation) -> Result<u64> {
-        let this = Arc::clone(self);
-        let op_id = tokio::task::spawn_blocking(move || this.write_blocking(op))
-            .await
-            .map_err(|e| Error::internal("write task failed", e))??;
-        self.maybe_compact();
         Ok(op_id)
     }
 

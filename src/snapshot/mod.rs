@@ -343,6 +343,58 @@ impl SnapshotService {
         Ok(describe(&meta, Some(produced.sha256)))
     }
 
+    /// A snapshot of one collection built on the fly and streamed, stored nowhere; returns
+    /// the file name it would have and the archive's bytes.
+    ///
+    /// The stream ends with an error item, not a clean end, if production fails half-way,
+    /// so a reader sees a broken transfer rather than a short archive.
+    pub async fn stream(&self, collection: &str, shard: u32) -> Result<(String, ByteStream)> {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+
+        let pinned = self.pin(collection).await?;
+        let manifest = producer::manifest(
+            SnapshotKind::Collection,
+            std::slice::from_ref(&pinned),
+            BTreeMap::new(),
+        );
+        let file_name = names::shard_snapshot(collection, shard, Utc::now());
+        let (writer, reader) = tokio::io::duplex(1 << 20);
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<()>>();
+        // Paced by the reader, like an S3 upload: normal priority.
+        tokio::spawn(async move {
+            let outcome = match producer::write_archive(
+                writer,
+                &manifest,
+                vec![pinned],
+                Compression::None,
+                None,
+            )
+            .await
+            {
+                Ok((mut w, _)) => w
+                    .shutdown()
+                    .await
+                    .map_err(|e| Error::internal("failed to finish streamed snapshot", e)),
+                Err(e) => Err(Error::internal("streamed snapshot failed", e)),
+            };
+            if let Err(e) = &outcome {
+                tracing::error!(error = %e.chain(), "streamed shard snapshot failed");
+            }
+            let _ = done_tx.send(outcome);
+        });
+        let body = tokio_util::io::ReaderStream::with_capacity(reader, 256 << 10);
+        let tail = futures::stream::once(async move {
+            match done_rx.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(Err(std::io::Error::other(e.public_message()))),
+                Err(_) => Some(Err(std::io::Error::other("snapshot producer stopped"))),
+            }
+        })
+        .filter_map(futures::future::ready);
+        Ok((file_name, body.chain(tail).boxed()))
+    }
+
     /// Snapshots of a scope, newest first.
     pub async fn list(&self, scope: &Scope) -> Result<Vec<SnapshotDescription>> {
         let objects = self.backend.list(scope.dir()?.as_ref()).await?;

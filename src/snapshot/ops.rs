@@ -110,8 +110,7 @@ impl Operations {
                         // Qdrant only logs these; we log and keep them for polling.
                         tracing::error!(operation = id, kind = %op.status.kind, error = %e.chain(), "background operation failed");
                         op.status.state = OpState::Failed;
-                        op.status.error =
-                            Some(crate::api::error::ApiError::from(e).message().to_string());
+                        op.status.error = Some(e.public_message());
                     }
                 }
             }
