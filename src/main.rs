@@ -58,14 +58,41 @@ async fn main() -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(format!("cannot listen on {addr}: {e}")),
     };
-    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "snapstream listening");
+    let grpc_listener = match bind_grpc(&state.config.service).await {
+        Ok(l) => l,
+        Err(msg) => return fail(msg),
+    };
+    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "snapstream listening (REST)");
+    // One signal stops both listeners; each finishes its in-flight calls.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let grpc = grpc_listener.map(|l| {
+        let (services, stop) = (state.clone(), stop.clone());
+        tokio::spawn(
+            async move { snapstream::grpc::serve(services, l, stop.cancelled_owned()).await },
+        )
+    });
     let app = snapstream::router(state);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-    {
+    let rest_stop = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        rest_stop.cancel();
+    });
+    let rest = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .await;
+    // REST ending for any reason ends gRPC too.
+    stop.cancel();
+    if let Err(e) = rest {
         return fail(format!("server error: {e}"));
     }
+    if let Some(task) = grpc {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return fail(format!("gRPC server error: {e}")),
+            Err(e) => return fail(format!("gRPC server task failed: {e}")),
+        }
+    }
+    tracing::info!("stopped cleanly");
     ExitCode::SUCCESS
 }
 
@@ -101,6 +128,30 @@ async fn startup_recovery(args: &Args, state: &snapstream::Services) -> Result<(
         tracing::info!(collection = name, path, "recovered collection snapshot");
     }
     Ok(())
+}
+
+/// Binds the gRPC port, if enabled. A port taken while it is only the embedded default
+/// turns gRPC off with a warning (so several servers with default settings can share a
+/// machine); a port set in a file or the environment must bind.
+async fn bind_grpc(
+    service: &config::ServiceConfig,
+) -> Result<Option<tokio::net::TcpListener>, String> {
+    let Some(port) = service.grpc_port else {
+        tracing::info!("gRPC disabled (service.grpc_port is null)");
+        return Ok(None);
+    };
+    let addr = format!("{}:{port}", service.host);
+    match tokio::net::TcpListener::bind(&addr).await {
+        Ok(l) => {
+            tracing::info!(%addr, "snapstream listening (gRPC)");
+            Ok(Some(l))
+        }
+        Err(e) if !service.grpc_port_explicit => {
+            tracing::warn!(%addr, error = %e, "default gRPC port unavailable: serving REST only; set service.grpc_port to choose another");
+            Ok(None)
+        }
+        Err(e) => Err(format!("cannot listen for gRPC on {addr}: {e}")),
+    }
 }
 
 async fn shutdown_signal() {

@@ -11,8 +11,8 @@ use crate::collection::types::{BatchVectors, Payload, PointId, VectorInput};
 use crate::collection::{PayloadChange, PointInput, PointSelector};
 use crate::error::{Error, Result};
 use crate::service::points::{
-    PayloadSelector, PointBatch, PointsUpdate, QueryInput, QueryRequest, ReadOptions, Records,
-    ScoredPoints, ScrollRequest, UpdateResult, UpdateStatus, VectorShape,
+    payload_change, PayloadSelector, PointBatch, PointsUpdate, QueryInput, QueryRequest,
+    ReadOptions, Records, ScoredPoints, ScrollRequest, UpdateResult, UpdateStatus, VectorShape,
 };
 use crate::service::Services;
 
@@ -302,16 +302,6 @@ pub struct DeletePayloadBody {
     keys: Vec<String>,
     #[serde(flatten)]
     selector: SelectorBody,
-}
-
-/// A payload update from a set/overwrite body; a nested `key` target is not supported.
-pub(crate) fn payload_change(key: Option<&str>, change: PayloadChange) -> Result<PayloadChange> {
-    match key {
-        Some(k) if !k.is_empty() => Err(Error::bad_input(format!(
-            "setting payload under a nested key (`{k}`) is not supported by this service"
-        ))),
-        _ => Ok(change),
-    }
 }
 
 async fn payload_update(

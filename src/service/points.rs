@@ -103,6 +103,20 @@ impl PointBatch {
     }
 }
 
+/// A set/overwrite payload change aimed at `key`, a nested object inside the payload:
+/// only the top level (no key) is supported.
+///
+/// # Errors
+/// `BadInput` naming the key when one is given.
+pub fn payload_change(key: Option<&str>, change: PayloadChange) -> Result<PayloadChange> {
+    match key {
+        Some(k) if !k.is_empty() => Err(Error::bad_input(format!(
+            "setting payload under a nested key (`{k}`) is not supported by this service"
+        ))),
+        _ => Ok(change),
+    }
+}
+
 /// Which payload keys to return with points.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PayloadSelector {

@@ -256,3 +256,26 @@ pub fn s3_env(prefix: &str, endpoint: &str) -> Vec<(String, String)> {
         (format!("{p}S3_CONFIG__UPLOAD_CONCURRENCY"), "4".into()),
     ]
 }
+
+/// Serves the gRPC API (and REST, on its own port) over fresh storage in `dir`; returns
+/// the services and the two base URLs `(rest, grpc)`.
+pub async fn start_servers(
+    dir: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> (snapstream::Services, String, String) {
+    let services = snapstream::build_state(test_config(dir, extra))
+        .await
+        .unwrap();
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rest = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (g, r) = (grpc.local_addr().unwrap(), rest.local_addr().unwrap());
+    let s = services.clone();
+    tokio::spawn(async move {
+        snapstream::grpc::serve(s, grpc, std::future::pending())
+            .await
+            .unwrap()
+    });
+    let app = snapstream::router(services.clone());
+    tokio::spawn(async move { axum::serve(rest, app).await.unwrap() });
+    (services, format!("http://{r}"), format!("http://{g}"))
+}
