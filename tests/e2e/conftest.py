@@ -25,9 +25,11 @@ class Server:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.grpc_port = free_port()
         self.env = dict(os.environ)
         self.env.update({
             "QDRANT__SERVICE__HTTP_PORT": str(self.port),
+            "QDRANT__SERVICE__GRPC_PORT": str(self.grpc_port),
             "QDRANT__STORAGE__STORAGE_PATH": str(root / "storage"),
             "QDRANT__STORAGE__SNAPSHOTS_PATH": str(root / "snapshots"),
             "RUST_LOG": "info",

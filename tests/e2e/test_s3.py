@@ -103,3 +103,22 @@ def test_s3_full_snapshot_and_restart(s3_server):
     assert client.recover_snapshot("a", location=col.name)
     assert client.count("a").count == 50
     assert top_ids(client, "a", q) == before
+
+
+def test_s3_snapshots_over_grpc(s3_server):
+    """The same snapshot calls over gRPC (prefer_grpc=True) store into the bucket."""
+    server = s3_server
+    g = QdrantClient(host="127.0.0.1", port=server.port, grpc_port=server.grpc_port,
+                     prefer_grpc=True, timeout=120)
+    fill(g, "papers", n=300)
+    desc = g.create_snapshot("papers")
+    assert len(desc.checksum) == 64
+    assert [s.name for s in g.list_snapshots("papers")] == [desc.name]
+    url = f"{server.url}/collections/papers/snapshots/{desc.name}"
+    body = httpx.get(url, timeout=120).content
+    assert hashlib.sha256(body).hexdigest() == desc.checksum
+    full = g.create_full_snapshot()
+    assert [s.name for s in g.list_full_snapshots()] == [full.name]
+    assert g.delete_full_snapshot(full.name) is True
+    assert g.delete_snapshot("papers", desc.name) is True
+    assert g.list_snapshots("papers") == []
