@@ -517,3 +517,46 @@ async fn large_gzip_upserts_pass_the_4_mib_default() {
     c.upsert_points(upsert("big", points)).await.unwrap();
     assert_eq!(svc.collections.get("big").unwrap().points_count, 2_500);
 }
+
+#[tokio::test]
+async fn a_client_deadline_does_not_cancel_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_svc, _rest, grpc) = common::start_servers(dir.path(), &[]).await;
+    let c = client(&grpc, None);
+    c.create_collection(create("c", 256)).await.unwrap();
+    // ~20 MB: hashing and writing it takes well over the 10 ms deadline below.
+    for b in 0..4u64 {
+        let points = (b * 5_000..(b + 1) * 5_000)
+            .map(|i| {
+                point(
+                    i,
+                    (0..256).map(|j| (i + j) as f32).collect(),
+                    json!({"i": i}),
+                )
+            })
+            .collect();
+        c.upsert_points(upsert("c", points)).await.unwrap();
+    }
+    let mut raw = pb::snapshots_client::SnapshotsClient::connect(grpc.clone())
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(pb::CreateSnapshotRequest {
+        collection_name: "c".into(),
+    });
+    // The deadline as the server sees it (`grpc-timeout`, 10 ms): it gives up on the call,
+    // not on the snapshot. (`set_timeout` would also end the call on the client side.)
+    req.metadata_mut()
+        .insert("grpc-timeout", "10m".parse().unwrap());
+    let err = raw.create(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    let mut listed = Vec::new();
+    for _ in 0..300 {
+        listed = c.list_snapshots("c").await.unwrap().snapshot_descriptions;
+        if listed.first().is_some_and(|d| d.checksum.is_some()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed.len(), 1, "the snapshot completed and is listed");
+    assert!(listed[0].size > 20_000 * 256 * 4);
+}

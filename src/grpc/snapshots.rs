@@ -1,6 +1,6 @@
 //! `qdrant.Snapshots`: create, list and delete collection and full snapshots.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ::qdrant_client::qdrant as pb;
 use pb::snapshots_server::Snapshots;
@@ -34,12 +34,47 @@ fn description(d: SnapshotDescription) -> pb::SnapshotDescription {
     }
 }
 
+/// The caller's deadline (`grpc-timeout`: digits and a unit), if it sent one.
+fn deadline(meta: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let v = meta.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 impl SnapshotsApi {
     /// gRPC has no `wait` flag: creation always waits, in its own task, so a client
     /// deadline answers `DEADLINE_EXCEEDED` while the snapshot still completes.
-    async fn create(&self, scope: Scope) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
+    ///
+    /// tonic itself ends a call whose deadline passed with `CANCELLED`; this answers just
+    /// before it (2 ms, or half a shorter deadline), with the code Qdrant's clients expect.
+    async fn create(
+        &self,
+        scope: Scope,
+        deadline: Option<Duration>,
+    ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
         let t = Instant::now();
-        let out = self.0.snapshots.create(scope, true).await.map_err(status)?;
+        let work = self.0.snapshots.create(scope, true);
+        let out = match deadline {
+            Some(d) => {
+                let margin = (d / 2).min(Duration::from_millis(2));
+                tokio::time::timeout(d - margin, work).await.map_err(|_| {
+                    Status::deadline_exceeded(
+                        "deadline exceeded; the snapshot is still being created and will be listed when done",
+                    )
+                })?
+            }
+            None => work.await,
+        }
+        .map_err(status)?;
         let Outcome::Done(d) = out else {
             return Err(Status::internal("snapshot creation did not wait"));
         };
@@ -81,12 +116,13 @@ impl Snapshots for SnapshotsApi {
         &self,
         r: Request<pb::CreateSnapshotRequest>,
     ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
+        let limit = deadline(r.metadata());
         let scope = self
             .0
             .snapshots
             .collection_scope(&r.into_inner().collection_name)
             .map_err(status)?;
-        SnapshotsApi::create(self, scope).await
+        SnapshotsApi::create(self, scope, limit).await
     }
 
     async fn list(
@@ -112,9 +148,9 @@ impl Snapshots for SnapshotsApi {
 
     async fn create_full(
         &self,
-        _: Request<pb::CreateFullSnapshotRequest>,
+        r: Request<pb::CreateFullSnapshotRequest>,
     ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
-        SnapshotsApi::create(self, Scope::Full).await
+        SnapshotsApi::create(self, Scope::Full, deadline(r.metadata())).await
     }
 
     async fn list_full(
@@ -129,5 +165,22 @@ impl Snapshots for SnapshotsApi {
         r: Request<pb::DeleteFullSnapshotRequest>,
     ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
         SnapshotsApi::delete(self, Scope::Full, r.into_inner().snapshot_name).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        let mut m = tonic::metadata::MetadataMap::new();
+        assert_eq!(deadline(&m), None);
+        m.insert("grpc-timeout", "250m".parse().unwrap());
+        assert_eq!(deadline(&m), Some(Duration::from_millis(250)));
+        m.insert("grpc-timeout", "5S".parse().unwrap());
+        assert_eq!(deadline(&m), Some(Duration::from_secs(5)));
+        m.insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(deadline(&m), None);
     }
 }
