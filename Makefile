@@ -4,7 +4,7 @@ VENV := .venv
 BIN := target/release/snapstream
 S3_ENV := .s3-server/env
 
-.PHONY: run test build venv js-deps s3-start s3-stop lint bench
+.PHONY: run test build venv js-deps s3-start s3-stop lint bench fuzz
 
 build:
 	cargo build --release
@@ -46,6 +46,12 @@ test: venv js-deps s3-start
 	status=$$?; \
 	if [ $$status -ne 0 ]; then echo "--- S3 server log (tail) ---"; tail -n 40 .s3-server/server.log; fi; \
 	exit $$status
+
+## Longer fuzzing of the REST API than `make test` runs: FUZZ_CASES requests (default 20000)
+## from a random seed, printed so that a failure replays with FUZZ_SEED=<seed>.
+fuzz:
+	FUZZ_CASES=$${FUZZ_CASES:-20000} FUZZ_SEED=$${FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
+	cargo test --release --test fuzz_api -- --nocapture
 
 ## Benchmarks with baselines measured in the same run (see BENCHMARKS.md); writes
 ## bench/out/results.json. Needs about 12 GB of free disk for the 2 GiB collection.

@@ -270,6 +270,23 @@ const KNOWN_KEYS: &[&str] = &[
     "storage.snapshots_config.s3_config.request_timeout_secs",
 ];
 
+/// The known key nearest to an unknown one, when it is near enough to be a typo (or the
+/// same key in another section, as `snapshots_path` for `storage.snapshots_path`).
+pub fn nearest_known_key(unknown: &str) -> Option<&'static str> {
+    let leaf = unknown.rsplit('.').next().unwrap_or(unknown);
+    KNOWN_KEYS
+        .iter()
+        .map(|k| {
+            let whole = strsim::normalized_damerau_levenshtein(unknown, k);
+            let known_leaf = k.rsplit('.').next().unwrap_or(k);
+            let by_leaf = strsim::normalized_damerau_levenshtein(leaf, known_leaf) * 0.95;
+            (whole.max(by_leaf), *k)
+        })
+        .filter(|(score, _)| *score >= 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
+
 impl Layers {
     /// Starts from the embedded defaults.
     pub fn new() -> Result<Self, ConfigError> {
@@ -473,10 +490,35 @@ impl Layers {
             },
         };
         Ok(Config {
-            log_level: self.string("log_level")?.unwrap_or_else(|| "INFO".into()),
+            log_level: self.log_level()?,
             service,
             storage: storage_cfg,
         })
+    }
+
+    /// `log_level`: one of Qdrant's levels, or a `tracing` filter directive such as
+    /// `info,snapstream=debug`. A typo must stop start-up: an unparsable level would
+    /// otherwise silence the log, errors included.
+    fn log_level(&self) -> Result<String, ConfigError> {
+        const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+        let Some(level) = self.string("log_level")? else {
+            return Ok("INFO".into());
+        };
+        let valid = level.split(',').all(|directive| {
+            let lvl = directive.rsplit('=').next().unwrap_or("").trim();
+            let target_ok = directive
+                .split_once('=')
+                .is_none_or(|(t, _)| !t.trim().is_empty());
+            target_ok && LEVELS.contains(&lvl.to_ascii_lowercase().as_str())
+        });
+        if valid {
+            Ok(level)
+        } else {
+            Err(self.invalid(
+                "log_level",
+                format!("expected one of TRACE, DEBUG, INFO, WARN, ERROR, OFF (or `target=level` directives), got {level:?}"),
+            ))
+        }
     }
 
     fn s3(&self, aws_env: &dyn Fn(&str) -> Option<String>) -> Result<S3Config, ConfigError> {
@@ -537,20 +579,39 @@ impl Layers {
     }
 }
 
+/// What [`load`] found: the configuration, the keys it did not know (with where they were
+/// set), and the files it read, in order.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// Unknown keys and their origins.
+    pub unknown: Vec<(String, Origin)>,
+    /// Configuration files read, lowest precedence first.
+    pub files: Vec<PathBuf>,
+}
+
 /// Loads the configuration the way the binary does: embedded default, `config/config.yaml`
 /// if present, `config_path` if given (it must exist), then the process environment.
-pub fn load(config_path: Option<&Path>) -> Result<(Config, Vec<(String, Origin)>), ConfigError> {
+pub fn load(config_path: Option<&Path>) -> Result<Loaded, ConfigError> {
     let mut layers = Layers::new()?;
+    let mut files = Vec::new();
     let local = Path::new(LOCAL_CONFIG_FILE);
     if local.is_file() {
         layers.add_file(local)?;
+        files.push(local.to_path_buf());
     }
     if let Some(p) = config_path {
         layers.add_file(p)?;
+        files.push(p.to_path_buf());
     }
     layers.add_env(std::env::vars());
     let config = layers.build(&|k| std::env::var(k).ok().filter(|v| !v.is_empty()))?;
-    Ok((config, layers.unknown_keys()))
+    Ok(Loaded {
+        config,
+        unknown: layers.unknown_keys(),
+        files,
+    })
 }
 
 #[cfg(test)]
@@ -655,6 +716,41 @@ mod tests {
                 Origin::File("x.yaml".into())
             )]
         );
+    }
+
+    #[test]
+    fn unknown_keys_get_the_nearest_known_one() {
+        assert_eq!(
+            nearest_known_key("storage.snapshot_path"),
+            Some("storage.snapshots_path")
+        );
+        assert_eq!(
+            nearest_known_key("service.http_prot"),
+            Some("service.http_port")
+        );
+        assert_eq!(
+            nearest_known_key("snapshots_path"),
+            Some("storage.snapshots_path")
+        );
+        assert_eq!(nearest_known_key("cluster.enabled"), None);
+    }
+
+    #[test]
+    fn log_level_typos_stop_start_up() {
+        for good in ["INFO", "warn", "debug,snapstream=trace", "off"] {
+            let mut l = Layers::new().unwrap();
+            l.add_env([("QDRANT__LOG_LEVEL".to_string(), good.to_string())]);
+            assert_eq!(l.build(&no_env).unwrap().log_level, good);
+        }
+        for bad in ["verbose", "warning", "snapstream=loud", "=info"] {
+            let mut l = Layers::new().unwrap();
+            l.add_env([("QDRANT__LOG_LEVEL".to_string(), bad.to_string())]);
+            let msg = l.build(&no_env).unwrap_err().to_string();
+            assert!(
+                msg.contains("log_level") && msg.contains("QDRANT__LOG_LEVEL"),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

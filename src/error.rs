@@ -43,6 +43,16 @@ pub enum Error {
         /// The checksum of the bytes received.
         actual: String,
     },
+    /// The snapshot storage (local directory or bucket) failed or refused. `summary` is one
+    /// line naming the storage and what to check, safe to show; the cause chain is for the log.
+    #[error("snapshot storage failed: {summary}")]
+    Storage {
+        /// What failed, in words a person can act on.
+        summary: String,
+        /// Why it failed.
+        #[source]
+        source: BoxError,
+    },
     /// The service itself failed; `context` says what it was doing. Callers see only a
     /// generic message ([`Error::public_message`]); the cause chain goes to the log.
     #[error("{context}")]
@@ -67,13 +77,26 @@ impl Error {
         }
     }
 
+    /// An error of a storage write or read carried as `source`: a [`Error::Storage`] when a
+    /// backend failure is in its chain, otherwise an internal error with `context`.
+    pub fn from_storage_io(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        let source = source.into();
+        match crate::backend::diagnosis::find(source.as_ref())
+            .and_then(crate::backend::diagnosis::summary)
+        {
+            Some(summary) => Error::Storage { summary, source },
+            None => Error::internal(context, source),
+        }
+    }
+
     /// A bad-input error.
     pub fn bad_input(msg: impl Into<String>) -> Self {
         Error::BadInput(msg.into())
     }
 
     /// What a caller may be told: the message for every variant, except that an internal
-    /// failure says only "internal error" (its context can name paths and endpoints).
+    /// failure says only "internal error" (its context can name paths and endpoints). A
+    /// storage failure says which storage failed and what to check.
     pub fn public_message(&self) -> String {
         match self {
             Error::Internal { .. } => "internal error; see the service log".to_string(),

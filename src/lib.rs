@@ -78,10 +78,34 @@ pub async fn build_state(config: Config) -> Result<Services> {
             s3_location,
         },
     )?;
-    if let Err(e) = snapshots.startup_cleanup().await {
+    let storage_health = Arc::new(service::storage_health::StorageHealth::new(Arc::clone(
+        snapshots.backend(),
+    )));
+    match snapshots.startup_cleanup().await {
+        Ok(()) => storage_health.record(None).await,
         // A storage that cannot be reached at start-up (wrong credentials, missing bucket)
-        // is a warning: the service still serves collections and reports errors per call.
-        tracing::warn!(backend = %snapshots.backend(), error = %e.chain(), "snapshot storage start-up check failed");
+        // is one warning: the service still serves collections, reports the same line on
+        // each snapshot call that needs the storage, and in `/readyz`.
+        Err(e) => {
+            let mut what = match &e {
+                Error::Storage { summary, .. } => summary.clone(),
+                other => other.public_message(),
+            };
+            if storage
+                .snapshots_config
+                .s3
+                .as_ref()
+                .is_some_and(|s3| s3.access_key.is_none() || s3.secret_key.is_none())
+            {
+                what.push_str(
+                    " (no access_key / secret_key configured, nor AWS_ACCESS_KEY_ID / \
+                     AWS_SECRET_ACCESS_KEY in the environment)",
+                );
+            }
+            tracing::warn!("snapshot storage start-up check failed: {what}");
+            tracing::debug!(error = %e.chain(), "snapshot storage start-up check: cause");
+            storage_health.record(Some(what)).await;
+        }
     }
     let snapshots = Arc::new(snapshots);
     Ok(Services {
@@ -93,5 +117,6 @@ pub async fn build_state(config: Config) -> Result<Services> {
         collections: service::collections::Collections::new(Arc::clone(&registry)),
         points: service::points::Points::new(Arc::clone(&registry)),
         snapshots: service::snapshots::Snapshots::new(registry, snapshots),
+        storage_health,
     })
 }

@@ -1,5 +1,6 @@
 //! The `snapstream` binary: configuration, start-up recovery, then the HTTP server.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,7 +12,7 @@ use snapstream::config;
 
 /// A Qdrant-compatible collection and snapshot service.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, after_help = CONFIG_HELP)]
 struct Args {
     /// Extra configuration file, applied over config/config.yaml and under QDRANT__* variables.
     #[arg(long)]
@@ -27,6 +28,18 @@ struct Args {
     force_snapshot: bool,
 }
 
+/// How configuration works, for `--help`.
+const CONFIG_HELP: &str = "\
+Configuration, lowest to highest priority: built-in defaults; config/config.yaml in the
+working directory; --config-path FILE; environment variables QDRANT__SECTION__KEY (double
+underscores nest, e.g. QDRANT__SERVICE__HTTP_PORT=7333,
+QDRANT__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE=s3). S3 keys also fall back to AWS_*.
+
+Defaults: REST on 127.0.0.1:6333, gRPC on 127.0.0.1:6334, collections in ./storage,
+snapshots in ./snapshots (local), log_level INFO, no API key.
+
+Every key: config/config.yaml and docs/configuration.md (in the source tree and the README).";
+
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("snapstream: {msg}");
     ExitCode::FAILURE
@@ -35,16 +48,38 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let (config, unknown) = match config::load(args.config_path.as_deref()) {
+    let config::Loaded {
+        config,
+        unknown,
+        files,
+    } = match config::load(args.config_path.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(format!("configuration error: {e}")),
     };
+    // `log_level` is validated by the config; RUST_LOG, for developers, is not, and falls
+    // back to it.
+    // The AWS SDK's credential chain warns at length for each provider it tries (instance
+    // metadata, profiles); the storage check reports the outcome in one line instead.
     let filter = EnvFilter::try_from_env(snapstream::env::RUST_LOG)
-        .or_else(|_| EnvFilter::try_new(config.log_level.to_lowercase()))
+        .or_else(|_| {
+            EnvFilter::try_new(format!(
+                "{},aws_config=error",
+                config.log_level.to_lowercase()
+            ))
+        })
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Colour only on a terminal: a log file or a collector gets plain text.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
     for (key, origin) in unknown {
-        tracing::warn!(%key, %origin, "unknown configuration key ignored");
+        match config::nearest_known_key(&key) {
+            Some(near) => tracing::warn!(
+                "unknown configuration key `{key}` ({origin}) ignored; did you mean `{near}`?"
+            ),
+            None => tracing::warn!("unknown configuration key `{key}` ({origin}) ignored"),
+        }
     }
     let addr = format!("{}:{}", config.service.host, config.service.http_port);
     let state = match snapstream::build_state(config).await {
@@ -62,7 +97,15 @@ async fn main() -> ExitCode {
         Ok(l) => l,
         Err(msg) => return fail(msg),
     };
-    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "snapstream listening (REST)");
+    tracing::info!(
+        "{}",
+        startup_summary(
+            &state.config,
+            &addr,
+            grpc_listener.as_ref().and_then(|l| l.local_addr().ok()),
+            &files
+        )
+    );
     // One signal stops both listeners; each finishes its in-flight calls.
     let stop = tokio_util::sync::CancellationToken::new();
     let grpc = grpc_listener.map(|l| {
@@ -94,6 +137,41 @@ async fn main() -> ExitCode {
     }
     tracing::info!("stopped cleanly");
     ExitCode::SUCCESS
+}
+
+/// One line that says what this process is: version, where it listens, where it keeps
+/// collections and snapshots, and which configuration files it read.
+fn startup_summary(
+    config: &config::Config,
+    rest: &str,
+    grpc: Option<std::net::SocketAddr>,
+    files: &[PathBuf],
+) -> String {
+    let grpc = grpc.map_or_else(|| "off".to_string(), |a| a.to_string());
+    let storage = &config.storage;
+    let snapshots = match &storage.snapshots_config.s3 {
+        Some(s3) => format!(
+            "S3 bucket `{}` prefix `{}` at {}",
+            s3.bucket,
+            s3.prefix,
+            s3.endpoint_url.as_deref().unwrap_or("AWS")
+        ),
+        None => format!("local `{}`", storage.snapshots_path.display()),
+    };
+    let files = if files.is_empty() {
+        "none (embedded defaults and QDRANT__* variables)".to_string()
+    } else {
+        files
+            .iter()
+            .map(|f| format!("`{}`", f.display()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "snapstream {} ready: REST on {rest}, gRPC on {grpc}; collections in `{}`; snapshots in {snapshots}; config files read: {files}",
+        env!("CARGO_PKG_VERSION"),
+        storage.storage_path.display(),
+    )
 }
 
 async fn startup_recovery(args: &Args, state: &snapstream::Services) -> Result<(), String> {
@@ -143,7 +221,7 @@ async fn bind_grpc(
     let addr = format!("{}:{port}", service.host);
     match tokio::net::TcpListener::bind(&addr).await {
         Ok(l) => {
-            tracing::info!(%addr, "snapstream listening (gRPC)");
+            tracing::debug!(%addr, "gRPC listener bound");
             Ok(Some(l))
         }
         Err(e) if !service.grpc_port_explicit => {

@@ -99,6 +99,43 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Middleware: an error answered by the framework itself (405 for a wrong method, 413 for
+/// an oversized body, a rejected header) has a plain-text or empty body; it gets Qdrant's
+/// envelope like every other error.
+pub async fn envelope_bare_errors(req: Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "Method not allowed on this endpoint".to_string(),
+        StatusCode::PAYLOAD_TOO_LARGE => "Payload too large: the request body exceeds the limit \
+             (service.max_request_size_mb)"
+            .to_string(),
+        other => other
+            .canonical_reason()
+            .unwrap_or("Request failed")
+            .to_string(),
+    };
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let mut fresh = ApiError::new(status, message).into_response();
+    // Keep headers such as `Allow` on a 405.
+    for (k, v) in parts.headers.iter() {
+        if k != axum::http::header::CONTENT_TYPE {
+            fresh.headers_mut().entry(k).or_insert_with(|| v.clone());
+        }
+    }
+    fresh.extensions_mut().extend(parts.extensions);
+    fresh
+}
+
 /// Middleware: logs the cause of every 5xx answer with its request id.
 pub async fn log_failures(req: Request, next: axum::middleware::Next) -> Response {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());

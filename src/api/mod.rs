@@ -143,6 +143,7 @@ pub fn router(state: Services) -> Router {
                 "Not found: no such endpoint",
             )
         })
+        .layer(middleware::from_fn(error::envelope_bare_errors))
         .layer(middleware::from_fn(error::log_failures))
         .with_state(state)
 }

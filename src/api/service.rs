@@ -1,9 +1,11 @@
 //! Root and health endpoints.
 
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::service::Services;
 pub use crate::service::{QDRANT_COMPAT_VERSION, QDRANT_TITLE};
 
 /// `GET /`: Qdrant's version probe (no envelope), plus this product's own version.
@@ -28,7 +30,11 @@ pub async fn livez() -> &'static str {
     "livez check passed"
 }
 
-/// `GET /readyz`
-pub async fn readyz() -> &'static str {
-    "all shards are ready"
+/// `GET /readyz`: ready once collections are loaded. A failing snapshot storage does not
+/// make the service unready (collections keep serving), but the answer names it.
+pub async fn readyz(State(st): State<Services>) -> String {
+    match st.storage_health.problem().await {
+        None => "all shards are ready".to_string(),
+        Some(problem) => format!("all shards are ready; snapshot storage failing: {problem}"),
+    }
 }

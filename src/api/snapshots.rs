@@ -374,7 +374,7 @@ async fn download_collection(
     ApiPath((name, snapshot)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    download(st, Snapshots::stored_scope(&name, None), snapshot, headers).await
+    download(st, Snapshots::stored_scope(&name, None)?, snapshot, headers).await
 }
 
 async fn delete_collection(
@@ -386,7 +386,7 @@ async fn delete_collection(
     delete(
         st,
         t,
-        Snapshots::stored_scope(&name, None),
+        Snapshots::stored_scope(&name, None)?,
         snapshot,
         q.wait,
     )
@@ -468,7 +468,7 @@ async fn download_shard(
 ) -> Result<Response, ApiError> {
     download(
         st,
-        Snapshots::stored_scope(&name, Some(shard)),
+        Snapshots::stored_scope(&name, Some(shard))?,
         snapshot,
         headers,
     )
@@ -481,7 +481,7 @@ async fn delete_shard(
     ApiPath((name, shard, snapshot)): ApiPath<(String, u32, String)>,
     ApiQuery(q): ApiQuery<WaitParam>,
 ) -> ApiResult {
-    let scope = Snapshots::stored_scope(&name, Some(shard));
+    let scope = Snapshots::stored_scope(&name, Some(shard))?;
     delete(st, t, scope, snapshot, q.wait).await
 }
 

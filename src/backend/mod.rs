@@ -1,6 +1,7 @@
 //! Snapshot storage: one object-safe trait, a local-filesystem and an S3 implementation.
 
 pub mod conformance;
+pub mod diagnosis;
 pub mod key;
 pub mod local;
 pub mod s3;
@@ -91,19 +92,15 @@ impl From<BackendError> for crate::error::Error {
             BackendError::NotFound(_) | BackendError::InvalidKey(_) => {
                 crate::error::Error::NotFound("Snapshot not found".to_string())
             }
-            // The cause (e.g. `NoSuchBucket`, `InvalidAccessKeyId`, connection refused) is what
-            // a user needs to fix storage; it holds keys and endpoints, never credentials.
-            other => {
-                let mut context = format!("snapshot storage failed: {other}");
-                let mut src = std::error::Error::source(&other);
-                while let Some(e) = src {
-                    context.push_str(": ");
-                    context.push_str(&e.to_string());
-                    src = e.source();
-                }
-                context.truncate(600);
-                crate::error::Error::internal(context, other)
-            }
+            // The cause chain holds keys, local paths and the server's answer: callers get
+            // one line naming the storage and what to check; the chain goes to the log.
+            other => match diagnosis::summary(&other) {
+                Some(summary) => crate::error::Error::Storage {
+                    summary,
+                    source: Box::new(other),
+                },
+                None => crate::error::Error::internal("snapshot storage failed", other),
+            },
         }
     }
 }

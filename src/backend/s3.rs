@@ -288,7 +288,7 @@ impl S3Sink {
     /// Collects finished parts; the first failure fails the write.
     fn poll_finished_parts(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         while let Poll::Ready(Some(done)) = self.in_flight.poll_next_unpin(cx) {
-            done.map_err(io::Error::other)?;
+            done.map_err(|e| io::Error::other(self.remote("failed to upload a part of", e)))?;
         }
         Ok(())
     }
@@ -302,7 +302,8 @@ impl S3Sink {
         let fut = self
             .creating
             .get_or_insert_with(|| Box::pin(async move { store.put_multipart(&path).await }));
-        let upload = ready!(fut.as_mut().poll(cx)).map_err(io::Error::other)?;
+        let upload = ready!(fut.as_mut().poll(cx))
+            .map_err(|e| io::Error::other(self.remote("failed to start upload of", e)))?;
         self.creating = None;
         self.upload = Some(upload);
         Poll::Ready(Ok(()))

@@ -142,7 +142,8 @@ impl Snapshots for SnapshotsApi {
         r: Request<pb::DeleteSnapshotRequest>,
     ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
         let r = r.into_inner();
-        let scope = crate::service::snapshots::Snapshots::stored_scope(&r.collection_name, None);
+        let scope = crate::service::snapshots::Snapshots::stored_scope(&r.collection_name, None)
+            .map_err(status)?;
         SnapshotsApi::delete(self, scope, r.snapshot_name).await
     }
 

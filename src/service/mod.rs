@@ -8,6 +8,7 @@ pub mod access;
 pub mod collections;
 pub mod points;
 pub mod snapshots;
+pub mod storage_health;
 
 use std::sync::Arc;
 
@@ -38,6 +39,8 @@ pub struct Services {
     pub points: points::Points,
     /// Snapshots and background operations.
     pub snapshots: snapshots::Snapshots,
+    /// Whether the snapshot storage answers.
+    pub storage_health: Arc<storage_health::StorageHealth>,
 }
 
 /// Runs blocking work (fsyncs, renames, scans) off the async workers.

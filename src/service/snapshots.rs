@@ -106,12 +106,15 @@ impl Snapshots {
     }
 
     /// The stored snapshots of a collection by name, whether or not it still exists:
-    /// snapshots of a deleted collection stay downloadable and deletable, as in Qdrant.
-    pub fn stored_scope(name: &str, shard: Option<u32>) -> Scope {
-        match shard {
+    /// snapshots of a deleted collection stay downloadable and deletable, as in Qdrant. The
+    /// name is checked as a collection name first, so a bad one never reaches storage; no
+    /// snapshot can be under such a name, so it is not found (as traversal attempts are).
+    pub fn stored_scope(name: &str, shard: Option<u32>) -> Result<Scope> {
+        validate_name(name).map_err(|e| Error::NotFound(format!("No snapshots: {e}")))?;
+        Ok(match shard {
             Some(s) => Scope::Shard(name.to_string(), s),
             None => Scope::Collection(name.to_string()),
-        }
+        })
     }
 
     /// Runs snapshot work in its own task, so neither a disconnect nor a client deadline
@@ -200,7 +203,7 @@ impl Snapshots {
         if let Some(s) = shard {
             check_shard(&target, s)?;
         }
-        let dir = Self::stored_scope(&target, shard)
+        let dir = Self::stored_scope(&target, shard)?
             .dir()?
             .ok_or_else(|| Error::bad_input("no snapshot directory"))?;
         let what = format!("{target} from {}", req.location);

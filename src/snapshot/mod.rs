@@ -77,10 +77,12 @@ impl Scope {
         key.transpose().map_err(|e| Error::bad_input(e.to_string()))
     }
 
-    /// The key of snapshot `name` in this scope; an invalid name is simply not found.
+    /// The key of snapshot `name` in this scope. A name no snapshot can have (a `/`, a
+    /// leading `.`, longer than a file name may be) is simply not found, as in Qdrant,
+    /// without asking the storage.
     pub fn key(&self, name: &str) -> Result<ObjectKey> {
         let not_found = || Error::NotFound(format!("Snapshot {name} not found"));
-        if name.contains('/') {
+        if name.is_empty() || name.len() > 255 || name.starts_with('.') || name.contains('/') {
             return Err(not_found());
         }
         match self.dir()? {
@@ -320,7 +322,7 @@ impl SnapshotService {
         let (sink, produced) = match produced {
             Ok(done) => done,
             Err(e) => {
-                return Err(Error::internal(
+                return Err(Error::from_storage_io(
                     format!("failed to write snapshot `{key}`"),
                     e,
                 ));

@@ -8,7 +8,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::{not_found, parse_checksum, SnapshotService};
 use crate::backend::local::file_stream;
-use crate::backend::{ByteStream, ObjectKey};
+use crate::backend::{BackendError, ByteStream, ObjectKey};
 use crate::error::{Error, Result};
 
 /// An opened recovery source.
@@ -160,11 +160,22 @@ impl SnapshotService {
         }
         .map_err(|_| Error::NotFound(format!("Snapshot {name} not found")))?;
         let published = self.published_checksum(&key).await?;
-        let stream = self
-            .backend
-            .open(&key, None)
-            .await
-            .map_err(not_found(name))?;
+        let stream = self.backend.open(&key, None).await.map_err(|e| match e {
+            // A bare name is looked up in one place only: say which, and what else works.
+            BackendError::NotFound(_) if dir.is_some() => {
+                let dir = dir.map_or("", |d| d.as_str());
+                let place = match &self.s3_location {
+                    Some(_) => format!("{}/{dir}/", self.backend),
+                    None => format!("snapshots_path/{dir}/"),
+                };
+                Error::NotFound(format!(
+                    "Snapshot {name} not found: a bare name is looked up among the collection's \
+                     stored snapshots, in {place}; for a snapshot elsewhere give a file://, \
+                     http(s):// or s3:// location"
+                ))
+            }
+            other => not_found(name)(other),
+        })?;
         Ok(Source {
             stream: stream.boxed(),
             published_sha256: published,

@@ -45,11 +45,15 @@ fn bad(msg: impl Into<String>) -> Error {
 }
 
 fn read_err(e: io::Error) -> Error {
-    // Masked like Qdrant's release builds: tar errors can quote file contents.
-    Error::bad_input(format!(
-        "invalid snapshot: malformed or truncated archive ({})",
-        e.kind()
-    ))
+    // The tar reader's message is not passed on: it can quote file contents.
+    let what = match e.kind() {
+        io::ErrorKind::UnexpectedEof => "the archive ends early: truncated download or upload",
+        io::ErrorKind::InvalidData | io::ErrorKind::Other => {
+            "not a tar archive, or a corrupted one (a snapshot is a tar, optionally gzip or zstd)"
+        }
+        _ => "the archive could not be read",
+    };
+    Error::bad_input(format!("invalid snapshot: {what}"))
 }
 
 fn write_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {

@@ -188,6 +188,8 @@ impl Service {
             .env("QDRANT__STORAGE__STORAGE_PATH", root.join("storage"))
             .env("QDRANT__STORAGE__SNAPSHOTS_PATH", root.join("snapshots"))
             .env("RUST_LOG", "info")
+            // Tests run in parallel: gRPC only where a test asks for a port.
+            .env("QDRANT__SERVICE__GRPC_PORT", "null")
             .envs(env.iter().map(|(k, v)| (k.clone(), v.clone())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
