@@ -166,10 +166,18 @@ impl Snapshots {
 
     /// Deletes snapshot `name` of `scope`; a missing one is `NotFound` even without `wait`.
     pub async fn delete(&self, scope: Scope, name: String, wait: bool) -> Result<Outcome<bool>> {
-        self.engine.stat(&scope, &name).await?;
+        let size = self.engine.stat(&scope, &name).await?.size;
         let target = format!("{scope:?}/{name}");
         self.run(wait, "delete_snapshot", &target, move |svc, _| async move {
+            let started = std::time::Instant::now();
             svc.delete(&scope, &name).await?;
+            tracing::info!(
+                snapshot = %name,
+                scope = ?scope,
+                bytes = size,
+                seconds = started.elapsed().as_secs_f64(),
+                "snapshot deleted"
+            );
             Ok(true)
         })
         .await

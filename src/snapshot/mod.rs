@@ -289,6 +289,7 @@ impl SnapshotService {
         pinned: Vec<PinnedCollection>,
         progress: Option<Progress>,
     ) -> Result<SnapshotDescription> {
+        let started = std::time::Instant::now();
         let hint = producer::estimated_size(manifest);
         let mut sink = self
             .backend
@@ -342,6 +343,13 @@ impl SnapshotService {
             }
             return Err(e.into());
         }
+        tracing::info!(
+            snapshot = %key,
+            bytes = meta.size,
+            seconds = started.elapsed().as_secs_f64(),
+            backend = %self.backend,
+            "snapshot created"
+        );
         Ok(describe(&meta, Some(produced.sha256)))
     }
 
@@ -525,13 +533,21 @@ impl SnapshotService {
         let lock = self.recovery_lock(target);
         let _serialized = lock.lock().await;
         let staging = self.staging_dir()?;
+        let started = std::time::Instant::now();
         let result = async {
             let unpacked =
                 unpack::unpack(stream, &staging, Some(SnapshotKind::Collection), progress).await?;
             verify_checksum(expected_sha256.as_deref(), &unpacked.sha256)?;
             self.check_compatible(target, &staging).await?;
             let preloaded = unpacked.loaded.into_iter().next().map(|(_, p)| p);
-            self.install(target, &staging, preloaded).await
+            self.install(target, &staging, preloaded).await?;
+            tracing::info!(
+                collection = target,
+                bytes = unpacked.size,
+                seconds = started.elapsed().as_secs_f64(),
+                "collection recovered from a snapshot"
+            );
+            Ok(())
         }
         .await;
         remove_dir_quietly(&staging).await;
@@ -595,6 +611,7 @@ impl SnapshotService {
         S: Stream<Item = std::io::Result<Bytes>> + Unpin + Send,
     {
         let staging = self.staging_dir()?;
+        let started = std::time::Instant::now();
         let result = async {
             let unpacked = unpack::unpack(stream, &staging, Some(SnapshotKind::Full), None).await?;
             let m = &unpacked.manifest;
@@ -621,6 +638,12 @@ impl SnapshotService {
                     .await?;
             }
             self.registry.restore_aliases(&m.aliases)?;
+            tracing::info!(
+                collections = m.collections.len(),
+                bytes = unpacked.size,
+                seconds = started.elapsed().as_secs_f64(),
+                "storage recovered from a full snapshot"
+            );
             Ok(m.collections.iter().map(|c| c.name.clone()).collect())
         }
         .await;
