@@ -49,6 +49,9 @@ impl Qdrant for Root {
     }
 }
 
+/// HTTP/2 flow-control window per stream: room for a 1,000 × 768 upsert batch (~3 MB).
+const STREAM_WINDOW: u32 = 8 << 20;
+
 /// Serves the gRPC API on `listener` until `shutdown` completes.
 ///
 /// Every service accepts gzip-compressed requests, answers compressed when asked (the JS
@@ -70,6 +73,10 @@ pub async fn serve(
         };
     }
     tonic::transport::Server::builder()
+        // HTTP/2's default 64 KiB flow-control window makes a 3 MB upsert batch wait for a
+        // window update every 64 KiB; windows of a few batches let a request stream at once.
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(2 * STREAM_WINDOW))
         .layer(auth::AuthLayer::new(services.keys.clone()))
         .add_service(health)
         .add_service(configured!(QdrantServer::new(Root)))

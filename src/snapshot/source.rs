@@ -64,10 +64,12 @@ impl SnapshotService {
         })?;
         let (canonical, root) = canonical_inside(&path, &self.snapshots_path).await?;
         if !canonical.starts_with(&root) {
-            return Err(Error::Forbidden(format!(
-                "Snapshot file path must be inside the snapshots directory \"{}\"",
-                root.display()
-            )));
+            // The server's own directory is not named: it is configuration, not input.
+            return Err(Error::Forbidden(
+                "Snapshot file path must be inside the snapshots directory \
+                 (storage.snapshots_path)"
+                    .into(),
+            ));
         }
         let file = tokio::fs::File::open(&canonical)
             .await
