@@ -83,3 +83,51 @@ fn help_names_the_environment_scheme_defaults_and_docs() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_unreachable_bucket_is_one_line_in_readyz_and_each_snapshot_call() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = "QDRANT__STORAGE__SNAPSHOTS_CONFIG__";
+    let env: Vec<(String, String)> = [
+        ("SNAPSHOTS_STORAGE", "s3"),
+        ("S3_CONFIG__BUCKET", "b"),
+        ("S3_CONFIG__ENDPOINT_URL", "http://127.0.0.1:1"),
+        ("S3_CONFIG__ACCESS_KEY", "ak"),
+        ("S3_CONFIG__SECRET_KEY", "sk-not-to-be-shown"),
+        ("S3_CONFIG__MAX_RETRIES", "1"),
+    ]
+    .iter()
+    .map(|(k, v)| (format!("{p}{k}"), v.to_string()))
+    .collect();
+    let svc = common::Service::start(tmp.path(), &env).await;
+    let ready = reqwest::get(format!("{}/readyz", svc.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        ready.contains("S3 storage s3://b/snapshots: cannot connect; check endpoint_url"),
+        "{ready}"
+    );
+    let c = reqwest::Client::new();
+    let r = c
+        .put(format!("{}/collections/c", svc.url()))
+        .json(&serde_json::json!({"vectors": {"size": 2, "distance": "Dot"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "collections keep serving");
+    let r = c
+        .post(format!("{}/collections/c/snapshots", svc.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let msg = r.text().await.unwrap();
+    assert!(
+        msg.contains("cannot connect") && !msg.contains("error sending request"),
+        "{msg}"
+    );
+    assert!(!svc.log_text().contains("sk-not-to-be-shown"));
+}
