@@ -19,6 +19,7 @@ pub mod error;
 mod foreground;
 mod fsutil;
 pub mod grpc;
+pub mod migrate;
 pub mod registry;
 pub mod service;
 pub mod snapshot;

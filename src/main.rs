@@ -26,6 +26,43 @@ struct Args {
     /// Allow start-up recovery to replace existing collections and aliases.
     #[arg(short = 'f', long)]
     force_snapshot: bool,
+    /// Another command instead of serving.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Commands other than serving.
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Copy collections (configuration, points, payload indexes, aliases) from one server
+    /// that speaks Qdrant's REST API to another (Qdrant or snapstream, either way).
+    Migrate(MigrateArgs),
+}
+
+/// `snapstream migrate`.
+#[derive(clap::Args, Debug)]
+struct MigrateArgs {
+    /// Source server, e.g. http://127.0.0.1:6333.
+    #[arg(long)]
+    from: String,
+    /// Destination server.
+    #[arg(long)]
+    to: String,
+    /// A collection to copy (repeatable); none means all.
+    #[arg(long = "collection")]
+    collections: Vec<String>,
+    /// API key of the source.
+    #[arg(long)]
+    from_api_key: Option<String>,
+    /// API key of the destination.
+    #[arg(long)]
+    to_api_key: Option<String>,
+    /// Points per scroll and upsert page.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Replace a destination collection whose vector parameters differ.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 /// How configuration works, for `--help`.
@@ -48,6 +85,21 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Migrate(m)) = &args.command {
+        let opts = snapstream::migrate::Options {
+            from: m.from.clone(),
+            to: m.to.clone(),
+            collections: m.collections.clone(),
+            from_api_key: m.from_api_key.clone(),
+            to_api_key: m.to_api_key.clone(),
+            batch: m.batch,
+            overwrite: m.overwrite,
+        };
+        return match snapstream::migrate::run(&opts).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(format!("migrate: {e}")),
+        };
+    }
     let config::Loaded {
         config,
         unknown,

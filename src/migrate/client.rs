@@ -1,0 +1,270 @@
+//! A small client of Qdrant's REST API: the calls `migrate` makes, on any server that speaks
+//! it (Qdrant or snapstream).
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// One server.
+#[derive(Clone, Debug)]
+pub struct Server {
+    base: String,
+    api_key: Option<String>,
+    http: reqwest::Client,
+}
+
+/// What went wrong talking to a server, in one line.
+pub type CallError = String;
+
+impl Server {
+    /// A server at `base` (e.g. `http://127.0.0.1:6333`), with an optional key.
+    pub fn new(base: &str, api_key: Option<String>) -> Result<Self, CallError> {
+        let url = url::Url::parse(base).map_err(|e| format!("`{base}` is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("`{base}` must be an http(s) URL"));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(Server {
+            base: base.trim_end_matches('/').to_string(),
+            api_key,
+            http,
+        })
+    }
+
+    /// The base URL, for messages.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Calls `path` and returns `result`; a non-2xx answer is an error with the server's
+    /// message. `Ok(None)` for a 404 when `missing_ok`.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        missing_ok: bool,
+    ) -> Result<Option<Value>, CallError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method.clone(), &url);
+        if let Some(k) = &self.api_key {
+            req = req.header("api-key", k);
+        }
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b.to_string());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("{method} {url}: {}", without_url(&e)))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND && missing_ok {
+            return Ok(None);
+        }
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| format!("{method} {url}: {}", without_url(&e)))?;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if !status.is_success() {
+            let msg = v["status"]["error"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| text.chars().take(200).collect());
+            return Err(format!("{method} {url}: {status}: {msg}"));
+        }
+        Ok(Some(v["result"].clone()))
+    }
+
+    /// `GET /collections`: every collection's name.
+    pub async fn collections(&self) -> Result<Vec<String>, CallError> {
+        let r = self.call(Method::GET, "/collections", None, false).await?;
+        Ok(r.and_then(|r| r["collections"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| c["name"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// `GET /collections/{name}`, or `None` if it does not exist.
+    pub async fn collection(&self, name: &str) -> Result<Option<Value>, CallError> {
+        self.call(
+            Method::GET,
+            &format!("/collections/{}", enc(name)),
+            None,
+            true,
+        )
+        .await
+    }
+
+    /// `PUT /collections/{name}`.
+    pub async fn create_collection(&self, name: &str, body: &Value) -> Result<(), CallError> {
+        self.call(
+            Method::PUT,
+            &format!("/collections/{}", enc(name)),
+            Some(body),
+            false,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `DELETE /collections/{name}`.
+    pub async fn delete_collection(&self, name: &str) -> Result<(), CallError> {
+        self.call(
+            Method::DELETE,
+            &format!("/collections/{}", enc(name)),
+            None,
+            false,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `PUT /collections/{name}/index`.
+    pub async fn create_index(
+        &self,
+        name: &str,
+        field: &str,
+        schema: &Value,
+    ) -> Result<(), CallError> {
+        let body = json!({"field_name": field, "field_schema": schema});
+        self.call(
+            Method::PUT,
+            &format!("/collections/{}/index?wait=true", enc(name)),
+            Some(&body),
+            false,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `POST /collections/{name}/points/count` (exact).
+    pub async fn count(&self, name: &str) -> Result<u64, CallError> {
+        let r = self
+            .call(
+                Method::POST,
+                &format!("/collections/{}/points/count", enc(name)),
+                Some(&json!({"exact": true})),
+                false,
+            )
+            .await?;
+        r.and_then(|r| r["count"].as_u64())
+            .ok_or_else(|| format!("{}: count of `{name}` has no number", self.base))
+    }
+
+    /// One page of points, with payloads and vectors when `with_data` (else ids only), and
+    /// the next page's offset.
+    pub async fn scroll(
+        &self,
+        name: &str,
+        offset: Option<&Value>,
+        limit: usize,
+        with_data: bool,
+    ) -> Result<(Vec<Value>, Option<Value>), CallError> {
+        let mut body = json!({"limit": limit, "with_payload": with_data, "with_vector": with_data});
+        if let Some(o) = offset {
+            body["offset"] = o.clone();
+        }
+        let r = self
+            .call(
+                Method::POST,
+                &format!("/collections/{}/points/scroll", enc(name)),
+                Some(&body),
+                false,
+            )
+            .await?
+            .unwrap_or(Value::Null);
+        let points = r["points"].as_array().cloned().unwrap_or_default();
+        let next = match &r["next_page_offset"] {
+            Value::Null => None,
+            v => Some(v.clone()),
+        };
+        Ok((points, next))
+    }
+
+    /// `PUT /collections/{name}/points?wait=true`.
+    pub async fn upsert(&self, name: &str, points: Vec<Value>) -> Result<(), CallError> {
+        self.call(
+            Method::PUT,
+            &format!("/collections/{}/points?wait=true", enc(name)),
+            Some(&json!({ "points": points })),
+            false,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `POST /collections/{name}/points`: the given points with payloads and vectors.
+    pub async fn points(&self, name: &str, ids: &[Value]) -> Result<Vec<Value>, CallError> {
+        let r = self
+            .call(
+                Method::POST,
+                &format!("/collections/{}/points", enc(name)),
+                Some(&json!({"ids": ids, "with_payload": true, "with_vector": true})),
+                false,
+            )
+            .await?;
+        Ok(r.and_then(|r| r.as_array().cloned()).unwrap_or_default())
+    }
+
+    /// `GET /aliases`: (alias, collection) pairs.
+    pub async fn aliases(&self) -> Result<Vec<(String, String)>, CallError> {
+        let r = self.call(Method::GET, "/aliases", None, false).await?;
+        Ok(r.and_then(|r| r["aliases"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|a| {
+                Some((
+                    a["alias_name"].as_str()?.to_string(),
+                    a["collection_name"].as_str()?.to_string(),
+                ))
+            })
+            .collect())
+    }
+
+    /// `POST /collections/aliases` with `create_alias` actions (an existing alias moves).
+    pub async fn create_aliases(&self, pairs: &[(String, String)]) -> Result<(), CallError> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let actions: Vec<Value> = pairs
+            .iter()
+            .map(|(a, c)| json!({"create_alias": {"alias_name": a, "collection_name": c}}))
+            .collect();
+        self.call(
+            Method::POST,
+            "/collections/aliases",
+            Some(&json!({ "actions": actions })),
+            false,
+        )
+        .await
+        .map(drop)
+    }
+}
+
+/// Percent-encodes a path segment.
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// What kind of failure, without reqwest's text (it repeats the URL).
+fn without_url(e: &reqwest::Error) -> &'static str {
+    if e.is_connect() {
+        "cannot connect"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_decode() || e.is_body() {
+        "the answer could not be read"
+    } else {
+        "request failed"
+    }
+}

@@ -1,0 +1,89 @@
+//! Progress of a migration: a bar on a terminal, plain lines otherwise.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+/// How often plain-line progress is printed.
+const LINE_EVERY: Duration = Duration::from_secs(2);
+
+/// Progress of copying one collection's points.
+pub struct Progress {
+    name: String,
+    total: u64,
+    done: u64,
+    started: Instant,
+    last_line: Instant,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    /// Starts reporting for `name`, which has about `total` points.
+    pub fn new(name: &str, total: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} points, {per_sec}, {eta} left",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_prefix(name.to_string());
+            bar
+        });
+        Progress {
+            name: name.to_string(),
+            total,
+            done: 0,
+            started: Instant::now(),
+            last_line: Instant::now(),
+            bar,
+        }
+    }
+
+    /// `n` more points copied.
+    pub fn add(&mut self, n: u64) {
+        self.done += n;
+        match &self.bar {
+            Some(bar) => bar.set_position(self.done),
+            None if self.last_line.elapsed() >= LINE_EVERY => {
+                self.last_line = Instant::now();
+                eprintln!("{}", self.line());
+            }
+            None => {}
+        }
+    }
+
+    /// Points per second so far.
+    pub fn rate(&self) -> f64 {
+        self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    /// One plain progress line.
+    fn line(&self) -> String {
+        let rate = self.rate();
+        let pct = if self.total == 0 {
+            100.0
+        } else {
+            self.done as f64 * 100.0 / self.total as f64
+        };
+        let left = if rate > 0.0 {
+            format!(
+                "{:.0} s left",
+                (self.total.saturating_sub(self.done)) as f64 / rate
+            )
+        } else {
+            "time left unknown".to_string()
+        };
+        format!(
+            "{}: {}/{} points ({pct:.1}%), {rate:.0} points/s, {left}",
+            self.name, self.done, self.total
+        )
+    }
+
+    /// Ends the bar or prints the last line.
+    pub fn finish(self) {
+        match self.bar {
+            Some(bar) => bar.finish(),
+            None => eprintln!("{}", self.line()),
+        }
+    }
+}
