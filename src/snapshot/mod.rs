@@ -7,6 +7,7 @@ pub mod hashing;
 pub mod names;
 pub mod ops;
 pub mod producer;
+pub mod qdrant;
 pub mod source;
 pub mod unpack;
 
@@ -538,9 +539,23 @@ impl SnapshotService {
             let unpacked =
                 unpack::unpack(stream, &staging, Some(SnapshotKind::Collection), progress).await?;
             verify_checksum(expected_sha256.as_deref(), &unpacked.sha256)?;
-            self.check_compatible(target, &staging).await?;
-            let preloaded = unpacked.loaded.into_iter().next().map(|(_, p)| p);
-            self.install(target, &staging, preloaded).await?;
+            let (dir, preloaded) = match unpacked.contents {
+                unpack::Contents::Ours(_, loaded) => {
+                    (staging.clone(), loaded.into_iter().next().map(|(_, p)| p))
+                }
+                unpack::Contents::Qdrant(staged) => {
+                    // Converted into our format beside the staged files, then installed
+                    // like our own.
+                    let dir = staging.join("converted");
+                    let (d, name) = (dir.clone(), target.to_string());
+                    tokio::task::spawn_blocking(move || qdrant::build(&staged, &d, &name))
+                        .await
+                        .map_err(|e| Error::internal("conversion task failed", e))??;
+                    (dir, None)
+                }
+            };
+            self.check_compatible(target, &dir).await?;
+            self.install(target, &dir, preloaded).await?;
             tracing::info!(
                 collection = target,
                 bytes = unpacked.size,
@@ -614,7 +629,12 @@ impl SnapshotService {
         let started = std::time::Instant::now();
         let result = async {
             let unpacked = unpack::unpack(stream, &staging, Some(SnapshotKind::Full), None).await?;
-            let m = &unpacked.manifest;
+            let unpack::Contents::Ours(m, loaded) = unpacked.contents else {
+                return Err(Error::bad_input(
+                    "Qdrant's full-storage snapshots are not read yet; recover each collection snapshot instead",
+                ));
+            };
+            let m = &m;
             if !force {
                 for c in &m.collections {
                     if self.registry.exists(&c.name) {
@@ -632,7 +652,7 @@ impl SnapshotService {
                     }
                 }
             }
-            let mut loaded: HashMap<String, _> = unpacked.loaded.into_iter().collect();
+            let mut loaded: HashMap<String, _> = loaded.into_iter().collect();
             for c in &m.collections {
                 self.install(&c.name, &staging.join(&c.dir), loaded.remove(&c.name))
                     .await?;

@@ -30,14 +30,22 @@ const MAX_TRAILING: u64 = 1 << 20;
 /// The result of a successful unpack.
 #[derive(Debug)]
 pub struct Unpacked {
-    /// The validated manifest.
-    pub manifest: Manifest,
+    /// What the archive held.
+    pub contents: Contents,
     /// Hex SHA-256 of the whole input stream.
     pub sha256: String,
     /// Bytes of the input stream.
     pub size: u64,
-    /// Each collection's points, loaded while its segments streamed past.
-    pub loaded: Vec<(String, Preloaded)>,
+}
+
+/// An archive's contents, by format.
+#[derive(Debug)]
+pub enum Contents {
+    /// Our format: the validated manifest, and each collection's points, loaded while its
+    /// segments streamed past.
+    Ours(Manifest, Vec<(String, Preloaded)>),
+    /// A collection snapshot written by Qdrant, staged for conversion.
+    Qdrant(super::qdrant::Staged),
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -118,7 +126,7 @@ where
         return Err(bad("the snapshot is empty"));
     }
     let compression = codec::detect(&head);
-    let (manifest, loaded) = {
+    let contents = {
         // Reads borrow the chunks in place: no buffer between the source and the archive.
         let first = futures::stream::iter([Ok(head.freeze())]);
         let mut raw = StreamReader::new(first.chain(&mut hashed));
@@ -140,10 +148,9 @@ where
         .await
         .map_err(|e| Error::internal("hashing failed", e))?;
     Ok(Unpacked {
-        manifest,
+        contents,
         sha256,
         size,
-        loaded,
     })
 }
 
@@ -151,7 +158,7 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
     archive: &mut Archive<R>,
     staging: &Path,
     expected: Option<SnapshotKind>,
-) -> Result<(Manifest, Vec<(String, Preloaded)>)> {
+) -> Result<Contents> {
     let mut entries = archive.entries().map_err(read_err)?;
     let mut first = entries
         .next()
@@ -159,7 +166,21 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
         .ok_or_else(|| bad("the archive has no entries"))?
         .map_err(read_err)?;
     let first_path = first.path_bytes().map_err(read_err)?.into_owned();
-    if first_path != format::MANIFEST.as_bytes() || !first.header().entry_type().is_file() {
+    if first_path != format::MANIFEST.as_bytes() {
+        // Qdrant's own snapshots are told apart by their layout, not their name.
+        let qdrant = std::str::from_utf8(&first_path).is_ok_and(super::qdrant::looks_like);
+        if qdrant && expected != Some(SnapshotKind::Full) {
+            let staged = super::qdrant::extract(first, &mut entries, staging).await?;
+            return Ok(Contents::Qdrant(staged));
+        }
+        if qdrant {
+            return Err(bad(
+                "this is a Qdrant collection snapshot; recover it into a collection, not as a full snapshot",
+            ));
+        }
+        return Err(bad(format!("the first entry must be {}", format::MANIFEST)));
+    }
+    if !first.header().entry_type().is_file() {
         return Err(bad(format!("the first entry must be {}", format::MANIFEST)));
     }
     let size = first.effective_size();
@@ -310,7 +331,7 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
         .zip(loaders)
         .filter_map(|(c, l)| Some((c.name.clone(), l?.finish())))
         .collect();
-    Ok((manifest, loaded))
+    Ok(Contents::Ours(manifest, loaded))
 }
 
 /// Copies exactly `size` bytes of an entry into `dest` (fsynced), passing each chunk to

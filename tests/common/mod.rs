@@ -281,3 +281,49 @@ pub async fn start_servers(
     tokio::spawn(async move { axum::serve(rest, app).await.unwrap() });
     (services, format!("http://{r}"), format!("http://{g}"))
 }
+
+/// A multipart body with one file field, and its content type.
+pub fn multipart(field: &str, file: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "snapstreamtestboundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"up.snapshot\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// A ustar header.
+pub fn tar_header(name: &[u8], kind: u8, size: u64, link: &[u8]) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name);
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = kind;
+    h[157..157 + link.len()].copy_from_slice(link);
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+/// One tar entry, padded.
+pub fn entry(name: &str, kind: u8, data: &[u8], link: &str) -> Vec<u8> {
+    let mut v = tar_header(name.as_bytes(), kind, data.len() as u64, link.as_bytes()).to_vec();
+    v.extend_from_slice(data);
+    v.resize(v.len().div_ceil(512) * 512, 0);
+    v
+}
+
+/// Entries followed by the end-of-archive blocks.
+pub fn build(parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut v: Vec<u8> = parts.concat();
+    v.extend_from_slice(&[0u8; 1024]);
+    v
+}

@@ -1,0 +1,389 @@
+//! Readers of one Qdrant 1.19 segment's files, as extracted from its `segments/{uuid}.tar`:
+//! the mutable id tracker, chunked dense vectors with their deletion flags, and gridstore
+//! payloads. Each reads from files on disk, one point at a time: memory stays bounded by
+//! the id maps.
+//!
+//! Formats, as Qdrant's source writes them (all little-endian):
+//! - `mutable_id_tracker.mappings`: concatenated changes, each a type byte (1 insert numeric
+//!   id, 2 insert UUID, 3 delete numeric, 4 delete UUID), the external id (u64, or u128 of
+//!   the UUID's little-endian form) and, for inserts, the internal offset (u32).
+//! - `mutable_id_tracker.versions`: one u64 version per internal offset.
+//! - `vector_storage[-NAME]/vectors/chunk_K.mmap`: `chunk_size_vectors` vectors of `dim`
+//!   f32 each, no header (`config.json` gives both); `deleted/flags_a.dat`: one bit per
+//!   offset (LSB first), set when the vector is absent.
+//! - `payload_storage/`: `tracker.dat` (a u32 header, then 16 bytes per offset: present
+//!   flag, page, block, length), `page_N.dat` pages of `block_size_bytes` blocks; a value
+//!   may run on into the next page; LZ4 with its size prepended when `compression` is
+//!   `LZ4`; the bytes are the payload's JSON.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::collection::types::PointId;
+use crate::error::{Error, Result};
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::bad_input(format!("invalid Qdrant snapshot: {}", msg.into()))
+}
+
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|_| bad(format!("a segment lacks its {what}")))
+}
+
+/// A point's vectors by name (`""` for the unnamed one).
+pub type NamedVectors = Vec<(String, Vec<f32>)>;
+
+/// The newest version of each point in one segment and where its data lives.
+pub struct Segment {
+    dir: PathBuf,
+    /// External id → internal offset, after every change in the log.
+    pub ids: HashMap<PointId, u32>,
+    /// Version per internal offset.
+    pub versions: Vec<u64>,
+    vectors: Vec<(String, Vectors)>,
+    payloads: Option<Payloads>,
+}
+
+impl Segment {
+    /// Opens an extracted segment (`dir` is its `snapshot/files`).
+    pub fn open(dir: &Path) -> Result<Self> {
+        let meta: Value =
+            serde_json::from_slice(&read_file(&dir.join("segment.json"), "segment.json")?)
+                .map_err(|e| bad(format!("segment.json: {e}")))?;
+        let cfg = &meta["config"];
+        let mut vectors = Vec::new();
+        if let Some(data) = cfg["vector_data"].as_object() {
+            for (name, v) in data {
+                let storage = v["storage_type"].as_str().unwrap_or("");
+                if !matches!(storage, "InRamChunkedMmap" | "ChunkedMmap") {
+                    return Err(bad(format!(
+                        "vector `{name}` uses storage type `{storage}` (optimized on-disk or \
+                         in-memory storage); only Qdrant's appendable segments (chunked mmap \
+                         vectors) are read so far"
+                    )));
+                }
+                if !v["multivector_config"].is_null() {
+                    return Err(bad(format!(
+                        "vector `{name}` is a multivector, which snapstream does not hold"
+                    )));
+                }
+                let sub = if name.is_empty() {
+                    "vector_storage".to_string()
+                } else {
+                    format!("vector_storage-{name}")
+                };
+                vectors.push((name.clone(), Vectors::open(&dir.join(sub))?));
+            }
+        }
+        if cfg["sparse_vector_data"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty())
+        {
+            return Err(bad(
+                "the collection has sparse vectors, which snapstream does not hold",
+            ));
+        }
+        let payloads = match cfg["payload_storage_type"]["type"].as_str() {
+            Some("mmap") => Some(Payloads::open(&dir.join("payload_storage"))?),
+            other => {
+                return Err(bad(format!(
+                    "payload storage type `{}` is not read (only `mmap`, Qdrant's default)",
+                    other.unwrap_or("none")
+                )))
+            }
+        };
+        if dir.join("id_tracker.mappings").exists() {
+            return Err(bad(
+                "an optimized segment (immutable id tracker) is not read yet; only appendable segments",
+            ));
+        }
+        let ids = read_mappings(&read_file(
+            &dir.join("mutable_id_tracker.mappings"),
+            "id mappings",
+        )?)?;
+        let raw = read_file(&dir.join("mutable_id_tracker.versions"), "versions")?;
+        let versions = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        Ok(Segment {
+            dir: dir.to_path_buf(),
+            ids,
+            versions,
+            vectors,
+            payloads,
+        })
+    }
+
+    /// The version of internal offset `offset` (0 when unknown).
+    pub fn version(&self, offset: u32) -> u64 {
+        self.versions.get(offset as usize).copied().unwrap_or(0)
+    }
+
+    /// The vectors and payload stored at `offset`.
+    pub fn point(&mut self, offset: u32) -> Result<(NamedVectors, Value)> {
+        let mut out = Vec::with_capacity(self.vectors.len());
+        for (name, v) in &mut self.vectors {
+            if let Some(vec) = v.get(offset)? {
+                out.push((name.clone(), vec));
+            }
+        }
+        let payload = match &mut self.payloads {
+            Some(p) => p.get(offset)?.unwrap_or(Value::Object(Default::default())),
+            None => Value::Object(Default::default()),
+        };
+        Ok((out, payload))
+    }
+
+    /// The segment's directory, for messages.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Applies the id tracker's change log.
+fn read_mappings(raw: &[u8]) -> Result<HashMap<PointId, u32>> {
+    let mut ids = HashMap::new();
+    let mut at = 0usize;
+    let take = |at: &mut usize, n: usize| -> Option<&[u8]> {
+        let s = raw.get(*at..*at + n)?;
+        *at += n;
+        Some(s)
+    };
+    while at < raw.len() {
+        let kind = raw[at];
+        at += 1;
+        let id = match kind {
+            1 | 3 => match take(&mut at, 8) {
+                Some(b) => PointId::Num(u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))),
+                None => break,
+            },
+            2 | 4 => match take(&mut at, 16) {
+                Some(b) => PointId::Uuid(uuid::Uuid::from_u128_le(u128::from_le_bytes(
+                    b.try_into().unwrap_or([0; 16]),
+                ))),
+                None => break,
+            },
+            other => {
+                return Err(bad(format!(
+                    "id mappings hold an unknown change type {other}"
+                )))
+            }
+        };
+        if kind <= 2 {
+            // A torn entry at the end is what Qdrant itself discards.
+            let Some(b) = take(&mut at, 4) else { break };
+            ids.insert(id, u32::from_le_bytes(b.try_into().unwrap_or([0; 4])));
+        } else {
+            ids.remove(&id);
+        }
+    }
+    Ok(ids)
+}
+
+#[derive(Deserialize)]
+struct ChunkConfig {
+    chunk_size_vectors: u64,
+    dim: usize,
+}
+
+/// Chunked dense vectors and their deletion flags.
+struct Vectors {
+    dir: PathBuf,
+    cfg: ChunkConfig,
+    deleted: Vec<u8>,
+    open: Option<(u64, File)>,
+}
+
+impl Vectors {
+    fn open(dir: &Path) -> Result<Self> {
+        let cfg: ChunkConfig = serde_json::from_slice(&read_file(
+            &dir.join("vectors/config.json"),
+            "vector config",
+        )?)
+        .map_err(|e| bad(format!("vector config: {e}")))?;
+        if cfg.chunk_size_vectors == 0 || cfg.dim == 0 || cfg.dim > 65_536 {
+            return Err(bad("vector config has impossible sizes"));
+        }
+        let status = std::fs::read(dir.join("deleted/status.dat")).unwrap_or_default();
+        let file_id = status
+            .get(8..16)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+        let flags = if file_id == 0 {
+            "flags_a.dat"
+        } else {
+            "flags_b.dat"
+        };
+        let deleted = std::fs::read(dir.join("deleted").join(flags)).unwrap_or_default();
+        Ok(Vectors {
+            dir: dir.join("vectors"),
+            cfg,
+            deleted,
+            open: None,
+        })
+    }
+
+    fn get(&mut self, offset: u32) -> Result<Option<Vec<f32>>> {
+        let i = offset as usize;
+        if self
+            .deleted
+            .get(i / 8)
+            .is_some_and(|b| b & (1 << (i % 8)) != 0)
+        {
+            return Ok(None);
+        }
+        let chunk = u64::from(offset) / self.cfg.chunk_size_vectors;
+        let within = u64::from(offset) % self.cfg.chunk_size_vectors;
+        if self.open.as_ref().map(|(c, _)| *c) != Some(chunk) {
+            let path = self.dir.join(format!("chunk_{chunk}.mmap"));
+            let f =
+                File::open(&path).map_err(|_| bad(format!("vector chunk {chunk} is missing")))?;
+            self.open = Some((chunk, f));
+        }
+        let Some((_, f)) = self.open.as_mut() else {
+            return Ok(None);
+        };
+        let bytes = self.cfg.dim * 4;
+        let mut buf = vec![0u8; bytes];
+        f.seek(SeekFrom::Start(within * bytes as u64))
+            .and_then(|_| f.read_exact(&mut buf))
+            .map_err(|_| bad(format!("vector chunk {chunk} is shorter than its points")))?;
+        Ok(Some(
+            buf.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+struct GridConfig {
+    page_size_bytes: u64,
+    block_size_bytes: u64,
+    #[serde(default)]
+    compression: Option<String>,
+}
+
+/// Gridstore payloads.
+struct Payloads {
+    dir: PathBuf,
+    cfg: GridConfig,
+    tracker: File,
+    pages: HashMap<u32, File>,
+}
+
+/// Largest payload read (compressed or not).
+const MAX_PAYLOAD: u64 = 64 << 20;
+
+impl Payloads {
+    fn open(dir: &Path) -> Result<Self> {
+        let cfg: GridConfig =
+            serde_json::from_slice(&read_file(&dir.join("config.json"), "payload config")?)
+                .map_err(|e| bad(format!("payload config: {e}")))?;
+        if cfg.page_size_bytes == 0 || cfg.block_size_bytes == 0 {
+            return Err(bad("payload config has impossible sizes"));
+        }
+        let tracker = File::open(dir.join("tracker.dat"))
+            .map_err(|_| bad("a segment lacks its payload tracker"))?;
+        Ok(Payloads {
+            dir: dir.to_path_buf(),
+            cfg,
+            tracker,
+            pages: HashMap::new(),
+        })
+    }
+
+    fn get(&mut self, offset: u32) -> Result<Option<Value>> {
+        let mut slot = [0u8; 16];
+        let at = 4 + u64::from(offset) * 16;
+        if self
+            .tracker
+            .seek(SeekFrom::Start(at))
+            .and_then(|_| self.tracker.read_exact(&mut slot))
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let word = |i: usize| u32::from_le_bytes([slot[i], slot[i + 1], slot[i + 2], slot[i + 3]]);
+        if word(0) == 0 {
+            return Ok(None);
+        }
+        let (mut page, block, len) = (word(4), word(8), u64::from(word(12)));
+        if len > MAX_PAYLOAD {
+            return Err(bad("a payload is larger than the limit"));
+        }
+        let mut pos = u64::from(block) * self.cfg.block_size_bytes;
+        let mut raw = Vec::with_capacity(len as usize);
+        while (raw.len() as u64) < len {
+            if pos >= self.cfg.page_size_bytes {
+                return Err(bad("a payload pointer lies outside its page"));
+            }
+            let n = (len - raw.len() as u64).min(self.cfg.page_size_bytes - pos);
+            let f = match self.pages.entry(page) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    File::open(self.dir.join(format!("page_{page}.dat")))
+                        .map_err(|_| bad(format!("payload page {page} is missing")))?,
+                ),
+            };
+            let mut part = vec![0u8; n as usize];
+            f.seek(SeekFrom::Start(pos))
+                .and_then(|_| f.read_exact(&mut part))
+                .map_err(|_| bad(format!("payload page {page} is shorter than its values")))?;
+            raw.extend_from_slice(&part);
+            // A value that does not fit continues at the start of the next page.
+            page += 1;
+            pos = 0;
+        }
+        let json = match self.cfg.compression.as_deref() {
+            Some("None") => raw,
+            _ => {
+                let size = raw
+                    .get(..4)
+                    .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                if u64::from(size) > MAX_PAYLOAD {
+                    return Err(bad("a payload is larger than the limit"));
+                }
+                lz4_flex::decompress_size_prepended(&raw)
+                    .map_err(|_| bad("a payload is not valid LZ4"))?
+            }
+        };
+        serde_json::from_slice(&json)
+            .map(Some)
+            .map_err(|_| bad("a payload is not valid JSON"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_change_log_ends_with_the_last_mapping_of_each_id() {
+        let mut raw = vec![1u8];
+        raw.extend(7u64.to_le_bytes());
+        raw.extend(0u32.to_le_bytes());
+        raw.push(2);
+        raw.extend(5u128.to_le_bytes());
+        raw.extend(1u32.to_le_bytes());
+        raw.push(3);
+        raw.extend(7u64.to_le_bytes());
+        raw.push(1);
+        raw.extend(7u64.to_le_bytes());
+        raw.extend(2u32.to_le_bytes());
+        raw.extend([1, 9, 9]); // torn tail
+        let ids = read_mappings(&raw).unwrap();
+        assert_eq!(ids.get(&PointId::Num(7)), Some(&2));
+        assert_eq!(
+            ids.get(&PointId::Uuid(uuid::Uuid::from_u128_le(5))),
+            Some(&1)
+        );
+        assert_eq!(ids.len(), 2);
+        assert!(read_mappings(&[9]).is_err());
+    }
+}

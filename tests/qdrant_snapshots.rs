@@ -1,0 +1,261 @@
+//! Snapshots written by real Qdrant 1.19.0 (`tests/fixtures/qdrant-1.19/`, with what Qdrant
+//! reported for them) recover by upload, `file://` and bare name, and equal what Qdrant
+//! served: every point, payload and vector, and the top-10 answers of fixed queries.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+
+use axum::http::StatusCode;
+use common::{build, call, entry, json, multipart, test_app};
+use serde_json::{json, Value};
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/qdrant-1.19")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn expected(name: &str) -> Value {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&fixture(&format!("{name}.expected.json.gz"))[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn max_diff(a: &Value, b: &Value) -> f64 {
+    match (a, b) {
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p.as_f64().unwrap() - q.as_f64().unwrap()).abs())
+            .fold(0.0, f64::max),
+        (Value::Object(x), Value::Object(y)) if x.len() == y.len() => x
+            .iter()
+            .map(|(k, v)| y.get(k).map_or(f64::INFINITY, |w| max_diff(v, w)))
+            .fold(0.0, f64::max),
+        _ => f64::INFINITY,
+    }
+}
+
+/// Compares a recovered collection with what Qdrant reported for it.
+async fn assert_same_as_qdrant(app: &axum::Router, collection: &str, exp: &Value) {
+    let (s, info) = json(
+        app,
+        "GET",
+        &format!("/collections/{collection}"),
+        json!(null),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{info}");
+    assert_eq!(
+        info["result"]["config"]["params"]["vectors"],
+        exp["info_config"]["params"]["vectors"]
+    );
+    assert_eq!(info["result"]["points_count"], exp["points_count"]);
+    let (_, got) = json(
+        app,
+        "POST",
+        &format!("/collections/{collection}/points/scroll"),
+        json!({"limit": 100_000, "with_payload": true, "with_vector": true}),
+    )
+    .await;
+    let got = got["result"]["points"].as_array().unwrap().clone();
+    let want = exp["points"].as_array().unwrap();
+    assert_eq!(got.len(), want.len());
+    for w in want {
+        let g = got
+            .iter()
+            .find(|g| g["id"] == w["id"])
+            .unwrap_or_else(|| panic!("point {} is missing", w["id"]));
+        assert_eq!(g["payload"], w["payload"], "payload of {}", w["id"]);
+        let d = max_diff(&g["vector"], &w["vector"]);
+        assert!(d < 1e-5, "vector of {} differs by {d}", w["id"]);
+    }
+    for q in exp["queries"].as_array().unwrap() {
+        let mut body = json!({"query": q["query"], "limit": 10});
+        if !q["using"].is_null() {
+            body["using"] = q["using"].clone();
+        }
+        let (_, r) = json(
+            app,
+            "POST",
+            &format!("/collections/{collection}/points/query"),
+            body,
+        )
+        .await;
+        let hits = r["result"]["points"].as_array().unwrap();
+        let ids: Vec<&Value> = hits.iter().map(|h| &h["id"]).collect();
+        let want: Vec<&Value> = q["ids"].as_array().unwrap().iter().collect();
+        assert_eq!(ids, want, "top-10 of a query on {collection}");
+        for (h, s) in hits.iter().zip(q["scores"].as_array().unwrap()) {
+            let (a, b) = (h["score"].as_f64().unwrap(), s.as_f64().unwrap());
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "score {a} vs {b}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn qdrant_snapshots_recover_by_upload_file_url_and_bare_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = test_app(tmp.path(), &[]).await;
+    for name in ["papers", "named"] {
+        let exp = expected(name);
+        let snapshot = fixture(&format!("{name}.snapshot"));
+
+        let (ct, body) = multipart("snapshot", &snapshot);
+        let (s, _, resp) = call(
+            &app,
+            "POST",
+            &format!("/collections/{name}/snapshots/upload?wait=true"),
+            &[("content-type", &ct)],
+            body,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&resp));
+        assert_same_as_qdrant(&app, name, &exp).await;
+
+        // file:// from the snapshots directory, into another collection.
+        let dir = tmp.path().join("snapshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!("qdrant-{name}.snapshot"));
+        std::fs::write(&file, &snapshot).unwrap();
+        let copy = format!("{name}-file");
+        let (s, v) = json(
+            &app,
+            "PUT",
+            &format!("/collections/{copy}/snapshots/recover"),
+            json!({"location": format!("file://{}", file.display())}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_same_as_qdrant(&app, &copy, &exp).await;
+
+        // A bare name among the collection's stored snapshots.
+        let bare = format!("{name}-bare");
+        let stored = dir.join(&bare);
+        std::fs::create_dir_all(&stored).unwrap();
+        std::fs::write(stored.join("from-qdrant.snapshot"), &snapshot).unwrap();
+        let (s, v) = json(
+            &app,
+            "PUT",
+            &format!("/collections/{bare}/snapshots/recover"),
+            json!({"location": "from-qdrant.snapshot"}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_same_as_qdrant(&app, &bare, &exp).await;
+    }
+    // A recovered collection takes writes and snapshots like any other.
+    let (s, v) = json(
+        &app,
+        "PUT",
+        "/collections/named/points?wait=true",
+        json!({"points": [{"id": 9999, "vector": {"text": vec![0.5; 16], "image": [1.0, 2.0, 3.0, 4.0]}, "payload": {"new": true}}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = json(&app, "POST", "/collections/named/snapshots", json!(null)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+fn files_named(root: &Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|f| f == name) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn hostile_qdrant_shaped_archives_get_a_400_and_leave_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = test_app(tmp.path(), &[]).await;
+    let config = br#"{"params":{"vectors":{"size":4,"distance":"Dot"},"shard_number":1}}"#;
+    let traversal = build(&[entry("snapshot/files/../../../../evil", b'0', b"x", "")]);
+    let link = build(&[entry(
+        "snapshot/files/segment.json",
+        b'2',
+        b"",
+        "/etc/passwd",
+    )]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a nested segment with ../",
+            build(&[
+                entry("config.json", b'0', config, ""),
+                entry("0/segments/a.tar", b'0', &traversal, ""),
+            ]),
+        ),
+        (
+            "a link in a segment",
+            build(&[
+                entry("config.json", b'0', config, ""),
+                entry("0/segments/a.tar", b'0', &link, ""),
+            ]),
+        ),
+        (
+            "an outer ../",
+            build(&[
+                entry("config.json", b'0', config, ""),
+                entry("0/../../evil", b'0', b"x", ""),
+            ]),
+        ),
+        (
+            "a second shard",
+            build(&[
+                entry("config.json", b'0', config, ""),
+                entry("1/segments/a.tar", b'0', &traversal, ""),
+            ]),
+        ),
+        (
+            "no config",
+            build(&[entry("version.info", b'0', b"0.4.2", "")]),
+        ),
+        ("a lying size", {
+            let mut v = build(&[
+                entry("config.json", b'0', config, ""),
+                entry("0/segments/a.tar", b'0', &traversal, ""),
+            ]);
+            v.truncate(900);
+            v
+        }),
+    ];
+    for (what, archive) in cases {
+        let (ct, body) = multipart("snapshot", &archive);
+        let (s, _, resp) = call(
+            &app,
+            "POST",
+            "/collections/h/snapshots/upload?wait=true",
+            &[("content-type", &ct)],
+            body,
+        )
+        .await;
+        let text = String::from_utf8_lossy(&resp);
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{what}: {text}");
+        assert!(text.contains("invalid"), "{what}: {text}");
+        let (_, exists) = json(&app, "GET", "/collections/h/exists", json!(null)).await;
+        assert_eq!(exists["result"]["exists"], false, "{what}");
+    }
+    assert!(files_named(tmp.path().parent().unwrap(), "evil").is_empty());
+    let staging: Vec<_> = std::fs::read_dir(tmp.path().join("storage"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("staging"))
+        .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten().flatten())
+        .collect();
+    assert!(staging.is_empty(), "staging left behind: {staging:?}");
+}
