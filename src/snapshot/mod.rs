@@ -553,6 +553,12 @@ impl SnapshotService {
                         .map_err(|e| Error::internal("conversion task failed", e))??;
                     (dir, None)
                 }
+                // Only an expected full snapshot is read as one.
+                unpack::Contents::QdrantFull(_) => {
+                    return Err(Error::bad_input(
+                        "invalid snapshot: a full-storage snapshot, not a collection one",
+                    ))
+                }
             };
             self.check_compatible(target, &dir).await?;
             self.install(target, &dir, preloaded).await?;
@@ -618,6 +624,42 @@ impl SnapshotService {
         .map_err(|e| Error::internal("install task failed", e))?
     }
 
+    /// Converts and installs each collection of a staged Qdrant full-storage snapshot, then
+    /// its aliases; returns the collections' names.
+    async fn install_qdrant_full(
+        &self,
+        full: qdrant::StagedFull,
+        staging: &Path,
+        force: bool,
+    ) -> Result<Vec<String>> {
+        if !force {
+            let taken = full
+                .collections
+                .iter()
+                .map(|(n, _)| n)
+                .chain(full.aliases.keys())
+                .find(|n| self.registry.exists(n));
+            if let Some(n) = taken {
+                return Err(Error::AlreadyExists(format!(
+                    "`{n}` already exists. Use --force-snapshot to overwrite it."
+                )));
+            }
+        }
+        let mut names = Vec::new();
+        for (i, (name, staged)) in full.collections.into_iter().enumerate() {
+            crate::registry::validate_name(&name)?;
+            let dir = staging.join(format!("converted-{i}"));
+            let (d, n) = (dir.clone(), name.clone());
+            tokio::task::spawn_blocking(move || qdrant::build(&staged, &d, &n))
+                .await
+                .map_err(|e| Error::internal("conversion task failed", e))??;
+            self.install(&name, &dir, None).await?;
+            names.push(name);
+        }
+        self.registry.restore_aliases(&full.aliases)?;
+        Ok(names)
+    }
+
     /// Recovers a full-storage snapshot (start-up `--storage-snapshot`): every collection and
     /// alias. Without `force`, an existing collection or alias is an error before anything
     /// is changed.
@@ -629,10 +671,16 @@ impl SnapshotService {
         let started = std::time::Instant::now();
         let result = async {
             let unpacked = unpack::unpack(stream, &staging, Some(SnapshotKind::Full), None).await?;
-            let unpack::Contents::Ours(m, loaded) = unpacked.contents else {
-                return Err(Error::bad_input(
-                    "Qdrant's full-storage snapshots are not read yet; recover each collection snapshot instead",
-                ));
+            let (m, loaded) = match unpacked.contents {
+                unpack::Contents::Ours(m, loaded) => (m, loaded),
+                unpack::Contents::QdrantFull(full) => {
+                    return self.install_qdrant_full(full, &staging, force).await;
+                }
+                unpack::Contents::Qdrant(_) => {
+                    return Err(Error::bad_input(
+                        "invalid snapshot: a collection snapshot, not a full-storage one",
+                    ))
+                }
             };
             let m = &m;
             if !force {

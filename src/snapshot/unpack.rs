@@ -46,6 +46,8 @@ pub enum Contents {
     Ours(Manifest, Vec<(String, Preloaded)>),
     /// A collection snapshot written by Qdrant, staged for conversion.
     Qdrant(super::qdrant::Staged),
+    /// A full-storage snapshot written by Qdrant, staged for conversion.
+    QdrantFull(super::qdrant::StagedFull),
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -177,6 +179,11 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
             return Err(bad(
                 "this is a Qdrant collection snapshot; recover it into a collection, not as a full snapshot",
             ));
+        }
+        let full = std::str::from_utf8(&first_path).is_ok_and(super::qdrant::looks_like_full);
+        if full && expected == Some(SnapshotKind::Full) {
+            let staged = super::qdrant::extract_full(first, &mut entries, staging).await?;
+            return Ok(Contents::QdrantFull(staged));
         }
         return Err(bad(format!("the first entry must be {}", format::MANIFEST)));
     }

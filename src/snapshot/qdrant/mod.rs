@@ -44,6 +44,97 @@ pub fn looks_like(path: &str) -> bool {
         .is_some_and(|(shard, rest)| shard.parse::<u32>().is_ok() && !rest.is_empty())
 }
 
+/// Whether a full-storage archive whose first entry is `path` is Qdrant's: its entries are
+/// `config.json` and one `{collection}-{peer}-{time}.snapshot` per collection.
+pub fn looks_like_full(path: &str) -> bool {
+    path == "config.json" || (path.ends_with(".snapshot") && !path.contains('/'))
+}
+
+/// What was staged from a Qdrant full-storage archive.
+#[derive(Debug)]
+pub struct StagedFull {
+    /// Each collection's name and staged snapshot.
+    pub collections: Vec<(String, Staged)>,
+    /// Alias → collection.
+    pub aliases: std::collections::BTreeMap<String, String>,
+}
+
+/// Stages a Qdrant full-storage archive: each nested collection snapshot is streamed and
+/// staged like a collection snapshot, under its own directory.
+pub async fn extract_full<R: AsyncRead + Unpin + Send>(
+    first: Entry<Archive<R>>,
+    entries: &mut Entries<R>,
+    staging: &Path,
+) -> Result<StagedFull> {
+    let mut by_file: Vec<(String, Staged)> = Vec::new();
+    let mut config: Option<Value> = None;
+    let mut next = Some(first);
+    let mut count = 0;
+    loop {
+        let mut e = match next.take() {
+            Some(e) => e,
+            None => match entries.next().await {
+                Some(e) => e.map_err(|_| bad("the archive is truncated or corrupted"))?,
+                None => break,
+            },
+        };
+        count += 1;
+        if count > MAX_ENTRIES {
+            return Err(bad("the archive has too many entries"));
+        }
+        let path = entry_path(&e)?;
+        checked(&path)?;
+        if !is_data(&e) {
+            return Err(bad(format!("entry `{path}` is not a regular file")));
+        }
+        if path == "config.json" {
+            config = Some(read_meta(&mut e, "config.json").await?);
+        } else if looks_like_full(&path) {
+            let dir = staging.join("collections").join(by_file.len().to_string());
+            let mut nested = Archive::new(&mut e);
+            let mut inner = nested
+                .entries()
+                .map_err(|_| bad(format!("`{path}` is not a tar archive")))?;
+            let head = inner
+                .next()
+                .await
+                .ok_or_else(|| bad(format!("`{path}` is empty")))?
+                .map_err(|_| bad(format!("`{path}` is truncated or corrupted")))?;
+            if !looks_like(&entry_path(&head)?) {
+                return Err(bad(format!("`{path}` is not a Qdrant collection snapshot")));
+            }
+            let staged = Box::pin(extract(head, &mut inner, &dir)).await?;
+            by_file.push((path, staged));
+        }
+    }
+    let config = config.ok_or_else(|| bad("config.json is missing"))?;
+    let mapping = config["collections_mapping"]
+        .as_object()
+        .ok_or_else(|| bad("config.json has no collections_mapping"))?;
+    let mut collections = Vec::new();
+    for (name, file) in mapping {
+        let file = file.as_str().unwrap_or_default();
+        let i = by_file.iter().position(|(f, _)| f == file).ok_or_else(|| {
+            bad(format!(
+                "the snapshot of collection `{name}` ({file}) is missing"
+            ))
+        })?;
+        collections.push((name.clone(), by_file.swap_remove(i).1));
+    }
+    let aliases = config["collections_aliases"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(a, c)| Some((a.clone(), c.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(StagedFull {
+        collections,
+        aliases,
+    })
+}
+
 /// What was staged from a Qdrant archive.
 #[derive(Debug)]
 pub struct Staged {
