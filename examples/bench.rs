@@ -149,6 +149,115 @@ fn create_collection(c: &reqwest::blocking::Client, url: &str, name: &str) {
     );
 }
 
+/// `snapstream migrate` of the 100,000 × 768 collection to a second server, against one REST
+/// client upserting the same points in batches of 1,000 into that server, alternating.
+fn migrate_vs_upsert(
+    c: &reqwest::blocking::Client,
+    svc: &Service,
+    bodies: &[String],
+    root: &Path,
+    repeat: usize,
+    results: &mut serde_json::Map<String, Value>,
+) {
+    let dir = root.join("migrate-dest");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dst = Service::start(&dir, &[]);
+    let bin = PathBuf::from(env_or("SNAPSTREAM_BIN", "target/release/snapstream"));
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for round in 0..repeat {
+        let _ = c
+            .delete(format!("{}/collections/bench100k", dst.url))
+            .send();
+        let t = Instant::now();
+        let out = Command::new(&bin)
+            .args(["migrate", "--from", &svc.url, "--to", &dst.url])
+            .args(["--collection", "bench100k"])
+            .output()
+            .expect("run snapstream migrate");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ours.push(100_000.0 / t.elapsed().as_secs_f64());
+        create_collection(c, &dst.url, "baseline");
+        let t = Instant::now();
+        for body in bodies {
+            call(
+                c,
+                reqwest::Method::PUT,
+                &format!("{}/collections/baseline/points?wait=true", dst.url),
+                Some(body.clone()),
+            );
+        }
+        base.push(100_000.0 / t.elapsed().as_secs_f64());
+        println!(
+            "  round {round}: migrate {:.0} points/s, one REST client upserting {:.0} points/s",
+            ours[round], base[round]
+        );
+    }
+    let (m, b) = (median(ours), median(base));
+    println!(
+        "migrate 100,000 x {DIM} between two local servers, median of {repeat} alternating rounds: {m:.0} points/s vs one REST upsert client {b:.0} points/s = {:.2}x (target >= 1.0x)",
+        m / b
+    );
+    results.insert("migrate_points_per_s".into(), json!(m));
+    results.insert("migrate_baseline_upsert_points_per_s".into(), json!(b));
+}
+
+/// Recovery of Qdrant's `papers.snapshot` fixture against recovering our own snapshot of the
+/// same points, both by `file://` from the snapshots directory, alternating.
+fn qdrant_fixture_recovery(
+    c: &reqwest::blocking::Client,
+    svc: &Service,
+    root: &Path,
+    repeat: usize,
+    results: &mut serde_json::Map<String, Value>,
+) {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qdrant-1.19/papers.snapshot");
+    let snapshots = root.join("snapshots");
+    std::fs::create_dir_all(&snapshots).unwrap();
+    let theirs = snapshots.join("qdrant-papers.snapshot");
+    std::fs::copy(&fixture, &theirs).unwrap();
+    let recover = |name: &str, file: &Path| -> f64 {
+        let t = Instant::now();
+        call(
+            c,
+            reqwest::Method::PUT,
+            &format!("{}/collections/{name}/snapshots/recover", svc.url),
+            Some(json!({"location": format!("file://{}", file.display())}).to_string()),
+        );
+        t.elapsed().as_secs_f64()
+    };
+    recover("qpapers", &theirs);
+    let made = call(
+        c,
+        reqwest::Method::POST,
+        &format!("{}/collections/qpapers/snapshots", svc.url),
+        None,
+    );
+    let name = made["result"]["name"].as_str().unwrap().to_string();
+    let ours_file = snapshots.join("qpapers").join(&name);
+    let (mut q, mut o) = (Vec::new(), Vec::new());
+    for _ in 0..repeat {
+        q.push(recover("from_qdrant", &theirs));
+        o.push(recover("from_ours", &ours_file));
+    }
+    let (q, o) = (median(q), median(o));
+    println!(
+        "recover Qdrant's papers.snapshot (980 x 768) {:.0} ms vs our own snapshot of the same points {:.0} ms = {:.2}x",
+        q * 1000.0,
+        o * 1000.0,
+        q / o
+    );
+    results.insert("recover_qdrant_fixture_ms".into(), json!(q * 1000.0));
+    results.insert(
+        "recover_own_snapshot_same_points_ms".into(),
+        json!(o * 1000.0),
+    );
+}
+
 /// Upsert throughput and query latency over gRPC against REST on the same server, in
 /// alternating rounds: 768-d batches of 1,000 (protobuf carries packed floats, REST parses
 /// JSON text), and top-10 queries over the 100,000-point collection.
@@ -434,8 +543,15 @@ fn main() {
     );
     results.insert("query_p50_ms".into(), json!(percentile(&lat, 0.5)));
     results.insert("query_p99_ms".into(), json!(percentile(&lat, 0.99)));
-    grpc_vs_rest(&c, &svc, repeat, &mut results);
-    if env_or("BENCH_ONLY", "") == "grpc" {
+    let only = env_or("BENCH_ONLY", "");
+    if only != "migrate" {
+        grpc_vs_rest(&c, &svc, repeat, &mut results);
+    }
+    if only != "grpc" {
+        migrate_vs_upsert(&c, &svc, &bodies, &root, repeat, &mut results);
+        qdrant_fixture_recovery(&c, &svc, &root, repeat, &mut results);
+    }
+    if !only.is_empty() {
         write_results(&results);
         let _ = std::fs::remove_dir_all(&root);
         return;

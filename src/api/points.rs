@@ -166,11 +166,30 @@ fn vector_json(shape: VectorShape, vectors: Vec<(String, Vec<f32>)>, requested: 
         VectorShape::Single => vectors
             .into_iter()
             .next()
-            .map_or(Value::Null, |(_, v)| json!(v)),
-        VectorShape::Named => {
-            Value::Object(vectors.into_iter().map(|(n, v)| (n, json!(v))).collect())
-        }
+            .map_or(Value::Null, |(_, v)| f32_array(&v)),
+        VectorShape::Named => Value::Object(
+            vectors
+                .into_iter()
+                .map(|(n, v)| (n, f32_array(&v)))
+                .collect(),
+        ),
     }
+}
+
+/// A vector as JSON numbers printed as f32, as Qdrant prints them: a `Value` holds an f64,
+/// and an f32 widened to f64 prints 17 digits where its own shortest form has about 9, which
+/// doubles the size of every answer with vectors. The f64 nearest the f32's shortest decimal
+/// prints as that decimal.
+fn f32_array(v: &[f32]) -> Value {
+    let mut buf = ryu::Buffer::new();
+    Value::Array(
+        v.iter()
+            .map(|&x| {
+                let short = buf.format(x).parse::<f64>().unwrap_or(f64::from(x));
+                serde_json::Number::from_f64(short).map_or(Value::Null, Value::Number)
+            })
+            .collect(),
+    )
 }
 
 fn record_json(shape: VectorShape, read: &ReadOptions, p: PointView) -> Value {

@@ -50,35 +50,16 @@ impl Server {
         missing_ok: bool,
     ) -> Result<Option<Value>, CallError> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method.clone(), &url);
-        if let Some(k) = &self.api_key {
-            req = req.header("api-key", k);
-        }
-        if let Some(b) = body {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(b.to_string());
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("{method} {url}: {}", without_url(&e)))?;
-        let status = resp.status();
+        let (status, text) = self
+            .send(method.clone(), &url, body.map(Value::to_string))
+            .await?;
         if status == reqwest::StatusCode::NOT_FOUND && missing_ok {
             return Ok(None);
         }
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| format!("{method} {url}: {}", without_url(&e)))?;
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if !status.is_success() {
-            let msg = v["status"]["error"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| text.chars().take(200).collect());
-            return Err(format!("{method} {url}: {status}: {msg}"));
+            return Err(failure(&method, &url, status, &text));
         }
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         Ok(Some(v["result"].clone()))
     }
 
@@ -189,16 +170,91 @@ impl Server {
         Ok((points, next))
     }
 
-    /// `PUT /collections/{name}/points?wait=true`.
-    pub async fn upsert(&self, name: &str, points: Vec<Value>) -> Result<(), CallError> {
-        self.call(
-            Method::PUT,
-            &format!("/collections/{}/points?wait=true", enc(name)),
-            Some(&json!({ "points": points })),
-            false,
-        )
-        .await
-        .map(drop)
+    /// One page of whole points as an upsert body, built from the scroll answer's raw JSON
+    /// (ids, vectors and payloads are passed through, never parsed into values), with the
+    /// number of points and the next page's offset.
+    pub async fn scroll_raw(
+        &self,
+        name: &str,
+        offset: Option<&Value>,
+        limit: usize,
+    ) -> Result<(String, usize, Option<Value>), CallError> {
+        let mut body = json!({"limit": limit, "with_payload": true, "with_vector": true});
+        if let Some(o) = offset {
+            body["offset"] = o.clone();
+        }
+        let url = format!("{}/collections/{}/points/scroll", self.base, enc(name));
+        let (status, text) = self
+            .send(Method::POST, &url, Some(body.to_string()))
+            .await?;
+        if !status.is_success() {
+            return Err(failure(&Method::POST, &url, status, &text));
+        }
+        let page: RawScroll = serde_json::from_str(&text)
+            .map_err(|e| format!("POST {url}: the answer is not a scroll result: {e}"))?;
+        let mut out = String::with_capacity(text.len() + 16);
+        out.push_str("{\"points\":[");
+        for (i, p) in page.result.points.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"id\":");
+            out.push_str(p.id.get());
+            if let Some(v) = &p.vector {
+                out.push_str(",\"vector\":");
+                out.push_str(v.get());
+            }
+            if let Some(pl) = &p.payload {
+                out.push_str(",\"payload\":");
+                out.push_str(pl.get());
+            }
+            out.push('}');
+        }
+        out.push_str("]}");
+        let next = page
+            .result
+            .next_page_offset
+            .and_then(|o| serde_json::from_str::<Value>(o.get()).ok())
+            .filter(|v| !v.is_null());
+        Ok((out, page.result.points.len(), next))
+    }
+
+    /// `PUT /collections/{name}/points?wait=true` with a body built by [`Server::scroll_raw`].
+    pub async fn upsert_raw(&self, name: &str, body: String) -> Result<(), CallError> {
+        let url = format!("{}/collections/{}/points?wait=true", self.base, enc(name));
+        let (status, text) = self.send(Method::PUT, &url, Some(body)).await?;
+        if !status.is_success() {
+            return Err(failure(&Method::PUT, &url, status, &text));
+        }
+        Ok(())
+    }
+
+    /// Sends a request with an optional JSON body; any answer is `Ok` with its status.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<String>,
+    ) -> Result<(reqwest::StatusCode, String), CallError> {
+        let mut req = self.http.request(method.clone(), url);
+        if let Some(k) = &self.api_key {
+            req = req.header("api-key", k);
+        }
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("{method} {url}: {}", without_url(&e)))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| format!("{method} {url}: {}", without_url(&e)))?;
+        Ok((status, text))
     }
 
     /// `POST /collections/{name}/points`: the given points with payloads and vectors.
@@ -247,6 +303,38 @@ impl Server {
         .await
         .map(drop)
     }
+}
+
+/// A non-2xx answer as one line: the server's message from Qdrant's envelope.
+fn failure(method: &Method, url: &str, status: reqwest::StatusCode, text: &str) -> CallError {
+    let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let msg = v["status"]["error"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| text.chars().take(200).collect());
+    format!("{method} {url}: {status}: {msg}")
+}
+
+/// A scroll answer with each point's parts kept as raw JSON.
+#[derive(serde::Deserialize)]
+struct RawScroll {
+    result: RawPage,
+}
+
+#[derive(serde::Deserialize)]
+struct RawPage {
+    points: Vec<RawPoint>,
+    #[serde(default)]
+    next_page_offset: Option<Box<serde_json::value::RawValue>>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawPoint {
+    id: Box<serde_json::value::RawValue>,
+    #[serde(default)]
+    vector: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    payload: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// Percent-encodes a path segment.

@@ -11,6 +11,7 @@
 pub mod client;
 pub mod progress;
 
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 use client::Server;
@@ -34,6 +35,11 @@ pub struct Options {
     /// Replace a destination collection whose vector parameters differ.
     pub overwrite: bool,
 }
+
+/// Upserts in flight at once.
+const WRITERS: usize = 3;
+/// Pages read ahead of the writers.
+const READ_AHEAD: usize = 2;
 
 /// How many points of each collection are compared at the end.
 const SAMPLE: usize = 64;
@@ -132,23 +138,22 @@ async fn copy_collection(
     }
     let total = from.count(name).await?;
     let mut progress = Progress::new(name, total);
-    // One page in flight while the previous one is written.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Value>, String>>(1);
+    // Pages are read ahead while up to WRITERS upserts are in flight: a destination that
+    // fsyncs each write overlaps them. At most READ_AHEAD + WRITERS pages are in memory.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<(String, usize), String>>(READ_AHEAD);
     let (reader, collection, batch) = (from.clone(), name.to_string(), opts.batch);
     let scroller = tokio::spawn(async move {
         let mut offset: Option<Value> = None;
         loop {
-            let page = reader
-                .scroll(&collection, offset.as_ref(), batch, true)
-                .await;
-            let (points, next) = match page {
+            let page = reader.scroll_raw(&collection, offset.as_ref(), batch).await;
+            let (body, n, next) = match page {
                 Ok(p) => p,
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
                     return;
                 }
             };
-            if !points.is_empty() && tx.send(Ok(points)).await.is_err() {
+            if n > 0 && tx.send(Ok((body, n))).await.is_err() {
                 return;
             }
             match next {
@@ -157,14 +162,21 @@ async fn copy_collection(
             }
         }
     });
-    while let Some(page) = rx.recv().await {
-        let points: Vec<Value> = page?
-            .into_iter()
-            .map(|p| json!({"id": p["id"], "vector": p["vector"], "payload": p["payload"]}))
-            .collect();
-        let n = points.len() as u64;
-        to.upsert(name, points).await?;
-        progress.add(n);
+    let pages = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|page| (page, rx))
+    });
+    let mut writes = std::pin::pin!(pages
+        .map(|page| {
+            let to = to.clone();
+            async move {
+                let (body, n) = page?;
+                to.upsert_raw(name, body).await?;
+                Ok::<u64, String>(n as u64)
+            }
+        })
+        .buffer_unordered(WRITERS));
+    while let Some(done) = writes.next().await {
+        progress.add(done?);
     }
     scroller
         .await

@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_tar::{Archive, Entries, Entry};
 
 use crate::collection::config::CollectionConfig;
@@ -193,11 +193,38 @@ async fn write_file<R: AsyncRead + Unpin>(e: &mut Entry<R>, dest: &Path) -> Resu
     let mut out = tokio::fs::File::create(dest)
         .await
         .map_err(|err| Error::internal("failed to create a staged file", err))?;
-    let n = tokio::io::copy(&mut (&mut *e).take(MAX_FILE + 1), &mut out)
-        .await
-        .map_err(|_| bad("an entry is truncated or unreadable"))?;
-    if n > MAX_FILE {
-        return Err(bad("a file in the archive is larger than the limit"));
+    // Qdrant preallocates its files (32 MiB vector chunks and payload pages, mostly zeros,
+    // stored as sparse tar entries): zero blocks become holes instead of writes.
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut total, mut hole) = (0u64, false);
+    loop {
+        let n = e
+            .read(&mut buf)
+            .await
+            .map_err(|_| bad("an entry is truncated or unreadable"))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > MAX_FILE {
+            return Err(bad("a file in the archive is larger than the limit"));
+        }
+        if buf[..n].iter().all(|&b| b == 0) {
+            out.seek(std::io::SeekFrom::Current(n as i64))
+                .await
+                .map_err(|err| Error::internal("failed to write a staged file", err))?;
+            hole = true;
+        } else {
+            out.write_all(&buf[..n])
+                .await
+                .map_err(|err| Error::internal("failed to write a staged file", err))?;
+            hole = false;
+        }
+    }
+    if hole {
+        out.set_len(total)
+            .await
+            .map_err(|err| Error::internal("failed to write a staged file", err))?;
     }
     Ok(())
 }
