@@ -109,9 +109,8 @@ async fn main() -> ExitCode {
         Err(e) => return fail(format!("configuration error: {e}")),
     };
     // `log_level` is validated by the config; RUST_LOG, for developers, is not, and falls
-    // back to it.
-    // The AWS SDK's credential chain warns at length for each provider it tries (instance
-    // metadata, profiles); the storage check reports the outcome in one line instead.
+    // back to it. The AWS SDK's credential chain warns at length for each provider it tries
+    // (instance metadata, profiles): the storage check reports the outcome in one line.
     let filter = EnvFilter::try_from_env(snapstream::env::RUST_LOG)
         .or_else(|_| {
             EnvFilter::try_new(format!(

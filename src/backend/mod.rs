@@ -94,13 +94,7 @@ impl From<BackendError> for crate::error::Error {
             }
             // The cause chain holds keys, local paths and the server's answer: callers get
             // one line naming the storage and what to check; the chain goes to the log.
-            other => match diagnosis::summary(&other) {
-                Some(summary) => crate::error::Error::Storage {
-                    summary,
-                    source: Box::new(other),
-                },
-                None => crate::error::Error::internal("snapshot storage failed", other),
-            },
+            other => crate::error::Error::from_storage_io("snapshot storage failed", other),
         }
     }
 }

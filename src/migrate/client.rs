@@ -140,16 +140,14 @@ impl Server {
             .ok_or_else(|| format!("{}: count of `{name}` has no number", self.base))
     }
 
-    /// One page of points, with payloads and vectors when `with_data` (else ids only), and
-    /// the next page's offset.
-    pub async fn scroll(
+    /// One page of point ids (no payloads, no vectors), and the next page's offset.
+    pub async fn scroll_ids(
         &self,
         name: &str,
         offset: Option<&Value>,
         limit: usize,
-        with_data: bool,
     ) -> Result<(Vec<Value>, Option<Value>), CallError> {
-        let mut body = json!({"limit": limit, "with_payload": with_data, "with_vector": with_data});
+        let mut body = json!({"limit": limit, "with_payload": false, "with_vector": false});
         if let Some(o) = offset {
             body["offset"] = o.clone();
         }

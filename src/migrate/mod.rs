@@ -207,7 +207,7 @@ async fn verify(from: &Server, to: &Server, name: &str) -> Result<Vec<String>, S
     let mut ids = Vec::new();
     let mut offset: Option<Value> = None;
     while ids.len() < SAMPLE {
-        let (points, next) = from.scroll(name, offset.as_ref(), step, false).await?;
+        let (points, next) = from.scroll_ids(name, offset.as_ref(), step).await?;
         if let Some(first) = points.first() {
             ids.push(first["id"].clone());
         }

@@ -53,7 +53,7 @@ impl Progress {
     }
 
     /// Points per second so far.
-    pub fn rate(&self) -> f64 {
+    fn rate(&self) -> f64 {
         self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
     }
 

@@ -547,10 +547,7 @@ impl SnapshotService {
                     // Converted into our format beside the staged files, then installed
                     // like our own.
                     let dir = staging.join("converted");
-                    let (d, name) = (dir.clone(), target.to_string());
-                    tokio::task::spawn_blocking(move || qdrant::build(&staged, &d, &name))
-                        .await
-                        .map_err(|e| Error::internal("conversion task failed", e))??;
+                    convert_qdrant(staged, &dir, target).await?;
                     (dir, None)
                 }
                 // Only an expected full snapshot is read as one.
@@ -649,10 +646,7 @@ impl SnapshotService {
         for (i, (name, staged)) in full.collections.into_iter().enumerate() {
             crate::registry::validate_name(&name)?;
             let dir = staging.join(format!("converted-{i}"));
-            let (d, n) = (dir.clone(), name.clone());
-            tokio::task::spawn_blocking(move || qdrant::build(&staged, &d, &n))
-                .await
-                .map_err(|e| Error::internal("conversion task failed", e))??;
+            convert_qdrant(staged, &dir, &name).await?;
             self.install(&name, &dir, None).await?;
             names.push(name);
         }
@@ -718,6 +712,15 @@ impl SnapshotService {
         remove_dir_quietly(&staging).await;
         result
     }
+}
+
+/// Builds collection `name` in our format at `dir` from a staged Qdrant snapshot, off the
+/// async workers (it reads and writes files).
+async fn convert_qdrant(staged: qdrant::Staged, dir: &Path, name: &str) -> Result<()> {
+    let (dir, name) = (dir.to_path_buf(), name.to_string());
+    tokio::task::spawn_blocking(move || qdrant::build(&staged, &dir, &name))
+        .await
+        .map_err(|e| Error::internal("conversion task failed", e))?
 }
 
 /// Maps a missing object to Qdrant's "Snapshot {name} not found".

@@ -170,22 +170,33 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
     let first_path = first.path_bytes().map_err(read_err)?.into_owned();
     if first_path != format::MANIFEST.as_bytes() {
         // Qdrant's own snapshots are told apart by their layout, not their name.
-        let qdrant = std::str::from_utf8(&first_path).is_ok_and(super::qdrant::looks_like);
-        if qdrant && expected != Some(SnapshotKind::Full) {
-            let staged = super::qdrant::extract(first, &mut entries, staging).await?;
-            return Ok(Contents::Qdrant(staged));
-        }
-        if qdrant {
-            return Err(bad(
-                "this is a Qdrant collection snapshot; recover it into a collection, not as a full snapshot",
-            ));
-        }
-        let full = std::str::from_utf8(&first_path).is_ok_and(super::qdrant::looks_like_full);
-        if full && expected == Some(SnapshotKind::Full) {
-            let staged = super::qdrant::extract_full(first, &mut entries, staging).await?;
+        use super::qdrant::{extract, extract_full, looks_like, looks_like_full};
+        let path = std::str::from_utf8(&first_path).unwrap_or_default();
+        let full = expected == Some(SnapshotKind::Full);
+        // `config.json` starts both kinds: the kind asked for decides.
+        let (ours, other) = if full {
+            (looks_like_full(path), looks_like(path))
+        } else {
+            (looks_like(path), looks_like_full(path))
+        };
+        if ours && full {
+            let staged = extract_full(first, &mut entries, staging).await?;
             return Ok(Contents::QdrantFull(staged));
         }
-        return Err(bad(format!("the first entry must be {}", format::MANIFEST)));
+        if ours {
+            let staged = extract(first, &mut entries, staging).await?;
+            return Ok(Contents::Qdrant(staged));
+        }
+        return Err(bad(match (other, full) {
+            (true, true) => {
+                "this is a Qdrant collection snapshot; recover it into a collection".to_string()
+            }
+            (true, false) => {
+                "this is a Qdrant full-storage snapshot; recover it with --storage-snapshot"
+                    .to_string()
+            }
+            _ => format!("the first entry must be {}", format::MANIFEST),
+        }));
     }
     if !first.header().entry_type().is_file() {
         return Err(bad(format!("the first entry must be {}", format::MANIFEST)));

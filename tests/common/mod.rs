@@ -151,6 +151,7 @@ pub struct Service {
     pub port: u16,
     pub log: std::path::PathBuf,
     pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
     pub root: std::path::PathBuf,
 }
 
@@ -164,25 +165,42 @@ fn free_port() -> u16 {
 
 impl Service {
     pub async fn start(root: &std::path::Path, env: &[(String, String)]) -> Service {
+        Self::start_with_args(root, env, &[]).await
+    }
+
+    /// Starts the binary with command-line arguments (start-up recovery).
+    pub async fn start_with_args(
+        root: &std::path::Path,
+        env: &[(String, String)],
+        args: &[&str],
+    ) -> Service {
         let port = free_port();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let mut s = Service {
-            child: Self::spawn(root, port, env),
+            child: Self::spawn(root, port, env, &args),
             port,
             log: root.join(format!("service-{port}.log")),
             env: env.to_vec(),
+            args,
             root: root.to_path_buf(),
         };
         s.wait_ready().await;
         s
     }
 
-    fn spawn(root: &std::path::Path, port: u16, env: &[(String, String)]) -> std::process::Child {
+    fn spawn(
+        root: &std::path::Path,
+        port: u16,
+        env: &[(String, String)],
+        args: &[String],
+    ) -> std::process::Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(root.join(format!("service-{port}.log")))
             .unwrap();
         std::process::Command::new(env!("CARGO_BIN_EXE_snapstream"))
+            .args(args)
             .current_dir(root)
             .env("QDRANT__SERVICE__HTTP_PORT", port.to_string())
             .env("QDRANT__STORAGE__STORAGE_PATH", root.join("storage"))
@@ -215,7 +233,7 @@ impl Service {
     pub async fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = Self::spawn(&self.root, self.port, &self.env);
+        self.child = Self::spawn(&self.root, self.port, &self.env, &self.args);
         self.wait_ready().await;
     }
 

@@ -40,7 +40,6 @@ pub type NamedVectors = Vec<(String, Vec<f32>)>;
 
 /// The newest version of each point in one segment and where its data lives.
 pub struct Segment {
-    dir: PathBuf,
     /// External id → internal offset, after every change in the log.
     pub ids: HashMap<PointId, u32>,
     /// Version per internal offset.
@@ -112,7 +111,6 @@ impl Segment {
             .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
             .collect();
         Ok(Segment {
-            dir: dir.to_path_buf(),
             ids,
             versions,
             vectors,
@@ -138,11 +136,6 @@ impl Segment {
             None => Value::Object(Default::default()),
         };
         Ok((out, payload))
-    }
-
-    /// The segment's directory, for messages.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 
