@@ -304,3 +304,159 @@ async fn a_qdrant_full_storage_snapshot_recovers_at_start_up() {
         );
     }
 }
+
+/// Every regular file of a tar, in order (GNU sparse entries come back expanded).
+async fn read_tar(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    use futures::StreamExt;
+    use tokio::io::AsyncReadExt;
+    let mut archive = tokio_tar::Archive::new(bytes);
+    let mut entries = archive.entries().unwrap();
+    let mut out = Vec::new();
+    while let Some(e) = entries.next().await {
+        let mut e = e.unwrap();
+        if e.header().entry_type().is_dir() {
+            continue;
+        }
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).await.unwrap();
+        out.push((path, data));
+    }
+    out
+}
+
+/// Rewrites an appendable segment's files into the layout of an optimized one, as Qdrant's
+/// optimizer writes it: the immutable id tracker (`id_tracker.*`), single-file vectors
+/// (`matrix.dat`, `deleted.dat`) with `storage_type`, plus an HNSW graph and a quantized copy
+/// that recovery must skip. Payload storage is the same gridstore in both kinds.
+fn optimize_segment(files: Vec<(String, Vec<u8>)>, storage_type: &str) -> Vec<u8> {
+    let get = |name: &str| {
+        files
+            .iter()
+            .find(|(p, _)| p == &format!("snapshot/files/{name}"))
+            .map(|(_, d)| d.clone())
+    };
+    // The mutable tracker's change log, applied.
+    let log = get("mutable_id_tracker.mappings").unwrap();
+    let mut ids = std::collections::BTreeMap::new();
+    let mut at = 0;
+    while at < log.len() {
+        let kind = log[at];
+        let width = if kind == 1 || kind == 3 { 8 } else { 16 };
+        let id = log[at + 1..at + 1 + width].to_vec();
+        at += 1 + width;
+        if kind <= 2 {
+            let offset = u32::from_le_bytes(log[at..at + 4].try_into().unwrap());
+            at += 4;
+            ids.retain(|_, v: &mut Vec<u8>| *v != id);
+            ids.insert(offset, id);
+        } else {
+            ids.retain(|_, v| *v != id);
+        }
+    }
+    let mut mappings = (ids.len() as u64).to_le_bytes().to_vec();
+    for (offset, id) in &ids {
+        mappings.push(if id.len() == 8 { 0 } else { 1 });
+        mappings.extend(id);
+        mappings.extend(offset.to_le_bytes());
+    }
+    let points = ids.keys().max().map_or(0, |m| *m as usize + 1);
+    let mut meta: Value = serde_json::from_slice(&get("segment.json").unwrap()).unwrap();
+    let mut out = vec![
+        entry("snapshot/files/id_tracker.mappings", b'0', &mappings, ""),
+        entry(
+            "snapshot/files/id_tracker.versions",
+            b'0',
+            &get("mutable_id_tracker.versions").unwrap(),
+            "",
+        ),
+        entry(
+            "snapshot/files/id_tracker.deleted",
+            b'0',
+            &vec![0u8; points.div_ceil(64) * 8],
+            "",
+        ),
+        entry("snapshot/files/vector_index/graph.bin", b'0', b"hnsw", ""),
+    ];
+    let names: Vec<String> = meta["config"]["vector_data"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    for name in names {
+        let dir = if name.is_empty() {
+            "vector_storage".to_string()
+        } else {
+            format!("vector_storage-{name}")
+        };
+        let dim = meta["config"]["vector_data"][&name]["size"]
+            .as_u64()
+            .unwrap() as usize;
+        meta["config"]["vector_data"][&name]["storage_type"] = json!(storage_type);
+        let mut matrix = b"data".to_vec();
+        matrix.extend(&get(&format!("{dir}/vectors/chunk_0.mmap")).unwrap()[..points * dim * 4]);
+        let mut deleted = b"drop\0\0\0\0".to_vec();
+        deleted.extend(
+            &get(&format!("{dir}/deleted/flags_a.dat")).unwrap()[..points.div_ceil(64) * 8],
+        );
+        out.push(entry(
+            &format!("snapshot/files/{dir}/matrix.dat"),
+            b'0',
+            &matrix,
+            "",
+        ));
+        out.push(entry(
+            &format!("snapshot/files/{dir}/deleted.dat"),
+            b'0',
+            &deleted,
+            "",
+        ));
+        out.push(entry(
+            &format!("snapshot/files/{dir}/quantized/data.bin"),
+            b'0',
+            b"pq",
+            "",
+        ));
+    }
+    out.push(entry(
+        "snapshot/files/segment.json",
+        b'0',
+        &serde_json::to_vec(&meta).unwrap(),
+        "",
+    ));
+    for (path, data) in &files {
+        if path.starts_with("snapshot/files/payload_storage/") {
+            out.push(entry(path, b'0', data, ""));
+        }
+    }
+    build(&out)
+}
+
+#[tokio::test]
+async fn optimized_qdrant_segments_recover_like_appendable_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = test_app(tmp.path(), &[]).await;
+    for (name, storage_type) in [("papers", "InRamMmap"), ("named", "Mmap")] {
+        let mut parts = Vec::new();
+        for (path, data) in read_tar(&fixture(&format!("{name}.snapshot"))).await {
+            if path.starts_with("0/segments/") {
+                let optimized = optimize_segment(read_tar(&data).await, storage_type);
+                parts.push(entry(&path, b'0', &optimized, ""));
+            } else if !path.starts_with("0/wal/") {
+                parts.push(entry(&path, b'0', &data, ""));
+            }
+        }
+        let (ct, body) = multipart("snapshot", &build(&parts));
+        let (s, _, resp) = call(
+            &app,
+            "POST",
+            &format!("/collections/{name}/snapshots/upload?wait=true"),
+            &[("content-type", &ct)],
+            body,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&resp));
+        assert_same_as_qdrant(&app, name, &expected(name)).await;
+    }
+}

@@ -237,19 +237,26 @@ fn wanted_in_segment(rel: &str) -> bool {
         "segment.json"
         | "mutable_id_tracker.mappings"
         | "mutable_id_tracker.versions"
-        | "id_tracker.mappings" => true,
+        | "id_tracker.mappings"
+        | "id_tracker.versions"
+        | "id_tracker.deleted" => true,
+        // Staged only so that the serverless tracker is refused by name.
+        "id_tracker.i2e" => true,
         "payload_storage" => {
             matches!(name, "config.json" | "tracker.dat")
                 || (name.starts_with("page_") && name.ends_with(".dat"))
         }
         t if t == "vector_storage" || t.starts_with("vector_storage-") => {
-            rel.split('/')
-                .nth(1)
-                .is_some_and(|d| d == "vectors" || d == "deleted")
-                && (matches!(
-                    name,
-                    "config.json" | "status.dat" | "flags_a.dat" | "flags_b.dat"
-                ) || (name.starts_with("chunk_") && name.ends_with(".mmap")))
+            let depth = rel.split('/').count();
+            (depth == 2 && matches!(name, "matrix.dat" | "deleted.dat"))
+                || rel
+                    .split('/')
+                    .nth(1)
+                    .is_some_and(|d| d == "vectors" || d == "deleted")
+                    && (matches!(
+                        name,
+                        "config.json" | "status.dat" | "flags_a.dat" | "flags_b.dat"
+                    ) || (name.starts_with("chunk_") && name.ends_with(".mmap")))
         }
         _ => false,
     }
@@ -490,6 +497,10 @@ mod tests {
         assert!(wanted_in_segment("vector_storage/vectors/chunk_0.mmap"));
         assert!(wanted_in_segment("vector_storage-text/deleted/flags_a.dat"));
         assert!(wanted_in_segment("payload_storage/page_3.dat"));
+        assert!(wanted_in_segment("vector_storage-image/matrix.dat"));
+        assert!(wanted_in_segment("id_tracker.deleted"));
+        assert!(!wanted_in_segment("vector_index/graph.bin"));
+        assert!(!wanted_in_segment("vector_storage/vectors/matrix.dat/x"));
         assert!(!wanted_in_segment("payload_index/x-title-map/page_0.dat"));
         assert!(!wanted_in_segment("vector_storage/hnsw/graph.bin"));
         assert!(checked("a/../b").is_err() && checked("/etc/x").is_err());

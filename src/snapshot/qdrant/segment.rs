@@ -1,16 +1,22 @@
 //! Readers of one Qdrant 1.19 segment's files, as extracted from its `segments/{uuid}.tar`:
-//! the mutable id tracker, chunked dense vectors with their deletion flags, and gridstore
-//! payloads. Each reads from files on disk, one point at a time: memory stays bounded by
-//! the id maps.
+//! both id trackers (mutable in appendable segments, immutable in optimized ones), chunked
+//! and single-file dense vectors with their deletion flags, and gridstore payloads. Each
+//! reads from files on disk, one point at a time: memory stays bounded by the id maps.
 //!
 //! Formats, as Qdrant's source writes them (all little-endian):
 //! - `mutable_id_tracker.mappings`: concatenated changes, each a type byte (1 insert numeric
 //!   id, 2 insert UUID, 3 delete numeric, 4 delete UUID), the external id (u64, or u128 of
 //!   the UUID's little-endian form) and, for inserts, the internal offset (u32).
-//! - `mutable_id_tracker.versions`: one u64 version per internal offset.
+//! - `mutable_id_tracker.versions`, `id_tracker.versions`: one u64 version per offset.
+//! - `id_tracker.mappings` (optimized segments): a u64 count, then per point a type byte
+//!   (0 numeric, 1 UUID), the external id and the internal offset (u32);
+//!   `id_tracker.deleted`: one bit per offset, set when the point was deleted since.
 //! - `vector_storage[-NAME]/vectors/chunk_K.mmap`: `chunk_size_vectors` vectors of `dim`
 //!   f32 each, no header (`config.json` gives both); `deleted/flags_a.dat`: one bit per
 //!   offset (LSB first), set when the vector is absent.
+//! - `vector_storage[-NAME]/matrix.dat` (optimized segments, `Mmap` and `InRamMmap`): the
+//!   4-byte header `data`, then every vector back to back; `deleted.dat`: the header `drop`
+//!   padded to 8 bytes, then one bit per offset.
 //! - `payload_storage/`: `tracker.dat` (a u32 header, then 16 bytes per offset: present
 //!   flag, page, block, length), `page_N.dat` pages of `block_size_bytes` blocks; a value
 //!   may run on into the next page; LZ4 with its size prepended when `compression` is
@@ -59,11 +65,10 @@ impl Segment {
         if let Some(data) = cfg["vector_data"].as_object() {
             for (name, v) in data {
                 let storage = v["storage_type"].as_str().unwrap_or("");
-                if !matches!(storage, "InRamChunkedMmap" | "ChunkedMmap") {
+                let datatype = v["datatype"].as_str().unwrap_or("float32");
+                if !datatype.eq_ignore_ascii_case("float32") {
                     return Err(bad(format!(
-                        "vector `{name}` uses storage type `{storage}` (optimized on-disk or \
-                         in-memory storage); only Qdrant's appendable segments (chunked mmap \
-                         vectors) are read so far"
+                        "vector `{name}` is stored as `{datatype}`; snapstream holds float32 vectors only"
                     )));
                 }
                 if !v["multivector_config"].is_null() {
@@ -76,7 +81,20 @@ impl Segment {
                 } else {
                     format!("vector_storage-{name}")
                 };
-                vectors.push((name.clone(), Vectors::open(&dir.join(sub))?));
+                let files = dir.join(sub);
+                let reader = match storage {
+                    "InRamChunkedMmap" | "ChunkedMmap" => Vectors::Chunked(Chunked::open(&files)?),
+                    "Mmap" | "InRamMmap" => Vectors::Matrix(Matrix::open(&files, &v["size"])?),
+                    // A vector name added to an optimized segment after it was built: no data.
+                    "Empty" => Vectors::Empty,
+                    other => {
+                        return Err(bad(format!(
+                            "vector `{name}` uses storage type `{other}` (in-memory storage of \
+                             Qdrant before 1.13); not supported"
+                        )))
+                    }
+                };
+                vectors.push((name.clone(), reader));
             }
         }
         if cfg["sparse_vector_data"]
@@ -88,24 +106,31 @@ impl Segment {
             ));
         }
         let payloads = match cfg["payload_storage_type"]["type"].as_str() {
-            Some("mmap") => Some(Payloads::open(&dir.join("payload_storage"))?),
+            Some("mmap" | "in_ram_mmap") => Some(Payloads::open(&dir.join("payload_storage"))?),
             other => {
                 return Err(bad(format!(
-                    "payload storage type `{}` is not read (only `mmap`, Qdrant's default)",
+                    "payload storage type `{}` is not read (only gridstore: `mmap`, `in_ram_mmap`)",
                     other.unwrap_or("none")
                 )))
             }
         };
-        if dir.join("id_tracker.mappings").exists() {
+        if dir.join("id_tracker.i2e").exists() {
             return Err(bad(
-                "an optimized segment (immutable id tracker) is not read yet; only appendable segments",
+                "a segment uses the disk-resident id tracker (serverless mode); not supported",
             ));
         }
-        let ids = read_mappings(&read_file(
-            &dir.join("mutable_id_tracker.mappings"),
-            "id mappings",
-        )?)?;
-        let raw = read_file(&dir.join("mutable_id_tracker.versions"), "versions")?;
+        let (ids, versions_file) = if dir.join("id_tracker.mappings").exists() {
+            let deleted = std::fs::read(dir.join("id_tracker.deleted")).unwrap_or_default();
+            let mappings = read_file(&dir.join("id_tracker.mappings"), "id mappings")?;
+            (
+                read_immutable_mappings(&mappings, &deleted)?,
+                "id_tracker.versions",
+            )
+        } else {
+            let mappings = read_file(&dir.join("mutable_id_tracker.mappings"), "id mappings")?;
+            (read_mappings(&mappings)?, "mutable_id_tracker.versions")
+        };
+        let raw = read_file(&dir.join(versions_file), "versions")?;
         let versions = raw
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
@@ -179,28 +204,155 @@ fn read_mappings(raw: &[u8]) -> Result<HashMap<PointId, u32>> {
     Ok(ids)
 }
 
+/// Whether bit `i` of a little-endian, least-significant-first bit set is on.
+fn bit(bits: &[u8], i: usize) -> bool {
+    bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
+}
+
+/// Reads an optimized segment's id list, leaving out the points flagged in `deleted`.
+fn read_immutable_mappings(raw: &[u8], deleted: &[u8]) -> Result<HashMap<PointId, u32>> {
+    let truncated = || bad("the id mappings of an optimized segment are truncated");
+    let count = raw
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+        .ok_or_else(truncated)?;
+    // Each entry takes at least 13 bytes: a lying count cannot make us allocate.
+    if count > (raw.len() as u64) / 13 {
+        return Err(truncated());
+    }
+    let mut ids = HashMap::with_capacity(count as usize);
+    let mut at = 8usize;
+    for _ in 0..count {
+        let kind = *raw.get(at).ok_or_else(truncated)?;
+        at += 1;
+        let width = match kind {
+            0 => 8,
+            1 => 16,
+            other => {
+                return Err(bad(format!(
+                    "the id mappings of an optimized segment hold an unknown id type {other}"
+                )))
+            }
+        };
+        let id_bytes = raw.get(at..at + width).ok_or_else(truncated)?;
+        let id = if kind == 0 {
+            PointId::Num(u64::from_le_bytes(id_bytes.try_into().unwrap_or([0; 8])))
+        } else {
+            PointId::Uuid(uuid::Uuid::from_u128_le(u128::from_le_bytes(
+                id_bytes.try_into().unwrap_or([0; 16]),
+            )))
+        };
+        at += width;
+        let offset = raw
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
+            .ok_or_else(truncated)?;
+        at += 4;
+        if !bit(deleted, offset as usize) {
+            ids.insert(id, offset);
+        }
+    }
+    Ok(ids)
+}
+
+/// One named vector's storage in a segment.
+enum Vectors {
+    Chunked(Chunked),
+    Matrix(Matrix),
+    Empty,
+}
+
+impl Vectors {
+    fn get(&mut self, offset: u32) -> Result<Option<Vec<f32>>> {
+        match self {
+            Vectors::Chunked(c) => c.get(offset),
+            Vectors::Matrix(m) => m.get(offset),
+            Vectors::Empty => Ok(None),
+        }
+    }
+}
+
+fn floats(buf: &[u8]) -> Vec<f32> {
+    buf.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Most dimensions read (Qdrant's own limit is 65,536).
+const MAX_DIM: u64 = 65_536;
+
+/// Single-file dense vectors of an optimized segment and their deletion flags.
+struct Matrix {
+    file: File,
+    dim: usize,
+    deleted: Vec<u8>,
+}
+
+/// Where the deletion bits start in `deleted.dat`: after the 4-byte header, aligned to 8.
+const MATRIX_DELETED_START: usize = 8;
+
+impl Matrix {
+    fn open(dir: &Path, size: &Value) -> Result<Self> {
+        let dim = size
+            .as_u64()
+            .filter(|d| (1..=MAX_DIM).contains(d))
+            .ok_or_else(|| bad("segment.json gives a vector an impossible size"))?;
+        let mut file = File::open(dir.join("matrix.dat"))
+            .map_err(|_| bad("an optimized segment lacks its vectors (matrix.dat)"))?;
+        let mut header = [0u8; 4];
+        file.read_exact(&mut header)
+            .map_err(|_| bad("matrix.dat is truncated"))?;
+        if &header != b"data" {
+            return Err(bad("matrix.dat does not start with its header"));
+        }
+        let deleted = std::fs::read(dir.join("deleted.dat")).unwrap_or_default();
+        let deleted = deleted
+            .get(MATRIX_DELETED_START..)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        Ok(Matrix {
+            file,
+            dim: dim as usize,
+            deleted,
+        })
+    }
+
+    fn get(&mut self, offset: u32) -> Result<Option<Vec<f32>>> {
+        if bit(&self.deleted, offset as usize) {
+            return Ok(None);
+        }
+        let bytes = self.dim * 4;
+        let mut buf = vec![0u8; bytes];
+        self.file
+            .seek(SeekFrom::Start(4 + u64::from(offset) * bytes as u64))
+            .and_then(|_| self.file.read_exact(&mut buf))
+            .map_err(|_| bad("matrix.dat is shorter than its points"))?;
+        Ok(Some(floats(&buf)))
+    }
+}
+
 #[derive(Deserialize)]
 struct ChunkConfig {
     chunk_size_vectors: u64,
     dim: usize,
 }
 
-/// Chunked dense vectors and their deletion flags.
-struct Vectors {
+/// Chunked dense vectors of an appendable segment and their deletion flags.
+struct Chunked {
     dir: PathBuf,
     cfg: ChunkConfig,
     deleted: Vec<u8>,
     open: Option<(u64, File)>,
 }
 
-impl Vectors {
+impl Chunked {
     fn open(dir: &Path) -> Result<Self> {
         let cfg: ChunkConfig = serde_json::from_slice(&read_file(
             &dir.join("vectors/config.json"),
             "vector config",
         )?)
         .map_err(|e| bad(format!("vector config: {e}")))?;
-        if cfg.chunk_size_vectors == 0 || cfg.dim == 0 || cfg.dim > 65_536 {
+        if cfg.chunk_size_vectors == 0 || cfg.dim == 0 || cfg.dim as u64 > MAX_DIM {
             return Err(bad("vector config has impossible sizes"));
         }
         let status = std::fs::read(dir.join("deleted/status.dat")).unwrap_or_default();
@@ -213,7 +365,7 @@ impl Vectors {
             "flags_b.dat"
         };
         let deleted = std::fs::read(dir.join("deleted").join(flags)).unwrap_or_default();
-        Ok(Vectors {
+        Ok(Chunked {
             dir: dir.join("vectors"),
             cfg,
             deleted,
@@ -222,12 +374,7 @@ impl Vectors {
     }
 
     fn get(&mut self, offset: u32) -> Result<Option<Vec<f32>>> {
-        let i = offset as usize;
-        if self
-            .deleted
-            .get(i / 8)
-            .is_some_and(|b| b & (1 << (i % 8)) != 0)
-        {
+        if bit(&self.deleted, offset as usize) {
             return Ok(None);
         }
         let chunk = u64::from(offset) / self.cfg.chunk_size_vectors;
@@ -246,11 +393,7 @@ impl Vectors {
         f.seek(SeekFrom::Start(within * bytes as u64))
             .and_then(|_| f.read_exact(&mut buf))
             .map_err(|_| bad(format!("vector chunk {chunk} is shorter than its points")))?;
-        Ok(Some(
-            buf.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ))
+        Ok(Some(floats(&buf)))
     }
 }
 
@@ -378,5 +521,28 @@ mod tests {
         );
         assert_eq!(ids.len(), 2);
         assert!(read_mappings(&[9]).is_err());
+    }
+
+    #[test]
+    fn an_optimized_segment_leaves_out_points_flagged_deleted() {
+        let mut raw = 3u64.to_le_bytes().to_vec();
+        for (kind, id, offset) in [(0u8, 10u128, 0u32), (1, 11, 1), (0, 12, 2)] {
+            raw.push(kind);
+            if kind == 0 {
+                raw.extend((id as u64).to_le_bytes());
+            } else {
+                raw.extend(id.to_le_bytes());
+            }
+            raw.extend(offset.to_le_bytes());
+        }
+        let ids = read_immutable_mappings(&raw, &[0b010]).unwrap();
+        assert_eq!(ids.get(&PointId::Num(10)), Some(&0));
+        assert_eq!(ids.get(&PointId::Num(12)), Some(&2));
+        assert_eq!(ids.len(), 2, "the UUID at offset 1 is deleted");
+        // A count larger than the bytes can hold is refused before anything is allocated.
+        let mut lying = u64::MAX.to_le_bytes().to_vec();
+        lying.extend(&raw[8..]);
+        assert!(read_immutable_mappings(&lying, &[]).is_err());
+        assert!(read_immutable_mappings(&raw[..20], &[]).is_err());
     }
 }
