@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::blocking;
 use crate::collection::filter::Filter;
 use crate::collection::points::{PointView, VectorSelect};
-use crate::collection::types::{BatchVectors, Payload, PointId, VectorsConfig, DEFAULT_VECTOR};
+use crate::collection::types::{Payload, PointId, VectorsConfig};
 use crate::collection::{Collection, PayloadChange, PointInput, PointSelector, PointsChange};
 use crate::error::{Error, Result};
 use crate::registry::Registry;
@@ -41,67 +41,7 @@ pub enum PointsUpdate {
     Payload(PointSelector, PayloadChange),
 }
 
-/// Qdrant's column-wise `batch` form of an upsert.
-#[derive(Clone, Debug)]
-pub struct PointBatch {
-    /// One id per point.
-    pub ids: Vec<PointId>,
-    /// One vector per point, plain or per name.
-    pub vectors: BatchVectors,
-    /// One optional payload per point, when given.
-    pub payloads: Option<Vec<Option<Payload>>>,
-}
-
-impl PointBatch {
-    /// Turns the columns into points.
-    ///
-    /// # Errors
-    /// `BadInput` when a column's length differs from the number of ids.
-    pub fn into_points(self) -> Result<Vec<PointInput>> {
-        let n = self.ids.len();
-        let mismatch = |what: String, len: usize| {
-            Error::bad_input(format!("batch has {n} ids but {len} {what}"))
-        };
-        if let Some(p) = &self.payloads {
-            if p.len() != n {
-                return Err(mismatch("payloads".into(), p.len()));
-            }
-        }
-        let vectors: Vec<Vec<(String, Vec<f32>)>> = match self.vectors {
-            BatchVectors::Plain(v) => {
-                if v.len() != n {
-                    return Err(mismatch("vectors".into(), v.len()));
-                }
-                v.into_iter()
-                    .map(|x| vec![(DEFAULT_VECTOR.to_string(), x)])
-                    .collect()
-            }
-            BatchVectors::Named(map) => {
-                let mut per_point = vec![Vec::new(); n];
-                for (name, list) in map {
-                    if list.len() != n {
-                        return Err(mismatch(format!("vectors named `{name}`"), list.len()));
-                    }
-                    for (slot, v) in per_point.iter_mut().zip(list) {
-                        slot.push((name.clone(), v));
-                    }
-                }
-                per_point
-            }
-        };
-        let mut payloads = self.payloads.unwrap_or_default().into_iter();
-        Ok(self
-            .ids
-            .into_iter()
-            .zip(vectors)
-            .map(|(id, vectors)| PointInput {
-                id,
-                vectors,
-                payload: payloads.next().flatten(),
-            })
-            .collect())
-    }
-}
+pub use crate::collection::PointBatch;
 
 /// A set/overwrite payload change aimed at `key`, a nested object inside the payload:
 /// only the top level (no key) is supported.
@@ -458,24 +398,6 @@ async fn run_query(col: Arc<Collection>, req: QueryRequest) -> Result<ScoredPoin
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn batches_become_points_and_lengths_are_checked() {
-        let batch = PointBatch {
-            ids: vec![PointId::Num(1), PointId::Num(2)],
-            vectors: BatchVectors::Plain(vec![vec![1.0], vec![2.0]]),
-            payloads: Some(vec![None, Some(Payload::new())]),
-        };
-        let points = batch.into_points().unwrap();
-        assert_eq!(points[1].vectors, vec![(String::new(), vec![2.0])]);
-        assert_eq!(points[1].payload, Some(Payload::new()));
-        let short = PointBatch {
-            ids: vec![PointId::Num(1), PointId::Num(2)],
-            vectors: BatchVectors::Plain(vec![vec![1.0]]),
-            payloads: None,
-        };
-        assert!(matches!(short.into_points(), Err(Error::BadInput(_))));
-    }
 
     #[test]
     fn payload_selectors_project() {

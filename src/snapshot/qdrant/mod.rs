@@ -8,7 +8,9 @@
 //! point by point into a new collection in our own format, which the caller installs
 //! atomically like any recovered collection.
 
+pub mod replay;
 pub mod segment;
+pub mod wal;
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -144,6 +146,8 @@ pub struct Staged {
     payload_index: Option<Value>,
     /// Each segment's `snapshot/files` directory, in archive order.
     segments: Vec<PathBuf>,
+    /// Where the shard's WAL files were staged (absent when it had none).
+    wal: PathBuf,
 }
 
 /// Checks an archive path: relative, with normal components only.
@@ -340,7 +344,12 @@ async fn stage_entry<R: AsyncRead + Unpin + Send>(
                     staged.segments.push(dir);
                 }
             }
-            // The WAL, shard metadata and anything else: checked above, skipped.
+            if let Some(file) = rest.strip_prefix("wal/") {
+                if wal::wanted(file) {
+                    write_file(&mut e, &staged.wal.join(file)).await?;
+                }
+            }
+            // Shard metadata and anything else: checked above, skipped.
         }
     }
     Ok(())
@@ -356,6 +365,7 @@ pub async fn extract<R: AsyncRead + Unpin + Send>(
         config: Value::Null,
         payload_index: None,
         segments: Vec::new(),
+        wal: staging.join("wal"),
     };
     let mut config = None;
     stage_entry(first, staging, &mut staged, &mut config).await?;
@@ -473,6 +483,12 @@ pub fn build(staged: &Staged, dest: &Path, name: &str) -> Result<()> {
         })?;
         col.change_blocking(PointsChange::Upsert(writes))?;
     }
+    // Qdrant flushes every segment before it snapshots them: operations numbered above the
+    // newest segment version are the ones still only in the WAL.
+    let flushed = segments.iter().map(|s| s.version).max().unwrap_or(0);
+    wal::replay_from(&staged.wal, flushed + 1, &mut |num, op| {
+        replay::apply(&col, num, &op)
+    })?;
     drop(col);
     Ok(())
 }

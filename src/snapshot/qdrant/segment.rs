@@ -50,6 +50,8 @@ pub struct Segment {
     pub ids: HashMap<PointId, u32>,
     /// Version per internal offset.
     pub versions: Vec<u64>,
+    /// The last operation the segment holds (`version` in `segment.json`; 0 when none).
+    pub version: u64,
     vectors: Vec<(String, Vectors)>,
     payloads: Option<Payloads>,
 }
@@ -138,6 +140,7 @@ impl Segment {
         Ok(Segment {
             ids,
             versions,
+            version: meta["version"].as_u64().unwrap_or(0),
             vectors,
             payloads,
         })
