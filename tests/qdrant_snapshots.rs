@@ -180,6 +180,51 @@ fn files_named(root: &Path, name: &str) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// A GNU sparse entry (`S`) named `name` whose `blocks` are `(offset, length)` pairs; each
+/// data block is filled with `x`. Blocks past the header's four go into extension headers.
+fn sparse_entry(name: &str, blocks: &[(u64, u64)], real_size: u64) -> Vec<u8> {
+    // Octal, or GNU's base-256 (high bit set, big-endian) when it does not fit.
+    let octal = |v: u64, width: usize| {
+        let text = format!("{v:0w$o}\0", w = width - 1).into_bytes();
+        if text.len() == width {
+            return text;
+        }
+        let mut out = vec![0u8; width];
+        out[width - 8..].copy_from_slice(&v.to_be_bytes());
+        out[0] = 0x80;
+        out
+    };
+    let stored: u64 = blocks.iter().map(|b| b.1).sum();
+    let mut h = common::tar_header(name.as_bytes(), b'S', stored, b"");
+    h[257..265].copy_from_slice(b"ustar  \0");
+    let put = |h: &mut [u8], at: usize, (off, len): (u64, u64)| {
+        h[at..at + 12].copy_from_slice(&octal(off, 12));
+        h[at + 12..at + 24].copy_from_slice(&octal(len, 12));
+    };
+    for (i, b) in blocks.iter().take(4).enumerate() {
+        put(&mut h, 386 + i * 24, *b);
+    }
+    h[482] = u8::from(blocks.len() > 4);
+    h[483..495].copy_from_slice(&octal(real_size, 12));
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut out = h.to_vec();
+    let rest: Vec<_> = blocks.iter().skip(4).collect();
+    let chunks: Vec<_> = rest.chunks(21).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let mut ext = [0u8; 512];
+        for (j, b) in chunk.iter().enumerate() {
+            put(&mut ext, j * 24, **b);
+        }
+        ext[504] = u8::from(i + 1 < chunks.len());
+        out.extend(ext);
+    }
+    out.extend(std::iter::repeat_n(b'x', stored as usize));
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out
+}
+
 #[tokio::test]
 async fn hostile_qdrant_shaped_archives_get_a_400_and_leave_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -225,6 +270,38 @@ async fn hostile_qdrant_shaped_archives_get_a_400_and_leave_nothing() {
             "no config",
             build(&[entry("version.info", b'0', b"0.4.2", "")]),
         ),
+        (
+            "a sparse file claiming a terabyte",
+            build(&[
+                entry("config.json", b'0', config, ""),
+                entry(
+                    "0/segments/a.tar",
+                    b'0',
+                    &build(&[sparse_entry(
+                        "snapshot/files/payload_storage/page_0.dat",
+                        &[((1 << 40) - 512, 512)],
+                        1 << 40,
+                    )]),
+                    "",
+                ),
+            ]),
+        ),
+        (
+            "a bomb of sparse entries",
+            build(&[
+                entry("config.json", b'0', config, ""),
+                entry(
+                    "0/segments/a.tar",
+                    b'0',
+                    &build(&[sparse_entry(
+                        "snapshot/files/vector_storage/vectors/chunk_0.mmap",
+                        &(1..100_000u64).map(|k| (k * 16, 0)).collect::<Vec<_>>(),
+                        99_999 * 16,
+                    )]),
+                    "",
+                ),
+            ]),
+        ),
         ("a lying size", {
             let mut v = build(&[
                 entry("config.json", b'0', config, ""),
@@ -247,6 +324,17 @@ async fn hostile_qdrant_shaped_archives_get_a_400_and_leave_nothing() {
         let text = String::from_utf8_lossy(&resp);
         assert_eq!(s, StatusCode::BAD_REQUEST, "{what}: {text}");
         assert!(text.contains("invalid"), "{what}: {text}");
+        let reason = match what {
+            "a nested segment with ../" | "an outer ../" => "not a plain relative path",
+            "a link in a segment" => "only files are allowed",
+            "a second shard" => "more than one shard",
+            "no config" => "config.json is missing",
+            "a sparse file claiming a terabyte" => "larger than the limit",
+            // Its hundred thousand holes are staged as holes; the segment is then incomplete.
+            "a bomb of sparse entries" => "lacks its segment.json",
+            _ => "truncated or corrupted",
+        };
+        assert!(text.contains(reason), "{what}: {text}");
         let (_, exists) = json(&app, "GET", "/collections/h/exists", json!(null)).await;
         assert_eq!(exists["result"]["exists"], false, "{what}");
     }

@@ -189,6 +189,13 @@ async fn read_meta<R: AsyncRead + Unpin>(e: &mut Entry<R>, what: &str) -> Result
 }
 
 async fn write_file<R: AsyncRead + Unpin>(e: &mut Entry<R>, dest: &Path) -> Result<()> {
+    // A sparse entry may claim any size in a few bytes: refused before a byte is read.
+    if e.header()
+        .raw_file_size()
+        .map_or(true, |size| size > MAX_FILE)
+    {
+        return Err(bad("a file in the archive is larger than the limit"));
+    }
     if let Some(parent) = dest.parent() {
         tokio::fs::create_dir_all(parent)
             .await
