@@ -490,3 +490,45 @@ async fn named_vectors_upsert_and_query_by_name() {
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
 }
+
+#[tokio::test]
+async fn vectors_and_scores_print_as_shortest_f32_like_qdrant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = test_app(tmp.path(), &[]).await;
+    let (s, _) = json(
+        &app,
+        "PUT",
+        "/collections/d",
+        json!({"vectors": {"size": 3, "distance": "Dot"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = json(
+        &app,
+        "PUT",
+        "/collections/d/points?wait=true",
+        json!({"points": [{"id": 1, "vector": [0.1, 0.2, 0.3]}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for (uri, body) in [
+        ("/collections/d/points/scroll", json!({"with_vector": true})),
+        (
+            "/collections/d/points/query",
+            json!({"query": [1.0, 0.0, 0.0], "with_vector": true}),
+        ),
+    ] {
+        let (s, _, raw) = call(
+            &app,
+            "POST",
+            uri,
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        let text = String::from_utf8_lossy(&raw);
+        // An f32 widened to f64 would print 0.10000000149011612.
+        assert!(text.contains("[0.1,0.2,0.3]"), "{uri}: {text}");
+    }
+}

@@ -728,3 +728,32 @@ async fn operations_still_in_the_wal_are_replayed_and_unknown_ones_refused() {
     let (_, exists) = json(&app, "GET", "/collections/synced/exists", json!(null)).await;
     assert_eq!(exists["result"]["exists"], false);
 }
+
+#[tokio::test]
+async fn qdrant_snapshots_recover_by_url_and_with_the_snapshot_flag() {
+    // A plain HTTP server holding the fixture, as a user's file server would.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let named = fixture("named.snapshot");
+    let files = axum::Router::new().route(
+        "/named.snapshot",
+        axum::routing::get(move || async move { named }),
+    );
+    tokio::spawn(async move { axum::serve(listener, files).await });
+
+    let tmp = tempfile::tempdir().unwrap();
+    let papers =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qdrant-1.19/papers.snapshot");
+    let arg = format!("{}:papers", papers.display());
+    let svc = common::Service::start_with_args(tmp.path(), &[], &["--snapshot", &arg]).await;
+    common::assert_qdrant_fixture(&svc.url(), "papers", "papers").await;
+
+    let resp = reqwest::Client::new()
+        .put(format!("{}/collections/named/snapshots/recover", svc.url()))
+        .json(&json!({"location": format!("http://{addr}/named.snapshot")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    common::assert_qdrant_fixture(&svc.url(), "named", "named").await;
+}

@@ -347,3 +347,41 @@ async fn wrong_credentials_and_missing_bucket_are_clear_errors() {
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn a_qdrant_snapshot_in_the_bucket_recovers_by_s3_url_and_bare_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = unique_prefix("qdrant");
+    let svc = Service::start(tmp.path(), &s3_env(&prefix, &endpoint())).await;
+    let fixture = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/qdrant-1.19/papers.snapshot"),
+    )
+    .unwrap();
+    let key = format!("{prefix}/papers/from-qdrant.snapshot");
+    aws_client()
+        .await
+        .put_object()
+        .bucket(bucket())
+        .key(&key)
+        .body(fixture.into())
+        .send()
+        .await
+        .expect("put the fixture");
+    let (s, v) = api(
+        reqwest::Method::PUT,
+        format!("{}/collections/from_s3/snapshots/recover", svc.url()),
+        Some(json!({"location": format!("s3://{}/{key}", bucket())})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    common::assert_qdrant_fixture(&svc.url(), "from_s3", "papers").await;
+    let (s, v) = api(
+        reqwest::Method::PUT,
+        format!("{}/collections/papers/snapshots/recover", svc.url()),
+        Some(json!({"location": "from-qdrant.snapshot"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    common::assert_qdrant_fixture(&svc.url(), "papers", "papers").await;
+}

@@ -163,10 +163,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Timer {
 impl Timer {
     /// `200 {"result": ..., "status": "ok", "time": ...}`.
     pub fn ok<T: Serialize>(&self, result: T) -> ApiResult {
-        Ok(
-            Json(json!({"result": result, "status": "ok", "time": self.0.elapsed().as_secs_f64()}))
-                .into_response(),
-        )
+        // Serialized straight into the body: no intermediate `Value` (see `api::points`).
+        #[derive(Serialize)]
+        struct Envelope<T> {
+            result: T,
+            status: &'static str,
+            time: f64,
+        }
+        Ok(Json(Envelope {
+            result,
+            status: "ok",
+            time: self.0.elapsed().as_secs_f64(),
+        })
+        .into_response())
     }
 
     /// `202 {"status": "accepted", "time": ...}`, as Qdrant answers `wait=false`.

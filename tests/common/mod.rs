@@ -345,3 +345,55 @@ pub fn build(parts: &[Vec<u8>]) -> Vec<u8> {
     v.extend_from_slice(&[0u8; 1024]);
     v
 }
+
+/// The JSON Qdrant reported for fixture `name` (`tests/fixtures/qdrant-1.19/NAME.expected.json.gz`).
+#[allow(dead_code)]
+pub fn qdrant_expected(name: &str) -> serde_json::Value {
+    let gz = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+            "tests/fixtures/qdrant-1.19/{name}.expected.json.gz"
+        )),
+    )
+    .unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Checks, over HTTP at `url`, that `collection` holds what Qdrant reported for fixture
+/// `fixture`: the point count, every payload, and the top-10 ids of each fixed query.
+#[allow(dead_code)]
+pub async fn assert_qdrant_fixture(url: &str, collection: &str, fixture: &str) {
+    use serde_json::{json, Value};
+    let exp = qdrant_expected(fixture);
+    let client = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        let req = client.post(format!("{url}{path}")).json(&body);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let v = post(
+        format!("/collections/{collection}/points/scroll"),
+        json!({"limit": 100_000, "with_payload": true}),
+    )
+    .await;
+    let got = v["result"]["points"].as_array().expect("scroll answer");
+    assert_eq!(got.len() as u64, exp["points_count"].as_u64().unwrap());
+    for w in exp["points"].as_array().unwrap() {
+        let g = got.iter().find(|g| g["id"] == w["id"]).expect("point");
+        assert_eq!(g["payload"], w["payload"], "payload of {}", w["id"]);
+    }
+    for q in exp["queries"].as_array().unwrap() {
+        let mut body = json!({"query": q["query"], "limit": 10});
+        if !q["using"].is_null() {
+            body["using"] = q["using"].clone();
+        }
+        let r = post(format!("/collections/{collection}/points/query"), body).await;
+        let ids: Vec<Value> = r["result"]["points"]
+            .as_array()
+            .expect("query answer")
+            .iter()
+            .map(|h| h["id"].clone())
+            .collect();
+        assert_eq!(Value::Array(ids), q["ids"], "top-10 of {collection}");
+    }
+}
