@@ -524,8 +524,9 @@ async fn a_client_deadline_does_not_cancel_a_snapshot() {
     let (_svc, _rest, grpc) = common::start_servers(dir.path(), &[]).await;
     let c = client(&grpc, None);
     c.create_collection(create("c", 256)).await.unwrap();
-    // ~20 MB: hashing and writing it takes well over the 10 ms deadline below.
-    for b in 0..4u64 {
+    // ~80 MB: hashing and writing it takes well over the 50 ms the server waits below,
+    // even with SHA instructions and a fast disk.
+    for b in 0..16u64 {
         let points = (b * 5_000..(b + 1) * 5_000)
             .map(|i| {
                 point(
@@ -543,10 +544,10 @@ async fn a_client_deadline_does_not_cancel_a_snapshot() {
     let mut req = tonic::Request::new(pb::CreateSnapshotRequest {
         collection_name: "c".into(),
     });
-    // The deadline as the server sees it (`grpc-timeout`, 10 ms): it gives up on the call,
+    // The deadline as the server sees it (`grpc-timeout`, 100 ms): it gives up on the call,
     // not on the snapshot. (`set_timeout` would also end the call on the client side.)
     req.metadata_mut()
-        .insert("grpc-timeout", "10m".parse().unwrap());
+        .insert("grpc-timeout", "100m".parse().unwrap());
     let err = raw.create(req).await.unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     let mut listed = Vec::new();

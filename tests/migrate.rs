@@ -258,3 +258,120 @@ async fn a_different_destination_is_replaced_only_with_overwrite() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be an http(s) URL"));
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn points_travel_over_grpc_when_both_addresses_are_given() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ga, gb) = (free_port(), free_port());
+    let env = |port: u16, key: &str| {
+        vec![
+            ("QDRANT__SERVICE__GRPC_PORT".to_string(), port.to_string()),
+            ("QDRANT__SERVICE__API_KEY".to_string(), key.to_string()),
+        ]
+    };
+    let src = common::Service::start(a.path(), &env(ga, "source-key")).await;
+    let dst = common::Service::start(b.path(), &env(gb, "dest-key")).await;
+    let keyed = |key: &str| {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("api-key", key.parse().unwrap());
+        reqwest::Client::builder()
+            .default_headers(h)
+            .build()
+            .unwrap()
+    };
+    let (cs, cd) = (keyed("source-key"), keyed("dest-key"));
+    // Named vectors, integer and UUID ids, nested payloads, points without a payload.
+    req(
+        &cs,
+        reqwest::Method::PUT,
+        format!("{}/collections/named", src.url()),
+        Some(json!({"vectors": {"text": {"size": 4, "distance": "Dot"}, "image": {"size": 2, "distance": "Euclid"}}})),
+    )
+    .await;
+    let points: Vec<Value> = (0..2500u64)
+        .map(|i| {
+            let id = if i % 3 == 0 {
+                json!(format!("00000000-0000-4000-8000-{i:012}"))
+            } else {
+                json!(i)
+            };
+            let mut p = json!({"id": id, "vector": {"text": [i as f32, 0.1, -0.5, 0.25], "image": [0.5, i as f32 / 7.0]}});
+            if i % 5 != 0 {
+                p["payload"] = json!({"name": format!("ünïcode {i}"), "nested": {"tags": ["a", null, 3.5], "n": i}});
+            }
+            p
+        })
+        .collect();
+    req(
+        &cs,
+        reqwest::Method::PUT,
+        format!("{}/collections/named/points?wait=true", src.url()),
+        Some(json!({ "points": points })),
+    )
+    .await;
+    let (from_grpc, to_grpc) = (
+        format!("http://127.0.0.1:{ga}"),
+        format!("http://127.0.0.1:{gb}"),
+    );
+    let keys = [
+        "--from-api-key",
+        "source-key",
+        "--to-api-key",
+        "dest-key",
+        "--batch",
+        "700",
+    ];
+    // Only one gRPC address is a usage error; a wrong key is refused by the server.
+    let out = migrate(&src.url(), &dst.url(), &["--from-grpc", &from_grpc])
+        .args(keys)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--to-grpc"));
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &["--from-grpc", &from_grpc, "--to-grpc", &to_grpc],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success(), "no keys given");
+
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &["--from-grpc", &from_grpc, "--to-grpc", &to_grpc],
+    )
+    .args(keys)
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut all = Vec::new();
+    for (c, base) in [(&cs, src.url()), (&cd, dst.url())] {
+        let v = req(
+            c,
+            reqwest::Method::POST,
+            format!("{base}/collections/named/points/scroll"),
+            Some(json!({"limit": 10_000, "with_payload": true, "with_vector": true})),
+        )
+        .await;
+        all.push(v["points"].clone());
+    }
+    assert_eq!(all[0].as_array().unwrap().len(), 2500);
+    assert_eq!(
+        all[0], all[1],
+        "every id, payload and vector arrives unchanged"
+    );
+}

@@ -134,7 +134,9 @@ pub(crate) fn point(p: pb::PointStruct) -> Result<PointInput, Status> {
     Ok(PointInput {
         id: point_id(p.id)?,
         vectors: vectors(p.vectors)?,
-        payload: Some(payload(p.payload)),
+        // Protobuf cannot tell an empty payload from none: both store as none, like a REST
+        // upsert without `payload`, so that either transport reads the point back the same.
+        payload: (!p.payload.is_empty()).then(|| payload(p.payload)),
     })
 }
 

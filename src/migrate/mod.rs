@@ -3,18 +3,21 @@
 //!
 //! Per collection: create it on the destination from the source's vector parameters (or
 //! check that an existing one matches), re-create its payload indexes, stream its points
-//! (scroll in pages, upsert in pages, the next page fetched while the last is written: at most
-//! two pages in memory), then move the aliases that point at it, and finally compare counts
-//! and a sample of points. Upserts by id are idempotent, so a run cut short is finished by
-//! running it again.
+//! (scroll in pages, upsert in pages: pages are read ahead while up to three upserts are in
+//! flight, at most five pages in memory), then move the aliases that point at it, and finally
+//! compare counts and a sample of points. Upserts by id are idempotent, so a run cut short is
+//! finished by running it again. Points travel as REST's JSON, or over gRPC when both
+//! servers' gRPC addresses are given (`grpc.rs`); everything else stays on REST.
 
 pub mod client;
+pub mod grpc;
 pub mod progress;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
 
 use client::Server;
+use grpc::GrpcPoints;
 use progress::Progress;
 
 /// What to migrate, from the command line.
@@ -34,6 +37,26 @@ pub struct Options {
     pub batch: usize,
     /// Replace a destination collection whose vector parameters differ.
     pub overwrite: bool,
+    /// The source's gRPC URL: with `to_grpc`, points travel over gRPC.
+    pub from_grpc: Option<String>,
+    /// The destination's gRPC URL.
+    pub to_grpc: Option<String>,
+}
+
+/// How the points themselves travel: REST's JSON pages, or gRPC when both ends' gRPC
+/// addresses are given (everything else, metadata and checks, stays on REST).
+#[derive(Clone, Debug)]
+enum Transport {
+    Rest,
+    Grpc(GrpcPoints, GrpcPoints),
+}
+
+/// One page of points on its way from the source to the destination.
+enum Page {
+    /// A ready upsert body and its number of points.
+    Json(String, usize),
+    /// Points as the gRPC upsert takes them.
+    Proto(grpc::Page),
 }
 
 /// Upserts in flight at once.
@@ -56,10 +79,18 @@ pub async fn run(opts: &Options) -> Result<(), String> {
     } else {
         opts.collections.clone()
     };
+    let transport = match (&opts.from_grpc, &opts.to_grpc) {
+        (None, None) => Transport::Rest,
+        (Some(f), Some(t)) => Transport::Grpc(
+            GrpcPoints::connect(f, opts.from_api_key.clone()).await?,
+            GrpcPoints::connect(t, opts.to_api_key.clone()).await?,
+        ),
+        _ => return Err("give both --from-grpc and --to-grpc, or neither".into()),
+    };
     let aliases = from.aliases().await?;
     let mut differences = Vec::new();
     for name in &names {
-        copy_collection(&from, &to, name, opts).await?;
+        copy_collection(&from, &to, name, opts, &transport).await?;
         let moved: Vec<(String, String)> =
             aliases.iter().filter(|(_, c)| c == name).cloned().collect();
         to.create_aliases(&moved).await?;
@@ -90,6 +121,7 @@ async fn copy_collection(
     to: &Server,
     name: &str,
     opts: &Options,
+    transport: &Transport,
 ) -> Result<(), String> {
     let info = from
         .collection(name)
@@ -140,38 +172,33 @@ async fn copy_collection(
     let mut progress = Progress::new(name, total);
     // Pages are read ahead while up to WRITERS upserts are in flight: a destination that
     // fsyncs each write overlaps them. At most READ_AHEAD + WRITERS pages are in memory.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<(String, usize), String>>(READ_AHEAD);
-    let (reader, collection, batch) = (from.clone(), name.to_string(), opts.batch);
-    let scroller = tokio::spawn(async move {
-        let mut offset: Option<Value> = None;
-        loop {
-            let page = reader.scroll_raw(&collection, offset.as_ref(), batch).await;
-            let (body, n, next) = match page {
-                Ok(p) => p,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            };
-            if n > 0 && tx.send(Ok((body, n))).await.is_err() {
-                return;
-            }
-            match next {
-                Some(n) => offset = Some(n),
-                None => return,
-            }
-        }
-    });
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Page, String>>(READ_AHEAD);
+    let scroller = tokio::spawn(read_pages(
+        from.clone(),
+        transport.clone(),
+        name.to_string(),
+        opts.batch,
+        tx,
+    ));
     let pages = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|page| (page, rx))
     });
     let mut writes = std::pin::pin!(pages
         .map(|page| {
-            let to = to.clone();
+            let (to, transport) = (to.clone(), transport.clone());
             async move {
-                let (body, n) = page?;
-                to.upsert_raw(name, body).await?;
-                Ok::<u64, String>(n as u64)
+                match (page?, transport) {
+                    (Page::Json(body, n), _) => {
+                        to.upsert_raw(name, body).await?;
+                        Ok::<u64, String>(n as u64)
+                    }
+                    (Page::Proto(points), Transport::Grpc(_, dest)) => {
+                        let n = points.len() as u64;
+                        dest.upsert(name, points).await?;
+                        Ok(n)
+                    }
+                    (Page::Proto(_), Transport::Rest) => Err("a gRPC page without gRPC".into()),
+                }
             }
         })
         .buffer_unordered(WRITERS));
@@ -183,6 +210,57 @@ async fn copy_collection(
         .map_err(|e| format!("reading `{name}` failed: {e}"))?;
     progress.finish();
     Ok(())
+}
+
+/// Scrolls `name` on the source page by page into `tx` until the last page or an error
+/// (sent too); stops early when the writers are gone.
+async fn read_pages(
+    from: Server,
+    transport: Transport,
+    name: String,
+    batch: usize,
+    tx: tokio::sync::mpsc::Sender<Result<Page, String>>,
+) {
+    match transport {
+        Transport::Rest => {
+            let mut offset: Option<Value> = None;
+            loop {
+                let (body, n, next) = match from.scroll_raw(&name, offset.as_ref(), batch).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                if n > 0 && tx.send(Ok(Page::Json(body, n))).await.is_err() {
+                    return;
+                }
+                match next {
+                    Some(n) => offset = Some(n),
+                    None => return,
+                }
+            }
+        }
+        Transport::Grpc(source, _) => {
+            let mut offset = None;
+            loop {
+                let (points, next) = match source.scroll(&name, offset, batch).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                if !points.is_empty() && tx.send(Ok(Page::Proto(points))).await.is_err() {
+                    return;
+                }
+                match next {
+                    Some(n) => offset = Some(n),
+                    None => return,
+                }
+            }
+        }
+    }
 }
 
 async fn create(to: &Server, name: &str, params: &Value) -> Result<(), String> {
