@@ -48,7 +48,8 @@ pub struct Options {
 #[derive(Clone, Debug)]
 enum Transport {
     Rest,
-    Grpc(GrpcPoints, GrpcPoints),
+    /// The source's and the destination's points services.
+    Grpc(Box<(GrpcPoints, GrpcPoints)>),
 }
 
 /// One page of points on its way from the source to the destination.
@@ -81,10 +82,10 @@ pub async fn run(opts: &Options) -> Result<(), String> {
     };
     let transport = match (&opts.from_grpc, &opts.to_grpc) {
         (None, None) => Transport::Rest,
-        (Some(f), Some(t)) => Transport::Grpc(
+        (Some(f), Some(t)) => Transport::Grpc(Box::new((
             GrpcPoints::connect(f, opts.from_api_key.clone()).await?,
             GrpcPoints::connect(t, opts.to_api_key.clone()).await?,
-        ),
+        ))),
         _ => return Err("give both --from-grpc and --to-grpc, or neither".into()),
     };
     let aliases = from.aliases().await?;
@@ -192,9 +193,9 @@ async fn copy_collection(
                         to.upsert_raw(name, body).await?;
                         Ok::<u64, String>(n as u64)
                     }
-                    (Page::Proto(points), Transport::Grpc(_, dest)) => {
+                    (Page::Proto(points), Transport::Grpc(ends)) => {
                         let n = points.len() as u64;
-                        dest.upsert(name, points).await?;
+                        ends.1.upsert(name, points).await?;
                         Ok(n)
                     }
                     (Page::Proto(_), Transport::Rest) => Err("a gRPC page without gRPC".into()),
@@ -241,7 +242,8 @@ async fn read_pages(
                 }
             }
         }
-        Transport::Grpc(source, _) => {
+        Transport::Grpc(ends) => {
+            let source = &ends.0;
             let mut offset = None;
             loop {
                 let (points, next) = match source.scroll(&name, offset, batch).await {
