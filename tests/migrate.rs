@@ -259,18 +259,10 @@ async fn a_different_destination_is_replaced_only_with_overwrite() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be an http(s) URL"));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn points_travel_over_grpc_when_both_addresses_are_given() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (ga, gb) = (free_port(), free_port());
+    let (ga, gb) = (common::free_port(), common::free_port());
     let env = |port: u16, key: &str| {
         vec![
             ("QDRANT__SERVICE__GRPC_PORT".to_string(), port.to_string()),

@@ -569,6 +569,28 @@ fn wal_file(seed: u32, ops: &[Value]) -> Vec<u8> {
     out
 }
 
+#[test]
+fn wal_entries_are_numbered_across_files_and_a_bad_crc_ends_a_file() {
+    use snapstream::snapshot::qdrant::wal;
+    let dir = tempfile::tempdir().unwrap();
+    let op = |i: u64| serde_json::json!({"delete_points": {"ids": [i]}});
+    std::fs::write(dir.path().join("closed-5"), wal_file(7, &[op(5), op(6)])).unwrap();
+    let mut open = wal_file(9, &[op(7), op(8)]);
+    // Corrupt the last entry's CRC: it and anything after it are not operations.
+    let last = open.len() - 8192 - 1;
+    open[last] ^= 0xff;
+    std::fs::write(dir.path().join("open-2"), open).unwrap();
+    std::fs::write(dir.path().join("open-3"), b"").unwrap();
+    let mut seen = Vec::new();
+    wal::replay_from(dir.path(), 6, &mut |num, v| {
+        seen.push((num, v["delete_points"]["ids"][0].as_u64().unwrap()));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, vec![(6, 6), (7, 7)]);
+    assert!(wal::wanted("open-1") && wal::wanted("closed-12") && !wal::wanted("first-index"));
+}
+
 #[tokio::test]
 async fn the_real_qdrant_wal_replayed_from_the_start_rebuilds_what_qdrant_served() {
     use snapstream::collection::{config::CollectionConfig, types::PointId, Collection};

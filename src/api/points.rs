@@ -8,12 +8,12 @@ use serde_json::{json, Value};
 use super::error::{ApiJson, ApiPath, ApiQuery, ApiResult, Timer};
 use crate::collection::filter::Filter;
 use crate::collection::points::{PointView, VectorSelect};
-use crate::collection::types::{BatchVectors, Payload, PointId, VectorInput};
-use crate::collection::{PayloadChange, PointInput, PointSelector};
+use crate::collection::types::{Payload, PointId};
+use crate::collection::{PayloadChange, PointSelector, UpsertInput};
 use crate::error::{Error, Result};
 use crate::service::points::{
-    payload_change, PayloadSelector, PointBatch, PointsUpdate, QueryInput, QueryRequest,
-    ReadOptions, Records, ScoredPoints, ScrollRequest, UpdateResult, UpdateStatus, VectorShape,
+    payload_change, PayloadSelector, PointsUpdate, QueryInput, QueryRequest, ReadOptions, Records,
+    ScoredPoints, ScrollRequest, UpdateResult, UpdateStatus, VectorShape,
 };
 use crate::service::Services;
 
@@ -32,63 +32,13 @@ fn update_json(r: &UpdateResult) -> Value {
     json!({"operation_id": r.operation_id, "status": status})
 }
 
-#[derive(Deserialize)]
-struct PointIn {
-    id: PointId,
-    #[serde(default)]
-    vector: Option<VectorInput>,
-    #[serde(default)]
-    payload: Option<Payload>,
-}
-
-#[derive(Deserialize)]
-struct BatchIn {
-    ids: Vec<PointId>,
-    vectors: BatchVectors,
-    #[serde(default)]
-    payloads: Option<Vec<Option<Payload>>>,
-}
-
-/// Body of `PUT /collections/{c}/points`: the `points` or the `batch` form.
-#[derive(Deserialize)]
-pub struct UpsertBody {
-    #[serde(default)]
-    points: Option<Vec<PointIn>>,
-    #[serde(default)]
-    batch: Option<BatchIn>,
-}
-
-impl UpsertBody {
-    fn into_points(self) -> Result<Vec<PointInput>> {
-        match (self.points, self.batch) {
-            (Some(points), None) => Ok(points
-                .into_iter()
-                .map(|p| PointInput {
-                    id: p.id,
-                    vectors: p.vector.map(VectorInput::into_named).unwrap_or_default(),
-                    payload: p.payload,
-                })
-                .collect()),
-            (None, Some(b)) => PointBatch {
-                ids: b.ids,
-                vectors: b.vectors,
-                payloads: b.payloads,
-            }
-            .into_points(),
-            _ => Err(Error::bad_input(
-                "the body must have exactly one of `points` or `batch`",
-            )),
-        }
-    }
-}
-
 /// `PUT /collections/{c}/points`
 pub async fn upsert(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<WriteParams>,
-    ApiJson(body): ApiJson<UpsertBody>,
+    ApiJson(body): ApiJson<UpsertInput>,
 ) -> ApiResult {
     let update = PointsUpdate::Upsert(body.into_points()?);
     let r = st
@@ -422,7 +372,7 @@ pub async fn clear_payload(
 #[serde(rename_all = "snake_case")]
 pub enum BatchOperation {
     /// `{"upsert": {"points": ..}}` or `{"upsert": {"batch": ..}}`.
-    Upsert(UpsertBody),
+    Upsert(UpsertInput),
     /// `{"delete": {"points": ..}}` or a filter.
     Delete(SelectorBody),
     /// `{"set_payload": {..}}`.

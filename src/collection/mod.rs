@@ -7,10 +7,13 @@
 pub mod config;
 pub mod files;
 pub mod filter;
+pub mod input;
 pub mod loader;
 pub mod points;
 pub mod record;
 pub mod types;
+
+pub use input::{PointBatch, UpsertInput};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +28,7 @@ use files::{DataDir, PinnedFile};
 use filter::Filter;
 use points::PointStore;
 use record::{Operation, Record};
-use types::{normalize, BatchVectors, Distance, Payload, PointId, PointWrite, DEFAULT_VECTOR};
+use types::{normalize, Distance, Payload, PointId, PointWrite, DEFAULT_VECTOR};
 
 /// Name of the configuration file inside a collection directory.
 pub const CONFIG_FILE: &str = "config.json";
@@ -65,68 +68,6 @@ pub struct PointInput {
     pub vectors: Vec<(String, Vec<f32>)>,
     /// The payload, if any.
     pub payload: Option<Payload>,
-}
-
-/// Qdrant's column-wise `batch` form of an upsert.
-#[derive(Clone, Debug)]
-pub struct PointBatch {
-    /// One id per point.
-    pub ids: Vec<PointId>,
-    /// One vector per point, plain or per name.
-    pub vectors: BatchVectors,
-    /// One optional payload per point, when given.
-    pub payloads: Option<Vec<Option<Payload>>>,
-}
-
-impl PointBatch {
-    /// Turns the columns into points.
-    ///
-    /// # Errors
-    /// `BadInput` when a column's length differs from the number of ids.
-    pub fn into_points(self) -> Result<Vec<PointInput>> {
-        let n = self.ids.len();
-        let mismatch = |what: String, len: usize| {
-            Error::bad_input(format!("batch has {n} ids but {len} {what}"))
-        };
-        if let Some(p) = &self.payloads {
-            if p.len() != n {
-                return Err(mismatch("payloads".into(), p.len()));
-            }
-        }
-        let vectors: Vec<Vec<(String, Vec<f32>)>> = match self.vectors {
-            BatchVectors::Plain(v) => {
-                if v.len() != n {
-                    return Err(mismatch("vectors".into(), v.len()));
-                }
-                v.into_iter()
-                    .map(|x| vec![(DEFAULT_VECTOR.to_string(), x)])
-                    .collect()
-            }
-            BatchVectors::Named(map) => {
-                let mut per_point = vec![Vec::new(); n];
-                for (name, list) in map {
-                    if list.len() != n {
-                        return Err(mismatch(format!("vectors named `{name}`"), list.len()));
-                    }
-                    for (slot, v) in per_point.iter_mut().zip(list) {
-                        slot.push((name.clone(), v));
-                    }
-                }
-                per_point
-            }
-        };
-        let mut payloads = self.payloads.unwrap_or_default().into_iter();
-        Ok(self
-            .ids
-            .into_iter()
-            .zip(vectors)
-            .map(|(id, vectors)| PointInput {
-                id,
-                vectors,
-                payload: payloads.next().flatten(),
-            })
-            .collect())
-    }
 }
 
 /// Which points an operation acts on.
@@ -532,24 +473,6 @@ impl Collection {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn batches_become_points_and_lengths_are_checked() {
-        let batch = PointBatch {
-            ids: vec![PointId::Num(1), PointId::Num(2)],
-            vectors: BatchVectors::Plain(vec![vec![1.0], vec![2.0]]),
-            payloads: Some(vec![None, Some(Payload::new())]),
-        };
-        let points = batch.into_points().unwrap();
-        assert_eq!(points[1].vectors, vec![(String::new(), vec![2.0])]);
-        assert_eq!(points[1].payload, Some(Payload::new()));
-        let short = PointBatch {
-            ids: vec![PointId::Num(1), PointId::Num(2)],
-            vectors: BatchVectors::Plain(vec![vec![1.0]]),
-            payloads: None,
-        };
-        assert!(matches!(short.into_points(), Err(Error::BadInput(_))));
-    }
 
     #[test]
     fn compaction_needs_segments_and_garbage() {

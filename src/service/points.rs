@@ -41,8 +41,6 @@ pub enum PointsUpdate {
     Payload(PointSelector, PayloadChange),
 }
 
-pub use crate::collection::PointBatch;
-
 /// A set/overwrite payload change aimed at `key`, a nested object inside the payload:
 /// only the top level (no key) is supported.
 ///

@@ -155,7 +155,8 @@ pub struct Service {
     pub root: std::path::PathBuf,
 }
 
-fn free_port() -> u16 {
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

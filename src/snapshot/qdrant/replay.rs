@@ -9,9 +9,9 @@ use serde_json::Value;
 
 use super::segment::NamedVectors;
 use crate::collection::filter::Filter;
-use crate::collection::types::{BatchVectors, Payload, PointId, VectorInput};
+use crate::collection::types::{Payload, PointId, VectorInput};
 use crate::collection::{
-    Collection, PayloadChange, PointBatch, PointInput, PointSelector, PointsChange,
+    Collection, PayloadChange, PointInput, PointSelector, PointsChange, UpsertInput,
 };
 use crate::error::{Error, Result};
 
@@ -31,48 +31,12 @@ fn parse<T: for<'de> Deserialize<'de>>(v: &Value, num: u64, what: &str) -> Resul
     T::deserialize(v).map_err(|e| bad(format!("WAL operation {num}: {what}: {e}")))
 }
 
-#[derive(Deserialize)]
-struct PointIn {
-    id: PointId,
-    vector: VectorInput,
-    #[serde(default)]
-    payload: Option<Payload>,
-}
-
-#[derive(Deserialize)]
-struct BatchIn {
-    ids: Vec<PointId>,
-    vectors: BatchVectors,
-    #[serde(default)]
-    payloads: Option<Vec<Option<Payload>>>,
-}
-
 /// The points of an `upsert_points` body: `{"points": [...]}` or `{"batch": {...}}`.
 fn points_of(body: &Value, num: u64) -> Result<Vec<PointInput>> {
-    if let Some(list) = body.get("points") {
-        let list: Vec<PointIn> = parse(list, num, "points")?;
-        return Ok(list
-            .into_iter()
-            .map(|p| PointInput {
-                id: p.id,
-                vectors: p.vector.into_named(),
-                payload: p.payload,
-            })
-            .collect());
-    }
-    if let Some(batch) = body.get("batch") {
-        let b: BatchIn = parse(batch, num, "batch")?;
-        return PointBatch {
-            ids: b.ids,
-            vectors: b.vectors,
-            payloads: b.payloads,
-        }
+    let input: UpsertInput = parse(body, num, "upsert")?;
+    input
         .into_points()
-        .map_err(|e| bad(format!("WAL operation {num}: {}", e.public_message())));
-    }
-    Err(bad(format!(
-        "WAL operation {num}: an upsert without points"
-    )))
+        .map_err(|e| bad(format!("WAL operation {num}: {}", e.public_message())))
 }
 
 /// Points selected by a payload operation: its `points`, else its `filter`.
