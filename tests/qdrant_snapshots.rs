@@ -100,6 +100,20 @@ async fn assert_same_as_qdrant(app: &axum::Router, collection: &str, exp: &Value
     }
 }
 
+/// Uploads `archive` to recover collection `name`, as the upload endpoint takes it.
+async fn upload(app: &axum::Router, name: &str, archive: &[u8]) -> (StatusCode, bytes::Bytes) {
+    let (ct, body) = multipart("snapshot", archive);
+    let (s, _, resp) = call(
+        app,
+        "POST",
+        &format!("/collections/{name}/snapshots/upload?wait=true"),
+        &[("content-type", &ct)],
+        body,
+    )
+    .await;
+    (s, resp)
+}
+
 #[tokio::test]
 async fn qdrant_snapshots_recover_by_upload_file_url_and_bare_name() {
     let tmp = tempfile::tempdir().unwrap();
@@ -108,15 +122,7 @@ async fn qdrant_snapshots_recover_by_upload_file_url_and_bare_name() {
         let exp = expected(name);
         let snapshot = fixture(&format!("{name}.snapshot"));
 
-        let (ct, body) = multipart("snapshot", &snapshot);
-        let (s, _, resp) = call(
-            &app,
-            "POST",
-            &format!("/collections/{name}/snapshots/upload?wait=true"),
-            &[("content-type", &ct)],
-            body,
-        )
-        .await;
+        let (s, resp) = upload(&app, name, &snapshot).await;
         assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&resp));
         assert_same_as_qdrant(&app, name, &exp).await;
 
@@ -312,15 +318,7 @@ async fn hostile_qdrant_shaped_archives_get_a_400_and_leave_nothing() {
         }),
     ];
     for (what, archive) in cases {
-        let (ct, body) = multipart("snapshot", &archive);
-        let (s, _, resp) = call(
-            &app,
-            "POST",
-            "/collections/h/snapshots/upload?wait=true",
-            &[("content-type", &ct)],
-            body,
-        )
-        .await;
+        let (s, resp) = upload(&app, "h", &archive).await;
         let text = String::from_utf8_lossy(&resp);
         assert_eq!(s, StatusCode::BAD_REQUEST, "{what}: {text}");
         assert!(text.contains("invalid"), "{what}: {text}");
@@ -535,15 +533,7 @@ async fn optimized_qdrant_segments_recover_like_appendable_ones() {
                 parts.push(entry(&path, b'0', &data, ""));
             }
         }
-        let (ct, body) = multipart("snapshot", &build(&parts));
-        let (s, _, resp) = call(
-            &app,
-            "POST",
-            &format!("/collections/{name}/snapshots/upload?wait=true"),
-            &[("content-type", &ct)],
-            body,
-        )
-        .await;
+        let (s, resp) = upload(&app, name, &build(&parts)).await;
         assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&resp));
         assert_same_as_qdrant(&app, name, &expected(name)).await;
     }
@@ -684,15 +674,7 @@ async fn operations_still_in_the_wal_are_replayed_and_unknown_ones_refused() {
         }
         build(&parts)
     };
-    let (ct, body) = multipart("snapshot", &with_wal(later).await);
-    let (s, _, resp) = call(
-        &app,
-        "POST",
-        "/collections/papers/snapshots/upload?wait=true",
-        &[("content-type", &ct)],
-        body,
-    )
-    .await;
+    let (s, resp) = upload(&app, "papers", &with_wal(later).await).await;
     assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&resp));
     let (_, info) = json(&app, "GET", "/collections/papers", json!(null)).await;
     assert_eq!(info["result"]["points_count"], 980);
@@ -729,19 +711,13 @@ async fn operations_still_in_the_wal_are_replayed_and_unknown_ones_refused() {
     assert_eq!(get(c).await.1["payload"], want_c);
 
     // An operation that cannot be replayed is a 400 naming it, and nothing is created.
-    let (ct, body) = multipart(
-        "snapshot",
+    let (s, resp) = upload(
+        &app,
+        "synced",
         &with_wal(vec![
             json!({"sync_points": {"from_id": null, "to_id": null, "points": []}}),
         ])
         .await,
-    );
-    let (s, _, resp) = call(
-        &app,
-        "POST",
-        "/collections/synced/snapshots/upload?wait=true",
-        &[("content-type", &ct)],
-        body,
     )
     .await;
     let text = String::from_utf8_lossy(&resp);
