@@ -161,6 +161,13 @@ pub struct SnapshotsConfig {
     pub compression: Compression,
     /// S3 settings when `storage` is S3.
     pub s3: Option<S3Config>,
+    /// Incremental, deduplicated snapshots (`incremental`).
+    pub incremental: bool,
+    /// Snapshot every collection this often (`schedule.interval_sec`); `None` is off.
+    pub schedule_interval_sec: Option<u64>,
+    /// Keep this many newest snapshots per collection, and of full snapshots
+    /// (`retention.keep_last`); `None` keeps all.
+    pub retention_keep_last: Option<u64>,
 }
 
 /// `service.*`.
@@ -256,6 +263,9 @@ const KNOWN_KEYS: &[&str] = &[
     "storage.temp_path",
     "storage.snapshots_config.snapshots_storage",
     "storage.snapshots_config.compression",
+    "storage.snapshots_config.incremental",
+    "storage.snapshots_config.schedule.interval_sec",
+    "storage.snapshots_config.retention.keep_last",
     "storage.snapshots_config.s3_config.bucket",
     "storage.snapshots_config.s3_config.region",
     "storage.snapshots_config.s3_config.access_key",
@@ -487,6 +497,23 @@ impl Layers {
                 storage,
                 compression,
                 s3,
+                incremental: self
+                    .bool("storage.snapshots_config.incremental")?
+                    .unwrap_or(false),
+                schedule_interval_sec: self
+                    .u64("storage.snapshots_config.schedule.interval_sec")?
+                    .filter(|&n| n > 0),
+                retention_keep_last: match self
+                    .u64("storage.snapshots_config.retention.keep_last")?
+                {
+                    Some(0) => {
+                        return Err(self.invalid(
+                            "storage.snapshots_config.retention.keep_last",
+                            "must be at least 1 (null keeps every snapshot)",
+                        ))
+                    }
+                    k => k,
+                },
             },
         };
         Ok(Config {

@@ -10,7 +10,9 @@ use tokio::io::AsyncWriteExt;
 async fn s3_backend_passes_the_conformance_suite() {
     let prefix = common::unique_prefix("conformance");
     let backend = S3Backend::new(&common::s3_config(&prefix)).unwrap();
-    conformance::run_all(&backend).await;
+    // Garage 2.x ignores If-None-Match on PUT, so only MinIO is asked to decide races.
+    let atomic_race = std::env::var("S3_TEST_SERVER").as_deref() == Ok("minio");
+    conformance::run_all(&backend, atomic_race).await;
     let client = backend.sdk_client().await;
     let bucket = std::env::var("S3_TEST_BUCKET").unwrap();
     assert!(

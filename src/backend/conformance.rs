@@ -181,12 +181,124 @@ pub async fn large_write_round_trips(b: &dyn Backend, dir: &str) {
     );
 }
 
-/// Runs every check under a fresh directory.
-pub async fn run_all(b: &dyn Backend) {
+/// `put_if_absent` creates once: a second write of the key gets `AlreadyExists` and the
+/// first bytes stay. With `atomic_race`, of several racing writers exactly one wins: a
+/// property of the storage itself (S3 servers that ignore `If-None-Match`, as Garage 2.x
+/// does, cannot have it; nothing in this service relies on it for safety).
+pub async fn put_if_absent_is_exclusive(b: &dyn Backend, dir: &str, atomic_race: bool) {
+    let k = key(dir, "x/.pieces/ab/abcdef");
+    let meta = b
+        .put_if_absent(&k, Bytes::from_static(b"first"))
+        .await
+        .expect("first create");
+    assert_eq!(meta.size, 5, "{b}: created size");
+    assert!(
+        matches!(
+            b.put_if_absent(&k, Bytes::from_static(b"second")).await,
+            Err(BackendError::AlreadyExists(_))
+        ),
+        "{b}: second create of one key must be AlreadyExists"
+    );
+    assert_eq!(
+        b.get_bytes(&k).await.expect("get"),
+        Bytes::from_static(b"first")
+    );
+    if !atomic_race {
+        return;
+    }
+    let racy = key(dir, "x/race");
+    let outcomes = futures::future::join_all(
+        (0..8u8).map(|i| b.put_if_absent(&racy, Bytes::from(vec![i; 100]))),
+    )
+    .await;
+    let won: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.is_ok())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        won.len(),
+        1,
+        "{b}: exactly one racing create wins: {outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.is_ok() || matches!(o, Err(BackendError::AlreadyExists(_)))),
+        "{b}: losers get AlreadyExists"
+    );
+    assert_eq!(
+        b.get_bytes(&racy).await.expect("get"),
+        Bytes::from(vec![won[0] as u8; 100]),
+        "{b}: the winner's bytes are stored"
+    );
+}
+
+/// `list_recursive` streams every committed object under a prefix at any depth (hidden
+/// directories included), with its size; uncommitted writes and other prefixes are absent.
+pub async fn list_recursive_finds_everything(b: &dyn Backend, dir: &str) {
+    let root = key(dir, "r");
+    let mut expected = Vec::new();
+    for (i, rest) in [
+        "a.snapshot",
+        "c/shards/0/b.snapshot",
+        ".repo/pieces/0a/0a1",
+        ".repo/m/x.manifest",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let k = key(dir, &format!("r/{rest}"));
+        b.put(&k, Bytes::from(vec![7u8; i + 1])).await.expect("put");
+        expected.push((k.to_string(), i as u64 + 1));
+    }
+    b.put(&key(dir, "rr/outside"), Bytes::from_static(b"o"))
+        .await
+        .expect("put");
+    let mut pending = b
+        .create(&key(dir, "r/c/pending.snapshot"), CreateOptions::default())
+        .await
+        .expect("create");
+    pending.write_all(b"not yet").await.expect("write");
+    let mut listed: Vec<(String, u64)> = b
+        .list_recursive(Some(&root))
+        .map_ok(|m| (m.key.to_string(), m.size))
+        .try_collect()
+        .await
+        .expect("recursive list");
+    listed.sort();
+    expected.sort();
+    assert_eq!(listed, expected, "{b}: recursive listing");
+    pending.abort().await.expect("abort");
+    let none: Vec<_> = b
+        .list_recursive(Some(&key(dir, "absent")))
+        .try_collect()
+        .await
+        .expect("list of a missing prefix");
+    assert!(none.is_empty(), "{b}: missing prefix lists empty");
+    let everything: Vec<_> = b
+        .list_recursive(None)
+        .try_collect()
+        .await
+        .expect("list of the whole store");
+    assert!(
+        everything
+            .iter()
+            .any(|m| m.key.to_string() == expected[0].0),
+        "{b}: whole-store listing reaches nested keys"
+    );
+}
+
+/// Runs every check under a fresh directory; `atomic_race` as in
+/// [`put_if_absent_is_exclusive`].
+pub async fn run_all(b: &dyn Backend, atomic_race: bool) {
     let dir = format!("conformance-{}", uuid::Uuid::new_v4().simple());
     commit_makes_visible(b, &dir).await;
     abort_leaves_nothing(b, &dir).await;
     list_is_non_recursive(b, &dir).await;
     delete_and_not_found(b, &dir).await;
     large_write_round_trips(b, &dir).await;
+    put_if_absent_is_exclusive(b, &dir, atomic_race).await;
+    list_recursive_finds_everything(b, &dir).await;
 }

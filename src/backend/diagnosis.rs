@@ -33,7 +33,9 @@ pub fn find<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a BackendError> {
 /// are not storage failures.
 pub fn summary(err: &BackendError) -> Option<String> {
     let (place, what) = match err {
-        BackendError::NotFound(_) | BackendError::InvalidKey(_) => return None,
+        BackendError::NotFound(_)
+        | BackendError::AlreadyExists(_)
+        | BackendError::InvalidKey(_) => return None,
         BackendError::Io { source, .. } => (
             "local snapshots directory".to_string(),
             io_kind(source.kind()),

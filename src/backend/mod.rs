@@ -56,6 +56,9 @@ pub enum BackendError {
     /// No such object.
     #[error("object `{0}` does not exist")]
     NotFound(String),
+    /// A create-if-absent found the key taken.
+    #[error("object `{0}` already exists")]
+    AlreadyExists(String),
     /// The key is invalid.
     #[error(transparent)]
     InvalidKey(#[from] InvalidKey),
@@ -92,6 +95,9 @@ impl From<BackendError> for crate::error::Error {
             BackendError::NotFound(_) | BackendError::InvalidKey(_) => {
                 crate::error::Error::NotFound("Snapshot not found".to_string())
             }
+            BackendError::AlreadyExists(_) => {
+                crate::error::Error::AlreadyExists("Snapshot already exists".to_string())
+            }
             // The cause chain holds keys, local paths and the server's answer: callers get
             // one line naming the storage and what to check; the chain goes to the log.
             other => crate::error::Error::from_storage_io("snapshot storage failed", other),
@@ -105,7 +111,9 @@ impl From<BackendError> for crate::error::Error {
 /// * Objects appear atomically: nothing is visible under a key before
 ///   [`ObjectSink::commit`] returns; a sink that is aborted, fails, or whose process dies
 ///   leaves nothing visible (leftovers are hidden and removed by [`Backend::cleanup`]).
-/// * `list` is non-recursive: it returns the objects directly under a directory key.
+/// * `list` is non-recursive: it returns the objects directly under a directory key;
+///   `list_recursive` streams every object under a prefix, at any depth.
+/// * `put_if_absent` is atomic: of two racing writers of one key, exactly one succeeds.
 /// * Every method is safe to call concurrently.
 #[async_trait]
 pub trait Backend: fmt::Debug + fmt::Display + Send + Sync + 'static {
@@ -128,6 +136,22 @@ pub trait Backend: fmt::Debug + fmt::Display + Send + Sync + 'static {
 
     /// Objects directly under `dir` (the root when `None`), in no particular order.
     async fn list(&self, dir: Option<&ObjectKey>) -> Result<Vec<ObjectMeta>, BackendError>;
+
+    /// Every object under `prefix` (the whole store when `None`), at any depth, streamed
+    /// page by page so a large store never sits in memory; in no particular order.
+    /// Interrupted writes (hidden temp files, multipart uploads) are not objects.
+    fn list_recursive(
+        &self,
+        prefix: Option<&ObjectKey>,
+    ) -> BoxStream<'static, Result<ObjectMeta, BackendError>>;
+
+    /// Writes a small object only if `key` does not exist: `AlreadyExists` otherwise,
+    /// decided atomically by the storage (a hard link; S3's `If-None-Match: *`).
+    async fn put_if_absent(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+    ) -> Result<ObjectMeta, BackendError>;
 
     /// Deletes `key`; `NotFound` if it does not exist.
     async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError>;

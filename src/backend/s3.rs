@@ -27,13 +27,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{
     BackoffConfig, ClientOptions, GetOptions, GetRange, MultipartUpload, ObjectStore,
-    ObjectStoreExt, PutPayload, RetryConfig, UploadPart,
+    ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, UploadPart,
 };
 use tokio::io::AsyncWrite;
 
@@ -537,6 +538,82 @@ impl Backend for S3Backend {
                 })
             })
             .collect())
+    }
+
+    fn list_recursive(
+        &self,
+        prefix: Option<&ObjectKey>,
+    ) -> BoxStream<'static, Result<ObjectMeta, BackendError>> {
+        let listed = self.dir_path(prefix);
+        // Keys are made relative to the configured prefix again.
+        let root: Vec<String> = self.prefix_parts().map(str::to_string).collect();
+        let (backend, shown) = (self.to_string(), listed.to_string());
+        self.store
+            .list(Some(&listed))
+            .filter_map(move |item| {
+                let out = match item {
+                    Ok(m) => {
+                        let parts: Vec<String> =
+                            m.location.parts().map(|p| p.as_ref().to_string()).collect();
+                        let rel = parts
+                            .strip_prefix(root.as_slice())
+                            .map(|r| r.join("/"))
+                            .and_then(|r| ObjectKey::new(r).ok());
+                        rel.map(|key| {
+                            Ok(ObjectMeta {
+                                key,
+                                size: m.size,
+                                last_modified: m.last_modified,
+                            })
+                        })
+                    }
+                    Err(object_store::Error::NotFound { .. }) => None,
+                    Err(e) => Some(Err(BackendError::Remote {
+                        action: "failed to list",
+                        key: shown.clone(),
+                        backend: backend.clone(),
+                        source: Box::new(e),
+                    })),
+                };
+                futures::future::ready(out)
+            })
+            .boxed()
+    }
+
+    async fn put_if_absent(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+    ) -> Result<ObjectMeta, BackendError> {
+        // If-None-Match decides races on servers that honour it (AWS, MinIO, R2); some
+        // S3-compatible servers (Garage 2.x) ignore the header, so a HEAD first still
+        // refuses a key that already exists when writers do not race.
+        match self.stat(key).await {
+            Ok(_) => return Err(BackendError::AlreadyExists(key.to_string())),
+            Err(BackendError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let size = bytes.len() as u64;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&self.path(key), PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(ObjectMeta {
+                key: key.clone(),
+                size,
+                last_modified: chrono::Utc::now(),
+            }),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => {
+                Err(BackendError::AlreadyExists(key.to_string()))
+            }
+            Err(e) => Err(remote("failed to write", key.as_str(), self, e)),
+        }
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError> {
