@@ -21,6 +21,7 @@ mod fsutil;
 pub mod grpc;
 pub mod migrate;
 pub mod registry;
+pub mod repository;
 pub mod service;
 pub mod snapshot;
 
@@ -77,6 +78,8 @@ pub async fn build_state(config: Config) -> Result<Services> {
             compression: storage.snapshots_config.compression,
             url_recovery: config.service.enable_snapshot_url_recovery,
             s3_location,
+            incremental: storage.snapshots_config.incremental,
+            keep_last: storage.snapshots_config.retention_keep_last,
         },
     )?;
     let storage_health = Arc::new(service::storage_health::StorageHealth::new(Arc::clone(
@@ -109,6 +112,13 @@ pub async fn build_state(config: Config) -> Result<Services> {
         }
     }
     let snapshots = Arc::new(snapshots);
+    if let Some(every) = storage.snapshots_config.schedule_interval_sec {
+        service::schedule::spawn(
+            Arc::clone(&registry),
+            Arc::clone(&snapshots),
+            std::time::Duration::from_secs(every),
+        );
+    }
     Ok(Services {
         keys: service::ApiKeys::new(
             config.service.api_key.clone(),

@@ -433,6 +433,12 @@ impl Collection {
         w.data.rotate().map_err(storage_err(ctx))
     }
 
+    /// The id of the last operation written (0 for none): changes with every write, so a
+    /// scheduler can skip collections unchanged since their last snapshot.
+    pub fn last_op(&self) -> u64 {
+        self.writer.lock().next_op.saturating_sub(1)
+    }
+
     /// Stops accepting writes (the collection is being deleted or replaced).
     pub fn close(&self) {
         self.writer.lock().closed = true;

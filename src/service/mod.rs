@@ -7,6 +7,7 @@
 pub mod access;
 pub mod collections;
 pub mod points;
+pub mod schedule;
 pub mod snapshots;
 pub mod storage_health;
 

@@ -142,6 +142,34 @@ impl BackgroundSha {
     }
 }
 
+/// SHA-256 of bytes handed over as [`Bytes`], shared with the hashing thread without a
+/// copy: for a stream that is hashed but written nowhere as one piece (an incremental
+/// snapshot hashes the tar it would be while storing only new pieces).
+pub struct HashFeed {
+    sha: BackgroundSha,
+}
+
+impl HashFeed {
+    /// A new digest; `progress` (if any) is advanced as bytes are fed.
+    pub fn new(progress: Option<Progress>) -> Self {
+        HashFeed {
+            sha: BackgroundSha::new(progress),
+        }
+    }
+
+    /// Hashes `data` next (waits while the thread's queue is full).
+    pub async fn feed(&mut self, data: Bytes) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.sha.poll_ready(cx)).await?;
+        self.sha.consume_bytes(data);
+        Ok(())
+    }
+
+    /// The hex SHA-256 and byte count of everything fed.
+    pub async fn finish(self) -> io::Result<(String, u64)> {
+        self.sha.finish().await
+    }
+}
+
 /// A writer that hashes and counts everything written through it.
 pub struct HashingWriter<W> {
     inner: W,

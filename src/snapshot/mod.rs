@@ -11,7 +11,7 @@ pub mod qdrant;
 pub mod source;
 pub mod unpack;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,14 +22,13 @@ use futures::Stream;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::backend::{
-    BackendError, BackendExt, ByteStream, CreateOptions, DynBackend, ObjectKey, ObjectMeta,
-};
+use crate::backend::{BackendError, ByteStream, CreateOptions, DynBackend, ObjectKey, ObjectMeta};
 use crate::collection::config::CollectionConfig;
 use crate::collection::{PinnedCollection, CONFIG_FILE};
 use crate::config::Compression;
 use crate::error::{Error, Result};
 use crate::registry::Registry;
+use crate::repository::{Repository, Stored};
 use format::SnapshotKind;
 use hashing::Progress;
 
@@ -47,12 +46,12 @@ pub struct SnapshotDescription {
     pub checksum: Option<String>,
 }
 
-fn describe(meta: &ObjectMeta, checksum: Option<String>) -> SnapshotDescription {
+fn describe(s: &Stored) -> SnapshotDescription {
     SnapshotDescription {
-        name: meta.key.file_name().to_string(),
-        creation_time: meta.last_modified.format("%Y-%m-%dT%H:%M:%S").to_string(),
-        size: meta.size,
-        checksum,
+        name: s.key.file_name().to_string(),
+        creation_time: s.created.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        size: s.size,
+        checksum: s.checksum.clone(),
     }
 }
 
@@ -120,12 +119,17 @@ pub struct SnapshotSettings {
     pub url_recovery: bool,
     /// `(bucket, prefix)` when snapshots live in S3, for `s3://` locations.
     pub s3_location: Option<(String, String)>,
+    /// New snapshots are incremental (`snapshots_config.incremental`).
+    pub incremental: bool,
+    /// Keep this many newest snapshots per scope (`retention.keep_last`).
+    pub keep_last: Option<u64>,
 }
 
 /// The snapshot service.
 pub struct SnapshotService {
     registry: Arc<Registry>,
-    backend: DynBackend,
+    repo: Arc<Repository>,
+    keep_last: Option<u64>,
     snapshots_path: PathBuf,
     temp_path: Option<PathBuf>,
     compression: Compression,
@@ -141,7 +145,7 @@ pub struct SnapshotService {
 impl std::fmt::Debug for SnapshotService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SnapshotService")
-            .field("backend", &self.backend.to_string())
+            .field("backend", &self.repo.backend().to_string())
             .finish()
     }
 }
@@ -163,7 +167,8 @@ impl SnapshotService {
             .map_err(|e| Error::internal("failed to build HTTP client", e))?;
         Ok(SnapshotService {
             registry,
-            backend,
+            repo: Arc::new(Repository::new(backend, settings.incremental)),
+            keep_last: settings.keep_last,
             snapshots_path: settings.snapshots_path,
             temp_path: settings.temp_path,
             compression: settings.compression,
@@ -178,16 +183,25 @@ impl SnapshotService {
 
     /// The storage backend.
     pub fn backend(&self) -> &DynBackend {
-        &self.backend
+        self.repo.backend()
+    }
+
+    /// The snapshot repository over the backend.
+    pub fn repository(&self) -> &Arc<Repository> {
+        &self.repo
     }
 
     /// Removes leftovers of interrupted work: hidden temp files and uploads in storage,
     /// orphaned sidecars of local snapshots, and recovery staging under `temp_path`.
     pub async fn startup_cleanup(&self) -> Result<()> {
-        let removed = self.backend.cleanup().await?;
+        let removed = self.backend().cleanup().await?;
         if removed > 0 {
-            tracing::info!(removed, backend = %self.backend, "removed leftovers of interrupted snapshot writes");
+            tracing::info!(removed, backend = %self.backend(), "removed leftovers of interrupted snapshot writes");
         }
+        // Pieces of incremental snapshots whose create was interrupted, or whose deletion
+        // was not yet collected.
+        self.repo.spawn_collector();
+        self.repo.request_collection();
         let snapshots = self.snapshots_path.clone();
         let temp = self.temp_path.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -211,15 +225,6 @@ impl SnapshotService {
         tokio::task::spawn_blocking(move || col.pin_image())
             .await
             .map_err(|e| Error::internal("pin task failed", e))?
-    }
-
-    /// The SHA-256 published in `key`'s sidecar, if there is a valid one.
-    async fn published_checksum(&self, key: &ObjectKey) -> Result<Option<String>> {
-        match self.backend.get_bytes(&key.checksum_sidecar()).await {
-            Ok(b) => Ok(parse_checksum(&String::from_utf8_lossy(&b))),
-            Err(BackendError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// Creates a snapshot of `scope` and stores it; returns its description.
@@ -271,11 +276,74 @@ impl SnapshotService {
         };
         let reserved = self
             .reservations
-            .reserve(self.backend.as_ref(), scope.dir()?.as_ref(), &name)
+            .reserve(&self.repo, scope.dir()?.as_ref(), &name)
             .await?;
         let manifest = producer::manifest(kind, &pinned, aliases);
-        self.store(reserved.key(), &manifest, pinned, progress)
-            .await
+        let stored = if self.repo.incremental() {
+            self.store_incremental(reserved.key(), manifest, pinned, progress)
+                .await?
+        } else {
+            self.store(reserved.key(), &manifest, pinned, progress)
+                .await?
+        };
+        drop(reserved);
+        if let Some(keep) = self.keep_last {
+            self.apply_retention(scope, keep, &stored.key).await;
+        }
+        Ok(describe(&stored))
+    }
+
+    /// Deletes the snapshots of `scope` beyond the newest `keep` (never `just_made`).
+    /// Failures are logged: the snapshot just taken stands either way.
+    async fn apply_retention(&self, scope: &Scope, keep: u64, just_made: &ObjectKey) {
+        let listed = match self.list_stored(scope).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(scope = ?scope, error = %e.chain(), "retention: listing failed");
+                return;
+            }
+        };
+        for old in listed.iter().skip(keep as usize) {
+            if &old.key == just_made {
+                continue;
+            }
+            match self.repo.delete(&old.key).await {
+                Ok(()) => {
+                    tracing::info!(snapshot = %old.key, keep, "retention: old snapshot deleted")
+                }
+                Err(e) => {
+                    tracing::warn!(snapshot = %old.key, error = %e, "retention: delete failed")
+                }
+            }
+        }
+    }
+
+    /// Creates an incremental snapshot: only pieces the storage lacks are uploaded.
+    async fn store_incremental(
+        &self,
+        key: &ObjectKey,
+        manifest: format::Manifest,
+        pinned: Vec<PinnedCollection>,
+        progress: Option<Progress>,
+    ) -> Result<Stored> {
+        let started = std::time::Instant::now();
+        let archive = producer::archive(&manifest, pinned)?;
+        let (repo, k) = (Arc::clone(&self.repo), key.clone());
+        let stored =
+            tokio::spawn(async move { repo.create_incremental(&k, archive, progress).await })
+                .await
+                .map_err(|e| Error::internal("snapshot task failed", e))?
+                .map_err(|e| {
+                    Error::from_storage_io(format!("failed to write snapshot `{key}`"), e)
+                })?;
+        tracing::info!(
+            snapshot = %key,
+            bytes = stored.size,
+            seconds = started.elapsed().as_secs_f64(),
+            backend = %self.backend(),
+            "snapshot created"
+        );
+        Ok(stored)
     }
 
     /// Streams an archive into the backend, then writes its checksum sidecar.
@@ -289,11 +357,11 @@ impl SnapshotService {
         manifest: &format::Manifest,
         pinned: Vec<PinnedCollection>,
         progress: Option<Progress>,
-    ) -> Result<SnapshotDescription> {
+    ) -> Result<Stored> {
         let started = std::time::Instant::now();
         let hint = producer::estimated_size(manifest);
         let mut sink = self
-            .backend
+            .backend()
             .create(key, CreateOptions::default().with_size_hint(hint))
             .await?;
         let (manifest, compression) = (manifest.clone(), self.compression);
@@ -330,28 +398,15 @@ impl SnapshotService {
                 ));
             }
         };
-        let meta = sink.commit().await?;
-        if let Err(e) = self
-            .backend
-            .put(
-                &key.checksum_sidecar(),
-                Bytes::from(produced.sha256.clone()),
-            )
-            .await
-        {
-            if let Err(del) = self.backend.delete(key).await {
-                tracing::warn!(key = %key, error = %del, "snapshot without checksum could not be removed");
-            }
-            return Err(e.into());
-        }
+        let stored = self.repo.publish_plain(key, sink, &produced.sha256).await?;
         tracing::info!(
             snapshot = %key,
-            bytes = meta.size,
+            bytes = stored.size,
             seconds = started.elapsed().as_secs_f64(),
-            backend = %self.backend,
+            backend = %self.backend(),
             "snapshot created"
         );
-        Ok(describe(&meta, Some(produced.sha256)))
+        Ok(stored)
     }
 
     /// A snapshot of one collection built on the fly and streamed, stored nowhere; returns
@@ -406,54 +461,45 @@ impl SnapshotService {
         Ok((file_name, body.chain(tail).boxed()))
     }
 
-    /// Snapshots of a scope, newest first.
-    pub async fn list(&self, scope: &Scope) -> Result<Vec<SnapshotDescription>> {
-        let objects = self.backend.list(scope.dir()?.as_ref()).await?;
-        let sidecars: HashSet<&str> = objects
-            .iter()
-            .map(|m| m.key.as_str())
-            .filter(|k| k.ends_with(".checksum"))
-            .collect();
-        let mut out = Vec::new();
-        for m in objects
-            .iter()
-            .filter(|m| m.key.as_str().ends_with(names::EXTENSION))
-        {
-            // A sidecar that cannot be read only hides the checksum, not the snapshot.
-            let checksum = if sidecars.contains(m.key.checksum_sidecar().as_str()) {
-                self.published_checksum(&m.key).await.ok().flatten()
-            } else {
-                None
-            };
-            out.push(describe(m, checksum));
-        }
+    /// Stored snapshots of a scope, newest first.
+    async fn list_stored(&self, scope: &Scope) -> Result<Vec<Stored>> {
+        let mut out = self.repo.list(scope.dir()?.as_ref()).await?;
         out.sort_by(|a, b| {
-            b.creation_time
-                .cmp(&a.creation_time)
-                .then_with(|| b.name.cmp(&a.name))
+            b.created
+                .cmp(&a.created)
+                .then_with(|| b.key.file_name().cmp(a.key.file_name()))
         });
         Ok(out)
     }
 
-    /// Metadata of snapshot `name` in `scope`.
-    pub async fn stat(&self, scope: &Scope, name: &str) -> Result<ObjectMeta> {
-        self.backend
-            .stat(&scope.key(name)?)
-            .await
-            .map_err(not_found(name))
+    /// Snapshots of a scope, newest first.
+    pub async fn list(&self, scope: &Scope) -> Result<Vec<SnapshotDescription>> {
+        Ok(self
+            .list_stored(scope)
+            .await?
+            .iter()
+            .map(describe)
+            .collect())
     }
 
-    /// Deletes a snapshot and its sidecar.
+    /// Metadata of snapshot `name` in `scope`: its tar's size and its creation time.
+    pub async fn stat(&self, scope: &Scope, name: &str) -> Result<ObjectMeta> {
+        let s = self
+            .repo
+            .stat(&scope.key(name)?)
+            .await
+            .map_err(not_found(name))?;
+        Ok(ObjectMeta {
+            key: s.key,
+            size: s.size,
+            last_modified: s.created,
+        })
+    }
+
+    /// Deletes a snapshot (an incremental one's pieces go once no snapshot shares them).
     pub async fn delete(&self, scope: &Scope, name: &str) -> Result<()> {
         let key = scope.key(name)?;
-        self.backend.delete(&key).await.map_err(not_found(name))?;
-        match self.backend.delete(&key.checksum_sidecar()).await {
-            Ok(()) | Err(BackendError::NotFound(_)) => Ok(()),
-            Err(e) => {
-                tracing::warn!(key = %key, error = %e, "snapshot deleted but its checksum sidecar was not");
-                Ok(())
-            }
-        }
+        self.repo.delete(&key).await.map_err(not_found(name))
     }
 
     /// Opens a snapshot for download (after [`SnapshotService::stat`]): its checksum and
@@ -467,15 +513,13 @@ impl SnapshotService {
         if !name.ends_with(names::EXTENSION) {
             return Err(Error::NotFound(format!("Snapshot {name} not found")));
         }
-        // A sidecar that cannot be read only drops the checksum headers.
-        let checksum = self.published_checksum(&meta.key).await.ok().flatten();
-        let range = range.map(|r| r.start..r.end.min(meta.size));
+        let stored = self.repo.stat(&meta.key).await.map_err(not_found(name))?;
         let stream = self
-            .backend
-            .open(&meta.key, range)
+            .repo
+            .open(&stored, range)
             .await
             .map_err(not_found(name))?;
-        Ok((checksum, stream))
+        Ok((stored.checksum, stream))
     }
 
     fn staging_dir(&self) -> Result<PathBuf> {
@@ -731,11 +775,7 @@ fn not_found(name: &str) -> impl FnOnce(BackendError) -> Error + '_ {
     }
 }
 
-/// A published checksum (sidecar text or header): 64 hex digits, whitespace ignored.
-pub(crate) fn parse_checksum(text: &str) -> Option<String> {
-    let t = text.trim();
-    format::is_sha256_hex(t).then(|| t.to_ascii_lowercase())
-}
+pub(crate) use crate::repository::parse_checksum;
 
 /// Fails with Qdrant's checksum-mismatch error unless `actual` equals `expected`.
 pub fn verify_checksum(expected: Option<&str>, actual: &str) -> Result<()> {

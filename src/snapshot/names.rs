@@ -6,8 +6,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
-use crate::backend::{Backend, BackendError, ObjectKey};
+use crate::backend::ObjectKey;
 use crate::error::{Error, Result};
+use crate::repository::Repository;
 
 /// The file extension of snapshots.
 pub const EXTENSION: &str = ".snapshot";
@@ -69,7 +70,7 @@ impl Reservations {
     /// Reserves `dir/name`, or `dir/{stem}-1.snapshot`, `-2`, ... if taken or existing.
     pub async fn reserve(
         &self,
-        backend: &dyn Backend,
+        repo: &Repository,
         dir: Option<&ObjectKey>,
         name: &str,
     ) -> Result<Reserved> {
@@ -87,10 +88,9 @@ impl Reservations {
                 key,
                 taken: Arc::clone(&self.taken),
             };
-            match backend.stat(reserved.key()).await {
-                Err(BackendError::NotFound(_)) => return Ok(reserved),
-                Ok(_) => continue,
-                Err(e) => return Err(e.into()),
+            // Taken in either layout (a plain tar or an incremental manifest).
+            if !repo.exists(reserved.key()).await? {
+                return Ok(reserved);
             }
         }
         Err(Error::internal(
@@ -128,18 +128,31 @@ mod tests {
     #[tokio::test]
     async fn same_second_names_never_collide() {
         let tmp = tempfile::tempdir().unwrap();
-        let b = LocalBackend::new(tmp.path()).unwrap();
+        let b = std::sync::Arc::new(LocalBackend::new(tmp.path()).unwrap());
+        let repo = Repository::new(
+            std::sync::Arc::clone(&b) as crate::backend::DynBackend,
+            false,
+        );
         let r = Reservations::default();
         let dir = ObjectKey::new("c").unwrap();
-        let a = r.reserve(&b, Some(&dir), "c-1-t.snapshot").await.unwrap();
-        let second = r.reserve(&b, Some(&dir), "c-1-t.snapshot").await.unwrap();
+        let a = r
+            .reserve(&repo, Some(&dir), "c-1-t.snapshot")
+            .await
+            .unwrap();
+        let second = r
+            .reserve(&repo, Some(&dir), "c-1-t.snapshot")
+            .await
+            .unwrap();
         assert_eq!(second.key().as_str(), "c/c-1-t-1.snapshot");
         b.put(a.key(), bytes::Bytes::from_static(b"x"))
             .await
             .unwrap();
         drop(a);
         drop(second);
-        let third = r.reserve(&b, Some(&dir), "c-1-t.snapshot").await.unwrap();
+        let third = r
+            .reserve(&repo, Some(&dir), "c-1-t.snapshot")
+            .await
+            .unwrap();
         assert_eq!(third.key().as_str(), "c/c-1-t-1.snapshot");
     }
 }

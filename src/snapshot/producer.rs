@@ -138,6 +138,58 @@ pub fn estimated_size(m: &Manifest) -> u64 {
     m.files().map(|f| entry(f.size) + 1024).sum::<u64>() + meta + 1024
 }
 
+/// The same archive as [`write_archive`] (uncompressed) described for the incremental
+/// repository: the manifest and configs as text, the pinned files as they are, the CRC
+/// trailer made from the CRCs the repository computes; headers dated `created_at`.
+pub fn archive(
+    manifest: &Manifest,
+    collections: Vec<PinnedCollection>,
+) -> crate::error::Result<crate::repository::Archive> {
+    use crate::repository::{Archive, ArchiveEntry, Source};
+    let text = |bytes: Vec<u8>| {
+        String::from_utf8(bytes).map_err(|e| crate::error::Error::internal("non-UTF-8 JSON", e))
+    };
+    let created_at = chrono::DateTime::parse_from_rfc3339(&manifest.created_at)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| crate::error::Error::internal("invalid manifest time", e))?;
+    let manifest_json = serde_json::to_vec_pretty(manifest)
+        .map_err(|e| crate::error::Error::internal("failed to serialize manifest", e))?;
+    let mut entries = vec![ArchiveEntry {
+        path: format::MANIFEST.into(),
+        source: Source::Text(text(manifest_json)?),
+    }];
+    for (pinned, listed) in collections.into_iter().zip(&manifest.collections) {
+        let mut listed_files = listed.files.iter();
+        let config = listed_files.next().ok_or_else(|| {
+            crate::error::Error::internal("manifest lists no config", io::Error::other("empty"))
+        })?;
+        entries.push(ArchiveEntry {
+            path: config.path.clone(),
+            source: Source::Text(text(pinned.config_json)?),
+        });
+        for (file, listed) in pinned.files.into_iter().zip(listed_files) {
+            entries.push(ArchiveEntry {
+                path: listed.path.clone(),
+                source: Source::File {
+                    file: file.file,
+                    len: file.len,
+                },
+            });
+        }
+    }
+    Ok(Archive {
+        entries,
+        // Every file but the manifest itself is covered, as in `write_archive`.
+        trailer: Box::new(|crcs| {
+            (
+                format::CHECKSUMS.to_string(),
+                format::format_checksums(&crcs[1.min(crcs.len())..]),
+            )
+        }),
+        created_at,
+    })
+}
+
 /// Streams the archive of `collections` into `out`, returning `out` and the archive's digest.
 ///
 /// `out` is not committed or shut down: the caller decides, so an error can still abort it.

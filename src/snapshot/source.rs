@@ -62,6 +62,16 @@ impl SnapshotService {
                 "Invalid snapshot URI, file path must be absolute or on localhost".into(),
             )
         })?;
+        if self.s3_location.is_none() && tokio::fs::metadata(&path).await.is_err() {
+            // An incremental snapshot of the local repository has no tar file: its
+            // manifest stands beside where the file would be.
+            let mut manifest = path.clone().into_os_string();
+            manifest.push(".manifest");
+            let manifest = PathBuf::from(manifest);
+            if tokio::fs::metadata(&manifest).await.is_ok() {
+                return self.open_local_incremental(&path, &manifest).await;
+            }
+        }
         let (canonical, root) = canonical_inside(&path, &self.snapshots_path).await?;
         if !canonical.starts_with(&root) {
             // The server's own directory is not named: it is configuration, not input.
@@ -90,6 +100,40 @@ impl SnapshotService {
         Ok(Source {
             stream: file_stream(file, 0..u64::MAX),
             published_sha256: published,
+        })
+    }
+
+    /// Opens the incremental snapshot whose manifest is the file `manifest` (inside the
+    /// snapshots directory, which is the local repository's root).
+    async fn open_local_incremental(&self, path: &Path, manifest: &Path) -> Result<Source> {
+        let (canonical, root) = canonical_inside(manifest, &self.snapshots_path).await?;
+        let rel = canonical
+            .strip_prefix(&root)
+            .ok()
+            .and_then(|r| r.to_str())
+            .and_then(|r| r.strip_suffix(".manifest"))
+            .ok_or_else(|| {
+                Error::Forbidden(
+                    "Snapshot file path must be inside the snapshots directory \
+                     (storage.snapshots_path)"
+                        .into(),
+                )
+            })?;
+        let key = ObjectKey::new(rel).map_err(|_| {
+            Error::BadRequest(format!(
+                "Snapshot file \"{}\" does not exist",
+                path.display()
+            ))
+        })?;
+        let stored = self.repo.stat(&key).await.map_err(not_found(rel))?;
+        let stream = self
+            .repo
+            .open(&stored, None)
+            .await
+            .map_err(not_found(rel))?;
+        Ok(Source {
+            stream,
+            published_sha256: stored.checksum,
         })
     }
 
@@ -161,13 +205,23 @@ impl SnapshotService {
             None => ObjectKey::new(name),
         }
         .map_err(|_| Error::NotFound(format!("Snapshot {name} not found")))?;
-        let published = self.published_checksum(&key).await?;
-        let stream = self.backend.open(&key, None).await.map_err(|e| match e {
+        let stored = self.repo.stat(&key).await;
+        let stream = match &stored {
+            Ok(s) => self.repo.open(s, None).await,
+            Err(BackendError::NotFound(n)) => Err(BackendError::NotFound(n.clone())),
+            Err(e) => Err(BackendError::Io {
+                action: "failed to open",
+                path: key.to_string(),
+                source: std::io::Error::other(e.to_string()),
+            }),
+        };
+        let published = stored.ok().and_then(|s| s.checksum);
+        let stream = stream.map_err(|e| match e {
             // A bare name is looked up in one place only: say which, and what else works.
             BackendError::NotFound(_) if dir.is_some() => {
                 let dir = dir.map_or("", |d| d.as_str());
                 let place = match &self.s3_location {
-                    Some(_) => format!("{}/{dir}/", self.backend),
+                    Some(_) => format!("{}/{dir}/", self.backend()),
                     None => format!("snapshots_path/{dir}/"),
                 };
                 Error::NotFound(format!(

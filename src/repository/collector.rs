@@ -1,0 +1,94 @@
+//! Mark and sweep: pieces that no manifest anywhere under the storage root refers to are
+//! deleted. Runs under a collector lease (see [`super::lease`]), so no create is between
+//! storing pieces and committing its manifest while the collector looks; every step is
+//! idempotent, so a crash at any point only leaves work for the next run.
+
+use std::collections::HashSet;
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::lease::Leases;
+use super::manifest::{Manifest, MAX_MANIFEST_SIZE};
+use super::pieces::{self, PIECES_DIR};
+use super::MANIFEST_SUFFIX;
+use crate::backend::{BackendError, DynBackend, ObjectKey};
+
+/// Deletes run this many at a time.
+const DELETES_IN_FLIGHT: usize = 8;
+
+/// What one collection found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Manifests read (every node's under the storage root).
+    pub manifests: usize,
+    /// Pieces kept because a manifest refers to them.
+    pub kept: usize,
+    /// Pieces deleted.
+    pub removed: usize,
+}
+
+/// Collects once; `None` when a create holds a lease (try again later).
+///
+/// A manifest that cannot be read or parsed stops the sweep before anything is deleted:
+/// the pieces it refers to cannot be known.
+pub async fn collect(
+    backend: &DynBackend,
+    leases: &Leases,
+) -> Result<Option<Collected>, BackendError> {
+    let Some(lease) = leases.try_collect().await? else {
+        return Ok(None);
+    };
+    let result = mark_and_sweep(backend).await;
+    lease.release().await;
+    result.map(Some)
+}
+
+async fn mark_and_sweep(backend: &DynBackend) -> Result<Collected, BackendError> {
+    let mut live: HashSet<String> = HashSet::new();
+    let mut stored: Vec<ObjectKey> = Vec::new();
+    let mut manifests = 0;
+    let pieces_prefix = format!("{PIECES_DIR}/");
+    let mut listing = backend.list_recursive(None);
+    while let Some(m) = listing.try_next().await? {
+        let k = m.key.as_str();
+        if k.starts_with(&pieces_prefix) {
+            stored.push(m.key);
+        } else if k.ends_with(MANIFEST_SUFFIX) {
+            let bytes = match pieces::get_small(backend, &m.key, MAX_MANIFEST_SIZE).await {
+                Ok(b) => b,
+                // Deleted since it was listed: it refers to nothing any more.
+                Err(BackendError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let parsed = Manifest::parse(&bytes).map_err(|e| BackendError::Io {
+                action: "refused to collect garbage because of the unreadable manifest",
+                path: m.key.to_string(),
+                source: std::io::Error::other(e),
+            })?;
+            live.extend(parsed.pieces().map(str::to_string));
+            manifests += 1;
+        }
+    }
+    let doomed: Vec<ObjectKey> = stored
+        .iter()
+        .filter(|k| !live.contains(k.file_name()))
+        .cloned()
+        .collect();
+    let kept = stored.len() - doomed.len();
+    let removed = doomed.len();
+    futures::stream::iter(doomed)
+        .map(|k| async move {
+            match backend.delete(&k).await {
+                Ok(()) | Err(BackendError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .buffer_unordered(DELETES_IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(Collected {
+        manifests,
+        kept,
+        removed,
+    })
+}

@@ -1,0 +1,355 @@
+//! The snapshot repository: how snapshots are laid out in a storage backend, above the
+//! plain object store and below the snapshot service. Two layouts live side by side:
+//!
+//! * plain: `{dir}/{name}.snapshot` (the tar itself) plus `{name}.snapshot.checksum`;
+//! * incremental: `{dir}/{name}.snapshot.manifest` (the tar's entries and SHA-256) plus
+//!   content-addressed pieces under `.repository/pieces/`, shared by every snapshot that
+//!   holds the same bytes and removed by the collector once no manifest refers to them.
+//!
+//! Listing, stat, download and delete treat both alike; a download of either is the same
+//! kind of plain tar. Documented in `docs/snapshot-format.md`.
+
+pub mod collector;
+pub mod layout;
+pub mod lease;
+pub mod manifest;
+pub mod pieces;
+pub mod writer;
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::backend::{BackendError, BackendExt, ByteStream, DynBackend, ObjectKey, ObjectSink};
+use crate::snapshot::hashing::Progress;
+use collector::Collected;
+use lease::Leases;
+use manifest::{Manifest, MAX_MANIFEST_SIZE};
+pub use writer::{Archive, ArchiveEntry, Source};
+
+/// The extension of snapshot names.
+pub const EXTENSION: &str = ".snapshot";
+/// Suffix of incremental snapshots' manifests (`{name}.snapshot.manifest`).
+pub const MANIFEST_SUFFIX: &str = ".snapshot.manifest";
+/// A lease not refreshed for this long belongs to a dead process.
+pub const LEASE_TTL: Duration = Duration::from_secs(20);
+/// A collection that could not run (a create held a lease, or the storage failed) is
+/// retried after this long.
+const COLLECT_RETRY: Duration = Duration::from_secs(2);
+
+/// How a snapshot is stored.
+#[derive(Clone, Debug)]
+pub enum Layout {
+    /// One tar object.
+    Plain,
+    /// A manifest over shared pieces.
+    Incremental(Arc<Manifest>),
+}
+
+/// A stored snapshot as listed.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    /// Its key (`{dir}/{name}.snapshot`, whatever the layout).
+    pub key: ObjectKey,
+    /// The tar's length.
+    pub size: u64,
+    /// When it was taken (the plain object's modification time).
+    pub created: DateTime<Utc>,
+    /// Hex SHA-256 of the tar, when known.
+    pub checksum: Option<String>,
+    /// How it is stored.
+    pub layout: Layout,
+}
+
+/// The key of a snapshot's manifest.
+pub fn manifest_key(key: &ObjectKey) -> Result<ObjectKey, BackendError> {
+    Ok(ObjectKey::new(format!("{key}.manifest"))?)
+}
+
+/// A published checksum (sidecar text): 64 hex digits, whitespace ignored.
+pub fn parse_checksum(text: &str) -> Option<String> {
+    let t = text.trim();
+    (t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit())).then(|| t.to_ascii_lowercase())
+}
+
+/// Snapshots in one storage backend.
+#[derive(Debug)]
+pub struct Repository {
+    backend: DynBackend,
+    incremental: bool,
+    leases: Leases,
+    collect_wanted: Arc<tokio::sync::Notify>,
+}
+
+impl Repository {
+    /// A repository over `backend`; new snapshots are incremental when `incremental`.
+    pub fn new(backend: DynBackend, incremental: bool) -> Self {
+        Self::with_lease_ttl(backend, incremental, LEASE_TTL)
+    }
+
+    /// As [`Repository::new`] with another lease time to live (tests of crashes).
+    pub fn with_lease_ttl(backend: DynBackend, incremental: bool, ttl: Duration) -> Self {
+        Repository {
+            leases: Leases::new(Arc::clone(&backend), ttl),
+            backend,
+            incremental,
+            collect_wanted: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// The storage backend.
+    pub fn backend(&self) -> &DynBackend {
+        &self.backend
+    }
+
+    /// Whether new snapshots are incremental.
+    pub fn incremental(&self) -> bool {
+        self.incremental
+    }
+
+    /// Whether a snapshot named by `key` exists in either layout.
+    pub async fn exists(&self, key: &ObjectKey) -> Result<bool, BackendError> {
+        for k in [key.clone(), manifest_key(key)?] {
+            match self.backend.stat(&k).await {
+                Ok(_) => return Ok(true),
+                Err(BackendError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    async fn sidecar(&self, key: &ObjectKey) -> Option<String> {
+        let b = self.backend.get_bytes(&key.checksum_sidecar()).await.ok()?;
+        parse_checksum(&String::from_utf8_lossy(&b))
+    }
+
+    async fn read_manifest(&self, mkey: &ObjectKey) -> Result<Manifest, BackendError> {
+        let bytes = pieces::get_small(&self.backend, mkey, MAX_MANIFEST_SIZE).await?;
+        Manifest::parse(&bytes).map_err(|e| BackendError::Io {
+            action: "failed to read",
+            path: mkey.to_string(),
+            source: std::io::Error::other(e),
+        })
+    }
+
+    fn incremental_stored(key: ObjectKey, m: Manifest) -> Stored {
+        let created = DateTime::parse_from_rfc3339(&m.created_at)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default();
+        Stored {
+            key,
+            size: m.size,
+            created,
+            checksum: Some(m.sha256.clone()),
+            layout: Layout::Incremental(Arc::new(m)),
+        }
+    }
+
+    /// Snapshots directly under `dir`, in no particular order. A plain snapshot whose
+    /// sidecar cannot be read is listed without a checksum; an unreadable manifest hides
+    /// only its own snapshot (logged).
+    pub async fn list(&self, dir: Option<&ObjectKey>) -> Result<Vec<Stored>, BackendError> {
+        let objects = self.backend.list(dir).await?;
+        let names: HashSet<&str> = objects.iter().map(|m| m.key.as_str()).collect();
+        let mut out = Vec::new();
+        for m in &objects {
+            let k = m.key.as_str();
+            if k.ends_with(EXTENSION) {
+                let checksum = if names.contains(m.key.checksum_sidecar().as_str()) {
+                    self.sidecar(&m.key).await
+                } else {
+                    None
+                };
+                out.push(Stored {
+                    key: m.key.clone(),
+                    size: m.size,
+                    created: m.last_modified,
+                    checksum,
+                    layout: Layout::Plain,
+                });
+            } else if let Some(plain) = k.strip_suffix(".manifest") {
+                if !plain.ends_with(EXTENSION) || names.contains(plain) {
+                    continue;
+                }
+                let key = ObjectKey::new(plain)?;
+                match self.read_manifest(&m.key).await {
+                    Ok(manifest) => out.push(Self::incremental_stored(key, manifest)),
+                    Err(BackendError::NotFound(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(manifest = %m.key, error = %e, "snapshot manifest unreadable; not listed")
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The snapshot stored under `key`, in either layout.
+    pub async fn stat(&self, key: &ObjectKey) -> Result<Stored, BackendError> {
+        match self.backend.stat(key).await {
+            Ok(m) => {
+                return Ok(Stored {
+                    key: key.clone(),
+                    size: m.size,
+                    created: m.last_modified,
+                    checksum: self.sidecar(key).await,
+                    layout: Layout::Plain,
+                })
+            }
+            Err(BackendError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let manifest = self.read_manifest(&manifest_key(key)?).await?;
+        Ok(Self::incremental_stored(key.clone(), manifest))
+    }
+
+    /// The bytes `range` (clamped to the size) of a stored snapshot's tar.
+    pub async fn open(
+        &self,
+        stored: &Stored,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, BackendError> {
+        let range = range.map(|r| r.start..r.end.min(stored.size));
+        match &stored.layout {
+            Layout::Plain => self.backend.open(&stored.key, range).await,
+            Layout::Incremental(m) => {
+                layout::read(Arc::clone(&self.backend), Arc::clone(m), range).await
+            }
+        }
+    }
+
+    /// Deletes a snapshot: the plain object and its sidecar, or the manifest (its pieces
+    /// go with the next collection, if no other snapshot shares them).
+    pub async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError> {
+        match self.backend.delete(key).await {
+            Ok(()) => {
+                match self.backend.delete(&key.checksum_sidecar()).await {
+                    Ok(()) | Err(BackendError::NotFound(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(key = %key, error = %e, "snapshot deleted but its checksum sidecar was not")
+                    }
+                }
+                Ok(())
+            }
+            Err(BackendError::NotFound(_)) => {
+                self.backend.delete(&manifest_key(key)?).await?;
+                self.request_collection();
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Commits a plain snapshot written into `sink`, then its checksum sidecar; a failed
+    /// sidecar write deletes the snapshot again, so a failure leaves nothing visible.
+    pub async fn publish_plain(
+        &self,
+        key: &ObjectKey,
+        sink: Box<dyn ObjectSink>,
+        sha256: &str,
+    ) -> Result<Stored, BackendError> {
+        let meta = sink.commit().await?;
+        if let Err(e) = self
+            .backend
+            .put(&key.checksum_sidecar(), Bytes::from(sha256.to_string()))
+            .await
+        {
+            if let Err(del) = self.backend.delete(key).await {
+                tracing::warn!(key = %key, error = %del, "snapshot without checksum could not be removed");
+            }
+            return Err(e);
+        }
+        Ok(Stored {
+            key: key.clone(),
+            size: meta.size,
+            created: meta.last_modified,
+            checksum: Some(sha256.to_string()),
+            layout: Layout::Plain,
+        })
+    }
+
+    /// Creates an incremental snapshot under `key` (reserved by the caller): uploads the
+    /// pieces the storage lacks, then commits the manifest. A failure commits nothing; the
+    /// pieces it uploaded are collected later.
+    pub async fn create_incremental(
+        &self,
+        key: &ObjectKey,
+        archive: Archive,
+        progress: Option<Progress>,
+    ) -> Result<Stored, BackendError> {
+        let lease = self.leases.acquire_create().await?;
+        let result = async {
+            let known = pieces::list(&self.backend).await?;
+            let written = writer::write(&self.backend, archive, known, progress).await?;
+            let json = serde_json::to_vec(&written.manifest).map_err(|e| BackendError::Io {
+                action: "failed to serialize",
+                path: key.to_string(),
+                source: std::io::Error::other(e),
+            })?;
+            lease.check()?;
+            self.backend
+                .put_if_absent(&manifest_key(key)?, Bytes::from(json))
+                .await?;
+            tracing::info!(
+                snapshot = %key,
+                pieces_uploaded = written.uploaded,
+                bytes_uploaded = written.uploaded_bytes,
+                bytes = written.manifest.size,
+                "incremental snapshot stored"
+            );
+            Ok(Self::incremental_stored(key.clone(), written.manifest))
+        }
+        .await;
+        lease.release().await;
+        if result.is_err() {
+            self.request_collection();
+        }
+        result
+    }
+
+    /// Collects unreferenced pieces once; `None` when a create is running.
+    pub async fn collect(&self) -> Result<Option<Collected>, BackendError> {
+        collector::collect(&self.backend, &self.leases).await
+    }
+
+    /// Asks the background collector (see [`Repository::spawn_collector`]) to run soon.
+    pub fn request_collection(&self) {
+        self.collect_wanted.notify_one();
+    }
+
+    /// Runs the collector in the background whenever asked (deletes, failed creates,
+    /// start-up), retrying every 2 s while creates hold leases or the storage fails.
+    pub fn spawn_collector(self: &Arc<Self>) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                this.collect_wanted.notified().await;
+                loop {
+                    match this.collect().await {
+                        Ok(Some(c)) => {
+                            if c.removed > 0 {
+                                tracing::info!(
+                                    removed = c.removed,
+                                    kept = c.kept,
+                                    manifests = c.manifests,
+                                    "snapshot pieces collected"
+                                );
+                            }
+                            break;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "snapshot garbage collection failed; retrying")
+                        }
+                    }
+                    tokio::time::sleep(COLLECT_RETRY).await;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,274 @@
+//! Creating an incremental snapshot: one pass over the would-be tar. Every byte is hashed
+//! into the tar's SHA-256; files are cut into pieces, each named by its BLAKE3, and only
+//! pieces the storage does not hold yet are uploaded. The manifest is the commit point.
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::stream::FuturesUnordered;
+use futures::{future::BoxFuture, StreamExt};
+
+use super::layout::{entry_header, padding, END};
+use super::manifest::{Entry, Manifest, FORMAT, PIECE_SIZE, VERSION};
+use super::pieces;
+use crate::backend::{BackendError, DynBackend};
+use crate::snapshot::hashing::{HashFeed, Progress};
+
+/// Piece uploads in flight: bounds memory to this many pieces plus one read ahead.
+const UPLOADS_IN_FLIGHT: usize = 4;
+
+/// Where an entry's bytes come from.
+#[derive(Debug)]
+pub enum Source {
+    /// Small text, stored inline in the manifest.
+    Text(String),
+    /// The first `len` bytes of an open file (a pinned, immutable image).
+    File {
+        /// The file.
+        file: std::fs::File,
+        /// Bytes to take.
+        len: u64,
+    },
+}
+
+/// One entry of the archive.
+#[derive(Debug)]
+pub struct ArchiveEntry {
+    /// Path inside the archive.
+    pub path: String,
+    /// Its bytes.
+    pub source: Source,
+}
+
+/// Builds the last entry from the CRC-32 of every entry before it.
+pub type Trailer = Box<dyn FnOnce(&[(String, u32)]) -> (String, String) + Send>;
+
+/// Everything an incremental snapshot is made of.
+pub struct Archive {
+    /// The entries in order.
+    pub entries: Vec<ArchiveEntry>,
+    /// The final entry `(path, text)`, made from `(path, crc32)` of each entry.
+    pub trailer: Trailer,
+    /// The snapshot's time: its listed creation time and every header's mtime.
+    pub created_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive")
+            .field("entries", &self.entries)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// What creating stored.
+#[derive(Debug)]
+pub struct Written {
+    /// The manifest to commit.
+    pub manifest: Manifest,
+    /// Pieces uploaded (the rest were already stored).
+    pub uploaded: usize,
+    /// Bytes uploaded in pieces.
+    pub uploaded_bytes: u64,
+}
+
+fn io_err(e: io::Error) -> BackendError {
+    BackendError::Io {
+        action: "failed to build incremental snapshot",
+        path: String::new(),
+        source: e,
+    }
+}
+
+/// A piece read from a file, hashed for its name and its file's CRC-32.
+struct ReadPiece {
+    bytes: Bytes,
+    hash: String,
+    crc: crc32fast::Hasher,
+}
+
+async fn read_piece(file: Arc<std::fs::File>, offset: u64, len: u64) -> io::Result<ReadPiece> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len as usize];
+        // Positional: a file that shrank is an error, never a short entry.
+        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, offset)?;
+        let hash = pieces::hash(&buf);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&buf);
+        Ok(ReadPiece {
+            bytes: Bytes::from(buf),
+            hash,
+            crc,
+        })
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+/// Uploads of new pieces, at most [`UPLOADS_IN_FLIGHT`] at once.
+struct Uploads {
+    backend: DynBackend,
+    known: HashSet<String>,
+    running: FuturesUnordered<BoxFuture<'static, Result<u64, BackendError>>>,
+    count: usize,
+    bytes: u64,
+}
+
+impl Uploads {
+    async fn add(&mut self, hash: &str, bytes: Bytes) -> Result<(), BackendError> {
+        if !self.known.insert(hash.to_string()) {
+            return Ok(());
+        }
+        while self.running.len() >= UPLOADS_IN_FLIGHT {
+            self.wait_one().await?;
+        }
+        let (backend, hash) = (Arc::clone(&self.backend), hash.to_string());
+        let len = bytes.len() as u64;
+        self.running.push(Box::pin(async move {
+            pieces::store(&backend, &hash, bytes).await.map(|_| len)
+        }));
+        Ok(())
+    }
+
+    async fn wait_one(&mut self) -> Result<(), BackendError> {
+        if let Some(done) = self.running.next().await {
+            self.bytes += done?;
+            self.count += 1;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(), BackendError> {
+        while !self.running.is_empty() {
+            self.wait_one().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Hashes the tar of `archive` and uploads the pieces that `known` lacks; returns the
+/// manifest (not yet committed).
+pub async fn write(
+    backend: &DynBackend,
+    archive: Archive,
+    known: HashSet<String>,
+    progress: Option<Progress>,
+) -> Result<Written, BackendError> {
+    let mtime = archive.created_at.timestamp().max(0) as u64;
+    let zeros = Bytes::from(vec![0u8; END]);
+    let mut feed = HashFeed::new(progress);
+    let mut uploads = Uploads {
+        backend: Arc::clone(backend),
+        known,
+        running: FuturesUnordered::new(),
+        count: 0,
+        bytes: 0,
+    };
+    let mut entries = Vec::with_capacity(archive.entries.len() + 1);
+    let mut crcs = Vec::with_capacity(archive.entries.len());
+    for entry in archive.entries {
+        let (size, text) = match &entry.source {
+            Source::Text(t) => (t.len() as u64, Some(t.clone())),
+            Source::File { len, .. } => (*len, None),
+        };
+        let header = entry_header(&entry.path, size, mtime)
+            .await
+            .map_err(io_err)?;
+        feed.feed(Bytes::from(header)).await.map_err(io_err)?;
+        let mut hashes = Vec::new();
+        let crc = match entry.source {
+            Source::Text(t) => {
+                let crc = crc32fast::hash(t.as_bytes());
+                feed.feed(Bytes::from(t.into_bytes()))
+                    .await
+                    .map_err(io_err)?;
+                crc
+            }
+            Source::File { file, len } => {
+                let file = Arc::new(file);
+                let mut crc = crc32fast::Hasher::new();
+                let mut offset = 0;
+                let next_read = |offset: u64| {
+                    tokio::spawn(read_piece(
+                        Arc::clone(&file),
+                        offset,
+                        PIECE_SIZE.min(len - offset),
+                    ))
+                };
+                // One piece is read and hashed ahead while the current one is hashed into
+                // the tar and uploaded.
+                let mut next = (len > 0).then(|| next_read(0));
+                while let Some(pending) = next.take() {
+                    let piece = pending
+                        .await
+                        .map_err(io::Error::other)
+                        .map_err(io_err)?
+                        .map_err(io_err)?;
+                    offset += piece.bytes.len() as u64;
+                    if offset < len {
+                        next = Some(next_read(offset));
+                    }
+                    crc.combine(&piece.crc);
+                    feed.feed(piece.bytes.clone()).await.map_err(io_err)?;
+                    uploads.add(&piece.hash, piece.bytes).await?;
+                    hashes.push(piece.hash);
+                }
+                crc.finalize()
+            }
+        };
+        let pad = padding(size);
+        if pad > 0 {
+            feed.feed(zeros.slice(..pad)).await.map_err(io_err)?;
+        }
+        crcs.push((entry.path.clone(), crc));
+        entries.push(Entry {
+            path: entry.path,
+            size,
+            text,
+            pieces: hashes,
+        });
+    }
+    let (path, text) = (archive.trailer)(&crcs);
+    let size = text.len() as u64;
+    feed.feed(Bytes::from(
+        entry_header(&path, size, mtime).await.map_err(io_err)?,
+    ))
+    .await
+    .map_err(io_err)?;
+    feed.feed(Bytes::from(text.clone().into_bytes()))
+        .await
+        .map_err(io_err)?;
+    let pad = padding(size);
+    if pad > 0 {
+        feed.feed(zeros.slice(..pad)).await.map_err(io_err)?;
+    }
+    entries.push(Entry {
+        path,
+        size,
+        text: Some(text),
+        pieces: Vec::new(),
+    });
+    feed.feed(zeros).await.map_err(io_err)?;
+    uploads.finish().await?;
+    let (sha256, total) = feed.finish().await.map_err(io_err)?;
+    Ok(Written {
+        manifest: Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            created_at: archive
+                .created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            mtime,
+            piece_size: PIECE_SIZE,
+            size: total,
+            sha256,
+            entries,
+        },
+        uploaded: uploads.count,
+        uploaded_bytes: uploads.bytes,
+    })
+}

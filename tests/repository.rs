@@ -1,0 +1,464 @@
+//! The incremental snapshot repository: byte-identical downloads, deduplication, the
+//! collector, a crash between every two storage calls, and a create racing a delete and a
+//! collection. On local disk, and on the real S3 server for the round trip.
+
+mod common;
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use sha2::{Digest, Sha256};
+
+use snapstream::backend::local::LocalBackend;
+use snapstream::backend::s3::S3Backend;
+use snapstream::backend::{
+    Backend, BackendError, ByteStream, CreateOptions, DynBackend, ObjectKey, ObjectMeta, ObjectSink,
+};
+use snapstream::collection::record::Operation;
+use snapstream::collection::types::{PointId, PointWrite};
+use snapstream::registry::Registry;
+use snapstream::repository::{manifest_key, Repository};
+use snapstream::snapshot::format::SnapshotKind;
+use snapstream::snapshot::{producer, unpack};
+
+const DIM: usize = 64;
+
+fn point(id: u64, round: u64) -> PointWrite {
+    PointWrite {
+        id: PointId::Num(id),
+        vectors: vec![(
+            String::new(),
+            (0..DIM)
+                .map(|d| ((id * 31 + d as u64 + round * 7) % 97) as f32)
+                .collect(),
+        )],
+        payload: Some(
+            serde_json::from_value(serde_json::json!({"round": round, "id": id})).unwrap(),
+        ),
+    }
+}
+
+/// A collection of `n` points in several sealed segments (~8 MiB each).
+fn collection(dir: &std::path::Path, n: u64) -> Registry {
+    let reg = Registry::open(&dir.join("storage")).unwrap();
+    reg.create(
+        "c",
+        serde_json::from_value(serde_json::json!({"vectors": {"size": DIM, "distance": "Euclid"}}))
+            .unwrap(),
+    )
+    .unwrap();
+    let col = reg.get("c").unwrap();
+    for start in (0..n).step_by(1000) {
+        let batch = (start..(start + 1000).min(n))
+            .map(|i| point(i, 0))
+            .collect();
+        col.write_blocking(Operation::Upsert(batch)).unwrap();
+        if start % 30_000 == 29_000 {
+            col.seal().unwrap();
+        }
+    }
+    reg
+}
+
+/// Overwrites every 100th point (1%) and deletes a few.
+fn change_one_percent(reg: &Registry, n: u64, round: u64) {
+    let col = reg.get("c").unwrap();
+    let changed = (0..n).step_by(100).map(|i| point(i, round)).collect();
+    col.write_blocking(Operation::Upsert(changed)).unwrap();
+    col.write_blocking(Operation::Delete(vec![PointId::Num(round * 3 + 1)]))
+        .unwrap();
+}
+
+fn archive(reg: &Registry) -> snapstream::repository::Archive {
+    let pinned = vec![reg.get("c").unwrap().pin_image().unwrap()];
+    let manifest = producer::manifest(SnapshotKind::Collection, &pinned, Default::default());
+    producer::archive(&manifest, pinned).unwrap()
+}
+
+fn key(name: &str) -> ObjectKey {
+    ObjectKey::new(format!("c/{name}.snapshot")).unwrap()
+}
+
+async fn download(repo: &Repository, k: &ObjectKey, range: Option<Range<u64>>) -> Vec<u8> {
+    let stored = repo.stat(k).await.unwrap();
+    let chunks: Vec<Bytes> = repo
+        .open(&stored, range)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    chunks.concat()
+}
+
+/// Downloads a snapshot and checks it against its listed checksum, then unpacks it.
+async fn assert_whole(repo: &Repository, k: &ObjectKey) -> Vec<u8> {
+    let stored = repo.stat(k).await.unwrap();
+    let bytes = download(repo, k, None).await;
+    assert_eq!(bytes.len() as u64, stored.size, "{k}: size");
+    assert_eq!(
+        Some(hex::encode(Sha256::digest(&bytes))),
+        stored.checksum,
+        "{k}: SHA-256 of the download equals the listed checksum"
+    );
+    let staging = tempfile::tempdir().unwrap();
+    let stream = futures::stream::iter(
+        bytes
+            .chunks(1 << 20)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    let un = unpack::unpack(stream, staging.path(), Some(SnapshotKind::Collection), None)
+        .await
+        .unwrap_or_else(|e| panic!("{k}: the download must recover: {}", e.chain()));
+    assert_eq!(Some(un.sha256), stored.checksum);
+    bytes
+}
+
+async fn stored_pieces(b: &DynBackend) -> (usize, u64) {
+    let dir = ObjectKey::new(".repository/pieces").unwrap();
+    let all: Vec<ObjectMeta> = b.list_recursive(Some(&dir)).try_collect().await.unwrap();
+    (all.len(), all.iter().map(|m| m.size).sum())
+}
+
+/// Create, dedupe, download byte for byte, delete and collect, on one backend.
+async fn round_trip(backend: DynBackend) {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = 60_000;
+    let reg = collection(tmp.path(), n);
+    let repo = Repository::new(Arc::clone(&backend), true);
+    let first = repo
+        .create_incremental(&key("first"), archive(&reg), None)
+        .await
+        .unwrap();
+    let (_, bytes_after_first) = stored_pieces(&backend).await;
+    let a = assert_whole(&repo, &key("first")).await;
+    assert_eq!(
+        a,
+        download(&repo, &key("first"), None).await,
+        "downloads are identical"
+    );
+    assert_eq!(
+        download(&repo, &key("first"), Some(1000..9_000_000)).await,
+        a[1000..9_000_000],
+        "a range is the same bytes as the whole"
+    );
+
+    change_one_percent(&reg, n, 1);
+    let second = repo
+        .create_incremental(&key("second"), archive(&reg), None)
+        .await
+        .unwrap();
+    let (_, bytes_after_second) = stored_pieces(&backend).await;
+    let added = bytes_after_second - bytes_after_first;
+    assert!(
+        added <= second.size / 50 + (8 << 20),
+        "1% changed added {added} bytes for a {} byte snapshot",
+        second.size
+    );
+    assert!(
+        bytes_after_first >= first.size * 9 / 10,
+        "the first holds everything"
+    );
+    assert_whole(&repo, &key("second")).await;
+
+    // Deleting one never breaks the other; deleting both frees everything.
+    repo.delete(&key("first")).await.unwrap();
+    assert!(repo.collect().await.unwrap().is_some());
+    assert_whole(&repo, &key("second")).await;
+    repo.delete(&key("second")).await.unwrap();
+    let c = repo.collect().await.unwrap().expect("no create is running");
+    assert_eq!(c.kept, 0);
+    assert_eq!(
+        stored_pieces(&backend).await,
+        (0, 0),
+        "{backend}: nothing left"
+    );
+    let rest: Vec<ObjectMeta> = backend
+        .list_recursive(Some(&ObjectKey::new("c").unwrap()))
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(rest.is_empty(), "{backend}: left behind {rest:?}");
+}
+
+#[tokio::test]
+async fn incremental_snapshots_dedupe_and_download_byte_identical_on_local_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    round_trip(Arc::new(LocalBackend::new(tmp.path()).unwrap())).await;
+}
+
+#[tokio::test]
+async fn incremental_snapshots_dedupe_and_download_byte_identical_on_s3() {
+    let prefix = common::unique_prefix("repository");
+    round_trip(Arc::new(
+        S3Backend::new(&common::s3_config(&prefix)).unwrap(),
+    ))
+    .await;
+}
+
+/// A backend that stops working after `budget` calls, like a process killed at that point:
+/// nothing after it happens, including the clean-up a live process would do. Each call
+/// first waits `delay` (a slow network, to widen race windows).
+#[derive(Debug)]
+struct Dies {
+    inner: DynBackend,
+    budget: usize,
+    calls: AtomicUsize,
+    delay: Duration,
+}
+
+impl std::fmt::Display for Dies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "dying {}", self.inner)
+    }
+}
+
+impl Dies {
+    fn new(inner: &DynBackend, budget: usize, delay: Duration) -> Arc<Self> {
+        Arc::new(Dies {
+            inner: Arc::clone(inner),
+            budget,
+            calls: AtomicUsize::new(0),
+            delay,
+        })
+    }
+
+    async fn step(&self) -> Result<(), BackendError> {
+        tokio::time::sleep(self.delay).await;
+        self.now()
+    }
+
+    fn now(&self) -> Result<(), BackendError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) >= self.budget {
+            return Err(BackendError::Io {
+                action: "killed",
+                path: String::new(),
+                source: std::io::Error::other("the process died here"),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for Dies {
+    async fn create(
+        &self,
+        key: &ObjectKey,
+        o: CreateOptions,
+    ) -> Result<Box<dyn ObjectSink>, BackendError> {
+        self.step().await?;
+        self.inner.create(key, o).await
+    }
+    async fn open(
+        &self,
+        key: &ObjectKey,
+        r: Option<Range<u64>>,
+    ) -> Result<ByteStream, BackendError> {
+        self.step().await?;
+        self.inner.open(key, r).await
+    }
+    async fn stat(&self, key: &ObjectKey) -> Result<ObjectMeta, BackendError> {
+        self.step().await?;
+        self.inner.stat(key).await
+    }
+    async fn list(&self, dir: Option<&ObjectKey>) -> Result<Vec<ObjectMeta>, BackendError> {
+        self.step().await?;
+        self.inner.list(dir).await
+    }
+    fn list_recursive(
+        &self,
+        prefix: Option<&ObjectKey>,
+    ) -> futures::stream::BoxStream<'static, Result<ObjectMeta, BackendError>> {
+        match self.now() {
+            Ok(()) => self.inner.list_recursive(prefix),
+            Err(e) => Box::pin(futures::stream::once(async move { Err(e) })),
+        }
+    }
+    async fn put_if_absent(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+    ) -> Result<ObjectMeta, BackendError> {
+        self.step().await?;
+        self.inner.put_if_absent(key, bytes).await
+    }
+    async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError> {
+        self.step().await?;
+        self.inner.delete(key).await
+    }
+    async fn cleanup(&self) -> Result<usize, BackendError> {
+        self.step().await?;
+        self.inner.cleanup().await
+    }
+}
+
+/// Every piece any manifest refers to, and every piece stored.
+async fn referenced_and_stored(
+    repo: &Repository,
+    b: &DynBackend,
+    names: &[&str],
+) -> (HashSet<String>, HashSet<String>) {
+    let mut referenced = HashSet::new();
+    for n in names {
+        if let Ok(s) = repo.stat(&key(n)).await {
+            if let snapstream::repository::Layout::Incremental(m) = s.layout {
+                referenced.extend(m.pieces().map(str::to_string));
+            }
+        }
+    }
+    let dir = ObjectKey::new(".repository/pieces").unwrap();
+    let stored: HashSet<String> = b
+        .list_recursive(Some(&dir))
+        .map_ok(|m| m.key.file_name().to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    (referenced, stored)
+}
+
+#[tokio::test]
+async fn a_crash_between_any_two_storage_calls_loses_nothing_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = 20_000;
+    let reg = collection(tmp.path(), n);
+    let inner: DynBackend = Arc::new(LocalBackend::new(tmp.path().join("snapshots")).unwrap());
+    let ttl = Duration::from_millis(300);
+    let live = Repository::with_lease_ttl(Arc::clone(&inner), true, ttl);
+    live.create_incremental(&key("old"), archive(&reg), None)
+        .await
+        .unwrap();
+    let old = assert_whole(&live, &key("old")).await;
+    change_one_percent(&reg, n, 1);
+
+    // How many storage calls a whole create makes.
+    let counting = Dies::new(&inner, usize::MAX, Duration::ZERO);
+    let probe = Repository::with_lease_ttl(Arc::clone(&counting) as DynBackend, true, ttl);
+    probe
+        .create_incremental(&key("new"), archive(&reg), None)
+        .await
+        .unwrap();
+    let calls = counting.calls.load(Ordering::SeqCst);
+    assert!(calls >= 5, "a create makes several storage calls ({calls})");
+    live.delete(&key("new")).await.unwrap();
+
+    for budget in 0..calls {
+        let dying = Dies::new(&inner, budget, Duration::ZERO);
+        let doomed = Repository::with_lease_ttl(dying, true, ttl);
+        let outcome = doomed
+            .create_incremental(&key("new"), archive(&reg), None)
+            .await;
+        drop(doomed);
+        // "Restart": the dead process's lease expires, the collector runs.
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        let collected = live.collect().await.unwrap();
+        assert!(
+            collected.is_some(),
+            "budget {budget}: a dead lease must not block collection"
+        );
+        assert_eq!(
+            assert_whole(&live, &key("old")).await,
+            old,
+            "budget {budget}: the older snapshot is intact"
+        );
+        let committed = live.exists(&key("new")).await.unwrap();
+        assert_eq!(
+            committed,
+            outcome.is_ok(),
+            "budget {budget}: listed exactly when the create succeeded"
+        );
+        if committed {
+            assert_whole(&live, &key("new")).await;
+        }
+        let (referenced, stored) = referenced_and_stored(&live, &inner, &["old", "new"]).await;
+        assert_eq!(
+            stored, referenced,
+            "budget {budget}: the collector removed every orphan and nothing else"
+        );
+        if committed {
+            live.delete(&key("new")).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_create_racing_a_delete_and_a_collection_stays_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = 20_000;
+    let reg = collection(tmp.path(), n);
+    let backend: DynBackend = Arc::new(LocalBackend::new(tmp.path().join("snapshots")).unwrap());
+    let repo = Arc::new(Repository::with_lease_ttl(
+        Arc::clone(&backend),
+        true,
+        Duration::from_secs(5),
+    ));
+    // The creator is another process on a slow link to the same storage, so the delete
+    // and the collector run while it is between listing pieces and committing.
+    let slow: DynBackend = Dies::new(&backend, usize::MAX, Duration::from_millis(30));
+    let creator = Arc::new(Repository::with_lease_ttl(
+        slow,
+        true,
+        Duration::from_secs(5),
+    ));
+    for round in 0..6u64 {
+        let older = format!("r{round}");
+        repo.create_incremental(&key(&older), archive(&reg), None)
+            .await
+            .unwrap();
+        change_one_percent(&reg, n, round + 2);
+        // The new snapshot shares almost every piece with the one being deleted.
+        let newer = format!("r{round}-next");
+        let creating = {
+            let (repo, a, k) = (Arc::clone(&creator), archive(&reg), key(&newer));
+            tokio::spawn(async move { repo.create_incremental(&k, a, None).await })
+        };
+        tokio::time::sleep(Duration::from_millis(60 + round * 30)).await;
+        repo.delete(&key(&older)).await.unwrap();
+        let mut ran = 0;
+        while ran < 2 {
+            if repo.collect().await.unwrap().is_some() {
+                ran += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        creating.await.unwrap().unwrap();
+        assert!(repo.collect().await.unwrap().is_some());
+        assert_whole(&repo, &key(&newer)).await;
+        let (referenced, stored) = referenced_and_stored(&repo, &backend, &[&newer]).await;
+        assert_eq!(stored, referenced, "round {round}");
+        repo.delete(&key(&newer)).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn manifests_sit_beside_where_the_tar_would_be() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = collection(tmp.path(), 2_000);
+    let backend: DynBackend = Arc::new(LocalBackend::new(tmp.path().join("snapshots")).unwrap());
+    let repo = Repository::new(Arc::clone(&backend), true);
+    repo.create_incremental(&key("m"), archive(&reg), None)
+        .await
+        .unwrap();
+    assert!(backend
+        .stat(&manifest_key(&key("m")).unwrap())
+        .await
+        .is_ok());
+    let listed = repo
+        .list(Some(&ObjectKey::new("c").unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, key("m"));
+    assert!(matches!(
+        repo.create_incremental(&key("m"), archive(&reg), None)
+            .await,
+        Err(BackendError::AlreadyExists(_))
+    ));
+}
