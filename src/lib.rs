@@ -19,6 +19,7 @@ pub mod error;
 mod foreground;
 mod fsutil;
 pub mod grpc;
+pub mod hashing;
 pub mod migrate;
 pub mod registry;
 pub mod repository;

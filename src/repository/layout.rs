@@ -19,6 +19,15 @@ const FETCH_AHEAD: usize = 4;
 /// The header block(s) of one tar entry: a GNU header, preceded by a long-name entry when
 /// the path does not fit. Deterministic: the same path, size and mtime give the same bytes.
 pub async fn entry_header(path: &str, size: u64, mtime: u64) -> std::io::Result<Vec<u8>> {
+    let mut h = file_header(size, mtime);
+    let mut b = Builder::new_non_terminated(Vec::new());
+    b.append_data(&mut h, path, tokio::io::empty()).await?;
+    // Taken out rather than `into_inner`, which would append the end-of-archive blocks.
+    Ok(std::mem::take(b.get_mut()))
+}
+
+/// The header of a regular file as every snapshot writes it: mode 0644, owner 0.
+pub fn file_header(size: u64, mtime: u64) -> Header {
     let mut h = Header::new_gnu();
     h.set_entry_type(EntryType::Regular);
     h.set_size(size);
@@ -26,10 +35,7 @@ pub async fn entry_header(path: &str, size: u64, mtime: u64) -> std::io::Result<
     h.set_mtime(mtime);
     h.set_uid(0);
     h.set_gid(0);
-    let mut b = Builder::new_non_terminated(Vec::new());
-    b.append_data(&mut h, path, tokio::io::empty()).await?;
-    // Taken out rather than `into_inner`, which would append the end-of-archive blocks.
-    Ok(std::mem::take(b.get_mut()))
+    h
 }
 
 /// Zero bytes that pad an entry of `size` bytes to the 512-byte block.

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::backend::{BackendError, BackendExt, ByteStream, DynBackend, ObjectKey, ObjectSink};
-use crate::snapshot::hashing::Progress;
+use crate::hashing::Progress;
 use collector::Collected;
 use lease::Leases;
 use manifest::{Manifest, MAX_MANIFEST_SIZE};

@@ -15,7 +15,7 @@ use super::layout::{entry_header, padding, END};
 use super::manifest::{Entry, Manifest, FORMAT, PIECE_SIZE, VERSION};
 use super::pieces;
 use crate::backend::{BackendError, DynBackend};
-use crate::snapshot::hashing::{HashFeed, Progress};
+use crate::hashing::{HashFeed, Progress};
 
 /// Piece uploads in flight: bounds memory to this many pieces plus one read ahead.
 const UPLOADS_IN_FLIGHT: usize = 4;

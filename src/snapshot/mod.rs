@@ -3,7 +3,7 @@
 
 pub mod codec;
 pub mod format;
-pub mod hashing;
+pub use crate::hashing;
 pub mod names;
 pub mod ops;
 pub mod producer;
@@ -234,6 +234,7 @@ impl SnapshotService {
         progress: Option<Progress>,
     ) -> Result<SnapshotDescription> {
         let now = Utc::now();
+        let started = std::time::Instant::now();
         let (kind, name, pinned, aliases) = match scope {
             Scope::Collection(c) | Scope::Shard(c, _) => {
                 let pinned = self.pin(c).await?;
@@ -287,6 +288,14 @@ impl SnapshotService {
                 .await?
         };
         drop(reserved);
+        tracing::info!(
+            snapshot = %stored.key,
+            bytes = stored.size,
+            seconds = started.elapsed().as_secs_f64(),
+            backend = %self.backend(),
+            incremental = self.repo.incremental(),
+            "snapshot created"
+        );
         if let Some(keep) = self.keep_last {
             self.apply_retention(scope, keep, &stored.key).await;
         }
@@ -326,7 +335,6 @@ impl SnapshotService {
         pinned: Vec<PinnedCollection>,
         progress: Option<Progress>,
     ) -> Result<Stored> {
-        let started = std::time::Instant::now();
         let archive = producer::archive(&manifest, pinned)?;
         let (repo, k) = (Arc::clone(&self.repo), key.clone());
         let stored =
@@ -336,13 +344,6 @@ impl SnapshotService {
                 .map_err(|e| {
                     Error::from_storage_io(format!("failed to write snapshot `{key}`"), e)
                 })?;
-        tracing::info!(
-            snapshot = %key,
-            bytes = stored.size,
-            seconds = started.elapsed().as_secs_f64(),
-            backend = %self.backend(),
-            "snapshot created"
-        );
         Ok(stored)
     }
 
@@ -358,7 +359,6 @@ impl SnapshotService {
         pinned: Vec<PinnedCollection>,
         progress: Option<Progress>,
     ) -> Result<Stored> {
-        let started = std::time::Instant::now();
         let hint = producer::estimated_size(manifest);
         let mut sink = self
             .backend()
@@ -399,13 +399,6 @@ impl SnapshotService {
             }
         };
         let stored = self.repo.publish_plain(key, sink, &produced.sha256).await?;
-        tracing::info!(
-            snapshot = %key,
-            bytes = stored.size,
-            seconds = started.elapsed().as_secs_f64(),
-            backend = %self.backend(),
-            "snapshot created"
-        );
         Ok(stored)
     }
 

@@ -7,7 +7,7 @@ use std::io;
 use std::sync::Arc;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio_tar::{Builder, EntryType, Header};
+use tokio_tar::Builder;
 
 use super::codec::Encoder;
 use super::format::{self, Manifest, ManifestCollection, ManifestFile, SnapshotKind};
@@ -80,16 +80,7 @@ async fn copy_exact<W: AsyncWrite + Unpin>(
     Ok(crc.finalize())
 }
 
-fn header(size: u64, mtime: u64) -> Header {
-    let mut h = Header::new_gnu();
-    h.set_entry_type(EntryType::Regular);
-    h.set_size(size);
-    h.set_mode(0o644);
-    h.set_mtime(mtime);
-    h.set_uid(0);
-    h.set_gid(0);
-    h
-}
+use crate::repository::layout::file_header as header;
 
 /// Builds the manifest of an archive from pinned collections.
 pub fn manifest(
