@@ -10,13 +10,11 @@
 //! appends and compaction (which unlinks files) cannot disturb, so writers are blocked only
 //! for the opens.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::record::{self, Operation, Record, RecordError, FILE_MAGIC};
-use super::types::PointId;
+use super::record::{self, Record, RecordError, FILE_MAGIC};
 
 /// Errors of the data directory.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +40,10 @@ pub enum FilesError {
     },
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FilesError + 'a {
+pub(super) fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> FilesError + 'a {
     move |source| FilesError::Io {
         action,
         path: path.to_path_buf(),
@@ -79,7 +80,7 @@ pub struct PinnedFile {
     pub file: File,
 }
 
-fn segment_name(start: u64, end: u64) -> String {
+pub(super) fn segment_name(start: u64, end: u64) -> String {
     format!("{start:020}-{end:020}.seg")
 }
 
@@ -275,21 +276,31 @@ impl DataDir {
             .collect()
     }
 
-    /// Swaps the compacted file in for the files it replaces (which must still be the oldest).
-    pub fn install_compacted(
+    /// Puts a rewritten file (`None`: nothing survived) in place of `replaced`, a run of
+    /// adjacent sealed files, then removes those of them it does not overwrite by name.
+    pub fn replace_run(
         &mut self,
-        compacted: SealedFile,
+        out: Option<SealedFile>,
         replaced: &[SealedFile],
     ) -> Result<(), FilesError> {
-        if self.sealed.len() < replaced.len() || self.sealed[..replaced.len()] != *replaced {
-            // The set changed underneath; drop the work rather than guess.
-            let _ = fs::remove_file(&compacted.path);
+        let at = self
+            .sealed
+            .windows(replaced.len().max(1))
+            .position(|w| w == replaced);
+        let Some(at) = at else {
+            // The set changed underneath; drop the work rather than guess (unless the
+            // output already took an input's name, in which case it is that input now).
+            if let Some(out) = out.filter(|o| replaced.iter().all(|r| r.path != o.path)) {
+                let _ = fs::remove_file(&out.path);
+            }
             return Ok(());
-        }
-        self.sealed.drain(..replaced.len());
-        self.sealed.insert(0, compacted);
+        };
+        self.sealed.splice(at..at + replaced.len(), out.clone());
         sync_dir(&self.dir)?;
         for old in replaced {
+            if out.as_ref().is_some_and(|o| o.path == old.path) {
+                continue;
+            }
             fs::remove_file(&old.path).map_err(io_err("failed to remove compacted", &old.path))?;
         }
         sync_dir(&self.dir)
@@ -416,94 +427,11 @@ fn open_active(path: &Path, apply: &mut impl FnMut(Record)) -> Result<(File, u64
     Ok((file, good))
 }
 
-/// Merges `files` (the oldest sealed files, in order) into one segment holding only the
-/// latest version of each live point. Runs without the writer lock: sealed files never change.
-///
-/// Two passes keep memory at one index entry per point instead of all vectors.
-pub fn compact(dir: &Path, files: &[SealedFile]) -> Result<SealedFile, FilesError> {
-    // Where each live point's latest write is: (file, record, position in record).
-    let mut latest: HashMap<PointId, Option<(usize, usize, usize)>> = HashMap::new();
-    for (fi, seg) in files.iter().enumerate() {
-        let mut ri = 0;
-        for_each_record(&seg.path, |rec| {
-            match &rec.op {
-                Operation::Upsert(points) => {
-                    for (pi, p) in points.iter().enumerate() {
-                        latest.insert(p.id, Some((fi, ri, pi)));
-                    }
-                }
-                Operation::Delete(ids) => {
-                    for id in ids {
-                        latest.insert(*id, None);
-                    }
-                }
-            }
-            ri += 1;
-            Ok(())
-        })?;
-    }
-    let (start, end) = match (files.first(), files.last()) {
-        (Some(a), Some(b)) => (a.start, b.end),
-        _ => {
-            return Err(FilesError::CorruptSegment {
-                path: dir.into(),
-                reason: "nothing to compact".into(),
-            })
-        }
-    };
-    let target = SealedFile {
-        start,
-        end,
-        path: dir.join(segment_name(start, end)),
-    };
-    let tmp = dir.join(format!("{}.tmp", segment_name(start, end)));
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&tmp)
-        .map_err(io_err("failed to create", &tmp))?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    w.write_all(FILE_MAGIC)
-        .map_err(io_err("failed to write", &tmp))?;
-    let mut buf = Vec::new();
-    for (fi, seg) in files.iter().enumerate() {
-        let mut ri = 0;
-        for_each_record(&seg.path, |rec| {
-            if let Operation::Upsert(points) = rec.op {
-                let keep: Vec<_> = points
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(pi, p)| latest.get(&p.id) == Some(&Some((fi, ri, *pi))))
-                    .map(|(_, p)| p)
-                    .collect();
-                if !keep.is_empty() {
-                    buf.clear();
-                    record::encode(
-                        &Record {
-                            op_id: rec.op_id,
-                            op: Operation::Upsert(keep),
-                        },
-                        &mut buf,
-                    );
-                    w.write_all(&buf).map_err(io_err("failed to write", &tmp))?;
-                }
-            }
-            ri += 1;
-            Ok(())
-        })?;
-    }
-    let file = w
-        .into_inner()
-        .map_err(|e| io_err("failed to write", &tmp)(e.into_error()))?;
-    file.sync_all().map_err(io_err("failed to sync", &tmp))?;
-    fs::rename(&tmp, &target.path).map_err(io_err("failed to install", &tmp))?;
-    Ok(target)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collection::record::Operation;
+    use crate::collection::types::PointId;
     use crate::collection::types::PointWrite;
 
     fn upsert(op_id: u64, id: u64) -> Vec<u8> {
@@ -598,32 +526,5 @@ mod tests {
         d.append(&upsert(3, 3), true).unwrap();
         drop(d);
         assert_eq!(replay(tmp.path()).1, vec![1, 3]);
-    }
-
-    #[test]
-    fn compaction_keeps_latest_versions_and_survives_a_crash_before_cleanup() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (mut d, _) = replay(tmp.path());
-        d.append(&upsert(1, 1), true).unwrap();
-        d.append(&upsert(2, 2), true).unwrap();
-        d.rotate().unwrap();
-        let mut del = Vec::new();
-        record::encode(
-            &Record {
-                op_id: 3,
-                op: Operation::Delete(vec![PointId::Num(2)]),
-            },
-            &mut del,
-        );
-        d.append(&del, true).unwrap();
-        d.append(&upsert(4, 1), true).unwrap();
-        d.rotate().unwrap();
-        let files = d.sealed().to_vec();
-        let out = compact(tmp.path(), &files).unwrap();
-        // Simulate a crash before the inputs were removed: load must prefer the output.
-        drop(d);
-        let (d, ops) = replay(tmp.path());
-        assert_eq!(ops, vec![4]);
-        assert_eq!(d.sealed(), &[out]);
     }
 }

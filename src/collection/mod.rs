@@ -4,6 +4,7 @@
 //! memory, so the memory view never runs ahead of what is durable. Readers take a shared
 //! lock on the point store only.
 
+pub mod compaction;
 pub mod config;
 pub mod files;
 pub mod filter;
@@ -37,17 +38,23 @@ pub const DATA_DIR: &str = "data";
 
 /// Seal the WAL into a segment once it grows past this.
 const ROTATE_BYTES: u64 = 64 << 20;
-/// Consider compaction once this many sealed segments accumulate...
-const COMPACT_AT: usize = 8;
-/// ...and only when at least this fraction of the point records on disk is dead
-/// (overwritten or deleted): merging live-only data would just rewrite it.
+/// Look for garbage once dead point entries reach this fraction of all on disk...
 const COMPACT_GARBAGE_RATIO: f64 = 0.2;
+/// ...and look again only after this much more has died since the last look, so that
+/// garbage spread thinly over many segments is not re-read after every write.
+const RESCAN_GARBAGE_RATIO: f64 = 0.1;
+/// Sealed files smaller than this are merged with their neighbours when those are rewritten.
+const SMALL_SEGMENT: u64 = ROTATE_BYTES / 8;
 
-/// Whether merging the sealed segments pays: enough of them, and enough dead records
-/// (`point_records` entries on disk for `live` points) to reclaim.
-fn should_compact(sealed: usize, point_records: u64, live: u64) -> bool {
-    let garbage = point_records.saturating_sub(live) as f64;
-    sealed >= COMPACT_AT && garbage >= COMPACT_GARBAGE_RATIO * point_records as f64
+/// Whether to measure the sealed segments for garbage: enough dead entries overall
+/// (`point_records` entries on disk for `live` points), and enough more than
+/// `floor`, the garbage the last look left in place.
+fn should_compact(sealed: usize, point_records: u64, live: u64, floor: u64) -> bool {
+    let garbage = point_records.saturating_sub(live);
+    let records = point_records as f64;
+    sealed > 0
+        && garbage as f64 >= COMPACT_GARBAGE_RATIO * records
+        && garbage.saturating_sub(floor) as f64 >= RESCAN_GARBAGE_RATIO * records
 }
 
 struct Writer {
@@ -56,6 +63,8 @@ struct Writer {
     /// Point entries (upserted points and deleted ids) in all data files; minus the live
     /// points, this estimates the garbage compaction would reclaim.
     point_records: u64,
+    /// Dead entries the last compaction left where they were (see [`should_compact`]).
+    garbage_floor: u64,
     closed: bool,
 }
 
@@ -246,6 +255,7 @@ impl Collection {
                 data,
                 next_op: last_op + 1,
                 point_records,
+                garbage_floor: 0,
                 closed: false,
             }),
             compacting: AtomicBool::new(false),
@@ -444,12 +454,15 @@ impl Collection {
         self.writer.lock().closed = true;
     }
 
-    /// Starts a background compaction when enough sealed segments have accumulated.
+    /// Starts a background compaction when enough garbage has accumulated; see
+    /// [`compaction`] for which files it rewrites and why most are left alone.
     pub fn maybe_compact(self: &Arc<Self>) {
         let files = {
             let w = self.writer.lock();
             let live = self.points.read().len() as u64;
-            if w.closed || !should_compact(w.data.sealed().len(), w.point_records, live) {
+            let (sealed, records, floor) =
+                (w.data.sealed().len(), w.point_records, w.garbage_floor);
+            if w.closed || !should_compact(sealed, records, live, floor) {
                 return;
             }
             w.data.sealed().to_vec()
@@ -459,20 +472,34 @@ impl Collection {
         }
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            let data_dir = this.dir.join(DATA_DIR);
-            let result = files::compact(&data_dir, &files).and_then(|out| {
-                let mut w = this.writer.lock();
-                w.data.install_compacted(out, &files)?;
-                // The compacted segment holds only live points; what garbage is left sits
-                // in the WAL and is counted again as it is sealed.
-                w.point_records = this.points.read().len() as u64;
-                Ok(())
-            });
-            if let Err(e) = result {
+            if let Err(e) = this.compact(&files) {
                 tracing::error!(collection = %this.name, error = %e, "compaction failed");
             }
             this.compacting.store(false, Ordering::Release);
         });
+    }
+
+    /// Measures each sealed file, then rewrites the runs [`compaction::plan`] picks.
+    fn compact(&self, files: &[files::SealedFile]) -> std::result::Result<(), files::FilesError> {
+        let version_of = |id: &types::PointId| self.points.read().version(id);
+        let usage = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| compaction::measure(f, i == 0, version_of))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let data_dir = self.dir.join(DATA_DIR);
+        for run in compaction::plan(&usage, SMALL_SEGMENT, ROTATE_BYTES) {
+            let oldest = run.start == 0;
+            let inputs = &files[run];
+            let (out, dropped) = compaction::rewrite(&data_dir, inputs, oldest, version_of)?;
+            let mut w = self.writer.lock();
+            w.data.replace_run(out, inputs)?;
+            w.point_records = w.point_records.saturating_sub(dropped);
+        }
+        let mut w = self.writer.lock();
+        let live = self.points.read().len() as u64;
+        w.garbage_floor = w.point_records.saturating_sub(live);
+        Ok(())
     }
 }
 
@@ -481,12 +508,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn compaction_needs_segments_and_garbage() {
-        // Live-only data (a bulk load) is never rewritten, however many segments.
-        assert!(!should_compact(40, 700_000, 700_000));
-        // Enough dead records but too few segments.
-        assert!(!should_compact(COMPACT_AT - 1, 1_000, 100));
-        assert!(should_compact(COMPACT_AT, 1_000, 800));
-        assert!(!should_compact(COMPACT_AT, 1_000, 801));
+    fn compaction_looks_only_at_enough_new_garbage() {
+        // Live-only data (a bulk load) is never looked at, however many segments.
+        assert!(!should_compact(40, 700_000, 700_000, 0));
+        // Nothing sealed: the garbage is all in the WAL.
+        assert!(!should_compact(0, 1_000, 100, 0));
+        assert!(should_compact(1, 1_000, 800, 0));
+        assert!(!should_compact(1, 1_000, 801, 0));
+        // The last look left 150 dead entries in place: wait for 100 more.
+        assert!(!should_compact(1, 1_000, 751, 150));
+        assert!(should_compact(1, 1_000, 750, 150));
     }
 }

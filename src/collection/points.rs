@@ -273,6 +273,11 @@ impl PointStore {
             .map(|&slot| self.view(slot, true, &VectorSelect::All))
     }
 
+    /// The version (id of the operation that last wrote it) of a live point.
+    pub fn version(&self, id: &PointId) -> Option<u64> {
+        self.by_id.get(id).map(|&slot| self.versions[slot as usize])
+    }
+
     /// Points by id, in request order, skipping missing ones.
     pub fn retrieve(
         &self,
