@@ -5,10 +5,15 @@
 //!    -sha256`, recover vs `tar xf`, upsert p99 during a snapshot vs without, RSS.
 //! 3. S3 snapshots: create vs a plain aws-sdk-s3 multipart upload of the same bytes,
 //!    recover vs a plain download of the same object, RSS, local bytes written.
+//! 4. Incremental S3 snapshots of the same collection: the first and the second snapshot
+//!    (after 1% of the points changed), time and bytes added to the bucket, and recovery of
+//!    the second vs a plain download of the same bytes.
 //!
 //! Environment: SNAPSTREAM_BIN (the release binary), S3_TEST_* (from minio/start.sh),
 //! BENCH_POINTS (size of the big collection, default 700,000 = 2.0 GiB of vectors),
-//! BENCH_REPEAT (runs per timed step, default 3), BENCH_DIR (work directory).
+//! BENCH_REPEAT (runs per timed step, default 3), BENCH_DIR (work directory), BENCH_ONLY
+//! (`grpc`, `migrate`: section 1 and that comparison only; `incremental`: load the big
+//! collection, then section 4 only).
 #![allow(missing_docs, clippy::print_stdout)]
 
 use std::path::{Path, PathBuf};
@@ -557,14 +562,14 @@ fn main() {
     results.insert("query_p50_ms".into(), json!(percentile(&lat, 0.5)));
     results.insert("query_p99_ms".into(), json!(percentile(&lat, 0.99)));
     let only = env_or("BENCH_ONLY", "");
-    if only != "migrate" {
+    if only.is_empty() || only == "grpc" {
         grpc_vs_rest(&c, &svc, repeat, &mut results);
     }
-    if only != "grpc" {
+    if only.is_empty() || only == "migrate" {
         migrate_vs_upsert(&c, &svc, &bodies, &root, repeat, &mut results);
         qdrant_fixture_recovery(&c, &svc, &root, repeat, &mut results);
     }
-    if !only.is_empty() {
+    if !only.is_empty() && only != "incremental" {
         write_results(&results);
         let _ = std::fs::remove_dir_all(&root);
         return;
@@ -605,314 +610,308 @@ fn main() {
         data_bytes as f64 / (1u64 << 30) as f64
     );
     results.insert("big_collection_bytes".into(), json!(data_bytes));
+    let Ok(endpoint) = std::env::var("S3_TEST_ENDPOINT") else {
+        panic!("S3_TEST_ENDPOINT is not set: run `make bench` (it starts the S3 server)");
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s3 = rt.block_on(sdk_client(&endpoint));
+    let bucket = env_or("S3_TEST_BUCKET", "snapshots");
+    let s3 = S3 {
+        rt,
+        client: s3,
+        bucket,
+        endpoint,
+    };
+    'plain: {
+        if only == "incremental" {
+            drop(svc);
+            break 'plain;
+        }
 
-    // Seal once so the baseline tars the same immutable files a snapshot pins.
-    let warm = call(
-        &c,
-        reqwest::Method::POST,
-        &format!("{}/collections/big/snapshots", svc.url),
-        None,
-    );
-    let warm_name = warm["result"]["name"].as_str().unwrap().to_string();
-    call(
-        &c,
-        reqwest::Method::DELETE,
-        &format!("{}/collections/big/snapshots/{warm_name}", svc.url),
-        None,
-    );
-    let (mut ours, mut base, mut rss_peak, mut rss_before) =
-        (Vec::new(), Vec::new(), 0u64, u64::MAX);
-    let mut last_snapshot = String::new();
-    for _ in 0..repeat {
-        base.push(sh(&format!(
-            "tar cf - -C '{}' . | openssl dgst -sha256",
-            data_dir.display()
-        )));
-        rss_before = rss_before.min(rss_bytes(svc.pid()));
-        let sampler = RssSampler::start(svc.pid());
-        let t = Instant::now();
-        let v = call(
+        // Seal once so the baseline tars the same immutable files a snapshot pins.
+        let warm = call(
             &c,
             reqwest::Method::POST,
-            &format!("{}/collections/big/snapshots?wait=true", svc.url),
+            &format!("{}/collections/big/snapshots", svc.url),
             None,
         );
-        ours.push(t.elapsed().as_secs_f64());
-        rss_peak = rss_peak.max(sampler.finish());
-        if !last_snapshot.is_empty() {
-            call(
+        let warm_name = warm["result"]["name"].as_str().unwrap().to_string();
+        call(
+            &c,
+            reqwest::Method::DELETE,
+            &format!("{}/collections/big/snapshots/{warm_name}", svc.url),
+            None,
+        );
+        let (mut ours, mut base, mut rss_peak, mut rss_before) =
+            (Vec::new(), Vec::new(), 0u64, u64::MAX);
+        let mut last_snapshot = String::new();
+        for _ in 0..repeat {
+            base.push(sh(&format!(
+                "tar cf - -C '{}' . | openssl dgst -sha256",
+                data_dir.display()
+            )));
+            rss_before = rss_before.min(rss_bytes(svc.pid()));
+            let sampler = RssSampler::start(svc.pid());
+            let t = Instant::now();
+            let v = call(
                 &c,
-                reqwest::Method::DELETE,
-                &format!("{}/collections/big/snapshots/{last_snapshot}", svc.url),
+                reqwest::Method::POST,
+                &format!("{}/collections/big/snapshots?wait=true", svc.url),
                 None,
             );
+            ours.push(t.elapsed().as_secs_f64());
+            rss_peak = rss_peak.max(sampler.finish());
+            if !last_snapshot.is_empty() {
+                call(
+                    &c,
+                    reqwest::Method::DELETE,
+                    &format!("{}/collections/big/snapshots/{last_snapshot}", svc.url),
+                    None,
+                );
+            }
+            last_snapshot = v["result"]["name"].as_str().unwrap().to_string();
         }
-        last_snapshot = v["result"]["name"].as_str().unwrap().to_string();
-    }
-    // The floor on this disk: writing the same number of bytes durably, nothing else.
-    let snap_path = root.join("snapshots/big").join(&last_snapshot);
-    let floor: Vec<f64> = (0..repeat)
-        .map(|i| {
-            let out = root.join(format!("dd-{i}"));
-            let t = sh(&format!(
-                "dd if='{}' of='{}' bs=1M conv=fdatasync status=none",
-                snap_path.display(),
-                out.display()
-            ));
-            let _ = std::fs::remove_file(out);
-            t
-        })
-        .collect();
-    let floor_m = median(floor.clone());
-    println!("durable write floor: dd of the snapshot's bytes with fdatasync, median {floor_m:.2} s; runs {floor:.2?}");
-    results.insert("dd_fdatasync_s".into(), json!(floor_m));
-    let (ours_m, base_m) = (median(ours.clone()), median(base.clone()));
-    println!(
+        // The floor on this disk: writing the same number of bytes durably, nothing else.
+        let snap_path = root.join("snapshots/big").join(&last_snapshot);
+        let floor: Vec<f64> = (0..repeat)
+            .map(|i| {
+                let out = root.join(format!("dd-{i}"));
+                let t = sh(&format!(
+                    "dd if='{}' of='{}' bs=1M conv=fdatasync status=none",
+                    snap_path.display(),
+                    out.display()
+                ));
+                let _ = std::fs::remove_file(out);
+                t
+            })
+            .collect();
+        let floor_m = median(floor.clone());
+        println!("durable write floor: dd of the snapshot's bytes with fdatasync, median {floor_m:.2} s; runs {floor:.2?}");
+        results.insert("dd_fdatasync_s".into(), json!(floor_m));
+        let (ours_m, base_m) = (median(ours.clone()), median(base.clone()));
+        println!(
         "local create: ours median {ours_m:.2} s vs tar|openssl {base_m:.2} s = {:.2}x (target <= 1.0x); runs ours {ours:.2?} base {base:.2?}",
         ours_m / base_m
     );
-    println!(
+        println!(
         "RSS during local snapshot: before {:.0} MiB, peak {:.0} MiB, added {:.0} MiB (target < 100 MiB)",
         mib(rss_before),
         mib(rss_peak),
         mib(rss_peak.saturating_sub(rss_before))
     );
-    results.insert("local_create_s".into(), json!(ours_m));
-    results.insert("tar_openssl_s".into(), json!(base_m));
-    results.insert("local_create_ratio".into(), json!(ours_m / base_m));
-    results.insert(
-        "local_snapshot_rss_added_mib".into(),
-        json!(mib(rss_peak.saturating_sub(rss_before))),
-    );
-
-    // Recover vs GNU tar extracting the same archive (plus sync, as recovery fsyncs).
-    let snap_file = root.join("snapshots/big").join(&last_snapshot);
-    let (mut ours_r, mut base_r) = (Vec::new(), Vec::new());
-    for i in 0..repeat {
-        let x = root.join(format!("untar-{i}"));
-        std::fs::create_dir_all(&x).unwrap();
-        base_r.push(sh(&format!(
-            "tar xf '{}' -C '{}' && sync -f '{}'",
-            snap_file.display(),
-            x.display(),
-            x.display()
-        )));
-        let _ = std::fs::remove_dir_all(&x);
-        let t = Instant::now();
-        call(
-            &c,
-            reqwest::Method::PUT,
-            &format!("{}/collections/big_copy/snapshots/recover", svc.url),
-            Some(json!({"location": format!("file://{}", snap_file.display())}).to_string()),
+        results.insert("local_create_s".into(), json!(ours_m));
+        results.insert("tar_openssl_s".into(), json!(base_m));
+        results.insert("local_create_ratio".into(), json!(ours_m / base_m));
+        results.insert(
+            "local_snapshot_rss_added_mib".into(),
+            json!(mib(rss_peak.saturating_sub(rss_before))),
         );
-        ours_r.push(t.elapsed().as_secs_f64());
-        call(
-            &c,
-            reqwest::Method::DELETE,
-            &format!("{}/collections/big_copy", svc.url),
-            None,
-        );
-    }
-    let (or, br) = (median(ours_r.clone()), median(base_r.clone()));
-    println!("local recover: ours median {or:.2} s vs tar xf + sync {br:.2} s = {:.2}x; runs ours {ours_r:.2?} base {base_r:.2?}", or / br);
-    results.insert("local_recover_s".into(), json!(or));
-    results.insert("tar_extract_s".into(), json!(br));
 
-    // Upsert latency (batches of 10) without and during a snapshot.
-    // Fresh ids for every write, so no run overwrites another's points.
-    let mut next_id = 5_000_000u64;
-    let mut upsert_lat = |during: bool| -> Vec<f64> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let snap = during.then(|| {
-            let (url, stop) = (svc.url.clone(), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let v = call(
-                    &http(),
-                    reqwest::Method::POST,
-                    &format!("{url}/collections/big/snapshots"),
-                    None,
-                );
-                stop.store(true, Ordering::SeqCst);
-                v["result"]["name"].as_str().unwrap().to_string()
-            })
-        });
-        let mut lat = Vec::new();
-        let t0 = Instant::now();
-        while (during && !stop.load(Ordering::SeqCst))
-            || (!during && t0.elapsed() < Duration::from_secs(3))
-        {
-            let body = batch_body(next_id, 10);
-            next_id += 10;
+        // Recover vs GNU tar extracting the same archive (plus sync, as recovery fsyncs).
+        let snap_file = root.join("snapshots/big").join(&last_snapshot);
+        let (mut ours_r, mut base_r) = (Vec::new(), Vec::new());
+        for i in 0..repeat {
+            let x = root.join(format!("untar-{i}"));
+            std::fs::create_dir_all(&x).unwrap();
+            base_r.push(sh(&format!(
+                "tar xf '{}' -C '{}' && sync -f '{}'",
+                snap_file.display(),
+                x.display(),
+                x.display()
+            )));
+            let _ = std::fs::remove_dir_all(&x);
             let t = Instant::now();
             call(
                 &c,
                 reqwest::Method::PUT,
-                &format!("{}/collections/big/points?wait=true", svc.url),
-                Some(body),
+                &format!("{}/collections/big_copy/snapshots/recover", svc.url),
+                Some(json!({"location": format!("file://{}", snap_file.display())}).to_string()),
             );
-            lat.push(t.elapsed().as_secs_f64() * 1000.0);
-        }
-        if let Some(h) = snap {
-            let name = h.join().unwrap();
+            ours_r.push(t.elapsed().as_secs_f64());
             call(
                 &c,
                 reqwest::Method::DELETE,
-                &format!("{}/collections/big/snapshots/{name}", svc.url),
+                &format!("{}/collections/big_copy", svc.url),
                 None,
             );
         }
-        lat.sort_by(f64::total_cmp);
-        lat
-    };
-    // Alternating, `repeat` times each, pooled: one snapshot gives too few writes for a
-    // stable p99.
-    let (mut idle, mut busy) = (Vec::new(), Vec::new());
-    for _ in 0..repeat {
-        idle.extend(upsert_lat(false));
-        busy.extend(upsert_lat(true));
-    }
-    idle.sort_by(f64::total_cmp);
-    busy.sort_by(f64::total_cmp);
-    let (p_idle, p_busy) = (percentile(&idle, 0.99), percentile(&busy, 0.99));
-    println!(
+        let (or, br) = (median(ours_r.clone()), median(base_r.clone()));
+        println!("local recover: ours median {or:.2} s vs tar xf + sync {br:.2} s = {:.2}x; runs ours {ours_r:.2?} base {base_r:.2?}", or / br);
+        results.insert("local_recover_s".into(), json!(or));
+        results.insert("tar_extract_s".into(), json!(br));
+
+        // Upsert latency (batches of 10) without and during a snapshot.
+        // Fresh ids for every write, so no run overwrites another's points.
+        let mut next_id = 5_000_000u64;
+        let mut upsert_lat = |during: bool| -> Vec<f64> {
+            let stop = Arc::new(AtomicBool::new(false));
+            let snap = during.then(|| {
+                let (url, stop) = (svc.url.clone(), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    let v = call(
+                        &http(),
+                        reqwest::Method::POST,
+                        &format!("{url}/collections/big/snapshots"),
+                        None,
+                    );
+                    stop.store(true, Ordering::SeqCst);
+                    v["result"]["name"].as_str().unwrap().to_string()
+                })
+            });
+            let mut lat = Vec::new();
+            let t0 = Instant::now();
+            while (during && !stop.load(Ordering::SeqCst))
+                || (!during && t0.elapsed() < Duration::from_secs(3))
+            {
+                let body = batch_body(next_id, 10);
+                next_id += 10;
+                let t = Instant::now();
+                call(
+                    &c,
+                    reqwest::Method::PUT,
+                    &format!("{}/collections/big/points?wait=true", svc.url),
+                    Some(body),
+                );
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            if let Some(h) = snap {
+                let name = h.join().unwrap();
+                call(
+                    &c,
+                    reqwest::Method::DELETE,
+                    &format!("{}/collections/big/snapshots/{name}", svc.url),
+                    None,
+                );
+            }
+            lat.sort_by(f64::total_cmp);
+            lat
+        };
+        // Alternating, `repeat` times each, pooled: one snapshot gives too few writes for a
+        // stable p99.
+        let (mut idle, mut busy) = (Vec::new(), Vec::new());
+        for _ in 0..repeat {
+            idle.extend(upsert_lat(false));
+            busy.extend(upsert_lat(true));
+        }
+        idle.sort_by(f64::total_cmp);
+        busy.sort_by(f64::total_cmp);
+        let (p_idle, p_busy) = (percentile(&idle, 0.99), percentile(&busy, 0.99));
+        println!(
         "upsert p99 (batches of 10): {p_idle:.1} ms without a snapshot ({} writes), {p_busy:.1} ms during {repeat} snapshots ({} writes) = {:.2}x (target <= 2x)",
         idle.len(),
         busy.len(),
         p_busy / p_idle
     );
-    results.insert("upsert_p99_idle_ms".into(), json!(p_idle));
-    results.insert("upsert_p99_during_snapshot_ms".into(), json!(p_busy));
-    // The latency step added points: the S3 baseline uploads an archive of the collection
-    // as it is now, the one the S3 snapshots below will capture, so both move the same bytes.
-    let v = call(
-        &c,
-        reqwest::Method::POST,
-        &format!("{}/collections/big/snapshots?wait=true", svc.url),
-        None,
-    );
-    let s3_base_file = root
-        .join("snapshots/big")
-        .join(v["result"]["name"].as_str().unwrap());
-    drop(svc);
-
-    // ---- 3. S3 -----------------------------------------------------------------------
-    let Ok(endpoint) = std::env::var("S3_TEST_ENDPOINT") else {
-        panic!("S3_TEST_ENDPOINT is not set: run `make bench` (it starts the S3 server)");
-    };
-    let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let p = "QDRANT__STORAGE__SNAPSHOTS_CONFIG__";
-    let s3_env: Vec<(String, String)> = vec![
-        (format!("{p}SNAPSHOTS_STORAGE"), "s3".into()),
-        (
-            format!("{p}S3_CONFIG__BUCKET"),
-            env_or("S3_TEST_BUCKET", ""),
-        ),
-        (
-            format!("{p}S3_CONFIG__REGION"),
-            env_or("S3_TEST_REGION", "us-east-1"),
-        ),
-        (
-            format!("{p}S3_CONFIG__ACCESS_KEY"),
-            env_or("S3_TEST_ACCESS_KEY", ""),
-        ),
-        (
-            format!("{p}S3_CONFIG__SECRET_KEY"),
-            env_or("S3_TEST_SECRET_KEY", ""),
-        ),
-        (format!("{p}S3_CONFIG__ENDPOINT_URL"), endpoint.clone()),
-        (format!("{p}S3_CONFIG__PREFIX"), prefix.clone()),
-    ];
-    let svc = Service::start(&root, &s3_env);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let s3 = rt.block_on(sdk_client(&endpoint));
-    let bucket = env_or("S3_TEST_BUCKET", "snapshots");
-    let part = 8usize << 20;
-    let (mut ours, mut base, mut rss_peak, mut wrote) = (Vec::new(), Vec::new(), 0u64, 0u64);
-    let rss_before = rss_bytes(svc.pid());
-    let mut name = String::new();
-    let mut size = 0u64;
-    for i in 0..repeat {
-        base.push(rt.block_on(plain_upload(
-            &s3,
-            &bucket,
-            &format!("{prefix}/baseline-{i}.tar"),
-            &s3_base_file,
-            part,
-            8,
-        )));
-        let io0 = io_write_bytes(svc.pid());
-        let sampler = RssSampler::start(svc.pid());
-        let t = Instant::now();
+        results.insert("upsert_p99_idle_ms".into(), json!(p_idle));
+        results.insert("upsert_p99_during_snapshot_ms".into(), json!(p_busy));
+        // The latency step added points: the S3 baseline uploads an archive of the collection
+        // as it is now, the one the S3 snapshots below will capture, so both move the same bytes.
         let v = call(
             &c,
             reqwest::Method::POST,
             &format!("{}/collections/big/snapshots?wait=true", svc.url),
             None,
         );
-        ours.push(t.elapsed().as_secs_f64());
-        rss_peak = rss_peak.max(sampler.finish());
-        wrote = wrote.max(io_write_bytes(svc.pid()) - io0);
-        if !name.is_empty() {
-            call(
+        let s3_base_file = root
+            .join("snapshots/big")
+            .join(v["result"]["name"].as_str().unwrap());
+        drop(svc);
+
+        // ---- 3. S3 -----------------------------------------------------------------------
+        let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
+        let svc = Service::start(&root, &s3.env(&prefix));
+        let (rt, bucket) = (&s3.rt, &s3.bucket);
+        let s3 = &s3.client;
+        let part = 8usize << 20;
+        let (mut ours, mut base, mut rss_peak, mut wrote) = (Vec::new(), Vec::new(), 0u64, 0u64);
+        let rss_before = rss_bytes(svc.pid());
+        let mut name = String::new();
+        let mut size = 0u64;
+        for i in 0..repeat {
+            base.push(rt.block_on(plain_upload(
+                &s3,
+                &bucket,
+                &format!("{prefix}/baseline-{i}.tar"),
+                &s3_base_file,
+                part,
+                8,
+                false,
+            )));
+            let io0 = io_write_bytes(svc.pid());
+            let sampler = RssSampler::start(svc.pid());
+            let t = Instant::now();
+            let v = call(
                 &c,
-                reqwest::Method::DELETE,
-                &format!("{}/collections/big/snapshots/{name}", svc.url),
+                reqwest::Method::POST,
+                &format!("{}/collections/big/snapshots?wait=true", svc.url),
                 None,
             );
+            ours.push(t.elapsed().as_secs_f64());
+            rss_peak = rss_peak.max(sampler.finish());
+            wrote = wrote.max(io_write_bytes(svc.pid()) - io0);
+            if !name.is_empty() {
+                call(
+                    &c,
+                    reqwest::Method::DELETE,
+                    &format!("{}/collections/big/snapshots/{name}", svc.url),
+                    None,
+                );
+            }
+            name = v["result"]["name"].as_str().unwrap().to_string();
+            size = v["result"]["size"].as_u64().unwrap();
         }
-        name = v["result"]["name"].as_str().unwrap().to_string();
-        size = v["result"]["size"].as_u64().unwrap();
-    }
-    let (om, bm) = (median(ours.clone()), median(base.clone()));
-    println!(
+        let (om, bm) = (median(ours.clone()), median(base.clone()));
+        println!(
         "S3 create: ours median {om:.2} s ({:.2} GiB) vs plain multipart upload of {:.2} GiB {bm:.2} s = {:.2}x (target <= 1.15x); runs ours {ours:.2?} base {base:.2?}",
         size as f64 / (1u64 << 30) as f64,
         std::fs::metadata(&s3_base_file).unwrap().len() as f64 / (1u64 << 30) as f64,
         om / bm
     );
-    println!(
+        println!(
         "RSS during S3 snapshot: before {:.0} MiB, peak {:.0} MiB, added {:.0} MiB (target <= 150 MiB); local bytes written during it: {wrote}",
         mib(rss_before),
         mib(rss_peak),
         mib(rss_peak.saturating_sub(rss_before))
     );
-    results.insert("s3_create_s".into(), json!(om));
-    results.insert("s3_plain_upload_s".into(), json!(bm));
-    results.insert("s3_create_ratio".into(), json!(om / bm));
-    results.insert(
-        "s3_snapshot_rss_added_mib".into(),
-        json!(mib(rss_peak.saturating_sub(rss_before))),
-    );
-    results.insert("s3_snapshot_local_bytes_written".into(), json!(wrote));
+        results.insert("s3_create_s".into(), json!(om));
+        results.insert("s3_plain_upload_s".into(), json!(bm));
+        results.insert("s3_create_ratio".into(), json!(om / bm));
+        results.insert(
+            "s3_snapshot_rss_added_mib".into(),
+            json!(mib(rss_peak.saturating_sub(rss_before))),
+        );
+        results.insert("s3_snapshot_local_bytes_written".into(), json!(wrote));
 
-    let key = format!("{prefix}/big/{name}");
-    let (mut ours_r, mut base_r) = (Vec::new(), Vec::new());
-    for i in 0..repeat {
-        let dl = root.join(format!("download-{i}.tar"));
-        base_r.push(rt.block_on(plain_download(&s3, &bucket, &key, &dl)));
-        let _ = std::fs::remove_file(&dl);
-        let t = Instant::now();
-        call(
-            &c,
-            reqwest::Method::PUT,
-            &format!("{}/collections/big_s3/snapshots/recover", svc.url),
-            Some(json!({"location": format!("s3://{bucket}/{key}")}).to_string()),
-        );
-        ours_r.push(t.elapsed().as_secs_f64());
-        call(
-            &c,
-            reqwest::Method::DELETE,
-            &format!("{}/collections/big_s3", svc.url),
-            None,
-        );
+        let key = format!("{prefix}/big/{name}");
+        let (mut ours_r, mut base_r) = (Vec::new(), Vec::new());
+        for i in 0..repeat {
+            let dl = root.join(format!("download-{i}.tar"));
+            base_r.push(rt.block_on(plain_download(&s3, &bucket, &key, &dl)));
+            let _ = std::fs::remove_file(&dl);
+            let t = Instant::now();
+            call(
+                &c,
+                reqwest::Method::PUT,
+                &format!("{}/collections/big_s3/snapshots/recover", svc.url),
+                Some(json!({"location": format!("s3://{bucket}/{key}")}).to_string()),
+            );
+            ours_r.push(t.elapsed().as_secs_f64());
+            call(
+                &c,
+                reqwest::Method::DELETE,
+                &format!("{}/collections/big_s3", svc.url),
+                None,
+            );
+        }
+        let (or, br) = (median(ours_r.clone()), median(base_r.clone()));
+        println!("S3 recover: ours median {or:.2} s vs plain download to a file + fsync {br:.2} s = {:.2}x (target <= 1.15x); runs ours {ours_r:.2?} base {base_r:.2?}", or / br);
+        results.insert("s3_recover_s".into(), json!(or));
+        results.insert("s3_plain_download_s".into(), json!(br));
+        results.insert("s3_recover_ratio".into(), json!(or / br));
+        drop(svc);
     }
-    let (or, br) = (median(ours_r.clone()), median(base_r.clone()));
-    println!("S3 recover: ours median {or:.2} s vs plain download to a file + fsync {br:.2} s = {:.2}x (target <= 1.15x); runs ours {ours_r:.2?} base {base_r:.2?}", or / br);
-    results.insert("s3_recover_s".into(), json!(or));
-    results.insert("s3_plain_download_s".into(), json!(br));
-    results.insert("s3_recover_ratio".into(), json!(or / br));
-    drop(svc);
 
+    incremental_s3(&c, &root, &s3, big_points, repeat, &mut results);
     write_results(&results);
     let _ = std::fs::remove_dir_all(&root);
 }
@@ -974,6 +973,7 @@ async fn sdk_client(endpoint: &str) -> aws_sdk_s3::Client {
 }
 
 /// A plain multipart upload of an existing file: `part` bytes, `concurrency` in flight.
+/// The object is deleted afterwards unless `keep`.
 async fn plain_upload(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
@@ -981,6 +981,7 @@ async fn plain_upload(
     file: &Path,
     part: usize,
     concurrency: usize,
+    keep: bool,
 ) -> f64 {
     use aws_sdk_s3::primitives::ByteStream;
     use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -1054,12 +1055,14 @@ async fn plain_upload(
         .await
         .unwrap();
     let elapsed = t.elapsed().as_secs_f64();
-    s3.delete_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
+    if !keep {
+        s3.delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
     elapsed
 }
 
@@ -1081,4 +1084,223 @@ async fn plain_download(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, dest: 
     f.flush().await.unwrap();
     f.into_inner().sync_all().await.unwrap();
     t.elapsed().as_secs_f64()
+}
+
+/// The S3 server the S3 sections use, and a plain SDK client for the baselines.
+struct S3 {
+    rt: tokio::runtime::Runtime,
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    endpoint: String,
+}
+
+impl S3 {
+    /// The service's environment for S3 snapshots under `prefix`.
+    fn env(&self, prefix: &str) -> Vec<(String, String)> {
+        let p = "QDRANT__STORAGE__SNAPSHOTS_CONFIG__";
+        [
+            ("SNAPSHOTS_STORAGE", "s3".to_string()),
+            ("S3_CONFIG__BUCKET", self.bucket.clone()),
+            ("S3_CONFIG__REGION", env_or("S3_TEST_REGION", "us-east-1")),
+            ("S3_CONFIG__ACCESS_KEY", env_or("S3_TEST_ACCESS_KEY", "")),
+            ("S3_CONFIG__SECRET_KEY", env_or("S3_TEST_SECRET_KEY", "")),
+            ("S3_CONFIG__ENDPOINT_URL", self.endpoint.clone()),
+            ("S3_CONFIG__PREFIX", prefix.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("{p}{k}"), v))
+        .collect()
+    }
+
+    /// Bytes stored under `prefix/`, as the bucket lists them.
+    fn bytes_under(&self, prefix: &str) -> u64 {
+        self.rt.block_on(async {
+            let mut pages = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(format!("{prefix}/"))
+                .into_paginator()
+                .send();
+            let mut total = 0u64;
+            while let Some(page) = pages.next().await {
+                for o in page.unwrap().contents() {
+                    total += o.size().unwrap_or(0) as u64;
+                }
+            }
+            total
+        })
+    }
+}
+
+/// A batch overwriting `ids` with vectors and payloads they did not have before.
+fn overwrite_body(ids: &[u64], salt: u64) -> String {
+    let vectors: Vec<Vec<f32>> = ids.iter().map(|&i| vector(i ^ (salt << 40))).collect();
+    let payloads: Vec<Value> = ids
+        .iter()
+        .map(|i| json!({"title": format!("doc {i} v{salt}"), "n": i}))
+        .collect();
+    json!({"batch": {"ids": ids, "vectors": vectors, "payloads": payloads}}).to_string()
+}
+
+/// Section 4: incremental snapshots on S3 of the big collection (issue 11). Each round
+/// starts from an empty prefix: a first (full) snapshot, 1% of the points overwritten and
+/// a few deleted, a second snapshot; then recovery of the second against a plain download
+/// of the same bytes; then both are deleted and the collector empties the prefix.
+fn incremental_s3(
+    c: &reqwest::blocking::Client,
+    root: &Path,
+    s3: &S3,
+    big_points: u64,
+    repeat: usize,
+    results: &mut serde_json::Map<String, Value>,
+) {
+    let prefix = format!("bench-inc-{}", uuid::Uuid::new_v4().simple());
+    let plain_key = format!(
+        "bench-inc-plain-{}/second.tar",
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut env = s3.env(&prefix);
+    env.push((
+        "QDRANT__STORAGE__SNAPSHOTS_CONFIG__INCREMENTAL".into(),
+        "true".into(),
+    ));
+    let svc = Service::start(root, &env);
+    let create = |c: &reqwest::blocking::Client| -> (f64, String, u64) {
+        let t = Instant::now();
+        let v = call(
+            c,
+            reqwest::Method::POST,
+            &format!("{}/collections/big/snapshots?wait=true", svc.url),
+            None,
+        );
+        let name = v["result"]["name"].as_str().unwrap().to_string();
+        (
+            t.elapsed().as_secs_f64(),
+            name,
+            v["result"]["size"].as_u64().unwrap(),
+        )
+    };
+    let (mut first_s, mut second_s, mut ours_r, mut base_r) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut first_added, mut second_added, mut logical) = (0u64, 0u64, 0u64);
+    for round in 0..repeat as u64 {
+        let b0 = s3.bytes_under(&prefix);
+        let (t1, first, _) = create(c);
+        let b1 = s3.bytes_under(&prefix);
+        // 1% of the points get new vectors and payloads, in batches of 1,000; 100 deleted.
+        let stride = 100;
+        let ids: Vec<u64> = (0..big_points / stride)
+            .map(|k| k * stride + (round * 37 + 11) % stride)
+            .collect();
+        for chunk in ids.chunks(1000) {
+            call(
+                c,
+                reqwest::Method::PUT,
+                &format!("{}/collections/big/points?wait=true", svc.url),
+                Some(overwrite_body(chunk, round + 1)),
+            );
+        }
+        call(
+            c,
+            reqwest::Method::POST,
+            &format!("{}/collections/big/points/delete?wait=true", svc.url),
+            Some(json!({"points": &ids[..100]}).to_string()),
+        );
+        let (t2, second, size) = create(c);
+        let b2 = s3.bytes_under(&prefix);
+        first_s.push(t1);
+        second_s.push(t2);
+        first_added = first_added.max(b1 - b0);
+        second_added = second_added.max(b2 - b1);
+        logical = size;
+
+        // Recovery of the second vs a plain download of the same bytes.
+        let url = format!("{}/collections/big/snapshots/{second}", svc.url);
+        let tar = root.join("incremental-second.tar");
+        let mut resp = c.get(&url).send().unwrap();
+        let mut f = std::fs::File::create(&tar).unwrap();
+        std::io::copy(&mut resp, &mut f).unwrap();
+        drop(f);
+        // The baseline object: the same bytes, stored plainly (and kept).
+        s3.rt.block_on(plain_upload(
+            &s3.client,
+            &s3.bucket,
+            &plain_key,
+            &tar,
+            8 << 20,
+            8,
+            true,
+        ));
+        let dl = root.join("incremental-download.tar");
+        base_r.push(
+            s3.rt
+                .block_on(plain_download(&s3.client, &s3.bucket, &plain_key, &dl)),
+        );
+        let _ = std::fs::remove_file(&dl);
+        let _ = std::fs::remove_file(&tar);
+        let t = Instant::now();
+        call(
+            c,
+            reqwest::Method::PUT,
+            &format!("{}/collections/big_inc/snapshots/recover", svc.url),
+            Some(
+                json!({"location": format!("s3://{}/{prefix}/big/{second}", s3.bucket)})
+                    .to_string(),
+            ),
+        );
+        ours_r.push(t.elapsed().as_secs_f64());
+        call(
+            c,
+            reqwest::Method::DELETE,
+            &format!("{}/collections/big_inc", svc.url),
+            None,
+        );
+        for name in [&first, &second] {
+            call(
+                c,
+                reqwest::Method::DELETE,
+                &format!("{}/collections/big/snapshots/{name}", svc.url),
+                None,
+            );
+        }
+        // The collector frees everything; the next round's first snapshot is full again.
+        let t = Instant::now();
+        while s3.bytes_under(&prefix) > 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "the collector did not empty the prefix"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    s3.rt.block_on(async {
+        let _ = s3
+            .client
+            .delete_object()
+            .bucket(&s3.bucket)
+            .key(&plain_key)
+            .send()
+            .await;
+    });
+    let (f, s) = (median(first_s.clone()), median(second_s.clone()));
+    println!(
+        "incremental S3: first snapshot median {f:.2} s adding {:.0} MiB; second (1% changed) {s:.2} s adding {:.1} MiB = {:.2}x the time (target <= 0.35x), {:.2}% of its logical {:.0} MiB (target <= 2% + 8 MiB); runs first {first_s:.2?} second {second_s:.2?}",
+        mib(first_added),
+        mib(second_added),
+        s / f,
+        100.0 * second_added as f64 / logical as f64,
+        mib(logical)
+    );
+    let (or, br) = (median(ours_r.clone()), median(base_r.clone()));
+    println!("incremental S3 recover of the second: ours median {or:.2} s vs plain download of the same bytes + fsync {br:.2} s = {:.2}x (target <= 1.15x); runs ours {ours_r:.2?} base {base_r:.2?}", or / br);
+    results.insert("incremental_first_s".into(), json!(f));
+    results.insert("incremental_second_s".into(), json!(s));
+    results.insert("incremental_time_ratio".into(), json!(s / f));
+    results.insert("incremental_first_added_bytes".into(), json!(first_added));
+    results.insert("incremental_second_added_bytes".into(), json!(second_added));
+    results.insert("incremental_logical_bytes".into(), json!(logical));
+    results.insert("incremental_recover_s".into(), json!(or));
+    results.insert("incremental_plain_download_s".into(), json!(br));
+    results.insert("incremental_recover_ratio".into(), json!(or / br));
 }

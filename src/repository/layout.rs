@@ -13,8 +13,9 @@ use super::manifest::Manifest;
 use super::pieces;
 use crate::backend::{BackendError, ByteStream, DynBackend};
 
-/// Pieces fetched ahead of the reader: bounds memory to this many pieces.
-const FETCH_AHEAD: usize = 4;
+/// Pieces fetched ahead of the reader: bounds memory to this many pieces (32 MiB). Recovery
+/// of a 307 MiB snapshot from S3 measured 1.17x a plain download with 4, 1.10x with 8.
+const FETCH_AHEAD: usize = 8;
 
 /// The header block(s) of one tar entry: a GNU header, preceded by a long-name entry when
 /// the path does not fit. Deterministic: the same path, size and mtime give the same bytes.
