@@ -829,8 +829,8 @@ fn main() {
         let mut size = 0u64;
         for i in 0..repeat {
             base.push(rt.block_on(plain_upload(
-                &s3,
-                &bucket,
+                s3,
+                bucket,
                 &format!("{prefix}/baseline-{i}.tar"),
                 &s3_base_file,
                 part,
@@ -886,7 +886,7 @@ fn main() {
         let (mut ours_r, mut base_r) = (Vec::new(), Vec::new());
         for i in 0..repeat {
             let dl = root.join(format!("download-{i}.tar"));
-            base_r.push(rt.block_on(plain_download(&s3, &bucket, &key, &dl)));
+            base_r.push(rt.block_on(plain_download(s3, bucket, &key, &dl)));
             let _ = std::fs::remove_file(&dl);
             let t = Instant::now();
             call(
