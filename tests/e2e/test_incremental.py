@@ -51,7 +51,10 @@ class Storage:
         for root, _, files in os.walk(self.dir):
             for f in files:
                 p = Path(root) / f
-                out[str(p.relative_to(self.dir))] = p.stat().st_size
+                try:
+                    out[str(p.relative_to(self.dir))] = p.stat().st_size
+                except FileNotFoundError:
+                    pass  # collected by the service between listing and stat
         return out
 
     def bytes(self):
