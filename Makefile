@@ -4,7 +4,7 @@ VENV := .venv
 BIN := target/release/snapstream
 S3_ENV := .s3-server/env
 
-.PHONY: run test build venv js-deps s3-start s3-stop lint bench fuzz
+.PHONY: run test build venv js-deps browser s3-start s3-stop lint bench fuzz
 
 build:
 	cargo build --release
@@ -27,6 +27,14 @@ tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.js
 
 js-deps: tests/js/node_modules/.installed
 
+## Debian's Chromium and ChromeDriver, for the dashboard's browser test; installed only when
+## missing (as root, or through sudo).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium chromium-driver > /dev/null; }
+
 s3-start:
 	bash minio/start.sh > /dev/null
 
@@ -38,8 +46,9 @@ lint:
 	cargo clippy --release --all-targets -- -D warnings
 
 ## Installs what the tests need (venv with qdrant-client, the JS client, the S3 server), then
-## runs every test: Rust unit and integration tests, then the official clients end to end.
-test: venv js-deps s3-start
+## runs every test: Rust unit and integration tests, then the official clients end to end,
+## and the dashboard in headless Chromium.
+test: venv js-deps browser s3-start
 	@set -a; source $(S3_ENV); set +a; \
 	cargo test --release && \
 	SNAPSTREAM_BIN=$(BIN) $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/e2e; \

@@ -205,11 +205,23 @@ pub struct StorageConfig {
     pub snapshots_config: SnapshotsConfig,
 }
 
+/// How log lines are written (`logger.format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// Default log filter.
     pub log_level: String,
+    /// Log line format.
+    pub log_format: LogFormat,
     /// HTTP service.
     pub service: ServiceConfig,
     /// Storage.
@@ -251,6 +263,7 @@ fn flatten(v: &Value, prefix: &str, origin: &Origin, out: &mut BTreeMap<String, 
 /// Every key this service understands.
 const KNOWN_KEYS: &[&str] = &[
     "log_level",
+    "logger.format",
     "service.host",
     "service.http_port",
     "service.grpc_port",
@@ -516,8 +529,19 @@ impl Layers {
                 },
             },
         };
+        let log_format = match self.string("logger.format")?.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(self.invalid(
+                    "logger.format",
+                    format!("expected `text` or `json`, got {other:?}"),
+                ))
+            }
+        };
         Ok(Config {
             log_level: self.log_level()?,
+            log_format,
             service,
             storage: storage_cfg,
         })

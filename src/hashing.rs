@@ -12,8 +12,38 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWrite;
 use tokio_util::sync::PollSender;
 
-/// Shared progress counter (bytes moved), readable while an operation runs.
-pub type Progress = Arc<AtomicU64>;
+/// Shared progress of an operation, readable while it runs.
+pub type Progress = Arc<ProgressCounter>;
+
+/// Bytes moved so far, and how many there will be when that is known.
+#[derive(Debug, Default)]
+pub struct ProgressCounter {
+    done: AtomicU64,
+    /// 0 while unknown.
+    total: AtomicU64,
+}
+
+impl ProgressCounter {
+    /// Counts `n` more bytes moved.
+    pub fn add(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes moved so far.
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Sets the expected total (an estimate: compression makes fewer bytes move).
+    pub fn set_total(&self, n: u64) {
+        self.total.store(n, Ordering::Relaxed);
+    }
+
+    /// The expected total, when known.
+    pub fn total(&self) -> Option<u64> {
+        Some(self.total.load(Ordering::Relaxed)).filter(|n| *n > 0)
+    }
+}
 
 /// Lowercase hex of a finished digest.
 pub fn hex_digest(h: Sha256) -> String {
@@ -101,7 +131,7 @@ impl BackgroundSha {
     fn count(&mut self, n: usize) {
         self.bytes += n as u64;
         if let Some(p) = &self.progress {
-            p.fetch_add(n as u64, Ordering::Relaxed);
+            p.add(n as u64);
         }
     }
 
@@ -284,6 +314,6 @@ mod tests {
         }
         assert_eq!(passed, data);
         assert_eq!(s.finish().await.unwrap(), (expected, len as u64));
-        assert_eq!(progress.load(Ordering::Relaxed), len as u64);
+        assert_eq!(progress.done(), len as u64);
     }
 }

@@ -1,6 +1,7 @@
 //! snapstream: a Qdrant-compatible collection and snapshot service.
 //!
 //! Layers, bottom up:
+//! * [`metrics`]: the process's Prometheus metrics, which every layer records into;
 //! * [`config`]: layered YAML + `QDRANT__*` environment configuration;
 //! * [`collection`] and [`registry`]: durable collections (WAL + immutable segments) and aliases;
 //! * [`backend`]: the snapshot storage trait with local and S3 implementations;
@@ -20,6 +21,7 @@ mod foreground;
 mod fsutil;
 pub mod grpc;
 pub mod hashing;
+pub mod metrics;
 pub mod migrate;
 pub mod registry;
 pub mod repository;
@@ -59,7 +61,10 @@ pub async fn build_state(config: Config) -> Result<Services> {
         SnapshotsStorage::Local => {
             let local = backend::local::LocalBackend::new(&storage.snapshots_path)
                 .map_err(|e| Error::internal("failed to open local snapshot storage", e))?;
-            (Arc::new(local), None)
+            (
+                Arc::new(backend::metered::Metered::new(local, "local")),
+                None,
+            )
         }
         SnapshotsStorage::S3 => {
             let s3 =
@@ -67,6 +72,7 @@ pub async fn build_state(config: Config) -> Result<Services> {
                     Error::bad_input("storage.snapshots_config.s3_config is missing")
                 })?;
             let b = backend::s3::S3Backend::new(s3)?;
+            let b = backend::metered::Metered::new(b, "s3");
             (Arc::new(b), Some((s3.bucket.clone(), s3.prefix.clone())))
         }
     };

@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use snapstream::backend::local::file_stream;
 use snapstream::config;
+use snapstream::snapshot::progress_log::{counted, describe, reporting};
 
 /// A Qdrant-compatible collection and snapshot service.
 #[derive(Parser, Debug)]
@@ -120,7 +121,12 @@ async fn main() -> ExitCode {
     // `log_level` is validated by the config; RUST_LOG, for developers, is not, and falls
     // back to it. The AWS SDK's credential chain warns at length for each provider it tries
     // (instance metadata, profiles): the storage check reports the outcome in one line.
-    let filter = EnvFilter::try_from_env(snapstream::env::RUST_LOG)
+    // An empty RUST_LOG counts as unset (it would otherwise parse as "log nothing").
+    let filter = std::env::var(snapstream::env::RUST_LOG)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .ok_or(())
+        .and_then(|v| EnvFilter::try_new(v).map_err(|_| ()))
         .or_else(|_| {
             EnvFilter::try_new(format!(
                 "{},aws_config=error",
@@ -129,10 +135,13 @@ async fn main() -> ExitCode {
         })
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only on a terminal: a log file or a collector gets plain text.
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+        .with_ansi(std::io::stdout().is_terminal());
+    match config.log_format {
+        config::LogFormat::Text => log.init(),
+        config::LogFormat::Json => log.json().init(),
+    }
     for (key, origin) in unknown {
         match config::nearest_known_key(&key) {
             Some(near) => tracing::warn!(
@@ -234,15 +243,41 @@ fn startup_summary(
     )
 }
 
+/// How often start-up recovery logs its progress.
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A snapshot file's bytes, counted as they are read, and its size.
+fn logged_file(
+    file: std::fs::File,
+) -> (
+    snapstream::backend::ByteStream,
+    snapstream::hashing::Progress,
+    Option<u64>,
+) {
+    let total = file.metadata().ok().map(|m| m.len());
+    let progress = snapstream::hashing::Progress::default();
+    let stream = counted(
+        file_stream(file, 0..u64::MAX),
+        std::sync::Arc::clone(&progress),
+    );
+    (stream, progress, total)
+}
+
 async fn startup_recovery(args: &Args, state: &snapstream::Services) -> Result<(), String> {
     let svc = state.snapshots.engine();
     if let Some(path) = &args.storage_snapshot {
         let file = std::fs::File::open(path)
             .map_err(|e| format!("cannot open storage snapshot `{}`: {e}", path.display()))?;
-        let names = svc
-            .recover_full_from_stream(file_stream(file, 0..u64::MAX), args.force_snapshot)
-            .await
-            .map_err(|e| format!("recovering `{}` failed: {}", path.display(), e.chain()))?;
+        let (stream, progress, total) = logged_file(file);
+        let what = path.display().to_string();
+        let names = reporting(
+            REPORT_EVERY,
+            &progress,
+            |done, took| tracing::info!("recovering `{what}`: {}", describe(done, total, took)),
+            svc.recover_full_from_stream(stream, args.force_snapshot),
+        )
+        .await
+        .map_err(|e| format!("recovering `{}` failed: {}", path.display(), e.chain()))?;
         tracing::info!(collections = ?names, "recovered full-storage snapshot");
         return Ok(());
     }
@@ -260,9 +295,20 @@ async fn startup_recovery(args: &Args, state: &snapstream::Services) -> Result<(
         }
         let file =
             std::fs::File::open(path).map_err(|e| format!("cannot open snapshot `{path}`: {e}"))?;
-        svc.recover_from_stream(name, file_stream(file, 0..u64::MAX), None, None)
-            .await
-            .map_err(|e| format!("recovering `{path}` into `{name}` failed: {}", e.chain()))?;
+        let (stream, progress, total) = logged_file(file);
+        reporting(
+            REPORT_EVERY,
+            &progress,
+            |done, took| {
+                tracing::info!(
+                    "recovering `{path}` into `{name}`: {}",
+                    describe(done, total, took)
+                )
+            },
+            svc.recover_from_stream(name, stream, None, None),
+        )
+        .await
+        .map_err(|e| format!("recovering `{path}` into `{name}` failed: {}", e.chain()))?;
         tracing::info!(collection = name, path, "recovered collection snapshot");
     }
     Ok(())

@@ -5,7 +5,9 @@
 
 pub mod auth;
 pub mod collections;
+pub mod dashboard;
 pub mod error;
+pub mod metrics;
 pub mod points;
 pub mod service;
 pub mod snapshots;
@@ -34,6 +36,14 @@ pub fn router(state: Services) -> Router {
         .route("/healthz", g(Op::Health, get(service::healthz)))
         .route("/livez", g(Op::Health, get(service::livez)))
         .route("/readyz", g(Op::Health, get(service::readyz)))
+        .route("/metrics", g(Op::Metrics, get(metrics::metrics)))
+        .route("/dashboard", g(Op::Dashboard, get(dashboard::root)))
+        .route("/dashboard/", g(Op::Dashboard, get(dashboard::index)))
+        .route(
+            "/dashboard/session",
+            g(Op::Session, get(dashboard::session)),
+        )
+        .route("/dashboard/{file}", g(Op::Dashboard, get(dashboard::file)))
         .route(
             "/collections",
             g(Op::ListCollections, get(collections::list)),
@@ -145,5 +155,6 @@ pub fn router(state: Services) -> Router {
         })
         .layer(middleware::from_fn(error::envelope_bare_errors))
         .layer(middleware::from_fn(error::log_failures))
+        .layer(middleware::from_fn(metrics::record))
         .with_state(state)
 }

@@ -304,6 +304,11 @@ async fn upload(
     st.snapshots
         .check_upload(&target, shard, q.checksum.as_deref())?;
     let bad = |text: String| ApiError::new(StatusCode::BAD_REQUEST, format!("Bad request: {text}"));
+    let size = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let mut multipart = Multipart::from_request(req, &())
         .await
         .map_err(|e| bad(e.body_text()))?;
@@ -320,7 +325,7 @@ async fn upload(
         }
         let stream = field.map_err(std::io::Error::other).boxed();
         st.snapshots
-            .recover_upload(&target, stream, q.checksum.clone())
+            .recover_upload(&target, shard, stream, q.checksum.clone(), size)
             .await?;
         break;
     }

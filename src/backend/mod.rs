@@ -4,7 +4,9 @@ pub mod conformance;
 pub mod diagnosis;
 pub mod key;
 pub mod local;
+pub mod metered;
 pub mod s3;
+mod s3_http;
 
 use std::fmt;
 use std::ops::Range;

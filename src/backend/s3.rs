@@ -103,6 +103,7 @@ fn build_store(cfg: &S3Config, options: ClientOptions) -> Result<Arc<dyn ObjectS
         .with_region(&cfg.region)
         .with_virtual_hosted_style_request(!cfg.path_style)
         .with_retry(retry)
+        .with_http_connector(super::s3_http::WatchedConnector::default())
         // Signed payloads hash every part with SHA-256 a second time, on the hot path. The
         // archive's own SHA-256 (the sidecar, verified on recovery) already covers every
         // byte end to end, and TLS protects https endpoints in transit.
@@ -667,6 +668,7 @@ impl Backend for S3Backend {
                         )
                     })?;
                 tracing::info!(key, "aborted an orphaned multipart upload");
+                crate::metrics::get().s3_aborted_uploads.inc();
                 aborted += 1;
             }
             if page.is_truncated() != Some(true) {

@@ -11,7 +11,7 @@ use tower::{Layer, Service};
 use crate::service::{ApiKeys, Denied, Operation};
 
 /// The operation of a gRPC method path such as `/qdrant.Points/Search`.
-fn operation(path: &str) -> Operation {
+pub(super) fn operation(path: &str) -> Operation {
     use Operation::*;
     match path.trim_start_matches('/') {
         "qdrant.Qdrant/HealthCheck" => Version,

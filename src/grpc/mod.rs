@@ -8,6 +8,7 @@
 mod auth;
 mod collections;
 mod convert;
+mod metered;
 mod points;
 mod snapshots;
 mod status;
@@ -77,6 +78,8 @@ pub async fn serve(
         // window update every 64 KiB; windows of a few batches let a request stream at once.
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(2 * STREAM_WINDOW))
+        // Outermost, so refused calls are counted too.
+        .layer(metered::MeteredLayer)
         .layer(auth::AuthLayer::new(services.keys.clone()))
         .add_service(health)
         .add_service(configured!(QdrantServer::new(Root)))

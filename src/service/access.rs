@@ -58,6 +58,12 @@ pub enum Operation {
     StreamShardSnapshot,
     ListOperations,
     GetOperation,
+    /// `GET /metrics`.
+    Metrics,
+    /// The dashboard's files (the page asks for a key itself).
+    Dashboard,
+    /// What the presented key grants, so the dashboard shows only what it may do.
+    Session,
     /// A call the service does not offer: it needs the full key, so probing for what
     /// exists tells an unauthenticated caller nothing.
     Unknown,
@@ -68,7 +74,7 @@ impl Operation {
     pub fn access(self) -> Access {
         use Operation::*;
         match self {
-            Version | Health => Access::Open,
+            Version | Health | Dashboard | Session => Access::Open,
             ListCollections
             | GetCollection
             | CollectionExists
@@ -84,7 +90,8 @@ impl Operation {
             | ListSnapshots
             | DownloadSnapshot
             | ListOperations
-            | GetOperation => Access::Read,
+            | GetOperation
+            | Metrics => Access::Read,
             Upsert | DeletePoints | SetPayload | OverwritePayload | DeletePayload
             | ClearPayload | UpdateBatch | CreateFieldIndex | DeleteFieldIndex => Access::Write,
             CreateCollection | UpdateCollection | DeleteCollection | UpdateAliases
@@ -162,6 +169,23 @@ impl ApiKeys {
         }
         Err(Denied::Unauthenticated("Invalid API key or JWT"))
     }
+
+    /// Whether any key is configured.
+    pub fn required(&self) -> bool {
+        self.full.is_some() || self.read_only.is_some()
+    }
+
+    /// The most `presented` may do: [`Access::Manage`] for the full key (or when no key is
+    /// configured), [`Access::Read`] for the read-only key, [`Access::Open`] otherwise.
+    pub fn grants(&self, presented: Option<&str>) -> Access {
+        if self.check(presented, Operation::CreateSnapshot).is_ok() {
+            Access::Manage
+        } else if self.check(presented, Operation::ListCollections).is_ok() {
+            Access::Read
+        } else {
+            Access::Open
+        }
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +219,11 @@ mod tests {
             Err(Denied::Forbidden(_))
         ));
         assert_eq!(keys.check(Some("full"), Operation::CreateSnapshot), Ok(()));
+        assert_eq!(keys.check(Some("ro"), Operation::Metrics), Ok(()));
+        assert_eq!(keys.grants(Some("full")), Access::Manage);
+        assert_eq!(keys.grants(Some("ro")), Access::Read);
+        assert_eq!(keys.grants(Some("nope")), Access::Open);
+        assert_eq!(ApiKeys::default().grants(None), Access::Manage);
         assert_eq!(
             ApiKeys::default().check(None, Operation::DeleteCollection),
             Ok(())

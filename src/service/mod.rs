@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod collections;
+pub mod metrics;
 pub mod points;
 pub mod schedule;
 pub mod snapshots;

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::metrics;
 use crate::registry::Registry;
 use crate::snapshot::{Scope, SnapshotService};
 
@@ -42,10 +43,18 @@ pub async fn run_once(
         if taken.get(&name) == Some(&version) {
             continue;
         }
-        match snapshots
+        let started = std::time::Instant::now();
+        let out = snapshots
             .create(&Scope::Collection(name.clone()), None)
-            .await
-        {
+            .await;
+        let m = metrics::get();
+        m.snapshot_op("create", "collection", out.is_ok(), started.elapsed());
+        m.scheduled
+            .get_or_create(&metrics::OutcomeLabels {
+                outcome: metrics::outcome(out.is_ok()),
+            })
+            .inc();
+        match out {
             Ok(d) => {
                 tracing::info!(collection = %name, snapshot = %d.name, "scheduled snapshot created");
                 taken.insert(name, version);

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::backend::{ByteStream, ObjectMeta};
 use crate::error::{Error, Result};
+use crate::metrics;
 use crate::registry::{validate_name, Registry};
 use crate::snapshot::format::is_sha256_hex;
 use crate::snapshot::hashing::Progress;
@@ -73,6 +74,101 @@ fn to_value<T: serde::Serialize>(v: T) -> Result<Value> {
     serde_json::to_value(v).map_err(|e| Error::internal("failed to serialize result", e))
 }
 
+/// What an operation is, for its listing and its metrics.
+struct What {
+    /// `create`, `recover`, `upload` or `delete`.
+    operation: &'static str,
+    /// `collection`, `full` or `shard`.
+    kind: &'static str,
+    collection: Option<String>,
+    target: String,
+}
+
+impl What {
+    fn new(operation: &'static str, scope: &Scope, target: String) -> Self {
+        let (kind, collection) = match scope {
+            Scope::Collection(c) => ("collection", Some(c.clone())),
+            Scope::Shard(c, _) => ("shard", Some(c.clone())),
+            Scope::Full => ("full", None),
+        };
+        What {
+            operation,
+            kind,
+            collection,
+            target,
+        }
+    }
+}
+
+/// A registered operation on its way: listed, counted in flight, timed.
+struct Tracked {
+    id: u64,
+    progress: Progress,
+    ops: Arc<crate::snapshot::ops::Operations>,
+    operation: &'static str,
+    kind: &'static str,
+    started: std::time::Instant,
+    finished: bool,
+}
+
+impl Tracked {
+    fn start(engine: &SnapshotService, what: &What) -> Self {
+        let (id, progress) = engine.ops.start(
+            &format!("{}_snapshot", what.operation),
+            what.collection.as_deref(),
+            &what.target,
+        );
+        let m = metrics::get();
+        m.in_flight
+            .get_or_create(&metrics::OperationLabels {
+                operation: what.operation,
+            })
+            .inc();
+        Tracked {
+            id,
+            progress,
+            ops: Arc::clone(&engine.ops),
+            operation: what.operation,
+            kind: what.kind,
+            started: std::time::Instant::now(),
+            finished: false,
+        }
+    }
+
+    fn finish(mut self, outcome: std::result::Result<Value, &Error>) {
+        self.end(outcome);
+    }
+
+    fn end(&mut self, outcome: std::result::Result<Value, &Error>) {
+        self.finished = true;
+        let m = metrics::get();
+        m.in_flight
+            .get_or_create(&metrics::OperationLabels {
+                operation: self.operation,
+            })
+            .dec();
+        m.snapshot_op(
+            self.operation,
+            self.kind,
+            outcome.is_ok(),
+            self.started.elapsed(),
+        );
+        self.ops.finish(self.id, outcome);
+    }
+}
+
+impl Drop for Tracked {
+    /// An upload whose client went away is dropped mid-way: it failed, and is no longer
+    /// in flight.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.end(Err(&Error::BadRequest(
+                "interrupted: the request ended before the operation finished".into(),
+            )));
+        }
+    }
+}
+
 /// Snapshot operations.
 #[derive(Clone, Debug)]
 pub struct Snapshots {
@@ -118,44 +214,44 @@ impl Snapshots {
     }
 
     /// Runs snapshot work in its own task, so neither a disconnect nor a client deadline
-    /// cancels it half-way. With `wait`, the caller awaits the task; without, it becomes
-    /// a background operation.
-    async fn run<T, F, Fut>(
-        &self,
-        wait: bool,
-        kind: &str,
-        target: &str,
-        work: F,
-    ) -> Result<Outcome<T>>
+    /// cancels it half-way, registered as an operation (listed, with its progress) and
+    /// counted in the metrics. With `wait`, the caller awaits the task; without, it is
+    /// polled by its operation id.
+    async fn run<T, F, Fut>(&self, wait: bool, what: What, work: F) -> Result<Outcome<T>>
     where
         T: serde::Serialize + Send + 'static,
         F: FnOnce(Arc<SnapshotService>, Progress) -> Fut,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
         let engine = Arc::clone(&self.engine);
-        if wait {
-            let fut = work(engine, Progress::default());
-            let value = tokio::spawn(fut)
-                .await
-                .map_err(|e| Error::internal("snapshot task failed", e))??;
-            return Ok(Outcome::Done(value));
-        }
-        let id = self.engine.ops.spawn(kind, target, |progress| {
-            let fut = work(engine, progress);
-            async move { to_value(fut.await?) }
+        let tracked = Tracked::start(&self.engine, &what);
+        let id = tracked.id;
+        let fut = work(engine, Arc::clone(&tracked.progress));
+        let task = tokio::spawn(async move {
+            let out = fut.await;
+            if let (Err(e), false) = (&out, wait) {
+                // Qdrant only logs these; we log and keep them for polling.
+                tracing::error!(operation = id, error = %e.chain(), "background operation failed");
+            }
+            tracked.finish(out.as_ref().map(|v| to_value(v).unwrap_or(Value::Null)));
+            out
         });
-        Ok(Outcome::Started(id))
+        if !wait {
+            return Ok(Outcome::Started(id));
+        }
+        let value = task
+            .await
+            .map_err(|e| Error::internal("snapshot task failed", e))??;
+        Ok(Outcome::Done(value))
     }
 
     /// Creates a snapshot of `scope`.
     pub async fn create(&self, scope: Scope, wait: bool) -> Result<Outcome<SnapshotDescription>> {
         let target = format!("{scope:?}");
-        self.run(
-            wait,
-            "create_snapshot",
-            &target,
-            move |svc, progress| async move { svc.create(&scope, Some(progress)).await },
-        )
+        let what = What::new("create", &scope, target);
+        self.run(wait, what, move |svc, progress| async move {
+            svc.create(&scope, Some(progress)).await
+        })
         .await
     }
 
@@ -167,8 +263,8 @@ impl Snapshots {
     /// Deletes snapshot `name` of `scope`; a missing one is `NotFound` even without `wait`.
     pub async fn delete(&self, scope: Scope, name: String, wait: bool) -> Result<Outcome<bool>> {
         let size = self.engine.stat(&scope, &name).await?.size;
-        let target = format!("{scope:?}/{name}");
-        self.run(wait, "delete_snapshot", &target, move |svc, _| async move {
+        let what = What::new("delete", &scope, format!("{scope:?}/{name}"));
+        self.run(wait, what, move |svc, _| async move {
             let started = std::time::Instant::now();
             svc.delete(&scope, &name).await?;
             tracing::info!(
@@ -214,24 +310,20 @@ impl Snapshots {
         let dir = Self::stored_scope(&target, shard)?
             .dir()?
             .ok_or_else(|| Error::bad_input("no snapshot directory"))?;
-        let what = format!("{target} from {}", req.location);
-        self.run(
-            wait,
-            "recover_snapshot",
-            &what,
-            move |svc, progress| async move {
-                svc.recover(
-                    &target,
-                    &dir,
-                    &req.location,
-                    req.checksum,
-                    req.api_key.as_deref(),
-                    Some(progress),
-                )
-                .await?;
-                Ok(true)
-            },
-        )
+        let scope = Self::stored_scope(&target, shard)?;
+        let what = What::new("recover", &scope, format!("{target} from {}", req.location));
+        self.run(wait, what, move |svc, progress| async move {
+            svc.recover(
+                &target,
+                &dir,
+                &req.location,
+                req.checksum,
+                req.api_key.as_deref(),
+                Some(progress),
+            )
+            .await?;
+            Ok(true)
+        })
         .await
     }
 
@@ -251,19 +343,34 @@ impl Snapshots {
     }
 
     /// Recovers collection `target` from an uploaded archive, streamed through the
-    /// unpacker: nothing is spooled.
+    /// unpacker: nothing is spooled. `size` (the request's length, when sent) feeds the
+    /// operation's progress.
     pub async fn recover_upload<S>(
         &self,
         target: &str,
+        shard: Option<u32>,
         stream: S,
         checksum: Option<String>,
+        size: Option<u64>,
     ) -> Result<()>
     where
         S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin + Send,
     {
-        self.engine
-            .recover_from_stream(target, stream, checksum, None)
-            .await
+        let scope = Self::stored_scope(target, shard)?;
+        let tracked = Tracked::start(
+            &self.engine,
+            &What::new("upload", &scope, format!("{target} from an upload")),
+        );
+        if let Some(n) = size {
+            tracked.progress.set_total(n);
+        }
+        let progress = Some(Arc::clone(&tracked.progress));
+        let out = self
+            .engine
+            .recover_from_stream(target, stream, checksum, progress)
+            .await;
+        tracked.finish(out.as_ref().map(|()| Value::Bool(true)));
+        out
     }
 
     /// A snapshot of shard `shard` built on the fly and streamed; returns its file name

@@ -7,6 +7,7 @@ pub use crate::hashing;
 pub mod names;
 pub mod ops;
 pub mod producer;
+pub mod progress_log;
 pub mod qdrant;
 pub mod source;
 pub mod unpack;
@@ -280,6 +281,10 @@ impl SnapshotService {
             .reserve(&self.repo, scope.dir()?.as_ref(), &name)
             .await?;
         let manifest = producer::manifest(kind, &pinned, aliases);
+        let pinned_names: Vec<String> = pinned.iter().map(|p| p.name.clone()).collect();
+        if let Some(p) = &progress {
+            p.set_total(producer::estimated_size(&manifest));
+        }
         let stored = if self.repo.incremental() {
             self.store_incremental(reserved.key(), manifest, pinned, progress)
                 .await?
@@ -296,6 +301,15 @@ impl SnapshotService {
             incremental = self.repo.incremental(),
             "snapshot created"
         );
+        let when = Utc::now().timestamp_millis() as f64 / 1000.0;
+        for p in &pinned_names {
+            crate::metrics::get()
+                .last_snapshot
+                .get_or_create(&crate::metrics::CollectionLabels {
+                    collection: p.clone(),
+                })
+                .set(when);
+        }
         if let Some(keep) = self.keep_last {
             self.apply_retention(scope, keep, &stored.key).await;
         }
@@ -550,6 +564,9 @@ impl SnapshotService {
         progress: Option<Progress>,
     ) -> Result<()> {
         let source = self.open_source(location, dir, api_key).await?;
+        if let (Some(p), Some(n)) = (&progress, source.size) {
+            p.set_total(n);
+        }
         let expected = checksum.or(source.published_sha256);
         self.recover_from_stream(target, source.stream, expected, progress)
             .await

@@ -1,19 +1,21 @@
-//! Background operations (`wait=false`): an id, a state, bytes done and the error, pollable
-//! at `GET /operations/{id}`. Qdrant has no such endpoint; its `wait=false` is fire-and-forget.
+//! Snapshot operations (create, recover, upload, delete), waited for or not: an id, a
+//! state, bytes done (and the expected total when known), listed at `GET /operations` and
+//! pollable at `GET /operations/{id}`. Qdrant has no such endpoint; its `wait=false` is
+//! fire-and-forget.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::hashing::Progress;
-use crate::error::Result;
+use crate::error::Error;
 
-/// Finished operations kept for polling.
+/// Finished operations kept for polling; older ones are forgotten first.
 const KEEP_FINISHED: usize = 1000;
 
 /// State of an operation.
@@ -33,16 +35,25 @@ pub enum OpState {
 pub struct OpStatus {
     /// The id.
     pub id: u64,
-    /// What it does, e.g. `create_snapshot`.
+    /// What it does: `create_snapshot`, `recover_snapshot`, `upload_snapshot` or
+    /// `delete_snapshot`.
     pub kind: String,
-    /// What it acts on.
+    /// The collection it acts on (none for full snapshots).
+    pub collection: Option<String>,
+    /// What it acts on, in words.
     pub target: String,
     /// State.
     pub state: OpState,
     /// Bytes of snapshot data moved so far.
     pub bytes_done: u64,
+    /// Bytes expected in all, when known (an estimate for creates: compression moves fewer).
+    pub bytes_total: Option<u64>,
+    /// Average bytes per second since it started.
+    pub rate: f64,
     /// When it started (RFC 3339).
     pub started_at: String,
+    /// When it finished (RFC 3339).
+    pub finished_at: Option<String>,
     /// The error, when failed.
     pub error: Option<String>,
     /// The result, when completed.
@@ -52,9 +63,11 @@ pub struct OpStatus {
 struct Op {
     status: OpStatus,
     progress: Progress,
+    started: Instant,
+    seconds: Option<f64>,
 }
 
-/// The registry of background operations.
+/// The registry of snapshot operations.
 #[derive(Default)]
 pub struct Operations {
     next: AtomicU64,
@@ -69,22 +82,26 @@ impl std::fmt::Debug for Operations {
     }
 }
 
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 impl Operations {
-    /// Registers an operation and runs `work(progress)` in the background; returns its id.
-    pub fn spawn<F, Fut>(self: &Arc<Self>, kind: &str, target: &str, work: F) -> u64
-    where
-        F: FnOnce(Progress) -> Fut,
-        Fut: Future<Output = Result<Value>> + Send + 'static,
-    {
+    /// Registers a running operation; returns its id and the progress its work advances.
+    pub fn start(&self, kind: &str, collection: Option<&str>, target: &str) -> (u64, Progress) {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let progress = Progress::default();
         let status = OpStatus {
             id,
             kind: kind.to_string(),
+            collection: collection.map(str::to_string),
             target: target.to_string(),
             state: OpState::Running,
             bytes_done: 0,
-            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            bytes_total: None,
+            rate: 0.0,
+            started_at: now(),
+            finished_at: None,
             error: None,
             result: None,
         };
@@ -93,47 +110,56 @@ impl Operations {
             Op {
                 status,
                 progress: Arc::clone(&progress),
+                started: Instant::now(),
+                seconds: None,
             },
         );
-        let fut = work(progress);
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let outcome = fut.await;
-            let mut ops = this.ops.lock();
-            if let Some(op) = ops.get_mut(&id) {
-                match outcome {
-                    Ok(v) => {
-                        op.status.state = OpState::Completed;
-                        op.status.result = Some(v);
-                    }
-                    Err(e) => {
-                        // Qdrant only logs these; we log and keep them for polling.
-                        tracing::error!(operation = id, kind = %op.status.kind, error = %e.chain(), "background operation failed");
-                        op.status.state = OpState::Failed;
-                        op.status.error = Some(e.public_message());
-                    }
+        (id, progress)
+    }
+
+    /// Records how operation `id` ended, and forgets the oldest finished ones beyond
+    /// [`KEEP_FINISHED`].
+    pub fn finish(&self, id: u64, outcome: std::result::Result<Value, &Error>) {
+        let mut ops = self.ops.lock();
+        if let Some(op) = ops.get_mut(&id) {
+            match outcome {
+                Ok(v) => {
+                    op.status.state = OpState::Completed;
+                    op.status.result = Some(v);
+                }
+                Err(e) => {
+                    op.status.state = OpState::Failed;
+                    op.status.error = Some(e.public_message());
                 }
             }
-            let finished: Vec<u64> = ops
-                .iter()
-                .filter(|(_, o)| o.status.state != OpState::Running)
-                .map(|(k, _)| *k)
-                .collect();
-            for k in finished
-                .iter()
-                .take(finished.len().saturating_sub(KEEP_FINISHED))
-            {
-                ops.remove(k);
-            }
-        });
-        id
+            op.status.finished_at = Some(now());
+            op.seconds = Some(op.started.elapsed().as_secs_f64());
+        }
+        let finished: Vec<u64> = ops
+            .iter()
+            .filter(|(_, o)| o.status.state != OpState::Running)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in finished
+            .iter()
+            .take(finished.len().saturating_sub(KEEP_FINISHED))
+        {
+            ops.remove(k);
+        }
     }
 
     /// The status of one operation.
     pub fn get(&self, id: u64) -> Option<OpStatus> {
         self.ops.lock().get(&id).map(|op| {
             let mut s = op.status.clone();
-            s.bytes_done = op.progress.load(Ordering::Relaxed);
+            s.bytes_done = op.progress.done();
+            s.bytes_total = op.progress.total();
+            let seconds = op
+                .seconds
+                .unwrap_or_else(|| op.started.elapsed().as_secs_f64());
+            if seconds > 0.0 {
+                s.rate = (s.bytes_done as f64 / seconds).round();
+            }
             s
         })
     }
@@ -149,26 +175,38 @@ impl Operations {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn operations_report_completion_and_failure() {
-        let ops = Arc::new(Operations::default());
-        let ok = ops.spawn("test", "a", |p| async move {
-            p.fetch_add(5, Ordering::Relaxed);
-            Ok(Value::Bool(true))
-        });
-        let bad = ops.spawn("test", "b", |_| async {
-            Err(crate::error::Error::bad_input("nope"))
-        });
-        for _ in 0..100 {
-            if ops.list().iter().all(|s| s.state != OpState::Running) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+    #[test]
+    fn operations_report_progress_completion_and_failure() {
+        let ops = Operations::default();
+        let (ok, p) = ops.start("create_snapshot", Some("a"), "a");
+        p.add(5);
+        p.set_total(10);
+        let running = ops.get(ok).unwrap();
+        assert_eq!(running.state, OpState::Running);
+        assert_eq!((running.bytes_done, running.bytes_total), (5, Some(10)));
+        ops.finish(ok, Ok(Value::Bool(true)));
+        let (bad, _) = ops.start("recover_snapshot", None, "b");
+        ops.finish(bad, Err(&Error::bad_input("nope")));
         let ok = ops.get(ok).unwrap();
         assert_eq!((ok.state, ok.bytes_done), (OpState::Completed, 5));
+        assert!(ok.finished_at.is_some());
+        assert_eq!(ok.collection.as_deref(), Some("a"));
         let bad = ops.get(bad).unwrap();
         assert_eq!(bad.state, OpState::Failed);
         assert!(bad.error.unwrap().contains("nope"));
+        assert_eq!(ops.list().len(), 2);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let ops = Operations::default();
+        for _ in 0..KEEP_FINISHED + 5 {
+            let (id, _) = ops.start("delete_snapshot", None, "x");
+            ops.finish(id, Ok(Value::Null));
+        }
+        let (running, _) = ops.start("create_snapshot", None, "y");
+        let list = ops.list();
+        assert_eq!(list.len(), KEEP_FINISHED + 1);
+        assert_eq!(list.last().map(|s| s.id), Some(running));
     }
 }

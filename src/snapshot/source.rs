@@ -10,6 +10,7 @@ use super::{not_found, parse_checksum, SnapshotService};
 use crate::backend::local::file_stream;
 use crate::backend::{BackendError, ByteStream, ObjectKey};
 use crate::error::{Error, Result};
+use crate::registry::validate_name;
 
 /// An opened recovery source.
 pub struct Source {
@@ -17,6 +18,8 @@ pub struct Source {
     pub stream: ByteStream,
     /// The checksum published next to it (sidecar or `x-checksum-sha256`), if any.
     pub published_sha256: Option<String>,
+    /// Its length, when known before reading (for progress).
+    pub size: Option<u64>,
 }
 
 impl SnapshotService {
@@ -29,6 +32,15 @@ impl SnapshotService {
     ) -> Result<Source> {
         let url = match url::Url::parse(location) {
             Ok(url) => url,
+            // `{collection}/{name}`: another collection's stored snapshot (the dashboard
+            // recovers one collection's snapshot into another this way).
+            Err(url::ParseError::RelativeUrlWithoutBase)
+                if location
+                    .split_once('/')
+                    .is_some_and(|(c, n)| validate_name(c).is_ok() && !n.contains('/')) =>
+            {
+                return self.open_stored(location, None).await
+            }
             Err(url::ParseError::RelativeUrlWithoutBase) => {
                 return self.open_stored(location, Some(dir)).await
             }
@@ -97,9 +109,11 @@ impl SnapshotService {
             .await
             .ok()
             .and_then(|t| parse_checksum(&t));
+        let size = file.metadata().ok().map(|m| m.len());
         Ok(Source {
             stream: file_stream(file, 0..u64::MAX),
             published_sha256: published,
+            size,
         })
     }
 
@@ -134,6 +148,7 @@ impl SnapshotService {
         Ok(Source {
             stream,
             published_sha256: stored.checksum,
+            size: Some(stored.size),
         })
     }
 
@@ -164,10 +179,12 @@ impl SnapshotService {
             .get("x-checksum-sha256")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_checksum);
+        let size = resp.content_length();
         let stream = resp.bytes_stream().map_err(std::io::Error::other);
         Ok(Source {
             stream: stream.boxed(),
             published_sha256: published,
+            size,
         })
     }
 
@@ -215,6 +232,7 @@ impl SnapshotService {
                 source: std::io::Error::other(e.to_string()),
             }),
         };
+        let size = stored.as_ref().ok().map(|s| s.size);
         let published = stored.ok().and_then(|s| s.checksum);
         let stream = stream.map_err(|e| match e {
             // A bare name is looked up in one place only: say which, and what else works.
@@ -235,6 +253,7 @@ impl SnapshotService {
         Ok(Source {
             stream: stream.boxed(),
             published_sha256: published,
+            size,
         })
     }
 }

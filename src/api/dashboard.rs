@@ -1,0 +1,84 @@
+//! `GET /dashboard`: the snapshots page, from files embedded in the binary at build time
+//! (plain HTML, CSS and JavaScript in `dashboard/`; no build step, nothing fetched).
+
+use axum::extract::{Path, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::error::ApiError;
+use crate::config::SnapshotsStorage;
+use crate::service::{Access, ApiKeys, Services};
+
+/// The page's files: name, content type, bytes.
+const FILES: &[(&str, &str, &str)] = &[
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("../../dashboard/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../dashboard/app.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../dashboard/style.css"),
+    ),
+];
+
+/// `GET /dashboard`: to `/dashboard/`, so the page's relative links resolve.
+pub async fn root() -> Redirect {
+    Redirect::permanent("/dashboard/")
+}
+
+/// `GET /dashboard/`: the page.
+pub async fn index() -> Response {
+    file(Path("index.html".to_string())).await
+}
+
+/// `GET /dashboard/{file}`.
+pub async fn file(Path(name): Path<String>) -> Response {
+    match FILES.iter().find(|(n, _, _)| *n == name) {
+        Some((_, kind, body)) => {
+            ([(CONTENT_TYPE, *kind), (CACHE_CONTROL, "no-cache")], *body).into_response()
+        }
+        None => ApiError::new(StatusCode::NOT_FOUND, "Not found: no such dashboard file")
+            .into_response(),
+    }
+}
+
+/// `GET /dashboard/session`: whether keys are required and what the presented key may
+/// do, so the page asks for a key only when needed and hides what it may not do.
+pub async fn session(State(st): State<Services>, headers: HeaderMap) -> Response {
+    let access = match st.keys.grants(ApiKeys::presented(&headers)) {
+        Access::Manage | Access::Write => "manage",
+        Access::Read => "read",
+        Access::Open => "none",
+    };
+    // Where snapshots are stored is shown to key holders only, and never as a local path.
+    let storage = (access != "none").then(|| {
+        let sc = &st.config.storage.snapshots_config;
+        let place = match &sc.s3 {
+            Some(s3) if sc.storage == SnapshotsStorage::S3 => {
+                format!("s3://{}/{}", s3.bucket, s3.prefix)
+            }
+            _ => "local disk (snapshots_path)".to_string(),
+        };
+        if sc.incremental {
+            format!("{place}, incremental")
+        } else {
+            place
+        }
+    });
+    Json(json!({
+        "keys_required": st.keys.required(),
+        "access": access,
+        "storage": storage,
+    }))
+    .into_response()
+}

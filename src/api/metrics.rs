@@ -1,0 +1,38 @@
+//! `GET /metrics` and the request counters of the REST transport.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::metrics;
+use crate::service::Services;
+
+/// `GET /metrics`: Prometheus metrics in the OpenMetrics text format.
+pub async fn metrics(State(st): State<Services>) -> Response {
+    (
+        [(CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        crate::service::metrics::exposition(&st),
+    )
+        .into_response()
+}
+
+/// Counts each request by its route template (never the raw path, which would make a
+/// series per collection and per probe) and status, with its latency.
+pub async fn record(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_string(), |p| p.as_str().to_string());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    metrics::get().request(
+        "rest",
+        route,
+        resp.status().as_u16().to_string(),
+        started.elapsed(),
+    );
+    resp
+}

@@ -1,0 +1,337 @@
+//! Process-wide Prometheus metrics (`GET /metrics`), kept with the `prometheus-client` crate.
+//!
+//! One registry for the whole process, so every layer (storage backends, the snapshot
+//! service, both transports) records into it without threading a handle through each
+//! constructor. Figures that are cheaper to read than to keep (points per collection, bytes
+//! done of each running operation) are not kept here: [`encode`] takes them from a registry
+//! built for the scrape. Names and labels are listed in `docs/metrics.md`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// The content type of [`encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Labels of a snapshot operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    /// `create`, `recover`, `upload` or `delete`.
+    pub operation: &'static str,
+    /// `collection`, `full` or `shard`.
+    pub kind: &'static str,
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+}
+
+/// Labels naming a storage backend.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// `local` or `s3`.
+    pub backend: &'static str,
+}
+
+/// Labels naming an operation kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    /// `create`, `recover`, `upload` or `delete`.
+    pub operation: &'static str,
+}
+
+/// Labels naming an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+}
+
+/// Labels naming a collection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CollectionLabels {
+    /// The collection's name.
+    pub collection: String,
+}
+
+/// Labels of a request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `rest` or `grpc`.
+    pub transport: &'static str,
+    /// The route template (`/collections/{name}/snapshots`) or the RPC
+    /// (`/qdrant.Points/Upsert`); requests matching neither count as `other`.
+    pub route: String,
+    /// The HTTP status code, or the gRPC status code for gRPC.
+    pub status: String,
+}
+
+/// Labels of a running operation's progress.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunningLabels {
+    /// The operation id, as in `GET /operations/{id}`.
+    pub id: String,
+    /// `create`, `recover`, `upload` or `delete`.
+    pub operation: String,
+    /// The collection it acts on (empty for full snapshots).
+    pub collection: String,
+}
+
+/// Builds histograms with one set of buckets.
+#[derive(Clone, Debug)]
+pub struct Buckets {
+    start: f64,
+    factor: f64,
+    count: u16,
+}
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(exponential_buckets(self.start, self.factor, self.count))
+    }
+}
+
+/// Every metric the process keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Snapshot operations finished, by operation, kind and outcome.
+    pub snapshot_ops: Family<OpLabels, Counter>,
+    /// Their durations.
+    pub snapshot_op_seconds: Family<OpLabels, Histogram, Buckets>,
+    /// Bytes written to snapshot storage.
+    pub storage_written: Family<BackendLabels, Counter>,
+    /// Bytes read from snapshot storage.
+    pub storage_read: Family<BackendLabels, Counter>,
+    /// S3 part uploads that failed and were handed to the retry layer.
+    pub s3_part_retries: Counter,
+    /// Multipart uploads aborted (failed creates, and orphans found at start-up).
+    pub s3_aborted_uploads: Counter,
+    /// Snapshot operations running now.
+    pub in_flight: Family<OperationLabels, Gauge>,
+    /// When each collection's last successful snapshot finished (Unix seconds).
+    pub last_snapshot: Family<CollectionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Scheduled snapshots run, by outcome.
+    pub scheduled: Family<OutcomeLabels, Counter>,
+    /// Requests answered, by transport, route and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Their latencies.
+    pub request_seconds: Family<RequestLabels, Histogram, Buckets>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("snapstream");
+        let snapshot_ops = Family::default();
+        registry.register(
+            "snapshot_operations",
+            "Snapshot operations finished",
+            snapshot_ops.clone(),
+        );
+        let snapshot_op_seconds = Family::new_with_constructor(Buckets {
+            start: 0.01,
+            factor: 2.5,
+            count: 14,
+        });
+        registry.register(
+            "snapshot_operation_duration_seconds",
+            "Duration of snapshot operations",
+            snapshot_op_seconds.clone(),
+        );
+        let storage_written = Family::default();
+        registry.register(
+            "storage_written_bytes",
+            "Bytes written to snapshot storage",
+            storage_written.clone(),
+        );
+        let storage_read = Family::default();
+        registry.register(
+            "storage_read_bytes",
+            "Bytes read from snapshot storage",
+            storage_read.clone(),
+        );
+        let s3_part_retries = Counter::default();
+        registry.register(
+            "s3_part_retries",
+            "S3 part uploads that failed and were retried (while the retry budget lasted)",
+            s3_part_retries.clone(),
+        );
+        let s3_aborted_uploads = Counter::default();
+        registry.register(
+            "s3_aborted_multipart_uploads",
+            "S3 multipart uploads aborted",
+            s3_aborted_uploads.clone(),
+        );
+        let in_flight = Family::default();
+        registry.register(
+            "operations_in_flight",
+            "Snapshot operations running now",
+            in_flight.clone(),
+        );
+        let last_snapshot = Family::default();
+        registry.register(
+            "collection_last_snapshot_timestamp_seconds",
+            "When the collection's last successful snapshot finished, since this process started",
+            last_snapshot.clone(),
+        );
+        let scheduled = Family::default();
+        registry.register(
+            "scheduled_snapshots",
+            "Scheduled snapshots run",
+            scheduled.clone(),
+        );
+        let requests = Family::default();
+        registry.register("requests", "Requests answered", requests.clone());
+        let request_seconds = Family::new_with_constructor(Buckets {
+            start: 0.0005,
+            factor: 2.0,
+            count: 16,
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer a request (until its response headers)",
+            request_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            snapshot_ops,
+            snapshot_op_seconds,
+            storage_written,
+            storage_read,
+            s3_part_retries,
+            s3_aborted_uploads,
+            in_flight,
+            last_snapshot,
+            scheduled,
+            requests,
+            request_seconds,
+        }
+    }
+
+    /// Counts a finished snapshot operation and its duration.
+    pub fn snapshot_op(
+        &self,
+        operation: &'static str,
+        kind: &'static str,
+        ok: bool,
+        took: Duration,
+    ) {
+        let labels = OpLabels {
+            operation,
+            kind,
+            outcome: outcome(ok),
+        };
+        self.snapshot_ops.get_or_create(&labels).inc();
+        self.snapshot_op_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts an answered request and its latency.
+    pub fn request(&self, transport: &'static str, route: String, status: String, took: Duration) {
+        let labels = RequestLabels {
+            transport,
+            route,
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.request_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// `ok` or `error`.
+pub fn outcome(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "error"
+    }
+}
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// Figures read at scrape time rather than kept.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Points per collection.
+    pub points: Vec<(String, u64)>,
+    /// Bytes done of each running operation.
+    pub running: Vec<(RunningLabels, u64)>,
+}
+
+/// The exposition of every metric, in the OpenMetrics text format ([`CONTENT_TYPE`]).
+pub fn encode(now: Snapshot) -> String {
+    let mut scrape = Registry::with_prefix("snapstream");
+    let points = Family::<CollectionLabels, Gauge>::default();
+    for (collection, n) in now.points {
+        points
+            .get_or_create(&CollectionLabels { collection })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    scrape.register("collection_points", "Points in each collection", points);
+    let running = Family::<RunningLabels, Gauge>::default();
+    for (labels, done) in now.running {
+        running
+            .get_or_create(&labels)
+            .set(i64::try_from(done).unwrap_or(i64::MAX));
+    }
+    scrape.register_with_unit(
+        "operation_done",
+        "Bytes done of each running snapshot operation",
+        prometheus_client::registry::Unit::Bytes,
+        running,
+    );
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode_registry(&mut out, &get().registry);
+    let _ = encode_registry(&mut out, &scrape);
+    let _ = encode_eof(&mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_follow_conventions() {
+        let m = get();
+        m.snapshot_op("create", "collection", true, Duration::from_millis(20));
+        m.storage_written
+            .get_or_create(&BackendLabels { backend: "local" })
+            .inc_by(7);
+        let text = encode(Snapshot {
+            points: vec![("papers".into(), 3)],
+            running: vec![(
+                RunningLabels {
+                    id: "4".into(),
+                    operation: "create".into(),
+                    collection: "papers".into(),
+                },
+                99,
+            )],
+        });
+        assert!(text.contains(
+            "snapstream_snapshot_operations_total{operation=\"create\",kind=\"collection\",outcome=\"ok\"}"
+        ));
+        assert!(text.contains("snapstream_snapshot_operation_duration_seconds_bucket{"));
+        assert!(text.contains("snapstream_storage_written_bytes_total{backend=\"local\"}"));
+        assert!(text.contains("snapstream_collection_points{collection=\"papers\"} 3"));
+        assert!(text.contains(
+            "snapstream_operation_done_bytes{id=\"4\",operation=\"create\",collection=\"papers\"} 99"
+        ));
+        assert!(text.ends_with("# EOF\n"));
+        assert_eq!(text.matches("# EOF").count(), 1);
+    }
+}
