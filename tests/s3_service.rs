@@ -68,6 +68,19 @@ async fn object_bytes(client: &aws_sdk_s3::Client, key: &str) -> Vec<u8> {
     out.body.collect().await.unwrap().into_bytes().to_vec()
 }
 
+/// The value of an unlabelled sample in the service's `/metrics`.
+async fn metric(svc: &Service, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", svc.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
+
 async fn uploads(client: &aws_sdk_s3::Client, prefix: &str) -> Vec<String> {
     common::multipart_uploads(client, &bucket(), prefix).await
 }
@@ -183,6 +196,7 @@ async fn a_5xx_on_one_part_is_retried_and_the_snapshot_succeeds() {
         "a 500 was injected: {}",
         svc.log_text()
     );
+    assert_eq!(metric(&svc, "snapstream_s3_part_retries_total").await, 1.0);
     let name = v["result"]["name"].as_str().unwrap();
     let s3 = aws_client().await;
     let bytes = object_bytes(&s3, &format!("{prefix}/c/{name}")).await;
@@ -256,6 +270,10 @@ async fn s3_dying_mid_upload_fails_cleanly_and_the_next_start_aborts_the_upload(
     assert!(
         uploads(&s3, &prefix).await.is_empty(),
         "start-up aborted the orphaned upload"
+    );
+    assert_eq!(
+        metric(&svc, "snapstream_s3_aborted_multipart_uploads_total").await,
+        1.0
     );
     // And snapshots work again.
     let (s, v) = api(

@@ -307,10 +307,10 @@ impl Snapshots {
         if let Some(s) = shard {
             check_shard(&target, s)?;
         }
-        let dir = Self::stored_scope(&target, shard)?
+        let scope = Self::stored_scope(&target, shard)?;
+        let dir = scope
             .dir()?
             .ok_or_else(|| Error::bad_input("no snapshot directory"))?;
-        let scope = Self::stored_scope(&target, shard)?;
         let what = What::new("recover", &scope, format!("{target} from {}", req.location));
         self.run(wait, what, move |svc, progress| async move {
             svc.recover(

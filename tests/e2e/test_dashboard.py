@@ -108,6 +108,10 @@ def test_dashboard_create_download_recover_delete_upload(server, browser, tmp_pa
     assert snap.name in row.text
     shoot(d, "dashboard", 1280, 800)
     shoot(d, "dashboard", 390, 844)
+    # Usable on a phone: nothing wider than the screen, every button reachable.
+    assert d.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    for b in d.find_elements(By.CSS_SELECTOR, "article.collection button"):
+        assert b.is_displayed() and b.rect["x"] + b.rect["width"] <= 390, b.text
     d.set_window_size(1280, 800)
 
     # Download: the file the browser saved has the listed SHA-256.
