@@ -25,22 +25,23 @@ impl HttpConnector for WatchedConnector {
 #[derive(Debug)]
 struct Watched(HttpClient);
 
-/// Whether a request aborts a multipart upload (`DELETE ?uploadId=`).
-fn is_abort(req: &HttpRequest) -> bool {
-    req.method() == http::Method::DELETE
+/// Whether `req` is a `method` request with query parameter `param`.
+fn is(req: &HttpRequest, method: http::Method, param: &str) -> bool {
+    req.method() == method
         && req
             .uri()
             .query()
-            .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("uploadId=")))
+            .is_some_and(|q| q.split('&').any(|kv| kv.split('=').next() == Some(param)))
+}
+
+/// Whether a request aborts a multipart upload (`DELETE ?uploadId=`).
+fn is_abort(req: &HttpRequest) -> bool {
+    is(req, http::Method::DELETE, "uploadId")
 }
 
 /// Whether a request uploads one part of a multipart upload (`PUT ?partNumber=N&uploadId=`).
 fn is_part_upload(req: &HttpRequest) -> bool {
-    req.method() == http::Method::PUT
-        && req
-            .uri()
-            .query()
-            .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("partNumber=")))
+    is(req, http::Method::PUT, "partNumber")
 }
 
 #[async_trait]
