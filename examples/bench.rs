@@ -1,20 +1,23 @@
 //! `make bench`: measures snapstream against baselines taken in the same run.
 //!
 //! 1. Upsert throughput (100,000 x 768 in batches of 1,000) and query latency.
-//! 2. Local snapshots of a >= 2 GiB collection: create vs `tar cf - DIR | openssl dgst
-//!    -sha256`, recover vs `tar xf`, upsert p99 during a snapshot vs without, RSS.
-//! 3. S3 snapshots: create vs a plain aws-sdk-s3 multipart upload of the same bytes,
-//!    recover vs a plain download of the same object, RSS, local bytes written.
+//! 2. Local snapshots of a 0.5 GiB and a 2 GiB collection: create vs `tar cf - DIR |
+//!    openssl dgst -sha256`, the same while one client upserts back to back, recover vs
+//!    `tar xf` + sync, upsert p99 during a snapshot vs without, RSS.
+//! 3. S3 snapshots of the same collections: create vs a plain aws-sdk-s3 multipart upload
+//!    of the same bytes, recover (by `s3://` URL and by name) vs a plain download of the
+//!    same object + fsync, RSS, local bytes written.
 //! 4. Incremental S3 snapshots of the same collection: the first and the second snapshot
 //!    (after 1% of the points changed), time and bytes added to the bucket, and recovery of
 //!    the second vs a plain download of the same bytes.
 //!
 //! Environment: SNAPSTREAM_BIN (the release binary), S3_TEST_* (from minio/start.sh),
-//! BENCH_POINTS (size of the big collection, default 700,000 = 2.0 GiB of vectors),
+//! BENCH_POINTS (sizes of the big collection, comma-separated; sections 2 and 3 run on
+//! each: default `150000,700000` = 0.44 and 2.0 GiB of vectors),
 //! BENCH_REPEAT (runs per timed step, default 3), BENCH_DIR (work directory), BENCH_ONLY
 //! (`grpc`, `migrate`: section 1 and that comparison only; `local`: section 1, then the
-//! local snapshots of section 2 only; `incremental`: load the big collection, then section
-//! 4 only).
+//! local snapshots of section 2 only; `snapshots`: sections 1 to 3; `incremental`: load the
+//! big collection, then section 4 only).
 #![allow(missing_docs, clippy::print_stdout)]
 
 use std::path::{Path, PathBuf};
@@ -484,7 +487,6 @@ fn mib(b: u64) -> f64 {
 
 fn main() {
     let repeat: usize = env_or("BENCH_REPEAT", "3").parse().unwrap();
-    let big_points: u64 = env_or("BENCH_POINTS", "700000").parse().unwrap();
     let root = PathBuf::from(env_or("BENCH_DIR", "bench/out/work"));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
@@ -570,7 +572,7 @@ fn main() {
         migrate_vs_upsert(&c, &svc, &bodies, &root, repeat, &mut results);
         qdrant_fixture_recovery(&c, &svc, &root, repeat, &mut results);
     }
-    if !only.is_empty() && only != "incremental" && only != "local" {
+    if !only.is_empty() && !["incremental", "local", "snapshots"].contains(&only.as_str()) {
         write_results(&results);
         let _ = std::fs::remove_dir_all(&root);
         return;
@@ -579,12 +581,66 @@ fn main() {
         .delete(format!("{}/collections/bench100k", svc.url))
         .send();
     drop(bodies);
+    drop(svc);
 
-    // ---- 2. Local snapshots of a >= 2 GiB collection ---------------------------------
-    create_collection(&c, &svc.url, "big");
+    let Ok(endpoint) = std::env::var("S3_TEST_ENDPOINT") else {
+        panic!("S3_TEST_ENDPOINT is not set: run `make bench` (it starts the S3 server)");
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt.block_on(sdk_client(&endpoint));
+    let bucket = env_or("S3_TEST_BUCKET", "snapshots");
+    let s3 = S3 {
+        rt,
+        client,
+        bucket,
+        endpoint,
+    };
+    // Smallest first: the last one stays in storage for the incremental section.
+    let mut sizes: Vec<u64> = env_or("BENCH_POINTS", "150000,700000")
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse()
+                .expect("BENCH_POINTS: point counts, comma-separated")
+        })
+        .collect();
+    sizes.sort_unstable();
+    for (i, &points) in sizes.iter().enumerate() {
+        let build_only = only == "incremental" && i + 1 < sizes.len();
+        if build_only {
+            continue;
+        }
+        snapshot_figures(&c, &root, &s3, points, repeat, &only, &mut results);
+    }
+    if only != "local" && only != "snapshots" {
+        let big_points = sizes.last().copied().unwrap_or(0);
+        incremental_s3(&c, &root, &s3, big_points, repeat, &mut results);
+    }
+    write_results(&results);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Sections 2 and 3 on a collection of `points` points (built fresh as `big`, and left in
+/// storage): local snapshots, then S3 snapshots unless `only` is `local`. With `only` =
+/// `incremental` it only builds the collection. Results are keyed `p{points}_...`.
+fn snapshot_figures(
+    c: &reqwest::blocking::Client,
+    root: &Path,
+    s3: &S3,
+    points: u64,
+    repeat: usize,
+    only: &str,
+    all_results: &mut serde_json::Map<String, Value>,
+) {
+    let tag = format!("p{points}_");
+    let mut results = serde_json::Map::new();
+    let svc = Service::start(root, &[]);
+    let _ = c.delete(format!("{}/collections/big", svc.url)).send();
+    // ---- 2. Local snapshots ---------------------------------------------------------
+    create_collection(c, &svc.url, "big");
     let loaders: Vec<_> = (0..2u64)
         .map(|w| {
-            let (url, n) = (svc.url.clone(), big_points);
+            let (url, n) = (svc.url.clone(), points);
             std::thread::spawn(move || {
                 let c = http();
                 let mut start = w * 1000;
@@ -607,22 +663,11 @@ fn main() {
     let data_dir = root.join("storage/collections/big");
     let data_bytes: u64 = walk_size(&data_dir);
     println!(
-        "big collection: {big_points} points, {:.2} GiB on disk",
+        "big collection: {points} points, {:.2} GiB on disk",
         data_bytes as f64 / (1u64 << 30) as f64
     );
     results.insert("big_collection_bytes".into(), json!(data_bytes));
-    let Ok(endpoint) = std::env::var("S3_TEST_ENDPOINT") else {
-        panic!("S3_TEST_ENDPOINT is not set: run `make bench` (it starts the S3 server)");
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let s3 = rt.block_on(sdk_client(&endpoint));
-    let bucket = env_or("S3_TEST_BUCKET", "snapshots");
-    let s3 = S3 {
-        rt,
-        client: s3,
-        bucket,
-        endpoint,
-    };
+    println!("== {points} points ==");
     'plain: {
         if only == "incremental" {
             drop(svc);
@@ -631,14 +676,14 @@ fn main() {
 
         // Seal once so the baseline tars the same immutable files a snapshot pins.
         let warm = call(
-            &c,
+            c,
             reqwest::Method::POST,
             &format!("{}/collections/big/snapshots", svc.url),
             None,
         );
         let warm_name = warm["result"]["name"].as_str().unwrap().to_string();
         call(
-            &c,
+            c,
             reqwest::Method::DELETE,
             &format!("{}/collections/big/snapshots/{warm_name}", svc.url),
             None,
@@ -655,7 +700,7 @@ fn main() {
             let sampler = RssSampler::start(svc.pid());
             let t = Instant::now();
             let v = call(
-                &c,
+                c,
                 reqwest::Method::POST,
                 &format!("{}/collections/big/snapshots?wait=true", svc.url),
                 None,
@@ -664,7 +709,7 @@ fn main() {
             rss_peak = rss_peak.max(sampler.finish());
             if !last_snapshot.is_empty() {
                 call(
-                    &c,
+                    c,
                     reqwest::Method::DELETE,
                     &format!("{}/collections/big/snapshots/{last_snapshot}", svc.url),
                     None,
@@ -723,14 +768,14 @@ fn main() {
             let _ = std::fs::remove_dir_all(&x);
             let t = Instant::now();
             call(
-                &c,
+                c,
                 reqwest::Method::PUT,
                 &format!("{}/collections/big_copy/snapshots/recover", svc.url),
                 Some(json!({"location": format!("file://{}", snap_file.display())}).to_string()),
             );
             ours_r.push(t.elapsed().as_secs_f64());
             call(
-                &c,
+                c,
                 reqwest::Method::DELETE,
                 &format!("{}/collections/big_copy", svc.url),
                 None,
@@ -746,7 +791,16 @@ fn main() {
         let mut next_id = 5_000_000u64;
         // How long each snapshot took while the client upserted back to back.
         let mut under_load = Vec::new();
+        // The baseline again before each snapshot under load, so every ratio pairs two
+        // timings taken moments apart.
+        let mut load_base = Vec::new();
         let mut upsert_lat = |during: bool| -> Vec<f64> {
+            if during {
+                load_base.push(sh(&format!(
+                    "tar cf - -C '{}' . | openssl dgst -sha256",
+                    data_dir.display()
+                )));
+            }
             let stop = Arc::new(AtomicBool::new(false));
             let snap = during.then(|| {
                 let (url, stop) = (svc.url.clone(), Arc::clone(&stop));
@@ -772,7 +826,7 @@ fn main() {
                 next_id += 10;
                 let t = Instant::now();
                 call(
-                    &c,
+                    c,
                     reqwest::Method::PUT,
                     &format!("{}/collections/big/points?wait=true", svc.url),
                     Some(body),
@@ -783,7 +837,7 @@ fn main() {
                 let (name, took) = h.join().unwrap();
                 under_load.push(took);
                 call(
-                    &c,
+                    c,
                     reqwest::Method::DELETE,
                     &format!("{}/collections/big/snapshots/{name}", svc.url),
                     None,
@@ -809,17 +863,24 @@ fn main() {
         p_busy / p_idle
     );
         let loaded_m = median(under_load.clone());
+        let load_base_m = median(load_base.clone());
+        let pairs: Vec<f64> = under_load
+            .iter()
+            .zip(&load_base)
+            .map(|(o, b)| o / b)
+            .collect();
         println!(
-            "local create while one client upserts back to back: median {loaded_m:.2} s vs tar|openssl {base_m:.2} s = {:.2}x (target <= 1.5x); runs {under_load:.2?}",
-            loaded_m / base_m
+            "local create while one client upserts back to back: median {loaded_m:.2} s vs tar|openssl {load_base_m:.2} s = {:.2}x (target <= 1.5x); runs {under_load:.2?} base {load_base:.2?}, ratio per round {pairs:.2?}",
+            loaded_m / load_base_m
         );
+        results.insert("tar_openssl_under_load_rounds_s".into(), json!(load_base_m));
         results.insert("local_create_under_load_s".into(), json!(loaded_m));
         results.insert("upsert_p99_idle_ms".into(), json!(p_idle));
         results.insert("upsert_p99_during_snapshot_ms".into(), json!(p_busy));
         // The latency step added points: the S3 baseline uploads an archive of the collection
         // as it is now, the one the S3 snapshots below will capture, so both move the same bytes.
         let v = call(
-            &c,
+            c,
             reqwest::Method::POST,
             &format!("{}/collections/big/snapshots?wait=true", svc.url),
             None,
@@ -834,7 +895,7 @@ fn main() {
 
         // ---- 3. S3 -----------------------------------------------------------------------
         let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
-        let svc = Service::start(&root, &s3.env(&prefix));
+        let svc = Service::start(root, &s3.env(&prefix));
         let (rt, bucket) = (&s3.rt, &s3.bucket);
         let s3 = &s3.client;
         let part = 8usize << 20;
@@ -856,7 +917,7 @@ fn main() {
             let sampler = RssSampler::start(svc.pid());
             let t = Instant::now();
             let v = call(
-                &c,
+                c,
                 reqwest::Method::POST,
                 &format!("{}/collections/big/snapshots?wait=true", svc.url),
                 None,
@@ -866,7 +927,7 @@ fn main() {
             wrote = wrote.max(io_write_bytes(svc.pid()) - io0);
             if !name.is_empty() {
                 call(
-                    &c,
+                    c,
                     reqwest::Method::DELETE,
                     &format!("{}/collections/big/snapshots/{name}", svc.url),
                     None,
@@ -898,39 +959,64 @@ fn main() {
         results.insert("s3_snapshot_local_bytes_written".into(), json!(wrote));
 
         let key = format!("{prefix}/big/{name}");
-        let (mut ours_r, mut base_r) = (Vec::new(), Vec::new());
+        // Recovery by `s3://` URL into a new collection, and by the snapshot's name from the
+        // configured bucket back into `big` (rolling it back), each round next to a plain
+        // download of the same object.
+        let (mut ours_r, mut ours_n, mut base_r) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rss_peak = 0u64;
+        let rss_before = rss_bytes(svc.pid());
         for i in 0..repeat {
             let dl = root.join(format!("download-{i}.tar"));
             base_r.push(rt.block_on(plain_download(s3, bucket, &key, &dl)));
             let _ = std::fs::remove_file(&dl);
+            let sampler = RssSampler::start(svc.pid());
             let t = Instant::now();
             call(
-                &c,
+                c,
                 reqwest::Method::PUT,
                 &format!("{}/collections/big_s3/snapshots/recover", svc.url),
                 Some(json!({"location": format!("s3://{bucket}/{key}")}).to_string()),
             );
             ours_r.push(t.elapsed().as_secs_f64());
+            rss_peak = rss_peak.max(sampler.finish());
             call(
-                &c,
+                c,
                 reqwest::Method::DELETE,
                 &format!("{}/collections/big_s3", svc.url),
                 None,
             );
+            let t = Instant::now();
+            call(
+                c,
+                reqwest::Method::PUT,
+                &format!("{}/collections/big/snapshots/recover", svc.url),
+                Some(json!({ "location": name }).to_string()),
+            );
+            ours_n.push(t.elapsed().as_secs_f64());
         }
-        let (or, br) = (median(ours_r.clone()), median(base_r.clone()));
-        println!("S3 recover: ours median {or:.2} s vs plain download to a file + fsync {br:.2} s = {:.2}x (target <= 1.15x); runs ours {ours_r:.2?} base {base_r:.2?}", or / br);
+        let (or, on, br) = (
+            median(ours_r.clone()),
+            median(ours_n.clone()),
+            median(base_r.clone()),
+        );
+        println!("S3 recover by s3:// URL: ours median {or:.2} s vs plain download to a file + fsync {br:.2} s = {:.2}x (target <= 1.15x); runs ours {ours_r:.2?} base {base_r:.2?}", or / br);
+        println!("S3 recover by name (into the collection it came from): ours median {on:.2} s vs the same download {br:.2} s = {:.2}x (target <= 1.15x); runs {ours_n:.2?}", on / br);
+        println!(
+            "RSS during S3 recovery (the recovered collection is held in memory): before {:.0} MiB, peak {:.0} MiB",
+            mib(rss_before),
+            mib(rss_peak)
+        );
         results.insert("s3_recover_s".into(), json!(or));
+        results.insert("s3_recover_by_name_s".into(), json!(on));
         results.insert("s3_plain_download_s".into(), json!(br));
         results.insert("s3_recover_ratio".into(), json!(or / br));
+        results.insert("s3_recover_by_name_ratio".into(), json!(on / br));
         drop(svc);
     }
 
-    if only != "local" {
-        incremental_s3(&c, &root, &s3, big_points, repeat, &mut results);
+    for (k, v) in results {
+        all_results.insert(format!("{tag}{k}"), v);
     }
-    write_results(&results);
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 fn write_results(results: &serde_json::Map<String, Value>) {

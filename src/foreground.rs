@@ -1,13 +1,23 @@
-//! Durable writes that a request is waiting for, and bulk writers that step aside for them.
+//! Durable writes that a request is waiting for, and bulk writers that make room for them.
 //!
 //! An acknowledged upsert ends in `fdatasync` of the WAL, and on a shared virtual disk that
-//! flush has to push out whatever else was written just before it: while a snapshot streams
-//! gigabytes with direct I/O, every flush has more to do. So the WAL marks its write and
-//! flush as in flight, and the writer of snapshot and staging files ([`crate::direct_file`])
-//! pauses before its next block while one is in flight or one ended less than [`GRACE`]
-//! ago (under a stream of upserts the next flush follows within about that long, and the
-//! bytes written in between would be what it waits for). Each pause is bounded, so a
-//! steady stream of upserts slows a snapshot down but cannot stop it.
+//! flush has to push out whatever else was written before it: while a snapshot streams
+//! gigabytes with direct I/O, every flush has more to do. So the bulk writers
+//! ([`crate::direct_file`]) ask a [`Pacer`] before each piece they write:
+//!
+//! - with no durable writes around (none in flight, none ended within [`QUIET`]), nothing is
+//!   paced: the whole block goes out at once;
+//! - while durable writes keep coming, the writer is clocked by them: it writes one *quota*
+//!   of bytes after each durable write ends, durably (`RWF_DSYNC`), so the device cache holds
+//!   none of ours when the next flush arrives, and the snapshot's bytes are spread evenly
+//!   between flushes instead of arriving in bursts. If none ends within [`CLOCK_WAIT`] the
+//!   writer goes on anyway, so a snapshot always progresses;
+//! - the quota follows the measured flush latency: every durable write is timed, those that
+//!   ran while no bulk writer was at work give the *reference* (until one has been seen, the
+//!   fastest one seen stands in), and each durable write slower than [`HEADROOM`] × the
+//!   reference halves the quota, each faster one raises it by [`QUOTA_STEP`] (additive
+//!   increase, multiplicative decrease, as TCP finds a link's capacity), within
+//!   [`MIN_QUOTA`]..[`MAX_QUOTA`].
 //!
 //! This is process-wide on purpose: all collections share the disk.
 
@@ -15,14 +25,48 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
-/// When the last durable write ended, in microseconds since [`epoch`].
-static LAST_END: AtomicU64 = AtomicU64::new(0);
-
-/// How long after a durable write bulk writers keep pausing.
-pub(crate) const GRACE: Duration = Duration::from_millis(1);
-/// How often a paused bulk writer looks again.
+/// How long after the last durable write the disk counts as quiet (unpaced). Under a client
+/// upserting back to back the next flush follows within a millisecond or two.
+pub(crate) const QUIET: Duration = Duration::from_millis(20);
+/// Longest wait for the next durable write to end before writing anyway.
+pub(crate) const CLOCK_WAIT: Duration = Duration::from_millis(2);
+/// A durable write slower than this many times the reference counts as slowed down by us.
+/// The reference is an average, and unhurt flushes have a tail of their own: on this
+/// project's machines an idle upsert's p99 was 3 to 4 times its mean. Measured settings
+/// (BENCHMARKS.md): 1.5 kept the upsert p99 at 1.1–1.2× idle but made snapshots under load
+/// 6–8× slower than idle reading; 4 keeps it near 1.5× at about 4.5×.
+pub(crate) const HEADROOM: f64 = 4.0;
+/// The smallest quota: with [`CLOCK_WAIT`], at least 32 MiB/s however slow the flushes.
+pub(crate) const MIN_QUOTA: usize = 64 << 10;
+/// The largest quota: one direct-I/O block (four blocks measured no faster and hurt more).
+pub(crate) const MAX_QUOTA: usize = 512 << 10;
+/// The quota a bulk writer starts from when it first meets durable writes.
+const START_QUOTA: usize = 128 << 10;
+/// How much each unhurt durable write raises the quota.
+pub(crate) const QUOTA_STEP: usize = 16 << 10;
+/// How often a waiting bulk writer looks again.
 const POLL: Duration = Duration::from_micros(100);
+
+/// What the pacer knows about durable writes. One process-wide instance ([`global`]);
+/// tests make their own.
+pub(crate) struct Signals {
+    in_flight: AtomicUsize,
+    /// When the last durable write ended, in microseconds since [`epoch`] (0: never).
+    last_end: AtomicU64,
+    /// Durable writes finished so far.
+    finished: AtomicU64,
+    /// How long the last one took, in microseconds.
+    last_latency: AtomicU64,
+    /// Running average of those that ran with no bulk writer at work (0: none yet).
+    alone_latency: AtomicU64,
+    /// The fastest seen (`u64::MAX`: none yet).
+    fastest: AtomicU64,
+    /// Bulk writers at work.
+    bulk: AtomicUsize,
+    /// [`QUIET`], in microseconds (tests lengthen it, so a slow test machine cannot make
+    /// the disk look quiet between two steps).
+    quiet_us: u64,
+}
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -33,41 +77,178 @@ fn now_us() -> u64 {
     u64::try_from(epoch().elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Marks a durable write as in flight until dropped.
+/// The process-wide signals: WAL flushes report here, snapshot and staging writers read.
+pub(crate) fn global() -> &'static Signals {
+    static GLOBAL: Signals = Signals::new();
+    &GLOBAL
+}
+
+/// Marks a durable write as in flight until dropped, and times it.
 #[must_use = "the write counts as in flight only while this is held"]
-pub(crate) struct DurableWrite(());
+pub(crate) struct DurableWrite {
+    signals: &'static Signals,
+    start: Instant,
+    /// Whether no bulk writer was at work when it started.
+    alone: bool,
+}
 
 /// Marks a durable write (write plus flush) that a caller is waiting for.
 pub(crate) fn durable_write() -> DurableWrite {
-    IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-    DurableWrite(())
+    global().durable_write()
+}
+
+impl Signals {
+    pub(crate) const fn new() -> Self {
+        Signals {
+            in_flight: AtomicUsize::new(0),
+            last_end: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            last_latency: AtomicU64::new(0),
+            alone_latency: AtomicU64::new(0),
+            fastest: AtomicU64::new(u64::MAX),
+            bulk: AtomicUsize::new(0),
+            quiet_us: QUIET.as_micros() as u64,
+        }
+    }
+
+    /// See [`durable_write`].
+    pub(crate) fn durable_write(&'static self) -> DurableWrite {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        DurableWrite {
+            signals: self,
+            start: Instant::now(),
+            alone: self.bulk.load(Ordering::SeqCst) == 0,
+        }
+    }
+
+    fn ended(&self, took: Duration, alone: bool) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        if alone && self.bulk.load(Ordering::SeqCst) == 0 {
+            // Two racing updates may lose one sample of an average: harmless.
+            let old = self.alone_latency.load(Ordering::Relaxed);
+            let new = if old == 0 { us } else { (old * 7 + us) / 8 };
+            self.alone_latency.store(new, Ordering::Relaxed);
+        }
+        self.fastest.fetch_min(us, Ordering::Relaxed);
+        self.last_latency.store(us, Ordering::SeqCst);
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        self.last_end.store(now_us(), Ordering::SeqCst);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// What an unhurt durable write takes, in microseconds, if anything is known.
+    fn reference_us(&self) -> Option<u64> {
+        match self.alone_latency.load(Ordering::Relaxed) {
+            0 => Some(self.fastest.load(Ordering::Relaxed)).filter(|&f| f != u64::MAX),
+            alone => Some(alone),
+        }
+    }
+
+    fn in_flight(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > 0
+    }
+
+    /// Whether durable writes are coming: one in flight or one ended within [`QUIET`].
+    fn active(&self) -> bool {
+        if self.in_flight() {
+            return true;
+        }
+        let last = self.last_end.load(Ordering::SeqCst);
+        last != 0 && now_us().saturating_sub(last) < self.quiet_us
+    }
 }
 
 impl Drop for DurableWrite {
     fn drop(&mut self) {
-        LAST_END.store(now_us(), Ordering::SeqCst);
-        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        self.signals.ended(self.start.elapsed(), self.alone);
     }
 }
 
-/// Whether a durable write is in flight or ended within [`GRACE`].
-fn busy() -> bool {
-    if IN_FLIGHT.load(Ordering::SeqCst) > 0 {
-        return true;
-    }
-    let last = LAST_END.load(Ordering::SeqCst);
-    last != 0 && now_us().saturating_sub(last) < GRACE.as_micros() as u64
+/// How the next block is to be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// Nobody is waiting on the disk: a plain write.
+    Plain,
+    /// Durable writes are coming: make the block durable as it is written.
+    Durable,
 }
 
-/// Blocks the calling (bulk-writer) thread while [`busy`], for at most `max`. Returns at
-/// once when no durable write is near.
-pub(crate) fn step_aside(max: Duration) {
-    if !busy() {
-        return;
+/// Paces one bulk writer (see the module documentation). Counts as a bulk writer at work
+/// until dropped.
+pub(crate) struct Pacer {
+    signals: &'static Signals,
+    /// Bytes written after each durable write while they keep coming.
+    quota: usize,
+    /// Durable writes already judged (and written after).
+    judged: u64,
+    /// What is left of the quota granted after the last durable write.
+    budget: usize,
+}
+
+impl Pacer {
+    /// A pacer over the process-wide signals.
+    pub(crate) fn new() -> Self {
+        Self::over(global())
     }
-    let start = Instant::now();
-    while busy() && start.elapsed() < max {
-        std::thread::sleep(POLL);
+
+    pub(crate) fn over(signals: &'static Signals) -> Self {
+        signals.bulk.fetch_add(1, Ordering::SeqCst);
+        Pacer {
+            signals,
+            quota: START_QUOTA,
+            judged: signals.finished.load(Ordering::SeqCst),
+            budget: 0,
+        }
+    }
+
+    /// Judges the latest durable write, if one finished since the last look, against the
+    /// reference, and adjusts the quota. Returns whether one had finished.
+    fn judge(&mut self) -> bool {
+        let finished = self.signals.finished.load(Ordering::SeqCst);
+        if finished == self.judged {
+            return false;
+        }
+        self.judged = finished;
+        if let Some(reference) = self.signals.reference_us() {
+            let last = self.signals.last_latency.load(Ordering::SeqCst);
+            self.quota = if last as f64 > reference as f64 * HEADROOM {
+                (self.quota / 2).max(MIN_QUOTA)
+            } else {
+                (self.quota + QUOTA_STEP).min(MAX_QUOTA)
+            };
+        }
+        true
+    }
+
+    /// Waits until the next piece may be written and says how much of `want` bytes (whole
+    /// `unit`s, unless `want` is less than one) and how.
+    pub(crate) fn grant(&mut self, want: usize, unit: usize) -> (usize, Write) {
+        if !self.signals.active() {
+            self.judged = self.signals.finished.load(Ordering::SeqCst);
+            return (want, Write::Plain);
+        }
+        if self.budget == 0 {
+            let waiting = Instant::now();
+            while !self.judge() && waiting.elapsed() < CLOCK_WAIT {
+                std::thread::sleep(POLL);
+            }
+            self.budget = self.quota;
+        }
+        let n = self.piece(want, unit);
+        self.budget = self.budget.saturating_sub(n);
+        (n, Write::Durable)
+    }
+
+    /// How much of `want` the budget covers, in whole `unit`s (at least one, or `want`).
+    fn piece(&self, want: usize, unit: usize) -> usize {
+        let whole = self.budget.min(want) / unit.max(1) * unit.max(1);
+        whole.max(unit.min(want))
+    }
+}
+
+impl Drop for Pacer {
+    fn drop(&mut self) {
+        self.signals.bulk.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -75,36 +256,163 @@ pub(crate) fn step_aside(max: Duration) {
 mod tests {
     use super::*;
 
+    fn signals() -> &'static Signals {
+        let mut s = Signals::new();
+        s.quiet_us = 60_000_000;
+        Box::leak(Box::new(s))
+    }
+
+    /// A durable write that took `took`, as the WAL reports one.
+    fn flush(s: &'static Signals, took: Duration) {
+        let w = s.durable_write();
+        std::thread::sleep(took);
+        drop(w);
+    }
+
     #[test]
-    fn bulk_writers_wait_for_a_durable_write_and_no_longer_than_allowed() {
-        // A write in flight for 50 ms: a generous bound is not reached, the writer
-        // resumes when the write ends.
-        let write = durable_write();
+    fn without_durable_writes_nothing_is_paced() {
+        let s = signals();
+        let mut p = Pacer::over(s);
+        for _ in 0..1000 {
+            assert_eq!(p.grant(1 << 20, 4096), (1 << 20, Write::Plain));
+        }
+    }
+
+    #[test]
+    fn once_durable_writes_stop_the_writer_is_unpaced_again() {
+        let mut quiet = Signals::new();
+        quiet.quiet_us = 1_000;
+        let s: &'static Signals = Box::leak(Box::new(quiet));
+        let mut p = Pacer::over(s);
+        flush(s, Duration::from_millis(1));
+        assert_eq!(p.grant(1 << 20, 4096).1, Write::Durable);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(p.grant(1 << 20, 4096), (1 << 20, Write::Plain));
+    }
+
+    #[test]
+    fn while_durable_writes_come_each_one_ending_lets_one_quota_through() {
+        let s = signals();
+        flush(s, Duration::from_millis(1));
+        let mut p = Pacer::over(s);
+        // One durable write ended since the pacer started looking: one quota at once.
+        flush(s, Duration::from_millis(1));
+        let (n, how) = p.grant(1 << 20, 4096);
+        assert_eq!(how, Write::Durable);
+        assert!((MIN_QUOTA..=MAX_QUOTA).contains(&n), "{n}");
+        // The next piece waits for the next durable write to end.
+        let w = s.durable_write();
         let release = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            drop(write);
+            std::thread::sleep(Duration::from_micros(300));
+            drop(w);
         });
-        let t = Instant::now();
-        step_aside(Duration::from_secs(30));
-        let waited = t.elapsed();
+        let before = s.finished.load(Ordering::SeqCst);
+        p.grant(1 << 20, 4096);
+        let after = s.finished.load(Ordering::SeqCst);
         release.join().expect("join");
         assert!(
-            waited >= Duration::from_millis(50),
-            "resumed early: {waited:?}"
+            after > before,
+            "granted before the durable write in flight ended"
         );
-        assert!(waited < Duration::from_secs(30), "waited for the bound");
+    }
 
-        // Right after a write ends, the writer still waits out the grace period.
-        drop(durable_write());
-        let t = Instant::now();
-        step_aside(Duration::from_secs(30));
-        assert!(t.elapsed() >= GRACE / 2, "no grace: {:?}", t.elapsed());
+    #[test]
+    fn slowed_durable_writes_halve_the_quota_down_to_the_floor() {
+        let s = signals();
+        // The reference: writes with no bulk writer at work take about 1 ms.
+        for _ in 0..4 {
+            flush(s, Duration::from_millis(1));
+        }
+        let mut p = Pacer::over(s);
+        let start = p.quota;
+        flush(s, Duration::from_millis(5));
+        p.grant(1 << 20, 4096);
+        assert_eq!(p.quota, start / 2);
+        for _ in 0..10 {
+            flush(s, Duration::from_millis(5));
+            p.grant(1 << 20, 4096);
+        }
+        assert_eq!(p.quota, MIN_QUOTA, "never below the floor");
+    }
 
-        // A write that never ends: the writer still goes on after the bound.
-        let stuck = durable_write();
+    #[test]
+    fn unhurt_durable_writes_raise_the_quota_up_to_the_ceiling() {
+        let s = signals();
+        for _ in 0..4 {
+            flush(s, Duration::from_millis(2));
+        }
+        let mut p = Pacer::over(s);
+        let start = p.quota;
+        for _ in 0..3 {
+            flush(s, Duration::from_millis(1));
+            p.grant(1 << 20, 4096);
+        }
+        assert_eq!(p.quota, start + 3 * QUOTA_STEP);
+        for _ in 0..100 {
+            flush(s, Duration::from_millis(1));
+            p.grant(1 << 20, 4096);
+        }
+        assert_eq!(p.quota, MAX_QUOTA);
+    }
+
+    #[test]
+    fn a_quota_larger_than_a_piece_is_spent_over_several() {
+        let s = signals();
+        flush(s, Duration::from_millis(1));
+        let mut p = Pacer::over(s);
+        p.quota = 256 << 10;
+        flush(s, Duration::from_millis(1));
+        assert_eq!(p.grant(128 << 10, 4096), (128 << 10, Write::Durable));
+        // The durable write was unhurt, so the quota grew a step before it was granted.
+        let quota = (256 << 10) + QUOTA_STEP;
+        assert_eq!(p.quota, quota);
+        assert_eq!(p.budget, quota - (128 << 10));
+        // No durable write has ended since: the rest of the budget, without a new clock tick.
+        assert_eq!(p.grant(128 << 10, 4096), (128 << 10, Write::Durable));
+        assert_eq!(p.grant(1 << 20, 4096), (QUOTA_STEP, Write::Durable));
+        assert_eq!(p.budget, 0);
+    }
+
+    #[test]
+    fn a_stuck_durable_write_is_waited_for_a_while_but_never_stops_the_writer() {
+        let s = signals();
+        flush(s, Duration::from_millis(1));
+        let _stuck = s.durable_write();
+        let mut p = Pacer::over(s);
         let t = Instant::now();
-        step_aside(Duration::from_millis(20));
-        assert!(t.elapsed() >= Duration::from_millis(20));
-        drop(stuck);
+        let mut written = 0;
+        // Each call returns with bytes to write (the writer goes on), after the bounded wait.
+        for _ in 0..5 {
+            let (n, _) = p.grant(1 << 20, 4096);
+            assert!(n >= MIN_QUOTA, "{n}");
+            written += n;
+        }
+        assert!(written >= 5 * MIN_QUOTA);
+        assert!(t.elapsed() >= 5 * CLOCK_WAIT, "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn pieces_are_whole_units_and_never_more_than_wanted() {
+        let mut p = Pacer::over(signals());
+        p.budget = START_QUOTA;
+        assert_eq!(p.piece(1 << 20, 4096), START_QUOTA);
+        assert_eq!(p.piece(10_000, 4096), 8192);
+        assert_eq!(p.piece(100, 4096), 100);
+        assert_eq!(p.piece(START_QUOTA + 5, 1), START_QUOTA);
+    }
+
+    #[test]
+    fn writes_during_bulk_work_do_not_become_the_reference() {
+        let s = signals();
+        flush(s, Duration::from_millis(1));
+        let reference = s.reference_us().expect("one write seen");
+        let p = Pacer::over(s);
+        for _ in 0..4 {
+            flush(s, Duration::from_millis(10));
+        }
+        assert_eq!(s.reference_us(), Some(reference));
+        drop(p);
+        flush(s, Duration::from_millis(10));
+        assert!(s.reference_us().expect("known") > reference);
     }
 }
