@@ -399,14 +399,23 @@ impl Registry {
             });
         match swapped {
             Ok(col) => {
-                self.collections
+                let replaced = self
+                    .collections
                     .write()
                     .insert(name.to_string(), Arc::new(col));
-                if parked.exists() {
-                    if let Err(e) = fs::remove_dir_all(&parked) {
-                        tracing::warn!(path = %parked.display(), error = %e, "could not remove replaced collection");
+                // The replaced copy's memory and files are freed off the request path: for
+                // a 0.44 GiB collection that took 0.4 s of the recovery's answer. If the
+                // process stops first, start-up removes the parked directory.
+                let parked = parked.exists().then_some(parked);
+                std::thread::spawn(move || {
+                    drop(replaced);
+                    drop(old);
+                    if let Some(parked) = parked {
+                        if let Err(e) = fs::remove_dir_all(&parked) {
+                            tracing::warn!(path = %parked.display(), error = %e, "could not remove replaced collection");
+                        }
                     }
-                }
+                });
                 Ok(())
             }
             Err(e) => {
