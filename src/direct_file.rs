@@ -23,9 +23,9 @@ use std::task::{Context, Poll};
 
 use rustix::io::ReadWriteFlags;
 use tokio::io::AsyncWrite;
+use tokio::sync::{mpsc as async_mpsc, oneshot};
 
 use crate::foreground::Write;
-use tokio::sync::{mpsc as async_mpsc, oneshot};
 
 /// Alignment of buffers, offsets and lengths that direct I/O needs (the page size covers
 /// every logical block size in use).

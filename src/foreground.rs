@@ -269,6 +269,13 @@ mod tests {
         drop(w);
     }
 
+    /// Durable writes with no bulk writer at work, setting the reference to about `took`.
+    fn reference(s: &'static Signals, took: Duration) {
+        for _ in 0..4 {
+            flush(s, took);
+        }
+    }
+
     #[test]
     fn without_durable_writes_nothing_is_paced() {
         let s = signals();
@@ -319,17 +326,16 @@ mod tests {
     #[test]
     fn slowed_durable_writes_halve_the_quota_down_to_the_floor() {
         let s = signals();
-        // The reference: writes with no bulk writer at work take about 1 ms.
-        for _ in 0..4 {
-            flush(s, Duration::from_millis(1));
-        }
+        reference(s, Duration::from_millis(1));
         let mut p = Pacer::over(s);
         let start = p.quota;
-        flush(s, Duration::from_millis(5));
+        // Far beyond HEADROOM times the reference, however a busy machine stretches sleeps.
+        let slow = Duration::from_millis(20);
+        flush(s, slow);
         p.grant(1 << 20, 4096);
         assert_eq!(p.quota, start / 2);
         for _ in 0..10 {
-            flush(s, Duration::from_millis(5));
+            flush(s, slow);
             p.grant(1 << 20, 4096);
         }
         assert_eq!(p.quota, MIN_QUOTA, "never below the floor");
@@ -338,9 +344,7 @@ mod tests {
     #[test]
     fn unhurt_durable_writes_raise_the_quota_up_to_the_ceiling() {
         let s = signals();
-        for _ in 0..4 {
-            flush(s, Duration::from_millis(2));
-        }
+        reference(s, Duration::from_millis(2));
         let mut p = Pacer::over(s);
         let start = p.quota;
         for _ in 0..3 {
