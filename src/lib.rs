@@ -12,9 +12,9 @@
 pub mod api;
 pub mod backend;
 mod background;
+mod bulk_file;
 pub mod collection;
 pub mod config;
-mod direct_file;
 pub mod env;
 pub mod error;
 mod foreground;

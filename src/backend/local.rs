@@ -1,4 +1,4 @@
-//! Local-filesystem backend: a temp file in the target directory (written with direct I/O),
+//! Local-filesystem backend: a temp file in the target directory (a [`crate::bulk_file`]),
 //! fsync, rename on commit.
 
 use std::fmt;
@@ -15,7 +15,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::io::AsyncWrite;
 
-use crate::direct_file::{DirectFile, Reservation};
+use crate::bulk_file::{BulkFile, Reservation};
 
 use super::{Backend, BackendError, ByteStream, CreateOptions, ObjectKey, ObjectMeta, ObjectSink};
 
@@ -119,7 +119,7 @@ impl LocalBackend {
 
 /// A temp file that becomes the object on commit.
 struct LocalSink {
-    file: Option<DirectFile>,
+    file: Option<BulkFile>,
     tmp: PathBuf,
     target: PathBuf,
     key: ObjectKey,
@@ -226,7 +226,7 @@ impl Backend for LocalBackend {
         ));
         // The hint is the producer's own estimate of the archive: reserved up front.
         let reserve = opts.size_hint.map_or(Reservation::None, Reservation::All);
-        let file = DirectFile::create(&tmp, reserve)
+        let file = BulkFile::create(&tmp, reserve)
             .await
             .map_err(io_err("failed to create", &tmp))?;
         Ok(Box::new(LocalSink {

@@ -19,9 +19,9 @@ use tokio_util::io::StreamReader;
 use super::codec;
 use super::format::{self, Manifest, ManifestFile, SnapshotKind};
 use super::hashing::{HashingStream, Progress};
+use crate::bulk_file::{BulkFile, Reservation};
 use crate::collection::loader::{Preloaded, StreamLoader};
 use crate::collection::CONFIG_FILE;
-use crate::direct_file::{DirectFile, Reservation};
 use crate::error::{Error, Result};
 
 /// Bytes tolerated after the end of the archive (tar padding to a record boundary).
@@ -361,7 +361,7 @@ async fn copy_entry<R: AsyncRead + Unpin>(
     feed: &mut (dyn FnMut(&[u8]) -> std::result::Result<(), String> + Send),
 ) -> Result<u32> {
     // `size` comes from the archive, not yet verified: reserved only ahead of the bytes.
-    let mut out = DirectFile::create(dest, Reservation::Ahead(size))
+    let mut out = BulkFile::create(dest, Reservation::Ahead(size))
         .await
         .map_err(write_err(dest))?;
     let mut crc = crc32fast::Hasher::new();
