@@ -585,12 +585,13 @@ mod tests {
     }
 
     #[test]
-    fn cached_and_durable_pieces_land_in_order_with_at_most_a_window_cached() {
+    fn cached_and_durable_pieces_land_in_order_with_at_most_two_windows_cached() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let mut sink = Sink::new(open_new(&path).unwrap());
-        // Runs of pieces through the cache (crossing the window) and durable ones between.
-        let runs = [(Write::Plain, 80), (Write::Durable, 4), (Write::Plain, 9)];
+        // Runs of pieces through the cache (35 MiB: the writer waits for the syncer once two
+        // windows are cached) and durable ones between.
+        let runs = [(Write::Plain, 140), (Write::Durable, 4), (Write::Plain, 9)];
         let piece = 256 << 10;
         let mut block = Block::new();
         let (mut expected, mut offset, mut seed) = (Vec::new(), 0u64, 0u8);
