@@ -4,6 +4,7 @@ upload's error, the read-only key's view, and screenshots at desktop and phone s
 import hashlib
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -97,8 +98,26 @@ def test_dashboard_create_download_recover_delete_upload(server, browser, tmp_pa
         new MutationObserver(() => window.seen.push([+bar.dataset.done, bar.max, bar.hidden]))
             .observe(bar, {attributes: true});
     """)
-    card(d, "papers").find_element(By.CSS_SELECTOR, "button.create").click()
-    wait(d, lambda d: len(rows(d, "papers")) == 1, 120)
+    # A client keeps writing meanwhile (overwriting ten points, so the count stays): the
+    # snapshot's writer is then paced by the WAL's flushes and runs long enough for the page's
+    # 150 ms polls to see it move however fast the disk is; idle, 155 MB can take 0.3 s.
+    stop = threading.Event()
+
+    def write():
+        writer = QdrantClient(url=server.url, timeout=60)
+        rng = np.random.default_rng(11)
+        while not stop.is_set():
+            writer.upsert("papers", models.Batch(ids=list(range(10)), vectors=rng.random(
+                (10, 768), dtype=np.float32).tolist(), payloads=[{"i": i} for i in range(10)]), wait=True)
+
+    writing = threading.Thread(target=write)
+    writing.start()
+    try:
+        card(d, "papers").find_element(By.CSS_SELECTOR, "button.create").click()
+        wait(d, lambda d: len(rows(d, "papers")) == 1, 120)
+    finally:
+        stop.set()
+        writing.join()
     seen = d.execute_script("return window.seen")
     moving = sorted({done for done, total, hidden in seen if done and total and 0 < done < total})
     assert len(moving) >= 2, f"the progress bar did not move: {seen}"
