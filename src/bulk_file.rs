@@ -263,13 +263,9 @@ impl Reserve {
 /// while the next one is filled; no more than two are ever cached.
 const WINDOW: u64 = 16 << 20;
 
-/// The file as the writer holds it. Pieces the pacer lets through unpaced go through the
-/// page cache and are made durable and dropped from it a [`WINDOW`] at a time, by a second
-/// thread, while the writer fills the next window: on the virtual disks measured, writeback
-/// of large cached runs went faster than direct writes of any size or queue depth. Durable
-/// pieces go straight to the device (`O_DIRECT` + `RWF_DSYNC`), so a WAL flush never finds
-/// our bytes queued in front of it. The one descriptor switches between the two with
-/// `F_SETFL`.
+/// The file as the writer holds it: unpaced pieces through the page cache, written back a
+/// [`WINDOW`] at a time by a [`Syncer`]; durable pieces with `O_DIRECT` + `RWF_DSYNC` (see
+/// the module documentation). The one descriptor switches between the two with `F_SETFL`.
 struct Sink {
     file: File,
     /// Whether the filesystem takes `O_DIRECT` (tmpfs does not).
@@ -280,10 +276,10 @@ struct Sink {
     clean: u64,
     /// Bytes before this offset are written.
     end: u64,
-    /// The thread writing back cached windows, once a file has needed one, and the end
-    /// offset it is syncing up to, if it is at work.
+    /// The thread writing back cached windows, once a file has needed one, and whether it
+    /// is at work (its answer not yet taken).
     syncer: Option<Syncer>,
-    syncing: Option<u64>,
+    syncing: bool,
 }
 
 /// A thread that makes a file durable up to each offset it is sent, drops those pages from
@@ -339,7 +335,7 @@ impl Sink {
             clean: 0,
             end: 0,
             syncer: None,
-            syncing: None,
+            syncing: false,
         }
     }
 
@@ -369,7 +365,7 @@ impl Sink {
     /// windows are cached.
     fn write_back(&mut self) -> io::Result<()> {
         loop {
-            if self.syncing.is_some() {
+            if self.syncing {
                 let blocking = self.end - self.clean >= 2 * WINDOW;
                 if !self.collect(blocking)? {
                     return Ok(());
@@ -387,7 +383,7 @@ impl Sink {
                 .ask
                 .send((self.clean, self.end))
                 .map_err(|_| io::Error::other("the writeback thread stopped"))?;
-            self.syncing = Some(self.end);
+            self.syncing = true;
             if cached < 2 * WINDOW {
                 return Ok(());
             }
@@ -396,7 +392,7 @@ impl Sink {
 
     /// Takes the syncer's answer, waiting for it if `wait`; returns whether it had one.
     fn collect(&mut self, wait: bool) -> io::Result<bool> {
-        let (Some(_), Some(syncer)) = (self.syncing, &self.syncer) else {
+        let (true, Some(syncer)) = (self.syncing, &self.syncer) else {
             return Ok(false);
         };
         let answer = if wait {
@@ -409,7 +405,7 @@ impl Sink {
         };
         let to = answer.ok_or_else(|| io::Error::other("the writeback thread stopped"))??;
         self.clean = to;
-        self.syncing = None;
+        self.syncing = false;
         Ok(true)
     }
 
