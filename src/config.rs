@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value;
 
+use crate::backend::s3::{S3Options, DEFAULT_REGION};
 use crate::env;
+pub use crate::secret::Secret;
+use crate::snapshot::codec::Compression;
 
 /// The configuration embedded at build time: the defaults of every key.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../config/config.yaml");
@@ -82,27 +85,6 @@ pub enum ConfigError {
     },
 }
 
-/// A secret string: never printed by `Debug` or `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    /// The secret itself; call only where it is used.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
 /// Where snapshots are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SnapshotsStorage {
@@ -110,46 +92,6 @@ pub enum SnapshotsStorage {
     Local,
     /// In an S3-compatible bucket.
     S3,
-}
-
-/// Optional compression of snapshot archives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    /// A plain tar, as Qdrant writes.
-    None,
-    /// gzip.
-    Gzip,
-    /// zstd.
-    Zstd,
-}
-
-/// S3 settings (`storage.snapshots_config.s3_config`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct S3Config {
-    /// Bucket name.
-    pub bucket: String,
-    /// Region (default `us-east-1`).
-    pub region: String,
-    /// Access key id.
-    pub access_key: Option<Secret>,
-    /// Secret access key.
-    pub secret_key: Option<Secret>,
-    /// Custom endpoint (MinIO, Garage, Ceph...).
-    pub endpoint_url: Option<String>,
-    /// Key prefix inside the bucket (default `snapshots`).
-    pub prefix: String,
-    /// Multipart part size in bytes (at least 5 MiB).
-    pub part_size: u64,
-    /// Parts uploaded at once.
-    pub upload_concurrency: usize,
-    /// Path-style addressing (default on when `endpoint_url` is set).
-    pub path_style: bool,
-    /// Retries of a failed request (per part for uploads).
-    pub max_retries: usize,
-    /// Give up retrying a request after this many seconds.
-    pub retry_timeout_secs: u64,
-    /// Abandon (and retry) one attempt of a request after this many seconds.
-    pub request_timeout_secs: u64,
 }
 
 /// `storage.snapshots_config`.
@@ -160,7 +102,7 @@ pub struct SnapshotsConfig {
     /// Compression of new snapshots.
     pub compression: Compression,
     /// S3 settings when `storage` is S3.
-    pub s3: Option<S3Config>,
+    pub s3: Option<S3Options>,
     /// Incremental, deduplicated snapshots (`incremental`).
     pub incremental: bool,
     /// Snapshot every collection this often (`schedule.interval_sec`); `None` is off.
@@ -232,7 +174,28 @@ pub struct Config {
 #[derive(Debug, Default)]
 pub struct Layers {
     values: BTreeMap<String, (Value, Origin)>,
-    known: Vec<&'static str>,
+    /// The embedded default of every key: the keys this service understands, and what a
+    /// key set to `null` (or to an empty string) falls back to.
+    defaults: BTreeMap<String, Value>,
+}
+
+/// Every key of the embedded configuration with its default value: the one list of the
+/// keys this service understands.
+fn embedded_defaults() -> &'static BTreeMap<String, Value> {
+    static DEFAULTS: std::sync::OnceLock<BTreeMap<String, Value>> = std::sync::OnceLock::new();
+    DEFAULTS.get_or_init(|| {
+        let mut out = BTreeMap::new();
+        // The embedded file is checked by the tests; a broken build fails them, not start-up.
+        if let Ok(doc) = serde_yaml_ng::from_str::<Value>(EMBEDDED_DEFAULT) {
+            flatten(&doc, "", &Origin::Default, &mut out);
+        }
+        out.into_iter().map(|(k, (v, _))| (k, v)).collect()
+    })
+}
+
+/// Every configuration key this service understands, dotted.
+pub fn known_keys() -> impl Iterator<Item = &'static str> {
+    embedded_defaults().keys().map(String::as_str)
 }
 
 fn flatten(v: &Value, prefix: &str, origin: &Origin, out: &mut BTreeMap<String, (Value, Origin)>) {
@@ -260,50 +223,16 @@ fn flatten(v: &Value, prefix: &str, origin: &Origin, out: &mut BTreeMap<String, 
     }
 }
 
-/// Every key this service understands.
-const KNOWN_KEYS: &[&str] = &[
-    "log_level",
-    "logger.format",
-    "service.host",
-    "service.http_port",
-    "service.grpc_port",
-    "service.api_key",
-    "service.read_only_api_key",
-    "service.max_request_size_mb",
-    "service.enable_snapshot_url_recovery",
-    "storage.storage_path",
-    "storage.snapshots_path",
-    "storage.temp_path",
-    "storage.snapshots_config.snapshots_storage",
-    "storage.snapshots_config.compression",
-    "storage.snapshots_config.incremental",
-    "storage.snapshots_config.schedule.interval_sec",
-    "storage.snapshots_config.retention.keep_last",
-    "storage.snapshots_config.s3_config.bucket",
-    "storage.snapshots_config.s3_config.region",
-    "storage.snapshots_config.s3_config.access_key",
-    "storage.snapshots_config.s3_config.secret_key",
-    "storage.snapshots_config.s3_config.endpoint_url",
-    "storage.snapshots_config.s3_config.prefix",
-    "storage.snapshots_config.s3_config.part_size",
-    "storage.snapshots_config.s3_config.upload_concurrency",
-    "storage.snapshots_config.s3_config.path_style",
-    "storage.snapshots_config.s3_config.max_retries",
-    "storage.snapshots_config.s3_config.retry_timeout_secs",
-    "storage.snapshots_config.s3_config.request_timeout_secs",
-];
-
 /// The known key nearest to an unknown one, when it is near enough to be a typo (or the
 /// same key in another section, as `snapshots_path` for `storage.snapshots_path`).
 pub fn nearest_known_key(unknown: &str) -> Option<&'static str> {
     let leaf = unknown.rsplit('.').next().unwrap_or(unknown);
-    KNOWN_KEYS
-        .iter()
+    known_keys()
         .map(|k| {
             let whole = strsim::normalized_damerau_levenshtein(unknown, k);
             let known_leaf = k.rsplit('.').next().unwrap_or(k);
             let by_leaf = strsim::normalized_damerau_levenshtein(leaf, known_leaf) * 0.95;
-            (whole.max(by_leaf), *k)
+            (whole.max(by_leaf), k)
         })
         .filter(|(score, _)| *score >= 0.7)
         .max_by(|a, b| a.0.total_cmp(&b.0))
@@ -315,7 +244,7 @@ impl Layers {
     pub fn new() -> Result<Self, ConfigError> {
         let mut l = Layers {
             values: BTreeMap::new(),
-            known: KNOWN_KEYS.to_vec(),
+            defaults: embedded_defaults().clone(),
         };
         l.add_yaml(EMBEDDED_DEFAULT, Origin::Default)?;
         Ok(l)
@@ -373,7 +302,7 @@ impl Layers {
     pub fn unknown_keys(&self) -> Vec<(String, Origin)> {
         self.values
             .iter()
-            .filter(|(k, _)| !self.known.contains(&k.as_str()))
+            .filter(|(k, _)| !self.defaults.contains_key(k.as_str()))
             .map(|(k, (_, o))| (k.clone(), o.clone()))
             .collect()
     }
@@ -391,8 +320,17 @@ impl Layers {
         }
     }
 
-    fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+    /// The value of `key`: the one set, or the embedded default when it is unset or `null`.
+    fn value(&self, key: &str) -> Option<&Value> {
         match self.values.get(key).map(|(v, _)| v) {
+            None | Some(Value::Null) => self.defaults.get(key),
+            Some(Value::String(s)) if s.is_empty() => self.defaults.get(key),
+            set => set,
+        }
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.value(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -402,8 +340,14 @@ impl Layers {
         }
     }
 
+    /// A string key that has an embedded default, so is never unset.
+    fn required(&self, key: &str) -> Result<String, ConfigError> {
+        self.string(key)?
+            .ok_or_else(|| self.invalid(key, "must be set"))
+    }
+
     fn u64(&self, key: &str) -> Result<Option<u64>, ConfigError> {
-        match self.values.get(key).map(|(v, _)| v) {
+        match self.value(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
                 self.invalid(key, format!("expected a non-negative integer, got {n}"))
@@ -416,7 +360,7 @@ impl Layers {
     }
 
     fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
-        match self.values.get(key).map(|(v, _)| v) {
+        match self.value(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
@@ -430,8 +374,10 @@ impl Layers {
         }
     }
 
-    fn ranged(&self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
-        let v = self.u64(key)?.unwrap_or(default);
+    fn ranged(&self, key: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let v = self
+            .u64(key)?
+            .ok_or_else(|| self.invalid(key, "must be set"))?;
         if v < min || v > max {
             return Err(self.invalid(key, format!("must be between {min} and {max}, got {v}")));
         }
@@ -473,38 +419,32 @@ impl Layers {
         } else {
             None
         };
-        let http_port = self.ranged("service.http_port", 6333, 1, 65535)? as u16;
+        let http_port = self.ranged("service.http_port", 1, 65535)? as u16;
         let grpc_port = match self.values.get("service.grpc_port") {
             Some((Value::Null, _)) => None,
-            _ => Some(self.ranged("service.grpc_port", 6334, 1, 65535)? as u16),
+            _ => Some(self.ranged("service.grpc_port", 1, 65535)? as u16),
         };
         let grpc_port_explicit = self
             .values
             .get("service.grpc_port")
             .is_some_and(|(_, o)| *o != Origin::Default);
         let service = ServiceConfig {
-            host: self
-                .string("service.host")?
-                .unwrap_or_else(|| "127.0.0.1".into()),
+            host: self.required("service.host")?,
             http_port,
             grpc_port,
             grpc_port_explicit,
-            api_key: self.string("service.api_key")?.map(Secret),
-            read_only_api_key: self.string("service.read_only_api_key")?.map(Secret),
-            max_request_size_mb: self.ranged("service.max_request_size_mb", 32, 1, 1 << 20)?,
+            api_key: self.string("service.api_key")?.map(Secret::new),
+            read_only_api_key: self.string("service.read_only_api_key")?.map(Secret::new),
+            max_request_size_mb: self.ranged("service.max_request_size_mb", 1, 1 << 20)?,
             enable_snapshot_url_recovery: self
                 .bool("service.enable_snapshot_url_recovery")?
-                .unwrap_or(true),
+                .ok_or_else(|| {
+                    self.invalid("service.enable_snapshot_url_recovery", "must be set")
+                })?,
         };
         let storage_cfg = StorageConfig {
-            storage_path: PathBuf::from(
-                self.string("storage.storage_path")?
-                    .unwrap_or_else(|| "./storage".into()),
-            ),
-            snapshots_path: PathBuf::from(
-                self.string("storage.snapshots_path")?
-                    .unwrap_or_else(|| "./snapshots".into()),
-            ),
+            storage_path: PathBuf::from(self.required("storage.storage_path")?),
+            snapshots_path: PathBuf::from(self.required("storage.snapshots_path")?),
             temp_path: self.string("storage.temp_path")?.map(PathBuf::from),
             snapshots_config: SnapshotsConfig {
                 storage,
@@ -552,9 +492,7 @@ impl Layers {
     /// otherwise silence the log, errors included.
     fn log_level(&self) -> Result<String, ConfigError> {
         const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
-        let Some(level) = self.string("log_level")? else {
-            return Ok("INFO".into());
-        };
+        let level = self.required("log_level")?;
         let valid = level.split(',').all(|directive| {
             let lvl = directive.rsplit('=').next().unwrap_or("").trim();
             let target_ok = directive
@@ -572,7 +510,7 @@ impl Layers {
         }
     }
 
-    fn s3(&self, aws_env: &dyn Fn(&str) -> Option<String>) -> Result<S3Config, ConfigError> {
+    fn s3(&self, aws_env: &dyn Fn(&str) -> Option<String>) -> Result<S3Options, ConfigError> {
         const P: &str = "storage.snapshots_config.s3_config";
         let key = |k: &str| format!("{P}.{k}");
         let bucket = self
@@ -599,33 +537,33 @@ impl Layers {
         let path_style = self
             .bool(&key("path_style"))?
             .unwrap_or(endpoint_url.is_some());
-        Ok(S3Config {
+        Ok(S3Options {
             bucket,
             region: self
                 .string(&key("region"))?
                 .or_else(|| aws_env(env::AWS_REGION))
                 .or_else(|| aws_env(env::AWS_DEFAULT_REGION))
-                .unwrap_or_else(|| "us-east-1".into()),
+                .unwrap_or_else(|| DEFAULT_REGION.into()),
             access_key: self
                 .string(&key("access_key"))?
                 .or_else(|| aws_env(env::AWS_ACCESS_KEY_ID))
-                .map(Secret),
+                .map(Secret::new),
             secret_key: self
                 .string(&key("secret_key"))?
                 .or_else(|| aws_env(env::AWS_SECRET_ACCESS_KEY))
-                .map(Secret),
+                .map(Secret::new),
             endpoint_url,
             prefix: self
                 .string(&key("prefix"))?
-                .unwrap_or_else(|| "snapshots".into())
+                .unwrap_or_default()
                 .trim_matches('/')
                 .to_string(),
-            part_size: self.ranged(&key("part_size"), 8 << 20, 5 << 20, 5 << 30)?,
-            upload_concurrency: self.ranged(&key("upload_concurrency"), 8, 1, 64)? as usize,
+            part_size: self.ranged(&key("part_size"), 5 << 20, 5 << 30)?,
+            upload_concurrency: self.ranged(&key("upload_concurrency"), 1, 64)? as usize,
             path_style,
-            max_retries: self.ranged(&key("max_retries"), 5, 0, 100)? as usize,
-            retry_timeout_secs: self.ranged(&key("retry_timeout_secs"), 300, 1, 86_400)?,
-            request_timeout_secs: self.ranged(&key("request_timeout_secs"), 60, 1, 86_400)?,
+            max_retries: self.ranged(&key("max_retries"), 0, 100)? as usize,
+            retry_timeout_secs: self.ranged(&key("retry_timeout_secs"), 1, 86_400)?,
+            request_timeout_secs: self.ranged(&key("request_timeout_secs"), 1, 86_400)?,
         })
     }
 }
@@ -822,6 +760,37 @@ mod tests {
         l.add_env([("QDRANT__SERVICE__GRPC_PORT".to_string(), "0".to_string())]);
         let err = l.build(&no_env).unwrap_err().to_string();
         assert!(err.contains("service.grpc_port") && err.contains("QDRANT__SERVICE__GRPC_PORT"));
+    }
+
+    /// The documentation's table lists every key with its embedded default, and no other key.
+    #[test]
+    fn documented_keys_and_defaults_are_the_embedded_ones() {
+        let doc = include_str!("../docs/configuration.md");
+        let mut documented = BTreeMap::new();
+        for line in doc.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let key = cells[1].trim_matches('`');
+            documented.insert(key.to_string(), cells[2].to_string());
+        }
+        let known: Vec<&str> = known_keys().collect();
+        assert_eq!(
+            documented.keys().map(String::as_str).collect::<Vec<_>>(),
+            known,
+            "docs/configuration.md lists other keys than config/config.yaml"
+        );
+        for (key, value) in embedded_defaults() {
+            let shown = documented[key.as_str()].as_str();
+            let expected = match value {
+                // `null` is unset or derived (the AWS_* fall-backs), which the table says in words.
+                Value::Null => continue,
+                Value::String(s) => format!("`{s}`"),
+                other => format!("`{}`", serde_yaml_ng::to_string(other).unwrap().trim()),
+            };
+            assert!(
+                shown == expected || shown.starts_with(&format!("{expected} ")),
+                "docs/configuration.md gives `{key}` the default {shown}, config.yaml {expected}"
+            );
+        }
     }
 
     #[test]

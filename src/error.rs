@@ -77,18 +77,6 @@ impl Error {
         }
     }
 
-    /// An error of a storage write or read carried as `source`: a [`Error::Storage`] when a
-    /// backend failure is in its chain, otherwise an internal error with `context`.
-    pub fn from_storage_io(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        let source = source.into();
-        match crate::backend::diagnosis::find(source.as_ref())
-            .and_then(crate::backend::diagnosis::summary)
-        {
-            Some(summary) => Error::Storage { summary, source },
-            None => Error::internal(context, source),
-        }
-    }
-
     /// A bad-input error.
     pub fn bad_input(msg: impl Into<String>) -> Self {
         Error::BadInput(msg.into())

@@ -7,9 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use snapstream::backend::local::file_stream;
 use snapstream::config;
-use snapstream::snapshot::progress_log::{counted, describe, reporting};
 
 /// A Qdrant-compatible collection and snapshot service.
 #[derive(Parser, Debug)]
@@ -155,7 +153,12 @@ async fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(format!("start-up failed: {}", e.chain())),
     };
-    if let Err(msg) = startup_recovery(&args, &state).await {
+    let recovery = snapstream::service::startup::StartupRecovery {
+        storage_snapshot: args.storage_snapshot.clone(),
+        snapshots: args.snapshot.clone(),
+        force: args.force_snapshot,
+    };
+    if let Err(msg) = snapstream::service::startup::recover(&state, &recovery).await {
         return fail(msg);
     }
     let listener = match tokio::net::TcpListener::bind(&addr).await {
@@ -241,77 +244,6 @@ fn startup_summary(
         env!("CARGO_PKG_VERSION"),
         storage.storage_path.display(),
     )
-}
-
-/// How often start-up recovery logs its progress.
-const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// A snapshot file's bytes, counted as they are read, and its size.
-fn logged_file(
-    file: std::fs::File,
-) -> (
-    snapstream::backend::ByteStream,
-    snapstream::hashing::Progress,
-    Option<u64>,
-) {
-    let total = file.metadata().ok().map(|m| m.len());
-    let progress = snapstream::hashing::Progress::default();
-    let stream = counted(
-        file_stream(file, 0..u64::MAX),
-        std::sync::Arc::clone(&progress),
-    );
-    (stream, progress, total)
-}
-
-async fn startup_recovery(args: &Args, state: &snapstream::Services) -> Result<(), String> {
-    let svc = state.snapshots.engine();
-    if let Some(path) = &args.storage_snapshot {
-        let file = std::fs::File::open(path)
-            .map_err(|e| format!("cannot open storage snapshot `{}`: {e}", path.display()))?;
-        let (stream, progress, total) = logged_file(file);
-        let what = path.display().to_string();
-        let names = reporting(
-            REPORT_EVERY,
-            &progress,
-            |done, took| tracing::info!("recovering `{what}`: {}", describe(done, total, took)),
-            svc.recover_full_from_stream(stream, args.force_snapshot),
-        )
-        .await
-        .map_err(|e| format!("recovering `{}` failed: {}", path.display(), e.chain()))?;
-        tracing::info!(collections = ?names, "recovered full-storage snapshot");
-        return Ok(());
-    }
-    for spec in &args.snapshot {
-        let (path, name) = spec
-            .rsplit_once(':')
-            .filter(|(p, n)| !p.is_empty() && !n.is_empty())
-            .ok_or_else(|| format!("--snapshot `{spec}` must be PATH:NAME"))?;
-        snapstream::registry::validate_name(name)
-            .map_err(|e| format!("--snapshot `{spec}`: {e}"))?;
-        if state.collections.exists(name) && !args.force_snapshot {
-            return Err(format!(
-                "Collection {name} already exists. Use --force-snapshot to overwrite it."
-            ));
-        }
-        let file =
-            std::fs::File::open(path).map_err(|e| format!("cannot open snapshot `{path}`: {e}"))?;
-        let (stream, progress, total) = logged_file(file);
-        reporting(
-            REPORT_EVERY,
-            &progress,
-            |done, took| {
-                tracing::info!(
-                    "recovering `{path}` into `{name}`: {}",
-                    describe(done, total, took)
-                )
-            },
-            svc.recover_from_stream(name, stream, None, None),
-        )
-        .await
-        .map_err(|e| format!("recovering `{path}` into `{name}` failed: {}", e.chain()))?;
-        tracing::info!(collection = name, path, "recovered collection snapshot");
-    }
-    Ok(())
 }
 
 /// Binds the gRPC port, if enabled. A port taken while it is only the embedded default

@@ -21,8 +21,8 @@ use snapstream::backend::{
     Backend, BackendError, ByteStream, CreateOptions, DynBackend, ObjectKey, ObjectMeta, ObjectSink,
 };
 use snapstream::collection::record::Operation;
+use snapstream::collection::registry::Registry;
 use snapstream::collection::types::{PointId, PointWrite};
-use snapstream::registry::Registry;
 use snapstream::repository::{manifest_key, Repository};
 use snapstream::snapshot::format::SnapshotKind;
 use snapstream::snapshot::{producer, unpack};

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use snapstream::collection::record::Operation;
+use snapstream::collection::registry::Registry;
 use snapstream::collection::types::{PointId, PointWrite};
-use snapstream::config::Compression;
-use snapstream::registry::Registry;
+use snapstream::snapshot::codec::Compression;
 use snapstream::snapshot::format::SnapshotKind;
 use snapstream::snapshot::{codec, producer, unpack};
 

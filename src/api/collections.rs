@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::{ApiJson, ApiPath, ApiResult, Timer};
 use crate::collection::config::{CollectionConfig, CollectionPatch};
-use crate::registry::AliasAction;
+use crate::collection::registry::AliasAction;
 use crate::service::Services;
 
 /// `GET /collections`

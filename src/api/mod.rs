@@ -7,9 +7,9 @@ pub mod auth;
 pub mod collections;
 pub mod dashboard;
 pub mod error;
-pub mod metrics;
+pub mod health;
+pub mod observe;
 pub mod points;
-pub mod service;
 pub mod snapshots;
 
 use axum::extract::DefaultBodyLimit;
@@ -32,11 +32,11 @@ pub fn router(state: Services) -> Router {
     let g = |op, h| guarded(st, op, h);
     let json_limit = (state.config.service.max_request_size_mb as usize).saturating_mul(1 << 20);
     Router::new()
-        .route("/", g(Op::Version, get(service::root)))
-        .route("/healthz", g(Op::Health, get(service::healthz)))
-        .route("/livez", g(Op::Health, get(service::livez)))
-        .route("/readyz", g(Op::Health, get(service::readyz)))
-        .route("/metrics", g(Op::Metrics, get(metrics::metrics)))
+        .route("/", g(Op::Version, get(health::root)))
+        .route("/healthz", g(Op::Health, get(health::healthz)))
+        .route("/livez", g(Op::Health, get(health::livez)))
+        .route("/readyz", g(Op::Health, get(health::readyz)))
+        .route("/metrics", g(Op::Metrics, get(observe::metrics)))
         .route("/dashboard", g(Op::Dashboard, get(dashboard::root)))
         .route("/dashboard/", g(Op::Dashboard, get(dashboard::index)))
         .route(
@@ -155,6 +155,6 @@ pub fn router(state: Services) -> Router {
         })
         .layer(middleware::from_fn(error::envelope_bare_errors))
         .layer(middleware::from_fn(error::log_failures))
-        .layer(middleware::from_fn(metrics::record))
+        .layer(middleware::from_fn(observe::record))
         .with_state(state)
 }

@@ -8,6 +8,18 @@ use std::error::Error as StdError;
 use std::io;
 
 use super::BackendError;
+use crate::error::{BoxError, Error};
+
+/// An error of a storage write or read carried as `source`: [`Error::Storage`] with a
+/// summary a person can act on when a backend failure is in its chain, otherwise an
+/// internal error with `context`.
+pub fn storage_error(context: impl Into<String>, source: impl Into<BoxError>) -> Error {
+    let source = source.into();
+    match find(source.as_ref()).and_then(summary) {
+        Some(summary) => Error::Storage { summary, source },
+        None => Error::internal(context, source),
+    }
+}
 
 /// The first [`BackendError`] in `err`'s source chain (itself included).
 pub fn find<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a BackendError> {

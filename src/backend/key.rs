@@ -84,11 +84,6 @@ impl ObjectKey {
     pub fn segments(&self) -> impl Iterator<Item = &str> {
         self.0.split('/')
     }
-
-    /// The key of the checksum sidecar (`<key>.checksum`).
-    pub fn checksum_sidecar(&self) -> ObjectKey {
-        ObjectKey(format!("{}.checksum", self.0))
-    }
 }
 
 impl fmt::Display for ObjectKey {
@@ -118,7 +113,6 @@ mod tests {
         }
         let k = ObjectKey::new("c/x.snapshot").unwrap();
         assert_eq!(k.file_name(), "x.snapshot");
-        assert_eq!(k.checksum_sidecar().as_str(), "c/x.snapshot.checksum");
         assert!(k.join("..").is_err());
         assert!(k.join("a/b").is_err());
     }

@@ -1,4 +1,4 @@
-//! Local-filesystem backend: a temp file in the target directory (a [`crate::bulk_file`]),
+//! Local-filesystem backend: a temp file in the target directory (a [`crate::io::bulk_file`]),
 //! fsync, rename on commit.
 
 use std::fmt;
@@ -15,44 +15,12 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::io::AsyncWrite;
 
-use crate::bulk_file::{BulkFile, Reservation};
+use crate::io::bulk_file::{BulkFile, Reservation};
+use crate::io::file_stream::file_stream;
+#[cfg(test)]
+use crate::io::file_stream::READ_CHUNK;
 
 use super::{Backend, BackendError, ByteStream, CreateOptions, ObjectKey, ObjectMeta, ObjectSink};
-
-/// Bytes read from a file at a time by [`file_stream`].
-const READ_CHUNK: u64 = 1 << 20;
-
-/// The bytes of `file` in `range` (ending early at the end of the file) as a stream of
-/// chunks of up to 1 MiB, each read positionally on the blocking pool straight into the
-/// buffer it is handed on in. Downloads and every recovery from a local file read this way.
-pub fn file_stream(file: std::fs::File, range: Range<u64>) -> ByteStream {
-    let file = std::sync::Arc::new(file);
-    futures::stream::try_unfold(range.start, move |offset| {
-        let file = std::sync::Arc::clone(&file);
-        let want = READ_CHUNK.min(range.end.saturating_sub(offset)) as usize;
-        async move {
-            if want == 0 {
-                return Ok(None);
-            }
-            let chunk = tokio::task::spawn_blocking(move || loop {
-                let mut buf = vec![0u8; want];
-                match std::os::unix::fs::FileExt::read_at(&*file, &mut buf, offset) {
-                    Ok(n) => {
-                        buf.truncate(n);
-                        return Ok(Bytes::from(buf));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
-            })
-            .await
-            .map_err(io::Error::other)??;
-            let next = offset + chunk.len() as u64;
-            Ok((!chunk.is_empty()).then_some((chunk, next)))
-        }
-    })
-    .boxed()
-}
 
 /// Hidden temp files end with this; start-up removes them.
 const TMP_SUFFIX: &str = ".tmp";
@@ -168,7 +136,7 @@ impl ObjectSink for LocalSink {
                 .await
                 .map_err(io_err("failed to commit", &self.target))?;
             let dir = self.target.parent().unwrap_or(Path::new(".")).to_path_buf();
-            tokio::task::spawn_blocking(move || crate::fsutil::sync_dir(&dir))
+            tokio::task::spawn_blocking(move || crate::io::fs::sync_dir(&dir))
                 .await
                 .map_err(|e| BackendError::Io {
                     action: "failed to sync",
@@ -367,7 +335,7 @@ impl Backend for LocalBackend {
                 }
                 Err(e) => return Err(io_err("failed to commit", &target)(e)),
             }
-            crate::fsutil::sync_dir(&dir)
+            crate::io::fs::sync_dir(&dir)
                 .map_err(io_err("failed to sync directory of", &target))?;
             let m = std::fs::metadata(&target).map_err(io_err("failed to stat", &target))?;
             Ok(meta_of(key, &m))

@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::io::AsyncWrite;
 
 use super::{Backend, BackendError, ByteStream, CreateOptions, ObjectKey, ObjectMeta, ObjectSink};
-use crate::metrics::{self, BackendLabels};
+use crate::telemetry::{self, BackendLabels};
 
 /// Wraps a backend; every method delegates, counting the bytes that pass.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ pub struct Metered<B> {
 impl<B> Metered<B> {
     /// Counts `inner`'s traffic under the label `backend` (`local` or `s3`).
     pub fn new(inner: B, backend: &'static str) -> Self {
-        let m = metrics::get();
+        let m = telemetry::get();
         let labels = BackendLabels { backend };
         Metered {
             inner,

@@ -19,8 +19,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 pub use key::{InvalidKey, ObjectKey};
 
-/// A stream of an object's bytes.
-pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+pub use crate::io::file_stream::ByteStream;
 
 /// Backends as held by the service.
 pub type DynBackend = std::sync::Arc<dyn Backend>;
@@ -102,7 +101,7 @@ impl From<BackendError> for crate::error::Error {
             }
             // The cause chain holds keys, local paths and the server's answer: callers get
             // one line naming the storage and what to check; the chain goes to the log.
-            other => crate::error::Error::from_storage_io("snapshot storage failed", other),
+            other => diagnosis::storage_error("snapshot storage failed", other),
         }
     }
 }

@@ -39,8 +39,40 @@ use object_store::{
 use tokio::io::AsyncWrite;
 
 use super::{Backend, BackendError, ByteStream, CreateOptions, ObjectKey, ObjectMeta, ObjectSink};
-use crate::config::S3Config;
 use crate::error::{Error, Result};
+use crate::secret::Secret;
+
+/// The region used when neither the options nor `AWS_REGION` / `AWS_DEFAULT_REGION` name one.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// Options of the S3 backend (configured as `storage.snapshots_config.s3_config`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct S3Options {
+    /// Bucket name.
+    pub bucket: String,
+    /// Region (default [`DEFAULT_REGION`]).
+    pub region: String,
+    /// Access key id.
+    pub access_key: Option<Secret>,
+    /// Secret access key.
+    pub secret_key: Option<Secret>,
+    /// Custom endpoint (MinIO, Garage, Ceph...).
+    pub endpoint_url: Option<String>,
+    /// Key prefix inside the bucket (default `snapshots`).
+    pub prefix: String,
+    /// Multipart part size in bytes (at least 5 MiB).
+    pub part_size: u64,
+    /// Parts uploaded at once.
+    pub upload_concurrency: usize,
+    /// Path-style addressing (default on when `endpoint_url` is set).
+    pub path_style: bool,
+    /// Retries of a failed request (per part for uploads).
+    pub max_retries: usize,
+    /// Give up retrying a request after this many seconds.
+    pub retry_timeout_secs: u64,
+    /// Abandon (and retry) one attempt of a request after this many seconds.
+    pub request_timeout_secs: u64,
+}
 
 /// S3 allows at most this many parts; part sizes keep a margin below it.
 const MAX_PARTS: u64 = 9_000;
@@ -51,7 +83,7 @@ pub struct S3Backend {
     store: Arc<dyn ObjectStore>,
     /// Downloads: no total time limit (a large object may take long), only connect timeouts.
     read_store: Arc<dyn ObjectStore>,
-    cfg: S3Config,
+    cfg: S3Options,
 }
 
 impl fmt::Debug for S3Backend {
@@ -88,7 +120,7 @@ fn remote(
     }
 }
 
-fn build_store(cfg: &S3Config, options: ClientOptions) -> Result<Arc<dyn ObjectStore>> {
+fn build_store(cfg: &S3Options, options: ClientOptions) -> Result<Arc<dyn ObjectStore>> {
     let retry = RetryConfig {
         backoff: BackoffConfig {
             init_backoff: Duration::from_millis(100),
@@ -130,7 +162,7 @@ fn build_store(cfg: &S3Config, options: ClientOptions) -> Result<Arc<dyn ObjectS
 
 impl S3Backend {
     /// Builds the clients; nothing is sent until the first call.
-    pub fn new(cfg: &S3Config) -> Result<Self> {
+    pub fn new(cfg: &S3Options) -> Result<Self> {
         // Shorter than the retry window, so a stalled attempt is retried, not fatal.
         let timeout = Duration::from_secs(cfg.request_timeout_secs);
         Ok(S3Backend {
@@ -668,7 +700,7 @@ impl Backend for S3Backend {
                         )
                     })?;
                 tracing::info!(key, "aborted an orphaned multipart upload");
-                crate::metrics::get().s3_aborted_uploads.inc();
+                crate::telemetry::get().s3_aborted_uploads.inc();
                 aborted += 1;
             }
             if page.is_truncated() != Some(true) {

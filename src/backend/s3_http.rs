@@ -9,7 +9,7 @@ use object_store::client::{
 };
 use object_store::ClientOptions;
 
-use crate::metrics;
+use crate::telemetry;
 
 /// Builds [`Watched`] clients.
 #[derive(Debug, Default)]
@@ -54,10 +54,10 @@ impl HttpService for Watched {
             Err(_) => true,
         };
         if part && failed {
-            metrics::get().s3_part_retries.inc();
+            telemetry::get().s3_part_retries.inc();
         }
         if abort && out.as_ref().is_ok_and(|r| r.status().is_success()) {
-            metrics::get().s3_aborted_uploads.inc();
+            telemetry::get().s3_aborted_uploads.inc();
         }
         out
     }

@@ -100,7 +100,7 @@ fn parse_wal_name(name: &str) -> Option<u64> {
 
 /// Fsyncs a directory so renames and unlinks in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), FilesError> {
-    crate::fsutil::sync_dir(dir).map_err(io_err("failed to sync directory", dir))
+    crate::io::fs::sync_dir(dir).map_err(io_err("failed to sync directory", dir))
 }
 
 /// The open data directory of one collection.
@@ -186,8 +186,8 @@ impl DataDir {
     /// Appends encoded records and, when `sync`, makes them durable before returning.
     pub fn append(&mut self, bytes: &[u8], sync: bool) -> Result<(), FilesError> {
         let path = self.dir.join(wal_name(self.active_seq));
-        // Snapshot writers pause while this is in flight (see `crate::foreground`).
-        let _in_flight = sync.then(crate::foreground::durable_write);
+        // Snapshot writers pause while this is in flight (see `crate::io::pacer`).
+        let _in_flight = sync.then(crate::io::pacer::durable_write);
         self.active
             .write_all(bytes)
             .map_err(io_err("failed to append to", &path))?;

@@ -12,6 +12,7 @@ pub mod input;
 pub mod loader;
 pub mod points;
 pub mod record;
+pub mod registry;
 pub mod types;
 
 pub use input::{PointBatch, UpsertInput};
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::fsutil;
+use crate::io::fs::write_atomic;
 use config::CollectionConfig;
 use files::{DataDir, PinnedFile};
 use filter::Filter;
@@ -210,7 +211,7 @@ impl Collection {
             .map_err(|e| Error::internal(format!("failed to create `{}`", dir.display()), e))?;
         let json = serde_json::to_vec_pretty(config)
             .map_err(|e| Error::internal("failed to serialize collection config", e))?;
-        fsutil::write_atomic(&dir.join(CONFIG_FILE), &json).map_err(|e| {
+        write_atomic(&dir.join(CONFIG_FILE), &json).map_err(|e| {
             Error::internal(format!("failed to write config of `{}`", dir.display()), e)
         })
     }
@@ -285,7 +286,7 @@ impl Collection {
         change(&mut cfg);
         let json = serde_json::to_vec_pretty(&cfg)
             .map_err(|e| Error::internal("failed to serialize collection config", e))?;
-        fsutil::write_atomic(&self.dir.join(CONFIG_FILE), &json).map_err(|e| {
+        write_atomic(&self.dir.join(CONFIG_FILE), &json).map_err(|e| {
             Error::internal(format!("failed to write config of `{}`", self.name), e)
         })?;
         *self.config.write() = cfg;

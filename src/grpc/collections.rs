@@ -14,8 +14,8 @@ use super::convert::{payload, payload_out};
 use super::status::status;
 use super::unsupported;
 use crate::collection::config::{CollectionConfig, CollectionPatch};
+use crate::collection::registry::AliasAction;
 use crate::collection::types::{Distance, VectorParams, VectorsConfig};
-use crate::registry::AliasAction;
 use crate::service::Services;
 
 /// The `Collections` service.

@@ -8,8 +8,8 @@ use futures::future::BoxFuture;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use crate::metrics;
 use crate::service::Operation;
+use crate::telemetry;
 
 /// The layer that wraps every gRPC service.
 #[derive(Clone, Debug, Default)]
@@ -72,7 +72,7 @@ where
                 // The transport failed: no status reached the client (`14` = UNAVAILABLE).
                 Err(_) => "14".to_string(),
             };
-            metrics::get().request("grpc", route, code, started.elapsed());
+            telemetry::get().request("grpc", route, code, started.elapsed());
             out
         })
     }

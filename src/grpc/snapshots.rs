@@ -16,16 +16,11 @@ use crate::snapshot::{Scope, SnapshotDescription};
 pub(crate) struct SnapshotsApi(pub(crate) Services);
 
 fn description(d: SnapshotDescription) -> pb::SnapshotDescription {
-    let creation_time =
-        chrono::NaiveDateTime::parse_from_str(&d.creation_time, "%Y-%m-%dT%H:%M:%S")
-            .ok()
-            .map(|t| {
-                let t = t.and_utc();
-                prost_types::Timestamp {
-                    seconds: t.timestamp(),
-                    nanos: 0,
-                }
-            });
+    // Whole seconds, as Qdrant reports snapshot times.
+    let creation_time = Some(prost_types::Timestamp {
+        seconds: d.creation_time.timestamp(),
+        nanos: 0,
+    });
     pb::SnapshotDescription {
         name: d.name,
         creation_time,

@@ -7,17 +7,14 @@
 //! flight, at most five pages in memory), then move the aliases that point at it, and finally
 //! compare counts and a sample of points. Upserts by id are idempotent, so a run cut short is
 //! finished by running it again. Points travel as REST's JSON, or over gRPC when both
-//! servers' gRPC addresses are given (`grpc.rs`); everything else stays on REST.
+//! servers' gRPC addresses are given (`crate::qdrant_api::grpc`); everything else stays on REST.
 
-pub mod client;
-pub mod grpc;
 pub mod progress;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use client::Server;
-use grpc::GrpcPoints;
+use crate::qdrant_api::{GrpcPoints, Server};
 use progress::Progress;
 
 /// What to migrate, from the command line.
@@ -57,7 +54,7 @@ enum Page {
     /// A ready upsert body and its number of points.
     Json(String, usize),
     /// Points as the gRPC upsert takes them.
-    Proto(grpc::Page),
+    Proto(crate::qdrant_api::grpc::Page),
 }
 
 /// Upserts in flight at once.

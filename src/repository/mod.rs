@@ -10,10 +10,12 @@
 //! kind of plain tar. Documented in `docs/snapshot-format.md`.
 
 pub mod collector;
+pub mod hashing;
 pub mod layout;
 pub mod lease;
 pub mod manifest;
 pub mod pieces;
+mod plain;
 pub mod writer;
 
 use std::collections::HashSet;
@@ -24,8 +26,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::backend::{BackendError, BackendExt, ByteStream, DynBackend, ObjectKey, ObjectSink};
-use crate::hashing::Progress;
+use crate::backend::{BackendError, ByteStream, DynBackend, ObjectKey, ObjectSink};
+use crate::io::progress::Progress;
 use collector::Collected;
 use lease::Leases;
 use manifest::{Manifest, MAX_MANIFEST_SIZE};
@@ -123,11 +125,6 @@ impl Repository {
         Ok(false)
     }
 
-    async fn sidecar(&self, key: &ObjectKey) -> Option<String> {
-        let b = self.backend.get_bytes(&key.checksum_sidecar()).await.ok()?;
-        parse_checksum(&String::from_utf8_lossy(&b))
-    }
-
     async fn read_manifest(&self, mkey: &ObjectKey) -> Result<Manifest, BackendError> {
         let bytes = pieces::get_small(&self.backend, mkey, MAX_MANIFEST_SIZE).await?;
         Manifest::parse(&bytes).map_err(|e| BackendError::Io {
@@ -159,19 +156,13 @@ impl Repository {
         let mut out = Vec::new();
         for m in &objects {
             let k = m.key.as_str();
-            if k.ends_with(EXTENSION) {
-                let checksum = if names.contains(m.key.checksum_sidecar().as_str()) {
-                    self.sidecar(&m.key).await
+            if plain::is_snapshot(&m.key) {
+                let checksum = if plain::has_sidecar(&m.key, &names) {
+                    plain::read_sidecar(&self.backend, &m.key).await
                 } else {
                     None
                 };
-                out.push(Stored {
-                    key: m.key.clone(),
-                    size: m.size,
-                    created: m.last_modified,
-                    checksum,
-                    layout: Layout::Plain,
-                });
+                out.push(plain::stored(m.clone(), checksum));
             } else if let Some(plain) = k.strip_suffix(".manifest") {
                 if !plain.ends_with(EXTENSION) || names.contains(plain) {
                     continue;
@@ -193,13 +184,10 @@ impl Repository {
     pub async fn stat(&self, key: &ObjectKey) -> Result<Stored, BackendError> {
         match self.backend.stat(key).await {
             Ok(m) => {
-                return Ok(Stored {
-                    key: key.clone(),
-                    size: m.size,
-                    created: m.last_modified,
-                    checksum: self.sidecar(key).await,
-                    layout: Layout::Plain,
-                })
+                return Ok(plain::stored(
+                    m,
+                    plain::read_sidecar(&self.backend, key).await,
+                ))
             }
             Err(BackendError::NotFound(_)) => {}
             Err(e) => return Err(e),
@@ -226,16 +214,8 @@ impl Repository {
     /// Deletes a snapshot: the plain object and its sidecar, or the manifest (its pieces
     /// go with the next collection, if no other snapshot shares them).
     pub async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError> {
-        match self.backend.delete(key).await {
-            Ok(()) => {
-                match self.backend.delete(&key.checksum_sidecar()).await {
-                    Ok(()) | Err(BackendError::NotFound(_)) => {}
-                    Err(e) => {
-                        tracing::warn!(key = %key, error = %e, "snapshot deleted but its checksum sidecar was not")
-                    }
-                }
-                Ok(())
-            }
+        match plain::delete(&self.backend, key).await {
+            Ok(()) => Ok(()),
             Err(BackendError::NotFound(_)) => {
                 self.backend.delete(&manifest_key(key)?).await?;
                 self.request_collection();
@@ -245,32 +225,36 @@ impl Repository {
         }
     }
 
-    /// Commits a plain snapshot written into `sink`, then its checksum sidecar; a failed
-    /// sidecar write deletes the snapshot again, so a failure leaves nothing visible.
+    /// Starts writing a plain snapshot's tar under `key` (reserved by the caller), of
+    /// about `size_hint` bytes; nothing is visible before [`Repository::publish_plain`].
+    pub async fn begin_plain(
+        &self,
+        key: &ObjectKey,
+        size_hint: u64,
+    ) -> Result<Box<dyn ObjectSink>, BackendError> {
+        plain::begin(&self.backend, key, size_hint).await
+    }
+
+    /// Commits a plain snapshot written into `sink` (from [`Repository::begin_plain`]),
+    /// then its checksum sidecar; a failure leaves nothing listed.
     pub async fn publish_plain(
         &self,
         key: &ObjectKey,
         sink: Box<dyn ObjectSink>,
         sha256: &str,
     ) -> Result<Stored, BackendError> {
-        let meta = sink.commit().await?;
-        if let Err(e) = self
-            .backend
-            .put(&key.checksum_sidecar(), Bytes::from(sha256.to_string()))
-            .await
-        {
-            if let Err(del) = self.backend.delete(key).await {
-                tracing::warn!(key = %key, error = %del, "snapshot without checksum could not be removed");
-            }
-            return Err(e);
-        }
-        Ok(Stored {
-            key: key.clone(),
-            size: meta.size,
-            created: meta.last_modified,
-            checksum: Some(sha256.to_string()),
-            layout: Layout::Plain,
-        })
+        plain::publish(&self.backend, key, sink, sha256).await
+    }
+
+    /// Removes what interrupted work left in storage (hidden temp files, multipart
+    /// uploads, sidecars of deleted snapshots) and starts the collector, which removes the
+    /// pieces of interrupted incremental creates. Returns how many leftovers were removed.
+    pub async fn startup_cleanup(self: &Arc<Self>) -> Result<usize, BackendError> {
+        let removed =
+            self.backend.cleanup().await? + plain::sweep_orphan_sidecars(&self.backend).await?;
+        self.spawn_collector();
+        self.request_collection();
+        Ok(removed)
     }
 
     /// Creates an incremental snapshot under `key` (reserved by the caller): uploads the

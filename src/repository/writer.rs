@@ -15,7 +15,8 @@ use super::layout::{entry_header, padding, END};
 use super::manifest::{Entry, Manifest, FORMAT, PIECE_SIZE, VERSION};
 use super::pieces;
 use crate::backend::{BackendError, DynBackend};
-use crate::hashing::{HashFeed, Progress};
+use crate::io::progress::Progress;
+use crate::repository::hashing::HashFeed;
 
 /// Piece uploads in flight: bounds memory to this many pieces plus one read ahead.
 const UPLOADS_IN_FLIGHT: usize = 4;

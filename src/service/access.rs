@@ -3,7 +3,7 @@
 
 use http::HeaderMap;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// The access an operation needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::blocking;
 use crate::collection::config::{CollectionConfig, CollectionPatch};
+use crate::collection::registry::{AliasAction, Registry};
 use crate::error::Result;
-use crate::registry::{AliasAction, Registry};
 
 /// What `GET /collections/{c}` and gRPC `Collections/Get` describe.
 #[derive(Clone, Debug)]

@@ -6,10 +6,12 @@
 
 pub mod access;
 pub mod collections;
-pub mod metrics;
+pub mod exposition;
+pub mod operations;
 pub mod points;
 pub mod schedule;
 pub mod snapshots;
+pub mod startup;
 pub mod storage_health;
 
 use std::sync::Arc;

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use super::blocking;
 use crate::collection::filter::Filter;
 use crate::collection::points::{PointView, VectorSelect};
+use crate::collection::registry::Registry;
 use crate::collection::types::{Payload, PointId, VectorsConfig};
 use crate::collection::{Collection, PayloadChange, PointInput, PointSelector, PointsChange};
 use crate::error::{Error, Result};
-use crate::registry::Registry;
 
 /// How a write was answered: writes are durable before any answer, so `wait` only
 /// changes the word, as Qdrant's clients expect it.

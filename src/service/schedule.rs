@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::metrics;
-use crate::registry::Registry;
-use crate::snapshot::{Scope, SnapshotService};
+use crate::collection::registry::Registry;
+use crate::snapshot::{Creator, Scope};
+use crate::telemetry;
 
 /// Starts the schedule on the current runtime.
-pub fn spawn(registry: Arc<Registry>, snapshots: Arc<SnapshotService>, every: Duration) {
+pub fn spawn(registry: Arc<Registry>, snapshots: Arc<Creator>, every: Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         // A tick missed while snapshots ran is not made up in a burst.
@@ -29,7 +29,7 @@ pub fn spawn(registry: Arc<Registry>, snapshots: Arc<SnapshotService>, every: Du
 /// One tick: snapshots each changed collection; returns how many were taken.
 pub async fn run_once(
     registry: &Registry,
-    snapshots: &SnapshotService,
+    snapshots: &Creator,
     taken: &mut HashMap<String, u64>,
 ) -> usize {
     let names = registry.names();
@@ -47,11 +47,11 @@ pub async fn run_once(
         let out = snapshots
             .create(&Scope::Collection(name.clone()), None)
             .await;
-        let m = metrics::get();
+        let m = telemetry::get();
         m.snapshot_op("create", "collection", out.is_ok(), started.elapsed());
         m.scheduled
-            .get_or_create(&metrics::OutcomeLabels {
-                outcome: metrics::outcome(out.is_ok()),
+            .get_or_create(&telemetry::OutcomeLabels {
+                outcome: telemetry::outcome(out.is_ok()),
             })
             .inc();
         match out {

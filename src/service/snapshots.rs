@@ -8,13 +8,13 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::backend::{ByteStream, ObjectMeta};
+use crate::collection::registry::{validate_name, Registry};
 use crate::error::{Error, Result};
-use crate::metrics;
-use crate::registry::{validate_name, Registry};
+use crate::io::progress::Progress;
+use crate::service::operations::{OpStatus, Operations};
 use crate::snapshot::format::is_sha256_hex;
-use crate::snapshot::hashing::Progress;
-use crate::snapshot::ops::OpStatus;
-use crate::snapshot::{Scope, SnapshotDescription, SnapshotService};
+use crate::snapshot::{Engine, Scope, SnapshotDescription};
+use crate::telemetry;
 
 /// How a snapshot call ended for its caller.
 #[derive(Debug)]
@@ -104,7 +104,7 @@ impl What {
 struct Tracked {
     id: u64,
     progress: Progress,
-    ops: Arc<crate::snapshot::ops::Operations>,
+    ops: Arc<Operations>,
     operation: &'static str,
     kind: &'static str,
     started: std::time::Instant,
@@ -112,22 +112,22 @@ struct Tracked {
 }
 
 impl Tracked {
-    fn start(engine: &SnapshotService, what: &What) -> Self {
-        let (id, progress) = engine.ops.start(
+    fn start(ops: &Arc<Operations>, what: &What) -> Self {
+        let (id, progress) = ops.start(
             &format!("{}_snapshot", what.operation),
             what.collection.as_deref(),
             &what.target,
         );
-        let m = metrics::get();
+        let m = telemetry::get();
         m.in_flight
-            .get_or_create(&metrics::OperationLabels {
+            .get_or_create(&telemetry::OperationLabels {
                 operation: what.operation,
             })
             .inc();
         Tracked {
             id,
             progress,
-            ops: Arc::clone(&engine.ops),
+            ops: Arc::clone(ops),
             operation: what.operation,
             kind: what.kind,
             started: std::time::Instant::now(),
@@ -141,9 +141,9 @@ impl Tracked {
 
     fn end(&mut self, outcome: std::result::Result<Value, &Error>) {
         self.finished = true;
-        let m = metrics::get();
+        let m = telemetry::get();
         m.in_flight
-            .get_or_create(&metrics::OperationLabels {
+            .get_or_create(&telemetry::OperationLabels {
                 operation: self.operation,
             })
             .dec();
@@ -173,17 +173,23 @@ impl Drop for Tracked {
 #[derive(Clone, Debug)]
 pub struct Snapshots {
     registry: Arc<Registry>,
-    engine: Arc<SnapshotService>,
+    engine: Engine,
+    /// Background operations (`wait=false`) and waited ones, listed and polled.
+    ops: Arc<Operations>,
 }
 
 impl Snapshots {
     /// Operations over the snapshot engine.
-    pub fn new(registry: Arc<Registry>, engine: Arc<SnapshotService>) -> Self {
-        Snapshots { registry, engine }
+    pub fn new(registry: Arc<Registry>, engine: Engine) -> Self {
+        Snapshots {
+            registry,
+            engine,
+            ops: Arc::new(Operations::default()),
+        }
     }
 
-    /// The engine (start-up recovery and storage checks use it directly).
-    pub fn engine(&self) -> &Arc<SnapshotService> {
+    /// The snapshot engine (start-up recovery and the storage check use its parts).
+    pub(crate) fn engine(&self) -> &Engine {
         &self.engine
     }
 
@@ -220,13 +226,12 @@ impl Snapshots {
     async fn run<T, F, Fut>(&self, wait: bool, what: What, work: F) -> Result<Outcome<T>>
     where
         T: serde::Serialize + Send + 'static,
-        F: FnOnce(Arc<SnapshotService>, Progress) -> Fut,
+        F: FnOnce(Engine, Progress) -> Fut,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
-        let engine = Arc::clone(&self.engine);
-        let tracked = Tracked::start(&self.engine, &what);
+        let tracked = Tracked::start(&self.ops, &what);
         let id = tracked.id;
-        let fut = work(engine, Arc::clone(&tracked.progress));
+        let fut = work(self.engine.clone(), Arc::clone(&tracked.progress));
         let task = tokio::spawn(async move {
             let out = fut.await;
             if let (Err(e), false) = (&out, wait) {
@@ -249,24 +254,24 @@ impl Snapshots {
     pub async fn create(&self, scope: Scope, wait: bool) -> Result<Outcome<SnapshotDescription>> {
         let target = format!("{scope:?}");
         let what = What::new("create", &scope, target);
-        self.run(wait, what, move |svc, progress| async move {
-            svc.create(&scope, Some(progress)).await
+        self.run(wait, what, move |engine, progress| async move {
+            engine.creator.create(&scope, Some(progress)).await
         })
         .await
     }
 
     /// Snapshots of `scope`, newest first.
     pub async fn list(&self, scope: &Scope) -> Result<Vec<SnapshotDescription>> {
-        self.engine.list(scope).await
+        self.engine.catalog.list(scope).await
     }
 
     /// Deletes snapshot `name` of `scope`; a missing one is `NotFound` even without `wait`.
     pub async fn delete(&self, scope: Scope, name: String, wait: bool) -> Result<Outcome<bool>> {
-        let size = self.engine.stat(&scope, &name).await?.size;
+        let size = self.engine.catalog.stat(&scope, &name).await?.size;
         let what = What::new("delete", &scope, format!("{scope:?}/{name}"));
-        self.run(wait, what, move |svc, _| async move {
+        self.run(wait, what, move |engine, _| async move {
             let started = std::time::Instant::now();
-            svc.delete(&scope, &name).await?;
+            engine.catalog.delete(&scope, &name).await?;
             tracing::info!(
                 snapshot = %name,
                 scope = ?scope,
@@ -281,12 +286,12 @@ impl Snapshots {
 
     /// The size of snapshot `name` of `scope`, for answering ranges before opening it.
     pub async fn stat(&self, scope: &Scope, name: &str) -> Result<ObjectMeta> {
-        self.engine.stat(scope, name).await
+        self.engine.catalog.stat(scope, name).await
     }
 
     /// Opens a snapshot for download; `range` is clamped to its size.
     pub async fn download(&self, meta: ObjectMeta, range: Option<Range<u64>>) -> Result<Download> {
-        let (checksum, stream) = self.engine.download(&meta, range).await?;
+        let (checksum, stream) = self.engine.catalog.download(&meta, range).await?;
         Ok(Download {
             meta,
             checksum,
@@ -312,16 +317,19 @@ impl Snapshots {
             .dir()?
             .ok_or_else(|| Error::bad_input("no snapshot directory"))?;
         let what = What::new("recover", &scope, format!("{target} from {}", req.location));
-        self.run(wait, what, move |svc, progress| async move {
-            svc.recover(
-                &target,
-                &dir,
-                &req.location,
-                req.checksum,
-                req.api_key.as_deref(),
-                Some(progress),
-            )
-            .await?;
+        self.run(wait, what, move |engine, progress| async move {
+            let source = engine
+                .sources
+                .open(&req.location, &dir, req.api_key.as_deref())
+                .await?;
+            if let Some(n) = source.size {
+                progress.set_total(n);
+            }
+            let expected = req.checksum.or(source.published_sha256);
+            engine
+                .recoverer
+                .recover_from_stream(&target, source.stream, expected, Some(progress))
+                .await?;
             Ok(true)
         })
         .await
@@ -358,7 +366,7 @@ impl Snapshots {
     {
         let scope = Self::stored_scope(target, shard)?;
         let tracked = Tracked::start(
-            &self.engine,
+            &self.ops,
             &What::new("upload", &scope, format!("{target} from an upload")),
         );
         if let Some(n) = size {
@@ -367,6 +375,7 @@ impl Snapshots {
         let progress = Some(Arc::clone(&tracked.progress));
         let out = self
             .engine
+            .recoverer
             .recover_from_stream(target, stream, checksum, progress)
             .await;
         tracked.finish(out.as_ref().map(|()| Value::Bool(true)));
@@ -379,18 +388,17 @@ impl Snapshots {
         let Scope::Shard(collection, shard) = self.shard_scope(name, shard)? else {
             return Err(Error::internal("shard scope", "not a shard scope"));
         };
-        self.engine.stream(&collection, shard).await
+        self.engine.creator.stream(&collection, shard).await
     }
 
     /// Background operations, newest last.
     pub fn operations(&self) -> Vec<OpStatus> {
-        self.engine.ops.list()
+        self.ops.list()
     }
 
     /// One background operation.
     pub fn operation(&self, id: u64) -> Result<OpStatus> {
-        self.engine
-            .ops
+        self.ops
             .get(id)
             .ok_or_else(|| Error::NotFound(format!("Operation {id} not found")))
     }

@@ -8,7 +8,16 @@ use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
 use async_compression::tokio::write::{GzipEncoder, ZstdEncoder};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite};
 
-use crate::config::Compression;
+/// Optional compression of snapshot archives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// A plain tar, as Qdrant writes.
+    None,
+    /// gzip.
+    Gzip,
+    /// zstd.
+    Zstd,
+}
 
 /// Bytes [`detect`] needs to tell every format apart.
 pub const MAGIC_LEN: usize = 4;

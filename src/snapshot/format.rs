@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::collection::registry::validate_name;
 use crate::error::{Error, Result};
-use crate::registry::validate_name;
 
 /// Name of the manifest entry (always first).
 pub const MANIFEST: &str = "snapshot.json";

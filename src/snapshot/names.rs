@@ -8,10 +8,7 @@ use parking_lot::Mutex;
 
 use crate::backend::ObjectKey;
 use crate::error::{Error, Result};
-use crate::repository::Repository;
-
-/// The file extension of snapshots.
-pub const EXTENSION: &str = ".snapshot";
+use crate::repository::{Repository, EXTENSION};
 
 /// Qdrant's timestamp format in names (UTC).
 pub fn timestamp(t: DateTime<Utc>) -> String {

@@ -11,9 +11,10 @@ use tokio_tar::Builder;
 
 use super::codec::Encoder;
 use super::format::{self, Manifest, ManifestCollection, ManifestFile, SnapshotKind};
-use super::hashing::{HashingWriter, Progress};
 use crate::collection::{PinnedCollection, CONFIG_FILE, DATA_DIR};
-use crate::config::Compression;
+use crate::io::progress::Progress;
+use crate::repository::hashing::HashingWriter;
+use crate::snapshot::codec::Compression;
 
 /// What the producer wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]

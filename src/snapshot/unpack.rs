@@ -18,11 +18,12 @@ use tokio_util::io::StreamReader;
 
 use super::codec;
 use super::format::{self, Manifest, ManifestFile, SnapshotKind};
-use super::hashing::{HashingStream, Progress};
-use crate::bulk_file::{BulkFile, Reservation};
 use crate::collection::loader::{Preloaded, StreamLoader};
 use crate::collection::CONFIG_FILE;
 use crate::error::{Error, Result};
+use crate::io::bulk_file::{BulkFile, Reservation};
+use crate::io::progress::Progress;
+use crate::repository::hashing::HashingStream;
 
 /// Bytes tolerated after the end of the archive (tar padding to a record boundary).
 const MAX_TRAILING: u64 = 1 << 20;

@@ -3,17 +3,18 @@
 
 pub mod proxy;
 
-use snapstream::config::{S3Config, Secret};
+use snapstream::backend::s3::S3Options;
+use snapstream::secret::Secret;
 
 /// The real S3 server started by `minio/start.sh` (`make test` starts it). Missing
 /// configuration is a failure, never a skip: these tests exist to run against a server.
-pub fn s3_config(prefix: &str) -> S3Config {
+pub fn s3_config(prefix: &str) -> S3Options {
     let var = |k: &str| {
         std::env::var(k).unwrap_or_else(|_| {
             panic!("{k} is not set: start the S3 test server with `bash minio/start.sh` and source .s3-server/env (make test does both)")
         })
     };
-    S3Config {
+    S3Options {
         bucket: var("S3_TEST_BUCKET"),
         region: var("S3_TEST_REGION"),
         access_key: Some(Secret::new(var("S3_TEST_ACCESS_KEY"))),

@@ -2,8 +2,6 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -12,38 +10,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWrite;
 use tokio_util::sync::PollSender;
 
-/// Shared progress of an operation, readable while it runs.
-pub type Progress = Arc<ProgressCounter>;
-
-/// Bytes moved so far, and how many there will be when that is known.
-#[derive(Debug, Default)]
-pub struct ProgressCounter {
-    done: AtomicU64,
-    /// 0 while unknown.
-    total: AtomicU64,
-}
-
-impl ProgressCounter {
-    /// Counts `n` more bytes moved.
-    pub fn add(&self, n: u64) {
-        self.done.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Bytes moved so far.
-    pub fn done(&self) -> u64 {
-        self.done.load(Ordering::Relaxed)
-    }
-
-    /// Sets the expected total (an estimate: compression makes fewer bytes move).
-    pub fn set_total(&self, n: u64) {
-        self.total.store(n, Ordering::Relaxed);
-    }
-
-    /// The expected total, when known.
-    pub fn total(&self) -> Option<u64> {
-        Some(self.total.load(Ordering::Relaxed)).filter(|n| *n > 0)
-    }
-}
+use crate::io::progress::Progress;
 
 /// Lowercase hex of a finished digest.
 pub fn hex_digest(h: Sha256) -> String {
@@ -284,6 +251,7 @@ impl<S: Stream<Item = io::Result<Bytes>> + Unpin> Stream for HashingStream<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use tokio::io::AsyncWriteExt;
 
     #[tokio::test]

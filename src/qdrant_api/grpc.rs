@@ -1,4 +1,4 @@
-//! The points path of `migrate` over Qdrant's gRPC API, used when both servers' gRPC
+//! Points over Qdrant's gRPC API, used by `migrate` when both servers' gRPC
 //! addresses are given: vectors travel as packed floats and payloads as protobuf values,
 //! passed from the source's scroll answer to the destination's upsert without a JSON text
 //! in between, which costs both servers and the client far less than REST's decimal floats.

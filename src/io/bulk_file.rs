@@ -2,7 +2,7 @@
 //! WAL's flushes.
 //!
 //! Snapshots and recovery staging write GiBs that nothing reads back soon. How the bytes go
-//! out depends on what the [`crate::foreground::Pacer`] sees:
+//! out depends on what the [`crate::io::pacer::Pacer`] sees:
 //!
 //! - with no durable writes around, through the page cache, made durable and dropped from
 //!   it a window (16 MiB) at a time by a second thread while the next window is filled: the
@@ -28,7 +28,7 @@ use rustix::io::ReadWriteFlags;
 use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc as async_mpsc, oneshot};
 
-use crate::foreground::Write;
+use crate::io::pacer::Write;
 
 /// Alignment of buffers, offsets and lengths that direct I/O needs (the page size covers
 /// every logical block size in use).
@@ -454,7 +454,7 @@ fn writer(
     back: async_mpsc::UnboundedSender<io::Result<Block>>,
 ) {
     let mut offset = 0u64;
-    let mut pacer = crate::foreground::Pacer::new();
+    let mut pacer = crate::io::pacer::Pacer::new();
     let mut sink = Sink::new(file);
     while let Ok(job) = jobs.recv() {
         match job {

@@ -1,14 +1,14 @@
 //! `GET /metrics`: the kept metrics plus the figures read at scrape time (points per
 //! collection, bytes done of each running operation).
 
-use crate::metrics::{self, RunningLabels};
-use crate::snapshot::ops::OpState;
+use crate::service::operations::OpState;
+use crate::telemetry::{self, RunningLabels};
 
 use super::Services;
 
-/// The OpenMetrics exposition of everything ([`metrics::CONTENT_TYPE`]).
+/// The OpenMetrics exposition of everything ([`telemetry::CONTENT_TYPE`]).
 pub fn exposition(st: &Services) -> String {
-    let mut now = metrics::Snapshot::default();
+    let mut now = telemetry::Snapshot::default();
     for name in st.collections.list() {
         if let Ok(info) = st.collections.get(&name) {
             now.points.push((name, info.points_count as u64));
@@ -24,5 +24,5 @@ pub fn exposition(st: &Services) -> String {
             now.running.push((labels, op.bytes_done));
         }
     }
-    metrics::encode(now)
+    telemetry::encode(now)
 }

@@ -3,7 +3,7 @@
 //! An acknowledged upsert ends in `fdatasync` of the WAL, and on a shared virtual disk that
 //! flush has to push out whatever else was written before it: while a snapshot streams
 //! gigabytes, every flush has more to do. So the bulk writers
-//! ([`crate::bulk_file`]) ask a [`Pacer`] before each piece they write:
+//! ([`crate::io::bulk_file`]) ask a [`Pacer`] before each piece they write:
 //!
 //! - with no durable writes around (none in flight, none ended within [`QUIET`]), nothing is
 //!   paced: the whole block goes out at once;

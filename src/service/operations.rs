@@ -12,8 +12,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::hashing::Progress;
 use crate::error::Error;
+use crate::io::progress::Progress;
 
 /// Finished operations kept for polling; older ones are forgotten first.
 const KEEP_FINISHED: usize = 1000;

@@ -1,4 +1,4 @@
-//! A small client of Qdrant's REST API: the calls `migrate` makes, on any server that speaks
+//! Qdrant's REST API: collections, payload indexes, aliases and points, on any server that speaks
 //! it (Qdrant or snapstream).
 
 use std::time::Duration;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::collection::config::CollectionConfig;
 use crate::collection::Collection;
 use crate::error::{Error, Result};
-use crate::fsutil;
+use crate::io::fs::{sync_dir, write_atomic};
 
 const COLLECTIONS_DIR: &str = "collections";
 const STAGING_DIR: &str = ".staging";
@@ -218,7 +218,7 @@ impl Registry {
         let built = Collection::init_dir(&staging, &config).and_then(|()| {
             let target = self.root.join(COLLECTIONS_DIR).join(name);
             fs::rename(&staging, &target).map_err(io_ctx("failed to install collection"))?;
-            fsutil::sync_dir(&self.root.join(COLLECTIONS_DIR)).map_err(io_ctx("failed to sync"))?;
+            sync_dir(&self.root.join(COLLECTIONS_DIR)).map_err(io_ctx("failed to sync"))?;
             Collection::open(&target, name)
         });
         match built {
@@ -248,7 +248,7 @@ impl Registry {
             .join(uuid::Uuid::new_v4().simple().to_string());
         fs::rename(col.dir(), &trash)
             .map_err(io_ctx(format!("failed to delete collection `{name}`")))?;
-        fsutil::sync_dir(&self.root.join(COLLECTIONS_DIR)).map_err(io_ctx("failed to sync"))?;
+        sync_dir(&self.root.join(COLLECTIONS_DIR)).map_err(io_ctx("failed to sync"))?;
         self.collections.write().remove(name);
         let mut aliases = self.aliases.read().clone();
         let before = aliases.len();
@@ -353,7 +353,7 @@ impl Registry {
     fn store_aliases(&self, aliases: BTreeMap<String, String>) -> Result<()> {
         let json = serde_json::to_vec_pretty(&aliases)
             .map_err(|e| Error::internal("failed to serialize aliases", e))?;
-        fsutil::write_atomic(&self.root.join(ALIASES_FILE), &json)
+        write_atomic(&self.root.join(ALIASES_FILE), &json)
             .map_err(io_ctx("failed to write aliases.json"))?;
         *self.aliases.write() = aliases;
         Ok(())
@@ -392,7 +392,7 @@ impl Registry {
         }
         let swapped = fs::rename(built, &live)
             .map_err(io_ctx(format!("failed to install collection `{name}`")))
-            .and_then(|()| fsutil::sync_dir(&cols_dir).map_err(io_ctx("failed to sync")))
+            .and_then(|()| sync_dir(&cols_dir).map_err(io_ctx("failed to sync")))
             .and_then(|()| match preloaded {
                 Some(p) => Collection::open_preloaded(&live, name, p),
                 None => Collection::open(&live, name),
@@ -466,8 +466,7 @@ fn load_peer_id(root: &Path) -> Result<u64> {
     }
     // Like Qdrant's Raft peer id: random and below 2^53 so JSON clients keep it exact.
     let id = (uuid::Uuid::new_v4().as_u128() as u64) >> 11;
-    fsutil::write_atomic(&path, id.to_string().as_bytes())
-        .map_err(io_ctx("failed to write peer_id"))?;
+    write_atomic(&path, id.to_string().as_bytes()).map_err(io_ctx("failed to write peer_id"))?;
     Ok(id)
 }
 

@@ -1,14 +1,48 @@
-//! Progress of long work that has no caller polling it (start-up recovery from
-//! `--snapshot` and `--storage-snapshot`): bytes are counted as they are read, and a report
-//! is made every period while the work runs.
+//! Progress of long work: a counter of bytes moved that callers poll while the work runs
+//! (operations' listings, metrics), and for work nobody polls (start-up recovery from
+//! `--snapshot` and `--storage-snapshot`) a report made every period while it runs.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 
-use crate::backend::ByteStream;
-use crate::hashing::Progress;
+use super::file_stream::ByteStream;
+
+/// Shared progress of an operation, readable while it runs.
+pub type Progress = Arc<ProgressCounter>;
+
+/// Bytes moved so far, and how many there will be when that is known.
+#[derive(Debug, Default)]
+pub struct ProgressCounter {
+    done: AtomicU64,
+    /// 0 while unknown.
+    total: AtomicU64,
+}
+
+impl ProgressCounter {
+    /// Counts `n` more bytes moved.
+    pub fn add(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes moved so far.
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Sets the expected total (an estimate: compression makes fewer bytes move).
+    pub fn set_total(&self, n: u64) {
+        self.total.store(n, Ordering::Relaxed);
+    }
+
+    /// The expected total, when known.
+    pub fn total(&self) -> Option<u64> {
+        Some(self.total.load(Ordering::Relaxed)).filter(|n| *n > 0)
+    }
+}
 
 /// `stream`, counting the bytes it yields into `progress`.
 pub fn counted(stream: ByteStream, progress: Progress) -> ByteStream {

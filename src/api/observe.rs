@@ -7,14 +7,14 @@ use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::metrics;
 use crate::service::Services;
+use crate::telemetry;
 
 /// `GET /metrics`: Prometheus metrics in the OpenMetrics text format.
 pub async fn metrics(State(st): State<Services>) -> Response {
     (
-        [(CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        crate::service::metrics::exposition(&st),
+        [(CONTENT_TYPE, telemetry::CONTENT_TYPE)],
+        crate::service::exposition::exposition(&st),
     )
         .into_response()
 }
@@ -28,7 +28,7 @@ pub async fn record(req: Request, next: Next) -> Response {
         .map_or_else(|| "other".to_string(), |p| p.as_str().to_string());
     let started = Instant::now();
     let resp = next.run(req).await;
-    metrics::get().request(
+    telemetry::get().request(
         "rest",
         route,
         resp.status().as_u16().to_string(),

@@ -3,14 +3,16 @@
 //! storage. Each yields a stream of byte chunks plus the SHA-256 to expect, when one is known.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::{not_found, parse_checksum, SnapshotService};
-use crate::backend::local::file_stream;
+use super::not_found;
 use crate::backend::{BackendError, ByteStream, ObjectKey};
+use crate::collection::registry::validate_name;
 use crate::error::{Error, Result};
-use crate::registry::validate_name;
+use crate::io::file_stream::file_stream;
+use crate::repository::{parse_checksum, Repository};
 
 /// An opened recovery source.
 pub struct Source {
@@ -22,9 +24,43 @@ pub struct Source {
     pub size: Option<u64>,
 }
 
-impl SnapshotService {
+/// Settings of recovery sources.
+#[derive(Clone, Debug)]
+pub struct SourceSettings {
+    /// `storage.snapshots_path`: `file://` locations are confined to it.
+    pub snapshots_path: PathBuf,
+    /// `service.enable_snapshot_url_recovery`.
+    pub url_recovery: bool,
+    /// `(bucket, prefix)` when snapshots live in S3, for `s3://` locations.
+    pub s3_location: Option<(String, String)>,
+}
+
+/// Opens the locations a recovery may read from.
+#[derive(Debug)]
+pub struct Sources {
+    repo: Arc<Repository>,
+    settings: SourceSettings,
+    http: reqwest::Client,
+}
+
+impl Sources {
+    /// Sources over the configured repository `repo`.
+    pub fn new(repo: Arc<Repository>, settings: SourceSettings) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            // An inactivity limit, like Qdrant's 60 s stream timeout, not a total limit.
+            .read_timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| Error::internal("failed to build HTTP client", e))?;
+        Ok(Sources {
+            repo,
+            settings,
+            http,
+        })
+    }
+
     /// Opens `location` for recovering into a collection whose snapshots live under `dir`.
-    pub async fn open_source(
+    pub async fn open(
         &self,
         location: &str,
         dir: &ObjectKey,
@@ -74,7 +110,7 @@ impl SnapshotService {
                 "Invalid snapshot URI, file path must be absolute or on localhost".into(),
             )
         })?;
-        if self.s3_location.is_none() && tokio::fs::metadata(&path).await.is_err() {
+        if self.settings.s3_location.is_none() && tokio::fs::metadata(&path).await.is_err() {
             // An incremental snapshot of the local repository has no tar file: its
             // manifest stands beside where the file would be.
             let mut manifest = path.clone().into_os_string();
@@ -84,7 +120,7 @@ impl SnapshotService {
                 return self.open_local_incremental(&path, &manifest).await;
             }
         }
-        let (canonical, root) = canonical_inside(&path, &self.snapshots_path).await?;
+        let (canonical, root) = canonical_inside(&path, &self.settings.snapshots_path).await?;
         if !canonical.starts_with(&root) {
             // The server's own directory is not named: it is configuration, not input.
             return Err(Error::Forbidden(
@@ -120,7 +156,7 @@ impl SnapshotService {
     /// Opens the incremental snapshot whose manifest is the file `manifest` (inside the
     /// snapshots directory, which is the local repository's root).
     async fn open_local_incremental(&self, path: &Path, manifest: &Path) -> Result<Source> {
-        let (canonical, root) = canonical_inside(manifest, &self.snapshots_path).await?;
+        let (canonical, root) = canonical_inside(manifest, &self.settings.snapshots_path).await?;
         let rel = canonical
             .strip_prefix(&root)
             .ok()
@@ -153,7 +189,7 @@ impl SnapshotService {
     }
 
     async fn open_http(&self, url: url::Url, api_key: Option<&str>) -> Result<Source> {
-        if !self.url_recovery {
+        if !self.settings.url_recovery {
             return Err(Error::Forbidden(
                 "Snapshot recovery from remote URLs is disabled in the configuration".into(),
             ));
@@ -189,7 +225,7 @@ impl SnapshotService {
     }
 
     async fn open_s3(&self, url: &url::Url) -> Result<Source> {
-        let Some((bucket, prefix)) = &self.s3_location else {
+        let Some((bucket, prefix)) = &self.settings.s3_location else {
             return Err(Error::BadRequest(
                 "s3:// locations need storage.snapshots_config.snapshots_storage: s3".into(),
             ));
@@ -238,8 +274,8 @@ impl SnapshotService {
             // A bare name is looked up in one place only: say which, and what else works.
             BackendError::NotFound(_) if dir.is_some() => {
                 let dir = dir.map_or("", |d| d.as_str());
-                let place = match &self.s3_location {
-                    Some(_) => format!("{}/{dir}/", self.backend()),
+                let place = match &self.settings.s3_location {
+                    Some(_) => format!("{}/{dir}/", self.repo.backend()),
                     None => format!("snapshots_path/{dir}/"),
                 };
                 Error::NotFound(format!(

@@ -1,0 +1,127 @@
+//! Assembly: from a validated configuration to the services both transports run on. The
+//! one place that knows every layer; nothing below imports it.
+
+use std::sync::Arc;
+
+use crate::backend::{self, DynBackend};
+use crate::collection::registry::Registry;
+use crate::config::{Config, SnapshotsStorage, StorageConfig};
+use crate::error::{Error, Result};
+use crate::service::{self, Services};
+use crate::snapshot::{create::CreateSettings, sources::SourceSettings, Engine, SnapshotSettings};
+
+/// Opens storage and the snapshot backend, cleans leftovers of interrupted work, and
+/// returns the services both transports run on.
+pub async fn build_state(config: Config) -> Result<Services> {
+    let storage = &config.storage;
+    let registry = {
+        let path = storage.storage_path.clone();
+        tokio::task::spawn_blocking(move || Registry::open(&path))
+            .await
+            .map_err(|e| Error::internal("storage load task failed", e))??
+    };
+    let registry = Arc::new(registry);
+    std::fs::create_dir_all(&storage.snapshots_path).map_err(|e| {
+        Error::internal(
+            format!(
+                "failed to create snapshots directory `{}`",
+                storage.snapshots_path.display()
+            ),
+            e,
+        )
+    })?;
+    let engine = Engine::new(
+        Arc::clone(&registry),
+        open_backend(storage)?,
+        snapshot_settings(&config),
+    )?;
+    let storage_health = Arc::new(service::storage_health::StorageHealth::new(Arc::clone(
+        engine.backend(),
+    )));
+    storage_health
+        .record(check_storage(&engine, storage).await)
+        .await;
+    if let Some(every) = storage.snapshots_config.schedule_interval_sec {
+        service::schedule::spawn(
+            Arc::clone(&registry),
+            Arc::clone(&engine.creator),
+            std::time::Duration::from_secs(every),
+        );
+    }
+    Ok(Services {
+        keys: service::ApiKeys::new(
+            config.service.api_key.clone(),
+            config.service.read_only_api_key.clone(),
+        ),
+        config: Arc::new(config),
+        collections: service::collections::Collections::new(Arc::clone(&registry)),
+        points: service::points::Points::new(Arc::clone(&registry)),
+        snapshots: service::snapshots::Snapshots::new(registry, engine),
+        storage_health,
+    })
+}
+
+/// The configured snapshot storage, metered.
+fn open_backend(storage: &StorageConfig) -> Result<DynBackend> {
+    Ok(match storage.snapshots_config.storage {
+        SnapshotsStorage::Local => {
+            let local = backend::local::LocalBackend::new(&storage.snapshots_path)
+                .map_err(|e| Error::internal("failed to open local snapshot storage", e))?;
+            Arc::new(backend::metered::Metered::new(local, "local"))
+        }
+        SnapshotsStorage::S3 => {
+            let s3 =
+                storage.snapshots_config.s3.as_ref().ok_or_else(|| {
+                    Error::bad_input("storage.snapshots_config.s3_config is missing")
+                })?;
+            let b = backend::s3::S3Backend::new(s3)?;
+            Arc::new(backend::metered::Metered::new(b, "s3"))
+        }
+    })
+}
+
+/// The snapshot engine's settings, from the configuration.
+fn snapshot_settings(config: &Config) -> SnapshotSettings {
+    let storage = &config.storage;
+    let s3 = storage.snapshots_config.s3.as_ref();
+    SnapshotSettings {
+        create: CreateSettings {
+            compression: storage.snapshots_config.compression,
+            low_priority: storage.snapshots_config.storage == SnapshotsStorage::Local,
+            keep_last: storage.snapshots_config.retention_keep_last,
+        },
+        sources: SourceSettings {
+            snapshots_path: storage.snapshots_path.clone(),
+            url_recovery: config.service.enable_snapshot_url_recovery,
+            s3_location: s3.map(|s3| (s3.bucket.clone(), s3.prefix.clone())),
+        },
+        temp_path: storage.temp_path.clone(),
+        incremental: storage.snapshots_config.incremental,
+    }
+}
+
+/// Cleans the leftovers of interrupted work; returns what is wrong with the storage, if
+/// anything. A storage that cannot be reached at start-up (wrong credentials, missing
+/// bucket) is one warning: the service still serves collections, reports the same line on
+/// each snapshot call that needs the storage, and in `/readyz`.
+async fn check_storage(engine: &Engine, storage: &StorageConfig) -> Option<String> {
+    let e = engine.startup_cleanup().await.err()?;
+    let mut what = match &e {
+        Error::Storage { summary, .. } => summary.clone(),
+        other => other.public_message(),
+    };
+    if storage
+        .snapshots_config
+        .s3
+        .as_ref()
+        .is_some_and(|s3| s3.access_key.is_none() || s3.secret_key.is_none())
+    {
+        what.push_str(
+            " (no access_key / secret_key configured, nor AWS_ACCESS_KEY_ID / \
+             AWS_SECRET_ACCESS_KEY in the environment)",
+        );
+    }
+    tracing::warn!("snapshot storage start-up check failed: {what}");
+    tracing::debug!(error = %e.chain(), "snapshot storage start-up check: cause");
+    Some(what)
+}
