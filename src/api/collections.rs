@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 use super::error::{ApiJson, ApiPath, ApiResult, Timer};
 use crate::collection::config::{CollectionConfig, CollectionPatch};
 use crate::collection::registry::AliasAction;
+use crate::service::collections::CollectionInfo;
 use crate::service::Services;
 
 /// `GET /collections`
@@ -37,8 +38,55 @@ pub async fn get(
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult {
-    let info = st.collections.get(&name)?;
-    t.ok(info.config.info(info.points_count))
+    t.ok(info_json(&st.collections.get(&name)?))
+}
+
+/// `CollectionInfo` as Qdrant 1.13+ returns it over REST.
+fn info_json(info: &CollectionInfo) -> Value {
+    let (c, p) = (&info.config, &info.params);
+    let mut params = json!({
+        "vectors": c.vectors,
+        "shard_number": p.shard_number,
+        "replication_factor": p.replication_factor,
+        "write_consistency_factor": p.write_consistency_factor,
+        "on_disk_payload": p.on_disk_payload,
+    });
+    if let (Some(sparse), Value::Object(m)) = (&c.sparse_vectors, &mut params) {
+        m.insert("sparse_vectors".into(), sparse.clone());
+    }
+    let points = info.points_count;
+    let payload_schema: Map<String, Value> = c
+        .payload_schema
+        .iter()
+        .map(|(k, v)| {
+            let data_type = match v {
+                Value::String(s) => Value::String(s.clone()),
+                Value::Object(o) => o.get("type").cloned().unwrap_or(Value::Null),
+                _ => Value::Null,
+            };
+            let params = v.as_object().map(|_| v.clone());
+            (
+                k.clone(),
+                json!({"data_type": data_type, "params": params, "points": points}),
+            )
+        })
+        .collect();
+    json!({
+        "status": "green",
+        "optimizer_status": "ok",
+        "indexed_vectors_count": 0,
+        "points_count": points,
+        "segments_count": 1,
+        "config": {
+            "params": params,
+            "hnsw_config": info.tuning.hnsw,
+            "optimizer_config": info.tuning.optimizer,
+            "wal_config": info.tuning.wal,
+            "quantization_config": c.quantization_config,
+            "strict_mode_config": {"enabled": false},
+        },
+        "payload_schema": payload_schema,
+    })
 }
 
 /// `DELETE /collections/{name}`: `false` (not 404) when missing, so `recreate_collection` works.
@@ -144,4 +192,33 @@ pub async fn delete_index(
 ) -> ApiResult {
     st.collections.delete_index(&name, field).await?;
     t.ok(json!({"operation_id": 0, "status": "completed"}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_echoes_user_settings_over_defaults() {
+        let config: CollectionConfig = serde_json::from_value(json!({
+            "vectors": {"size": 4, "distance": "Cosine"},
+            "hnsw_config": {"m": 32}
+        }))
+        .unwrap();
+        config.validate().unwrap();
+        let info = info_json(&CollectionInfo {
+            params: config.effective_params(),
+            tuning: config.tuning(),
+            config,
+            points_count: 3,
+        });
+        assert_eq!(info["config"]["hnsw_config"]["m"], 32);
+        assert_eq!(info["config"]["hnsw_config"]["ef_construct"], 100);
+        assert!(info["config"]["optimizer_config"]["max_segment_size"].is_null());
+        assert_eq!(
+            info["config"]["params"]["vectors"],
+            json!({"size": 4, "distance": "Cosine"})
+        );
+        assert_eq!(info["points_count"], 3);
+    }
 }

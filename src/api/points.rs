@@ -529,23 +529,64 @@ fn query_input(q: &Value) -> Result<QueryInput> {
     }
 }
 
-impl QueryBody {
-    fn into_request(self) -> Result<(QueryRequest, ReadOptions)> {
-        let read = read_options(self.with_payload, self.with_vector, false);
-        let query = self.query.as_ref().map(query_input).transpose()?;
-        Ok((
-            QueryRequest {
-                query,
-                using: self.using.unwrap_or_default(),
-                filter: self.filter,
-                limit: self.limit.unwrap_or(10),
-                offset: self.offset.unwrap_or(0),
-                score_threshold: self.score_threshold,
-                read: read.clone(),
-            },
-            read,
-        ))
+/// A search or query body, parsed into the one request the service answers.
+trait IntoQuery {
+    /// The request, and how its points are to be shown.
+    fn into_request(self) -> Result<(QueryRequest, ReadOptions)>;
+}
+
+/// What every search and query body shares, once its query is parsed.
+struct Shared {
+    filter: Option<Filter>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+    score_threshold: Option<f32>,
+    read: ReadOptions,
+}
+
+impl Shared {
+    fn request(self, query: Option<QueryInput>, using: String) -> (QueryRequest, ReadOptions) {
+        let request = QueryRequest {
+            query,
+            using,
+            filter: self.filter,
+            limit: self.limit.unwrap_or(10),
+            offset: self.offset.unwrap_or(0),
+            score_threshold: self.score_threshold,
+            read: self.read.clone(),
+        };
+        (request, self.read)
     }
+}
+
+impl IntoQuery for QueryBody {
+    fn into_request(self) -> Result<(QueryRequest, ReadOptions)> {
+        let query = self.query.as_ref().map(query_input).transpose()?;
+        let shared = Shared {
+            filter: self.filter,
+            limit: self.limit,
+            offset: self.offset,
+            score_threshold: self.score_threshold,
+            read: read_options(self.with_payload, self.with_vector, false),
+        };
+        Ok(shared.request(query, self.using.unwrap_or_default()))
+    }
+}
+
+/// Answers a batch of searches or queries: each one's hits with how to show them.
+async fn batch<B: IntoQuery>(
+    st: &Services,
+    name: &str,
+    searches: Vec<B>,
+) -> Result<Vec<(ScoredPoints, ReadOptions)>> {
+    let (reqs, reads): (Vec<_>, Vec<_>) = searches
+        .into_iter()
+        .map(B::into_request)
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    let results = st.points.query_batch(name, reqs).await?;
+    Ok(results.into_iter().zip(reads).collect())
 }
 
 /// `POST /collections/{c}/points/query`
@@ -575,19 +616,11 @@ pub async fn query_batch(
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<QueryBatchBody>,
 ) -> ApiResult {
-    let (reqs, reads): (Vec<_>, Vec<_>) = body
-        .searches
+    let answers = batch(&st, &name, body.searches).await?;
+    t.ok(answers
         .into_iter()
-        .map(QueryBody::into_request)
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .unzip();
-    let results = st.points.query_batch(&name, reqs).await?;
-    t.ok(results
-        .into_iter()
-        .zip(&reads)
         .map(|(hits, read)| PointsOut {
-            points: scored_out(hits, read),
+            points: scored_out(hits, &read),
         })
         .collect::<Vec<_>>())
 }
@@ -610,7 +643,7 @@ pub struct SearchBody {
     with_vector: Option<WithVector>,
 }
 
-impl SearchBody {
+impl IntoQuery for SearchBody {
     fn into_request(self) -> Result<(QueryRequest, ReadOptions)> {
         // `{"name": "img", "vector": [..]}` selects a named vector.
         let (using, raw) = match self.vector {
@@ -625,19 +658,14 @@ impl SearchBody {
         };
         let v: Vec<f32> = serde_json::from_value(raw)
             .map_err(|e| Error::bad_input(format!("vector is not a list of numbers: {e}")))?;
-        let read = read_options(self.with_payload, self.with_vector, false);
-        Ok((
-            QueryRequest {
-                query: Some(QueryInput::Vector(v)),
-                using,
-                filter: self.filter,
-                limit: self.limit.unwrap_or(10),
-                offset: self.offset.unwrap_or(0),
-                score_threshold: self.score_threshold,
-                read: read.clone(),
-            },
-            read,
-        ))
+        let shared = Shared {
+            filter: self.filter,
+            limit: self.limit,
+            offset: self.offset,
+            score_threshold: self.score_threshold,
+            read: read_options(self.with_payload, self.with_vector, false),
+        };
+        Ok(shared.request(Some(QueryInput::Vector(v)), using))
     }
 }
 
@@ -666,17 +694,9 @@ pub async fn search_batch(
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<SearchBatchBody>,
 ) -> ApiResult {
-    let (reqs, reads): (Vec<_>, Vec<_>) = body
-        .searches
+    let answers = batch(&st, &name, body.searches).await?;
+    t.ok(answers
         .into_iter()
-        .map(SearchBody::into_request)
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .unzip();
-    let results = st.points.query_batch(&name, reqs).await?;
-    t.ok(results
-        .into_iter()
-        .zip(&reads)
-        .map(|(hits, read)| scored_out(hits, read))
+        .map(|(hits, read)| scored_out(hits, &read))
         .collect::<Vec<_>>())
 }

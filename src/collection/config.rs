@@ -1,10 +1,10 @@
-//! A collection's configuration: what `PUT /collections/{c}` accepts, what `config.json`
-//! stores, and the `CollectionInfo` that `GET /collections/{c}` returns.
+//! A collection's configuration: what `PUT /collections/{c}` accepts and what `config.json`
+//! stores ([`super::tuning`] reports its tuning sections).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::types::VectorsConfig;
 
@@ -49,16 +49,6 @@ pub struct CollectionConfig {
     /// Payload indexes declared with `PUT /collections/{c}/index` (field → schema).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub payload_schema: BTreeMap<String, Value>,
-}
-
-fn merged(defaults: Value, over: &Option<Map<String, Value>>) -> Value {
-    let mut base = defaults;
-    if let (Value::Object(b), Some(o)) = (&mut base, over) {
-        for (k, v) in o {
-            b.insert(k.clone(), v.clone());
-        }
-    }
-    base
 }
 
 /// A partial update of a collection's tuning sections (REST `PATCH`, gRPC `Update`).
@@ -125,75 +115,12 @@ impl CollectionConfig {
         }
         Ok(())
     }
-
-    /// `CollectionInfo` as real Qdrant 1.13+ returns it.
-    pub fn info(&self, points_count: usize) -> Value {
-        let mut params = json!({
-            "vectors": self.vectors,
-            "shard_number": self.shard_number.unwrap_or(1),
-            "replication_factor": self.replication_factor.unwrap_or(1),
-            "write_consistency_factor": self.write_consistency_factor.unwrap_or(1),
-            "on_disk_payload": self.on_disk_payload.unwrap_or(true),
-        });
-        if let (Some(sparse), Value::Object(p)) = (&self.sparse_vectors, &mut params) {
-            p.insert("sparse_vectors".into(), sparse.clone());
-        }
-        let payload_schema: Map<String, Value> = self
-            .payload_schema
-            .iter()
-            .map(|(k, v)| {
-                let data_type = match v {
-                    Value::String(s) => Value::String(s.clone()),
-                    Value::Object(o) => o.get("type").cloned().unwrap_or(Value::Null),
-                    _ => Value::Null,
-                };
-                (k.clone(), json!({"data_type": data_type, "params": v.as_object().map(|_| v.clone()), "points": points_count}))
-            })
-            .collect();
-        json!({
-            "status": "green",
-            "optimizer_status": "ok",
-            "indexed_vectors_count": 0,
-            "points_count": points_count,
-            "segments_count": 1,
-            "config": {
-                "params": params,
-                "hnsw_config": merged(json!({"m": 16, "ef_construct": 100, "full_scan_threshold": 10000,
-                    "max_indexing_threads": 0, "on_disk": false}), &self.hnsw_config),
-                "optimizer_config": merged(json!({"deleted_threshold": 0.2, "vacuum_min_vector_number": 1000,
-                    "default_segment_number": 0, "max_segment_size": null, "memmap_threshold": null,
-                    "indexing_threshold": 20000, "flush_interval_sec": 5, "max_optimization_threads": null}),
-                    &self.optimizers_config),
-                "wal_config": merged(json!({"wal_capacity_mb": 32, "wal_segments_ahead": 0}), &self.wal_config),
-                "quantization_config": self.quantization_config,
-                "strict_mode_config": {"enabled": false},
-            },
-            "payload_schema": payload_schema,
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn info_echoes_user_settings_over_defaults() {
-        let c: CollectionConfig = serde_json::from_value(json!({
-            "vectors": {"size": 4, "distance": "Cosine"},
-            "hnsw_config": {"m": 32}
-        }))
-        .unwrap();
-        c.validate().unwrap();
-        let info = c.info(3);
-        assert_eq!(info["config"]["hnsw_config"]["m"], 32);
-        assert_eq!(info["config"]["hnsw_config"]["ef_construct"], 100);
-        assert_eq!(
-            info["config"]["params"]["vectors"],
-            json!({"size": 4, "distance": "Cosine"})
-        );
-        assert_eq!(info["points_count"], 3);
-    }
+    use serde_json::json;
 
     #[test]
     fn patches_merge_maps_and_replace_the_rest() {

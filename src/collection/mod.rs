@@ -13,6 +13,7 @@ pub mod loader;
 pub mod points;
 pub mod record;
 pub mod registry;
+pub mod tuning;
 pub mod types;
 
 pub use input::{PointBatch, UpsertInput};

@@ -1,12 +1,7 @@
-//! Key checks for gRPC: a tower layer that classifies each call by its method path and
-//! asks the same [`ApiKeys::check`] as REST. Health and version probes need no key.
+//! Key checks for gRPC: each call is classified by its method path and asks the same
+//! [`ApiKeys::check`] as REST. Health and version probes need no key.
 
-use std::task::{Context, Poll};
-
-use futures::future::BoxFuture;
-use tonic::body::Body;
 use tonic::Status;
-use tower::{Layer, Service};
 
 use crate::service::{ApiKeys, Denied, Operation};
 
@@ -48,66 +43,17 @@ pub(super) fn operation(path: &str) -> Operation {
     }
 }
 
-/// Wraps the gRPC services with the key check.
-#[derive(Clone, Debug)]
-pub(crate) struct AuthLayer {
-    keys: ApiKeys,
-}
-
-impl AuthLayer {
-    pub(crate) fn new(keys: ApiKeys) -> Self {
-        AuthLayer { keys }
-    }
-}
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = Auth<S>;
-    fn layer(&self, inner: S) -> Auth<S> {
-        Auth {
-            inner,
-            keys: self.keys.clone(),
-        }
-    }
-}
-
-/// The key check in front of one service stack.
-#[derive(Clone, Debug)]
-pub(crate) struct Auth<S> {
-    inner: S,
-    keys: ApiKeys,
-}
-
-impl<S> Service<http::Request<Body>> for Auth<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let op = operation(req.uri().path());
-        match self.keys.check(ApiKeys::presented(req.headers()), op) {
-            Ok(()) => {
-                // The ready service answers this call; a fresh clone waits for the next.
-                let clone = self.inner.clone();
-                let mut ready = std::mem::replace(&mut self.inner, clone);
-                Box::pin(ready.call(req))
-            }
-            Err(denied) => {
-                let status = match denied {
-                    Denied::Unauthenticated(m) => Status::unauthenticated(m),
-                    Denied::Forbidden(m) => Status::permission_denied(m),
-                };
-                Box::pin(async move { Ok(status.into_http()) })
-            }
-        }
-    }
+/// Checks the key a call presents against what `op` needs; the refusal as a status.
+pub(super) fn check(
+    keys: &ApiKeys,
+    headers: &http::HeaderMap,
+    op: Operation,
+) -> Result<(), Status> {
+    keys.check(ApiKeys::presented(headers), op)
+        .map_err(|denied| match denied {
+            Denied::Unauthenticated(m) => Status::unauthenticated(m),
+            Denied::Forbidden(m) => Status::permission_denied(m),
+        })
 }
 
 #[cfg(test)]

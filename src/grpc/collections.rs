@@ -3,8 +3,6 @@
 // and read: handling them is deliberate.
 #![allow(deprecated)]
 
-use std::time::Instant;
-
 use ::qdrant_client::qdrant as pb;
 use pb::collections_server::Collections;
 use serde_json::{json, Map, Value};
@@ -12,10 +10,11 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{payload, payload_out};
 use super::status::status;
-use super::unsupported;
+use super::{answer, unsupported};
 use crate::collection::config::{CollectionConfig, CollectionPatch};
 use crate::collection::registry::AliasAction;
 use crate::collection::types::{Distance, VectorParams, VectorsConfig};
+use crate::service::collections::CollectionInfo;
 use crate::service::Services;
 
 /// The `Collections` service.
@@ -142,10 +141,6 @@ fn create_config(c: pb::CreateCollection) -> Result<CollectionConfig, Status> {
     Ok(config)
 }
 
-fn u64_at(v: &Value, k: &str) -> Option<u64> {
-    v.get(k).and_then(Value::as_u64)
-}
-
 fn schema_type(v: &Value) -> i32 {
     let name = match v {
         Value::String(s) => s.as_str(),
@@ -165,14 +160,13 @@ fn schema_type(v: &Value) -> i32 {
     }) as i32
 }
 
-fn info_out(config: &CollectionConfig, points: usize) -> pb::CollectionInfo {
+fn info_out(info: &CollectionInfo) -> pb::CollectionInfo {
     use pb::vectors_config::Config;
-    // The REST view already merges the user's settings over Qdrant's defaults.
-    let info = config.info(points);
-    let c = &info["config"];
+    let (config, p, t) = (&info.config, &info.params, &info.tuning);
+    let points = info.points_count as u64;
     let vectors_config = Some(pb::VectorsConfig {
         config: Some(match &config.vectors {
-            VectorsConfig::Single(p) => Config::Params(vector_params_out(p)),
+            VectorsConfig::Single(v) => Config::Params(vector_params_out(v)),
             VectorsConfig::Named(m) => Config::ParamsMap(pb::VectorParamsMap {
                 map: m
                     .iter()
@@ -181,7 +175,6 @@ fn info_out(config: &CollectionConfig, points: usize) -> pb::CollectionInfo {
             }),
         }),
     });
-    let (h, o, w) = (&c["hnsw_config"], &c["optimizer_config"], &c["wal_config"]);
     pb::CollectionInfo {
         status: pb::CollectionStatus::Green as i32,
         optimizer_status: Some(pb::OptimizerStatus {
@@ -191,35 +184,35 @@ fn info_out(config: &CollectionConfig, points: usize) -> pb::CollectionInfo {
         segments_count: 1,
         config: Some(pb::CollectionConfig {
             params: Some(pb::CollectionParams {
-                shard_number: config.shard_number.unwrap_or(1),
-                on_disk_payload: config.on_disk_payload.unwrap_or(true),
+                shard_number: p.shard_number,
+                on_disk_payload: p.on_disk_payload,
                 vectors_config,
-                replication_factor: Some(config.replication_factor.unwrap_or(1)),
-                write_consistency_factor: Some(config.write_consistency_factor.unwrap_or(1)),
+                replication_factor: Some(p.replication_factor),
+                write_consistency_factor: Some(p.write_consistency_factor),
                 ..Default::default()
             }),
             hnsw_config: Some(pb::HnswConfigDiff {
-                m: u64_at(h, "m"),
-                ef_construct: u64_at(h, "ef_construct"),
-                full_scan_threshold: u64_at(h, "full_scan_threshold"),
-                max_indexing_threads: u64_at(h, "max_indexing_threads"),
-                on_disk: h.get("on_disk").and_then(Value::as_bool),
-                payload_m: u64_at(h, "payload_m"),
+                m: t.hnsw.m,
+                ef_construct: t.hnsw.ef_construct,
+                full_scan_threshold: t.hnsw.full_scan_threshold,
+                max_indexing_threads: t.hnsw.max_indexing_threads,
+                on_disk: t.hnsw.on_disk,
+                payload_m: t.hnsw.payload_m,
                 ..Default::default()
             }),
             optimizer_config: Some(pb::OptimizersConfigDiff {
-                deleted_threshold: o.get("deleted_threshold").and_then(Value::as_f64),
-                vacuum_min_vector_number: u64_at(o, "vacuum_min_vector_number"),
-                default_segment_number: u64_at(o, "default_segment_number"),
-                max_segment_size: u64_at(o, "max_segment_size"),
-                memmap_threshold: u64_at(o, "memmap_threshold"),
-                indexing_threshold: u64_at(o, "indexing_threshold"),
-                flush_interval_sec: u64_at(o, "flush_interval_sec"),
+                deleted_threshold: t.optimizer.deleted_threshold,
+                vacuum_min_vector_number: t.optimizer.vacuum_min_vector_number,
+                default_segment_number: t.optimizer.default_segment_number,
+                max_segment_size: t.optimizer.max_segment_size,
+                memmap_threshold: t.optimizer.memmap_threshold,
+                indexing_threshold: t.optimizer.indexing_threshold,
+                flush_interval_sec: t.optimizer.flush_interval_sec,
                 ..Default::default()
             }),
             wal_config: Some(pb::WalConfigDiff {
-                wal_capacity_mb: u64_at(w, "wal_capacity_mb"),
-                wal_segments_ahead: u64_at(w, "wal_segments_ahead"),
+                wal_capacity_mb: t.wal.wal_capacity_mb,
+                wal_segments_ahead: t.wal.wal_segments_ahead,
                 ..Default::default()
             }),
             metadata: match &config.metadata {
@@ -235,19 +228,19 @@ fn info_out(config: &CollectionConfig, points: usize) -> pb::CollectionInfo {
                 let info = pb::PayloadSchemaInfo {
                     data_type: schema_type(v),
                     params: None,
-                    points: Some(points as u64),
+                    points: Some(points),
                 };
                 (k.clone(), info)
             })
             .collect(),
-        points_count: Some(points as u64),
+        points_count: Some(points),
         indexed_vectors_count: Some(0),
         ..Default::default()
     }
 }
 
-fn aliases_out(pairs: Vec<(String, String)>, t: Instant) -> Response<pb::ListAliasesResponse> {
-    Response::new(pb::ListAliasesResponse {
+fn aliases_out(pairs: Vec<(String, String)>) -> pb::ListAliasesResponse {
+    pb::ListAliasesResponse {
         aliases: pairs
             .into_iter()
             .map(|(alias_name, collection_name)| pb::AliasDescription {
@@ -255,15 +248,15 @@ fn aliases_out(pairs: Vec<(String, String)>, t: Instant) -> Response<pb::ListAli
                 collection_name,
             })
             .collect(),
-        time: t.elapsed().as_secs_f64(),
-    })
+        ..Default::default()
+    }
 }
 
-fn done(t: Instant, result: bool) -> Response<pb::CollectionOperationResponse> {
-    Response::new(pb::CollectionOperationResponse {
+fn done(result: bool) -> pb::CollectionOperationResponse {
+    pb::CollectionOperationResponse {
         result,
-        time: t.elapsed().as_secs_f64(),
-    })
+        ..Default::default()
+    }
 }
 
 #[tonic::async_trait]
@@ -272,148 +265,160 @@ impl Collections for CollectionsApi {
         &self,
         r: Request<pb::GetCollectionInfoRequest>,
     ) -> Result<Response<pb::GetCollectionInfoResponse>, Status> {
-        let t = Instant::now();
-        let info = self
-            .0
-            .collections
-            .get(&r.into_inner().collection_name)
-            .map_err(status)?;
-        Ok(Response::new(pb::GetCollectionInfoResponse {
-            result: Some(info_out(&info.config, info.points_count)),
-            time: t.elapsed().as_secs_f64(),
-        }))
+        answer(r, |r| async move {
+            let info = self.0.collections.get(&r.collection_name).map_err(status)?;
+            Ok(pb::GetCollectionInfoResponse {
+                result: Some(info_out(&info)),
+                ..Default::default()
+            })
+        })
+        .await
     }
 
     async fn list(
         &self,
-        _: Request<pb::ListCollectionsRequest>,
+        r: Request<pb::ListCollectionsRequest>,
     ) -> Result<Response<pb::ListCollectionsResponse>, Status> {
-        let t = Instant::now();
-        Ok(Response::new(pb::ListCollectionsResponse {
-            collections: self
-                .0
-                .collections
-                .list()
-                .into_iter()
-                .map(|name| pb::CollectionDescription { name })
-                .collect(),
-            time: t.elapsed().as_secs_f64(),
-        }))
+        answer(r, |_| async move {
+            Ok(pb::ListCollectionsResponse {
+                collections: self
+                    .0
+                    .collections
+                    .list()
+                    .into_iter()
+                    .map(|name| pb::CollectionDescription { name })
+                    .collect(),
+                ..Default::default()
+            })
+        })
+        .await
     }
 
     async fn create(
         &self,
         r: Request<pb::CreateCollection>,
     ) -> Result<Response<pb::CollectionOperationResponse>, Status> {
-        let t = Instant::now();
-        let r = r.into_inner();
-        let name = r.collection_name.clone();
-        let config = create_config(r)?;
-        self.0
-            .collections
-            .create(name, config)
-            .await
-            .map_err(status)?;
-        Ok(done(t, true))
+        answer(r, |r| async move {
+            let name = r.collection_name.clone();
+            let config = create_config(r)?;
+            self.0
+                .collections
+                .create(name, config)
+                .await
+                .map_err(status)?;
+            Ok(done(true))
+        })
+        .await
     }
 
     async fn update(
         &self,
         r: Request<pb::UpdateCollection>,
     ) -> Result<Response<pb::CollectionOperationResponse>, Status> {
-        let t = Instant::now();
-        let r = r.into_inner();
-        let patch = CollectionPatch {
-            hnsw_config: r.hnsw_config.map(hnsw_map),
-            optimizers_config: r.optimizers_config.map(optimizers_map),
-            quantization_config: None,
-            metadata: (!r.metadata.is_empty()).then(|| Value::Object(payload(r.metadata))),
-        };
-        self.0
-            .collections
-            .update(&r.collection_name, patch)
-            .await
-            .map_err(status)?;
-        Ok(done(t, true))
+        answer(r, |r| async move {
+            let patch = CollectionPatch {
+                hnsw_config: r.hnsw_config.map(hnsw_map),
+                optimizers_config: r.optimizers_config.map(optimizers_map),
+                quantization_config: None,
+                metadata: (!r.metadata.is_empty()).then(|| Value::Object(payload(r.metadata))),
+            };
+            self.0
+                .collections
+                .update(&r.collection_name, patch)
+                .await
+                .map_err(status)?;
+            Ok(done(true))
+        })
+        .await
     }
 
     async fn delete(
         &self,
         r: Request<pb::DeleteCollection>,
     ) -> Result<Response<pb::CollectionOperationResponse>, Status> {
-        let t = Instant::now();
-        let existed = self
-            .0
-            .collections
-            .delete(r.into_inner().collection_name)
-            .await
-            .map_err(status)?;
-        Ok(done(t, existed))
+        answer(r, |r| async move {
+            let existed = self
+                .0
+                .collections
+                .delete(r.collection_name)
+                .await
+                .map_err(status)?;
+            Ok(done(existed))
+        })
+        .await
     }
 
     async fn update_aliases(
         &self,
         r: Request<pb::ChangeAliases>,
     ) -> Result<Response<pb::CollectionOperationResponse>, Status> {
-        use pb::alias_operations::Action;
-        let t = Instant::now();
-        let actions = r
-            .into_inner()
-            .actions
-            .into_iter()
-            .map(|a| match a.action {
-                Some(Action::CreateAlias(c)) => Ok(AliasAction::CreateAlias {
-                    collection_name: c.collection_name,
-                    alias_name: c.alias_name,
-                }),
-                Some(Action::RenameAlias(c)) => Ok(AliasAction::RenameAlias {
-                    old_alias_name: c.old_alias_name,
-                    new_alias_name: c.new_alias_name,
-                }),
-                Some(Action::DeleteAlias(c)) => Ok(AliasAction::DeleteAlias {
-                    alias_name: c.alias_name,
-                }),
-                None => Err(invalid("an alias operation is empty")),
-            })
-            .collect::<Result<Vec<_>, Status>>()?;
-        self.0
-            .collections
-            .update_aliases(actions)
-            .await
-            .map_err(status)?;
-        Ok(done(t, true))
+        answer(r, |r| async move {
+            use pb::alias_operations::Action;
+            let actions = r
+                .actions
+                .into_iter()
+                .map(|a| match a.action {
+                    Some(Action::CreateAlias(c)) => Ok(AliasAction::CreateAlias {
+                        collection_name: c.collection_name,
+                        alias_name: c.alias_name,
+                    }),
+                    Some(Action::RenameAlias(c)) => Ok(AliasAction::RenameAlias {
+                        old_alias_name: c.old_alias_name,
+                        new_alias_name: c.new_alias_name,
+                    }),
+                    Some(Action::DeleteAlias(c)) => Ok(AliasAction::DeleteAlias {
+                        alias_name: c.alias_name,
+                    }),
+                    None => Err(invalid("an alias operation is empty")),
+                })
+                .collect::<Result<Vec<_>, Status>>()?;
+            self.0
+                .collections
+                .update_aliases(actions)
+                .await
+                .map_err(status)?;
+            Ok(done(true))
+        })
+        .await
     }
 
     async fn list_collection_aliases(
         &self,
         r: Request<pb::ListCollectionAliasesRequest>,
     ) -> Result<Response<pb::ListAliasesResponse>, Status> {
-        let t = Instant::now();
-        let pairs = self
-            .0
-            .collections
-            .aliases_of(&r.into_inner().collection_name)
-            .map_err(status)?;
-        Ok(aliases_out(pairs, t))
+        answer(r, |r| async move {
+            let pairs = self
+                .0
+                .collections
+                .aliases_of(&r.collection_name)
+                .map_err(status)?;
+            Ok(aliases_out(pairs))
+        })
+        .await
     }
 
     async fn list_aliases(
         &self,
-        _: Request<pb::ListAliasesRequest>,
+        r: Request<pb::ListAliasesRequest>,
     ) -> Result<Response<pb::ListAliasesResponse>, Status> {
-        Ok(aliases_out(self.0.collections.aliases(), Instant::now()))
+        answer(r, |_| async move {
+            Ok(aliases_out(self.0.collections.aliases()))
+        })
+        .await
     }
 
     async fn collection_exists(
         &self,
         r: Request<pb::CollectionExistsRequest>,
     ) -> Result<Response<pb::CollectionExistsResponse>, Status> {
-        let t = Instant::now();
-        let exists = self.0.collections.exists(&r.into_inner().collection_name);
-        Ok(Response::new(pb::CollectionExistsResponse {
-            result: Some(pb::CollectionExists { exists }),
-            time: t.elapsed().as_secs_f64(),
-        }))
+        answer(r, |r| async move {
+            let exists = self.0.collections.exists(&r.collection_name);
+            Ok(pb::CollectionExistsResponse {
+                result: Some(pb::CollectionExists { exists }),
+                ..Default::default()
+            })
+        })
+        .await
     }
 
     async fn collection_cluster_info(

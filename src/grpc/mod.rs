@@ -8,12 +8,14 @@
 mod auth;
 mod collections;
 mod convert;
+mod layer;
 mod metered;
 mod points;
 mod snapshots;
 mod status;
 
 use std::future::Future;
+use std::time::Instant;
 
 use ::qdrant_client::qdrant as pb;
 use pb::collections_server::CollectionsServer;
@@ -30,6 +32,58 @@ fn unsupported<T>(rpc: &str) -> Result<T, Status> {
     Err(Status::unimplemented(format!(
         "{rpc} is not supported by this service"
     )))
+}
+
+/// Answers that report how long their call took, in seconds (Qdrant's `time` field).
+trait Timed {
+    /// Sets the time taken.
+    fn set_time(&mut self, seconds: f64);
+}
+
+macro_rules! timed {
+    ($($answer:ty),* $(,)?) => {
+        $(impl Timed for $answer {
+            fn set_time(&mut self, seconds: f64) {
+                self.time = seconds;
+            }
+        })*
+    };
+}
+
+timed!(
+    pb::GetCollectionInfoResponse,
+    pb::ListCollectionsResponse,
+    pb::CollectionOperationResponse,
+    pb::ListAliasesResponse,
+    pb::CollectionExistsResponse,
+    pb::PointsOperationResponse,
+    pb::GetResponse,
+    pb::SearchResponse,
+    pb::SearchBatchResponse,
+    pb::ScrollResponse,
+    pb::CountResponse,
+    pb::UpdateBatchResponse,
+    pb::QueryResponse,
+    pb::QueryBatchResponse,
+    pb::CreateSnapshotResponse,
+    pb::ListSnapshotsResponse,
+    pb::DeleteSnapshotResponse,
+);
+
+/// Answers a unary call: `handle` gets the request's message, and the answer reports the
+/// time the call took.
+async fn answer<Req, Ans, Fut>(
+    request: Request<Req>,
+    handle: impl FnOnce(Req) -> Fut,
+) -> Result<Response<Ans>, Status>
+where
+    Ans: Timed,
+    Fut: Future<Output = Result<Ans, Status>>,
+{
+    let started = Instant::now();
+    let mut ans = handle(request.into_inner()).await?;
+    ans.set_time(started.elapsed().as_secs_f64());
+    Ok(Response::new(ans))
 }
 
 /// `qdrant.Qdrant`: the version probe every client calls when it connects.
@@ -78,9 +132,7 @@ pub async fn serve(
         // window update every 64 KiB; windows of a few batches let a request stream at once.
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(2 * STREAM_WINDOW))
-        // Outermost, so refused calls are counted too.
-        .layer(metered::MeteredLayer)
-        .layer(auth::AuthLayer::new(services.keys.clone()))
+        .layer(layer::GuardLayer::new(services.keys.clone()))
         .add_service(health)
         .add_service(configured!(QdrantServer::new(Root)))
         .add_service(configured!(CollectionsServer::new(

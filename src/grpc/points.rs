@@ -3,8 +3,6 @@
 // and read: handling them is deliberate.
 #![allow(deprecated)]
 
-use std::time::Instant;
-
 use ::qdrant_client::qdrant as pb;
 use pb::points_server::Points;
 use pb::points_update_operation::Operation as BatchOp;
@@ -15,7 +13,7 @@ use super::convert::{
     selector,
 };
 use super::status::status;
-use super::unsupported;
+use super::{answer, unsupported};
 use crate::collection::PayloadChange;
 use crate::service::points::{
     payload_change, PointsUpdate, QueryInput, QueryRequest, ReadOptions, ScoredPoints,
@@ -159,19 +157,17 @@ impl PointsApi {
         collection: &str,
         update: PointsUpdate,
         wait: Option<bool>,
-    ) -> Result<Response<pb::PointsOperationResponse>, Status> {
-        let t = Instant::now();
+    ) -> Result<pb::PointsOperationResponse, Status> {
         let r = self
             .0
             .points
             .update(collection, update, wait.unwrap_or(false))
             .await
             .map_err(status)?;
-        Ok(Response::new(pb::PointsOperationResponse {
+        Ok(pb::PointsOperationResponse {
             result: Some(update_out(r)),
-            time: t.elapsed().as_secs_f64(),
-            usage: None,
-        }))
+            ..Default::default()
+        })
     }
 
     async fn queries(
@@ -202,295 +198,307 @@ impl Points for PointsApi {
         &self,
         r: Request<pb::UpsertPoints>,
     ) -> Result<Response<pb::PointsOperationResponse>, Status> {
-        let r = r.into_inner();
-        if r.update_filter.is_some() {
-            return Err(invalid(
-                "conditional upserts are not supported by this service",
-            ));
-        }
-        let points = r.points.into_iter().map(point).collect::<Result<_, _>>()?;
-        self.write(&r.collection_name, PointsUpdate::Upsert(points), r.wait)
-            .await
+        answer(r, |r| async move {
+            if r.update_filter.is_some() {
+                return Err(invalid(
+                    "conditional upserts are not supported by this service",
+                ));
+            }
+            let points = r.points.into_iter().map(point).collect::<Result<_, _>>()?;
+            self.write(&r.collection_name, PointsUpdate::Upsert(points), r.wait)
+                .await
+        })
+        .await
     }
 
     async fn delete(
         &self,
         r: Request<pb::DeletePoints>,
     ) -> Result<Response<pb::PointsOperationResponse>, Status> {
-        let r = r.into_inner();
-        let update = PointsUpdate::Delete(selector(r.points)?);
-        self.write(&r.collection_name, update, r.wait).await
+        answer(r, |r| async move {
+            let update = PointsUpdate::Delete(selector(r.points)?);
+            self.write(&r.collection_name, update, r.wait).await
+        })
+        .await
     }
 
     async fn get(&self, r: Request<pb::GetPoints>) -> Result<Response<pb::GetResponse>, Status> {
-        let t = Instant::now();
-        let r = r.into_inner();
-        let read = read_options(r.with_payload, r.with_vectors);
-        let ids = point_ids(r.ids)?;
-        let records = self
-            .0
-            .points
-            .retrieve(&r.collection_name, &ids, &read)
-            .map_err(status)?;
-        let shape = records.shape;
-        Ok(Response::new(pb::GetResponse {
-            result: records
+        answer(r, |r| async move {
+            let read = read_options(r.with_payload, r.with_vectors);
+            let ids = point_ids(r.ids)?;
+            let records = self
+                .0
                 .points
-                .into_iter()
-                .map(|p| retrieved(shape, &read, p))
-                .collect(),
-            time: t.elapsed().as_secs_f64(),
-            usage: None,
-        }))
+                .retrieve(&r.collection_name, &ids, &read)
+                .map_err(status)?;
+            let shape = records.shape;
+            Ok(pb::GetResponse {
+                result: records
+                    .points
+                    .into_iter()
+                    .map(|p| retrieved(shape, &read, p))
+                    .collect(),
+                ..Default::default()
+            })
+        })
+        .await
     }
 
     async fn set_payload(
         &self,
         r: Request<pb::SetPayloadPoints>,
     ) -> Result<Response<pb::PointsOperationResponse>, Status> {
-        let r = r.into_inner();
-        let change = set_change(r.key, r.payload, false)?;
-        let update = PointsUpdate::Payload(selector(r.points_selector)?, change);
-        self.write(&r.collection_name, update, r.wait).await
+        answer(r, |r| async move {
+            let change = set_change(r.key, r.payload, false)?;
+            let update = PointsUpdate::Payload(selector(r.points_selector)?, change);
+            self.write(&r.collection_name, update, r.wait).await
+        })
+        .await
     }
 
     async fn overwrite_payload(
         &self,
         r: Request<pb::SetPayloadPoints>,
     ) -> Result<Response<pb::PointsOperationResponse>, Status> {
-        let r = r.into_inner();
-        let change = set_change(r.key, r.payload, true)?;
-        let update = PointsUpdate::Payload(selector(r.points_selector)?, change);
-        self.write(&r.collection_name, update, r.wait).await
+        answer(r, |r| async move {
+            let change = set_change(r.key, r.payload, true)?;
+            let update = PointsUpdate::Payload(selector(r.points_selector)?, change);
+            self.write(&r.collection_name, update, r.wait).await
+        })
+        .await
     }
 
     async fn delete_payload(
         &self,
         r: Request<pb::DeletePayloadPoints>,
     ) -> Result<Response<pb::PointsOperationResponse>, Status> {
-        let r = r.into_inner();
-        let update = PointsUpdate::Payload(
-            selector(r.points_selector)?,
-            PayloadChange::DeleteKeys(r.keys),
-        );
-        self.write(&r.collection_name, update, r.wait).await
+        answer(r, |r| async move {
+            let update = PointsUpdate::Payload(
+                selector(r.points_selector)?,
+                PayloadChange::DeleteKeys(r.keys),
+            );
+            self.write(&r.collection_name, update, r.wait).await
+        })
+        .await
     }
 
     async fn clear_payload(
         &self,
         r: Request<pb::ClearPayloadPoints>,
     ) -> Result<Response<pb::PointsOperationResponse>, Status> {
-        let r = r.into_inner();
-        let update = PointsUpdate::Payload(selector(r.points)?, PayloadChange::Clear);
-        self.write(&r.collection_name, update, r.wait).await
+        answer(r, |r| async move {
+            let update = PointsUpdate::Payload(selector(r.points)?, PayloadChange::Clear);
+            self.write(&r.collection_name, update, r.wait).await
+        })
+        .await
     }
 
     async fn create_field_index(
         &self,
         r: Request<pb::CreateFieldIndexCollection>,
     ) -> Result<Response<pb::PointsOperationResponse>, Status> {
-        let t = Instant::now();
-        let r = r.into_inner();
-        let schema = match r.field_type.map(pb::FieldType::try_from) {
-            None => None,
-            Some(Ok(ft)) => Some(serde_json::Value::String(
-                match ft {
-                    pb::FieldType::Keyword => "keyword",
-                    pb::FieldType::Integer => "integer",
-                    pb::FieldType::Float => "float",
-                    pb::FieldType::Geo => "geo",
-                    pb::FieldType::Text => "text",
-                    pb::FieldType::Bool => "bool",
-                    pb::FieldType::Datetime => "datetime",
-                    pb::FieldType::Uuid => "uuid",
-                }
-                .into(),
-            )),
-            Some(Err(_)) => return Err(invalid("unknown field type")),
-        };
-        self.0
-            .collections
-            .create_index(&r.collection_name, r.field_name, schema)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(pb::PointsOperationResponse {
-            result: Some(pb::UpdateResult {
-                operation_id: Some(0),
-                status: pb::UpdateStatus::Completed as i32,
-            }),
-            time: t.elapsed().as_secs_f64(),
-            usage: None,
-        }))
+        answer(r, |r| async move {
+            let schema = match r.field_type.map(pb::FieldType::try_from) {
+                None => None,
+                Some(Ok(ft)) => Some(serde_json::Value::String(
+                    match ft {
+                        pb::FieldType::Keyword => "keyword",
+                        pb::FieldType::Integer => "integer",
+                        pb::FieldType::Float => "float",
+                        pb::FieldType::Geo => "geo",
+                        pb::FieldType::Text => "text",
+                        pb::FieldType::Bool => "bool",
+                        pb::FieldType::Datetime => "datetime",
+                        pb::FieldType::Uuid => "uuid",
+                    }
+                    .into(),
+                )),
+                Some(Err(_)) => return Err(invalid("unknown field type")),
+            };
+            self.0
+                .collections
+                .create_index(&r.collection_name, r.field_name, schema)
+                .await
+                .map_err(status)?;
+            Ok(pb::PointsOperationResponse {
+                result: Some(pb::UpdateResult {
+                    operation_id: Some(0),
+                    status: pb::UpdateStatus::Completed as i32,
+                }),
+                ..Default::default()
+            })
+        })
+        .await
     }
 
     async fn delete_field_index(
         &self,
         r: Request<pb::DeleteFieldIndexCollection>,
     ) -> Result<Response<pb::PointsOperationResponse>, Status> {
-        let t = Instant::now();
-        let r = r.into_inner();
-        self.0
-            .collections
-            .delete_index(&r.collection_name, r.field_name)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(pb::PointsOperationResponse {
-            result: Some(pb::UpdateResult {
-                operation_id: Some(0),
-                status: pb::UpdateStatus::Completed as i32,
-            }),
-            time: t.elapsed().as_secs_f64(),
-            usage: None,
-        }))
+        answer(r, |r| async move {
+            self.0
+                .collections
+                .delete_index(&r.collection_name, r.field_name)
+                .await
+                .map_err(status)?;
+            Ok(pb::PointsOperationResponse {
+                result: Some(pb::UpdateResult {
+                    operation_id: Some(0),
+                    status: pb::UpdateStatus::Completed as i32,
+                }),
+                ..Default::default()
+            })
+        })
+        .await
     }
 
     async fn search(
         &self,
         r: Request<pb::SearchPoints>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
-        let t = Instant::now();
-        let r = r.into_inner();
-        let name = r.collection_name.clone();
-        let req = search_request(r)?;
-        let read = req.read.clone();
-        let hits = self.0.points.query(&name, req).await.map_err(status)?;
-        Ok(Response::new(pb::SearchResponse {
-            result: scored_out(hits, &read),
-            time: t.elapsed().as_secs_f64(),
-            usage: None,
-        }))
+        answer(r, |r| async move {
+            let name = r.collection_name.clone();
+            let req = search_request(r)?;
+            let read = req.read.clone();
+            let hits = self.0.points.query(&name, req).await.map_err(status)?;
+            Ok(pb::SearchResponse {
+                result: scored_out(hits, &read),
+                ..Default::default()
+            })
+        })
+        .await
     }
 
     async fn search_batch(
         &self,
         r: Request<pb::SearchBatchPoints>,
     ) -> Result<Response<pb::SearchBatchResponse>, Status> {
-        let t = Instant::now();
-        let r = r.into_inner();
-        let reqs = r
-            .search_points
-            .into_iter()
-            .map(search_request)
-            .collect::<Result<_, _>>()?;
-        Ok(Response::new(pb::SearchBatchResponse {
-            result: self.queries(&r.collection_name, reqs).await?,
-            time: t.elapsed().as_secs_f64(),
-            usage: None,
-        }))
+        answer(r, |r| async move {
+            let reqs = r
+                .search_points
+                .into_iter()
+                .map(search_request)
+                .collect::<Result<_, _>>()?;
+            Ok(pb::SearchBatchResponse {
+                result: self.queries(&r.collection_name, reqs).await?,
+                ..Default::default()
+            })
+        })
+        .await
     }
 
     async fn scroll(
         &self,
         r: Request<pb::ScrollPoints>,
     ) -> Result<Response<pb::ScrollResponse>, Status> {
-        let t = Instant::now();
-        let r = r.into_inner();
-        if r.order_by.is_some() {
-            return Err(invalid("order_by is not supported by this service"));
-        }
-        let read = read_options(r.with_payload, r.with_vectors);
-        let req = ScrollRequest {
-            offset: r.offset.map(|o| point_id(Some(o))).transpose()?,
-            limit: r.limit.map_or(10, |l| l as usize),
-            filter: opt_filter(r.filter)?,
-            read: read.clone(),
-        };
-        let page = self
-            .0
-            .points
-            .scroll(&r.collection_name, req)
-            .await
-            .map_err(status)?;
-        let shape = page.records.shape;
-        Ok(Response::new(pb::ScrollResponse {
-            next_page_offset: page.next_offset.map(point_id_out),
-            result: page
-                .records
+        answer(r, |r| async move {
+            if r.order_by.is_some() {
+                return Err(invalid("order_by is not supported by this service"));
+            }
+            let read = read_options(r.with_payload, r.with_vectors);
+            let req = ScrollRequest {
+                offset: r.offset.map(|o| point_id(Some(o))).transpose()?,
+                limit: r.limit.map_or(10, |l| l as usize),
+                filter: opt_filter(r.filter)?,
+                read: read.clone(),
+            };
+            let page = self
+                .0
                 .points
-                .into_iter()
-                .map(|p| retrieved(shape, &read, p))
-                .collect(),
-            time: t.elapsed().as_secs_f64(),
-            usage: None,
-        }))
+                .scroll(&r.collection_name, req)
+                .await
+                .map_err(status)?;
+            let shape = page.records.shape;
+            Ok(pb::ScrollResponse {
+                next_page_offset: page.next_offset.map(point_id_out),
+                result: page
+                    .records
+                    .points
+                    .into_iter()
+                    .map(|p| retrieved(shape, &read, p))
+                    .collect(),
+                ..Default::default()
+            })
+        })
+        .await
     }
 
     async fn count(
         &self,
         r: Request<pb::CountPoints>,
     ) -> Result<Response<pb::CountResponse>, Status> {
-        let t = Instant::now();
-        let r = r.into_inner();
-        let n = self
-            .0
-            .points
-            .count(&r.collection_name, opt_filter(r.filter)?)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(pb::CountResponse {
-            result: Some(pb::CountResult { count: n as u64 }),
-            time: t.elapsed().as_secs_f64(),
-            usage: None,
-        }))
+        answer(r, |r| async move {
+            let n = self
+                .0
+                .points
+                .count(&r.collection_name, opt_filter(r.filter)?)
+                .await
+                .map_err(status)?;
+            Ok(pb::CountResponse {
+                result: Some(pb::CountResult { count: n as u64 }),
+                ..Default::default()
+            })
+        })
+        .await
     }
 
     async fn update_batch(
         &self,
         r: Request<pb::UpdateBatchPoints>,
     ) -> Result<Response<pb::UpdateBatchResponse>, Status> {
-        let t = Instant::now();
-        let r = r.into_inner();
-        let updates = r
-            .operations
-            .into_iter()
-            .map(batch_update)
-            .collect::<Result<_, _>>()?;
-        let results = self
-            .0
-            .points
-            .update_batch(&r.collection_name, updates, r.wait.unwrap_or(false))
-            .await
-            .map_err(status)?;
-        Ok(Response::new(pb::UpdateBatchResponse {
-            result: results.into_iter().map(update_out).collect(),
-            time: t.elapsed().as_secs_f64(),
-            usage: None,
-        }))
+        answer(r, |r| async move {
+            let updates = r
+                .operations
+                .into_iter()
+                .map(batch_update)
+                .collect::<Result<_, _>>()?;
+            let results = self
+                .0
+                .points
+                .update_batch(&r.collection_name, updates, r.wait.unwrap_or(false))
+                .await
+                .map_err(status)?;
+            Ok(pb::UpdateBatchResponse {
+                result: results.into_iter().map(update_out).collect(),
+                ..Default::default()
+            })
+        })
+        .await
     }
 
     async fn query(
         &self,
         r: Request<pb::QueryPoints>,
     ) -> Result<Response<pb::QueryResponse>, Status> {
-        let t = Instant::now();
-        let r = r.into_inner();
-        let name = r.collection_name.clone();
-        let req = query_request(r)?;
-        let read = req.read.clone();
-        let hits = self.0.points.query(&name, req).await.map_err(status)?;
-        Ok(Response::new(pb::QueryResponse {
-            result: scored_out(hits, &read),
-            time: t.elapsed().as_secs_f64(),
-            usage: None,
-        }))
+        answer(r, |r| async move {
+            let name = r.collection_name.clone();
+            let req = query_request(r)?;
+            let read = req.read.clone();
+            let hits = self.0.points.query(&name, req).await.map_err(status)?;
+            Ok(pb::QueryResponse {
+                result: scored_out(hits, &read),
+                ..Default::default()
+            })
+        })
+        .await
     }
 
     async fn query_batch(
         &self,
         r: Request<pb::QueryBatchPoints>,
     ) -> Result<Response<pb::QueryBatchResponse>, Status> {
-        let t = Instant::now();
-        let r = r.into_inner();
-        let reqs = r
-            .query_points
-            .into_iter()
-            .map(query_request)
-            .collect::<Result<_, _>>()?;
-        Ok(Response::new(pb::QueryBatchResponse {
-            result: self.queries(&r.collection_name, reqs).await?,
-            time: t.elapsed().as_secs_f64(),
-            usage: None,
-        }))
+        answer(r, |r| async move {
+            let reqs = r
+                .query_points
+                .into_iter()
+                .map(query_request)
+                .collect::<Result<_, _>>()?;
+            Ok(pb::QueryBatchResponse {
+                result: self.queries(&r.collection_name, reqs).await?,
+                ..Default::default()
+            })
+        })
+        .await
     }
 
     async fn update_vectors(

@@ -1,13 +1,14 @@
 //! `qdrant.Snapshots`: create, list and delete collection and full snapshots.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ::qdrant_client::qdrant as pb;
 use pb::snapshots_server::Snapshots;
 use tonic::{Request, Response, Status};
 
+use super::answer;
 use super::status::status;
-use crate::service::snapshots::Outcome;
+use crate::service::snapshots::{Outcome, Snapshots as SnapshotOps};
 use crate::service::Services;
 use crate::snapshot::{Scope, SnapshotDescription};
 
@@ -57,8 +58,7 @@ impl SnapshotsApi {
         &self,
         scope: Scope,
         deadline: Option<Duration>,
-    ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
-        let t = Instant::now();
+    ) -> Result<pb::CreateSnapshotResponse, Status> {
         let work = self.0.snapshots.create(scope, true);
         let out = match deadline {
             Some(d) => {
@@ -75,35 +75,31 @@ impl SnapshotsApi {
         let Outcome::Done(d) = out else {
             return Err(Status::internal("snapshot creation did not wait"));
         };
-        Ok(Response::new(pb::CreateSnapshotResponse {
+        Ok(pb::CreateSnapshotResponse {
             snapshot_description: Some(description(d)),
-            time: t.elapsed().as_secs_f64(),
-        }))
+            ..Default::default()
+        })
     }
 
-    async fn list(&self, scope: Scope) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
-        let t = Instant::now();
+    async fn list(&self, scope: Scope) -> Result<pb::ListSnapshotsResponse, Status> {
         let list = self.0.snapshots.list(&scope).await.map_err(status)?;
-        Ok(Response::new(pb::ListSnapshotsResponse {
+        Ok(pb::ListSnapshotsResponse {
             snapshot_descriptions: list.into_iter().map(description).collect(),
-            time: t.elapsed().as_secs_f64(),
-        }))
+            ..Default::default()
+        })
     }
 
     async fn delete(
         &self,
         scope: Scope,
         name: String,
-    ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
-        let t = Instant::now();
+    ) -> Result<pb::DeleteSnapshotResponse, Status> {
         self.0
             .snapshots
             .delete(scope, name, true)
             .await
             .map_err(status)?;
-        Ok(Response::new(pb::DeleteSnapshotResponse {
-            time: t.elapsed().as_secs_f64(),
-        }))
+        Ok(pb::DeleteSnapshotResponse::default())
     }
 }
 
@@ -114,55 +110,66 @@ impl Snapshots for SnapshotsApi {
         r: Request<pb::CreateSnapshotRequest>,
     ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
         let limit = deadline(r.metadata());
-        let scope = self
-            .0
-            .snapshots
-            .collection_scope(&r.into_inner().collection_name)
-            .map_err(status)?;
-        SnapshotsApi::create(self, scope, limit).await
+        answer(r, |r| async move {
+            let scope = self
+                .0
+                .snapshots
+                .collection_scope(&r.collection_name)
+                .map_err(status)?;
+            SnapshotsApi::create(self, scope, limit).await
+        })
+        .await
     }
 
     async fn list(
         &self,
         r: Request<pb::ListSnapshotsRequest>,
     ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
-        let scope = self
-            .0
-            .snapshots
-            .collection_scope(&r.into_inner().collection_name)
-            .map_err(status)?;
-        SnapshotsApi::list(self, scope).await
+        answer(r, |r| async move {
+            let scope = self
+                .0
+                .snapshots
+                .collection_scope(&r.collection_name)
+                .map_err(status)?;
+            SnapshotsApi::list(self, scope).await
+        })
+        .await
     }
 
     async fn delete(
         &self,
         r: Request<pb::DeleteSnapshotRequest>,
     ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
-        let r = r.into_inner();
-        let scope = crate::service::snapshots::Snapshots::stored_scope(&r.collection_name, None)
-            .map_err(status)?;
-        SnapshotsApi::delete(self, scope, r.snapshot_name).await
+        answer(r, |r| async move {
+            let scope = SnapshotOps::stored_scope(&r.collection_name, None).map_err(status)?;
+            SnapshotsApi::delete(self, scope, r.snapshot_name).await
+        })
+        .await
     }
 
     async fn create_full(
         &self,
         r: Request<pb::CreateFullSnapshotRequest>,
     ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
-        SnapshotsApi::create(self, Scope::Full, deadline(r.metadata())).await
+        let limit = deadline(r.metadata());
+        answer(r, |_| SnapshotsApi::create(self, Scope::Full, limit)).await
     }
 
     async fn list_full(
         &self,
-        _: Request<pb::ListFullSnapshotsRequest>,
+        r: Request<pb::ListFullSnapshotsRequest>,
     ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
-        SnapshotsApi::list(self, Scope::Full).await
+        answer(r, |_| SnapshotsApi::list(self, Scope::Full)).await
     }
 
     async fn delete_full(
         &self,
         r: Request<pb::DeleteFullSnapshotRequest>,
     ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
-        SnapshotsApi::delete(self, Scope::Full, r.into_inner().snapshot_name).await
+        answer(r, |r| {
+            SnapshotsApi::delete(self, Scope::Full, r.snapshot_name)
+        })
+        .await
     }
 }
 

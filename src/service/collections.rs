@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::blocking;
 use crate::collection::config::{CollectionConfig, CollectionPatch};
 use crate::collection::registry::{AliasAction, Registry};
+use crate::collection::tuning::{EffectiveParams, Tuning};
 use crate::error::Result;
 
 /// What `GET /collections/{c}` and gRPC `Collections/Get` describe.
@@ -14,6 +15,10 @@ use crate::error::Result;
 pub struct CollectionInfo {
     /// The stored configuration.
     pub config: CollectionConfig,
+    /// Shard, replica and payload-storage parameters with Qdrant's defaults.
+    pub params: EffectiveParams,
+    /// The tuning sections as reported.
+    pub tuning: Tuning,
     /// Live points.
     pub points_count: usize,
 }
@@ -50,9 +55,12 @@ impl Collections {
     /// The configuration and size of a collection (by name or alias).
     pub fn get(&self, name: &str) -> Result<CollectionInfo> {
         let col = self.registry.get(name)?;
+        let config = col.config();
         Ok(CollectionInfo {
             points_count: col.read(|p| p.len()),
-            config: col.config(),
+            params: config.effective_params(),
+            tuning: config.tuning(),
+            config,
         })
     }
 
