@@ -117,20 +117,14 @@ async fn main() -> ExitCode {
         Err(e) => return fail(format!("configuration error: {e}")),
     };
     // `log_level` is validated by the config; RUST_LOG, for developers, is not, and falls
-    // back to it. The AWS SDK's credential chain warns at length for each provider it tries
-    // (instance metadata, profiles): the storage check reports the outcome in one line.
-    // An empty RUST_LOG counts as unset (it would otherwise parse as "log nothing").
+    // back to it. An empty RUST_LOG counts as unset (it would otherwise parse as "log
+    // nothing").
     let filter = std::env::var(snapstream::env::RUST_LOG)
         .ok()
         .filter(|v| !v.trim().is_empty())
         .ok_or(())
         .and_then(|v| EnvFilter::try_new(v).map_err(|_| ()))
-        .or_else(|_| {
-            EnvFilter::try_new(format!(
-                "{},aws_config=error",
-                config.log_level.to_lowercase()
-            ))
-        })
+        .or_else(|_| EnvFilter::try_new(config.log_level.to_lowercase()))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only on a terminal: a log file or a collector gets plain text.
     let log = tracing_subscriber::fmt()

@@ -7,6 +7,7 @@ pub mod local;
 pub mod metered;
 pub mod s3;
 mod s3_http;
+pub mod s3_uploads;
 
 use std::fmt;
 use std::ops::Range;

@@ -12,8 +12,8 @@
 //!   after `request_timeout_secs`, so a stalled part is retried within `retry_timeout_secs`.
 //! * Parts run as tasks on the runtime that created the sink, independent of the writer.
 //! * `commit` completes the upload; `abort` (and every error path of the producer) sends
-//!   AbortMultipartUpload. Uploads orphaned by a crash are aborted by `cleanup` at start-up,
-//!   via ListMultipartUploads from `aws-sdk-s3`, which `object_store` does not expose.
+//!   AbortMultipartUpload. Uploads orphaned by a crash are aborted by `cleanup` at start-up
+//!   (`s3_uploads.rs`).
 
 use std::fmt;
 use std::future::Future;
@@ -30,7 +30,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::{
     BackoffConfig, ClientOptions, GetOptions, GetRange, MultipartUpload, ObjectStore,
@@ -38,6 +38,7 @@ use object_store::{
 };
 use tokio::io::AsyncWrite;
 
+use super::s3_uploads::{Upload, Uploads};
 use super::{Backend, BackendError, ByteStream, CreateOptions, ObjectKey, ObjectMeta, ObjectSink};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
@@ -83,6 +84,8 @@ pub struct S3Backend {
     store: Arc<dyn ObjectStore>,
     /// Downloads: no total time limit (a large object may take long), only connect timeouts.
     read_store: Arc<dyn ObjectStore>,
+    /// Listing and aborting multipart uploads a crash left behind.
+    uploads: Uploads,
     cfg: S3Options,
 }
 
@@ -120,7 +123,15 @@ fn remote(
     }
 }
 
-fn build_store(cfg: &S3Options, options: ClientOptions) -> Result<Arc<dyn ObjectStore>> {
+/// The HTTP options of one of the backend's stores: plain HTTP allowed (local servers),
+/// connections given 10 s.
+fn client_options(options: ClientOptions) -> ClientOptions {
+    options
+        .with_allow_http(true)
+        .with_connect_timeout(Duration::from_secs(10))
+}
+
+fn build_store(cfg: &S3Options, options: ClientOptions) -> Result<AmazonS3> {
     let retry = RetryConfig {
         backoff: BackoffConfig {
             init_backoff: Duration::from_millis(100),
@@ -140,11 +151,7 @@ fn build_store(cfg: &S3Options, options: ClientOptions) -> Result<Arc<dyn Object
         // archive's own SHA-256 (the sidecar, verified on recovery) already covers every
         // byte end to end, and TLS protects https endpoints in transit.
         .with_unsigned_payload(true)
-        .with_client_options(
-            options
-                .with_allow_http(true)
-                .with_connect_timeout(Duration::from_secs(10)),
-        );
+        .with_client_options(options);
     if let Some(ep) = &cfg.endpoint_url {
         b = b.with_endpoint(ep);
     }
@@ -154,10 +161,8 @@ fn build_store(cfg: &S3Options, options: ClientOptions) -> Result<Arc<dyn Object
     if let Some(k) = &cfg.secret_key {
         b = b.with_secret_access_key(k.expose());
     }
-    let store = b
-        .build()
-        .map_err(|e| Error::bad_input(format!("invalid S3 configuration: {e}")))?;
-    Ok(Arc::new(store))
+    b.build()
+        .map_err(|e| Error::bad_input(format!("invalid S3 configuration: {e}")))
 }
 
 impl S3Backend {
@@ -165,9 +170,15 @@ impl S3Backend {
     pub fn new(cfg: &S3Options) -> Result<Self> {
         // Shorter than the retry window, so a stalled attempt is retried, not fatal.
         let timeout = Duration::from_secs(cfg.request_timeout_secs);
+        let options = client_options(ClientOptions::new().with_timeout(timeout));
+        let store = build_store(cfg, options.clone())?;
+        let uploads = Uploads::new(store.clone(), cfg, &options)
+            .map_err(|e| Error::bad_input(format!("invalid S3 configuration: {e}")))?;
+        let read_options = client_options(ClientOptions::new().with_timeout_disabled());
         Ok(S3Backend {
-            store: build_store(cfg, ClientOptions::new().with_timeout(timeout))?,
-            read_store: build_store(cfg, ClientOptions::new().with_timeout_disabled())?,
+            store: Arc::new(store),
+            read_store: Arc::new(build_store(cfg, read_options)?),
+            uploads,
             cfg: cfg.clone(),
         })
     }
@@ -193,48 +204,12 @@ impl S3Backend {
         usize::try_from(self.cfg.part_size.max(grown)).unwrap_or(usize::MAX)
     }
 
-    /// An `aws-sdk-s3` client for what `object_store` lacks (listing multipart uploads).
-    pub async fn sdk_client(&self) -> aws_sdk_s3::Client {
-        let mut conf = aws_sdk_s3::config::Builder::new()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new(self.cfg.region.clone()))
-            .force_path_style(self.cfg.path_style);
-        if let Some(ep) = &self.cfg.endpoint_url {
-            conf = conf.endpoint_url(ep);
-        }
-        match (&self.cfg.access_key, &self.cfg.secret_key) {
-            (Some(ak), Some(sk)) => {
-                conf = conf.credentials_provider(aws_sdk_s3::config::Credentials::new(
-                    ak.expose(),
-                    sk.expose(),
-                    None,
-                    None,
-                    "snapstream-config",
-                ));
-            }
-            _ => {
-                let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .load()
-                    .await;
-                if let Some(p) = shared.credentials_provider() {
-                    conf = conf.credentials_provider(p);
-                }
-            }
-        }
-        aws_sdk_s3::Client::from_conf(conf.build())
-    }
-
-    fn sdk_err(
-        &self,
-        action: &'static str,
-        e: impl std::error::Error + Send + Sync + 'static,
-    ) -> BackendError {
-        BackendError::Remote {
-            action,
-            key: self.cfg.prefix.clone(),
-            backend: self.to_string(),
-            source: Box::new(e),
-        }
+    /// The multipart uploads under the prefix that were neither completed nor aborted.
+    ///
+    /// # Errors
+    /// The listing failed (unreachable, refused, unreadable answer).
+    pub async fn unfinished_uploads(&self) -> Result<Vec<Upload>, BackendError> {
+        self.uploads.list(&self.to_string()).await
     }
 }
 
@@ -659,59 +634,12 @@ impl Backend for S3Backend {
     }
 
     async fn cleanup(&self) -> Result<usize, BackendError> {
-        let client = self.sdk_client().await;
-        let prefix = if self.cfg.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.cfg.prefix)
-        };
-        let mut aborted = 0;
-        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
-        loop {
-            let page = client
-                .list_multipart_uploads()
-                .bucket(&self.cfg.bucket)
-                .prefix(&prefix)
-                .set_key_marker(key_marker.clone())
-                .set_upload_id_marker(id_marker.clone())
-                .send()
-                .await
-                .map_err(|e| {
-                    self.sdk_err(
-                        "failed to list multipart uploads under",
-                        io::Error::other(aws_sdk_s3::error::DisplayErrorContext(e).to_string()),
-                    )
-                })?;
-            for upload in page.uploads() {
-                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
-                    continue;
-                };
-                client
-                    .abort_multipart_upload()
-                    .bucket(&self.cfg.bucket)
-                    .key(key)
-                    .upload_id(id)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        self.sdk_err(
-                            "failed to abort multipart upload under",
-                            io::Error::other(aws_sdk_s3::error::DisplayErrorContext(e).to_string()),
-                        )
-                    })?;
-                tracing::info!(key, "aborted an orphaned multipart upload");
-                crate::telemetry::get().s3_aborted_uploads.inc();
-                aborted += 1;
-            }
-            if page.is_truncated() != Some(true) {
-                break;
-            }
-            key_marker = page.next_key_marker().map(str::to_string);
-            id_marker = page.next_upload_id_marker().map(str::to_string);
-            if key_marker.is_none() && id_marker.is_none() {
-                break;
-            }
+        let backend = self.to_string();
+        let orphans = self.uploads.list(&backend).await?;
+        for upload in &orphans {
+            self.uploads.abort(upload, &backend).await?;
+            tracing::info!(key = %upload.key, "aborted an orphaned multipart upload");
         }
-        Ok(aborted)
+        Ok(orphans.len())
     }
 }
