@@ -92,7 +92,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 async fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Command::Migrate(m)) = &args.command {
-        let opts = snapstream::migrate::Options {
+        let opts = snapstream::MigrateOptions {
             from: m.from.clone(),
             to: m.to.clone(),
             collections: m.collections.clone(),
@@ -103,7 +103,7 @@ async fn main() -> ExitCode {
             from_grpc: m.from_grpc.clone(),
             to_grpc: m.to_grpc.clone(),
         };
-        return match snapstream::migrate::run(&opts).await {
+        return match snapstream::migrate(&opts).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(format!("migrate: {e}")),
         };
@@ -147,12 +147,12 @@ async fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(format!("start-up failed: {}", e.chain())),
     };
-    let recovery = snapstream::service::startup::StartupRecovery {
+    let recovery = snapstream::StartupRecovery {
         storage_snapshot: args.storage_snapshot.clone(),
         snapshots: args.snapshot.clone(),
         force: args.force_snapshot,
     };
-    if let Err(msg) = snapstream::service::startup::recover(&state, &recovery).await {
+    if let Err(msg) = snapstream::recover_at_startup(&state, &recovery).await {
         return fail(msg);
     }
     let listener = match tokio::net::TcpListener::bind(&addr).await {
@@ -177,7 +177,7 @@ async fn main() -> ExitCode {
     let grpc = grpc_listener.map(|l| {
         let (services, stop) = (state.clone(), stop.clone());
         tokio::spawn(
-            async move { snapstream::grpc::serve(services, l, stop.cancelled_owned()).await },
+            async move { snapstream::serve_grpc(services, l, stop.cancelled_owned()).await },
         )
     });
     let app = snapstream::router(state);

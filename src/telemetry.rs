@@ -18,11 +18,11 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// The content type of [`encode`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Labels of a snapshot operation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OpLabels {
+pub(crate) struct OpLabels {
     /// `create`, `recover`, `upload` or `delete`.
     pub operation: &'static str,
     /// `collection`, `full` or `shard`.
@@ -33,35 +33,35 @@ pub struct OpLabels {
 
 /// Labels naming a storage backend.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BackendLabels {
+pub(crate) struct BackendLabels {
     /// `local` or `s3`.
     pub backend: &'static str,
 }
 
 /// Labels naming an operation kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OperationLabels {
+pub(crate) struct OperationLabels {
     /// `create`, `recover`, `upload` or `delete`.
     pub operation: &'static str,
 }
 
 /// Labels naming an outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
+pub(crate) struct OutcomeLabels {
     /// `ok` or `error`.
     pub outcome: &'static str,
 }
 
 /// Labels naming a collection.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CollectionLabels {
+pub(crate) struct CollectionLabels {
     /// The collection's name.
     pub collection: String,
 }
 
 /// Labels of a request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub(crate) struct RequestLabels {
     /// `rest` or `grpc`.
     pub transport: &'static str,
     /// The route template (`/collections/{name}/snapshots`) or the RPC
@@ -73,7 +73,7 @@ pub struct RequestLabels {
 
 /// Labels of a running operation's progress.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RunningLabels {
+pub(crate) struct RunningLabels {
     /// The operation id, as in `GET /operations/{id}`.
     pub id: String,
     /// `create`, `recover`, `upload` or `delete`.
@@ -84,7 +84,7 @@ pub struct RunningLabels {
 
 /// Builds histograms with one set of buckets.
 #[derive(Clone, Debug)]
-pub struct Buckets {
+pub(crate) struct Buckets {
     start: f64,
     factor: f64,
     count: u16,
@@ -98,7 +98,7 @@ impl MetricConstructor<Histogram> for Buckets {
 
 /// Every metric the process keeps.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Snapshot operations finished, by operation, kind and outcome.
     pub snapshot_ops: Family<OpLabels, Counter>,
@@ -214,7 +214,7 @@ impl Metrics {
     }
 
     /// Counts a finished snapshot operation and its duration.
-    pub fn snapshot_op(
+    pub(crate) fn snapshot_op(
         &self,
         operation: &'static str,
         kind: &'static str,
@@ -233,7 +233,13 @@ impl Metrics {
     }
 
     /// Counts an answered request and its latency.
-    pub fn request(&self, transport: &'static str, route: String, status: String, took: Duration) {
+    pub(crate) fn request(
+        &self,
+        transport: &'static str,
+        route: String,
+        status: String,
+        took: Duration,
+    ) {
         let labels = RequestLabels {
             transport,
             route,
@@ -247,7 +253,7 @@ impl Metrics {
 }
 
 /// `ok` or `error`.
-pub fn outcome(ok: bool) -> &'static str {
+pub(crate) fn outcome(ok: bool) -> &'static str {
     if ok {
         "ok"
     } else {
@@ -256,14 +262,14 @@ pub fn outcome(ok: bool) -> &'static str {
 }
 
 /// The process's metrics.
-pub fn get() -> &'static Metrics {
+pub(crate) fn get() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
 }
 
 /// Figures read at scrape time rather than kept.
 #[derive(Debug, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Points per collection.
     pub points: Vec<(String, u64)>,
     /// Bytes done of each running operation.
@@ -271,7 +277,7 @@ pub struct Snapshot {
 }
 
 /// The exposition of every metric, in the OpenMetrics text format ([`CONTENT_TYPE`]).
-pub fn encode(now: Snapshot) -> String {
+pub(crate) fn encode(now: Snapshot) -> String {
     let mut scrape = Registry::with_prefix("snapstream");
     let points = Family::<CollectionLabels, Gauge>::default();
     for (collection, n) in now.points {

@@ -105,8 +105,8 @@ async fn collections_points_and_snapshots_over_grpc_match_rest() {
     let (_svc, rest, grpc) = common::start_servers(dir.path(), &[]).await;
     let c = client(&grpc, None);
     let health = c.health_check().await.unwrap();
-    assert_eq!(health.version, snapstream::service::QDRANT_COMPAT_VERSION);
-    assert_eq!(health.title, snapstream::service::QDRANT_TITLE);
+    assert_eq!(health.version, snapstream::QDRANT_COMPAT_VERSION);
+    assert_eq!(health.title, snapstream::QDRANT_TITLE);
 
     c.create_collection(create("docs", 4)).await.unwrap();
     assert_eq!(

@@ -4,10 +4,10 @@
 mod common;
 
 use serde_json::json;
-use snapstream::collection::filter::Filter;
-use snapstream::collection::types::{Payload, PointId};
-use snapstream::collection::{PayloadChange, PointInput, PointSelector};
-use snapstream::service::points::{PayloadSelector, PointsUpdate, ReadOptions};
+use snapstream::collections::Filter;
+use snapstream::collections::{Payload, PointId};
+use snapstream::collections::{PayloadChange, PointInput, PointSelector};
+use snapstream::collections::{PayloadSelector, PointsUpdate, ReadOptions};
 
 fn payload(v: serde_json::Value) -> Payload {
     v.as_object().cloned().unwrap()
@@ -32,7 +32,7 @@ async fn payload_updates_and_filter_deletes_never_lose_concurrent_writes() {
     st.collections.create("c".into(), config).await.unwrap();
     let read = ReadOptions {
         payload: PayloadSelector::All,
-        vectors: snapstream::collection::points::VectorSelect::All,
+        vectors: snapstream::collections::VectorSelect::All,
     };
     let points = st.points.clone();
     let mut lost = 0;

@@ -561,7 +561,7 @@ fn wal_file(seed: u32, ops: &[Value]) -> Vec<u8> {
 
 #[test]
 fn wal_entries_are_numbered_across_files_and_a_bad_crc_ends_a_file() {
-    use snapstream::snapshot::qdrant::wal;
+    use snapstream::engine::wal;
     let dir = tempfile::tempdir().unwrap();
     let op = |i: u64| serde_json::json!({"delete_points": {"ids": [i]}});
     std::fs::write(dir.path().join("closed-5"), wal_file(7, &[op(5), op(6)])).unwrap();
@@ -583,7 +583,7 @@ fn wal_entries_are_numbered_across_files_and_a_bad_crc_ends_a_file() {
 
 #[tokio::test]
 async fn the_real_qdrant_wal_replayed_from_the_start_rebuilds_what_qdrant_served() {
-    use snapstream::collection::{config::CollectionConfig, types::PointId, Collection};
+    use snapstream::collections::{Collection, CollectionConfig, PointId};
     for name in ["papers", "named"] {
         let dir = tempfile::tempdir().unwrap();
         let wal = dir.path().join("wal");
@@ -594,7 +594,7 @@ async fn the_real_qdrant_wal_replayed_from_the_start_rebuilds_what_qdrant_served
             }
         }
         let mut ops = Vec::new();
-        snapstream::snapshot::qdrant::wal::replay_from(&wal, 0, &mut |num, op| {
+        snapstream::engine::wal::replay_from(&wal, 0, &mut |num, op| {
             ops.push((num, op));
             Ok(())
         })
@@ -614,7 +614,7 @@ async fn the_real_qdrant_wal_replayed_from_the_start_rebuilds_what_qdrant_served
         Collection::init_dir(&col_dir, &config).unwrap();
         let col = Collection::open(&col_dir, name).unwrap();
         for (num, op) in &ops {
-            snapstream::snapshot::qdrant::replay::apply(&col, *num, op).unwrap();
+            snapstream::engine::replay::apply(&col, *num, op).unwrap();
         }
         assert_eq!(
             col.read(|s| s.len() as u64),

@@ -15,17 +15,17 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 
-use snapstream::backend::local::LocalBackend;
-use snapstream::backend::s3::S3Backend;
-use snapstream::backend::{
+use snapstream::collections::Operation;
+use snapstream::collections::Registry;
+use snapstream::collections::{PointId, PointWrite};
+use snapstream::engine::SnapshotKind;
+use snapstream::engine::{manifest_key, Repository};
+use snapstream::engine::{producer, unpack};
+use snapstream::storage::LocalBackend;
+use snapstream::storage::S3Backend;
+use snapstream::storage::{
     Backend, BackendError, ByteStream, CreateOptions, DynBackend, ObjectKey, ObjectMeta, ObjectSink,
 };
-use snapstream::collection::record::Operation;
-use snapstream::collection::registry::Registry;
-use snapstream::collection::types::{PointId, PointWrite};
-use snapstream::repository::{manifest_key, Repository};
-use snapstream::snapshot::format::SnapshotKind;
-use snapstream::snapshot::{producer, unpack};
 
 const DIM: usize = 64;
 
@@ -75,7 +75,7 @@ fn change_one_percent(reg: &Registry, n: u64, round: u64) {
         .unwrap();
 }
 
-fn archive(reg: &Registry) -> snapstream::repository::Archive {
+fn archive(reg: &Registry) -> snapstream::engine::Archive {
     let pinned = vec![reg.get("c").unwrap().pin_image().unwrap()];
     let manifest = producer::manifest(SnapshotKind::Collection, &pinned, Default::default());
     producer::archive(&manifest, pinned).unwrap()
@@ -309,7 +309,7 @@ async fn referenced_and_stored(
     let mut referenced = HashSet::new();
     for n in names {
         if let Ok(s) = repo.stat(&key(n)).await {
-            if let snapstream::repository::Layout::Incremental(m) = s.layout {
+            if let snapstream::engine::Layout::Incremental(m) = s.layout {
                 referenced.extend(m.pieces().map(str::to_string));
             }
         }

@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use snapstream::collection::record::Operation;
-use snapstream::collection::registry::Registry;
-use snapstream::collection::types::{PointId, PointWrite};
-use snapstream::snapshot::codec::Compression;
-use snapstream::snapshot::format::SnapshotKind;
-use snapstream::snapshot::{codec, producer, unpack};
+use snapstream::collections::Operation;
+use snapstream::collections::Registry;
+use snapstream::collections::{PointId, PointWrite};
+use snapstream::engine::Compression;
+use snapstream::engine::SnapshotKind;
+use snapstream::engine::{codec, producer, unpack};
 
 /// `bytes` as a stream of uneven chunks, as a network would deliver them: a 1-byte chunk
 /// first (shorter than any magic number), then chunks that straddle tar blocks.
@@ -67,7 +67,7 @@ async fn full_snapshots_round_trip_with_long_names_under_every_compression() {
         .await
         .unwrap();
         assert_eq!(un.sha256, produced.sha256);
-        let snapstream::snapshot::unpack::Contents::Ours(got, loaded) = un.contents else {
+        let snapstream::engine::unpack::Contents::Ours(got, loaded) = un.contents else {
             panic!("our archive read as Qdrant's");
         };
         assert_eq!(got, manifest);

@@ -10,10 +10,10 @@ use super::error::ApiError;
 use crate::service::{ApiKeys, Denied, Operation, Services};
 
 /// Middleware state: the services and the operation of the route it guards.
-pub type Guard = (Services, Operation);
+pub(crate) type Guard = (Services, Operation);
 
 /// Middleware: rejects before the handler (and so before any upload body) is read.
-pub async fn enforce(State((st, op)): State<Guard>, req: Request, next: Next) -> Response {
+pub(crate) async fn enforce(State((st, op)): State<Guard>, req: Request, next: Next) -> Response {
     match st.keys.check(ApiKeys::presented(req.headers()), op) {
         Ok(()) => next.run(req).await,
         Err(Denied::Unauthenticated(m)) => {

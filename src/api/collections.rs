@@ -11,7 +11,7 @@ use crate::service::collections::CollectionInfo;
 use crate::service::Services;
 
 /// `GET /collections`
-pub async fn list(t: Timer, State(st): State<Services>) -> ApiResult {
+pub(crate) async fn list(t: Timer, State(st): State<Services>) -> ApiResult {
     let names: Vec<Value> = st
         .collections
         .list()
@@ -22,7 +22,7 @@ pub async fn list(t: Timer, State(st): State<Services>) -> ApiResult {
 }
 
 /// `PUT /collections/{name}`
-pub async fn create(
+pub(crate) async fn create(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -33,7 +33,7 @@ pub async fn create(
 }
 
 /// `GET /collections/{name}`
-pub async fn get(
+pub(crate) async fn get(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -90,7 +90,7 @@ fn info_json(info: &CollectionInfo) -> Value {
 }
 
 /// `DELETE /collections/{name}`: `false` (not 404) when missing, so `recreate_collection` works.
-pub async fn delete(
+pub(crate) async fn delete(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -99,7 +99,7 @@ pub async fn delete(
 }
 
 /// `PATCH /collections/{name}`: tuning sections are stored and echoed.
-pub async fn update(
+pub(crate) async fn update(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -117,7 +117,7 @@ pub async fn update(
 }
 
 /// `GET /collections/{name}/exists`
-pub async fn exists(
+pub(crate) async fn exists(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -127,12 +127,12 @@ pub async fn exists(
 
 /// Body of `POST /collections/aliases`.
 #[derive(Deserialize)]
-pub struct AliasActions {
+pub(crate) struct AliasActions {
     actions: Vec<AliasAction>,
 }
 
 /// `POST /collections/aliases`
-pub async fn update_aliases(
+pub(crate) async fn update_aliases(
     t: Timer,
     State(st): State<Services>,
     ApiJson(body): ApiJson<AliasActions>,
@@ -150,12 +150,12 @@ fn alias_list(pairs: Vec<(String, String)>) -> Value {
 }
 
 /// `GET /aliases`
-pub async fn list_aliases(t: Timer, State(st): State<Services>) -> ApiResult {
+pub(crate) async fn list_aliases(t: Timer, State(st): State<Services>) -> ApiResult {
     t.ok(alias_list(st.collections.aliases()))
 }
 
 /// `GET /collections/{name}/aliases`
-pub async fn collection_aliases(
+pub(crate) async fn collection_aliases(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -165,14 +165,14 @@ pub async fn collection_aliases(
 
 /// Body of `PUT /collections/{name}/index`.
 #[derive(Deserialize)]
-pub struct CreateIndex {
+pub(crate) struct CreateIndex {
     field_name: String,
     #[serde(default)]
     field_schema: Option<Value>,
 }
 
 /// `PUT /collections/{name}/index`
-pub async fn create_index(
+pub(crate) async fn create_index(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -185,7 +185,7 @@ pub async fn create_index(
 }
 
 /// `DELETE /collections/{name}/index/{field}`
-pub async fn delete_index(
+pub(crate) async fn delete_index(
     t: Timer,
     State(st): State<Services>,
     ApiPath((name, field)): ApiPath<(String, String)>,

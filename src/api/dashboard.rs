@@ -32,17 +32,17 @@ const FILES: &[(&str, &str, &str)] = &[
 ];
 
 /// `GET /dashboard`: to `/dashboard/`, so the page's relative links resolve.
-pub async fn root() -> Redirect {
+pub(crate) async fn root() -> Redirect {
     Redirect::permanent("/dashboard/")
 }
 
 /// `GET /dashboard/`: the page.
-pub async fn index() -> Response {
+pub(crate) async fn index() -> Response {
     file(Path("index.html".to_string())).await
 }
 
 /// `GET /dashboard/{file}`.
-pub async fn file(Path(name): Path<String>) -> Response {
+pub(crate) async fn file(Path(name): Path<String>) -> Response {
     match FILES.iter().find(|(n, _, _)| *n == name) {
         Some((_, kind, body)) => {
             ([(CONTENT_TYPE, *kind), (CACHE_CONTROL, "no-cache")], *body).into_response()
@@ -54,7 +54,7 @@ pub async fn file(Path(name): Path<String>) -> Response {
 
 /// `GET /dashboard/session`: whether keys are required and what the presented key may
 /// do, so the page asks for a key only when needed and hides what it may not do.
-pub async fn session(State(st): State<Services>, headers: HeaderMap) -> Response {
+pub(crate) async fn session(State(st): State<Services>, headers: HeaderMap) -> Response {
     let access = match st.keys.grants(ApiKeys::presented(&headers)) {
         Access::Manage | Access::Write => "manage",
         Access::Read => "read",

@@ -17,7 +17,7 @@ use crate::error::Error;
 
 /// An error answered as `{"status":{"error":"..."},"time":...}`.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
     /// For a 5xx: the request id and the full cause chain, logged by [`log_failures`] and
@@ -28,24 +28,19 @@ pub struct ApiError {
 /// The cause of a 5xx answer, carried to the logging middleware in a response extension
 /// so that converting an error has no side effects.
 #[derive(Clone, Debug)]
-pub struct InternalCause {
+pub(crate) struct InternalCause {
     id: String,
     chain: String,
 }
 
 impl ApiError {
     /// An error with an explicit status and full message.
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
             cause: None,
         }
-    }
-
-    /// The message.
-    pub fn message(&self) -> &str {
-        &self.message
     }
 }
 
@@ -102,7 +97,7 @@ impl IntoResponse for ApiError {
 /// Middleware: an error answered by the framework itself (405 for a wrong method, 413 for
 /// an oversized body, a rejected header) has a plain-text or empty body; it gets Qdrant's
 /// envelope like every other error.
-pub async fn envelope_bare_errors(req: Request, next: axum::middleware::Next) -> Response {
+pub(crate) async fn envelope_bare_errors(req: Request, next: axum::middleware::Next) -> Response {
     let resp = next.run(req).await;
     let status = resp.status();
     let is_json = resp
@@ -137,7 +132,7 @@ pub async fn envelope_bare_errors(req: Request, next: axum::middleware::Next) ->
 }
 
 /// Middleware: logs the cause of every 5xx answer with its request id.
-pub async fn log_failures(req: Request, next: axum::middleware::Next) -> Response {
+pub(crate) async fn log_failures(req: Request, next: axum::middleware::Next) -> Response {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let resp = next.run(req).await;
     if let Some(cause) = resp.extensions().get::<InternalCause>() {
@@ -147,11 +142,11 @@ pub async fn log_failures(req: Request, next: axum::middleware::Next) -> Respons
 }
 
 /// The result type of handlers.
-pub type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// Captures the start of a handler so responses can carry Qdrant's `time` field.
 #[derive(Clone, Copy, Debug)]
-pub struct Timer(Instant);
+pub(crate) struct Timer(Instant);
 
 impl<S: Send + Sync> FromRequestParts<S> for Timer {
     type Rejection = std::convert::Infallible;
@@ -162,7 +157,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Timer {
 
 impl Timer {
     /// `200 {"result": ..., "status": "ok", "time": ...}`.
-    pub fn ok<T: Serialize>(&self, result: T) -> ApiResult {
+    pub(crate) fn ok<T: Serialize>(&self, result: T) -> ApiResult {
         // Serialized straight into the body: no intermediate `Value` (see `api::points`).
         #[derive(Serialize)]
         struct Envelope<T> {
@@ -179,7 +174,7 @@ impl Timer {
     }
 
     /// `202 {"status": "accepted", "time": ...}`, as Qdrant answers `wait=false`.
-    pub fn accepted(&self) -> Response {
+    pub(crate) fn accepted(&self) -> Response {
         (
             StatusCode::ACCEPTED,
             Json(json!({"status": "accepted", "time": self.0.elapsed().as_secs_f64()})),
@@ -189,7 +184,7 @@ impl Timer {
 }
 
 /// A JSON body parsed whatever its content type, answering errors in the envelope.
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
@@ -222,7 +217,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 }
 
 /// Query parameters, answering errors in the envelope.
-pub struct ApiQuery<T>(pub T);
+pub(crate) struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
@@ -240,7 +235,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 }
 
 /// Percent-decoded path parameters, answering errors in the envelope.
-pub struct ApiPath<T>(pub T);
+pub(crate) struct ApiPath<T>(pub T);
 
 impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
     type Rejection = ApiError;

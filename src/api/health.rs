@@ -6,10 +6,10 @@ use axum::Json;
 use serde_json::json;
 
 use crate::service::Services;
-pub use crate::service::{QDRANT_COMPAT_VERSION, QDRANT_TITLE};
+pub(crate) use crate::service::{QDRANT_COMPAT_VERSION, QDRANT_TITLE};
 
 /// `GET /`: Qdrant's version probe (no envelope), plus this product's own version.
-pub async fn root() -> Response {
+pub(crate) async fn root() -> Response {
     Json(json!({
         "title": QDRANT_TITLE,
         "version": QDRANT_COMPAT_VERSION,
@@ -21,18 +21,18 @@ pub async fn root() -> Response {
 }
 
 /// `GET /healthz`
-pub async fn healthz() -> &'static str {
+pub(crate) async fn healthz() -> &'static str {
     "healthz check passed"
 }
 
 /// `GET /livez`
-pub async fn livez() -> &'static str {
+pub(crate) async fn livez() -> &'static str {
     "livez check passed"
 }
 
 /// `GET /readyz`: ready once collections are loaded. A failing snapshot storage does not
 /// make the service unready (collections keep serving), but the answer names it.
-pub async fn readyz(State(st): State<Services>) -> String {
+pub(crate) async fn readyz(State(st): State<Services>) -> String {
     match st.storage_health.problem().await {
         None => "all shards are ready".to_string(),
         Some(problem) => format!("all shards are ready; snapshot storage failing: {problem}"),

@@ -3,14 +3,14 @@
 //! Handlers only parse requests into the service layer's types and shape its results as
 //! Qdrant's JSON; the rules live in [`crate::service`].
 
-pub mod auth;
-pub mod collections;
-pub mod dashboard;
-pub mod error;
-pub mod health;
-pub mod observe;
-pub mod points;
-pub mod snapshots;
+pub(crate) mod auth;
+pub(crate) mod collections;
+pub(crate) mod dashboard;
+pub(crate) mod error;
+pub(crate) mod health;
+pub(crate) mod observe;
+pub(crate) mod points;
+pub(crate) mod snapshots;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put, MethodRouter};

@@ -11,7 +11,7 @@ use crate::service::Services;
 use crate::telemetry;
 
 /// `GET /metrics`: Prometheus metrics in the OpenMetrics text format.
-pub async fn metrics(State(st): State<Services>) -> Response {
+pub(crate) async fn metrics(State(st): State<Services>) -> Response {
     (
         [(CONTENT_TYPE, telemetry::CONTENT_TYPE)],
         crate::service::exposition::exposition(&st),
@@ -21,7 +21,7 @@ pub async fn metrics(State(st): State<Services>) -> Response {
 
 /// Counts each request by its route template (never the raw path, which would make a
 /// series per collection and per probe) and status, with its latency.
-pub async fn record(req: Request, next: Next) -> Response {
+pub(crate) async fn record(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()

@@ -19,7 +19,7 @@ use crate::service::Services;
 
 /// Query parameters of writes (`ordering` and `timeout` are accepted and ignored).
 #[derive(Deserialize, Default)]
-pub struct WriteParams {
+pub(crate) struct WriteParams {
     #[serde(default)]
     wait: Option<bool>,
 }
@@ -33,7 +33,7 @@ fn update_json(r: &UpdateResult) -> Value {
 }
 
 /// `PUT /collections/{c}/points`
-pub async fn upsert(
+pub(crate) async fn upsert(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -51,7 +51,7 @@ pub async fn upsert(
 /// `with_payload`: a bool, a list of keys, or `{"include": [...]}` / `{"exclude": [...]}`.
 #[derive(Deserialize, Clone, Debug)]
 #[serde(untagged)]
-pub enum WithPayload {
+pub(crate) enum WithPayload {
     /// All or nothing.
     Bool(bool),
     /// Only these keys.
@@ -87,7 +87,7 @@ impl WithPayload {
 /// `with_vector`: a bool or a list of vector names.
 #[derive(Deserialize, Clone, Debug)]
 #[serde(untagged)]
-pub enum WithVector {
+pub(crate) enum WithVector {
     /// All or nothing.
     Bool(bool),
     /// Only these names.
@@ -211,7 +211,7 @@ struct ScrollOut {
 
 /// Body of `POST /collections/{c}/points`.
 #[derive(Deserialize)]
-pub struct RetrieveBody {
+pub(crate) struct RetrieveBody {
     ids: Vec<PointId>,
     #[serde(default)]
     with_payload: Option<WithPayload>,
@@ -220,7 +220,7 @@ pub struct RetrieveBody {
 }
 
 /// `POST /collections/{c}/points`
-pub async fn retrieve(
+pub(crate) async fn retrieve(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -232,7 +232,7 @@ pub async fn retrieve(
 }
 
 /// `GET /collections/{c}/points/{id}`
-pub async fn get_point(
+pub(crate) async fn get_point(
     t: Timer,
     State(st): State<Services>,
     ApiPath((name, id)): ApiPath<(String, String)>,
@@ -253,7 +253,7 @@ pub async fn get_point(
 
 /// Selects points by ids or filter (delete and payload updates).
 #[derive(Deserialize)]
-pub struct SelectorBody {
+pub(crate) struct SelectorBody {
     #[serde(default)]
     points: Option<Vec<PointId>>,
     #[serde(default)]
@@ -271,7 +271,7 @@ impl SelectorBody {
 }
 
 /// `POST /collections/{c}/points/delete`
-pub async fn delete(
+pub(crate) async fn delete(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -288,7 +288,7 @@ pub async fn delete(
 
 /// Body of the set/overwrite payload endpoints.
 #[derive(Deserialize)]
-pub struct SetPayloadBody {
+pub(crate) struct SetPayloadBody {
     payload: Payload,
     #[serde(default)]
     key: Option<String>,
@@ -298,7 +298,7 @@ pub struct SetPayloadBody {
 
 /// Body of `POST /collections/{c}/points/payload/delete`.
 #[derive(Deserialize)]
-pub struct DeletePayloadBody {
+pub(crate) struct DeletePayloadBody {
     keys: Vec<String>,
     #[serde(flatten)]
     selector: SelectorBody,
@@ -321,7 +321,7 @@ async fn payload_update(
 }
 
 /// `POST /collections/{c}/points/payload`: merge into existing payloads.
-pub async fn set_payload(
+pub(crate) async fn set_payload(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -333,7 +333,7 @@ pub async fn set_payload(
 }
 
 /// `PUT /collections/{c}/points/payload`: replace payloads.
-pub async fn overwrite_payload(
+pub(crate) async fn overwrite_payload(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -345,7 +345,7 @@ pub async fn overwrite_payload(
 }
 
 /// `POST /collections/{c}/points/payload/delete`: remove keys.
-pub async fn delete_payload(
+pub(crate) async fn delete_payload(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -357,7 +357,7 @@ pub async fn delete_payload(
 }
 
 /// `POST /collections/{c}/points/payload/clear`: remove every key.
-pub async fn clear_payload(
+pub(crate) async fn clear_payload(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -370,7 +370,7 @@ pub async fn clear_payload(
 /// One operation of `POST /collections/{c}/points/batch`.
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum BatchOperation {
+pub(crate) enum BatchOperation {
     /// `{"upsert": {"points": ..}}` or `{"upsert": {"batch": ..}}`.
     Upsert(UpsertInput),
     /// `{"delete": {"points": ..}}` or a filter.
@@ -410,12 +410,12 @@ impl BatchOperation {
 
 /// Body of `POST /collections/{c}/points/batch`.
 #[derive(Deserialize)]
-pub struct BatchBody {
+pub(crate) struct BatchBody {
     operations: Vec<BatchOperation>,
 }
 
 /// `POST /collections/{c}/points/batch`
-pub async fn batch_update(
+pub(crate) async fn batch_update(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -436,7 +436,7 @@ pub async fn batch_update(
 
 /// Body of `POST /collections/{c}/points/scroll`.
 #[derive(Deserialize)]
-pub struct ScrollBody {
+pub(crate) struct ScrollBody {
     #[serde(default)]
     offset: Option<PointId>,
     #[serde(default)]
@@ -450,7 +450,7 @@ pub struct ScrollBody {
 }
 
 /// `POST /collections/{c}/points/scroll`
-pub async fn scroll(
+pub(crate) async fn scroll(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -472,13 +472,13 @@ pub async fn scroll(
 
 /// Body of `POST /collections/{c}/points/count`.
 #[derive(Deserialize)]
-pub struct CountBody {
+pub(crate) struct CountBody {
     #[serde(default)]
     filter: Option<Filter>,
 }
 
 /// `POST /collections/{c}/points/count`
-pub async fn count(
+pub(crate) async fn count(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -490,7 +490,7 @@ pub async fn count(
 
 /// Body of `POST /collections/{c}/points/query`.
 #[derive(Deserialize)]
-pub struct QueryBody {
+pub(crate) struct QueryBody {
     #[serde(default)]
     query: Option<Value>,
     #[serde(default)]
@@ -590,7 +590,7 @@ async fn batch<B: IntoQuery>(
 }
 
 /// `POST /collections/{c}/points/query`
-pub async fn query(
+pub(crate) async fn query(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -605,12 +605,12 @@ pub async fn query(
 
 /// Body of `POST /collections/{c}/points/query/batch`.
 #[derive(Deserialize)]
-pub struct QueryBatchBody {
+pub(crate) struct QueryBatchBody {
     searches: Vec<QueryBody>,
 }
 
 /// `POST /collections/{c}/points/query/batch`
-pub async fn query_batch(
+pub(crate) async fn query_batch(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -627,7 +627,7 @@ pub async fn query_batch(
 
 /// Body of the legacy `POST /collections/{c}/points/search`.
 #[derive(Deserialize)]
-pub struct SearchBody {
+pub(crate) struct SearchBody {
     vector: Value,
     #[serde(default)]
     filter: Option<Filter>,
@@ -670,7 +670,7 @@ impl IntoQuery for SearchBody {
 }
 
 /// `POST /collections/{c}/points/search` (legacy; answers a bare list).
-pub async fn search(
+pub(crate) async fn search(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -683,12 +683,12 @@ pub async fn search(
 
 /// Body of `POST /collections/{c}/points/search/batch`.
 #[derive(Deserialize)]
-pub struct SearchBatchBody {
+pub(crate) struct SearchBatchBody {
     searches: Vec<SearchBody>,
 }
 
 /// `POST /collections/{c}/points/search/batch`
-pub async fn search_batch(
+pub(crate) async fn search_batch(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,

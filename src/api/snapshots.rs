@@ -24,12 +24,12 @@ use crate::service::{Operation as Op, Services};
 use crate::snapshot::{Priority, Scope};
 
 /// Header carrying the id of a background operation (`wait=false`).
-pub const OPERATION_ID_HEADER: &str = "x-operation-id";
+pub(crate) const OPERATION_ID_HEADER: &str = "x-operation-id";
 /// Header carrying a snapshot's SHA-256 on download.
-pub const CHECKSUM_HEADER: &str = "x-checksum-sha256";
+pub(crate) const CHECKSUM_HEADER: &str = "x-checksum-sha256";
 
 /// Snapshot routes (merged outside the JSON body limit: uploads stream unbounded).
-pub fn routes(st: &Services) -> Router<Services> {
+pub(crate) fn routes(st: &Services) -> Router<Services> {
     let g = |op, h| guarded(st, op, h);
     let json_limit = DefaultBodyLimit::max(1 << 20);
     Router::new()
@@ -98,7 +98,7 @@ pub fn routes(st: &Services) -> Router<Services> {
 
 /// `?wait=` (default true on every snapshot endpoint, as in Qdrant).
 #[derive(Deserialize, Default)]
-pub struct WaitParam {
+pub(crate) struct WaitParam {
     #[serde(default)]
     wait: Option<bool>,
 }
@@ -243,7 +243,7 @@ fn httpdate(t: chrono::DateTime<chrono::Utc>) -> String {
 
 /// Body of `PUT .../snapshots/recover`.
 #[derive(Deserialize)]
-pub struct RecoverBody {
+pub(crate) struct RecoverBody {
     location: String,
     /// Priorities only matter between replicas; a single node restores and activates.
     #[serde(default)]
@@ -278,7 +278,7 @@ async fn recover(
 
 /// Query of the upload endpoints.
 #[derive(Deserialize, Default)]
-pub struct UploadParams {
+pub(crate) struct UploadParams {
     #[serde(default)]
     wait: Option<bool>,
     /// Accepted for Qdrant compatibility; see [`RecoverBody`].

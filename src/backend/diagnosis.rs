@@ -13,7 +13,7 @@ use crate::error::{BoxError, Error};
 /// An error of a storage write or read carried as `source`: [`Error::Storage`] with a
 /// summary a person can act on when a backend failure is in its chain, otherwise an
 /// internal error with `context`.
-pub fn storage_error(context: impl Into<String>, source: impl Into<BoxError>) -> Error {
+pub(crate) fn storage_error(context: impl Into<String>, source: impl Into<BoxError>) -> Error {
     let source = source.into();
     match find(source.as_ref()).and_then(summary) {
         Some(summary) => Error::Storage { summary, source },
@@ -22,7 +22,7 @@ pub fn storage_error(context: impl Into<String>, source: impl Into<BoxError>) ->
 }
 
 /// The first [`BackendError`] in `err`'s source chain (itself included).
-pub fn find<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a BackendError> {
+pub(crate) fn find<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a BackendError> {
     let mut cur: Option<&'a (dyn StdError + 'static)> = Some(err);
     while let Some(e) = cur {
         if let Some(b) = e.downcast_ref::<BackendError>() {
@@ -43,7 +43,7 @@ pub fn find<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a BackendError> {
 /// `WHERE: WHAT`, naming the storage without local paths, object keys, the server's answer
 /// or credentials. `None` for a missing object or a bad key, which
 /// are not storage failures.
-pub fn summary(err: &BackendError) -> Option<String> {
+pub(crate) fn summary(err: &BackendError) -> Option<String> {
     let (place, what) = match err {
         BackendError::NotFound(_)
         | BackendError::AlreadyExists(_)

@@ -18,7 +18,7 @@ use crate::telemetry::{self, BackendLabels};
 
 /// Wraps a backend; every method delegates, counting the bytes that pass.
 #[derive(Debug)]
-pub struct Metered<B> {
+pub(crate) struct Metered<B> {
     inner: B,
     written: Counter,
     read: Counter,
@@ -26,7 +26,7 @@ pub struct Metered<B> {
 
 impl<B> Metered<B> {
     /// Counts `inner`'s traffic under the label `backend` (`local` or `s3`).
-    pub fn new(inner: B, backend: &'static str) -> Self {
+    pub(crate) fn new(inner: B, backend: &'static str) -> Self {
         let m = telemetry::get();
         let labels = BackendLabels { backend };
         Metered {

@@ -1,13 +1,12 @@
 //! Snapshot storage: one object-safe trait, a local-filesystem and an S3 implementation.
 
-pub mod conformance;
-pub mod diagnosis;
-pub mod key;
-pub mod local;
-pub mod metered;
-pub mod s3;
+pub(crate) mod diagnosis;
+pub(crate) mod key;
+pub(crate) mod local;
+pub(crate) mod metered;
+pub(crate) mod s3;
 mod s3_http;
-pub mod s3_uploads;
+pub(crate) mod s3_uploads;
 
 use std::fmt;
 use std::ops::Range;

@@ -44,7 +44,7 @@ use crate::error::{Error, Result};
 use crate::secret::Secret;
 
 /// The region used when neither the options nor `AWS_REGION` / `AWS_DEFAULT_REGION` name one.
-pub const DEFAULT_REGION: &str = "us-east-1";
+pub(crate) const DEFAULT_REGION: &str = "us-east-1";
 
 /// Options of the S3 backend (configured as `storage.snapshots_config.s3_config`).
 #[derive(Clone, Debug, PartialEq)]

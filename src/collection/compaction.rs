@@ -24,11 +24,11 @@ use super::record::{self, Operation, Record, FILE_MAGIC};
 use super::types::{PointId, PointWrite};
 
 /// A segment is rewritten once at least this fraction of its point entries is dead.
-pub const REWRITE_DEAD_RATIO: f64 = 0.5;
+pub(crate) const REWRITE_DEAD_RATIO: f64 = 0.5;
 
 /// What one sealed segment holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct SegmentUsage {
+pub(crate) struct SegmentUsage {
     /// Point entries (upserted points and deleted ids).
     pub entries: u64,
     /// Entries a rewrite would drop.
@@ -90,7 +90,7 @@ fn survivors(
 }
 
 /// Reads one sealed segment and counts what a rewrite would drop.
-pub fn measure(
+pub(crate) fn measure(
     seg: &SealedFile,
     oldest: bool,
     version_of: impl Fn(&PointId) -> Option<u64>,
@@ -114,7 +114,7 @@ pub fn measure(
 /// Chooses runs of adjacent segments to rewrite, each into one file: segments at least
 /// half dead, plus small segments beside them or beside each other. A run's expected
 /// output stays under `max_bytes`; a run that would free nothing is dropped.
-pub fn plan(usage: &[SegmentUsage], small: u64, max_bytes: u64) -> Vec<Range<usize>> {
+pub(crate) fn plan(usage: &[SegmentUsage], small: u64, max_bytes: u64) -> Vec<Range<usize>> {
     let is_small = |u: &SegmentUsage| u.bytes < small;
     let wanted: Vec<bool> = usage
         .iter()
@@ -159,7 +159,7 @@ fn neighbour_dead(usage: &[SegmentUsage], i: usize) -> bool {
 /// their surviving records, named for the range they cover. Returns the new segment (`None`
 /// when nothing survives) and the number of entries dropped. Runs without the writer lock:
 /// sealed files never change, and replacing one by a file of the same name is a rename.
-pub fn rewrite(
+pub(crate) fn rewrite(
     dir: &Path,
     files: &[SealedFile],
     oldest: bool,

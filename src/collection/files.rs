@@ -18,7 +18,7 @@ use super::record::{self, Record, RecordError, FILE_MAGIC};
 
 /// Errors of the data directory.
 #[derive(Debug, thiserror::Error)]
-pub enum FilesError {
+pub(crate) enum FilesError {
     /// A filesystem call failed.
     #[error("{action} `{path}`")]
     Io {
@@ -53,7 +53,7 @@ pub(super) fn io_err<'a>(
 
 /// A sealed, immutable file of records.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SealedFile {
+pub(crate) struct SealedFile {
     /// First WAL sequence number covered.
     pub start: u64,
     /// Last WAL sequence number covered.
@@ -64,7 +64,7 @@ pub struct SealedFile {
 
 impl SealedFile {
     /// The file name, as stored in snapshots.
-    pub fn file_name(&self) -> String {
+    pub(crate) fn file_name(&self) -> String {
         segment_name(self.start, self.end)
     }
 }
@@ -99,13 +99,13 @@ fn parse_wal_name(name: &str) -> Option<u64> {
 }
 
 /// Fsyncs a directory so renames and unlinks in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<(), FilesError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), FilesError> {
     crate::io::fs::sync_dir(dir).map_err(io_err("failed to sync directory", dir))
 }
 
 /// The open data directory of one collection.
 #[derive(Debug)]
-pub struct DataDir {
+pub(crate) struct DataDir {
     dir: PathBuf,
     active: File,
     active_seq: u64,
@@ -121,7 +121,7 @@ impl DataDir {
     ///
     /// With `replay_sealed` false, sealed segments are only listed: their records were
     /// already loaded (and CRC-checked) while a snapshot streamed in.
-    pub fn open(
+    pub(crate) fn open(
         dir: &Path,
         replay_sealed: bool,
         mut apply: impl FnMut(Record),
@@ -184,7 +184,7 @@ impl DataDir {
     }
 
     /// Appends encoded records and, when `sync`, makes them durable before returning.
-    pub fn append(&mut self, bytes: &[u8], sync: bool) -> Result<(), FilesError> {
+    pub(crate) fn append(&mut self, bytes: &[u8], sync: bool) -> Result<(), FilesError> {
         let path = self.dir.join(wal_name(self.active_seq));
         // Snapshot writers pause while this is in flight (see `crate::io::pacer`).
         let _in_flight = sync.then(crate::io::pacer::durable_write);
@@ -201,17 +201,17 @@ impl DataDir {
     }
 
     /// Bytes in the active WAL, header included.
-    pub fn active_len(&self) -> u64 {
+    pub(crate) fn active_len(&self) -> u64 {
         self.active_len
     }
 
     /// The sealed files, oldest first.
-    pub fn sealed(&self) -> &[SealedFile] {
+    pub(crate) fn sealed(&self) -> &[SealedFile] {
         &self.sealed
     }
 
     /// Seals the active WAL into a segment and starts a new one. A no-op when it is empty.
-    pub fn rotate(&mut self) -> Result<(), FilesError> {
+    pub(crate) fn rotate(&mut self) -> Result<(), FilesError> {
         if self.active_len <= FILE_MAGIC.len() as u64 {
             return Ok(());
         }
@@ -243,7 +243,7 @@ impl DataDir {
     /// tail is cut only at start-up), so the pinned prefix is as immutable as a segment; it
     /// is named as the segment a rotation would make of it (`{n}-{n}.seg`, same format), so
     /// a snapshot of it restores as a sealed segment. Nothing is written.
-    pub fn pin_with_active(&self) -> Result<Vec<PinnedFile>, FilesError> {
+    pub(crate) fn pin_with_active(&self) -> Result<Vec<PinnedFile>, FilesError> {
         let mut files = self.pin()?;
         if self.active_len > FILE_MAGIC.len() as u64 {
             let path = self.dir.join(wal_name(self.active_seq));
@@ -258,7 +258,7 @@ impl DataDir {
     }
 
     /// Opens every sealed file; call under the writer lock.
-    pub fn pin(&self) -> Result<Vec<PinnedFile>, FilesError> {
+    pub(crate) fn pin(&self) -> Result<Vec<PinnedFile>, FilesError> {
         self.sealed
             .iter()
             .map(|s| {
@@ -278,7 +278,7 @@ impl DataDir {
 
     /// Puts a rewritten file (`None`: nothing survived) in place of `replaced`, a run of
     /// adjacent sealed files, then removes those of them it does not overwrite by name.
-    pub fn replace_run(
+    pub(crate) fn replace_run(
         &mut self,
         out: Option<SealedFile>,
         replaced: &[SealedFile],
@@ -347,7 +347,7 @@ fn check_magic(r: &mut impl Read) -> io::Result<bool> {
 }
 
 /// Calls `f` for each record of a sealed file; any damage is an error.
-pub fn for_each_record(
+pub(crate) fn for_each_record(
     path: &Path,
     mut f: impl FnMut(Record) -> Result<(), FilesError>,
 ) -> Result<(), FilesError> {
@@ -507,7 +507,7 @@ mod tests {
         let mut bytes = vec![0u8; wal.len as usize];
         std::os::unix::fs::FileExt::read_exact_at(&wal.file, &mut bytes, 0).unwrap();
         assert_eq!(&bytes[..FILE_MAGIC.len()], FILE_MAGIC);
-        let (rec, n) = record::decode_framed(&bytes[FILE_MAGIC.len()..])
+        let (rec, n) = record::decode_framed_ref(&bytes[FILE_MAGIC.len()..])
             .unwrap()
             .unwrap();
         assert_eq!((rec.op_id, FILE_MAGIC.len() + n), (2, bytes.len()));

@@ -26,7 +26,7 @@ struct BatchIn {
 
 /// An upsert body: the `points` or the `batch` form.
 #[derive(Deserialize)]
-pub struct UpsertInput {
+pub(crate) struct UpsertInput {
     #[serde(default)]
     points: Option<Vec<PointIn>>,
     #[serde(default)]
@@ -39,7 +39,7 @@ impl UpsertInput {
     /// # Errors
     /// `BadInput` when the body has both forms or neither, or a batch's columns differ in
     /// length.
-    pub fn into_points(self) -> Result<Vec<PointInput>> {
+    pub(crate) fn into_points(self) -> Result<Vec<PointInput>> {
         match (self.points, self.batch) {
             (Some(points), None) => Ok(points
                 .into_iter()
@@ -64,7 +64,7 @@ impl UpsertInput {
 
 /// Qdrant's column-wise `batch` form of an upsert.
 #[derive(Clone, Debug)]
-pub struct PointBatch {
+pub(crate) struct PointBatch {
     /// One id per point.
     pub ids: Vec<PointId>,
     /// One vector per point, plain or per name.
@@ -78,7 +78,7 @@ impl PointBatch {
     ///
     /// # Errors
     /// `BadInput` when a column's length differs from the number of ids.
-    pub fn into_points(self) -> Result<Vec<PointInput>> {
+    pub(crate) fn into_points(self) -> Result<Vec<PointInput>> {
         let n = self.ids.len();
         let mismatch = |what: String, len: usize| {
             Error::bad_input(format!("batch has {n} ids but {len} {what}"))

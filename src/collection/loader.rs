@@ -30,7 +30,7 @@ impl std::fmt::Debug for Preloaded {
 }
 
 /// Incremental loader fed with the bytes of each segment file in order.
-pub struct StreamLoader {
+pub(crate) struct StreamLoader {
     store: PointStore,
     last_op: u64,
     point_records: u64,
@@ -42,7 +42,7 @@ pub struct StreamLoader {
 impl StreamLoader {
     /// Starts from a collection's `config.json`; `data_bytes` (the segments' total size)
     /// sizes the point store up front.
-    pub fn new(config_json: &[u8], data_bytes: u64) -> Result<Self, String> {
+    pub(crate) fn new(config_json: &[u8], data_bytes: u64) -> Result<Self, String> {
         let config: CollectionConfig = serde_json::from_slice(config_json)
             .map_err(|e| format!("config.json is invalid: {e}"))?;
         config.validate()?;
@@ -62,14 +62,14 @@ impl StreamLoader {
     }
 
     /// Starts the next segment file.
-    pub fn begin_file(&mut self) {
+    pub(crate) fn begin_file(&mut self) {
         self.pending.clear();
         self.consumed = 0;
         self.magic_seen = false;
     }
 
     /// Feeds the next bytes of the current file, applying every complete record.
-    pub fn feed(&mut self, data: &[u8]) -> Result<(), String> {
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<(), String> {
         if self.pending.is_empty() && self.magic_seen {
             // The usual case: records decode straight from the caller's buffer and only a
             // partial record at its end is kept.
@@ -116,7 +116,7 @@ impl StreamLoader {
     }
 
     /// Ends the current file: a sealed segment never ends inside a record.
-    pub fn end_file(&mut self) -> Result<(), String> {
+    pub(crate) fn end_file(&mut self) -> Result<(), String> {
         if !self.magic_seen || self.consumed != self.pending.len() {
             return Err("segment ends inside a record".into());
         }
@@ -124,7 +124,7 @@ impl StreamLoader {
     }
 
     /// The loaded points.
-    pub fn finish(self) -> Preloaded {
+    pub(crate) fn finish(self) -> Preloaded {
         Preloaded {
             store: self.store,
             last_op: self.last_op,

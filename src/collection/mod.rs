@@ -4,19 +4,19 @@
 //! memory, so the memory view never runs ahead of what is durable. Readers take a shared
 //! lock on the point store only.
 
-pub mod compaction;
-pub mod config;
-pub mod files;
-pub mod filter;
-pub mod input;
-pub mod loader;
-pub mod points;
-pub mod record;
-pub mod registry;
-pub mod tuning;
-pub mod types;
+pub(crate) mod compaction;
+pub(crate) mod config;
+pub(crate) mod files;
+pub(crate) mod filter;
+pub(crate) mod input;
+pub(crate) mod loader;
+pub(crate) mod points;
+pub(crate) mod record;
+pub(crate) mod registry;
+pub(crate) mod tuning;
+pub(crate) mod types;
 
-pub use input::{PointBatch, UpsertInput};
+pub(crate) use input::UpsertInput;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,9 +34,9 @@ use record::{Operation, Record};
 use types::{normalize, Distance, Payload, PointId, PointWrite, DEFAULT_VECTOR};
 
 /// Name of the configuration file inside a collection directory.
-pub const CONFIG_FILE: &str = "config.json";
+pub(crate) const CONFIG_FILE: &str = "config.json";
 /// Name of the data directory inside a collection directory.
-pub const DATA_DIR: &str = "data";
+pub(crate) const DATA_DIR: &str = "data";
 
 /// Seal the WAL into a segment once it grows past this.
 const ROTATE_BYTES: u64 = 64 << 20;

@@ -261,11 +261,6 @@ impl PointStore {
         }
     }
 
-    /// Whether a point exists.
-    pub fn contains(&self, id: &PointId) -> bool {
-        self.by_id.contains_key(id)
-    }
-
     /// A point's current vectors and payload (for payload updates).
     pub fn get(&self, id: &PointId) -> Option<PointView> {
         self.by_id

@@ -11,10 +11,10 @@ use uuid::Uuid;
 use super::types::{Payload, PointId, PointWrite};
 
 /// Magic bytes at the start of every WAL and segment file (format version 1).
-pub const FILE_MAGIC: &[u8; 8] = b"SNAPSEG1";
+pub(crate) const FILE_MAGIC: &[u8; 8] = b"SNAPSEG1";
 
 /// Largest record body accepted when reading, so a corrupted length cannot allocate wildly.
-pub const MAX_RECORD_LEN: usize = 1 << 30;
+pub(crate) const MAX_RECORD_LEN: usize = 1 << 30;
 
 const KIND_UPSERT: u8 = 1;
 const KIND_DELETE: u8 = 2;
@@ -80,7 +80,7 @@ pub struct PointRef<'a> {
 }
 
 /// Decodes little-endian `f32`s; `raw.len()` is a multiple of 4.
-pub fn f32s(raw: &[u8]) -> impl Iterator<Item = f32> + '_ {
+pub(crate) fn f32s(raw: &[u8]) -> impl Iterator<Item = f32> + '_ {
     raw.chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
@@ -129,7 +129,7 @@ impl RecordRef<'_> {
 
 /// Why a record could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum RecordError {
+pub(crate) enum RecordError {
     /// The file ended inside a record: a torn write at the tail of the log.
     #[error("file ends inside a record")]
     Truncated,
@@ -155,7 +155,7 @@ fn put_id(buf: &mut Vec<u8>, id: &PointId) {
 }
 
 /// Appends the framed encoding of `record` to `out`.
-pub fn encode(record: &Record, out: &mut Vec<u8>) {
+pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0u8; 8]);
     out.extend_from_slice(&record.op_id.to_le_bytes());
@@ -200,7 +200,7 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
 }
 
 /// Reads the next record; `Ok(None)` at a clean end of file.
-pub fn read_next(r: &mut impl Read) -> Result<Option<(Record, u64)>, RecordError> {
+pub(crate) fn read_next(r: &mut impl Read) -> Result<Option<(Record, u64)>, RecordError> {
     let mut head = [0u8; 8];
     let mut got = 0;
     while got < 8 {
@@ -236,14 +236,10 @@ pub fn read_next(r: &mut impl Read) -> Result<Option<(Record, u64)>, RecordError
     Ok(Some((record, 8 + len as u64)))
 }
 
-/// Decodes the framed record at the start of `buf`: `Ok(None)` if `buf` holds only part of
-/// it, else the record and the bytes it took.
-pub fn decode_framed(buf: &[u8]) -> Result<Option<(Record, usize)>, RecordError> {
-    Ok(decode_framed_ref(buf)?.map(|(rec, n)| (rec.into_owned(), n)))
-}
-
-/// [`decode_framed`], borrowing the vectors from `buf`. Used to load records from a stream.
-pub fn decode_framed_ref(buf: &[u8]) -> Result<Option<(RecordRef<'_>, usize)>, RecordError> {
+/// Decodes the framed record at the start of `buf`, borrowing the vectors from it: `Ok(None)`
+/// if `buf` holds only part of it, else the record and the bytes it took. Used to load
+/// records from a stream.
+pub(crate) fn decode_framed_ref(buf: &[u8]) -> Result<Option<(RecordRef<'_>, usize)>, RecordError> {
     if buf.len() < 8 {
         return Ok(None);
     }

@@ -29,6 +29,8 @@ const REPLACED_PREFIX: &str = ".replaced.";
 /// One alias change, as in `POST /collections/aliases`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
+// The variants are Qdrant's JSON keys (`create_alias`, `delete_alias`, `rename_alias`).
+#[allow(clippy::enum_variant_names)]
 pub enum AliasAction {
     /// Point `alias_name` at `collection_name`.
     CreateAlias {
@@ -53,7 +55,7 @@ pub enum AliasAction {
 
 /// Checks a collection or alias name: what Qdrant forbids plus anything that could escape
 /// or collide with the service's own hidden work directories.
-pub fn validate_name(name: &str) -> Result<()> {
+pub(crate) fn validate_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > 255 {
         return Err(Error::bad_input(
             "collection name must be between 1 and 255 characters",
@@ -163,11 +165,6 @@ impl Registry {
     /// This node's id, used in snapshot names like Qdrant's Raft peer id.
     pub fn peer_id(&self) -> u64 {
         self.peer_id
-    }
-
-    /// The storage root.
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// A fresh, empty staging directory on the storage filesystem.

@@ -105,7 +105,7 @@ impl Distance {
 }
 
 /// Dot product with independent accumulators so the compiler vectorizes it.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let (ra, rb) = (ca.remainder(), cb.remainder());
@@ -143,7 +143,7 @@ fn l1(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Scales `v` to unit length in place (a zero vector stays zero).
-pub fn normalize(v: &mut [f32]) {
+pub(crate) fn normalize(v: &mut [f32]) {
     let norm = dot(v, v).sqrt();
     if norm > f32::EPSILON {
         v.iter_mut().for_each(|x| *x /= norm);
@@ -182,7 +182,7 @@ pub enum VectorsConfig {
 }
 
 /// The internal name of the unnamed vector.
-pub const DEFAULT_VECTOR: &str = "";
+pub(crate) const DEFAULT_VECTOR: &str = "";
 
 impl VectorsConfig {
     /// Every vector space by internal name (`""` for the unnamed vector).
@@ -205,7 +205,7 @@ impl VectorsConfig {
 
 /// The vectors of one point in a request: a plain vector or named vectors.
 #[derive(Clone, Debug, PartialEq)]
-pub enum VectorInput {
+pub(crate) enum VectorInput {
     /// The unnamed vector.
     Plain(Vec<f32>),
     /// Named vectors.
@@ -214,7 +214,7 @@ pub enum VectorInput {
 
 impl VectorInput {
     /// Converts into `(name, vector)` pairs with `""` for the unnamed vector.
-    pub fn into_named(self) -> Vec<(String, Vec<f32>)> {
+    pub(crate) fn into_named(self) -> Vec<(String, Vec<f32>)> {
         match self {
             VectorInput::Plain(v) => vec![(DEFAULT_VECTOR.to_string(), v)],
             VectorInput::Named(m) => m.into_iter().collect(),
@@ -275,7 +275,7 @@ impl<'de> Deserialize<'de> for VectorInput {
 
 /// The vectors of a `Batch`: a list of plain vectors or, per name, a list of vectors.
 #[derive(Clone, Debug, PartialEq)]
-pub enum BatchVectors {
+pub(crate) enum BatchVectors {
     /// One unnamed vector per point.
     Plain(Vec<Vec<f32>>),
     /// For each name, one vector per point.

@@ -16,7 +16,7 @@ pub(crate) const READ_CHUNK: u64 = 1 << 20;
 /// The bytes of `file` in `range` (ending early at the end of the file) as a stream of
 /// chunks of up to 1 MiB, each read positionally on the blocking pool straight into the
 /// buffer it is handed on in. Downloads and every recovery from a local file read this way.
-pub fn file_stream(file: std::fs::File, range: Range<u64>) -> ByteStream {
+pub(crate) fn file_stream(file: std::fs::File, range: Range<u64>) -> ByteStream {
     let file = std::sync::Arc::new(file);
     futures::stream::try_unfold(range.start, move |offset| {
         let file = std::sync::Arc::clone(&file);

@@ -5,8 +5,8 @@
 //! Nothing here knows about collections, snapshots or backends; they all build on it.
 
 pub(crate) mod bulk_file;
-pub mod file_stream;
+pub(crate) mod file_stream;
 pub(crate) mod fs;
 pub(crate) mod low_priority;
 pub(crate) mod pacer;
-pub mod progress;
+pub(crate) mod progress;

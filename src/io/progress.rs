@@ -45,14 +45,14 @@ impl ProgressCounter {
 }
 
 /// `stream`, counting the bytes it yields into `progress`.
-pub fn counted(stream: ByteStream, progress: Progress) -> ByteStream {
+pub(crate) fn counted(stream: ByteStream, progress: Progress) -> ByteStream {
     stream
         .inspect_ok(move |b| progress.add(b.len() as u64))
         .boxed()
 }
 
 /// Runs `work`, calling `report(bytes done, elapsed)` every `period` until it ends.
-pub async fn reporting<T>(
+pub(crate) async fn reporting<T>(
     period: Duration,
     progress: &Progress,
     mut report: impl FnMut(u64, Duration),
@@ -70,7 +70,7 @@ pub async fn reporting<T>(
 }
 
 /// One progress line: `412.0 MiB of 2.0 GiB (20%), 180.3 MiB/s`.
-pub fn describe(done: u64, total: Option<u64>, elapsed: Duration) -> String {
+pub(crate) fn describe(done: u64, total: Option<u64>, elapsed: Duration) -> String {
     const MIB: f64 = (1u64 << 20) as f64;
     let rate = done as f64 / MIB / elapsed.as_secs_f64().max(1e-3);
     match total {

@@ -9,7 +9,7 @@
 //! finished by running it again. Points travel as REST's JSON, or over gRPC when both
 //! servers' gRPC addresses are given (`crate::qdrant_api::grpc`); everything else stays on REST.
 
-pub mod progress;
+pub(crate) mod progress;
 
 use futures::StreamExt;
 use serde_json::{json, Value};

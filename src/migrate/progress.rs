@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 const LINE_EVERY: Duration = Duration::from_secs(2);
 
 /// Progress of copying one collection's points.
-pub struct Progress {
+pub(crate) struct Progress {
     name: String,
     total: u64,
     done: u64,
@@ -18,7 +18,7 @@ pub struct Progress {
 
 impl Progress {
     /// Starts reporting for `name`, which has about `total` points.
-    pub fn new(name: &str, total: u64) -> Self {
+    pub(crate) fn new(name: &str, total: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(total);
             if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -40,7 +40,7 @@ impl Progress {
     }
 
     /// `n` more points copied.
-    pub fn add(&mut self, n: u64) {
+    pub(crate) fn add(&mut self, n: u64) {
         self.done += n;
         match &self.bar {
             Some(bar) => bar.set_position(self.done),
@@ -80,7 +80,7 @@ impl Progress {
     }
 
     /// Ends the bar or prints the last line.
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         match self.bar {
             Some(bar) => bar.finish(),
             None => eprintln!("{}", self.line()),

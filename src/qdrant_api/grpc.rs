@@ -31,7 +31,7 @@ impl tonic::service::Interceptor for ApiKey {
 
 /// One server's points service.
 #[derive(Clone)]
-pub struct GrpcPoints {
+pub(crate) struct GrpcPoints {
     url: String,
     client: PointsClient<InterceptedService<Channel, ApiKey>>,
 }
@@ -45,12 +45,12 @@ impl std::fmt::Debug for GrpcPoints {
 }
 
 /// A page of points in the shape the destination's upsert takes.
-pub type Page = Vec<PointStruct>;
+pub(crate) type Page = Vec<PointStruct>;
 
 impl GrpcPoints {
     /// Connects to the gRPC API at `url` (e.g. `http://127.0.0.1:6334`), sending `api_key`
     /// as the `api-key` header when given.
-    pub async fn connect(url: &str, api_key: Option<String>) -> Result<Self, String> {
+    pub(crate) async fn connect(url: &str, api_key: Option<String>) -> Result<Self, String> {
         let key = match api_key {
             Some(k) => Some(
                 MetadataValue::try_from(k.as_str())
@@ -77,7 +77,7 @@ impl GrpcPoints {
     }
 
     /// One page of `name` from `offset`, with payloads and vectors, and the next offset.
-    pub async fn scroll(
+    pub(crate) async fn scroll(
         &self,
         name: &str,
         offset: Option<PointId>,
@@ -111,7 +111,7 @@ impl GrpcPoints {
     }
 
     /// Upserts `points` into `name`, waiting until they are applied.
-    pub async fn upsert(&self, name: &str, points: Page) -> Result<(), String> {
+    pub(crate) async fn upsert(&self, name: &str, points: Page) -> Result<(), String> {
         let req = UpsertPoints {
             collection_name: name.to_string(),
             wait: Some(true),

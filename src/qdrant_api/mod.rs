@@ -2,8 +2,8 @@
 //! for points in bulk. It talks to any server that speaks the API (Qdrant or snapstream).
 //! `migrate` is built on it; backups and restores of Qdrant deployments will be too.
 
-pub mod grpc;
-pub mod rest;
+pub(crate) mod grpc;
+pub(crate) mod rest;
 
-pub use grpc::GrpcPoints;
-pub use rest::{CallError, Server};
+pub(crate) use grpc::GrpcPoints;
+pub(crate) use rest::Server;

@@ -8,18 +8,18 @@ use serde_json::{json, Value};
 
 /// One server.
 #[derive(Clone, Debug)]
-pub struct Server {
+pub(crate) struct Server {
     base: String,
     api_key: Option<String>,
     http: reqwest::Client,
 }
 
 /// What went wrong talking to a server, in one line.
-pub type CallError = String;
+pub(crate) type CallError = String;
 
 impl Server {
     /// A server at `base` (e.g. `http://127.0.0.1:6333`), with an optional key.
-    pub fn new(base: &str, api_key: Option<String>) -> Result<Self, CallError> {
+    pub(crate) fn new(base: &str, api_key: Option<String>) -> Result<Self, CallError> {
         let url = url::Url::parse(base).map_err(|e| format!("`{base}` is not a URL: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!("`{base}` must be an http(s) URL"));
@@ -36,7 +36,7 @@ impl Server {
     }
 
     /// The base URL, for messages.
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.base
     }
 
@@ -64,7 +64,7 @@ impl Server {
     }
 
     /// `GET /collections`: every collection's name.
-    pub async fn collections(&self) -> Result<Vec<String>, CallError> {
+    pub(crate) async fn collections(&self) -> Result<Vec<String>, CallError> {
         let r = self.call(Method::GET, "/collections", None, false).await?;
         Ok(r.and_then(|r| r["collections"].as_array().cloned())
             .unwrap_or_default()
@@ -74,7 +74,7 @@ impl Server {
     }
 
     /// `GET /collections/{name}`, or `None` if it does not exist.
-    pub async fn collection(&self, name: &str) -> Result<Option<Value>, CallError> {
+    pub(crate) async fn collection(&self, name: &str) -> Result<Option<Value>, CallError> {
         self.call(
             Method::GET,
             &format!("/collections/{}", enc(name)),
@@ -85,7 +85,11 @@ impl Server {
     }
 
     /// `PUT /collections/{name}`.
-    pub async fn create_collection(&self, name: &str, body: &Value) -> Result<(), CallError> {
+    pub(crate) async fn create_collection(
+        &self,
+        name: &str,
+        body: &Value,
+    ) -> Result<(), CallError> {
         self.call(
             Method::PUT,
             &format!("/collections/{}", enc(name)),
@@ -97,7 +101,7 @@ impl Server {
     }
 
     /// `DELETE /collections/{name}`.
-    pub async fn delete_collection(&self, name: &str) -> Result<(), CallError> {
+    pub(crate) async fn delete_collection(&self, name: &str) -> Result<(), CallError> {
         self.call(
             Method::DELETE,
             &format!("/collections/{}", enc(name)),
@@ -109,7 +113,7 @@ impl Server {
     }
 
     /// `PUT /collections/{name}/index`.
-    pub async fn create_index(
+    pub(crate) async fn create_index(
         &self,
         name: &str,
         field: &str,
@@ -127,7 +131,7 @@ impl Server {
     }
 
     /// `POST /collections/{name}/points/count` (exact).
-    pub async fn count(&self, name: &str) -> Result<u64, CallError> {
+    pub(crate) async fn count(&self, name: &str) -> Result<u64, CallError> {
         let r = self
             .call(
                 Method::POST,
@@ -141,7 +145,7 @@ impl Server {
     }
 
     /// One page of point ids (no payloads, no vectors), and the next page's offset.
-    pub async fn scroll_ids(
+    pub(crate) async fn scroll_ids(
         &self,
         name: &str,
         offset: Option<&Value>,
@@ -171,7 +175,7 @@ impl Server {
     /// One page of whole points as an upsert body, built from the scroll answer's raw JSON
     /// (ids, vectors and payloads are passed through, never parsed into values), with the
     /// number of points and the next page's offset.
-    pub async fn scroll_raw(
+    pub(crate) async fn scroll_raw(
         &self,
         name: &str,
         offset: Option<&Value>,
@@ -218,7 +222,7 @@ impl Server {
     }
 
     /// `PUT /collections/{name}/points?wait=true` with a body built by [`Server::scroll_raw`].
-    pub async fn upsert_raw(&self, name: &str, body: String) -> Result<(), CallError> {
+    pub(crate) async fn upsert_raw(&self, name: &str, body: String) -> Result<(), CallError> {
         let url = format!("{}/collections/{}/points?wait=true", self.base, enc(name));
         let (status, text) = self.send(Method::PUT, &url, Some(body)).await?;
         if !status.is_success() {
@@ -256,7 +260,7 @@ impl Server {
     }
 
     /// `POST /collections/{name}/points`: the given points with payloads and vectors.
-    pub async fn points(&self, name: &str, ids: &[Value]) -> Result<Vec<Value>, CallError> {
+    pub(crate) async fn points(&self, name: &str, ids: &[Value]) -> Result<Vec<Value>, CallError> {
         let r = self
             .call(
                 Method::POST,
@@ -269,7 +273,7 @@ impl Server {
     }
 
     /// `GET /aliases`: (alias, collection) pairs.
-    pub async fn aliases(&self) -> Result<Vec<(String, String)>, CallError> {
+    pub(crate) async fn aliases(&self) -> Result<Vec<(String, String)>, CallError> {
         let r = self.call(Method::GET, "/aliases", None, false).await?;
         Ok(r.and_then(|r| r["aliases"].as_array().cloned())
             .unwrap_or_default()
@@ -284,7 +288,7 @@ impl Server {
     }
 
     /// `POST /collections/aliases` with `create_alias` actions (an existing alias moves).
-    pub async fn create_aliases(&self, pairs: &[(String, String)]) -> Result<(), CallError> {
+    pub(crate) async fn create_aliases(&self, pairs: &[(String, String)]) -> Result<(), CallError> {
         if pairs.is_empty() {
             return Ok(());
         }

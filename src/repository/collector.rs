@@ -31,7 +31,7 @@ pub struct Collected {
 ///
 /// A manifest that cannot be read or parsed stops the sweep before anything is deleted:
 /// the pieces it refers to cannot be known.
-pub async fn collect(
+pub(crate) async fn collect(
     backend: &DynBackend,
     leases: &Leases,
 ) -> Result<Option<Collected>, BackendError> {

@@ -13,7 +13,7 @@ use tokio_util::sync::PollSender;
 use crate::io::progress::Progress;
 
 /// Lowercase hex of a finished digest.
-pub fn hex_digest(h: Sha256) -> String {
+pub(crate) fn hex_digest(h: Sha256) -> String {
     hex::encode(h.finalize())
 }
 
@@ -142,40 +142,40 @@ impl BackgroundSha {
 /// SHA-256 of bytes handed over as [`Bytes`], shared with the hashing thread without a
 /// copy: for a stream that is hashed but written nowhere as one piece (an incremental
 /// snapshot hashes the tar it would be while storing only new pieces).
-pub struct HashFeed {
+pub(crate) struct HashFeed {
     sha: BackgroundSha,
 }
 
 impl HashFeed {
     /// A new digest; `progress` (if any) is advanced as bytes are fed.
-    pub fn new(progress: Option<Progress>) -> Self {
+    pub(crate) fn new(progress: Option<Progress>) -> Self {
         HashFeed {
             sha: BackgroundSha::new(progress),
         }
     }
 
     /// Hashes `data` next (waits while the thread's queue is full).
-    pub async fn feed(&mut self, data: Bytes) -> io::Result<()> {
+    pub(crate) async fn feed(&mut self, data: Bytes) -> io::Result<()> {
         std::future::poll_fn(|cx| self.sha.poll_ready(cx)).await?;
         self.sha.consume_bytes(data);
         Ok(())
     }
 
     /// The hex SHA-256 and byte count of everything fed.
-    pub async fn finish(self) -> io::Result<(String, u64)> {
+    pub(crate) async fn finish(self) -> io::Result<(String, u64)> {
         self.sha.finish().await
     }
 }
 
 /// A writer that hashes and counts everything written through it.
-pub struct HashingWriter<W> {
+pub(crate) struct HashingWriter<W> {
     inner: W,
     sha: BackgroundSha,
 }
 
 impl<W> HashingWriter<W> {
     /// Wraps `inner`; `progress` (if any) is advanced as bytes pass.
-    pub fn new(inner: W, progress: Option<Progress>) -> Self {
+    pub(crate) fn new(inner: W, progress: Option<Progress>) -> Self {
         HashingWriter {
             inner,
             sha: BackgroundSha::new(progress),
@@ -183,7 +183,7 @@ impl<W> HashingWriter<W> {
     }
 
     /// The inner writer, the hex SHA-256 and the byte count.
-    pub async fn finish(self) -> io::Result<(W, String, u64)> {
+    pub(crate) async fn finish(self) -> io::Result<(W, String, u64)> {
         let (hash, n) = self.sha.finish().await?;
         Ok((self.inner, hash, n))
     }
@@ -212,14 +212,14 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
 }
 
 /// A byte stream that hashes and counts every chunk passing through it.
-pub struct HashingStream<S> {
+pub(crate) struct HashingStream<S> {
     inner: S,
     sha: BackgroundSha,
 }
 
 impl<S> HashingStream<S> {
     /// Wraps `inner`; `progress` (if any) is advanced as bytes pass.
-    pub fn new(inner: S, progress: Option<Progress>) -> Self {
+    pub(crate) fn new(inner: S, progress: Option<Progress>) -> Self {
         HashingStream {
             inner,
             sha: BackgroundSha::new(progress),
@@ -227,7 +227,7 @@ impl<S> HashingStream<S> {
     }
 
     /// The hex SHA-256 and byte count of what passed.
-    pub async fn finish(self) -> io::Result<(String, u64)> {
+    pub(crate) async fn finish(self) -> io::Result<(String, u64)> {
         self.sha.finish().await
     }
 }

@@ -19,7 +19,7 @@ const FETCH_AHEAD: usize = 8;
 
 /// The header block(s) of one tar entry: a GNU header, preceded by a long-name entry when
 /// the path does not fit. Deterministic: the same path, size and mtime give the same bytes.
-pub async fn entry_header(path: &str, size: u64, mtime: u64) -> std::io::Result<Vec<u8>> {
+pub(crate) async fn entry_header(path: &str, size: u64, mtime: u64) -> std::io::Result<Vec<u8>> {
     let mut h = file_header(size, mtime);
     let mut b = Builder::new_non_terminated(Vec::new());
     b.append_data(&mut h, path, tokio::io::empty()).await?;
@@ -28,7 +28,7 @@ pub async fn entry_header(path: &str, size: u64, mtime: u64) -> std::io::Result<
 }
 
 /// The header of a regular file as every snapshot writes it: mode 0644, owner 0.
-pub fn file_header(size: u64, mtime: u64) -> Header {
+pub(crate) fn file_header(size: u64, mtime: u64) -> Header {
     let mut h = Header::new_gnu();
     h.set_entry_type(EntryType::Regular);
     h.set_size(size);
@@ -40,12 +40,12 @@ pub fn file_header(size: u64, mtime: u64) -> Header {
 }
 
 /// Zero bytes that pad an entry of `size` bytes to the 512-byte block.
-pub fn padding(size: u64) -> usize {
+pub(crate) fn padding(size: u64) -> usize {
     ((512 - size % 512) % 512) as usize
 }
 
 /// The two zero blocks that end a tar.
-pub const END: usize = 1024;
+pub(crate) const END: usize = 1024;
 
 /// One run of the tar's bytes.
 #[derive(Clone, Debug)]
@@ -98,7 +98,7 @@ async fn parts(m: &Manifest) -> std::io::Result<Vec<Part>> {
 ///
 /// Whole pieces are checked against their BLAKE3 as they arrive: a piece damaged in
 /// storage ends the stream with an error rather than serving wrong bytes.
-pub async fn read(
+pub(crate) async fn read(
     backend: DynBackend,
     m: Arc<Manifest>,
     range: Option<Range<u64>>,

@@ -24,11 +24,11 @@ use parking_lot::Mutex;
 use crate::backend::{BackendError, BackendExt, DynBackend, ObjectKey, ObjectMeta};
 
 /// The directory of leases.
-pub const LEASES_DIR: &str = ".repository/leases";
+pub(crate) const LEASES_DIR: &str = ".repository/leases";
 
 /// What a lease is held for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// A snapshot being created (many may run at once).
     Create,
     /// The collector (it runs only when no create does).
@@ -52,14 +52,14 @@ impl Role {
 
 /// Takes and checks leases in one storage.
 #[derive(Clone, Debug)]
-pub struct Leases {
+pub(crate) struct Leases {
     backend: DynBackend,
     ttl: Duration,
 }
 
 /// A held lease; release it with [`Lease::release`].
 #[derive(Debug)]
-pub struct Lease {
+pub(crate) struct Lease {
     key: ObjectKey,
     backend: DynBackend,
     ttl: Duration,
@@ -70,12 +70,12 @@ pub struct Lease {
 /// The collector holds the repository for longer than a create is willing to wait.
 #[derive(Debug, thiserror::Error)]
 #[error("the snapshot repository stayed busy collecting garbage for {0:?}")]
-pub struct Busy(pub Duration);
+pub(crate) struct Busy(pub Duration);
 
 impl Lease {
     /// Fails when the lease could not be refreshed for half its time to live: others may
     /// soon treat it as stale, so the holder must not commit.
-    pub fn check(&self) -> Result<(), BackendError> {
+    pub(crate) fn check(&self) -> Result<(), BackendError> {
         let age = self.refreshed.lock().elapsed();
         if age > self.ttl / 2 {
             return Err(BackendError::Io {
@@ -88,7 +88,7 @@ impl Lease {
     }
 
     /// Stops refreshing and removes the lease.
-    pub async fn release(self) {
+    pub(crate) async fn release(self) {
         self.refresher.abort();
         match self.backend.delete(&self.key).await {
             Ok(()) | Err(BackendError::NotFound(_)) => {}
@@ -111,7 +111,7 @@ fn dir() -> ObjectKey {
 
 impl Leases {
     /// Leases in `backend` that expire `ttl` after their last refresh.
-    pub fn new(backend: DynBackend, ttl: Duration) -> Self {
+    pub(crate) fn new(backend: DynBackend, ttl: Duration) -> Self {
         Leases { backend, ttl }
     }
 
@@ -184,7 +184,7 @@ impl Leases {
 
     /// A lease for creating a snapshot, waiting (up to three times the time to live) while
     /// the collector runs.
-    pub async fn acquire_create(&self) -> Result<Lease, BackendError> {
+    pub(crate) async fn acquire_create(&self) -> Result<Lease, BackendError> {
         let started = Instant::now();
         loop {
             let (key, now) = self.write(Role::Create).await?;
@@ -210,7 +210,7 @@ impl Leases {
 
     /// A lease for collecting, or `None` when a create holds a fresh lease. Stale leases
     /// of dead processes are removed on the way.
-    pub async fn try_collect(&self) -> Result<Option<Lease>, BackendError> {
+    pub(crate) async fn try_collect(&self) -> Result<Option<Lease>, BackendError> {
         let (key, now) = self.write(Role::Collect).await?;
         let others = match self.others(&key, now).await {
             Ok(o) => o,

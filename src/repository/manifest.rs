@@ -7,13 +7,13 @@
 use serde::{Deserialize, Serialize};
 
 /// Value of `format`.
-pub const FORMAT: &str = "snapstream-incremental";
+pub(crate) const FORMAT: &str = "snapstream-incremental";
 /// The only manifest version this build reads and writes.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 /// Bytes of a file per piece (the last piece of a file may be shorter).
-pub const PIECE_SIZE: u64 = 4 << 20;
+pub(crate) const PIECE_SIZE: u64 = 4 << 20;
 /// Largest manifest read (a 16 TiB snapshot in 4 MiB pieces lists ~4 million pieces).
-pub const MAX_MANIFEST_SIZE: u64 = 512 << 20;
+pub(crate) const MAX_MANIFEST_SIZE: u64 = 512 << 20;
 
 /// One entry of the tar.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,14 +9,14 @@
 //! Listing, stat, download and delete treat both alike; a download of either is the same
 //! kind of plain tar. Documented in `docs/snapshot-format.md`.
 
-pub mod collector;
-pub mod hashing;
-pub mod layout;
-pub mod lease;
-pub mod manifest;
-pub mod pieces;
+pub(crate) mod collector;
+pub(crate) mod hashing;
+pub(crate) mod layout;
+pub(crate) mod lease;
+pub(crate) mod manifest;
+pub(crate) mod pieces;
 mod plain;
-pub mod writer;
+pub(crate) mod writer;
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -31,14 +31,15 @@ use crate::io::progress::Progress;
 use collector::Collected;
 use lease::Leases;
 use manifest::{Manifest, MAX_MANIFEST_SIZE};
-pub use writer::{Archive, ArchiveEntry, Source};
+pub use writer::Archive;
+pub(crate) use writer::{ArchiveEntry, Source};
 
 /// The extension of snapshot names.
-pub const EXTENSION: &str = ".snapshot";
+pub(crate) const EXTENSION: &str = ".snapshot";
 /// Suffix of incremental snapshots' manifests (`{name}.snapshot.manifest`).
-pub const MANIFEST_SUFFIX: &str = ".snapshot.manifest";
+pub(crate) const MANIFEST_SUFFIX: &str = ".snapshot.manifest";
 /// A lease not refreshed for this long belongs to a dead process.
-pub const LEASE_TTL: Duration = Duration::from_secs(20);
+pub(crate) const LEASE_TTL: Duration = Duration::from_secs(20);
 /// A collection that could not run (a create held a lease, or the storage failed) is
 /// retried after this long.
 const COLLECT_RETRY: Duration = Duration::from_secs(2);
@@ -73,7 +74,7 @@ pub fn manifest_key(key: &ObjectKey) -> Result<ObjectKey, BackendError> {
 }
 
 /// A published checksum (sidecar text): 64 hex digits, whitespace ignored.
-pub fn parse_checksum(text: &str) -> Option<String> {
+pub(crate) fn parse_checksum(text: &str) -> Option<String> {
     let t = text.trim();
     (t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit())).then(|| t.to_ascii_lowercase())
 }

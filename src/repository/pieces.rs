@@ -9,29 +9,27 @@ use futures::TryStreamExt;
 
 use crate::backend::{BackendError, BackendExt, DynBackend, ObjectKey};
 
-/// Where the repository keeps its own objects. Collection names cannot start with `.`, so
-/// no snapshot directory can collide with it.
-pub const REPOSITORY_DIR: &str = ".repository";
-/// Pieces, one object each, named by their hash.
-pub const PIECES_DIR: &str = ".repository/pieces";
+/// Pieces, one object each, named by their hash, under the repository's own directory:
+/// collection names cannot start with `.`, so no snapshot directory can collide with it.
+pub(crate) const PIECES_DIR: &str = ".repository/pieces";
 
 /// The BLAKE3 (hex) of a piece: its name.
-pub fn hash(bytes: &[u8]) -> String {
+pub(crate) fn hash(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
 /// The key of piece `hash`.
-pub fn key(hash: &str) -> Result<ObjectKey, BackendError> {
+pub(crate) fn key(hash: &str) -> Result<ObjectKey, BackendError> {
     Ok(ObjectKey::new(format!("{PIECES_DIR}/{hash}"))?)
 }
 
 /// The directory of pieces.
-pub fn dir() -> ObjectKey {
+pub(crate) fn dir() -> ObjectKey {
     ObjectKey::new(PIECES_DIR).expect("a constant, valid key")
 }
 
 /// Reads piece `hash`, whole or a byte range of it.
-pub async fn fetch(
+pub(crate) async fn fetch(
     backend: &DynBackend,
     hash: &str,
     range: Option<Range<u64>>,
@@ -54,7 +52,11 @@ pub async fn fetch(
 }
 
 /// Stores a piece unless it is there already (a piece's bytes never differ).
-pub async fn store(backend: &DynBackend, hash: &str, bytes: Bytes) -> Result<bool, BackendError> {
+pub(crate) async fn store(
+    backend: &DynBackend,
+    hash: &str,
+    bytes: Bytes,
+) -> Result<bool, BackendError> {
     match backend.put_if_absent(&key(hash)?, bytes).await {
         Ok(_) => Ok(true),
         Err(BackendError::AlreadyExists(_)) => Ok(false),
@@ -63,7 +65,7 @@ pub async fn store(backend: &DynBackend, hash: &str, bytes: Bytes) -> Result<boo
 }
 
 /// The hashes of every stored piece.
-pub async fn list(backend: &DynBackend) -> Result<HashSet<String>, BackendError> {
+pub(crate) async fn list(backend: &DynBackend) -> Result<HashSet<String>, BackendError> {
     backend
         .list_recursive(Some(&dir()))
         .map_ok(|m| m.key.file_name().to_string())
@@ -72,7 +74,7 @@ pub async fn list(backend: &DynBackend) -> Result<HashSet<String>, BackendError>
 }
 
 /// Reads a small object whole (manifests), refusing one larger than `limit`.
-pub async fn get_small(
+pub(crate) async fn get_small(
     backend: &DynBackend,
     k: &ObjectKey,
     limit: u64,

@@ -45,7 +45,7 @@ pub struct ArchiveEntry {
 }
 
 /// Builds the last entry from the CRC-32 of every entry before it.
-pub type Trailer = Box<dyn FnOnce(&[(String, u32)]) -> (String, String) + Send>;
+pub(crate) type Trailer = Box<dyn FnOnce(&[(String, u32)]) -> (String, String) + Send>;
 
 /// Everything an incremental snapshot is made of.
 pub struct Archive {
@@ -68,7 +68,7 @@ impl std::fmt::Debug for Archive {
 
 /// What creating stored.
 #[derive(Debug)]
-pub struct Written {
+pub(crate) struct Written {
     /// The manifest to commit.
     pub manifest: Manifest,
     /// Pieces uploaded (the rest were already stored).
@@ -153,7 +153,7 @@ impl Uploads {
 
 /// Hashes the tar of `archive` and uploads the pieces that `known` lacks; returns the
 /// manifest (not yet committed).
-pub async fn write(
+pub(crate) async fn write(
     backend: &DynBackend,
     archive: Archive,
     known: HashSet<String>,

@@ -24,7 +24,7 @@ pub struct CollectionInfo {
 }
 
 /// The schema a payload index gets when the request names none, as in Qdrant's examples.
-pub const DEFAULT_INDEX_SCHEMA: &str = "keyword";
+pub(crate) const DEFAULT_INDEX_SCHEMA: &str = "keyword";
 
 /// Collection operations.
 #[derive(Clone, Debug)]

@@ -7,7 +7,7 @@ use crate::telemetry::{self, RunningLabels};
 use super::Services;
 
 /// The OpenMetrics exposition of everything ([`telemetry::CONTENT_TYPE`]).
-pub fn exposition(st: &Services) -> String {
+pub(crate) fn exposition(st: &Services) -> String {
     let mut now = telemetry::Snapshot::default();
     for name in st.collections.list() {
         if let Ok(info) = st.collections.get(&name) {

@@ -4,22 +4,22 @@
 //! these results back; rules live here and below. Each operation declares the access it
 //! needs in [`access`], and both transports check keys against that one declaration.
 
-pub mod access;
-pub mod collections;
-pub mod exposition;
-pub mod operations;
-pub mod points;
-pub mod schedule;
-pub mod snapshots;
-pub mod startup;
-pub mod storage_health;
+pub(crate) mod access;
+pub(crate) mod collections;
+pub(crate) mod exposition;
+pub(crate) mod operations;
+pub(crate) mod points;
+pub(crate) mod schedule;
+pub(crate) mod snapshots;
+pub(crate) mod startup;
+pub(crate) mod storage_health;
 
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 
-pub use access::{Access, ApiKeys, Denied, Operation};
+pub(crate) use access::{Access, ApiKeys, Denied, Operation};
 
 /// The title both transports' version probes report, as Qdrant does.
 pub const QDRANT_TITLE: &str = "qdrant - vector search engine";

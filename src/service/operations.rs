@@ -69,7 +69,7 @@ struct Op {
 
 /// The registry of snapshot operations.
 #[derive(Default)]
-pub struct Operations {
+pub(crate) struct Operations {
     next: AtomicU64,
     ops: Mutex<BTreeMap<u64, Op>>,
 }
@@ -88,7 +88,12 @@ fn now() -> String {
 
 impl Operations {
     /// Registers a running operation; returns its id and the progress its work advances.
-    pub fn start(&self, kind: &str, collection: Option<&str>, target: &str) -> (u64, Progress) {
+    pub(crate) fn start(
+        &self,
+        kind: &str,
+        collection: Option<&str>,
+        target: &str,
+    ) -> (u64, Progress) {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let progress = Progress::default();
         let status = OpStatus {
@@ -119,7 +124,7 @@ impl Operations {
 
     /// Records how operation `id` ended, and forgets the oldest finished ones beyond
     /// [`KEEP_FINISHED`].
-    pub fn finish(&self, id: u64, outcome: std::result::Result<Value, &Error>) {
+    pub(crate) fn finish(&self, id: u64, outcome: std::result::Result<Value, &Error>) {
         let mut ops = self.ops.lock();
         if let Some(op) = ops.get_mut(&id) {
             match outcome {
@@ -149,7 +154,7 @@ impl Operations {
     }
 
     /// The status of one operation.
-    pub fn get(&self, id: u64) -> Option<OpStatus> {
+    pub(crate) fn get(&self, id: u64) -> Option<OpStatus> {
         self.ops.lock().get(&id).map(|op| {
             let mut s = op.status.clone();
             s.bytes_done = op.progress.done();
@@ -165,7 +170,7 @@ impl Operations {
     }
 
     /// Every kept operation, oldest first.
-    pub fn list(&self) -> Vec<OpStatus> {
+    pub(crate) fn list(&self) -> Vec<OpStatus> {
         let ids: Vec<u64> = self.ops.lock().keys().copied().collect();
         ids.into_iter().filter_map(|id| self.get(id)).collect()
     }

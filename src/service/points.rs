@@ -46,7 +46,7 @@ pub enum PointsUpdate {
 ///
 /// # Errors
 /// `BadInput` naming the key when one is given.
-pub fn payload_change(key: Option<&str>, change: PayloadChange) -> Result<PayloadChange> {
+pub(crate) fn payload_change(key: Option<&str>, change: PayloadChange) -> Result<PayloadChange> {
     match key {
         Some(k) if !k.is_empty() => Err(Error::bad_input(format!(
             "setting payload under a nested key (`{k}`) is not supported by this service"

@@ -12,7 +12,7 @@ use crate::snapshot::{Creator, Scope};
 use crate::telemetry;
 
 /// Starts the schedule on the current runtime.
-pub fn spawn(registry: Arc<Registry>, snapshots: Arc<Creator>, every: Duration) {
+pub(crate) fn spawn(registry: Arc<Registry>, snapshots: Arc<Creator>, every: Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         // A tick missed while snapshots ran is not made up in a burst.
@@ -27,7 +27,7 @@ pub fn spawn(registry: Arc<Registry>, snapshots: Arc<Creator>, every: Duration) 
 }
 
 /// One tick: snapshots each changed collection; returns how many were taken.
-pub async fn run_once(
+pub(crate) async fn run_once(
     registry: &Registry,
     snapshots: &Creator,
     taken: &mut HashMap<String, u64>,

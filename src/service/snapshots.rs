@@ -50,7 +50,7 @@ pub struct RecoverRequest {
 ///
 /// # Errors
 /// `InvalidField` unless it is 64 hexadecimal characters.
-pub fn validate_checksum(checksum: Option<&str>) -> Result<()> {
+pub(crate) fn validate_checksum(checksum: Option<&str>) -> Result<()> {
     match checksum {
         Some(c) if !is_sha256_hex(c.trim()) => Err(Error::InvalidField {
             field: "checksum",

@@ -12,7 +12,7 @@ use crate::io::file_stream::file_stream;
 use crate::io::progress::{counted, describe, reporting, Progress};
 
 /// How often start-up recovery logs its progress.
-pub const REPORT_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// What to recover at start-up.
 #[derive(Clone, Debug, Default)]

@@ -11,9 +11,9 @@ use tokio::sync::Mutex;
 use crate::backend::{diagnosis, BackendError, DynBackend};
 
 /// How long a probe's answer is reused.
-pub const PROBE_EVERY: Duration = Duration::from_secs(30);
+pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(30);
 /// How long a probe may take before the storage counts as not answering.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The last probe of the snapshot storage.
 #[derive(Debug)]

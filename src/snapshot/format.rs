@@ -14,22 +14,22 @@ use crate::collection::registry::validate_name;
 use crate::error::{Error, Result};
 
 /// Name of the manifest entry (always first).
-pub const MANIFEST: &str = "snapshot.json";
+pub(crate) const MANIFEST: &str = "snapshot.json";
 /// Name of the per-file checksum entry (always last).
-pub const CHECKSUMS: &str = "snapshot.crc32";
+pub(crate) const CHECKSUMS: &str = "snapshot.crc32";
 /// Value of the manifest's `format` field.
-pub const FORMAT_NAME: &str = "snapstream-snapshot";
+pub(crate) const FORMAT_NAME: &str = "snapstream-snapshot";
 /// The only format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 /// Largest manifest or checksum entry accepted.
-pub const MAX_META_SIZE: u64 = 64 << 20;
+pub(crate) const MAX_META_SIZE: u64 = 64 << 20;
 /// Most files one archive may list.
-pub const MAX_FILES: usize = 1_000_000;
+pub(crate) const MAX_FILES: usize = 1_000_000;
 /// Largest single file one archive may hold.
-pub const MAX_FILE_SIZE: u64 = 1 << 40;
+pub(crate) const MAX_FILE_SIZE: u64 = 1 << 40;
 /// Largest total of file sizes one archive may hold.
-pub const MAX_TOTAL_SIZE: u64 = 16 << 40;
+pub(crate) const MAX_TOTAL_SIZE: u64 = 16 << 40;
 
 /// What a snapshot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,12 +82,12 @@ pub struct Manifest {
 }
 
 /// The archive directory of a collection in a full snapshot.
-pub fn full_collection_dir(name: &str) -> String {
+pub(crate) fn full_collection_dir(name: &str) -> String {
     format!("collections/{name}")
 }
 
 /// `dir/file`, or `file` at the root.
-pub fn join(dir: &str, file: &str) -> String {
+pub(crate) fn join(dir: &str, file: &str) -> String {
     if dir.is_empty() {
         file.to_string()
     } else {
@@ -100,7 +100,7 @@ fn bad(msg: impl Into<String>) -> Error {
 }
 
 /// The WAL range `(start, end)` of a segment path `data/{start}-{end}.seg`.
-pub fn segment_range(rel: &str) -> Option<(u64, u64)> {
+pub(crate) fn segment_range(rel: &str) -> Option<(u64, u64)> {
     let stem = rel.strip_prefix("data/")?.strip_suffix(".seg")?;
     let (a, b) = stem.split_once('-')?;
     Some((a.parse().ok()?, b.parse().ok()?))
@@ -245,7 +245,7 @@ impl Manifest {
 }
 
 /// Formats the `snapshot.crc32` entry: `<8 hex>  <path>` per line, in archive order.
-pub fn format_checksums(files: &[(String, u32)]) -> String {
+pub(crate) fn format_checksums(files: &[(String, u32)]) -> String {
     files
         .iter()
         .map(|(path, crc)| format!("{crc:08x}  {path}\n"))
@@ -253,7 +253,7 @@ pub fn format_checksums(files: &[(String, u32)]) -> String {
 }
 
 /// Parses the `snapshot.crc32` entry.
-pub fn parse_checksums(text: &str) -> Result<BTreeMap<String, u32>> {
+pub(crate) fn parse_checksums(text: &str) -> Result<BTreeMap<String, u32>> {
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
         let (crc, path) = line
@@ -271,7 +271,7 @@ pub fn parse_checksums(text: &str) -> Result<BTreeMap<String, u32>> {
 }
 
 /// Whether `s` is 64 hex digits.
-pub fn is_sha256_hex(s: &str) -> bool {
+pub(crate) fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 

@@ -9,21 +9,21 @@
 //! Below them: the tar producer and the safe unpacker, the archive format and compression,
 //! and Qdrant's snapshot format, converted on recovery.
 
-pub mod catalog;
+pub(crate) mod catalog;
 pub mod codec;
-pub mod create;
-pub mod format;
-pub mod names;
+pub(crate) mod create;
+pub(crate) mod format;
+pub(crate) mod names;
 pub mod producer;
-pub mod qdrant;
-pub mod recover;
-pub mod sources;
+pub(crate) mod qdrant;
+pub(crate) mod recover;
+pub(crate) mod sources;
 pub mod unpack;
 
-pub use catalog::Catalog;
-pub use create::Creator;
-pub use recover::Recoverer;
-pub use sources::Sources;
+pub(crate) use catalog::Catalog;
+pub(crate) use create::Creator;
+pub(crate) use recover::Recoverer;
+pub(crate) use sources::Sources;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -107,7 +107,7 @@ impl Scope {
 /// restore the snapshot and activate it, exactly as Qdrant does on a single node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Priority {
+pub(crate) enum Priority {
     /// Prefer the snapshot's data (the default).
     Snapshot,
     /// Prefer existing replicas' data.
@@ -191,7 +191,7 @@ fn not_found(name: &str) -> impl FnOnce(BackendError) -> Error + '_ {
 }
 
 /// Fails with Qdrant's checksum-mismatch error unless `actual` equals `expected`.
-pub fn verify_checksum(expected: Option<&str>, actual: &str) -> Result<()> {
+pub(crate) fn verify_checksum(expected: Option<&str>, actual: &str) -> Result<()> {
     match expected {
         Some(e) if !e.trim().eq_ignore_ascii_case(actual) => Err(Error::ChecksumMismatch {
             expected: e.trim().to_ascii_lowercase(),

@@ -11,41 +11,41 @@ use crate::error::{Error, Result};
 use crate::repository::{Repository, EXTENSION};
 
 /// Qdrant's timestamp format in names (UTC).
-pub fn timestamp(t: DateTime<Utc>) -> String {
+pub(crate) fn timestamp(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d-%H-%M-%S").to_string()
 }
 
 /// `{collection}-{peer_id}-{ts}.snapshot`
-pub fn collection_snapshot(collection: &str, peer_id: u64, t: DateTime<Utc>) -> String {
+pub(crate) fn collection_snapshot(collection: &str, peer_id: u64, t: DateTime<Utc>) -> String {
     format!("{collection}-{peer_id}-{}{EXTENSION}", timestamp(t))
 }
 
 /// `{collection}-shard-{shard}-{ts}.snapshot`
-pub fn shard_snapshot(collection: &str, shard: u32, t: DateTime<Utc>) -> String {
+pub(crate) fn shard_snapshot(collection: &str, shard: u32, t: DateTime<Utc>) -> String {
     format!("{collection}-shard-{shard}-{}{EXTENSION}", timestamp(t))
 }
 
 /// `full-snapshot-{ts}.snapshot`
-pub fn full_snapshot(t: DateTime<Utc>) -> String {
+pub(crate) fn full_snapshot(t: DateTime<Utc>) -> String {
     format!("full-snapshot-{}{EXTENSION}", timestamp(t))
 }
 
 /// Keys being written right now, so two creates in one second never pick the same name.
 #[derive(Debug, Default)]
-pub struct Reservations {
+pub(crate) struct Reservations {
     taken: Arc<Mutex<HashSet<ObjectKey>>>,
 }
 
 /// Holds a name until the snapshot is committed or abandoned.
 #[derive(Debug)]
-pub struct Reserved {
+pub(crate) struct Reserved {
     key: ObjectKey,
     taken: Arc<Mutex<HashSet<ObjectKey>>>,
 }
 
 impl Reserved {
     /// The reserved key.
-    pub fn key(&self) -> &ObjectKey {
+    pub(crate) fn key(&self) -> &ObjectKey {
         &self.key
     }
 }
@@ -65,7 +65,7 @@ fn with_suffix(name: &str, n: u32) -> String {
 
 impl Reservations {
     /// Reserves `dir/name`, or `dir/{stem}-1.snapshot`, `-2`, ... if taken or existing.
-    pub async fn reserve(
+    pub(crate) async fn reserve(
         &self,
         repo: &Repository,
         dir: Option<&ObjectKey>,

@@ -3,8 +3,8 @@
 
 pub mod proxy;
 
-use snapstream::backend::s3::S3Options;
-use snapstream::secret::Secret;
+use snapstream::storage::S3Options;
+use snapstream::Secret;
 
 /// The real S3 server started by `minio/start.sh` (`make test` starts it). Missing
 /// configuration is a failure, never a skip: these tests exist to run against a server.
@@ -293,7 +293,7 @@ pub async fn start_servers(
     let (g, r) = (grpc.local_addr().unwrap(), rest.local_addr().unwrap());
     let s = services.clone();
     tokio::spawn(async move {
-        snapstream::grpc::serve(s, grpc, std::future::pending())
+        snapstream::serve_grpc(s, grpc, std::future::pending())
             .await
             .unwrap()
     });

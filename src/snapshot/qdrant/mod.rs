@@ -9,7 +9,7 @@
 //! atomically like any recovered collection.
 
 pub mod replay;
-pub mod segment;
+pub(crate) mod segment;
 pub mod wal;
 
 use std::collections::HashMap;
@@ -37,7 +37,7 @@ fn bad(msg: impl Into<String>) -> Error {
 }
 
 /// Whether an archive whose first entry is `path` is in Qdrant's layout.
-pub fn looks_like(path: &str) -> bool {
+pub(crate) fn looks_like(path: &str) -> bool {
     matches!(
         path,
         "config.json" | "version.info" | "payload_index.json" | "shard_key_mapping.json"
@@ -48,7 +48,7 @@ pub fn looks_like(path: &str) -> bool {
 
 /// Whether a full-storage archive whose first entry is `path` is Qdrant's: its entries are
 /// `config.json` and one `{collection}-{peer}-{time}.snapshot` per collection.
-pub fn looks_like_full(path: &str) -> bool {
+pub(crate) fn looks_like_full(path: &str) -> bool {
     path == "config.json" || (path.ends_with(".snapshot") && !path.contains('/'))
 }
 
@@ -63,7 +63,7 @@ pub struct StagedFull {
 
 /// Stages a Qdrant full-storage archive: each nested collection snapshot is streamed and
 /// staged like a collection snapshot, under its own directory.
-pub async fn extract_full<R: AsyncRead + Unpin + Send>(
+pub(crate) async fn extract_full<R: AsyncRead + Unpin + Send>(
     first: Entry<Archive<R>>,
     entries: &mut Entries<R>,
     staging: &Path,
@@ -363,7 +363,7 @@ async fn stage_entry<R: AsyncRead + Unpin + Send>(
 }
 
 /// Stages a Qdrant archive whose first entry was `first` and whose rest is `entries`.
-pub async fn extract<R: AsyncRead + Unpin + Send>(
+pub(crate) async fn extract<R: AsyncRead + Unpin + Send>(
     first: Entry<Archive<R>>,
     entries: &mut Entries<R>,
     staging: &Path,
@@ -439,7 +439,7 @@ const BATCH: usize = 1_000;
 
 /// Builds a collection named `name` in our format at `dest` from staged segments: for each
 /// point id, the newest version across segments. Blocking.
-pub fn build(staged: &Staged, dest: &Path, name: &str) -> Result<()> {
+pub(crate) fn build(staged: &Staged, dest: &Path, name: &str) -> Result<()> {
     let config = collection_config(staged)?;
     let mut segments = staged
         .segments

@@ -42,10 +42,10 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
 }
 
 /// A point's vectors by name (`""` for the unnamed one).
-pub type NamedVectors = Vec<(String, Vec<f32>)>;
+pub(crate) type NamedVectors = Vec<(String, Vec<f32>)>;
 
 /// The newest version of each point in one segment and where its data lives.
-pub struct Segment {
+pub(crate) struct Segment {
     /// External id → internal offset, after every change in the log.
     pub ids: HashMap<PointId, u32>,
     /// Version per internal offset.
@@ -58,7 +58,7 @@ pub struct Segment {
 
 impl Segment {
     /// Opens an extracted segment (`dir` is its `snapshot/files`).
-    pub fn open(dir: &Path) -> Result<Self> {
+    pub(crate) fn open(dir: &Path) -> Result<Self> {
         let meta: Value =
             serde_json::from_slice(&read_file(&dir.join("segment.json"), "segment.json")?)
                 .map_err(|e| bad(format!("segment.json: {e}")))?;
@@ -147,12 +147,12 @@ impl Segment {
     }
 
     /// The version of internal offset `offset` (0 when unknown).
-    pub fn version(&self, offset: u32) -> u64 {
+    pub(crate) fn version(&self, offset: u32) -> u64 {
         self.versions.get(offset as usize).copied().unwrap_or(0)
     }
 
     /// The vectors and payload stored at `offset`.
-    pub fn point(&mut self, offset: u32) -> Result<(NamedVectors, Value)> {
+    pub(crate) fn point(&mut self, offset: u32) -> Result<(NamedVectors, Value)> {
         let mut out = Vec::with_capacity(self.vectors.len());
         for (name, v) in &mut self.vectors {
             if let Some(vec) = v.get(offset)? {

@@ -1,10 +1,22 @@
-//! The S3 backend against a real S3-compatible server (MinIO or Garage from `minio/`).
+//! The storage backends against the conformance suite: the local one on a temporary
+//! directory, the S3 one against a real S3-compatible server (MinIO or Garage from
+//! `minio/`).
 
 mod common;
+mod conformance;
 
-use snapstream::backend::s3::S3Backend;
-use snapstream::backend::{conformance, Backend, CreateOptions, ObjectKey};
+use snapstream::storage::S3Backend;
+use snapstream::storage::{Backend, CreateOptions, LocalBackend, ObjectKey};
 use tokio::io::AsyncWriteExt;
+
+#[tokio::test]
+async fn local_backend_passes_the_conformance_suite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = LocalBackend::new(tmp.path()).unwrap();
+    conformance::run_all(&backend, true).await;
+    // Nothing hidden is left behind by the suite's aborted writes.
+    assert_eq!(backend.cleanup().await.unwrap(), 0);
+}
 
 #[tokio::test]
 async fn s3_backend_passes_the_conformance_suite() {

@@ -1,5 +1,5 @@
-//! The conformance suite every [`Backend`] must pass, run against the local backend in unit
-//! tests and against a real S3 server in `tests/s3_backend.rs`.
+//! The conformance suite every [`Backend`] must pass, run against the local backend and a
+//! real S3 server in `tests/backends.rs`.
 //!
 //! Each check panics with a message on failure. Keys live under a fresh random directory,
 //! so runs can share a bucket.
@@ -9,14 +9,14 @@ use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{Backend, BackendError, BackendExt, CreateOptions, ObjectKey};
+use snapstream::storage::{Backend, BackendError, BackendExt, CreateOptions, ObjectKey};
 
 fn key(dir: &str, rest: &str) -> ObjectKey {
     ObjectKey::new(format!("{dir}/{rest}")).expect("valid test key")
 }
 
 /// Deterministic pseudo-random bytes.
-pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
@@ -40,7 +40,7 @@ async fn read_all(b: &dyn Backend, k: &ObjectKey, range: Option<std::ops::Range<
 }
 
 /// Nothing is visible before commit; the committed bytes read back whole and by range.
-pub async fn commit_makes_visible(b: &dyn Backend, dir: &str) {
+pub(crate) async fn commit_makes_visible(b: &dyn Backend, dir: &str) {
     let k = key(dir, "c/one.snapshot");
     let data = test_bytes(300_000, 1);
     let mut sink = b
@@ -70,7 +70,7 @@ pub async fn commit_makes_visible(b: &dyn Backend, dir: &str) {
 }
 
 /// An aborted write leaves nothing visible.
-pub async fn abort_leaves_nothing(b: &dyn Backend, dir: &str) {
+pub(crate) async fn abort_leaves_nothing(b: &dyn Backend, dir: &str) {
     let k = key(dir, "c/aborted.snapshot");
     let mut sink = b
         .create(&k, CreateOptions::default())
@@ -92,7 +92,7 @@ pub async fn abort_leaves_nothing(b: &dyn Backend, dir: &str) {
 }
 
 /// Listing is non-recursive.
-pub async fn list_is_non_recursive(b: &dyn Backend, dir: &str) {
+pub(crate) async fn list_is_non_recursive(b: &dyn Backend, dir: &str) {
     b.put(&key(dir, "l/a.snapshot"), Bytes::from_static(b"a"))
         .await
         .expect("put");
@@ -132,7 +132,7 @@ pub async fn list_is_non_recursive(b: &dyn Backend, dir: &str) {
 }
 
 /// Delete removes; deleting or reading a missing key is `NotFound`.
-pub async fn delete_and_not_found(b: &dyn Backend, dir: &str) {
+pub(crate) async fn delete_and_not_found(b: &dyn Backend, dir: &str) {
     let k = key(dir, "d/x.snapshot");
     b.put(&k, Bytes::from_static(b"x")).await.expect("put");
     b.delete(&k).await.expect("delete");
@@ -154,7 +154,7 @@ pub async fn delete_and_not_found(b: &dyn Backend, dir: &str) {
 }
 
 /// A write larger than several S3 parts round-trips byte for byte, and a commit replaces.
-pub async fn large_write_round_trips(b: &dyn Backend, dir: &str) {
+pub(crate) async fn large_write_round_trips(b: &dyn Backend, dir: &str) {
     let k = key(dir, "big/x.snapshot");
     let data = test_bytes(23 << 20, 3);
     let mut sink = b
@@ -185,7 +185,7 @@ pub async fn large_write_round_trips(b: &dyn Backend, dir: &str) {
 /// first bytes stay. With `atomic_race`, of several racing writers exactly one wins: a
 /// property of the storage itself (S3 servers that ignore `If-None-Match`, as Garage 2.x
 /// does, cannot have it; nothing in this service relies on it for safety).
-pub async fn put_if_absent_is_exclusive(b: &dyn Backend, dir: &str, atomic_race: bool) {
+pub(crate) async fn put_if_absent_is_exclusive(b: &dyn Backend, dir: &str, atomic_race: bool) {
     let k = key(dir, "x/.pieces/ab/abcdef");
     let meta = b
         .put_if_absent(&k, Bytes::from_static(b"first"))
@@ -237,7 +237,7 @@ pub async fn put_if_absent_is_exclusive(b: &dyn Backend, dir: &str, atomic_race:
 
 /// `list_recursive` streams every committed object under a prefix at any depth (hidden
 /// directories included), with its size; uncommitted writes and other prefixes are absent.
-pub async fn list_recursive_finds_everything(b: &dyn Backend, dir: &str) {
+pub(crate) async fn list_recursive_finds_everything(b: &dyn Backend, dir: &str) {
     let root = key(dir, "r");
     let mut expected = Vec::new();
     for (i, rest) in [
@@ -292,7 +292,7 @@ pub async fn list_recursive_finds_everything(b: &dyn Backend, dir: &str) {
 
 /// Runs every check under a fresh directory; `atomic_race` as in
 /// [`put_if_absent_is_exclusive`].
-pub async fn run_all(b: &dyn Backend, atomic_race: bool) {
+pub(crate) async fn run_all(b: &dyn Backend, atomic_race: bool) {
     let dir = format!("conformance-{}", uuid::Uuid::new_v4().simple());
     commit_makes_visible(b, &dir).await;
     abort_leaves_nothing(b, &dir).await;
