@@ -387,52 +387,56 @@ impl Layers {
     /// Validates everything into a [`Config`]. `aws_env` is the process environment, read
     /// for the standard `AWS_*` fallbacks.
     pub fn build(&self, aws_env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let storage = match self
-            .string("storage.snapshots_config.snapshots_storage")?
-            .as_deref()
-        {
-            None | Some("local") => SnapshotsStorage::Local,
-            Some("s3") => SnapshotsStorage::S3,
-            Some(other) => {
-                return Err(self.invalid(
-                    "storage.snapshots_config.snapshots_storage",
-                    format!("expected `local` or `s3`, got {other:?}"),
-                ))
-            }
+        let snapshots_config = self.snapshots_config(aws_env)?;
+        let service = self.service()?;
+        let storage = StorageConfig {
+            storage_path: PathBuf::from(self.required("storage.storage_path")?),
+            snapshots_path: PathBuf::from(self.required("storage.snapshots_path")?),
+            temp_path: self.string("storage.temp_path")?.map(PathBuf::from),
+            snapshots_config,
         };
-        let compression = match self
-            .string("storage.snapshots_config.compression")?
-            .as_deref()
-        {
-            None | Some("none") => Compression::None,
-            Some("gzip") => Compression::Gzip,
-            Some("zstd") => Compression::Zstd,
-            Some(other) => {
-                return Err(self.invalid(
-                    "storage.snapshots_config.compression",
-                    format!("expected `none`, `gzip` or `zstd`, got {other:?}"),
-                ))
-            }
+        let log_format = self.choice(
+            "logger.format",
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        )?;
+        Ok(Config {
+            log_level: self.log_level()?,
+            log_format,
+            service,
+            storage,
+        })
+    }
+
+    /// One of `options` (the key's value and what it means); unset is the first.
+    fn choice<T: Copy>(&self, key: &str, options: &[(&str, T)]) -> Result<T, ConfigError> {
+        let Some(given) = self.string(key)? else {
+            return Ok(options[0].1);
         };
-        let s3 = if storage == SnapshotsStorage::S3 {
-            Some(self.s3(aws_env)?)
-        } else {
-            None
+        if let Some((_, v)) = options.iter().find(|(name, _)| *name == given) {
+            return Ok(*v);
+        }
+        let names: Vec<String> = options.iter().map(|(n, _)| format!("`{n}`")).collect();
+        let expected = match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => names.join(""),
         };
-        let http_port = self.ranged("service.http_port", 1, 65535)? as u16;
+        Err(self.invalid(key, format!("expected {expected}, got {given:?}")))
+    }
+
+    /// `service.*`.
+    fn service(&self) -> Result<ServiceConfig, ConfigError> {
         let grpc_port = match self.values.get("service.grpc_port") {
             Some((Value::Null, _)) => None,
             _ => Some(self.ranged("service.grpc_port", 1, 65535)? as u16),
         };
-        let grpc_port_explicit = self
-            .values
-            .get("service.grpc_port")
-            .is_some_and(|(_, o)| *o != Origin::Default);
-        let service = ServiceConfig {
+        Ok(ServiceConfig {
             host: self.required("service.host")?,
-            http_port,
+            http_port: self.ranged("service.http_port", 1, 65535)? as u16,
             grpc_port,
-            grpc_port_explicit,
+            grpc_port_explicit: self
+                .values
+                .get("service.grpc_port")
+                .is_some_and(|(_, o)| *o != Origin::Default),
             api_key: self.string("service.api_key")?.map(Secret::new),
             read_only_api_key: self.string("service.read_only_api_key")?.map(Secret::new),
             max_request_size_mb: self.ranged("service.max_request_size_mb", 1, 1 << 20)?,
@@ -441,49 +445,50 @@ impl Layers {
                 .ok_or_else(|| {
                     self.invalid("service.enable_snapshot_url_recovery", "must be set")
                 })?,
-        };
-        let storage_cfg = StorageConfig {
-            storage_path: PathBuf::from(self.required("storage.storage_path")?),
-            snapshots_path: PathBuf::from(self.required("storage.snapshots_path")?),
-            temp_path: self.string("storage.temp_path")?.map(PathBuf::from),
-            snapshots_config: SnapshotsConfig {
-                storage,
-                compression,
-                s3,
-                incremental: self
-                    .bool("storage.snapshots_config.incremental")?
-                    .unwrap_or(false),
-                schedule_interval_sec: self
-                    .u64("storage.snapshots_config.schedule.interval_sec")?
-                    .filter(|&n| n > 0),
-                retention_keep_last: match self
-                    .u64("storage.snapshots_config.retention.keep_last")?
-                {
-                    Some(0) => {
-                        return Err(self.invalid(
-                            "storage.snapshots_config.retention.keep_last",
-                            "must be at least 1 (null keeps every snapshot)",
-                        ))
-                    }
-                    k => k,
-                },
+        })
+    }
+
+    /// `storage.snapshots_config.*`.
+    fn snapshots_config(
+        &self,
+        aws_env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<SnapshotsConfig, ConfigError> {
+        const P: &str = "storage.snapshots_config";
+        let storage = self.choice(
+            &format!("{P}.snapshots_storage"),
+            &[
+                ("local", SnapshotsStorage::Local),
+                ("s3", SnapshotsStorage::S3),
+            ],
+        )?;
+        let compression = self.choice(
+            &format!("{P}.compression"),
+            &[
+                ("none", Compression::None),
+                ("gzip", Compression::Gzip),
+                ("zstd", Compression::Zstd),
+            ],
+        )?;
+        let keep_last = format!("{P}.retention.keep_last");
+        Ok(SnapshotsConfig {
+            storage,
+            compression,
+            s3: match storage {
+                SnapshotsStorage::S3 => Some(self.s3(aws_env)?),
+                SnapshotsStorage::Local => None,
             },
-        };
-        let log_format = match self.string("logger.format")?.as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(self.invalid(
-                    "logger.format",
-                    format!("expected `text` or `json`, got {other:?}"),
-                ))
-            }
-        };
-        Ok(Config {
-            log_level: self.log_level()?,
-            log_format,
-            service,
-            storage: storage_cfg,
+            incremental: self.bool(&format!("{P}.incremental"))?.unwrap_or(false),
+            schedule_interval_sec: self
+                .u64(&format!("{P}.schedule.interval_sec"))?
+                .filter(|&n| n > 0),
+            retention_keep_last: match self.u64(&keep_last)? {
+                Some(0) => {
+                    return Err(
+                        self.invalid(&keep_last, "must be at least 1 (null keeps every snapshot)")
+                    )
+                }
+                k => k,
+            },
         })
     }
 

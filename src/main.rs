@@ -92,33 +92,40 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 async fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Command::Migrate(m)) = &args.command {
-        let opts = snapstream::MigrateOptions {
-            from: m.from.clone(),
-            to: m.to.clone(),
-            collections: m.collections.clone(),
-            from_api_key: m.from_api_key.clone(),
-            to_api_key: m.to_api_key.clone(),
-            batch: m.batch,
-            overwrite: m.overwrite,
-            from_grpc: m.from_grpc.clone(),
-            to_grpc: m.to_grpc.clone(),
-        };
-        return match snapstream::migrate(&opts).await {
+        return match snapstream::migrate(&m.options()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(format!("migrate: {e}")),
         };
     }
-    let config::Loaded {
-        config,
-        unknown,
-        files,
-    } = match config::load(args.config_path.as_deref()) {
-        Ok(c) => c,
-        Err(e) => return fail(format!("configuration error: {e}")),
-    };
-    // `log_level` is validated by the config; RUST_LOG, for developers, is not, and falls
-    // back to it. An empty RUST_LOG counts as unset (it would otherwise parse as "log
-    // nothing").
+    match start(&args).await {
+        Ok(()) => {
+            tracing::info!("stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(msg) => fail(msg),
+    }
+}
+
+impl MigrateArgs {
+    fn options(&self) -> snapstream::MigrateOptions {
+        snapstream::MigrateOptions {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            collections: self.collections.clone(),
+            from_api_key: self.from_api_key.clone(),
+            to_api_key: self.to_api_key.clone(),
+            batch: self.batch,
+            overwrite: self.overwrite,
+            from_grpc: self.from_grpc.clone(),
+            to_grpc: self.to_grpc.clone(),
+        }
+    }
+}
+
+/// Logs to stdout at the configured level, as text or JSON. `log_level` is validated by
+/// the config; RUST_LOG, for developers, is not, and falls back to it. An empty RUST_LOG
+/// counts as unset (it would otherwise parse as "log nothing").
+fn init_logging(config: &config::Config) {
     let filter = std::env::var(snapstream::env::RUST_LOG)
         .ok()
         .filter(|v| !v.trim().is_empty())
@@ -134,6 +141,18 @@ async fn main() -> ExitCode {
         config::LogFormat::Text => log.init(),
         config::LogFormat::Json => log.json().init(),
     }
+}
+
+/// Loads the configuration, recovers what the command line names, then serves REST and
+/// gRPC until a stop signal.
+async fn start(args: &Args) -> Result<(), String> {
+    let config::Loaded {
+        config,
+        unknown,
+        files,
+    } = config::load(args.config_path.as_deref())
+        .map_err(|e| format!("configuration error: {e}"))?;
+    init_logging(&config);
     for (key, origin) in unknown {
         match config::nearest_known_key(&key) {
             Some(near) => tracing::warn!(
@@ -143,36 +162,35 @@ async fn main() -> ExitCode {
         }
     }
     let addr = format!("{}:{}", config.service.host, config.service.http_port);
-    let state = match snapstream::build_state(config).await {
-        Ok(s) => s,
-        Err(e) => return fail(format!("start-up failed: {}", e.chain())),
-    };
+    let state = snapstream::build_state(config)
+        .await
+        .map_err(|e| format!("start-up failed: {}", e.chain()))?;
     let recovery = snapstream::StartupRecovery {
         storage_snapshot: args.storage_snapshot.clone(),
         snapshots: args.snapshot.clone(),
         force: args.force_snapshot,
     };
-    if let Err(msg) = snapstream::recover_at_startup(&state, &recovery).await {
-        return fail(msg);
-    }
-    let listener = match tokio::net::TcpListener::bind(&addr).await {
-        Ok(l) => l,
-        Err(e) => return fail(format!("cannot listen on {addr}: {e}")),
-    };
-    let grpc_listener = match bind_grpc(&state.config.service).await {
-        Ok(l) => l,
-        Err(msg) => return fail(msg),
-    };
+    snapstream::recover_at_startup(&state, &recovery).await?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let grpc_listener = bind_grpc(&state.config.service).await?;
+    let grpc_addr = grpc_listener.as_ref().and_then(|l| l.local_addr().ok());
     tracing::info!(
         "{}",
-        startup_summary(
-            &state.config,
-            &addr,
-            grpc_listener.as_ref().and_then(|l| l.local_addr().ok()),
-            &files
-        )
+        startup_summary(&state.config, &addr, grpc_addr, &files)
     );
-    // One signal stops both listeners; each finishes its in-flight calls.
+    serve(state, listener, grpc_listener).await
+}
+
+/// Serves REST (and gRPC, when it has a listener) until a stop signal; each finishes its
+/// in-flight calls.
+async fn serve(
+    state: snapstream::Services,
+    listener: tokio::net::TcpListener,
+    grpc_listener: Option<tokio::net::TcpListener>,
+) -> Result<(), String> {
+    // One signal stops both listeners.
     let stop = tokio_util::sync::CancellationToken::new();
     let grpc = grpc_listener.map(|l| {
         let (services, stop) = (state.clone(), stop.clone());
@@ -191,18 +209,15 @@ async fn main() -> ExitCode {
         .await;
     // REST ending for any reason ends gRPC too.
     stop.cancel();
-    if let Err(e) = rest {
-        return fail(format!("server error: {e}"));
-    }
+    rest.map_err(|e| format!("server error: {e}"))?;
     if let Some(task) = grpc {
         match task.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return fail(format!("gRPC server error: {e}")),
-            Err(e) => return fail(format!("gRPC server task failed: {e}")),
+            Ok(Err(e)) => return Err(format!("gRPC server error: {e}")),
+            Err(e) => return Err(format!("gRPC server task failed: {e}")),
         }
     }
-    tracing::info!("stopped cleanly");
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 /// One line that says what this process is: version, where it listens, where it keeps

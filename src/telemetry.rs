@@ -15,7 +15,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// The content type of [`encode`]'s output.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -124,92 +124,88 @@ pub(crate) struct Metrics {
     pub request_seconds: Family<RequestLabels, Histogram, Buckets>,
 }
 
+/// Registers `metric` in `r` and hands it back, to be kept.
+fn registered<M: Metric + Clone>(r: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    r.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     fn new() -> Self {
-        let mut registry = Registry::with_prefix("snapstream");
-        let snapshot_ops = Family::default();
-        registry.register(
-            "snapshot_operations",
-            "Snapshot operations finished",
-            snapshot_ops.clone(),
-        );
-        let snapshot_op_seconds = Family::new_with_constructor(Buckets {
+        let mut r = Registry::with_prefix("snapstream");
+        let snapshot_seconds = Buckets {
             start: 0.01,
             factor: 2.5,
             count: 14,
-        });
-        registry.register(
-            "snapshot_operation_duration_seconds",
-            "Duration of snapshot operations",
-            snapshot_op_seconds.clone(),
-        );
-        let storage_written = Family::default();
-        registry.register(
-            "storage_written_bytes",
-            "Bytes written to snapshot storage",
-            storage_written.clone(),
-        );
-        let storage_read = Family::default();
-        registry.register(
-            "storage_read_bytes",
-            "Bytes read from snapshot storage",
-            storage_read.clone(),
-        );
-        let s3_part_retries = Counter::default();
-        registry.register(
-            "s3_part_retries",
-            "S3 part uploads that failed and were retried (while the retry budget lasted)",
-            s3_part_retries.clone(),
-        );
-        let s3_aborted_uploads = Counter::default();
-        registry.register(
-            "s3_aborted_multipart_uploads",
-            "S3 multipart uploads aborted",
-            s3_aborted_uploads.clone(),
-        );
-        let in_flight = Family::default();
-        registry.register(
-            "operations_in_flight",
-            "Snapshot operations running now",
-            in_flight.clone(),
-        );
-        let last_snapshot = Family::default();
-        registry.register(
-            "collection_last_snapshot_timestamp_seconds",
-            "When the collection's last successful snapshot finished, since this process started",
-            last_snapshot.clone(),
-        );
-        let scheduled = Family::default();
-        registry.register(
-            "scheduled_snapshots",
-            "Scheduled snapshots run",
-            scheduled.clone(),
-        );
-        let requests = Family::default();
-        registry.register("requests", "Requests answered", requests.clone());
-        let request_seconds = Family::new_with_constructor(Buckets {
+        };
+        let request_seconds = Buckets {
             start: 0.0005,
             factor: 2.0,
             count: 16,
-        });
-        registry.register(
-            "request_duration_seconds",
-            "Time to answer a request (until its response headers)",
-            request_seconds.clone(),
-        );
+        };
         Metrics {
-            registry,
-            snapshot_ops,
-            snapshot_op_seconds,
-            storage_written,
-            storage_read,
-            s3_part_retries,
-            s3_aborted_uploads,
-            in_flight,
-            last_snapshot,
-            scheduled,
-            requests,
-            request_seconds,
+            snapshot_ops: registered(
+                &mut r,
+                "snapshot_operations",
+                "Snapshot operations finished",
+                Family::default(),
+            ),
+            snapshot_op_seconds: registered(
+                &mut r,
+                "snapshot_operation_duration_seconds",
+                "Duration of snapshot operations",
+                Family::new_with_constructor(snapshot_seconds),
+            ),
+            storage_written: registered(
+                &mut r,
+                "storage_written_bytes",
+                "Bytes written to snapshot storage",
+                Family::default(),
+            ),
+            storage_read: registered(
+                &mut r,
+                "storage_read_bytes",
+                "Bytes read from snapshot storage",
+                Family::default(),
+            ),
+            s3_part_retries: registered(
+                &mut r,
+                "s3_part_retries",
+                "S3 part uploads that failed and were retried (while the retry budget lasted)",
+                Counter::default(),
+            ),
+            s3_aborted_uploads: registered(
+                &mut r,
+                "s3_aborted_multipart_uploads",
+                "S3 multipart uploads aborted",
+                Counter::default(),
+            ),
+            in_flight: registered(
+                &mut r,
+                "operations_in_flight",
+                "Snapshot operations running now",
+                Family::default(),
+            ),
+            last_snapshot: registered(
+                &mut r,
+                "collection_last_snapshot_timestamp_seconds",
+                "When the collection's last successful snapshot finished, since this process started",
+                Family::default(),
+            ),
+            scheduled: registered(
+                &mut r,
+                "scheduled_snapshots",
+                "Scheduled snapshots run",
+                Family::default(),
+            ),
+            requests: registered(&mut r, "requests", "Requests answered", Family::default()),
+            request_seconds: registered(
+                &mut r,
+                "request_duration_seconds",
+                "Time to answer a request (until its response headers)",
+                Family::new_with_constructor(request_seconds),
+            ),
+            registry: r,
         }
     }
 

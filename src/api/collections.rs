@@ -1,14 +1,52 @@
 //! Collection, alias and payload-index endpoints.
 
 use axum::extract::State;
+use axum::routing::{delete, get, patch, post, put};
+use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::{ApiJson, ApiPath, ApiResult, Timer};
+use super::guarded;
 use crate::collection::config::{CollectionConfig, CollectionPatch};
 use crate::collection::registry::AliasAction;
 use crate::service::collections::CollectionInfo;
-use crate::service::Services;
+use crate::service::{Operation as Op, Services};
+
+/// Collections, aliases and payload indexes.
+pub(crate) fn routes(st: &Services) -> Router<Services> {
+    let g = |op, h| guarded(st, op, h);
+    Router::new()
+        .route("/collections", g(Op::ListCollections, get(list)))
+        .route(
+            "/collections/aliases",
+            g(Op::UpdateAliases, post(update_aliases)),
+        )
+        .route("/aliases", g(Op::ListAliases, get(list_aliases)))
+        .route(
+            "/collections/{name}",
+            g(Op::GetCollection, get(get_collection))
+                .merge(g(Op::CreateCollection, put(create)))
+                .merge(g(Op::DeleteCollection, delete(delete_collection)))
+                .merge(g(Op::UpdateCollection, patch(update))),
+        )
+        .route(
+            "/collections/{name}/exists",
+            g(Op::CollectionExists, get(exists)),
+        )
+        .route(
+            "/collections/{name}/aliases",
+            g(Op::ListCollectionAliases, get(collection_aliases)),
+        )
+        .route(
+            "/collections/{name}/index",
+            g(Op::CreateFieldIndex, put(create_index)),
+        )
+        .route(
+            "/collections/{name}/index/{field}",
+            g(Op::DeleteFieldIndex, delete(delete_index)),
+        )
+}
 
 /// `GET /collections`
 pub(crate) async fn list(t: Timer, State(st): State<Services>) -> ApiResult {
@@ -33,7 +71,7 @@ pub(crate) async fn create(
 }
 
 /// `GET /collections/{name}`
-pub(crate) async fn get(
+pub(crate) async fn get_collection(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,
@@ -90,7 +128,7 @@ fn info_json(info: &CollectionInfo) -> Value {
 }
 
 /// `DELETE /collections/{name}`: `false` (not 404) when missing, so `recreate_collection` works.
-pub(crate) async fn delete(
+pub(crate) async fn delete_collection(
     t: Timer,
     State(st): State<Services>,
     ApiPath(name): ApiPath<String>,

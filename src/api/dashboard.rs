@@ -5,12 +5,14 @@ use axum::extract::{Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Json;
+use axum::routing::get;
+use axum::{Json, Router};
 use serde_json::json;
 
 use super::error::ApiError;
+use super::guarded;
 use crate::config::SnapshotsStorage;
-use crate::service::{Access, ApiKeys, Services};
+use crate::service::{Access, ApiKeys, Operation as Op, Services};
 
 /// The page's files: name, content type, bytes.
 const FILES: &[(&str, &str, &str)] = &[
@@ -30,6 +32,16 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../dashboard/style.css"),
     ),
 ];
+
+/// The dashboard's page, files and session.
+pub(crate) fn routes(st: &Services) -> Router<Services> {
+    let g = |op, h| guarded(st, op, h);
+    Router::new()
+        .route("/dashboard", g(Op::Dashboard, get(root)))
+        .route("/dashboard/", g(Op::Dashboard, get(index)))
+        .route("/dashboard/session", g(Op::Session, get(session)))
+        .route("/dashboard/{file}", g(Op::Dashboard, get(file)))
+}
 
 /// `GET /dashboard`: to `/dashboard/`, so the page's relative links resolve.
 pub(crate) async fn root() -> Redirect {

@@ -2,11 +2,24 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::get;
+use axum::{Json, Router};
 use serde_json::json;
 
-use crate::service::Services;
+use super::guarded;
+use crate::service::{Operation as Op, Services};
 pub(crate) use crate::service::{QDRANT_COMPAT_VERSION, QDRANT_TITLE};
+
+/// The version probe, health checks and the metrics.
+pub(crate) fn routes(st: &Services) -> Router<Services> {
+    let g = |op, h| guarded(st, op, h);
+    Router::new()
+        .route("/", g(Op::Version, get(root)))
+        .route("/healthz", g(Op::Health, get(healthz)))
+        .route("/livez", g(Op::Health, get(livez)))
+        .route("/readyz", g(Op::Health, get(readyz)))
+        .route("/metrics", g(Op::Metrics, get(super::observe::metrics)))
+}
 
 /// `GET /`: Qdrant's version probe (no envelope), plus this product's own version.
 pub(crate) async fn root() -> Response {

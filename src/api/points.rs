@@ -1,11 +1,14 @@
 //! Point endpoints: Qdrant's JSON bodies parsed into service requests, results shaped back.
 
 use axum::extract::State;
+use axum::routing::{get, post, put};
+use axum::Router;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Value};
 
 use super::error::{ApiJson, ApiPath, ApiQuery, ApiResult, Timer};
+use super::guarded;
 use crate::collection::filter::Filter;
 use crate::collection::points::{PointView, VectorSelect};
 use crate::collection::types::{Payload, PointId};
@@ -15,7 +18,40 @@ use crate::service::points::{
     payload_change, PayloadSelector, PointsUpdate, QueryInput, QueryRequest, ReadOptions, Records,
     ScoredPoints, ScrollRequest, UpdateResult, UpdateStatus, VectorShape,
 };
-use crate::service::Services;
+use crate::service::{Operation as Op, Services};
+
+/// Point writes, reads and queries.
+pub(crate) fn routes(st: &Services) -> Router<Services> {
+    let g = |op, h| guarded(st, op, h);
+    let p = |rest: &str| format!("/collections/{{name}}/points{rest}");
+    Router::new()
+        .route(
+            &p(""),
+            g(Op::Upsert, put(upsert)).merge(g(Op::GetPoints, post(retrieve))),
+        )
+        .route(&p("/{id}"), g(Op::GetPoints, get(get_point)))
+        .route(&p("/delete"), g(Op::DeletePoints, post(delete)))
+        .route(
+            &p("/payload"),
+            g(Op::SetPayload, post(set_payload))
+                .merge(g(Op::OverwritePayload, put(overwrite_payload))),
+        )
+        .route(
+            &p("/payload/delete"),
+            g(Op::DeletePayload, post(delete_payload)),
+        )
+        .route(
+            &p("/payload/clear"),
+            g(Op::ClearPayload, post(clear_payload)),
+        )
+        .route(&p("/batch"), g(Op::UpdateBatch, post(batch_update)))
+        .route(&p("/scroll"), g(Op::Scroll, post(scroll)))
+        .route(&p("/count"), g(Op::Count, post(count)))
+        .route(&p("/query"), g(Op::Query, post(query)))
+        .route(&p("/query/batch"), g(Op::QueryBatch, post(query_batch)))
+        .route(&p("/search"), g(Op::Search, post(search)))
+        .route(&p("/search/batch"), g(Op::SearchBatch, post(search_batch)))
+}
 
 /// Query parameters of writes (`ordering` and `timeout` are accepted and ignored).
 #[derive(Deserialize, Default)]

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
@@ -32,32 +32,30 @@ pub(crate) const CHECKSUM_HEADER: &str = "x-checksum-sha256";
 pub(crate) fn routes(st: &Services) -> Router<Services> {
     let g = |op, h| guarded(st, op, h);
     let json_limit = DefaultBodyLimit::max(1 << 20);
+    let unlimited = DefaultBodyLimit::disable();
+    let c = |rest: &str| format!("/collections/{{name}}/snapshots{rest}");
+    let s = |rest: &str| format!("/collections/{{name}}/shards/{{shard}}/snapshots{rest}");
     Router::new()
         .route(
-            "/collections/{name}/snapshots",
+            &c(""),
             g(Op::ListSnapshots, get(list_collection))
                 .merge(g(Op::CreateSnapshot, post(create_collection))),
         )
         .route(
-            "/collections/{name}/snapshots/recover",
+            &c("/recover"),
             g(
                 Op::RecoverSnapshot,
                 put(recover_collection).layer(json_limit),
             ),
         )
         .route(
-            "/collections/{name}/snapshots/upload",
-            g(
-                Op::UploadSnapshot,
-                post(upload_collection).layer(DefaultBodyLimit::disable()),
-            ),
+            &c("/upload"),
+            g(Op::UploadSnapshot, post(upload_collection).layer(unlimited)),
         )
         .route(
-            "/collections/{name}/snapshots/{snapshot}",
-            g(Op::DownloadSnapshot, get(download_collection)).merge(g(
-                Op::DeleteSnapshot,
-                axum::routing::delete(delete_collection),
-            )),
+            &c("/{snapshot}"),
+            g(Op::DownloadSnapshot, get(download_collection))
+                .merge(g(Op::DeleteSnapshot, delete(delete_collection))),
         )
         .route(
             "/snapshots",
@@ -66,27 +64,24 @@ pub(crate) fn routes(st: &Services) -> Router<Services> {
         .route(
             "/snapshots/{snapshot}",
             g(Op::DownloadSnapshot, get(download_full))
-                .merge(g(Op::DeleteSnapshot, axum::routing::delete(delete_full))),
+                .merge(g(Op::DeleteSnapshot, delete(delete_full))),
         )
         .route(
-            "/collections/{name}/shards/{shard}/snapshots",
+            &s(""),
             g(Op::ListSnapshots, get(list_shard)).merge(g(Op::CreateSnapshot, post(create_shard))),
         )
         .route(
-            "/collections/{name}/shards/{shard}/snapshots/recover",
+            &s("/recover"),
             g(Op::RecoverSnapshot, put(recover_shard).layer(json_limit)),
         )
         .route(
-            "/collections/{name}/shards/{shard}/snapshots/upload",
-            g(
-                Op::UploadSnapshot,
-                post(upload_shard).layer(DefaultBodyLimit::disable()),
-            ),
+            &s("/upload"),
+            g(Op::UploadSnapshot, post(upload_shard).layer(unlimited)),
         )
         .route(
-            "/collections/{name}/shards/{shard}/snapshots/{snapshot}",
+            &s("/{snapshot}"),
             g(Op::DownloadSnapshot, get(download_shard))
-                .merge(g(Op::DeleteSnapshot, axum::routing::delete(delete_shard))),
+                .merge(g(Op::DeleteSnapshot, delete(delete_shard))),
         )
         .route(
             "/collections/{name}/shards/{shard}/snapshot",
@@ -124,7 +119,7 @@ async fn list(st: Services, t: Timer, scope: Scope) -> ApiResult {
     t.ok(st.snapshots.list(&scope).await?)
 }
 
-async fn delete(
+async fn delete_snapshot(
     st: Services,
     t: Timer,
     scope: Scope,
@@ -388,7 +383,7 @@ async fn delete_collection(
     ApiPath((name, snapshot)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<WaitParam>,
 ) -> ApiResult {
-    delete(
+    delete_snapshot(
         st,
         t,
         Snapshots::stored_scope(&name, None)?,
@@ -444,7 +439,7 @@ async fn delete_full(
     ApiPath(snapshot): ApiPath<String>,
     ApiQuery(q): ApiQuery<WaitParam>,
 ) -> ApiResult {
-    delete(st, t, Scope::Full, snapshot, q.wait).await
+    delete_snapshot(st, t, Scope::Full, snapshot, q.wait).await
 }
 
 async fn list_shard(
@@ -487,7 +482,7 @@ async fn delete_shard(
     ApiQuery(q): ApiQuery<WaitParam>,
 ) -> ApiResult {
     let scope = Snapshots::stored_scope(&name, Some(shard))?;
-    delete(st, t, scope, snapshot, q.wait).await
+    delete_snapshot(st, t, scope, snapshot, q.wait).await
 }
 
 async fn recover_shard(

@@ -6,7 +6,9 @@
 //! the same HTTP client stack. The abort goes through `object_store`'s `MultipartStore`.
 
 use object_store::aws::{AmazonS3, AwsAuthorizer};
-use object_store::client::{HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector};
+use object_store::client::{
+    HttpClient, HttpConnector, HttpRequest, HttpRequestBody, ReqwestConnector,
+};
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::ClientOptions;
@@ -15,6 +17,12 @@ use serde::Deserialize;
 use super::s3::S3Options;
 use super::BackendError;
 use crate::error::BoxError;
+
+/// Where a listing page starts: after this key and upload id.
+type Markers = (Option<String>, Option<String>);
+
+/// What failed and why, before it is named as a backend error.
+type Failure = (&'static str, BoxError);
 
 /// One unfinished multipart upload.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,14 +106,42 @@ impl Uploads {
     }
 
     /// One page of the listing, after `markers` (key and upload id).
-    async fn page(
-        &self,
-        markers: &(Option<String>, Option<String>),
-        backend: &str,
-    ) -> Result<ListResult, BackendError> {
-        let fail = |action, e: BoxError| failed(action, &self.prefix, backend, e);
+    async fn page(&self, markers: &Markers, backend: &str) -> Result<ListResult, BackendError> {
+        self.try_page(markers)
+            .await
+            .map_err(|(action, e)| failed(action, &self.prefix, backend, e))
+    }
+
+    async fn try_page(&self, markers: &Markers) -> Result<ListResult, Failure> {
+        const LIST: &str = "failed to list multipart uploads under";
+        let request = self.signed_request(markers).await?;
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| (LIST, e.into()))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .bytes()
+            .await
+            .map_err(|e| (LIST, e.into()))?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body);
+            return Err((LIST, format!("HTTP {status}: {text}").into()));
+        }
+        quick_xml::de::from_reader(body.as_ref()).map_err(|e| {
+            (
+                "failed to read the listing of multipart uploads under",
+                e.into(),
+            )
+        })
+    }
+
+    /// `GET /?uploads&prefix=..` after `markers`, signed with the store's credentials.
+    async fn signed_request(&self, markers: &Markers) -> Result<HttpRequest, Failure> {
         let mut url = url::Url::parse(&format!("{}/", self.bucket_url))
-            .map_err(|e| fail("invalid bucket URL for", Box::new(e)))?;
+            .map_err(|e| ("invalid bucket URL for", e.into()))?;
         {
             let mut q = url.query_pairs_mut();
             q.append_pair("uploads", "");
@@ -121,61 +157,23 @@ impl Uploads {
             .method(http::Method::GET)
             .uri(url.as_str())
             .body(HttpRequestBody::empty())
-            .map_err(|e| {
-                fail(
-                    "failed to build a request listing uploads under",
-                    Box::new(e),
-                )
-            })?;
+            .map_err(|e| ("failed to build a request listing uploads under", e.into()))?;
         let credential = self
             .store
             .credentials()
             .get_credential()
             .await
-            .map_err(|e| {
-                fail(
-                    "no credentials to list multipart uploads under",
-                    Box::new(e),
-                )
-            })?;
+            .map_err(|e| ("no credentials to list multipart uploads under", e.into()))?;
         AwsAuthorizer::new(&credential, "s3", &self.region)
             .try_authorize(&mut request, None)
-            .map_err(|e| {
-                fail(
-                    "failed to sign a request listing uploads under",
-                    Box::new(e),
-                )
-            })?;
-        let response = self
-            .http
-            .execute(request)
-            .await
-            .map_err(|e| fail("failed to list multipart uploads under", Box::new(e)))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .bytes()
-            .await
-            .map_err(|e| fail("failed to list multipart uploads under", Box::new(e)))?;
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&body).into_owned();
-            return Err(fail(
-                "failed to list multipart uploads under",
-                format!("HTTP {status}: {text}").into(),
-            ));
-        }
-        quick_xml::de::from_reader(body.as_ref()).map_err(|e| {
-            fail(
-                "failed to read the listing of multipart uploads under",
-                Box::new(e),
-            )
-        })
+            .map_err(|e| ("failed to sign a request listing uploads under", e.into()))?;
+        Ok(request)
     }
 
     /// Every unfinished upload under the prefix. `backend` names the store in errors.
     pub(super) async fn list(&self, backend: &str) -> Result<Vec<Upload>, BackendError> {
         let mut out = Vec::new();
-        let mut markers = (None, None);
+        let mut markers: Markers = (None, None);
         loop {
             let page = self.page(&markers, backend).await?;
             out.extend(page.uploads.into_iter().map(|u| Upload {

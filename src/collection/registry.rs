@@ -93,6 +93,71 @@ pub struct Registry {
     meta: Mutex<()>,
 }
 
+/// Frees a replaced collection's memory and parked files off the request path: for a
+/// 0.44 GiB collection that took 0.4 s of the recovery's answer. If the process stops
+/// first, start-up removes the parked directory.
+fn free_replaced(replaced: Option<Arc<Collection>>, old: Option<Arc<Collection>>, parked: PathBuf) {
+    let parked = parked.exists().then_some(parked);
+    std::thread::spawn(move || {
+        drop(replaced);
+        drop(old);
+        if let Some(parked) = parked {
+            if let Err(e) = fs::remove_dir_all(&parked) {
+                tracing::warn!(path = %parked.display(), error = %e, "could not remove replaced collection");
+            }
+        }
+    });
+}
+
+/// Undoes or finishes recovery swaps a stop interrupted: a parked copy whose replacement
+/// is in place is removed, one whose replacement is missing is put back.
+fn finish_swaps(cols: &Path) -> Result<()> {
+    for entry in fs::read_dir(cols).map_err(io_ctx("failed to list collections"))? {
+        let entry = entry.map_err(io_ctx("failed to list collections"))?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file_name.strip_prefix(REPLACED_PREFIX) else {
+            continue;
+        };
+        let Some((name, _id)) = rest.rsplit_once('.') else {
+            continue;
+        };
+        let live = cols.join(name);
+        if live.exists() {
+            fs::remove_dir_all(entry.path())
+                .map_err(io_ctx("failed to remove replaced collection"))?;
+        } else {
+            tracing::warn!(
+                collection = name,
+                "restoring a collection whose replacement was interrupted"
+            );
+            fs::rename(entry.path(), &live)
+                .map_err(io_ctx("failed to restore replaced collection"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens every collection under `cols`; one whose files are damaged is logged and skipped.
+fn load_collections(cols: &Path) -> Result<HashMap<String, Arc<Collection>>> {
+    let mut map = HashMap::new();
+    for entry in fs::read_dir(cols).map_err(io_ctx("failed to list collections"))? {
+        let entry = entry.map_err(io_ctx("failed to list collections"))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !entry.path().is_dir() {
+            continue;
+        }
+        match Collection::open(&entry.path(), &name) {
+            Ok(c) => {
+                map.insert(name, Arc::new(c));
+            }
+            Err(e) => {
+                tracing::error!(collection = %name, error = %e.chain(), "collection not loaded")
+            }
+        }
+    }
+    Ok(map)
+}
+
 impl Registry {
     /// Opens `storage_path`, finishing or undoing interrupted work and loading every collection.
     ///
@@ -107,45 +172,8 @@ impl Registry {
         for work in [STAGING_DIR, TRASH_DIR] {
             empty_dir(&root.join(work))?;
         }
-        // Undo or finish interrupted swaps before loading.
-        for entry in fs::read_dir(&cols).map_err(io_ctx("failed to list collections"))? {
-            let entry = entry.map_err(io_ctx("failed to list collections"))?;
-            let file_name = entry.file_name().to_string_lossy().into_owned();
-            let Some(rest) = file_name.strip_prefix(REPLACED_PREFIX) else {
-                continue;
-            };
-            let Some((name, _id)) = rest.rsplit_once('.') else {
-                continue;
-            };
-            let live = cols.join(name);
-            if live.exists() {
-                fs::remove_dir_all(entry.path())
-                    .map_err(io_ctx("failed to remove replaced collection"))?;
-            } else {
-                tracing::warn!(
-                    collection = name,
-                    "restoring a collection whose replacement was interrupted"
-                );
-                fs::rename(entry.path(), &live)
-                    .map_err(io_ctx("failed to restore replaced collection"))?;
-            }
-        }
-        let mut map = HashMap::new();
-        for entry in fs::read_dir(&cols).map_err(io_ctx("failed to list collections"))? {
-            let entry = entry.map_err(io_ctx("failed to list collections"))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || !entry.path().is_dir() {
-                continue;
-            }
-            match Collection::open(&entry.path(), &name) {
-                Ok(c) => {
-                    map.insert(name, Arc::new(c));
-                }
-                Err(e) => {
-                    tracing::error!(collection = %name, error = %e.chain(), "collection not loaded")
-                }
-            }
-        }
+        finish_swaps(&cols)?;
+        let map = load_collections(&cols)?;
         let aliases: BTreeMap<String, String> = match fs::read(root.join(ALIASES_FILE)) {
             Ok(raw) => serde_json::from_slice(&raw)
                 .map_err(|e| Error::internal("aliases.json is invalid", e))?,
@@ -356,6 +384,27 @@ impl Registry {
         Ok(())
     }
 
+    /// After a failed swap, puts the collection parked at `parked` back exactly as it was.
+    fn put_back(&self, name: &str, live: &Path, parked: &Path) -> Result<()> {
+        if live.exists() {
+            let _ = fs::rename(
+                live,
+                self.root
+                    .join(TRASH_DIR)
+                    .join(uuid::Uuid::new_v4().simple().to_string()),
+            );
+        }
+        if parked.exists() {
+            fs::rename(parked, live)
+                .map_err(io_ctx(format!("failed to restore collection `{name}`")))?;
+            let reopened = Collection::open(live, name)?;
+            self.collections
+                .write()
+                .insert(name.to_string(), Arc::new(reopened));
+        }
+        Ok(())
+    }
+
     /// Installs a fully built collection directory (from a snapshot) as `name`, replacing
     /// any existing collection atomically: on failure the old one is back, untouched.
     ///
@@ -400,39 +449,11 @@ impl Registry {
                     .collections
                     .write()
                     .insert(name.to_string(), Arc::new(col));
-                // The replaced copy's memory and files are freed off the request path: for
-                // a 0.44 GiB collection that took 0.4 s of the recovery's answer. If the
-                // process stops first, start-up removes the parked directory.
-                let parked = parked.exists().then_some(parked);
-                std::thread::spawn(move || {
-                    drop(replaced);
-                    drop(old);
-                    if let Some(parked) = parked {
-                        if let Err(e) = fs::remove_dir_all(&parked) {
-                            tracing::warn!(path = %parked.display(), error = %e, "could not remove replaced collection");
-                        }
-                    }
-                });
+                free_replaced(replaced, old, parked);
                 Ok(())
             }
             Err(e) => {
-                // Put the old collection back exactly as it was.
-                if live.exists() {
-                    let _ = fs::rename(
-                        &live,
-                        self.root
-                            .join(TRASH_DIR)
-                            .join(uuid::Uuid::new_v4().simple().to_string()),
-                    );
-                }
-                if parked.exists() {
-                    fs::rename(&parked, &live)
-                        .map_err(io_ctx(format!("failed to restore collection `{name}`")))?;
-                    let reopened = Collection::open(&live, name)?;
-                    self.collections
-                        .write()
-                        .insert(name.to_string(), Arc::new(reopened));
-                }
+                self.put_back(name, &live, &parked)?;
                 Err(e)
             }
         }

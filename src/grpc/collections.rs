@@ -13,6 +13,7 @@ use super::status::status;
 use super::{answer, unsupported};
 use crate::collection::config::{CollectionConfig, CollectionPatch};
 use crate::collection::registry::AliasAction;
+use crate::collection::tuning::{HnswParams, OptimizerParams};
 use crate::collection::types::{Distance, VectorParams, VectorsConfig};
 use crate::service::collections::CollectionInfo;
 use crate::service::Services;
@@ -160,12 +161,35 @@ fn schema_type(v: &Value) -> i32 {
     }) as i32
 }
 
-fn info_out(info: &CollectionInfo) -> pb::CollectionInfo {
+fn hnsw_out(h: &HnswParams) -> pb::HnswConfigDiff {
+    pb::HnswConfigDiff {
+        m: h.m,
+        ef_construct: h.ef_construct,
+        full_scan_threshold: h.full_scan_threshold,
+        max_indexing_threads: h.max_indexing_threads,
+        on_disk: h.on_disk,
+        payload_m: h.payload_m,
+        ..Default::default()
+    }
+}
+
+fn optimizer_out(o: &OptimizerParams) -> pb::OptimizersConfigDiff {
+    pb::OptimizersConfigDiff {
+        deleted_threshold: o.deleted_threshold,
+        vacuum_min_vector_number: o.vacuum_min_vector_number,
+        default_segment_number: o.default_segment_number,
+        max_segment_size: o.max_segment_size,
+        memmap_threshold: o.memmap_threshold,
+        indexing_threshold: o.indexing_threshold,
+        flush_interval_sec: o.flush_interval_sec,
+        ..Default::default()
+    }
+}
+
+fn vectors_out(vectors: &VectorsConfig) -> pb::VectorsConfig {
     use pb::vectors_config::Config;
-    let (config, p, t) = (&info.config, &info.params, &info.tuning);
-    let points = info.points_count as u64;
-    let vectors_config = Some(pb::VectorsConfig {
-        config: Some(match &config.vectors {
+    pb::VectorsConfig {
+        config: Some(match vectors {
             VectorsConfig::Single(v) => Config::Params(vector_params_out(v)),
             VectorsConfig::Named(m) => Config::ParamsMap(pb::VectorParamsMap {
                 map: m
@@ -174,7 +198,12 @@ fn info_out(info: &CollectionInfo) -> pb::CollectionInfo {
                     .collect(),
             }),
         }),
-    });
+    }
+}
+
+fn info_out(info: &CollectionInfo) -> pb::CollectionInfo {
+    let (config, p, t) = (&info.config, &info.params, &info.tuning);
+    let points = info.points_count as u64;
     pb::CollectionInfo {
         status: pb::CollectionStatus::Green as i32,
         optimizer_status: Some(pb::OptimizerStatus {
@@ -186,30 +215,13 @@ fn info_out(info: &CollectionInfo) -> pb::CollectionInfo {
             params: Some(pb::CollectionParams {
                 shard_number: p.shard_number,
                 on_disk_payload: p.on_disk_payload,
-                vectors_config,
+                vectors_config: Some(vectors_out(&config.vectors)),
                 replication_factor: Some(p.replication_factor),
                 write_consistency_factor: Some(p.write_consistency_factor),
                 ..Default::default()
             }),
-            hnsw_config: Some(pb::HnswConfigDiff {
-                m: t.hnsw.m,
-                ef_construct: t.hnsw.ef_construct,
-                full_scan_threshold: t.hnsw.full_scan_threshold,
-                max_indexing_threads: t.hnsw.max_indexing_threads,
-                on_disk: t.hnsw.on_disk,
-                payload_m: t.hnsw.payload_m,
-                ..Default::default()
-            }),
-            optimizer_config: Some(pb::OptimizersConfigDiff {
-                deleted_threshold: t.optimizer.deleted_threshold,
-                vacuum_min_vector_number: t.optimizer.vacuum_min_vector_number,
-                default_segment_number: t.optimizer.default_segment_number,
-                max_segment_size: t.optimizer.max_segment_size,
-                memmap_threshold: t.optimizer.memmap_threshold,
-                indexing_threshold: t.optimizer.indexing_threshold,
-                flush_interval_sec: t.optimizer.flush_interval_sec,
-                ..Default::default()
-            }),
+            hnsw_config: Some(hnsw_out(&t.hnsw)),
+            optimizer_config: Some(optimizer_out(&t.optimizer)),
             wal_config: Some(pb::WalConfigDiff {
                 wal_capacity_mb: t.wal.wal_capacity_mb,
                 wal_segments_ahead: t.wal.wal_segments_ahead,

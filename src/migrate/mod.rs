@@ -125,6 +125,18 @@ async fn copy_collection(
         .collection(name)
         .await?
         .ok_or_else(|| format!("collection `{name}` does not exist on {}", from.base()))?;
+    prepare_destination(to, name, &info, opts.overwrite).await?;
+    copy_points(from, to, name, opts.batch, transport).await
+}
+
+/// Creates the destination collection from the source's `info` (or checks that one with
+/// the same vectors exists, or replaces one with `overwrite`), then its payload indexes.
+async fn prepare_destination(
+    to: &Server,
+    name: &str,
+    info: &Value,
+    overwrite: bool,
+) -> Result<(), String> {
     let params = &info["config"]["params"];
     if params["sparse_vectors"]
         .as_object()
@@ -134,28 +146,24 @@ async fn copy_collection(
             "collection `{name}` has sparse vectors, which migrate does not copy"
         ));
     }
-    let vectors = params["vectors"].clone();
-    if let Some(existing) = to.collection(name).await? {
-        let same = existing["config"]["params"]["vectors"] == vectors;
-        match (same, opts.overwrite) {
-            (true, _) => eprintln!("{name}: exists on the destination with the same vectors; continuing"),
-            (false, true) => {
-                eprintln!("{name}: replacing the destination's collection (--overwrite)");
-                to.delete_collection(name).await?;
-                create(to, name, params).await?;
-            }
-            (false, false) => {
-                return Err(format!(
-                    "collection `{name}` exists on {} with other vector parameters ({} here, {} there); \
-                     pass --overwrite to replace it",
-                    to.base(),
-                    vectors,
-                    existing["config"]["params"]["vectors"]
-                ))
-            }
+    let vectors = &params["vectors"];
+    match to.collection(name).await? {
+        None => create(to, name, params).await?,
+        Some(existing) if existing["config"]["params"]["vectors"] == *vectors => {
+            eprintln!("{name}: exists on the destination with the same vectors; continuing")
         }
-    } else {
-        create(to, name, params).await?;
+        Some(_) if overwrite => {
+            eprintln!("{name}: replacing the destination's collection (--overwrite)");
+            to.delete_collection(name).await?;
+            create(to, name, params).await?;
+        }
+        Some(existing) => return Err(format!(
+            "collection `{name}` exists on {} with other vector parameters ({} here, {} there); \
+                 pass --overwrite to replace it",
+            to.base(),
+            vectors,
+            existing["config"]["params"]["vectors"]
+        )),
     }
     if let Some(schema) = info["payload_schema"].as_object() {
         for (field, s) in schema {
@@ -166,6 +174,18 @@ async fn copy_collection(
             to.create_index(name, field, &field_schema).await?;
         }
     }
+    Ok(())
+}
+
+/// Streams every point of `name` from the source into the destination, in pages of
+/// `batch`, with progress.
+async fn copy_points(
+    from: &Server,
+    to: &Server,
+    name: &str,
+    batch: usize,
+    transport: &Transport,
+) -> Result<(), String> {
     let total = from.count(name).await?;
     let mut progress = Progress::new(name, total);
     // Pages are read ahead while up to WRITERS upserts are in flight: a destination that
@@ -175,30 +195,14 @@ async fn copy_collection(
         from.clone(),
         transport.clone(),
         name.to_string(),
-        opts.batch,
+        batch,
         tx,
     ));
     let pages = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|page| (page, rx))
     });
     let mut writes = std::pin::pin!(pages
-        .map(|page| {
-            let (to, transport) = (to.clone(), transport.clone());
-            async move {
-                match (page?, transport) {
-                    (Page::Json(body, n), _) => {
-                        to.upsert_raw(name, body).await?;
-                        Ok::<u64, String>(n as u64)
-                    }
-                    (Page::Proto(points), Transport::Grpc(ends)) => {
-                        let n = points.len() as u64;
-                        ends.1.upsert(name, points).await?;
-                        Ok(n)
-                    }
-                    (Page::Proto(_), Transport::Rest) => Err("a gRPC page without gRPC".into()),
-                }
-            }
-        })
+        .map(|page| write_page(to.clone(), transport.clone(), name, page))
         .buffer_unordered(WRITERS));
     while let Some(done) = writes.next().await {
         progress.add(done?);
@@ -208,6 +212,27 @@ async fn copy_collection(
         .map_err(|e| format!("reading `{name}` failed: {e}"))?;
     progress.finish();
     Ok(())
+}
+
+/// Upserts one page into the destination; returns its number of points.
+async fn write_page(
+    to: Server,
+    transport: Transport,
+    name: &str,
+    page: Result<Page, String>,
+) -> Result<u64, String> {
+    match (page?, transport) {
+        (Page::Json(body, n), _) => {
+            to.upsert_raw(name, body).await?;
+            Ok(n as u64)
+        }
+        (Page::Proto(points), Transport::Grpc(ends)) => {
+            let n = points.len() as u64;
+            ends.1.upsert(name, points).await?;
+            Ok(n)
+        }
+        (Page::Proto(_), Transport::Rest) => Err("a gRPC page without gRPC".into()),
+    }
 }
 
 /// Scrolls `name` on the source page by page into `tx` until the last page or an error

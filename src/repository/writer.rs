@@ -3,6 +3,7 @@
 //! pieces the storage does not hold yet are uploaded. The manifest is the commit point.
 
 use std::collections::HashSet;
+use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
@@ -151,6 +152,98 @@ impl Uploads {
     }
 }
 
+/// The tar being hashed while its files' pieces are uploaded.
+struct TarFeed {
+    feed: HashFeed,
+    uploads: Uploads,
+    mtime: u64,
+    zeros: Bytes,
+}
+
+impl TarFeed {
+    /// One entry's header, then its bytes (`text` inline, or the file's pieces), then the
+    /// padding; returns the manifest's entry and the file's CRC-32.
+    async fn entry(&mut self, path: String, source: Source) -> Result<(Entry, u32), BackendError> {
+        let size = match &source {
+            Source::Text(t) => t.len() as u64,
+            Source::File { len, .. } => *len,
+        };
+        self.header(&path, size).await?;
+        let (crc, text, pieces) = match source {
+            Source::Text(t) => {
+                let crc = crc32fast::hash(t.as_bytes());
+                self.bytes(Bytes::from(t.clone().into_bytes())).await?;
+                (crc, Some(t), Vec::new())
+            }
+            Source::File { file, len } => {
+                let (crc, pieces) = self.file(file, len).await?;
+                (crc, None, pieces)
+            }
+        };
+        self.pad(size).await?;
+        let entry = Entry {
+            path,
+            size,
+            text,
+            pieces,
+        };
+        Ok((entry, crc))
+    }
+
+    async fn header(&mut self, path: &str, size: u64) -> Result<(), BackendError> {
+        let header = entry_header(path, size, self.mtime).await.map_err(io_err)?;
+        self.bytes(Bytes::from(header)).await
+    }
+
+    async fn bytes(&mut self, bytes: Bytes) -> Result<(), BackendError> {
+        self.feed.feed(bytes).await.map_err(io_err)
+    }
+
+    /// The zeros that end an entry of `size` bytes on a block boundary.
+    async fn pad(&mut self, size: u64) -> Result<(), BackendError> {
+        let pad = padding(size);
+        if pad > 0 {
+            self.bytes(self.zeros.slice(..pad)).await?;
+        }
+        Ok(())
+    }
+
+    /// A file's bytes, piece by piece, each uploaded unless known; returns the file's
+    /// CRC-32 and its pieces' hashes.
+    async fn file(&mut self, file: File, len: u64) -> Result<(u32, Vec<String>), BackendError> {
+        let file = Arc::new(file);
+        let mut crc = crc32fast::Hasher::new();
+        let mut hashes = Vec::new();
+        let mut offset = 0;
+        let next_read = |offset: u64| {
+            tokio::spawn(read_piece(
+                Arc::clone(&file),
+                offset,
+                PIECE_SIZE.min(len - offset),
+            ))
+        };
+        // One piece is read and hashed ahead while the current one is hashed into the tar
+        // and uploaded.
+        let mut next = (len > 0).then(|| next_read(0));
+        while let Some(pending) = next.take() {
+            let piece = pending
+                .await
+                .map_err(io::Error::other)
+                .map_err(io_err)?
+                .map_err(io_err)?;
+            offset += piece.bytes.len() as u64;
+            if offset < len {
+                next = Some(next_read(offset));
+            }
+            crc.combine(&piece.crc);
+            self.bytes(piece.bytes.clone()).await?;
+            self.uploads.add(&piece.hash, piece.bytes).await?;
+            hashes.push(piece.hash);
+        }
+        Ok((crc.finalize(), hashes))
+    }
+}
+
 /// Hashes the tar of `archive` and uploads the pieces that `known` lacks; returns the
 /// manifest (not yet committed).
 pub(crate) async fn write(
@@ -160,102 +253,31 @@ pub(crate) async fn write(
     progress: Option<Progress>,
 ) -> Result<Written, BackendError> {
     let mtime = archive.created_at.timestamp().max(0) as u64;
-    let zeros = Bytes::from(vec![0u8; END]);
-    let mut feed = HashFeed::new(progress);
-    let mut uploads = Uploads {
-        backend: Arc::clone(backend),
-        known,
-        running: FuturesUnordered::new(),
-        count: 0,
-        bytes: 0,
+    let mut tar = TarFeed {
+        feed: HashFeed::new(progress),
+        uploads: Uploads {
+            backend: Arc::clone(backend),
+            known,
+            running: FuturesUnordered::new(),
+            count: 0,
+            bytes: 0,
+        },
+        mtime,
+        zeros: Bytes::from(vec![0u8; END]),
     };
     let mut entries = Vec::with_capacity(archive.entries.len() + 1);
     let mut crcs = Vec::with_capacity(archive.entries.len());
-    for entry in archive.entries {
-        let (size, text) = match &entry.source {
-            Source::Text(t) => (t.len() as u64, Some(t.clone())),
-            Source::File { len, .. } => (*len, None),
-        };
-        let header = entry_header(&entry.path, size, mtime)
-            .await
-            .map_err(io_err)?;
-        feed.feed(Bytes::from(header)).await.map_err(io_err)?;
-        let mut hashes = Vec::new();
-        let crc = match entry.source {
-            Source::Text(t) => {
-                let crc = crc32fast::hash(t.as_bytes());
-                feed.feed(Bytes::from(t.into_bytes()))
-                    .await
-                    .map_err(io_err)?;
-                crc
-            }
-            Source::File { file, len } => {
-                let file = Arc::new(file);
-                let mut crc = crc32fast::Hasher::new();
-                let mut offset = 0;
-                let next_read = |offset: u64| {
-                    tokio::spawn(read_piece(
-                        Arc::clone(&file),
-                        offset,
-                        PIECE_SIZE.min(len - offset),
-                    ))
-                };
-                // One piece is read and hashed ahead while the current one is hashed into
-                // the tar and uploaded.
-                let mut next = (len > 0).then(|| next_read(0));
-                while let Some(pending) = next.take() {
-                    let piece = pending
-                        .await
-                        .map_err(io::Error::other)
-                        .map_err(io_err)?
-                        .map_err(io_err)?;
-                    offset += piece.bytes.len() as u64;
-                    if offset < len {
-                        next = Some(next_read(offset));
-                    }
-                    crc.combine(&piece.crc);
-                    feed.feed(piece.bytes.clone()).await.map_err(io_err)?;
-                    uploads.add(&piece.hash, piece.bytes).await?;
-                    hashes.push(piece.hash);
-                }
-                crc.finalize()
-            }
-        };
-        let pad = padding(size);
-        if pad > 0 {
-            feed.feed(zeros.slice(..pad)).await.map_err(io_err)?;
-        }
+    for e in archive.entries {
+        let (entry, crc) = tar.entry(e.path, e.source).await?;
         crcs.push((entry.path.clone(), crc));
-        entries.push(Entry {
-            path: entry.path,
-            size,
-            text,
-            pieces: hashes,
-        });
+        entries.push(entry);
     }
     let (path, text) = (archive.trailer)(&crcs);
-    let size = text.len() as u64;
-    feed.feed(Bytes::from(
-        entry_header(&path, size, mtime).await.map_err(io_err)?,
-    ))
-    .await
-    .map_err(io_err)?;
-    feed.feed(Bytes::from(text.clone().into_bytes()))
-        .await
-        .map_err(io_err)?;
-    let pad = padding(size);
-    if pad > 0 {
-        feed.feed(zeros.slice(..pad)).await.map_err(io_err)?;
-    }
-    entries.push(Entry {
-        path,
-        size,
-        text: Some(text),
-        pieces: Vec::new(),
-    });
-    feed.feed(zeros).await.map_err(io_err)?;
-    uploads.finish().await?;
-    let (sha256, total) = feed.finish().await.map_err(io_err)?;
+    entries.push(tar.entry(path, Source::Text(text)).await?.0);
+    let end = tar.zeros.clone();
+    tar.bytes(end).await?;
+    tar.uploads.finish().await?;
+    let (sha256, total) = tar.feed.finish().await.map_err(io_err)?;
     Ok(Written {
         manifest: Manifest {
             format: FORMAT.into(),
@@ -269,7 +291,7 @@ pub(crate) async fn write(
             sha256,
             entries,
         },
-        uploaded: uploads.count,
-        uploaded_bytes: uploads.bytes,
+        uploaded: tar.uploads.count,
+        uploaded_bytes: tar.uploads.bytes,
     })
 }

@@ -331,11 +331,15 @@ async fn apply(col: &Arc<Collection>, update: PointsUpdate, wait: bool) -> Resul
     })
 }
 
-async fn run_query(col: Arc<Collection>, req: QueryRequest) -> Result<ScoredPoints> {
-    let shape = VectorShape::of(&col.config().vectors);
-    let vector = match req.query {
+/// The vector a query searches with: the one given, or the `using` vector of a point.
+fn query_vector(
+    col: &Collection,
+    query: Option<QueryInput>,
+    using: &str,
+) -> Result<Option<Vec<f32>>> {
+    Ok(match query {
         None => None,
-        Some(QueryInput::Vector(v)) => Some(col.prepare_query(&req.using, v)?),
+        Some(QueryInput::Vector(v)) => Some(col.prepare_query(using, v)?),
         Some(QueryInput::Point(id)) => {
             let point = col
                 .read(|p| p.get(&id))
@@ -343,14 +347,17 @@ async fn run_query(col: Arc<Collection>, req: QueryRequest) -> Result<ScoredPoin
             let v = point
                 .vectors
                 .into_iter()
-                .find(|(n, _)| *n == req.using)
+                .find(|(n, _)| n == using)
                 .map(|(_, v)| v)
-                .ok_or_else(|| {
-                    Error::bad_input(format!("point {id} has no vector `{}`", req.using))
-                })?;
+                .ok_or_else(|| Error::bad_input(format!("point {id} has no vector `{using}`")))?;
             Some(v)
         }
-    };
+    })
+}
+
+async fn run_query(col: Arc<Collection>, mut req: QueryRequest) -> Result<ScoredPoints> {
+    let shape = VectorShape::of(&col.config().vectors);
+    let vector = query_vector(&col, req.query.take(), &req.using)?;
     // A full scan takes milliseconds: keep it off the async workers.
     blocking(move || {
         let (read, filter) = (&req.read, req.filter.as_ref());

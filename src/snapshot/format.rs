@@ -126,102 +126,23 @@ impl Manifest {
     /// Checks the manifest before any file is written: format, version, kind, names, and
     /// that every path is one a collection may have, listed once, with a sane size.
     pub fn validate(&self, expected: Option<SnapshotKind>) -> Result<()> {
-        if self.format != FORMAT_NAME {
-            return Err(bad(format!("unknown format `{}`", self.format)));
-        }
-        if self.format_version != FORMAT_VERSION {
-            return Err(bad(format!(
-                "format version {} is not supported (this build reads version {FORMAT_VERSION})",
-                self.format_version
-            )));
-        }
-        if let Some(kind) = expected {
-            if kind != self.kind {
-                return Err(bad(match kind {
-                    SnapshotKind::Collection => {
-                        "this is a full-storage snapshot, not a collection snapshot"
-                    }
-                    SnapshotKind::Full => {
-                        "this is a collection snapshot, not a full-storage snapshot"
-                    }
-                }));
-            }
-        }
-        if self.kind == SnapshotKind::Collection && self.collections.len() != 1 {
-            return Err(bad(
-                "a collection snapshot must hold exactly one collection",
-            ));
-        }
+        self.validate_header(expected)?;
         let mut seen = HashSet::new();
         let mut names = HashSet::new();
-        let mut total: u64 = 0;
-        let mut count = 0;
         for c in &self.collections {
             validate_name(&c.name).map_err(|e| bad(e.to_string()))?;
             if !names.insert(c.name.as_str()) {
                 return Err(bad(format!("collection `{}` is listed twice", c.name)));
             }
-            let expected_dir = match self.kind {
-                SnapshotKind::Collection => String::new(),
-                SnapshotKind::Full => full_collection_dir(&c.name),
-            };
-            if c.dir != expected_dir {
-                return Err(bad(format!(
-                    "collection `{}` has unexpected directory `{}`",
-                    c.name, c.dir
-                )));
-            }
-            let mut has_config = false;
-            let mut prev_end: Option<u64> = None;
-            for (i, f) in c.files.iter().enumerate() {
-                let rel = if c.dir.is_empty() {
-                    Some(f.path.as_str())
-                } else {
-                    f.path
-                        .strip_prefix(&c.dir)
-                        .and_then(|r| r.strip_prefix('/'))
-                };
-                let rel = match rel {
-                    Some(rel) if allowed_collection_file(rel) => rel,
-                    _ => return Err(bad(format!("unexpected path `{}`", f.path))),
-                };
-                if rel == crate::collection::CONFIG_FILE {
-                    // The config comes first: segments are loaded as they stream past it.
-                    if i != 0 {
-                        return Err(bad(format!(
-                            "`{}` must be the collection's first file",
-                            f.path
-                        )));
-                    }
-                    has_config = true;
-                } else if let Some((start, end)) = segment_range(rel) {
-                    // Segments in WAL order, never overlapping: the order they are applied in.
-                    if start > end || prev_end.is_some_and(|p| start <= p) {
-                        return Err(bad(format!("segment `{}` is out of order", f.path)));
-                    }
-                    prev_end = Some(end);
-                }
-                if !seen.insert(f.path.as_str()) {
-                    return Err(bad(format!("`{}` is listed twice", f.path)));
-                }
-                if f.size > MAX_FILE_SIZE {
-                    return Err(bad(format!(
-                        "`{}` claims an absurd size of {} bytes",
-                        f.path, f.size
-                    )));
-                }
-                total = total.saturating_add(f.size);
-                count += 1;
-            }
-            if !has_config {
-                return Err(bad(format!("collection `{}` has no config.json", c.name)));
-            }
+            self.validate_collection(c, &mut seen)?;
         }
+        let count = seen.len();
         if count > MAX_FILES {
             return Err(bad(format!(
                 "{count} files is more than the limit of {MAX_FILES}"
             )));
         }
+        let total = self.files().fold(0u64, |t, f| t.saturating_add(f.size));
         if total > MAX_TOTAL_SIZE {
             return Err(bad(format!(
                 "total size of {total} bytes is more than the limit"
@@ -234,6 +155,95 @@ impl Manifest {
                     "alias `{alias}` points to `{target}`, which is not in the snapshot"
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// Format, version and kind.
+    fn validate_header(&self, expected: Option<SnapshotKind>) -> Result<()> {
+        if self.format != FORMAT_NAME {
+            return Err(bad(format!("unknown format `{}`", self.format)));
+        }
+        if self.format_version != FORMAT_VERSION {
+            return Err(bad(format!(
+                "format version {} is not supported (this build reads version {FORMAT_VERSION})",
+                self.format_version
+            )));
+        }
+        match (expected, self.kind) {
+            (Some(SnapshotKind::Collection), SnapshotKind::Full) => Err(bad(
+                "this is a full-storage snapshot, not a collection snapshot",
+            )),
+            (Some(SnapshotKind::Full), SnapshotKind::Collection) => Err(bad(
+                "this is a collection snapshot, not a full-storage snapshot",
+            )),
+            (_, SnapshotKind::Collection) if self.collections.len() != 1 => Err(bad(
+                "a collection snapshot must hold exactly one collection",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// One collection's directory and files: `config.json` first, then segments in WAL
+    /// order without overlap, each path allowed, listed once (`seen` holds every path so
+    /// far) and of a sane size.
+    fn validate_collection<'a>(
+        &self,
+        c: &'a ManifestCollection,
+        seen: &mut HashSet<&'a str>,
+    ) -> Result<()> {
+        let expected_dir = match self.kind {
+            SnapshotKind::Collection => String::new(),
+            SnapshotKind::Full => full_collection_dir(&c.name),
+        };
+        if c.dir != expected_dir {
+            return Err(bad(format!(
+                "collection `{}` has unexpected directory `{}`",
+                c.name, c.dir
+            )));
+        }
+        let mut has_config = false;
+        let mut prev_end: Option<u64> = None;
+        for (i, f) in c.files.iter().enumerate() {
+            let rel = if c.dir.is_empty() {
+                Some(f.path.as_str())
+            } else {
+                f.path
+                    .strip_prefix(&c.dir)
+                    .and_then(|r| r.strip_prefix('/'))
+            };
+            let rel = match rel {
+                Some(rel) if allowed_collection_file(rel) => rel,
+                _ => return Err(bad(format!("unexpected path `{}`", f.path))),
+            };
+            if rel == crate::collection::CONFIG_FILE {
+                // The config comes first: segments are loaded as they stream past it.
+                if i != 0 {
+                    return Err(bad(format!(
+                        "`{}` must be the collection's first file",
+                        f.path
+                    )));
+                }
+                has_config = true;
+            } else if let Some((start, end)) = segment_range(rel) {
+                // Segments in WAL order, never overlapping: the order they are applied in.
+                if start > end || prev_end.is_some_and(|p| start <= p) {
+                    return Err(bad(format!("segment `{}` is out of order", f.path)));
+                }
+                prev_end = Some(end);
+            }
+            if !seen.insert(f.path.as_str()) {
+                return Err(bad(format!("`{}` is listed twice", f.path)));
+            }
+            if f.size > MAX_FILE_SIZE {
+                return Err(bad(format!(
+                    "`{}` claims an absurd size of {} bytes",
+                    f.path, f.size
+                )));
+            }
+        }
+        if !has_config {
+            return Err(bad(format!("collection `{}` has no config.json", c.name)));
         }
         Ok(())
     }

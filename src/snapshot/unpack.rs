@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio_tar::Archive;
+use tokio_tar::{Archive, Entries, Entry};
 use tokio_util::io::StreamReader;
 
 use super::codec;
@@ -170,62 +170,13 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
         .map_err(read_err)?;
     let first_path = first.path_bytes().map_err(read_err)?.into_owned();
     if first_path != format::MANIFEST.as_bytes() {
-        // Qdrant's own snapshots are told apart by their layout, not their name.
-        use super::qdrant::{extract, extract_full, looks_like, looks_like_full};
-        let path = std::str::from_utf8(&first_path).unwrap_or_default();
-        let full = expected == Some(SnapshotKind::Full);
-        // `config.json` starts both kinds: the kind asked for decides.
-        let (ours, other) = if full {
-            (looks_like_full(path), looks_like(path))
-        } else {
-            (looks_like(path), looks_like_full(path))
-        };
-        if ours && full {
-            let staged = extract_full(first, &mut entries, staging).await?;
-            return Ok(Contents::QdrantFull(staged));
-        }
-        if ours {
-            let staged = extract(first, &mut entries, staging).await?;
-            return Ok(Contents::Qdrant(staged));
-        }
-        return Err(bad(match (other, full) {
-            (true, true) => {
-                "this is a Qdrant collection snapshot; recover it into a collection".to_string()
-            }
-            (true, false) => {
-                "this is a Qdrant full-storage snapshot; recover it with --storage-snapshot"
-                    .to_string()
-            }
-            _ => format!("the first entry must be {}", format::MANIFEST),
-        }));
+        let path = std::str::from_utf8(&first_path)
+            .unwrap_or_default()
+            .to_string();
+        return unpack_qdrant(&path, first, &mut entries, staging, expected).await;
     }
-    if !first.header().entry_type().is_file() {
-        return Err(bad(format!("the first entry must be {}", format::MANIFEST)));
-    }
-    let size = first.effective_size();
-    let raw = read_small(&mut first, size, format::MANIFEST).await?;
-    let manifest: Manifest = serde_json::from_slice(&raw)
-        .map_err(|e| bad(format!("{} is not valid: {e}", format::MANIFEST)))?;
-    manifest.validate(expected)?;
-
-    // Entries must come in exactly the manifest's order: config first, then segments in
-    // WAL order, so each collection's points load as its bytes stream past.
-    let order: Vec<(usize, &ManifestFile, bool)> = manifest
-        .collections
-        .iter()
-        .enumerate()
-        .flat_map(|(ci, c)| {
-            c.files
-                .iter()
-                .map(move |f| (ci, f, f.path == format::join(&c.dir, CONFIG_FILE)))
-        })
-        .collect();
-    let listed: HashSet<&str> = order.iter().map(|(_, f, _)| f.path.as_str()).collect();
-    let mut loaders: Vec<Option<StreamLoader>> =
-        manifest.collections.iter().map(|_| None).collect();
-    let mut crcs: HashMap<String, u32> = HashMap::new();
-    let mut created_dirs: HashSet<PathBuf> = HashSet::new();
-    let mut next = 0;
+    let manifest = read_manifest(&mut first, expected).await?;
+    let mut files = Files::new(&manifest, staging);
     loop {
         let mut entry = match entries.next().await {
             None => {
@@ -246,111 +197,256 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
             )));
         }
         if path == format::CHECKSUMS {
-            if next != order.len() {
-                return Err(bad(
-                    "the archive does not hold every file its manifest lists",
-                ));
-            }
-            let text = read_small(&mut entry, size, format::CHECKSUMS).await?;
-            let text = String::from_utf8(text).map_err(|_| bad("snapshot.crc32 is not UTF-8"))?;
-            let claimed = format::parse_checksums(&text)?;
-            if claimed.len() != crcs.len() {
-                return Err(bad(
-                    "snapshot.crc32 does not list exactly the archive's files",
-                ));
-            }
-            for (path, crc) in &crcs {
-                if claimed.get(path) != Some(crc) {
-                    return Err(bad(format!("`{path}` is corrupted (CRC-32 mismatch)")));
-                }
-            }
+            files.check_trailer(&mut entry, size).await?;
             break;
         }
-        let Some(&(ci, file, is_config)) = order.get(next).filter(|(_, f, _)| f.path == path)
-        else {
-            return Err(bad(if crcs.contains_key(&path) {
+        files.unpack_file(&mut entry, path, size).await?;
+    }
+    reject_more(&mut entries).await?;
+    let loaded = files.finish();
+    Ok(Contents::Ours(manifest, loaded))
+}
+
+/// Stages a snapshot Qdrant wrote, told apart from ours by its layout, not its name: its
+/// first entry is `first_path`.
+async fn unpack_qdrant<R: AsyncRead + Unpin + Send>(
+    first_path: &str,
+    first: Entry<Archive<R>>,
+    entries: &mut Entries<R>,
+    staging: &Path,
+    expected: Option<SnapshotKind>,
+) -> Result<Contents> {
+    use super::qdrant::{extract, extract_full, looks_like, looks_like_full};
+    let full = expected == Some(SnapshotKind::Full);
+    // `config.json` starts both kinds: the kind asked for decides.
+    let (asked, other) = if full {
+        (looks_like_full(first_path), looks_like(first_path))
+    } else {
+        (looks_like(first_path), looks_like_full(first_path))
+    };
+    match (asked, other, full) {
+        (true, _, true) => Ok(Contents::QdrantFull(
+            extract_full(first, entries, staging).await?,
+        )),
+        (true, _, false) => Ok(Contents::Qdrant(extract(first, entries, staging).await?)),
+        (false, true, true) => Err(bad(
+            "this is a Qdrant collection snapshot; recover it into a collection",
+        )),
+        (false, true, false) => Err(bad(
+            "this is a Qdrant full-storage snapshot; recover it with --storage-snapshot",
+        )),
+        (false, false, _) => Err(bad(format!("the first entry must be {}", format::MANIFEST))),
+    }
+}
+
+/// Reads and validates our manifest, the archive's first entry.
+async fn read_manifest<R: AsyncRead + Unpin + Send>(
+    first: &mut Entry<Archive<R>>,
+    expected: Option<SnapshotKind>,
+) -> Result<Manifest> {
+    if !first.header().entry_type().is_file() {
+        return Err(bad(format!("the first entry must be {}", format::MANIFEST)));
+    }
+    let size = first.effective_size();
+    let raw = read_small(first, size, format::MANIFEST).await?;
+    let manifest: Manifest = serde_json::from_slice(&raw)
+        .map_err(|e| bad(format!("{} is not valid: {e}", format::MANIFEST)))?;
+    manifest.validate(expected)?;
+    Ok(manifest)
+}
+
+/// Fails if anything follows the CRC trailer.
+async fn reject_more<R: AsyncRead + Unpin + Send>(entries: &mut Entries<R>) -> Result<()> {
+    let Some(extra) = entries.next().await else {
+        return Ok(());
+    };
+    let what = extra.ok().and_then(|e| {
+        e.path_bytes()
+            .ok()
+            .map(|p| String::from_utf8_lossy(&p).into_owned())
+    });
+    Err(bad(format!(
+        "unexpected entry after {}: {}",
+        format::CHECKSUMS,
+        what.unwrap_or_default()
+    )))
+}
+
+/// One file the manifest lists: its collection (index), its entry, and whether it is
+/// that collection's `config.json`.
+type Listed<'m> = (usize, &'m ManifestFile, bool);
+
+/// The files of our archive as they stream past, checked against the manifest: in exactly
+/// its order (config first, then segments in WAL order, so each collection's points load
+/// as its bytes stream past), each with its listed size, each CRC kept for the trailer.
+struct Files<'m> {
+    manifest: &'m Manifest,
+    staging: &'m Path,
+    order: Vec<Listed<'m>>,
+    listed: HashSet<&'m str>,
+    next: usize,
+    loaders: Vec<Option<StreamLoader>>,
+    crcs: HashMap<String, u32>,
+    created_dirs: HashSet<PathBuf>,
+}
+
+impl<'m> Files<'m> {
+    fn new(manifest: &'m Manifest, staging: &'m Path) -> Self {
+        let order: Vec<Listed<'m>> = manifest
+            .collections
+            .iter()
+            .enumerate()
+            .flat_map(|(ci, c)| {
+                c.files
+                    .iter()
+                    .map(move |f| (ci, f, f.path == format::join(&c.dir, CONFIG_FILE)))
+            })
+            .collect();
+        Files {
+            listed: order.iter().map(|(_, f, _)| f.path.as_str()).collect(),
+            order,
+            manifest,
+            staging,
+            next: 0,
+            loaders: manifest.collections.iter().map(|_| None).collect(),
+            crcs: HashMap::new(),
+            created_dirs: HashSet::new(),
+        }
+    }
+
+    /// The manifest's next file, which `path` must be.
+    fn expect(&mut self, path: &str, size: u64) -> Result<Listed<'m>> {
+        let Some(&listed) = self.order.get(self.next).filter(|(_, f, _)| f.path == path) else {
+            return Err(bad(if self.crcs.contains_key(path) {
                 format!("entry `{path}` appears twice")
-            } else if listed.contains(path.as_str()) {
+            } else if self.listed.contains(path) {
                 format!("entry `{path}` is out of the manifest's order")
             } else {
                 format!("entry `{path}` is not listed in the manifest")
             }));
         };
-        next += 1;
-        if size != file.size {
+        self.next += 1;
+        if size != listed.1.size {
             return Err(bad(format!(
                 "entry `{path}` is {size} bytes but the manifest says {}",
-                file.size
+                listed.1.size
             )));
         }
+        Ok(listed)
+    }
+
+    /// Writes the next file, `path` of `size` bytes, into staging, loading its points.
+    async fn unpack_file<E: AsyncRead + Unpin>(
+        &mut self,
+        entry: &mut E,
+        path: String,
+        size: u64,
+    ) -> Result<()> {
+        let (ci, _, is_config) = self.expect(&path, size)?;
         // The manifest allowlist guarantees `path` is relative with only normal segments.
-        let dest = staging.join(&path);
+        let dest = self.staging.join(&path);
         if let Some(parent) = dest.parent() {
-            if created_dirs.insert(parent.to_path_buf()) {
+            if self.created_dirs.insert(parent.to_path_buf()) {
                 tokio::fs::create_dir_all(parent)
                     .await
                     .map_err(write_err(parent))?;
             }
         }
-        let name = &manifest.collections[ci].name;
         let crc = if is_config {
-            if size > format::MAX_META_SIZE {
-                return Err(bad(format!(
-                    "`{path}` is {size} bytes, more than the limit"
-                )));
-            }
-            let mut config = Vec::with_capacity(size as usize);
-            let crc = copy_entry(&mut entry, &dest, size, &mut |b: &[u8]| {
-                config.extend_from_slice(b);
-                Ok(())
-            })
-            .await?;
-            let data_bytes: u64 = manifest.collections[ci]
-                .files
-                .iter()
-                .skip(1)
-                .map(|f| f.size)
-                .sum();
-            let loader = StreamLoader::new(&config, data_bytes)
-                .map_err(|e| bad(format!("collection `{name}`: {e}")))?;
-            loaders[ci] = Some(loader);
-            crc
+            self.unpack_config(entry, &dest, &path, ci, size).await?
         } else {
-            let loader = loaders[ci]
-                .as_mut()
-                .ok_or_else(|| bad("a segment comes before its config.json"))?;
-            loader.begin_file();
-            let crc = copy_entry(&mut entry, &dest, size, &mut |b: &[u8]| loader.feed(b)).await;
-            let crc = crc.map_err(|e| match e {
+            self.unpack_segment(entry, &dest, &path, ci, size).await?
+        };
+        self.crcs.insert(path, crc);
+        Ok(())
+    }
+
+    /// A collection's `config.json`: staged, and the start of its points' loader.
+    async fn unpack_config<E: AsyncRead + Unpin>(
+        &mut self,
+        entry: &mut E,
+        dest: &Path,
+        path: &str,
+        ci: usize,
+        size: u64,
+    ) -> Result<u32> {
+        if size > format::MAX_META_SIZE {
+            return Err(bad(format!(
+                "`{path}` is {size} bytes, more than the limit"
+            )));
+        }
+        let mut config = Vec::with_capacity(size as usize);
+        let crc = copy_entry(entry, dest, size, &mut |b: &[u8]| {
+            config.extend_from_slice(b);
+            Ok(())
+        })
+        .await?;
+        let collection = &self.manifest.collections[ci];
+        let data_bytes: u64 = collection.files.iter().skip(1).map(|f| f.size).sum();
+        let loader = StreamLoader::new(&config, data_bytes)
+            .map_err(|e| bad(format!("collection `{}`: {e}", collection.name)))?;
+        self.loaders[ci] = Some(loader);
+        Ok(crc)
+    }
+
+    /// A segment: staged, its records checked and loaded as they pass.
+    async fn unpack_segment<E: AsyncRead + Unpin>(
+        &mut self,
+        entry: &mut E,
+        dest: &Path,
+        path: &str,
+        ci: usize,
+        size: u64,
+    ) -> Result<u32> {
+        let name = &self.manifest.collections[ci].name;
+        let loader = self.loaders[ci]
+            .as_mut()
+            .ok_or_else(|| bad("a segment comes before its config.json"))?;
+        loader.begin_file();
+        let crc = copy_entry(entry, dest, size, &mut |b: &[u8]| loader.feed(b))
+            .await
+            .map_err(|e| match e {
                 Error::BadInput(m) => Error::BadInput(format!("{m} (collection `{name}`)")),
                 other => other,
             })?;
-            loader
-                .end_file()
-                .map_err(|e| bad(format!("`{path}`: {e}")))?;
-            crc
-        };
-        crcs.insert(path, crc);
+        loader
+            .end_file()
+            .map_err(|e| bad(format!("`{path}`: {e}")))?;
+        Ok(crc)
     }
-    if let Some(extra) = entries.next().await {
-        let what = extra.ok().and_then(|e| {
-            e.path_bytes()
-                .ok()
-                .map(|p| String::from_utf8_lossy(&p).into_owned())
-        });
-        return Err(bad(format!(
-            "unexpected entry after {}: {}",
-            format::CHECKSUMS,
-            what.unwrap_or_default()
-        )));
+
+    /// Checks the CRC trailer against every file that came before it.
+    async fn check_trailer<E: AsyncRead + Unpin>(&self, entry: &mut E, size: u64) -> Result<()> {
+        if self.next != self.order.len() {
+            return Err(bad(
+                "the archive does not hold every file its manifest lists",
+            ));
+        }
+        let text = read_small(entry, size, format::CHECKSUMS).await?;
+        let text = String::from_utf8(text).map_err(|_| bad("snapshot.crc32 is not UTF-8"))?;
+        let claimed = format::parse_checksums(&text)?;
+        if claimed.len() != self.crcs.len() {
+            return Err(bad(
+                "snapshot.crc32 does not list exactly the archive's files",
+            ));
+        }
+        for (path, crc) in &self.crcs {
+            if claimed.get(path) != Some(crc) {
+                return Err(bad(format!("`{path}` is corrupted (CRC-32 mismatch)")));
+            }
+        }
+        Ok(())
     }
-    let loaded = manifest
-        .collections
-        .iter()
-        .zip(loaders)
-        .filter_map(|(c, l)| Some((c.name.clone(), l?.finish())))
-        .collect();
-    Ok(Contents::Ours(manifest, loaded))
+
+    /// Each collection's points, loaded while its segments streamed past.
+    fn finish(self) -> Vec<(String, Preloaded)> {
+        self.manifest
+            .collections
+            .iter()
+            .zip(self.loaders)
+            .filter_map(|(c, l)| Some((c.name.clone(), l?.finish())))
+            .collect()
+    }
 }
 
 /// Copies exactly `size` bytes of an entry into `dest` (fsynced), passing each chunk to

@@ -98,29 +98,7 @@ pub fn apply(col: &Collection, num: u64, op: &Value) -> Result<()> {
     };
     match kind {
         "upsert_points" => write(col, points_of(body, num)?, num),
-        "upsert_points_conditional" => {
-            let points = points_of(&body["points_op"], num)?;
-            let condition: Option<Filter> = match &body["condition"] {
-                Value::Null => None,
-                c => Some(parse(c, num, "condition")?),
-            };
-            let mode = body["update_mode"].as_str().unwrap_or("upsert");
-            let keep = col.read(|store| {
-                points
-                    .into_iter()
-                    .filter(|p| match store.get(&p.id) {
-                        None => mode != "update_only",
-                        Some(old) => {
-                            mode != "insert_only"
-                                && condition
-                                    .as_ref()
-                                    .is_none_or(|c| c.matches(old.id, old.payload.as_ref()))
-                        }
-                    })
-                    .collect::<Vec<_>>()
-            });
-            write(col, keep, num)
-        }
+        "upsert_points_conditional" => upsert_conditional(col, body, num),
         "delete_points" => {
             let ids = parse(&body["ids"], num, "ids")?;
             col.change_blocking(PointsChange::Delete(PointSelector::Ids(ids)))
@@ -138,77 +116,12 @@ pub fn apply(col: &Collection, num: u64, op: &Value) -> Result<()> {
         | "delete_payload"
         | "clear_payload"
         | "clear_payload_by_filter" => {
-            let (select, change) = match kind {
-                "clear_payload_by_filter" => (
-                    PointSelector::Filter(Box::new(parse(body, num, "filter")?)),
-                    PayloadChange::Clear,
-                ),
-                "clear_payload" => (selector(body, num)?, PayloadChange::Clear),
-                "delete_payload" => (
-                    selector(body, num)?,
-                    PayloadChange::DeleteKeys(parse(&body["keys"], num, "keys")?),
-                ),
-                _ => {
-                    if body["key"].as_str().is_some_and(|k| !k.is_empty()) {
-                        return Err(bad(format!(
-                            "WAL operation {num} sets a payload under a nested key, which \
-                             snapstream does not support"
-                        )));
-                    }
-                    let payload: Payload = parse(&body["payload"], num, "payload")?;
-                    let change = if kind == "set_payload" {
-                        PayloadChange::Merge(payload)
-                    } else {
-                        PayloadChange::Overwrite(payload)
-                    };
-                    (selector(body, num)?, change)
-                }
-            };
+            let (select, change) = payload_change(kind, body, num)?;
             col.change_blocking(PointsChange::Payload(select, change))
                 .map(|_| ())
         }
-        "update_vectors" => {
-            #[derive(Deserialize)]
-            struct One {
-                id: PointId,
-                vector: VectorInput,
-            }
-            let list: Vec<One> = parse(&body["points"], num, "points")?;
-            let allowed = match &body["update_filter"] {
-                Value::Null => None,
-                f => Some(matching(col, &parse(f, num, "update_filter")?)),
-            };
-            let updates: Vec<(PointId, NamedVectors)> = list
-                .into_iter()
-                .filter(|o| allowed.as_ref().is_none_or(|a| a.contains(&o.id)))
-                .map(|o| (o.id, o.vector.into_named()))
-                .collect();
-            let ids = updates.iter().map(|(id, _)| *id).collect();
-            edit_vectors(col, ids, num, |id, vectors| {
-                for (_, new) in updates.iter().filter(|(u, _)| u == id) {
-                    for (name, v) in new {
-                        vectors.retain(|(n, _)| n != name);
-                        vectors.push((name.clone(), v.clone()));
-                    }
-                }
-            })
-        }
-        "delete_vectors" | "delete_vectors_by_filter" => {
-            // Both are two-element lists: what to select, then the vector names.
-            let (ids, names): (Vec<PointId>, Vec<String>) = if kind == "delete_vectors" {
-                let ids = parse(&body[0]["points"], num, "points")?;
-                (ids, parse(&body[1], num, "vector names")?)
-            } else {
-                let filter: Filter = parse(&body[0], num, "filter")?;
-                (
-                    matching(col, &filter),
-                    parse(&body[1], num, "vector names")?,
-                )
-            };
-            edit_vectors(col, ids, num, |_, vectors| {
-                vectors.retain(|(n, _)| !names.contains(n));
-            })
-        }
+        "update_vectors" => update_vectors(col, body, num),
+        "delete_vectors" | "delete_vectors_by_filter" => delete_vectors(col, kind, body, num),
         "create_index" => {
             let field = body["field_name"]
                 .as_str()
@@ -233,4 +146,101 @@ pub fn apply(col: &Collection, num: u64, op: &Value) -> Result<()> {
              and snapstream cannot replay"
         ))),
     }
+}
+
+/// An upsert that writes only the points its mode and condition allow.
+fn upsert_conditional(col: &Collection, body: &Value, num: u64) -> Result<()> {
+    let points = points_of(&body["points_op"], num)?;
+    let condition: Option<Filter> = match &body["condition"] {
+        Value::Null => None,
+        c => Some(parse(c, num, "condition")?),
+    };
+    let mode = body["update_mode"].as_str().unwrap_or("upsert");
+    let keep = col.read(|store| {
+        points
+            .into_iter()
+            .filter(|p| match store.get(&p.id) {
+                None => mode != "update_only",
+                Some(old) => {
+                    mode != "insert_only"
+                        && condition
+                            .as_ref()
+                            .is_none_or(|c| c.matches(old.id, old.payload.as_ref()))
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    write(col, keep, num)
+}
+
+/// The points and the payload change of a payload operation of `kind`.
+fn payload_change(kind: &str, body: &Value, num: u64) -> Result<(PointSelector, PayloadChange)> {
+    Ok(match kind {
+        "clear_payload_by_filter" => (
+            PointSelector::Filter(Box::new(parse(body, num, "filter")?)),
+            PayloadChange::Clear,
+        ),
+        "clear_payload" => (selector(body, num)?, PayloadChange::Clear),
+        "delete_payload" => (
+            selector(body, num)?,
+            PayloadChange::DeleteKeys(parse(&body["keys"], num, "keys")?),
+        ),
+        _ => {
+            if body["key"].as_str().is_some_and(|k| !k.is_empty()) {
+                return Err(bad(format!(
+                    "WAL operation {num} sets a payload under a nested key, which \
+                     snapstream does not support"
+                )));
+            }
+            let payload: Payload = parse(&body["payload"], num, "payload")?;
+            let change = if kind == "set_payload" {
+                PayloadChange::Merge(payload)
+            } else {
+                PayloadChange::Overwrite(payload)
+            };
+            (selector(body, num)?, change)
+        }
+    })
+}
+
+/// Replaces the named vectors of the listed points (those the filter allows, if any).
+fn update_vectors(col: &Collection, body: &Value, num: u64) -> Result<()> {
+    #[derive(Deserialize)]
+    struct One {
+        id: PointId,
+        vector: VectorInput,
+    }
+    let list: Vec<One> = parse(&body["points"], num, "points")?;
+    let allowed = match &body["update_filter"] {
+        Value::Null => None,
+        f => Some(matching(col, &parse(f, num, "update_filter")?)),
+    };
+    let updates: Vec<(PointId, NamedVectors)> = list
+        .into_iter()
+        .filter(|o| allowed.as_ref().is_none_or(|a| a.contains(&o.id)))
+        .map(|o| (o.id, o.vector.into_named()))
+        .collect();
+    let ids = updates.iter().map(|(id, _)| *id).collect();
+    edit_vectors(col, ids, num, |id, vectors| {
+        for (_, new) in updates.iter().filter(|(u, _)| u == id) {
+            for (name, v) in new {
+                vectors.retain(|(n, _)| n != name);
+                vectors.push((name.clone(), v.clone()));
+            }
+        }
+    })
+}
+
+/// Removes named vectors from points chosen by id or by filter.
+fn delete_vectors(col: &Collection, kind: &str, body: &Value, num: u64) -> Result<()> {
+    // Both are two-element lists: what to select, then the vector names.
+    let ids: Vec<PointId> = if kind == "delete_vectors" {
+        parse(&body[0]["points"], num, "points")?
+    } else {
+        matching(col, &parse(&body[0], num, "filter")?)
+    };
+    let names: Vec<String> = parse(&body[1], num, "vector names")?;
+    edit_vectors(col, ids, num, |_, vectors| {
+        vectors.retain(|(n, _)| !names.contains(n));
+    })
 }
