@@ -6,6 +6,7 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::call::Call;
 use super::error::{ApiJson, ApiPath, ApiResult, Timer};
 use super::guarded;
 use crate::collection::config::{CollectionConfig, CollectionPatch};
@@ -60,14 +61,9 @@ pub(crate) async fn list(t: Timer, State(st): State<Services>) -> ApiResult {
 }
 
 /// `PUT /collections/{name}`
-pub(crate) async fn create(
-    t: Timer,
-    State(st): State<Services>,
-    ApiPath(name): ApiPath<String>,
-    ApiJson(config): ApiJson<CollectionConfig>,
-) -> ApiResult {
-    st.collections.create(name, config).await?;
-    t.ok(true)
+pub(crate) async fn create(c: Call<CollectionConfig>) -> ApiResult {
+    c.st.collections.create(c.name, c.body).await?;
+    c.t.ok(true)
 }
 
 /// `GET /collections/{name}`
@@ -210,16 +206,11 @@ pub(crate) struct CreateIndex {
 }
 
 /// `PUT /collections/{name}/index`
-pub(crate) async fn create_index(
-    t: Timer,
-    State(st): State<Services>,
-    ApiPath(name): ApiPath<String>,
-    ApiJson(body): ApiJson<CreateIndex>,
-) -> ApiResult {
-    st.collections
-        .create_index(&name, body.field_name, body.field_schema)
+pub(crate) async fn create_index(c: Call<CreateIndex>) -> ApiResult {
+    c.st.collections
+        .create_index(&c.name, c.body.field_name, c.body.field_schema)
         .await?;
-    t.ok(json!({"operation_id": 0, "status": "completed"}))
+    c.t.ok(json!({"operation_id": 0, "status": "completed"}))
 }
 
 /// `DELETE /collections/{name}/index/{field}`

@@ -4,6 +4,7 @@
 //! Qdrant's JSON; the rules live in [`crate::service`].
 
 pub(crate) mod auth;
+mod call;
 pub(crate) mod collections;
 pub(crate) mod dashboard;
 pub(crate) mod error;

@@ -7,7 +7,8 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Value};
 
-use super::error::{ApiJson, ApiPath, ApiQuery, ApiResult, Timer};
+use super::call::{Call, Write};
+use super::error::{ApiPath, ApiResult, Timer};
 use super::guarded;
 use crate::collection::filter::Filter;
 use crate::collection::points::{PointView, VectorSelect};
@@ -53,13 +54,6 @@ pub(crate) fn routes(st: &Services) -> Router<Services> {
         .route(&p("/search/batch"), g(Op::SearchBatch, post(search_batch)))
 }
 
-/// Query parameters of writes (`ordering` and `timeout` are accepted and ignored).
-#[derive(Deserialize, Default)]
-pub(crate) struct WriteParams {
-    #[serde(default)]
-    wait: Option<bool>,
-}
-
 fn update_json(r: &UpdateResult) -> Value {
     let status = match r.status {
         UpdateStatus::Acknowledged => "acknowledged",
@@ -69,19 +63,10 @@ fn update_json(r: &UpdateResult) -> Value {
 }
 
 /// `PUT /collections/{c}/points`
-pub(crate) async fn upsert(
-    t: Timer,
-    State(st): State<Services>,
-    ApiPath(name): ApiPath<String>,
-    ApiQuery(q): ApiQuery<WriteParams>,
-    ApiJson(body): ApiJson<UpsertInput>,
-) -> ApiResult {
+pub(crate) async fn upsert(w: Write<UpsertInput>) -> ApiResult {
+    let (w, body) = w.split();
     let update = PointsUpdate::Upsert(body.into_points()?);
-    let r = st
-        .points
-        .update(&name, update, q.wait.unwrap_or(false))
-        .await?;
-    t.ok(update_json(&r))
+    apply(w, update).await
 }
 
 /// `with_payload`: a bool, a list of keys, or `{"include": [...]}` / `{"exclude": [...]}`.
@@ -256,15 +241,10 @@ pub(crate) struct RetrieveBody {
 }
 
 /// `POST /collections/{c}/points`
-pub(crate) async fn retrieve(
-    t: Timer,
-    State(st): State<Services>,
-    ApiPath(name): ApiPath<String>,
-    ApiJson(body): ApiJson<RetrieveBody>,
-) -> ApiResult {
-    let read = read_options(body.with_payload, body.with_vector, true);
-    let records = st.points.retrieve(&name, &body.ids, &read)?;
-    t.ok(records_out(records, &read))
+pub(crate) async fn retrieve(c: Call<RetrieveBody>) -> ApiResult {
+    let read = read_options(c.body.with_payload, c.body.with_vector, true);
+    let records = c.st.points.retrieve(&c.name, &c.body.ids, &read)?;
+    c.t.ok(records_out(records, &read))
 }
 
 /// `GET /collections/{c}/points/{id}`
@@ -307,19 +287,10 @@ impl SelectorBody {
 }
 
 /// `POST /collections/{c}/points/delete`
-pub(crate) async fn delete(
-    t: Timer,
-    State(st): State<Services>,
-    ApiPath(name): ApiPath<String>,
-    ApiQuery(q): ApiQuery<WriteParams>,
-    ApiJson(sel): ApiJson<SelectorBody>,
-) -> ApiResult {
-    let update = PointsUpdate::Delete(sel.selector()?);
-    let r = st
-        .points
-        .update(&name, update, q.wait.unwrap_or(false))
-        .await?;
-    t.ok(update_json(&r))
+pub(crate) async fn delete(w: Write<SelectorBody>) -> ApiResult {
+    let (w, body) = w.split();
+    let update = PointsUpdate::Delete(body.selector()?);
+    apply(w, update).await
 }
 
 /// Body of the set/overwrite payload endpoints.
@@ -340,67 +311,42 @@ pub(crate) struct DeletePayloadBody {
     selector: SelectorBody,
 }
 
-async fn payload_update(
-    t: Timer,
-    st: Services,
-    name: String,
-    wait: Option<bool>,
-    selector: SelectorBody,
-    change: PayloadChange,
-) -> ApiResult {
-    let update = PointsUpdate::Payload(selector.selector()?, change);
-    let r = st
-        .points
-        .update(&name, update, wait.unwrap_or(false))
-        .await?;
-    t.ok(update_json(&r))
+/// Applies `update` to the collection a write names; answers Qdrant's update result.
+async fn apply<B>(w: Write<B>, update: PointsUpdate) -> ApiResult {
+    let r = w.st.points.update(&w.name, update, w.wait).await?;
+    w.t.ok(update_json(&r))
 }
 
 /// `POST /collections/{c}/points/payload`: merge into existing payloads.
-pub(crate) async fn set_payload(
-    t: Timer,
-    State(st): State<Services>,
-    ApiPath(name): ApiPath<String>,
-    ApiQuery(q): ApiQuery<WriteParams>,
-    ApiJson(body): ApiJson<SetPayloadBody>,
-) -> ApiResult {
+pub(crate) async fn set_payload(w: Write<SetPayloadBody>) -> ApiResult {
+    let (w, body) = w.split();
     let change = payload_change(body.key.as_deref(), PayloadChange::Merge(body.payload))?;
-    payload_update(t, st, name, q.wait, body.selector, change).await
+    let update = PointsUpdate::Payload(body.selector.selector()?, change);
+    apply(w, update).await
 }
 
 /// `PUT /collections/{c}/points/payload`: replace payloads.
-pub(crate) async fn overwrite_payload(
-    t: Timer,
-    State(st): State<Services>,
-    ApiPath(name): ApiPath<String>,
-    ApiQuery(q): ApiQuery<WriteParams>,
-    ApiJson(body): ApiJson<SetPayloadBody>,
-) -> ApiResult {
-    let change = payload_change(body.key.as_deref(), PayloadChange::Overwrite(body.payload))?;
-    payload_update(t, st, name, q.wait, body.selector, change).await
+pub(crate) async fn overwrite_payload(w: Write<SetPayloadBody>) -> ApiResult {
+    let (w, body) = w.split();
+    let change = PayloadChange::Overwrite(body.payload);
+    let change = payload_change(body.key.as_deref(), change)?;
+    let update = PointsUpdate::Payload(body.selector.selector()?, change);
+    apply(w, update).await
 }
 
 /// `POST /collections/{c}/points/payload/delete`: remove keys.
-pub(crate) async fn delete_payload(
-    t: Timer,
-    State(st): State<Services>,
-    ApiPath(name): ApiPath<String>,
-    ApiQuery(q): ApiQuery<WriteParams>,
-    ApiJson(body): ApiJson<DeletePayloadBody>,
-) -> ApiResult {
+pub(crate) async fn delete_payload(w: Write<DeletePayloadBody>) -> ApiResult {
+    let (w, body) = w.split();
     let change = PayloadChange::DeleteKeys(body.keys);
-    payload_update(t, st, name, q.wait, body.selector, change).await
+    let update = PointsUpdate::Payload(body.selector.selector()?, change);
+    apply(w, update).await
 }
 
 /// `POST /collections/{c}/points/payload/clear`: remove every key.
-pub(crate) async fn clear_payload(
-    t: Timer,
-    State(st): State<Services>,
-    ApiPath(name): ApiPath<String>,
-    ApiQuery(q): ApiQuery<WriteParams>,
-    ApiJson(sel): ApiJson<SelectorBody>,
-) -> ApiResult {
-    payload_update(t, st, name, q.wait, sel, PayloadChange::Clear).await
+pub(crate) async fn clear_payload(w: Write<SelectorBody>) -> ApiResult {
+    let (w, body) = w.split();
+    let update = PointsUpdate::Payload(body.selector()?, PayloadChange::Clear);
+    apply(w, update).await
 }
 
 /// One operation of `POST /collections/{c}/points/batch`.
@@ -451,23 +397,15 @@ pub(crate) struct BatchBody {
 }
 
 /// `POST /collections/{c}/points/batch`
-pub(crate) async fn batch_update(
-    t: Timer,
-    State(st): State<Services>,
-    ApiPath(name): ApiPath<String>,
-    ApiQuery(q): ApiQuery<WriteParams>,
-    ApiJson(body): ApiJson<BatchBody>,
-) -> ApiResult {
-    let updates = body
+pub(crate) async fn batch_update(w: Write<BatchBody>) -> ApiResult {
+    let updates = w
+        .body
         .operations
         .into_iter()
         .map(BatchOperation::into_update)
         .collect::<Result<Vec<_>>>()?;
-    let results = st
-        .points
-        .update_batch(&name, updates, q.wait.unwrap_or(false))
-        .await?;
-    t.ok(results.iter().map(update_json).collect::<Vec<_>>())
+    let results = w.st.points.update_batch(&w.name, updates, w.wait).await?;
+    w.t.ok(results.iter().map(update_json).collect::<Vec<_>>())
 }
 
 /// Body of `POST /collections/{c}/points/scroll`.
@@ -486,21 +424,16 @@ pub(crate) struct ScrollBody {
 }
 
 /// `POST /collections/{c}/points/scroll`
-pub(crate) async fn scroll(
-    t: Timer,
-    State(st): State<Services>,
-    ApiPath(name): ApiPath<String>,
-    ApiJson(body): ApiJson<ScrollBody>,
-) -> ApiResult {
-    let read = read_options(body.with_payload, body.with_vector, true);
+pub(crate) async fn scroll(c: Call<ScrollBody>) -> ApiResult {
+    let read = read_options(c.body.with_payload, c.body.with_vector, true);
     let req = ScrollRequest {
-        offset: body.offset,
-        limit: body.limit.unwrap_or(10),
-        filter: body.filter,
+        offset: c.body.offset,
+        limit: c.body.limit.unwrap_or(10),
+        filter: c.body.filter,
         read: read.clone(),
     };
-    let page = st.points.scroll(&name, req).await?;
-    t.ok(ScrollOut {
+    let page = c.st.points.scroll(&c.name, req).await?;
+    c.t.ok(ScrollOut {
         points: records_out(page.records, &read),
         next_page_offset: page.next_offset,
     })
@@ -514,14 +447,9 @@ pub(crate) struct CountBody {
 }
 
 /// `POST /collections/{c}/points/count`
-pub(crate) async fn count(
-    t: Timer,
-    State(st): State<Services>,
-    ApiPath(name): ApiPath<String>,
-    ApiJson(body): ApiJson<CountBody>,
-) -> ApiResult {
-    let n = st.points.count(&name, body.filter).await?;
-    t.ok(json!({"count": n}))
+pub(crate) async fn count(c: Call<CountBody>) -> ApiResult {
+    let n = c.st.points.count(&c.name, c.body.filter).await?;
+    c.t.ok(json!({"count": n}))
 }
 
 /// Body of `POST /collections/{c}/points/query`.
@@ -626,15 +554,10 @@ async fn batch<B: IntoQuery>(
 }
 
 /// `POST /collections/{c}/points/query`
-pub(crate) async fn query(
-    t: Timer,
-    State(st): State<Services>,
-    ApiPath(name): ApiPath<String>,
-    ApiJson(body): ApiJson<QueryBody>,
-) -> ApiResult {
-    let (req, read) = body.into_request()?;
-    let hits = st.points.query(&name, req).await?;
-    t.ok(PointsOut {
+pub(crate) async fn query(c: Call<QueryBody>) -> ApiResult {
+    let (req, read) = c.body.into_request()?;
+    let hits = c.st.points.query(&c.name, req).await?;
+    c.t.ok(PointsOut {
         points: scored_out(hits, &read),
     })
 }
@@ -646,14 +569,9 @@ pub(crate) struct QueryBatchBody {
 }
 
 /// `POST /collections/{c}/points/query/batch`
-pub(crate) async fn query_batch(
-    t: Timer,
-    State(st): State<Services>,
-    ApiPath(name): ApiPath<String>,
-    ApiJson(body): ApiJson<QueryBatchBody>,
-) -> ApiResult {
-    let answers = batch(&st, &name, body.searches).await?;
-    t.ok(answers
+pub(crate) async fn query_batch(c: Call<QueryBatchBody>) -> ApiResult {
+    let answers = batch(&c.st, &c.name, c.body.searches).await?;
+    c.t.ok(answers
         .into_iter()
         .map(|(hits, read)| PointsOut {
             points: scored_out(hits, &read),
@@ -706,15 +624,10 @@ impl IntoQuery for SearchBody {
 }
 
 /// `POST /collections/{c}/points/search` (legacy; answers a bare list).
-pub(crate) async fn search(
-    t: Timer,
-    State(st): State<Services>,
-    ApiPath(name): ApiPath<String>,
-    ApiJson(body): ApiJson<SearchBody>,
-) -> ApiResult {
-    let (req, read) = body.into_request()?;
-    let hits = st.points.query(&name, req).await?;
-    t.ok(scored_out(hits, &read))
+pub(crate) async fn search(c: Call<SearchBody>) -> ApiResult {
+    let (req, read) = c.body.into_request()?;
+    let hits = c.st.points.query(&c.name, req).await?;
+    c.t.ok(scored_out(hits, &read))
 }
 
 /// Body of `POST /collections/{c}/points/search/batch`.
@@ -724,14 +637,9 @@ pub(crate) struct SearchBatchBody {
 }
 
 /// `POST /collections/{c}/points/search/batch`
-pub(crate) async fn search_batch(
-    t: Timer,
-    State(st): State<Services>,
-    ApiPath(name): ApiPath<String>,
-    ApiJson(body): ApiJson<SearchBatchBody>,
-) -> ApiResult {
-    let answers = batch(&st, &name, body.searches).await?;
-    t.ok(answers
+pub(crate) async fn search_batch(c: Call<SearchBatchBody>) -> ApiResult {
+    let answers = batch(&c.st, &c.name, c.body.searches).await?;
+    c.t.ok(answers
         .into_iter()
         .map(|(hits, read)| scored_out(hits, &read))
         .collect::<Vec<_>>())

@@ -157,13 +157,15 @@ async fn prepare_destination(
             to.delete_collection(name).await?;
             create(to, name, params).await?;
         }
-        Some(existing) => return Err(format!(
+        Some(existing) => {
+            return Err(format!(
             "collection `{name}` exists on {} with other vector parameters ({} here, {} there); \
                  pass --overwrite to replace it",
             to.base(),
             vectors,
             existing["config"]["params"]["vectors"]
-        )),
+        ))
+        }
     }
     if let Some(schema) = info["payload_schema"].as_object() {
         for (field, s) in schema {
