@@ -4,6 +4,8 @@
 mod common;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use axum::http::StatusCode;
 use common::{build, call, entry, json, multipart, test_app};
@@ -475,16 +477,26 @@ async fn writes_during_a_snapshot_are_not_in_it() {
     let tmp = tempfile::tempdir().unwrap();
     let app = test_app(tmp.path(), &[]).await;
     setup(&app, "c", 0).await;
-    let writer_app = app.clone();
+    // Writes acknowledged so far: the snapshot starts once 100 are in, while more keep
+    // coming, and must hold every write acknowledged before it started and none that was
+    // not acknowledged when it returned.
+    let acked = Arc::new(AtomicU64::new(0));
+    let some_acked = Arc::new(tokio::sync::Notify::new());
+    let (writer_app, count, signal) = (app.clone(), Arc::clone(&acked), Arc::clone(&some_acked));
     let writer = tokio::spawn(async move {
         for i in 0..400u64 {
             let body = json!({"points": [{"id": i, "vector": [1.0, 0.0, 0.0, i as f32]}]});
             let (s, _) = json(&writer_app, "PUT", "/collections/c/points?wait=true", body).await;
             assert_eq!(s, StatusCode::OK);
+            if count.fetch_add(1, Ordering::SeqCst) + 1 == 100 {
+                signal.notify_one();
+            }
         }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    some_acked.notified().await;
+    let before = acked.load(Ordering::SeqCst);
     let desc = create_snapshot(&app, "c").await;
+    let after = acked.load(Ordering::SeqCst) + 1;
     writer.await.unwrap();
     let loc = format!(
         "file://{}",
@@ -509,12 +521,13 @@ async fn writes_during_a_snapshot_are_not_in_it() {
         .iter()
         .map(|p| p["id"].as_u64().unwrap())
         .collect();
+    let k = ids.len() as u64;
     assert!(
-        !ids.is_empty() && ids.len() < 400,
-        "the snapshot should land mid-stream, got {}",
-        ids.len()
+        (before..=after).contains(&k),
+        "the snapshot holds {k} points; {before} were acknowledged before it started and at \
+         most {after} could be in it when it returned"
     );
-    assert_eq!(ids, (0..ids.len() as u64).collect::<Vec<_>>());
+    assert_eq!(ids, (0..k).collect::<Vec<_>>());
 }
 
 // ---- Hostile archives -------------------------------------------------------------------

@@ -66,6 +66,9 @@ pub(crate) struct Signals {
     /// [`QUIET`], in microseconds (tests lengthen it, so a slow test machine cannot make
     /// the disk look quiet between two steps).
     quiet_us: u64,
+    /// [`CLOCK_WAIT`] (tests lengthen it, so a slow machine cannot end a wait before the
+    /// durable write it waits for).
+    clock_wait: Duration,
 }
 
 fn epoch() -> Instant {
@@ -108,6 +111,7 @@ impl Signals {
             fastest: AtomicU64::new(u64::MAX),
             bulk: AtomicUsize::new(0),
             quiet_us: QUIET.as_micros() as u64,
+            clock_wait: CLOCK_WAIT,
         }
     }
 
@@ -161,6 +165,16 @@ impl Signals {
 impl Drop for DurableWrite {
     fn drop(&mut self) {
         self.signals.ended(self.start.elapsed(), self.alone);
+    }
+}
+
+#[cfg(test)]
+impl DurableWrite {
+    /// Ends the write as if it had taken `took`: tests set latencies instead of sleeping,
+    /// so a slow machine cannot stretch them.
+    fn end_as_if(self, took: Duration) {
+        self.signals.ended(took, self.alone);
+        std::mem::forget(self);
     }
 }
 
@@ -229,7 +243,7 @@ impl Pacer {
         }
         if self.budget == 0 {
             let waiting = Instant::now();
-            while !self.judge() && waiting.elapsed() < CLOCK_WAIT {
+            while !self.judge() && waiting.elapsed() < self.signals.clock_wait {
                 std::thread::sleep(POLL);
             }
             self.budget = self.quota;
@@ -259,14 +273,21 @@ mod tests {
     fn signals() -> &'static Signals {
         let mut s = Signals::new();
         s.quiet_us = 60_000_000;
+        s.clock_wait = Duration::from_secs(60);
         Box::leak(Box::new(s))
     }
 
     /// A durable write that took `took`, as the WAL reports one.
     fn flush(s: &'static Signals, took: Duration) {
-        let w = s.durable_write();
-        std::thread::sleep(took);
-        drop(w);
+        s.durable_write().end_as_if(took);
+    }
+
+    /// Moves the last durable write's end `by` into the past (to "never" if that is before
+    /// the clock's start), instead of waiting.
+    fn age(s: &'static Signals, by: Duration) {
+        let last = s.last_end.load(Ordering::SeqCst);
+        let by = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
+        s.last_end.store(last.saturating_sub(by), Ordering::SeqCst);
     }
 
     /// Durable writes with no bulk writer at work, setting the reference to about `took`.
@@ -287,13 +308,11 @@ mod tests {
 
     #[test]
     fn once_durable_writes_stop_the_writer_is_unpaced_again() {
-        let mut quiet = Signals::new();
-        quiet.quiet_us = 1_000;
-        let s: &'static Signals = Box::leak(Box::new(quiet));
+        let s = signals();
         let mut p = Pacer::over(s);
         flush(s, Duration::from_millis(1));
         assert_eq!(p.grant(1 << 20, 4096).1, Write::Durable);
-        std::thread::sleep(Duration::from_millis(5));
+        age(s, Duration::from_micros(s.quiet_us + 1));
         assert_eq!(p.grant(1 << 20, 4096), (1 << 20, Write::Plain));
     }
 
@@ -379,7 +398,9 @@ mod tests {
 
     #[test]
     fn a_stuck_durable_write_is_waited_for_a_while_but_never_stops_the_writer() {
-        let s = signals();
+        let mut stuck = Signals::new();
+        stuck.quiet_us = 60_000_000;
+        let s: &'static Signals = Box::leak(Box::new(stuck));
         flush(s, Duration::from_millis(1));
         let _stuck = s.durable_write();
         let mut p = Pacer::over(s);

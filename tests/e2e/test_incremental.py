@@ -3,6 +3,7 @@ disk and on the real S3 server, measured with the storage's own byte counts (bot
 bucket, file sizes for the snapshots directory)."""
 import hashlib
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -224,8 +225,33 @@ def test_schedule_and_retention(make_server, tmp_path):
     client = QdrantClient(url=server.url, timeout=120)
     load(server, "papers", 2000)
     wait_for(lambda: len(client.list_snapshots("papers")) == 1, 20, "a scheduled snapshot")
-    # An unchanged collection is not snapshotted again.
-    time.sleep(3)
+    # An unchanged collection is not snapshotted again. A second collection that keeps
+    # changing is snapshotted at every tick: two new snapshots of it prove two ticks passed,
+    # whatever the machine's speed, and papers still has its one.
+    load(server, "ticker", 10)
+    stop = threading.Event()
+
+    def tick_source():
+        g = grpc(server)
+        i = 0
+        while not stop.is_set():
+            g.upsert("ticker", models.Batch(ids=[i % 10], vectors=[[float(i)] * DIM],
+                                            payloads=[{"i": i}]), wait=True)
+            i += 1
+            time.sleep(0.05)
+
+    changing = threading.Thread(target=tick_source)
+    changing.start()
+    ticker_names = set()
+
+    def two_ticks():
+        ticker_names.update(s.name for s in client.list_snapshots("ticker"))
+        return len(ticker_names) >= 3  # the first tick's, then two more
+    try:
+        wait_for(two_ticks, 30, "two scheduled snapshots of a changing collection")
+    finally:
+        stop.set()
+        changing.join()
     assert len(client.list_snapshots("papers")) == 1
     # Each change gets a snapshot at the next tick; only the newest two are kept.
     seen = set()
