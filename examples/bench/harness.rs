@@ -1,0 +1,258 @@
+//! What every section shares: the service under test, HTTP calls, generated points, and
+//! measuring (percentiles, RSS, bytes written, shell baselines).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub(crate) const DIM: usize = 768;
+
+pub(crate) fn env_or(k: &str, d: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| d.to_string())
+}
+
+pub(crate) struct Service {
+    pub(crate) child: Child,
+    pub(crate) url: String,
+    pub(crate) grpc_url: String,
+}
+
+impl Service {
+    pub(crate) fn start(root: &Path, extra: &[(String, String)]) -> Service {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let grpc_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(root.join(format!("service-{port}.log"))).unwrap();
+        let bin = PathBuf::from(env_or("SNAPSTREAM_BIN", "target/release/snapstream"));
+        let bin = bin.canonicalize().unwrap_or(bin);
+        let mut child = Command::new(bin)
+            .current_dir(root)
+            .env("QDRANT__SERVICE__HTTP_PORT", port.to_string())
+            .env("QDRANT__SERVICE__GRPC_PORT", grpc_port.to_string())
+            .env("QDRANT__STORAGE__STORAGE_PATH", root.join("storage"))
+            .env("QDRANT__STORAGE__SNAPSHOTS_PATH", root.join("snapshots"))
+            .env("RUST_LOG", "warn")
+            .envs(extra.iter().cloned())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start snapstream (build it with `cargo build --release`)");
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::blocking::Client::new();
+        for _ in 0..600 {
+            if client
+                .get(format!("{url}/readyz"))
+                .send()
+                .is_ok_and(|r| r.status().is_success())
+            {
+                let grpc_url = format!("http://127.0.0.1:{grpc_port}");
+                return Service {
+                    child,
+                    url,
+                    grpc_url,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("service did not start");
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(3600))
+        .build()
+        .unwrap()
+}
+
+pub(crate) fn call(
+    c: &reqwest::blocking::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<String>,
+) -> Value {
+    let mut req = c.request(method, url);
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b);
+    }
+    let resp = req.send().expect("request");
+    let status = resp.status();
+    let text = resp.text().unwrap_or_default();
+    assert!(status.is_success(), "{url}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Deterministic pseudo-random vector components.
+pub(crate) fn vector(i: u64) -> Vec<f32> {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..DIM)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+pub(crate) fn batch_body(start: u64, n: u64) -> String {
+    let ids: Vec<u64> = (start..start + n).collect();
+    let vectors: Vec<Vec<f32>> = ids.iter().map(|&i| vector(i)).collect();
+    let payloads: Vec<Value> = ids
+        .iter()
+        .map(|i| json!({"title": format!("doc {i}"), "n": i}))
+        .collect();
+    json!({"batch": {"ids": ids, "vectors": vectors, "payloads": payloads}}).to_string()
+}
+
+pub(crate) fn create_collection(c: &reqwest::blocking::Client, url: &str, name: &str) {
+    let _ = c.delete(format!("{url}/collections/{name}")).send();
+    call(
+        c,
+        reqwest::Method::PUT,
+        &format!("{url}/collections/{name}"),
+        Some(json!({"vectors": {"size": DIM, "distance": "Cosine"}}).to_string()),
+    );
+}
+
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
+/// Samples VmRSS of `pid` until stopped; returns the peak in bytes.
+pub(crate) struct RssSampler {
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) peak: Arc<AtomicU64>,
+    pub(crate) handle: Option<std::thread::JoinHandle<()>>,
+}
+
+pub(crate) fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+pub(crate) fn io_write_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("write_bytes:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+impl RssSampler {
+    pub(crate) fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(rss_bytes(pid)));
+        let (s, p) = (Arc::clone(&stop), Arc::clone(&peak));
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(rss_bytes(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        RssSampler {
+            stop,
+            peak,
+            handle: Some(handle),
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) fn sh(cmd: &str) -> f64 {
+    let t = Instant::now();
+    let st = Command::new("bash")
+        .arg("-c")
+        .arg(cmd)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run baseline");
+    assert!(st.success(), "baseline failed: {cmd}");
+    t.elapsed().as_secs_f64()
+}
+
+pub(crate) fn drop_caches_hint() {
+    // Page cache is left warm on purpose: every step reads files the previous step just
+    // wrote, for ours and the baselines alike.
+}
+
+pub(crate) fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+pub(crate) fn write_results(results: &serde_json::Map<String, Value>) {
+    let root = PathBuf::from(env_or("BENCH_DIR", "bench/out/work"));
+    let out = root.parent().unwrap_or(Path::new(".")).join("results.json");
+    std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&Value::Object(results.clone())).unwrap(),
+    )
+    .unwrap();
+    println!("results written to {}", out.display());
+}
+
+pub(crate) fn walk_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk_size(&e.path())
+                    } else {
+                        e.metadata().map(|m| m.len()).unwrap_or(0)
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,202 @@
+//! The S3 server the S3 sections use, and the plain SDK uploads and downloads they are
+//! measured against.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::harness::env_or;
+
+pub(crate) async fn sdk_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(env_or(
+            "S3_TEST_REGION",
+            "us-east-1",
+        )))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            env_or("S3_TEST_ACCESS_KEY", ""),
+            env_or("S3_TEST_SECRET_KEY", ""),
+            None,
+            None,
+            "bench",
+        ))
+        // Garage on loopback has been seen to stall a request for minutes; give the
+        // baseline the same way out as ours (`request_timeout_secs`: retry after 60 s)
+        // instead of hanging the run.
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .build(),
+        )
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(5))
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// A plain multipart upload of an existing file: `part` bytes, `concurrency` in flight.
+/// The object is deleted afterwards unless `keep`.
+pub(crate) async fn plain_upload(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    file: &Path,
+    part: usize,
+    concurrency: usize,
+    keep: bool,
+) -> f64 {
+    use aws_sdk_s3::primitives::ByteStream;
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    use tokio::io::AsyncReadExt;
+    let t = Instant::now();
+    let up = s3
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap().to_string();
+    let mut f = tokio::fs::File::open(file).await.unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    let mut parts = Vec::new();
+    let mut n = 1;
+    loop {
+        let mut buf = vec![0u8; part];
+        let mut filled = 0;
+        while filled < part {
+            let r = f.read(&mut buf[filled..]).await.unwrap();
+            if r == 0 {
+                break;
+            }
+            filled += r;
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        while set.len() >= concurrency {
+            parts.push(set.join_next().await.unwrap().unwrap());
+        }
+        let (s3, bucket, key, id) = (s3.clone(), bucket.to_string(), key.to_string(), id.clone());
+        set.spawn(async move {
+            let out = s3
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(id)
+                .part_number(n)
+                .body(ByteStream::from(buf))
+                .send()
+                .await
+                .unwrap();
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(out.e_tag().unwrap())
+                .build()
+        });
+        n += 1;
+        if filled < part {
+            break;
+        }
+    }
+    while let Some(p) = set.join_next().await {
+        parts.push(p.unwrap());
+    }
+    parts.sort_by_key(|p| p.part_number());
+    s3.complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let elapsed = t.elapsed().as_secs_f64();
+    if !keep {
+        s3.delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
+    elapsed
+}
+
+/// A plain download of an object into a local file, fsynced.
+pub(crate) async fn plain_download(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    dest: &Path,
+) -> f64 {
+    use tokio::io::AsyncWriteExt;
+    let t = Instant::now();
+    let out = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let mut body = out.body.into_async_read();
+    let mut f =
+        tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(dest).await.unwrap());
+    tokio::io::copy(&mut body, &mut f).await.unwrap();
+    f.flush().await.unwrap();
+    f.into_inner().sync_all().await.unwrap();
+    t.elapsed().as_secs_f64()
+}
+
+/// The S3 server the S3 sections use, and a plain SDK client for the baselines.
+pub(crate) struct S3 {
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) client: aws_sdk_s3::Client,
+    pub(crate) bucket: String,
+    pub(crate) endpoint: String,
+}
+
+impl S3 {
+    /// The service's environment for S3 snapshots under `prefix`.
+    pub(crate) fn env(&self, prefix: &str) -> Vec<(String, String)> {
+        let p = "QDRANT__STORAGE__SNAPSHOTS_CONFIG__";
+        [
+            ("SNAPSHOTS_STORAGE", "s3".to_string()),
+            ("S3_CONFIG__BUCKET", self.bucket.clone()),
+            ("S3_CONFIG__REGION", env_or("S3_TEST_REGION", "us-east-1")),
+            ("S3_CONFIG__ACCESS_KEY", env_or("S3_TEST_ACCESS_KEY", "")),
+            ("S3_CONFIG__SECRET_KEY", env_or("S3_TEST_SECRET_KEY", "")),
+            ("S3_CONFIG__ENDPOINT_URL", self.endpoint.clone()),
+            ("S3_CONFIG__PREFIX", prefix.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("{p}{k}"), v))
+        .collect()
+    }
+
+    /// Bytes stored under `prefix/`, as the bucket lists them.
+    pub(crate) fn bytes_under(&self, prefix: &str) -> u64 {
+        self.rt.block_on(async {
+            let mut pages = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(format!("{prefix}/"))
+                .into_paginator()
+                .send();
+            let mut total = 0u64;
+            while let Some(page) = pages.next().await {
+                for o in page.unwrap().contents() {
+                    total += o.size().unwrap_or(0) as u64;
+                }
+            }
+            total
+        })
+    }
+}

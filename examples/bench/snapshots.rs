@@ -1,0 +1,435 @@
+//! Sections 2 and 3: local and S3 snapshots of the big collections against their
+//! baselines.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::harness::{
+    batch_body, call, create_collection, http, io_write_bytes, median, mib, percentile, rss_bytes,
+    sh, walk_size, RssSampler, Service,
+};
+use crate::s3::{plain_download, plain_upload, S3};
+use serde_json::{json, Value};
+
+/// Sections 2 and 3 on a collection of `points` points (built fresh as `big`, and left in
+/// storage): local snapshots, then S3 snapshots unless `only` is `local`. With `only` =
+/// `incremental` it only builds the collection. Results are keyed `p{points}_...`.
+pub(crate) fn snapshot_figures(
+    c: &reqwest::blocking::Client,
+    root: &Path,
+    s3: &S3,
+    points: u64,
+    repeat: usize,
+    only: &str,
+    all_results: &mut serde_json::Map<String, Value>,
+) {
+    let tag = format!("p{points}_");
+    let mut results = serde_json::Map::new();
+    let svc = Service::start(root, &[]);
+    let _ = c.delete(format!("{}/collections/big", svc.url)).send();
+    // ---- 2. Local snapshots ---------------------------------------------------------
+    create_collection(c, &svc.url, "big");
+    let loaders: Vec<_> = (0..2u64)
+        .map(|w| {
+            let (url, n) = (svc.url.clone(), points);
+            std::thread::spawn(move || {
+                let c = http();
+                let mut start = w * 1000;
+                while start < n {
+                    let body = batch_body(start, 1000.min(n - start));
+                    call(
+                        &c,
+                        reqwest::Method::PUT,
+                        &format!("{url}/collections/big/points?wait=true"),
+                        Some(body),
+                    );
+                    start += 2000;
+                }
+            })
+        })
+        .collect();
+    for l in loaders {
+        l.join().unwrap();
+    }
+    let data_dir = root.join("storage/collections/big");
+    let data_bytes: u64 = walk_size(&data_dir);
+    println!(
+        "big collection: {points} points, {:.2} GiB on disk",
+        data_bytes as f64 / (1u64 << 30) as f64
+    );
+    results.insert("big_collection_bytes".into(), json!(data_bytes));
+    println!("== {points} points ==");
+    if only == "incremental" {
+        drop(svc);
+    } else {
+        let s3_base_file = local_snapshots(c, root, &svc, &data_dir, repeat, &mut results);
+        drop(svc);
+        if only != "local" {
+            s3_snapshots(c, root, s3, &s3_base_file, repeat, &mut results);
+        }
+    }
+
+    for (k, v) in results {
+        all_results.insert(format!("{tag}{k}"), v);
+    }
+}
+
+/// Section 2: local snapshots of `big` against `tar | openssl`, idle and while a client
+/// upserts, recovery against `tar xf` + sync, upsert p99 and RSS. Returns the archive the
+/// S3 baseline uploads (a snapshot of the collection as it is at the end).
+fn local_snapshots(
+    c: &reqwest::blocking::Client,
+    root: &Path,
+    svc: &Service,
+    data_dir: &Path,
+    repeat: usize,
+    results: &mut serde_json::Map<String, Value>,
+) -> PathBuf {
+    // Seal once so the baseline tars the same immutable files a snapshot pins.
+    let warm = call(
+        c,
+        reqwest::Method::POST,
+        &format!("{}/collections/big/snapshots", svc.url),
+        None,
+    );
+    let warm_name = warm["result"]["name"].as_str().unwrap().to_string();
+    call(
+        c,
+        reqwest::Method::DELETE,
+        &format!("{}/collections/big/snapshots/{warm_name}", svc.url),
+        None,
+    );
+    let (mut ours, mut base, mut rss_peak, mut rss_before) =
+        (Vec::new(), Vec::new(), 0u64, u64::MAX);
+    let mut last_snapshot = String::new();
+    for _ in 0..repeat {
+        base.push(sh(&format!(
+            "tar cf - -C '{}' . | openssl dgst -sha256",
+            data_dir.display()
+        )));
+        rss_before = rss_before.min(rss_bytes(svc.pid()));
+        let sampler = RssSampler::start(svc.pid());
+        let t = Instant::now();
+        let v = call(
+            c,
+            reqwest::Method::POST,
+            &format!("{}/collections/big/snapshots?wait=true", svc.url),
+            None,
+        );
+        ours.push(t.elapsed().as_secs_f64());
+        rss_peak = rss_peak.max(sampler.finish());
+        if !last_snapshot.is_empty() {
+            call(
+                c,
+                reqwest::Method::DELETE,
+                &format!("{}/collections/big/snapshots/{last_snapshot}", svc.url),
+                None,
+            );
+        }
+        last_snapshot = v["result"]["name"].as_str().unwrap().to_string();
+    }
+    // The floor on this disk: writing the same number of bytes durably, nothing else.
+    let snap_path = root.join("snapshots/big").join(&last_snapshot);
+    let floor: Vec<f64> = (0..repeat)
+        .map(|i| {
+            let out = root.join(format!("dd-{i}"));
+            let t = sh(&format!(
+                "dd if='{}' of='{}' bs=1M conv=fdatasync status=none",
+                snap_path.display(),
+                out.display()
+            ));
+            let _ = std::fs::remove_file(out);
+            t
+        })
+        .collect();
+    let floor_m = median(floor.clone());
+    println!("durable write floor: dd of the snapshot's bytes with fdatasync, median {floor_m:.2} s; runs {floor:.2?}");
+    results.insert("dd_fdatasync_s".into(), json!(floor_m));
+    let (ours_m, base_m) = (median(ours.clone()), median(base.clone()));
+    println!(
+    "local create: ours median {ours_m:.2} s vs tar|openssl {base_m:.2} s = {:.2}x (target <= 0.9x); runs ours {ours:.2?} base {base:.2?}",
+    ours_m / base_m
+);
+    println!(
+    "RSS during local snapshot: before {:.0} MiB, peak {:.0} MiB, added {:.0} MiB (target < 100 MiB)",
+    mib(rss_before),
+    mib(rss_peak),
+    mib(rss_peak.saturating_sub(rss_before))
+);
+    results.insert("local_create_s".into(), json!(ours_m));
+    results.insert("tar_openssl_s".into(), json!(base_m));
+    results.insert("local_create_ratio".into(), json!(ours_m / base_m));
+    results.insert(
+        "local_snapshot_rss_added_mib".into(),
+        json!(mib(rss_peak.saturating_sub(rss_before))),
+    );
+
+    // Recover vs GNU tar extracting the same archive (plus sync, as recovery fsyncs).
+    let snap_file = root.join("snapshots/big").join(&last_snapshot);
+    let (mut ours_r, mut base_r) = (Vec::new(), Vec::new());
+    for i in 0..repeat {
+        let x = root.join(format!("untar-{i}"));
+        std::fs::create_dir_all(&x).unwrap();
+        base_r.push(sh(&format!(
+            "tar xf '{}' -C '{}' && sync -f '{}'",
+            snap_file.display(),
+            x.display(),
+            x.display()
+        )));
+        let _ = std::fs::remove_dir_all(&x);
+        let t = Instant::now();
+        call(
+            c,
+            reqwest::Method::PUT,
+            &format!("{}/collections/big_copy/snapshots/recover", svc.url),
+            Some(json!({"location": format!("file://{}", snap_file.display())}).to_string()),
+        );
+        ours_r.push(t.elapsed().as_secs_f64());
+        call(
+            c,
+            reqwest::Method::DELETE,
+            &format!("{}/collections/big_copy", svc.url),
+            None,
+        );
+    }
+    let (or, br) = (median(ours_r.clone()), median(base_r.clone()));
+    println!("local recover: ours median {or:.2} s vs tar xf + sync {br:.2} s = {:.2}x; runs ours {ours_r:.2?} base {base_r:.2?}", or / br);
+    results.insert("local_recover_s".into(), json!(or));
+    results.insert("tar_extract_s".into(), json!(br));
+
+    // Upsert latency (batches of 10) without and during a snapshot.
+    // Fresh ids for every write, so no run overwrites another's points.
+    let mut next_id = 5_000_000u64;
+    // How long each snapshot took while the client upserted back to back.
+    let mut under_load = Vec::new();
+    // The baseline again before each snapshot under load, so every ratio pairs two
+    // timings taken moments apart.
+    let mut load_base = Vec::new();
+    let mut upsert_lat = |during: bool| -> Vec<f64> {
+        if during {
+            load_base.push(sh(&format!(
+                "tar cf - -C '{}' . | openssl dgst -sha256",
+                data_dir.display()
+            )));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let snap = during.then(|| {
+            let (url, stop) = (svc.url.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let v = call(
+                    &http(),
+                    reqwest::Method::POST,
+                    &format!("{url}/collections/big/snapshots"),
+                    None,
+                );
+                let took = t.elapsed().as_secs_f64();
+                stop.store(true, Ordering::SeqCst);
+                (v["result"]["name"].as_str().unwrap().to_string(), took)
+            })
+        });
+        let mut lat = Vec::new();
+        let t0 = Instant::now();
+        while (during && !stop.load(Ordering::SeqCst))
+            || (!during && t0.elapsed() < Duration::from_secs(3))
+        {
+            let body = batch_body(next_id, 10);
+            next_id += 10;
+            let t = Instant::now();
+            call(
+                c,
+                reqwest::Method::PUT,
+                &format!("{}/collections/big/points?wait=true", svc.url),
+                Some(body),
+            );
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        if let Some(h) = snap {
+            let (name, took) = h.join().unwrap();
+            under_load.push(took);
+            call(
+                c,
+                reqwest::Method::DELETE,
+                &format!("{}/collections/big/snapshots/{name}", svc.url),
+                None,
+            );
+        }
+        lat.sort_by(f64::total_cmp);
+        lat
+    };
+    // Alternating, `repeat` times each, pooled: one snapshot gives too few writes for a
+    // stable p99.
+    let (mut idle, mut busy) = (Vec::new(), Vec::new());
+    for _ in 0..repeat {
+        idle.extend(upsert_lat(false));
+        busy.extend(upsert_lat(true));
+    }
+    idle.sort_by(f64::total_cmp);
+    busy.sort_by(f64::total_cmp);
+    let (p_idle, p_busy) = (percentile(&idle, 0.99), percentile(&busy, 0.99));
+    println!(
+    "upsert p99 (batches of 10): {p_idle:.1} ms without a snapshot ({} writes), {p_busy:.1} ms during {repeat} snapshots ({} writes) = {:.2}x (target <= 1.5x)",
+    idle.len(),
+    busy.len(),
+    p_busy / p_idle
+);
+    let loaded_m = median(under_load.clone());
+    let load_base_m = median(load_base.clone());
+    let pairs: Vec<f64> = under_load
+        .iter()
+        .zip(&load_base)
+        .map(|(o, b)| o / b)
+        .collect();
+    println!(
+        "local create while one client upserts back to back: median {loaded_m:.2} s vs tar|openssl {load_base_m:.2} s = {:.2}x (target <= 1.5x); runs {under_load:.2?} base {load_base:.2?}, ratio per round {pairs:.2?}",
+        loaded_m / load_base_m
+    );
+    results.insert("tar_openssl_under_load_rounds_s".into(), json!(load_base_m));
+    results.insert("local_create_under_load_s".into(), json!(loaded_m));
+    results.insert("upsert_p99_idle_ms".into(), json!(p_idle));
+    results.insert("upsert_p99_during_snapshot_ms".into(), json!(p_busy));
+    // The latency step added points: the S3 baseline uploads an archive of the collection
+    // as it is now, the one the S3 snapshots below will capture, so both move the same bytes.
+    let v = call(
+        c,
+        reqwest::Method::POST,
+        &format!("{}/collections/big/snapshots?wait=true", svc.url),
+        None,
+    );
+    let s3_base_file = root
+        .join("snapshots/big")
+        .join(v["result"]["name"].as_str().unwrap());
+    s3_base_file
+}
+
+/// Section 3: S3 snapshots of `big` against a plain multipart upload of `s3_base_file` and
+/// a plain download, with RSS and local bytes written.
+fn s3_snapshots(
+    c: &reqwest::blocking::Client,
+    root: &Path,
+    s3: &S3,
+    s3_base_file: &Path,
+    repeat: usize,
+    results: &mut serde_json::Map<String, Value>,
+) {
+    let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let svc = Service::start(root, &s3.env(&prefix));
+    let (rt, bucket) = (&s3.rt, &s3.bucket);
+    let s3 = &s3.client;
+    let part = 8usize << 20;
+    let (mut ours, mut base, mut rss_peak, mut wrote) = (Vec::new(), Vec::new(), 0u64, 0u64);
+    let rss_before = rss_bytes(svc.pid());
+    let mut name = String::new();
+    let mut size = 0u64;
+    for i in 0..repeat {
+        base.push(rt.block_on(plain_upload(
+            s3,
+            bucket,
+            &format!("{prefix}/baseline-{i}.tar"),
+            s3_base_file,
+            part,
+            8,
+            false,
+        )));
+        let io0 = io_write_bytes(svc.pid());
+        let sampler = RssSampler::start(svc.pid());
+        let t = Instant::now();
+        let v = call(
+            c,
+            reqwest::Method::POST,
+            &format!("{}/collections/big/snapshots?wait=true", svc.url),
+            None,
+        );
+        ours.push(t.elapsed().as_secs_f64());
+        rss_peak = rss_peak.max(sampler.finish());
+        wrote = wrote.max(io_write_bytes(svc.pid()) - io0);
+        if !name.is_empty() {
+            call(
+                c,
+                reqwest::Method::DELETE,
+                &format!("{}/collections/big/snapshots/{name}", svc.url),
+                None,
+            );
+        }
+        name = v["result"]["name"].as_str().unwrap().to_string();
+        size = v["result"]["size"].as_u64().unwrap();
+    }
+    let (om, bm) = (median(ours.clone()), median(base.clone()));
+    println!(
+    "S3 create: ours median {om:.2} s ({:.2} GiB) vs plain multipart upload of {:.2} GiB {bm:.2} s = {:.2}x (target <= 1.15x); runs ours {ours:.2?} base {base:.2?}",
+    size as f64 / (1u64 << 30) as f64,
+    std::fs::metadata(s3_base_file).unwrap().len() as f64 / (1u64 << 30) as f64,
+    om / bm
+);
+    println!(
+    "RSS during S3 snapshot: before {:.0} MiB, peak {:.0} MiB, added {:.0} MiB (target <= 150 MiB); local bytes written during it: {wrote}",
+    mib(rss_before),
+    mib(rss_peak),
+    mib(rss_peak.saturating_sub(rss_before))
+);
+    results.insert("s3_create_s".into(), json!(om));
+    results.insert("s3_plain_upload_s".into(), json!(bm));
+    results.insert("s3_create_ratio".into(), json!(om / bm));
+    results.insert(
+        "s3_snapshot_rss_added_mib".into(),
+        json!(mib(rss_peak.saturating_sub(rss_before))),
+    );
+    results.insert("s3_snapshot_local_bytes_written".into(), json!(wrote));
+
+    let key = format!("{prefix}/big/{name}");
+    // Recovery by `s3://` URL into a new collection, and by the snapshot's name from the
+    // configured bucket back into `big` (rolling it back), each round next to a plain
+    // download of the same object.
+    let (mut ours_r, mut ours_n, mut base_r) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rss_peak = 0u64;
+    let rss_before = rss_bytes(svc.pid());
+    for i in 0..repeat {
+        let dl = root.join(format!("download-{i}.tar"));
+        base_r.push(rt.block_on(plain_download(s3, bucket, &key, &dl)));
+        let _ = std::fs::remove_file(&dl);
+        let sampler = RssSampler::start(svc.pid());
+        let t = Instant::now();
+        call(
+            c,
+            reqwest::Method::PUT,
+            &format!("{}/collections/big_s3/snapshots/recover", svc.url),
+            Some(json!({"location": format!("s3://{bucket}/{key}")}).to_string()),
+        );
+        ours_r.push(t.elapsed().as_secs_f64());
+        rss_peak = rss_peak.max(sampler.finish());
+        call(
+            c,
+            reqwest::Method::DELETE,
+            &format!("{}/collections/big_s3", svc.url),
+            None,
+        );
+        let t = Instant::now();
+        call(
+            c,
+            reqwest::Method::PUT,
+            &format!("{}/collections/big/snapshots/recover", svc.url),
+            Some(json!({ "location": name }).to_string()),
+        );
+        ours_n.push(t.elapsed().as_secs_f64());
+    }
+    let (or, on, br) = (
+        median(ours_r.clone()),
+        median(ours_n.clone()),
+        median(base_r.clone()),
+    );
+    println!("S3 recover by s3:// URL: ours median {or:.2} s vs plain download to a file + fsync {br:.2} s = {:.2}x (target <= 1.15x); runs ours {ours_r:.2?} base {base_r:.2?}", or / br);
+    println!("S3 recover by name (into the collection it came from): ours median {on:.2} s vs the same download {br:.2} s = {:.2}x (target <= 1.15x); runs {ours_n:.2?}", on / br);
+    println!(
+        "RSS during S3 recovery (the recovered collection is held in memory): before {:.0} MiB, peak {:.0} MiB",
+        mib(rss_before),
+        mib(rss_peak)
+    );
+    results.insert("s3_recover_s".into(), json!(or));
+    results.insert("s3_recover_by_name_s".into(), json!(on));
+    results.insert("s3_plain_download_s".into(), json!(br));
+    results.insert("s3_recover_ratio".into(), json!(or / br));
+    results.insert("s3_recover_by_name_ratio".into(), json!(on / br));
+    drop(svc);
+}
