@@ -7,6 +7,8 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use axum::http::request::Parts;
+
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, Timer};
 use crate::service::Services;
 
@@ -46,37 +48,49 @@ struct WriteParams {
 impl<B: DeserializeOwned> FromRequest<Services> for Call<B> {
     type Rejection = ApiError;
     async fn from_request(req: Request, st: &Services) -> Result<Self, ApiError> {
-        let (mut parts, body) = req.into_parts();
-        let Ok(t) = Timer::from_request_parts(&mut parts, st).await;
-        let ApiPath(name) = ApiPath::<String>::from_request_parts(&mut parts, st).await?;
-        let ApiJson(body) =
-            ApiJson::<B>::from_request(Request::from_parts(parts, body), st).await?;
-        Ok(Call {
-            t,
-            st: st.clone(),
-            name,
-            body,
-        })
+        extract(req, st, async |_| Ok(()))
+            .await
+            .map(|(call, ())| call)
     }
 }
 
 impl<B: DeserializeOwned> FromRequest<Services> for Write<B> {
     type Rejection = ApiError;
     async fn from_request(req: Request, st: &Services) -> Result<Self, ApiError> {
-        let (mut parts, body) = req.into_parts();
-        let Ok(t) = Timer::from_request_parts(&mut parts, st).await;
-        let ApiPath(name) = ApiPath::<String>::from_request_parts(&mut parts, st).await?;
-        let ApiQuery(q) = ApiQuery::<WriteParams>::from_request_parts(&mut parts, st).await?;
-        let ApiJson(body) =
-            ApiJson::<B>::from_request(Request::from_parts(parts, body), st).await?;
+        let (call, wait) = extract(req, st, async |parts: &mut Parts| {
+            let ApiQuery(q) = ApiQuery::<WriteParams>::from_request_parts(parts, st).await?;
+            Ok(q.wait.unwrap_or(false))
+        })
+        .await?;
         Ok(Write {
-            t,
-            st: st.clone(),
-            name,
-            wait: q.wait.unwrap_or(false),
-            body,
+            t: call.t,
+            st: call.st,
+            name: call.name,
+            wait,
+            body: call.body,
         })
     }
+}
+
+/// The timer, the path's collection name, then what `more` reads from the request's head,
+/// then the JSON body: in that order, so the first bad part is the one reported.
+async fn extract<B: DeserializeOwned, M>(
+    req: Request,
+    st: &Services,
+    more: impl AsyncFnOnce(&mut Parts) -> Result<M, ApiError>,
+) -> Result<(Call<B>, M), ApiError> {
+    let (mut parts, body) = req.into_parts();
+    let Ok(t) = Timer::from_request_parts(&mut parts, st).await;
+    let ApiPath(name) = ApiPath::<String>::from_request_parts(&mut parts, st).await?;
+    let more = more(&mut parts).await?;
+    let ApiJson(body) = ApiJson::<B>::from_request(Request::from_parts(parts, body), st).await?;
+    let call = Call {
+        t,
+        st: st.clone(),
+        name,
+        body,
+    };
+    Ok((call, more))
 }
 
 impl<B> Write<B> {
