@@ -193,6 +193,18 @@ fn embedded_defaults() -> &'static BTreeMap<String, Value> {
     })
 }
 
+/// The embedded default of `key` as text (`None` when the key is unknown or its default is
+/// `null`).
+pub fn embedded_default(key: &str) -> Option<String> {
+    match embedded_defaults().get(key)? {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => serde_yaml_ng::to_string(other)
+            .ok()
+            .map(|t| t.trim().to_string()),
+    }
+}
+
 /// Every configuration key this service understands, dotted.
 pub fn known_keys() -> impl Iterator<Item = &'static str> {
     embedded_defaults().keys().map(String::as_str)

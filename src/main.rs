@@ -11,7 +11,7 @@ use snapstream::config;
 
 /// A Qdrant-compatible collection and snapshot service.
 #[derive(Parser, Debug)]
-#[command(version, about, after_help = CONFIG_HELP)]
+#[command(version, about, after_help = config_help())]
 struct Args {
     /// Extra configuration file, applied over config/config.yaml and under QDRANT__* variables.
     #[arg(long)]
@@ -71,17 +71,29 @@ struct MigrateArgs {
     to_grpc: Option<String>,
 }
 
-/// How configuration works, for `--help`.
-const CONFIG_HELP: &str = "\
+/// How configuration works, for `--help`, with the embedded defaults it names.
+fn config_help() -> String {
+    let d = |key: &str| config::embedded_default(key).unwrap_or_else(|| "?".into());
+    format!(
+        "\
 Configuration, lowest to highest priority: built-in defaults; config/config.yaml in the
 working directory; --config-path FILE; environment variables QDRANT__SECTION__KEY (double
 underscores nest, e.g. QDRANT__SERVICE__HTTP_PORT=7333,
 QDRANT__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE=s3). S3 keys also fall back to AWS_*.
 
-Defaults: REST on 127.0.0.1:6333, gRPC on 127.0.0.1:6334, collections in ./storage,
-snapshots in ./snapshots (local), log_level INFO, no API key.
+Defaults: REST on {host}:{http}, gRPC on {host}:{grpc}, collections in {storage},
+snapshots in {snapshots} ({kind}), log_level {level}, no API key.
 
-Every key: config/config.yaml and docs/configuration.md (in the source tree and the README).";
+Every key: config/config.yaml and docs/configuration.md (in the source tree and the README).",
+        host = d("service.host"),
+        http = d("service.http_port"),
+        grpc = d("service.grpc_port"),
+        storage = d("storage.storage_path"),
+        snapshots = d("storage.snapshots_path"),
+        kind = d("storage.snapshots_config.snapshots_storage"),
+        level = d("log_level"),
+    )
+}
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("snapstream: {msg}");
