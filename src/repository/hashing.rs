@@ -12,6 +12,12 @@ use tokio_util::sync::PollSender;
 
 use crate::io::progress::Progress;
 
+/// Whether `s` is a 256-bit digest in hex (64 digits, either case): a SHA-256 of an archive
+/// or a BLAKE3 piece address.
+pub(crate) fn is_hex_digest(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Lowercase hex of a finished digest.
 pub(crate) fn hex_digest(h: Sha256) -> String {
     hex::encode(h.finalize())

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::hashing::is_hex_digest;
+
 /// Value of `format`.
 pub(crate) const FORMAT: &str = "snapstream-incremental";
 /// The only manifest version this build reads and writes.
@@ -56,10 +58,6 @@ pub struct Manifest {
 #[error("invalid snapshot manifest: {0}")]
 pub struct InvalidManifest(pub String);
 
-fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 impl Manifest {
     /// Parses and checks a manifest: version, piece hashes, and that every entry's size
     /// agrees with its text or its number of pieces, so a tar built from it is well formed.
@@ -72,7 +70,7 @@ impl Manifest {
                 m.format, m.version
             )));
         }
-        if m.piece_size == 0 || m.piece_size > 1 << 30 || !is_hex(&m.sha256, 64) {
+        if m.piece_size == 0 || m.piece_size > 1 << 30 || !is_hex_digest(&m.sha256) {
             return Err(InvalidManifest("bad piece size or checksum".into()));
         }
         for e in &m.entries {
@@ -80,7 +78,7 @@ impl Manifest {
                 Some(t) => t.len() as u64 == e.size && e.pieces.is_empty(),
                 None => {
                     e.pieces.len() as u64 == e.size.div_ceil(m.piece_size)
-                        && e.pieces.iter().all(|p| is_hex(p, 64))
+                        && e.pieces.iter().all(|p| is_hex_digest(p))
                 }
             };
             if !ok {

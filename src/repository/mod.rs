@@ -76,7 +76,7 @@ pub fn manifest_key(key: &ObjectKey) -> Result<ObjectKey, BackendError> {
 /// A published checksum (sidecar text): 64 hex digits, whitespace ignored.
 pub(crate) fn parse_checksum(text: &str) -> Option<String> {
     let t = text.trim();
-    (t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit())).then(|| t.to_ascii_lowercase())
+    hashing::is_hex_digest(t).then(|| t.to_ascii_lowercase())
 }
 
 /// Snapshots in one storage backend.

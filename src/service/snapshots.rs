@@ -11,8 +11,8 @@ use crate::backend::{ByteStream, ObjectMeta};
 use crate::collection::registry::{validate_name, Registry};
 use crate::error::{Error, Result};
 use crate::io::progress::Progress;
+use crate::repository::hashing::is_hex_digest;
 use crate::service::operations::{OpStatus, Operations};
-use crate::snapshot::format::is_sha256_hex;
 use crate::snapshot::{Engine, Scope, SnapshotDescription};
 use crate::telemetry;
 
@@ -52,7 +52,7 @@ pub struct RecoverRequest {
 /// `InvalidField` unless it is 64 hexadecimal characters.
 pub(crate) fn validate_checksum(checksum: Option<&str>) -> Result<()> {
     match checksum {
-        Some(c) if !is_sha256_hex(c.trim()) => Err(Error::InvalidField {
+        Some(c) if !is_hex_digest(c.trim()) => Err(Error::InvalidField {
             field: "checksum",
             message: "must be a SHA-256 hash of 64 hexadecimal characters".into(),
         }),

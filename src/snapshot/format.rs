@@ -280,11 +280,6 @@ pub(crate) fn parse_checksums(text: &str) -> Result<BTreeMap<String, u32>> {
     Ok(out)
 }
 
-/// Whether `s` is 64 hex digits.
-pub(crate) fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

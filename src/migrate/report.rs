@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 const LINE_EVERY: Duration = Duration::from_secs(2);
 
 /// Progress of copying one collection's points.
-pub(crate) struct Progress {
+pub(crate) struct ProgressReport {
     name: String,
     total: u64,
     done: u64,
@@ -16,7 +16,7 @@ pub(crate) struct Progress {
     bar: Option<indicatif::ProgressBar>,
 }
 
-impl Progress {
+impl ProgressReport {
     /// Starts reporting for `name`, which has about `total` points.
     pub(crate) fn new(name: &str, total: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
@@ -29,7 +29,7 @@ impl Progress {
             bar.set_prefix(name.to_string());
             bar
         });
-        Progress {
+        ProgressReport {
             name: name.to_string(),
             total,
             done: 0,
