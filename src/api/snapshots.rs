@@ -31,10 +31,7 @@ pub(crate) const CHECKSUM_HEADER: &str = "x-checksum-sha256";
 /// Snapshot routes (merged outside the JSON body limit: uploads stream unbounded).
 pub(crate) fn routes(st: &Services) -> Router<Services> {
     let g = |op, h| guarded(st, op, h);
-    let json_limit = DefaultBodyLimit::max(1 << 20);
-    let unlimited = DefaultBodyLimit::disable();
     let c = |rest: &str| format!("/collections/{{name}}/snapshots{rest}");
-    let s = |rest: &str| format!("/collections/{{name}}/shards/{{shard}}/snapshots{rest}");
     Router::new()
         .route(
             &c(""),
@@ -45,12 +42,15 @@ pub(crate) fn routes(st: &Services) -> Router<Services> {
             &c("/recover"),
             g(
                 Op::RecoverSnapshot,
-                put(recover_collection).layer(json_limit),
+                put(recover_collection).layer(json_limit()),
             ),
         )
         .route(
             &c("/upload"),
-            g(Op::UploadSnapshot, post(upload_collection).layer(unlimited)),
+            g(
+                Op::UploadSnapshot,
+                post(upload_collection).layer(unlimited()),
+            ),
         )
         .route(
             &c("/{snapshot}"),
@@ -66,17 +66,27 @@ pub(crate) fn routes(st: &Services) -> Router<Services> {
             g(Op::DownloadSnapshot, get(download_full))
                 .merge(g(Op::DeleteSnapshot, delete(delete_full))),
         )
+        .merge(shard_routes(st))
+        .route("/operations", g(Op::ListOperations, get(list_operations)))
+        .route("/operations/{id}", g(Op::GetOperation, get(get_operation)))
+}
+
+/// The snapshots of shard 0, and its archive streamed on the fly.
+fn shard_routes(st: &Services) -> Router<Services> {
+    let g = |op, h| guarded(st, op, h);
+    let s = |rest: &str| format!("/collections/{{name}}/shards/{{shard}}/snapshots{rest}");
+    Router::new()
         .route(
             &s(""),
             g(Op::ListSnapshots, get(list_shard)).merge(g(Op::CreateSnapshot, post(create_shard))),
         )
         .route(
             &s("/recover"),
-            g(Op::RecoverSnapshot, put(recover_shard).layer(json_limit)),
+            g(Op::RecoverSnapshot, put(recover_shard).layer(json_limit())),
         )
         .route(
             &s("/upload"),
-            g(Op::UploadSnapshot, post(upload_shard).layer(unlimited)),
+            g(Op::UploadSnapshot, post(upload_shard).layer(unlimited())),
         )
         .route(
             &s("/{snapshot}"),
@@ -87,8 +97,16 @@ pub(crate) fn routes(st: &Services) -> Router<Services> {
             "/collections/{name}/shards/{shard}/snapshot",
             g(Op::StreamShardSnapshot, get(stream_shard)),
         )
-        .route("/operations", g(Op::ListOperations, get(list_operations)))
-        .route("/operations/{id}", g(Op::GetOperation, get(get_operation)))
+}
+
+/// The body limit of recover requests (a location and a checksum).
+fn json_limit() -> DefaultBodyLimit {
+    DefaultBodyLimit::max(1 << 20)
+}
+
+/// Uploads stream through the unpacker: no limit.
+fn unlimited() -> DefaultBodyLimit {
+    DefaultBodyLimit::disable()
 }
 
 /// `?wait=` (default true on every snapshot endpoint, as in Qdrant).
