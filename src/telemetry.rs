@@ -131,6 +131,7 @@ fn registered<M: Metric + Clone>(r: &mut Registry, name: &str, help: &str, metri
 }
 
 impl Metrics {
+    /// Every metric, registered in one registry: `field: name, help, metric;` per row.
     fn new() -> Self {
         let mut r = Registry::with_prefix("snapstream");
         let snapshot_seconds = Buckets {
@@ -143,69 +144,34 @@ impl Metrics {
             factor: 2.0,
             count: 16,
         };
-        Metrics {
-            snapshot_ops: registered(
-                &mut r,
-                "snapshot_operations",
-                "Snapshot operations finished",
-                Family::default(),
-            ),
-            snapshot_op_seconds: registered(
-                &mut r,
-                "snapshot_operation_duration_seconds",
-                "Duration of snapshot operations",
-                Family::new_with_constructor(snapshot_seconds),
-            ),
-            storage_written: registered(
-                &mut r,
-                "storage_written_bytes",
-                "Bytes written to snapshot storage",
-                Family::default(),
-            ),
-            storage_read: registered(
-                &mut r,
-                "storage_read_bytes",
-                "Bytes read from snapshot storage",
-                Family::default(),
-            ),
-            s3_part_retries: registered(
-                &mut r,
-                "s3_part_retries",
+        macro_rules! metrics {
+            ($($field:ident: $name:literal, $help:literal, $metric:expr;)*) => {
+                Metrics { $($field: registered(&mut r, $name, $help, $metric),)* registry: r }
+            };
+        }
+        metrics! {
+            snapshot_ops: "snapshot_operations", "Snapshot operations finished", Family::default();
+            snapshot_op_seconds: "snapshot_operation_duration_seconds",
+                "Duration of snapshot operations", Family::new_with_constructor(snapshot_seconds);
+            storage_written: "storage_written_bytes", "Bytes written to snapshot storage",
+                Family::default();
+            storage_read: "storage_read_bytes", "Bytes read from snapshot storage",
+                Family::default();
+            s3_part_retries: "s3_part_retries",
                 "S3 part uploads that failed and were retried (while the retry budget lasted)",
-                Counter::default(),
-            ),
-            s3_aborted_uploads: registered(
-                &mut r,
-                "s3_aborted_multipart_uploads",
-                "S3 multipart uploads aborted",
-                Counter::default(),
-            ),
-            in_flight: registered(
-                &mut r,
-                "operations_in_flight",
-                "Snapshot operations running now",
-                Family::default(),
-            ),
-            last_snapshot: registered(
-                &mut r,
-                "collection_last_snapshot_timestamp_seconds",
+                Counter::default();
+            s3_aborted_uploads: "s3_aborted_multipart_uploads", "S3 multipart uploads aborted",
+                Counter::default();
+            in_flight: "operations_in_flight", "Snapshot operations running now",
+                Family::default();
+            last_snapshot: "collection_last_snapshot_timestamp_seconds",
                 "When the collection's last successful snapshot finished, since this process started",
-                Family::default(),
-            ),
-            scheduled: registered(
-                &mut r,
-                "scheduled_snapshots",
-                "Scheduled snapshots run",
-                Family::default(),
-            ),
-            requests: registered(&mut r, "requests", "Requests answered", Family::default()),
-            request_seconds: registered(
-                &mut r,
-                "request_duration_seconds",
+                Family::default();
+            scheduled: "scheduled_snapshots", "Scheduled snapshots run", Family::default();
+            requests: "requests", "Requests answered", Family::default();
+            request_seconds: "request_duration_seconds",
                 "Time to answer a request (until its response headers)",
-                Family::new_with_constructor(request_seconds),
-            ),
-            registry: r,
+                Family::new_with_constructor(request_seconds);
         }
     }
 

@@ -113,6 +113,41 @@ pub(crate) struct DataDir {
     sealed: Vec<SealedFile>,
 }
 
+/// A WAL file: its sequence number and path.
+type Wal = (u64, PathBuf);
+
+/// The sealed segments of `dir` and its newest WAL (sequence number and path), after
+/// removing leftover temp files and sealing every older WAL: only the newest can be active,
+/// an older one was sealed by a rotation that crashed before its rename.
+fn list_files(dir: &Path) -> Result<(Vec<SealedFile>, Option<Wal>), FilesError> {
+    let mut segments = Vec::new();
+    let mut wals = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err("failed to list", dir))? {
+        let entry = entry.map_err(io_err("failed to list", dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.ends_with(".tmp") {
+            fs::remove_file(&path).map_err(io_err("failed to remove leftover", &path))?;
+        } else if let Some((start, end)) = parse_segment_name(&name) {
+            segments.push(SealedFile { start, end, path });
+        } else if let Some(seq) = parse_wal_name(&name) {
+            wals.push((seq, path));
+        }
+    }
+    wals.sort();
+    let active = wals.pop();
+    for (seq, path) in wals {
+        let target = dir.join(segment_name(seq, seq));
+        fs::rename(&path, &target).map_err(io_err("failed to seal", &path))?;
+        segments.push(SealedFile {
+            start: seq,
+            end: seq,
+            path: target,
+        });
+    }
+    Ok((segments, active))
+}
+
 impl DataDir {
     /// Opens (creating if needed) the directory and replays every record into `apply`, oldest first.
     ///
@@ -127,33 +162,7 @@ impl DataDir {
         mut apply: impl FnMut(Record),
     ) -> Result<Self, FilesError> {
         fs::create_dir_all(dir).map_err(io_err("failed to create data directory", dir))?;
-        let mut segments = Vec::new();
-        let mut wals = Vec::new();
-        for entry in fs::read_dir(dir).map_err(io_err("failed to list", dir))? {
-            let entry = entry.map_err(io_err("failed to list", dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = entry.path();
-            if name.ends_with(".tmp") {
-                fs::remove_file(&path).map_err(io_err("failed to remove leftover", &path))?;
-            } else if let Some((start, end)) = parse_segment_name(&name) {
-                segments.push(SealedFile { start, end, path });
-            } else if let Some(seq) = parse_wal_name(&name) {
-                wals.push((seq, path));
-            }
-        }
-        wals.sort();
-        // Only the newest WAL can be active; an older one was sealed by a rotation that
-        // crashed before its rename.
-        let active = wals.pop();
-        for (seq, path) in wals {
-            let target = dir.join(segment_name(seq, seq));
-            fs::rename(&path, &target).map_err(io_err("failed to seal", &path))?;
-            segments.push(SealedFile {
-                start: seq,
-                end: seq,
-                path: target,
-            });
-        }
+        let (mut segments, active) = list_files(dir)?;
         segments.sort_by_key(|s| (s.end, std::cmp::Reverse(s.start)));
         let segments = drop_covered(segments)?;
         if replay_sealed {
@@ -164,10 +173,9 @@ impl DataDir {
         let next_seq = segments.last().map_or(0, |s| s.end + 1);
         let (active_seq, active_path) = match active {
             Some((seq, path)) if seq >= next_seq => (seq, path),
-            Some((seq, path)) => {
+            Some((_, path)) => {
                 // A WAL older than a segment was already compacted into it.
                 fs::remove_file(&path).map_err(io_err("failed to remove stale WAL", &path))?;
-                let _ = seq;
                 (next_seq, dir.join(wal_name(next_seq)))
             }
             None => (next_seq, dir.join(wal_name(next_seq))),

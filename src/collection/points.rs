@@ -617,8 +617,9 @@ mod tests {
         assert_eq!(page[2].version, 10);
     }
 
-    #[test]
-    fn records_decoded_in_place_apply_exactly_as_owned_ones() {
+    /// Upserts and deletes that exercise every case of applying a record: wrong dimensions,
+    /// unknown and repeated names, deletes of missing ids, slot reuse and appends.
+    fn mixed_records() -> Vec<Record> {
         let w = |id: u64, vectors: Vec<(&str, Vec<f32>)>| PointWrite {
             id: PointId::Num(id),
             vectors: vectors
@@ -627,7 +628,7 @@ mod tests {
                 .collect(),
             payload: None,
         };
-        let records = vec![
+        vec![
             Record {
                 op_id: 1,
                 op: Operation::Upsert(vec![
@@ -656,7 +657,12 @@ mod tests {
                     w(3, vec![("", vec![12.0, 13.0])]),
                 ]),
             },
-        ];
+        ]
+    }
+
+    #[test]
+    fn records_decoded_in_place_apply_exactly_as_owned_ones() {
+        let records = mixed_records();
         let (mut owned, mut in_place) = (store(Distance::Dot), store(Distance::Dot));
         for rec in &records {
             let mut buf = Vec::new();

@@ -93,23 +93,40 @@ pub(crate) async fn extract_full<R: AsyncRead + Unpin + Send>(
             config = Some(read_meta(&mut e, "config.json").await?);
         } else if looks_like_full(&path) {
             let dir = staging.join("collections").join(by_file.len().to_string());
-            let mut nested = Archive::new(&mut e);
-            let mut inner = nested
-                .entries()
-                .map_err(|_| bad(format!("`{path}` is not a tar archive")))?;
-            let head = inner
-                .next()
-                .await
-                .ok_or_else(|| bad(format!("`{path}` is empty")))?
-                .map_err(|_| bad(format!("`{path}` is truncated or corrupted")))?;
-            if !looks_like(&entry_path(&head)?) {
-                return Err(bad(format!("`{path}` is not a Qdrant collection snapshot")));
-            }
-            let staged = Box::pin(extract(head, &mut inner, &dir)).await?;
+            let staged = stage_nested(&mut e, &path, &dir).await?;
             by_file.push((path, staged));
         }
     }
-    let config = config.ok_or_else(|| bad("config.json is missing"))?;
+    pair_with_names(
+        config.ok_or_else(|| bad("config.json is missing"))?,
+        by_file,
+    )
+}
+
+/// Stages the collection snapshot nested at entry `path` of a full-storage archive.
+async fn stage_nested<R: AsyncRead + Unpin + Send>(
+    e: &mut Entry<Archive<R>>,
+    path: &str,
+    dir: &Path,
+) -> Result<Staged> {
+    let mut nested = Archive::new(e);
+    let mut inner = nested
+        .entries()
+        .map_err(|_| bad(format!("`{path}` is not a tar archive")))?;
+    let head = inner
+        .next()
+        .await
+        .ok_or_else(|| bad(format!("`{path}` is empty")))?
+        .map_err(|_| bad(format!("`{path}` is truncated or corrupted")))?;
+    if !looks_like(&entry_path(&head)?) {
+        return Err(bad(format!("`{path}` is not a Qdrant collection snapshot")));
+    }
+    Box::pin(extract(head, &mut inner, dir)).await
+}
+
+/// Names the staged collections (keyed by their file in the archive) as the full
+/// snapshot's `config.json` maps them, and reads its aliases.
+fn pair_with_names(config: Value, mut by_file: Vec<(String, Staged)>) -> Result<StagedFull> {
     let mapping = config["collections_mapping"]
         .as_object()
         .ok_or_else(|| bad("config.json has no collections_mapping"))?;

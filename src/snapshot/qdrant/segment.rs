@@ -56,6 +56,69 @@ pub(crate) struct Segment {
     payloads: Option<Payloads>,
 }
 
+/// The readers of a segment's dense vectors, by name; other kinds are refused by name.
+fn open_vectors(dir: &Path, cfg: &Value) -> Result<Vec<(String, Vectors)>> {
+    let mut vectors = Vec::new();
+    if let Some(data) = cfg["vector_data"].as_object() {
+        for (name, v) in data {
+            let storage = v["storage_type"].as_str().unwrap_or("");
+            let datatype = v["datatype"].as_str().unwrap_or("float32");
+            if !datatype.eq_ignore_ascii_case("float32") {
+                return Err(bad(format!(
+                    "vector `{name}` is stored as `{datatype}`; snapstream holds float32 vectors only"
+                )));
+            }
+            if !v["multivector_config"].is_null() {
+                return Err(bad(format!(
+                    "vector `{name}` is a multivector, which snapstream does not hold"
+                )));
+            }
+            let sub = if name.is_empty() {
+                "vector_storage".to_string()
+            } else {
+                format!("vector_storage-{name}")
+            };
+            let files = dir.join(sub);
+            let reader = match storage {
+                "InRamChunkedMmap" | "ChunkedMmap" => Vectors::Chunked(Chunked::open(&files)?),
+                "Mmap" | "InRamMmap" => Vectors::Matrix(Matrix::open(&files, &v["size"])?),
+                // A vector name added to an optimized segment after it was built: no data.
+                "Empty" => Vectors::Empty,
+                other => {
+                    return Err(bad(format!(
+                        "vector `{name}` uses storage type `{other}` (in-memory storage of \
+                         Qdrant before 1.13); not supported"
+                    )))
+                }
+            };
+            vectors.push((name.clone(), reader));
+        }
+    }
+    Ok(vectors)
+}
+
+/// The segment's point ids with their internal offsets (deleted ones left out) and the
+/// versions by offset, from either id tracker Qdrant writes.
+fn open_ids(dir: &Path) -> Result<(HashMap<PointId, u32>, Vec<u64>)> {
+    let (ids, versions_file) = if dir.join("id_tracker.mappings").exists() {
+        let deleted = std::fs::read(dir.join("id_tracker.deleted")).unwrap_or_default();
+        let mappings = read_file(&dir.join("id_tracker.mappings"), "id mappings")?;
+        (
+            read_immutable_mappings(&mappings, &deleted)?,
+            "id_tracker.versions",
+        )
+    } else {
+        let mappings = read_file(&dir.join("mutable_id_tracker.mappings"), "id mappings")?;
+        (read_mappings(&mappings)?, "mutable_id_tracker.versions")
+    };
+    let raw = read_file(&dir.join(versions_file), "versions")?;
+    let versions = raw
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect();
+    Ok((ids, versions))
+}
+
 impl Segment {
     /// Opens an extracted segment (`dir` is its `snapshot/files`).
     pub(crate) fn open(dir: &Path) -> Result<Self> {
@@ -63,42 +126,7 @@ impl Segment {
             serde_json::from_slice(&read_file(&dir.join("segment.json"), "segment.json")?)
                 .map_err(|e| bad(format!("segment.json: {e}")))?;
         let cfg = &meta["config"];
-        let mut vectors = Vec::new();
-        if let Some(data) = cfg["vector_data"].as_object() {
-            for (name, v) in data {
-                let storage = v["storage_type"].as_str().unwrap_or("");
-                let datatype = v["datatype"].as_str().unwrap_or("float32");
-                if !datatype.eq_ignore_ascii_case("float32") {
-                    return Err(bad(format!(
-                        "vector `{name}` is stored as `{datatype}`; snapstream holds float32 vectors only"
-                    )));
-                }
-                if !v["multivector_config"].is_null() {
-                    return Err(bad(format!(
-                        "vector `{name}` is a multivector, which snapstream does not hold"
-                    )));
-                }
-                let sub = if name.is_empty() {
-                    "vector_storage".to_string()
-                } else {
-                    format!("vector_storage-{name}")
-                };
-                let files = dir.join(sub);
-                let reader = match storage {
-                    "InRamChunkedMmap" | "ChunkedMmap" => Vectors::Chunked(Chunked::open(&files)?),
-                    "Mmap" | "InRamMmap" => Vectors::Matrix(Matrix::open(&files, &v["size"])?),
-                    // A vector name added to an optimized segment after it was built: no data.
-                    "Empty" => Vectors::Empty,
-                    other => {
-                        return Err(bad(format!(
-                            "vector `{name}` uses storage type `{other}` (in-memory storage of \
-                             Qdrant before 1.13); not supported"
-                        )))
-                    }
-                };
-                vectors.push((name.clone(), reader));
-            }
-        }
+        let vectors = open_vectors(dir, cfg)?;
         if cfg["sparse_vector_data"]
             .as_object()
             .is_some_and(|m| !m.is_empty())
@@ -121,22 +149,7 @@ impl Segment {
                 "a segment uses the disk-resident id tracker (serverless mode); not supported",
             ));
         }
-        let (ids, versions_file) = if dir.join("id_tracker.mappings").exists() {
-            let deleted = std::fs::read(dir.join("id_tracker.deleted")).unwrap_or_default();
-            let mappings = read_file(&dir.join("id_tracker.mappings"), "id mappings")?;
-            (
-                read_immutable_mappings(&mappings, &deleted)?,
-                "id_tracker.versions",
-            )
-        } else {
-            let mappings = read_file(&dir.join("mutable_id_tracker.mappings"), "id mappings")?;
-            (read_mappings(&mappings)?, "mutable_id_tracker.versions")
-        };
-        let raw = read_file(&dir.join(versions_file), "versions")?;
-        let versions = raw
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect();
+        let (ids, versions) = open_ids(dir)?;
         Ok(Segment {
             ids,
             versions,
