@@ -459,18 +459,8 @@ pub(crate) struct QueryBody {
     query: Option<Value>,
     #[serde(default)]
     using: Option<String>,
-    #[serde(default)]
-    filter: Option<Filter>,
-    #[serde(default)]
-    limit: Option<usize>,
-    #[serde(default)]
-    offset: Option<usize>,
-    #[serde(default)]
-    score_threshold: Option<f32>,
-    #[serde(default)]
-    with_payload: Option<WithPayload>,
-    #[serde(default)]
-    with_vector: Option<WithVector>,
+    #[serde(flatten)]
+    shared: Shared,
 }
 
 /// Parses a JSON query: `[..]`, `{"nearest": ..}`, or a point id.
@@ -499,17 +489,26 @@ trait IntoQuery {
     fn into_request(self) -> Result<(QueryRequest, ReadOptions)>;
 }
 
-/// What every search and query body shares, once its query is parsed.
+/// The fields every search and query body shares besides its query.
+#[derive(Deserialize)]
 struct Shared {
+    #[serde(default)]
     filter: Option<Filter>,
+    #[serde(default)]
     limit: Option<usize>,
+    #[serde(default)]
     offset: Option<usize>,
+    #[serde(default)]
     score_threshold: Option<f32>,
-    read: ReadOptions,
+    #[serde(default)]
+    with_payload: Option<WithPayload>,
+    #[serde(default)]
+    with_vector: Option<WithVector>,
 }
 
 impl Shared {
     fn request(self, query: Option<QueryInput>, using: String) -> (QueryRequest, ReadOptions) {
+        let read = read_options(self.with_payload, self.with_vector, false);
         let request = QueryRequest {
             query,
             using,
@@ -517,23 +516,16 @@ impl Shared {
             limit: self.limit.unwrap_or(10),
             offset: self.offset.unwrap_or(0),
             score_threshold: self.score_threshold,
-            read: self.read.clone(),
+            read: read.clone(),
         };
-        (request, self.read)
+        (request, read)
     }
 }
 
 impl IntoQuery for QueryBody {
     fn into_request(self) -> Result<(QueryRequest, ReadOptions)> {
         let query = self.query.as_ref().map(query_input).transpose()?;
-        let shared = Shared {
-            filter: self.filter,
-            limit: self.limit,
-            offset: self.offset,
-            score_threshold: self.score_threshold,
-            read: read_options(self.with_payload, self.with_vector, false),
-        };
-        Ok(shared.request(query, self.using.unwrap_or_default()))
+        Ok(self.shared.request(query, self.using.unwrap_or_default()))
     }
 }
 
@@ -583,18 +575,8 @@ pub(crate) async fn query_batch(c: Call<QueryBatchBody>) -> ApiResult {
 #[derive(Deserialize)]
 pub(crate) struct SearchBody {
     vector: Value,
-    #[serde(default)]
-    filter: Option<Filter>,
-    #[serde(default)]
-    limit: Option<usize>,
-    #[serde(default)]
-    offset: Option<usize>,
-    #[serde(default)]
-    score_threshold: Option<f32>,
-    #[serde(default)]
-    with_payload: Option<WithPayload>,
-    #[serde(default)]
-    with_vector: Option<WithVector>,
+    #[serde(flatten)]
+    shared: Shared,
 }
 
 impl IntoQuery for SearchBody {
@@ -612,14 +594,7 @@ impl IntoQuery for SearchBody {
         };
         let v: Vec<f32> = serde_json::from_value(raw)
             .map_err(|e| Error::bad_input(format!("vector is not a list of numbers: {e}")))?;
-        let shared = Shared {
-            filter: self.filter,
-            limit: self.limit,
-            offset: self.offset,
-            score_threshold: self.score_threshold,
-            read: read_options(self.with_payload, self.with_vector, false),
-        };
-        Ok(shared.request(Some(QueryInput::Vector(v)), using))
+        Ok(self.shared.request(Some(QueryInput::Vector(v)), using))
     }
 }
 

@@ -37,6 +37,15 @@ impl fmt::Display for LocalBackend {
     }
 }
 
+/// A blocking task that died (panicked or was cancelled) before it could report.
+fn lost_task(action: &'static str) -> impl Fn(tokio::task::JoinError) -> BackendError {
+    move |e| BackendError::Io {
+        action,
+        path: String::new(),
+        source: io::Error::other(e),
+    }
+}
+
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BackendError + 'a {
     move |source| {
         if source.kind() == io::ErrorKind::NotFound {
@@ -133,11 +142,7 @@ impl ObjectSink for LocalSink {
             let dir = self.target.parent().unwrap_or(Path::new(".")).to_path_buf();
             tokio::task::spawn_blocking(move || crate::io::fs::sync_dir(&dir))
                 .await
-                .map_err(|e| BackendError::Io {
-                    action: "failed to sync",
-                    path: String::new(),
-                    source: io::Error::other(e),
-                })?
+                .map_err(lost_task("failed to sync"))?
                 .map_err(io_err("failed to sync directory of", &self.target))?;
             let m = tokio::fs::metadata(&self.target)
                 .await
@@ -280,11 +285,7 @@ impl Backend for LocalBackend {
                     let (dirs, files) =
                         tokio::task::spawn_blocking(move || read_level(&dir, key.as_ref()))
                             .await
-                            .map_err(|e| BackendError::Io {
-                                action: "failed to list",
-                                path: String::new(),
-                                source: io::Error::other(e),
-                            })??;
+                            .map_err(lost_task("failed to list"))??;
                     stack.extend(dirs);
                     ready = files;
                 }
@@ -336,11 +337,7 @@ impl Backend for LocalBackend {
             Ok(meta_of(key, &m))
         })
         .await
-        .map_err(|e| BackendError::Io {
-            action: "failed to write",
-            path: String::new(),
-            source: io::Error::other(e),
-        })?
+        .map_err(lost_task("failed to write"))?
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError> {
@@ -354,11 +351,7 @@ impl Backend for LocalBackend {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || remove_temp_files(&root, 0))
             .await
-            .map_err(|e| BackendError::Io {
-                action: "failed to clean",
-                path: String::new(),
-                source: io::Error::other(e),
-            })?
+            .map_err(lost_task("failed to clean"))?
             .map_err(|e| BackendError::Io {
                 action: "failed to clean",
                 path: String::new(),

@@ -544,50 +544,43 @@ mod tests {
         assert_eq!(one[0], (96.0, 96));
     }
 
+    /// Ids and scores only: a search of the unnamed vector without a filter.
+    fn nearest(
+        s: &PointStore,
+        q: [f32; 2],
+        limit: usize,
+        offset: usize,
+        threshold: Option<f32>,
+    ) -> Vec<(f32, PointView)> {
+        s.search(
+            "",
+            &q,
+            limit,
+            offset,
+            None,
+            threshold,
+            false,
+            &VectorSelect::None,
+        )
+    }
+
     #[test]
     fn search_orders_by_distance_kind() {
         let mut s = store(Distance::Euclid);
         put(&mut s, 1, 1, [0.0, 0.0]);
         put(&mut s, 2, 2, [3.0, 4.0]);
         put(&mut s, 3, 3, [1.0, 0.0]);
-        let hits = s.search(
-            "",
-            &[0.0, 0.0],
-            2,
-            0,
-            None,
-            None,
-            false,
-            &VectorSelect::None,
-        );
+        let hits = nearest(&s, [0.0, 0.0], 2, 0, None);
         let ids: Vec<_> = hits.iter().map(|(_, p)| p.id).collect();
         assert_eq!(ids, vec![PointId::Num(1), PointId::Num(3)]);
         assert_eq!(hits[1].0, 1.0);
-        let offset = s.search(
-            "",
-            &[0.0, 0.0],
-            1,
-            2,
-            None,
-            None,
-            false,
-            &VectorSelect::None,
-        );
+        let offset = nearest(&s, [0.0, 0.0], 1, 2, None);
         assert_eq!(offset[0].0, 5.0);
 
         let mut d = store(Distance::Dot);
         put(&mut d, 1, 1, [1.0, 0.0]);
         put(&mut d, 2, 2, [2.0, 0.0]);
-        let hits = d.search(
-            "",
-            &[1.0, 0.0],
-            5,
-            0,
-            None,
-            Some(1.5),
-            false,
-            &VectorSelect::None,
-        );
+        let hits = nearest(&d, [1.0, 0.0], 5, 0, Some(1.5));
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].1.id, PointId::Num(2));
     }

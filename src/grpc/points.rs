@@ -170,11 +170,24 @@ impl PointsApi {
         })
     }
 
+    /// Answers one search or query: its hits, shown as it asked.
+    async fn scored(
+        &self,
+        collection: &str,
+        req: QueryRequest,
+    ) -> Result<Vec<pb::ScoredPoint>, Status> {
+        let read = req.read.clone();
+        let hits = self.0.points.query(collection, req).await.map_err(status)?;
+        Ok(scored_out(hits, &read))
+    }
+
+    /// Answers a batch of searches or queries, each parsed by its request builder.
     async fn queries(
         &self,
         collection: &str,
-        reqs: Vec<QueryRequest>,
+        reqs: impl IntoIterator<Item = Result<QueryRequest, Status>>,
     ) -> Result<Vec<pb::BatchResult>, Status> {
+        let reqs = reqs.into_iter().collect::<Result<Vec<_>, _>>()?;
         let reads: Vec<ReadOptions> = reqs.iter().map(|r| r.read.clone()).collect();
         let results = self
             .0
@@ -358,11 +371,9 @@ impl Points for PointsApi {
     ) -> Result<Response<pb::SearchResponse>, Status> {
         answer(r, |r| async move {
             let name = r.collection_name.clone();
-            let req = search_request(r)?;
-            let read = req.read.clone();
-            let hits = self.0.points.query(&name, req).await.map_err(status)?;
+            let result = self.scored(&name, search_request(r)?).await?;
             Ok(pb::SearchResponse {
-                result: scored_out(hits, &read),
+                result,
                 ..Default::default()
             })
         })
@@ -374,11 +385,7 @@ impl Points for PointsApi {
         r: Request<pb::SearchBatchPoints>,
     ) -> Result<Response<pb::SearchBatchResponse>, Status> {
         answer(r, |r| async move {
-            let reqs = r
-                .search_points
-                .into_iter()
-                .map(search_request)
-                .collect::<Result<_, _>>()?;
+            let reqs = r.search_points.into_iter().map(search_request);
             Ok(pb::SearchBatchResponse {
                 result: self.queries(&r.collection_name, reqs).await?,
                 ..Default::default()
@@ -472,11 +479,9 @@ impl Points for PointsApi {
     ) -> Result<Response<pb::QueryResponse>, Status> {
         answer(r, |r| async move {
             let name = r.collection_name.clone();
-            let req = query_request(r)?;
-            let read = req.read.clone();
-            let hits = self.0.points.query(&name, req).await.map_err(status)?;
+            let result = self.scored(&name, query_request(r)?).await?;
             Ok(pb::QueryResponse {
-                result: scored_out(hits, &read),
+                result,
                 ..Default::default()
             })
         })
@@ -488,11 +493,7 @@ impl Points for PointsApi {
         r: Request<pb::QueryBatchPoints>,
     ) -> Result<Response<pb::QueryBatchResponse>, Status> {
         answer(r, |r| async move {
-            let reqs = r
-                .query_points
-                .into_iter()
-                .map(query_request)
-                .collect::<Result<_, _>>()?;
+            let reqs = r.query_points.into_iter().map(query_request);
             Ok(pb::QueryBatchResponse {
                 result: self.queries(&r.collection_name, reqs).await?,
                 ..Default::default()

@@ -276,6 +276,19 @@ async fn reject_more<R: AsyncRead + Unpin + Send>(entries: &mut Entries<R>) -> R
 /// that collection's `config.json`.
 type Listed<'m> = (usize, &'m ManifestFile, bool);
 
+/// One file the manifest lists, as it is being staged.
+#[derive(Clone, Copy)]
+struct Staged<'a> {
+    /// Where it is staged.
+    dest: &'a Path,
+    /// Its path in the archive.
+    path: &'a str,
+    /// The index of its collection in the manifest.
+    ci: usize,
+    /// Its size, as listed.
+    size: u64,
+}
+
 /// The files of our archive as they stream past, checked against the manifest: in exactly
 /// its order (config first, then segments in WAL order, so each collection's points load
 /// as its bytes stream past), each with its listed size, each CRC kept for the trailer.
@@ -352,10 +365,16 @@ impl<'m> Files<'m> {
                     .map_err(write_err(parent))?;
             }
         }
+        let file = Staged {
+            dest: &dest,
+            path: &path,
+            ci,
+            size,
+        };
         let crc = if is_config {
-            self.unpack_config(entry, &dest, &path, ci, size).await?
+            self.unpack_config(entry, file).await?
         } else {
-            self.unpack_segment(entry, &dest, &path, ci, size).await?
+            self.unpack_segment(entry, file).await?
         };
         self.crcs.insert(path, crc);
         Ok(())
@@ -365,27 +384,25 @@ impl<'m> Files<'m> {
     async fn unpack_config<E: AsyncRead + Unpin>(
         &mut self,
         entry: &mut E,
-        dest: &Path,
-        path: &str,
-        ci: usize,
-        size: u64,
+        file: Staged<'_>,
     ) -> Result<u32> {
-        if size > format::MAX_META_SIZE {
+        if file.size > format::MAX_META_SIZE {
             return Err(bad(format!(
-                "`{path}` is {size} bytes, more than the limit"
+                "`{}` is {} bytes, more than the limit",
+                file.path, file.size
             )));
         }
-        let mut config = Vec::with_capacity(size as usize);
-        let crc = copy_entry(entry, dest, size, &mut |b: &[u8]| {
+        let mut config = Vec::with_capacity(file.size as usize);
+        let crc = copy_entry(entry, file.dest, file.size, &mut |b: &[u8]| {
             config.extend_from_slice(b);
             Ok(())
         })
         .await?;
-        let collection = &self.manifest.collections[ci];
+        let collection = &self.manifest.collections[file.ci];
         let data_bytes: u64 = collection.files.iter().skip(1).map(|f| f.size).sum();
         let loader = StreamLoader::new(&config, data_bytes)
             .map_err(|e| bad(format!("collection `{}`: {e}", collection.name)))?;
-        self.loaders[ci] = Some(loader);
+        self.loaders[file.ci] = Some(loader);
         Ok(crc)
     }
 
@@ -393,17 +410,14 @@ impl<'m> Files<'m> {
     async fn unpack_segment<E: AsyncRead + Unpin>(
         &mut self,
         entry: &mut E,
-        dest: &Path,
-        path: &str,
-        ci: usize,
-        size: u64,
+        file: Staged<'_>,
     ) -> Result<u32> {
-        let name = &self.manifest.collections[ci].name;
-        let loader = self.loaders[ci]
+        let name = &self.manifest.collections[file.ci].name;
+        let loader = self.loaders[file.ci]
             .as_mut()
             .ok_or_else(|| bad("a segment comes before its config.json"))?;
         loader.begin_file();
-        let crc = copy_entry(entry, dest, size, &mut |b: &[u8]| loader.feed(b))
+        let crc = copy_entry(entry, file.dest, file.size, &mut |b: &[u8]| loader.feed(b))
             .await
             .map_err(|e| match e {
                 Error::BadInput(m) => Error::BadInput(format!("{m} (collection `{name}`)")),
@@ -411,7 +425,7 @@ impl<'m> Files<'m> {
             })?;
         loader
             .end_file()
-            .map_err(|e| bad(format!("`{path}`: {e}")))?;
+            .map_err(|e| bad(format!("`{}`: {e}", file.path)))?;
         Ok(crc)
     }
 

@@ -4,9 +4,10 @@ upload's error, the read-only key's view, and screenshots at desktop and phone s
 import hashlib
 import os
 import shutil
-import threading
 import time
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -17,6 +18,9 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from gate import Gate
+from test_s3 import s3_env
 
 SHOTS = Path(__file__).resolve().parents[2] / "target" / "dashboard"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -84,7 +88,27 @@ def shoot(driver, name, width, height):
     return path
 
 
-def test_dashboard_create_download_recover_delete_upload(server, browser, tmp_path):
+@pytest.fixture
+def gated_server(make_server):
+    """A server whose S3 traffic passes a gate that holds a snapshot upload at 20 and 60 MB."""
+    endpoint = urlsplit(os.environ.get("S3_TEST_ENDPOINT", ""))
+    assert endpoint.hostname, "S3_TEST_ENDPOINT is not set: run `make test` (it starts the S3 server)"
+    gate = Gate(endpoint.hostname, endpoint.port or 80, [20 << 20, 60 << 20])
+    env = s3_env(f"e2e-{uuid.uuid4().hex}")
+    env["QDRANT__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__ENDPOINT_URL"] = f"http://127.0.0.1:{gate.port}"
+    server = make_server(env=env)
+    server.gate = gate
+    yield server
+    gate.close()
+
+
+def moving(seen):
+    """The distinct values the progress bar showed strictly between empty and full."""
+    return sorted({done for done, total, hidden in seen if done and total and 0 < done < total})
+
+
+def test_dashboard_create_download_recover_delete_upload(gated_server, browser, tmp_path):
+    server = gated_server
     client = fill_big(server, "papers")
     d = browser
     d.get(f"{server.url}/dashboard")
@@ -98,29 +122,16 @@ def test_dashboard_create_download_recover_delete_upload(server, browser, tmp_pa
         new MutationObserver(() => window.seen.push([+bar.dataset.done, bar.max, bar.hidden]))
             .observe(bar, {attributes: true});
     """)
-    # A client keeps writing meanwhile (overwriting ten points, so the count stays): the
-    # snapshot's writer is then paced by the WAL's flushes and runs long enough for the page's
-    # 150 ms polls to see it move however fast the disk is; idle, 155 MB can take 0.3 s.
-    stop = threading.Event()
-
-    def write():
-        writer = QdrantClient(url=server.url, timeout=60)
-        rng = np.random.default_rng(11)
-        while not stop.is_set():
-            writer.upsert("papers", models.Batch(ids=list(range(10)), vectors=rng.random(
-                (10, 768), dtype=np.float32).tolist(), payloads=[{"i": i} for i in range(10)]), wait=True)
-
-    writing = threading.Thread(target=write)
-    writing.start()
-    try:
-        card(d, "papers").find_element(By.CSS_SELECTOR, "button.create").click()
-        wait(d, lambda d: len(rows(d, "papers")) == 1, 120)
-    finally:
-        stop.set()
-        writing.join()
+    # The upload into the bucket stops at 20 MB until the page has shown a value part way,
+    # and at 60 MB until it has shown a second one: the bar must move however fast the disk.
+    card(d, "papers").find_element(By.CSS_SELECTOR, "button.create").click()
+    for i, shown in enumerate((1, 2)):
+        assert server.gate.reached[i].wait(120), "the snapshot upload did not reach the gate"
+        wait(d, lambda d: len(moving(d.execute_script("return window.seen"))) >= shown, 60)
+        server.gate.open(i)
+    wait(d, lambda d: len(rows(d, "papers")) == 1, 120)
     seen = d.execute_script("return window.seen")
-    moving = sorted({done for done, total, hidden in seen if done and total and 0 < done < total})
-    assert len(moving) >= 2, f"the progress bar did not move: {seen}"
+    assert len(moving(seen)) >= 2, f"the progress bar did not move: {seen}"
     snap = client.list_snapshots("papers")[0]
     row = rows(d, "papers")[0]
     assert row.find_element(By.CSS_SELECTOR, "td.sum").get_attribute("data-checksum") == snap.checksum
