@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use serde_yaml_ng::Value;
 
 use crate::backend::s3::{S3Options, DEFAULT_REGION};
+use crate::backup::source::{
+    validate_source_name, validate_url, Retention, SourceOptions, SOURCE_KEYS,
+};
 use crate::env;
 pub use crate::secret::Secret;
 use crate::snapshot::codec::Compression;
@@ -168,6 +171,8 @@ pub struct Config {
     pub service: ServiceConfig,
     /// Storage.
     pub storage: StorageConfig,
+    /// Qdrant deployments to back up (`backup.sources`), by name.
+    pub backup_sources: Vec<SourceOptions>,
 }
 
 /// The raw layered key → value map before validation.
@@ -203,6 +208,16 @@ pub fn embedded_default(key: &str) -> Option<String> {
             .ok()
             .map(|t| t.trim().to_string()),
     }
+}
+
+/// Where each backup source's keys start: `backup.sources.{name}.{key}`.
+const SOURCES_PREFIX: &str = "backup.sources.";
+
+/// Whether `key` is one of a backup source's keys (`backup.sources.{name}.{key}`).
+fn is_source_key(key: &str) -> bool {
+    key.strip_prefix(SOURCES_PREFIX)
+        .and_then(|rest| rest.split_once('.'))
+        .is_some_and(|(_, k)| SOURCE_KEYS.iter().any(|(known, _)| *known == k))
 }
 
 /// Every configuration key this service understands, dotted.
@@ -314,7 +329,7 @@ impl Layers {
     pub fn unknown_keys(&self) -> Vec<(String, Origin)> {
         self.values
             .iter()
-            .filter(|(k, _)| !self.defaults.contains_key(k.as_str()))
+            .filter(|(k, _)| !self.defaults.contains_key(k.as_str()) && !is_source_key(k))
             .map(|(k, (_, o))| (k.clone(), o.clone()))
             .collect()
     }
@@ -416,6 +431,102 @@ impl Layers {
             log_format,
             service,
             storage,
+            backup_sources: self.backup_sources()?,
+        })
+    }
+
+    /// A list: a YAML sequence of strings, or (from an environment variable) one string
+    /// of comma-separated items. Unset is empty.
+    fn list(&self, key: &str) -> Result<Vec<String>, ConfigError> {
+        match self.value(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::String(s)) => Ok(s
+                .split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(str::to_string)
+                .collect()),
+            Some(Value::Sequence(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    _ => Err(self.invalid(key, "expected a list of strings")),
+                })
+                .collect(),
+            Some(_) => Err(self.invalid(key, "expected a list of strings")),
+        }
+    }
+
+    /// `backup.sources.{name}.*`, sorted by name.
+    fn backup_sources(&self) -> Result<Vec<SourceOptions>, ConfigError> {
+        let names: std::collections::BTreeSet<&str> = self
+            .values
+            .keys()
+            .filter_map(|k| k.strip_prefix(SOURCES_PREFIX)?.split('.').next())
+            .filter(|n| !n.is_empty())
+            .collect();
+        names.into_iter().map(|n| self.backup_source(n)).collect()
+    }
+
+    fn backup_source(&self, name: &str) -> Result<SourceOptions, ConfigError> {
+        let key = |k: &str| format!("{SOURCES_PREFIX}{name}.{k}");
+        let first = self
+            .values
+            .keys()
+            .find(|k| k.starts_with(&format!("{SOURCES_PREFIX}{name}.")))
+            .cloned()
+            .unwrap_or_default();
+        validate_source_name(name).map_err(|m| self.invalid(&first, m))?;
+        // A mistyped key under a source would silently leave a backup unscheduled or
+        // unpruned: it stops start-up, with the nearest key.
+        let prefix = format!("{SOURCES_PREFIX}{name}.");
+        if let Some(unknown) = self
+            .values
+            .keys()
+            .find(|k| k.starts_with(&prefix) && !is_source_key(k))
+        {
+            let leaf = &unknown[prefix.len()..];
+            let near = SOURCE_KEYS
+                .iter()
+                .map(|(k, _)| (strsim::normalized_damerau_levenshtein(leaf, k), *k))
+                .filter(|(score, _)| *score >= 0.6)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, k)| format!(" (did you mean `{prefix}{k}`?)"))
+                .unwrap_or_default();
+            return Err(self.invalid(unknown, format!("is not a backup source key{near}")));
+        }
+        let url = self
+            .string(&key("url"))?
+            .ok_or_else(|| ConfigError::Missing {
+                key: key("url"),
+                reason: format!("backup source `{name}` is configured"),
+            })?;
+        validate_url(&url).map_err(|m| self.invalid(&key("url"), m))?;
+        let peer_urls = self.list(&key("peer_urls"))?;
+        for u in &peer_urls {
+            validate_url(u).map_err(|m| self.invalid(&key("peer_urls"), m))?;
+        }
+        let count = |k: &str| -> Result<u32, ConfigError> {
+            let v = self.u64(&key(k))?.unwrap_or(0);
+            u32::try_from(v).map_err(|_| self.invalid(&key(k), "is too large"))
+        };
+        Ok(SourceOptions {
+            name: name.to_string(),
+            url: url.trim_end_matches('/').to_string(),
+            peer_urls: peer_urls
+                .iter()
+                .map(|u| u.trim_end_matches('/').to_string())
+                .collect(),
+            api_key: self.string(&key("api_key"))?.map(Secret::new),
+            collections: self.list(&key("collections"))?,
+            interval_sec: self.u64(&key("schedule.interval_sec"))?.filter(|&s| s > 0),
+            retention: Retention {
+                keep_last: count("retention.keep_last")?,
+                keep_hourly: count("retention.keep_hourly")?,
+                keep_daily: count("retention.keep_daily")?,
+                keep_weekly: count("retention.keep_weekly")?,
+                keep_monthly: count("retention.keep_monthly")?,
+            },
         })
     }
 
@@ -784,7 +895,8 @@ mod tests {
     fn documented_keys_and_defaults_are_the_embedded_ones() {
         let doc = include_str!("../docs/configuration.md");
         let mut documented = BTreeMap::new();
-        for line in doc.lines().filter(|l| l.starts_with("| `")) {
+        let main_table = doc.lines().take_while(|l| !l.starts_with("| source key"));
+        for line in main_table.filter(|l| l.starts_with("| `")) {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
             let key = cells[1].trim_matches('`');
             documented.insert(key.to_string(), cells[2].to_string());
@@ -808,6 +920,96 @@ mod tests {
                 "docs/configuration.md gives `{key}` the default {shown}, config.yaml {expected}"
             );
         }
+    }
+
+    #[test]
+    fn documented_source_keys_are_the_known_ones() {
+        let doc = include_str!("../docs/configuration.md");
+        let documented: Vec<(String, String)> = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("| source key"))
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (
+                    cells[1].trim_matches('`').to_string(),
+                    cells[2].trim_matches('`').to_string(),
+                )
+            })
+            .collect();
+        let known: Vec<(String, String)> = SOURCE_KEYS
+            .iter()
+            .map(|(k, d)| (k.to_string(), d.to_string()))
+            .collect();
+        assert_eq!(documented, known);
+    }
+
+    #[test]
+    fn backup_sources_come_from_files_and_the_environment() {
+        let mut l = Layers::new().unwrap();
+        l.add_yaml(
+            "backup:\n  sources:\n    prod:\n      url: http://10.0.0.5:6333/\n      collections: [a, b]\n      retention: {keep_daily: 7}\n",
+            Origin::File("f.yaml".into()),
+        )
+        .unwrap();
+        l.add_env([
+            (
+                "QDRANT__BACKUP__SOURCES__PROD__API_KEY".to_string(),
+                "k".to_string(),
+            ),
+            (
+                "QDRANT__BACKUP__SOURCES__EU__URL".to_string(),
+                "https://q.eu:6333".to_string(),
+            ),
+            (
+                "QDRANT__BACKUP__SOURCES__EU__PEER_URLS".to_string(),
+                "https://a:1, https://b:2".to_string(),
+            ),
+            (
+                "QDRANT__BACKUP__SOURCES__EU__SCHEDULE__INTERVAL_SEC".to_string(),
+                "3600".to_string(),
+            ),
+        ]);
+        assert!(l.unknown_keys().is_empty(), "{:?}", l.unknown_keys());
+        let c = l.build(&no_env).unwrap();
+        let [eu, prod] = &c.backup_sources[..] else {
+            panic!("{:?}", c.backup_sources)
+        };
+        assert_eq!(
+            (eu.name.as_str(), eu.url.as_str()),
+            ("eu", "https://q.eu:6333")
+        );
+        assert_eq!(eu.peer_urls, vec!["https://a:1", "https://b:2"]);
+        assert_eq!(eu.interval_sec, Some(3600));
+        assert_eq!(prod.url, "http://10.0.0.5:6333");
+        assert_eq!(prod.collections, vec!["a", "b"]);
+        assert_eq!(prod.api_key.as_ref().map(Secret::expose), Some("k"));
+        assert_eq!(prod.retention.keep_daily, 7);
+        assert_eq!(prod.interval_sec, None);
+    }
+
+    #[test]
+    fn bad_backup_sources_stop_start_up_naming_the_key() {
+        let build = |yaml: &str| {
+            let mut l = Layers::new().unwrap();
+            l.add_yaml(yaml, Origin::File("f.yaml".into())).unwrap();
+            l.build(&no_env).unwrap_err().to_string()
+        };
+        let e = build("backup:\n  sources:\n    prod:\n      collections: [a]\n");
+        assert!(e.contains("backup.sources.prod.url"), "{e}");
+        let e = build("backup:\n  sources:\n    prod:\n      url: 10.0.0.5:6333\n");
+        assert!(
+            e.contains("backup.sources.prod.url") && e.contains("f.yaml"),
+            "{e}"
+        );
+        let e = build("backup:\n  sources:\n    Prod:\n      url: http://x:1\n");
+        assert!(e.contains("lowercase"), "{e}");
+        let e = build("backup:\n  sources:\n    prod:\n      url: http://x:1\n      shedule: {interval_sec: 1}\n");
+        assert!(
+            e.contains("backup.sources.prod.shedule.interval_sec")
+                && e.contains("did you mean `backup.sources.prod.schedule.interval_sec`"),
+            "{e}"
+        );
     }
 
     #[test]

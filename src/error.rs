@@ -43,6 +43,10 @@ pub enum Error {
         /// The checksum of the bytes received.
         actual: String,
     },
+    /// A Qdrant deployment this service backs up or restores into failed, refused or
+    /// could not be reached; the message names the peer and what it said.
+    #[error("{0}")]
+    Upstream(String),
     /// The snapshot storage (local directory or bucket) failed or refused. `summary` is one
     /// line naming the storage and what to check, safe to show; the cause chain is for the log.
     #[error("snapshot storage failed: {summary}")]

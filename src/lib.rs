@@ -10,7 +10,10 @@
 //!   hashed;
 //! * `snapshot`: creating, recovering, listing snapshots; the tar producer and unpacker;
 //!   Qdrant's snapshot format;
-//! * `qdrant_api`: the one client of Qdrant's API (REST and gRPC), used by `migrate`;
+//! * `qdrant_api`: the one client of Qdrant's API (REST and gRPC), used by `migrate` and
+//!   by backups;
+//! * `backup`: backups of live Qdrant deployments (clusters or single nodes) into the
+//!   repository's shared pieces;
 //! * [`config`]: layered YAML + `QDRANT__*` configuration, into the layers' own options;
 //! * `service`: every operation, typed and transport-neutral, with its access rule;
 //! * `api` and `grpc`: Qdrant's REST and gRPC APIs, converting wire formats only.
@@ -20,6 +23,7 @@
 
 mod api;
 mod backend;
+mod backup;
 mod collection;
 pub mod config;
 pub mod env;

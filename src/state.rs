@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::backend::{self, DynBackend};
+use crate::backup::Backups;
 use crate::collection::registry::Registry;
 use crate::config::{Config, SnapshotsStorage, StorageConfig};
 use crate::error::{Error, Result};
@@ -48,6 +49,13 @@ pub async fn build_state(config: Config) -> Result<Services> {
             std::time::Duration::from_secs(every),
         );
     }
+    let backups = Arc::new(Backups::new(
+        Arc::clone(&engine.repo),
+        config.backup_sources.clone(),
+    ));
+    service::schedule::spawn_backups(&backups);
+    let snapshots = service::snapshots::Snapshots::new(Arc::clone(&registry), engine);
+    let backups = service::backups::BackupService::new(backups, snapshots.registry_of_operations());
     Ok(Services {
         keys: service::ApiKeys::new(
             config.service.api_key.clone(),
@@ -55,8 +63,9 @@ pub async fn build_state(config: Config) -> Result<Services> {
         ),
         config: Arc::new(config),
         collections: service::collections::Collections::new(Arc::clone(&registry)),
-        points: service::points::Points::new(Arc::clone(&registry)),
-        snapshots: service::snapshots::Snapshots::new(registry, engine),
+        points: service::points::Points::new(registry),
+        snapshots,
+        backups,
         storage_health,
     })
 }

@@ -56,6 +56,7 @@ impl From<Error> for ApiError {
             Error::NotFound(m) => (StatusCode::NOT_FOUND, format!("Not found: {m}")),
             Error::AlreadyExists(m) => (StatusCode::CONFLICT, format!("Wrong input: {m}")),
             Error::Forbidden(m) => (StatusCode::FORBIDDEN, format!("Forbidden: {m}")),
+            Error::Upstream(m) => (StatusCode::BAD_GATEWAY, format!("Qdrant: {m}")),
             Error::ChecksumMismatch { expected, actual } => (
                 StatusCode::BAD_REQUEST,
                 format!("Checksum mismatch: expected {expected}, actual {actual}"),

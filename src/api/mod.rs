@@ -4,6 +4,7 @@
 //! Qdrant's JSON; the rules live in [`crate::service`].
 
 pub(crate) mod auth;
+mod backups;
 mod call;
 pub(crate) mod collections;
 pub(crate) mod dashboard;
@@ -36,6 +37,7 @@ pub fn router(state: Services) -> Router {
         .merge(dashboard::routes(st))
         .merge(collections::routes(st))
         .merge(points::routes(st))
+        .merge(backups::routes(st))
         .layer(DefaultBodyLimit::max(json_limit))
         // Uploads stream through the unpacker and are not limited.
         .merge(snapshots::routes(st))

@@ -113,11 +113,11 @@ fn unlimited() -> DefaultBodyLimit {
 #[derive(Deserialize, Default)]
 pub(crate) struct WaitParam {
     #[serde(default)]
-    wait: Option<bool>,
+    pub(crate) wait: Option<bool>,
 }
 
 /// `200` with the result, or `202` with the operation id in [`OPERATION_ID_HEADER`].
-fn answer<T: serde::Serialize>(t: &Timer, out: Outcome<T>) -> ApiResult {
+pub(crate) fn answer<T: serde::Serialize>(t: &Timer, out: Outcome<T>) -> ApiResult {
     match out {
         Outcome::Done(v) => t.ok(v),
         Outcome::Started(id) => {
@@ -153,7 +153,7 @@ async fn delete_snapshot(
 }
 
 /// Parses a single `bytes=` range against `size`; `Err` means unsatisfiable (416).
-fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, ()> {
+pub(crate) fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, ()> {
     let Some(v) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
@@ -199,55 +199,88 @@ async fn download(
     let size = meta.size;
     let range = match parse_range(&headers, size) {
         Ok(r) => r,
-        Err(()) => {
-            return Ok((
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
-            )
-                .into_response())
-        }
+        Err(()) => return Ok(unsatisfiable(size)),
     };
     let dl = st.snapshots.download(meta, range.clone()).await?;
-    let mut resp = Response::new(Body::from_stream(dl.stream));
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"{}\"",
-        name.replace('"', "")
-    )) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&httpdate(dl.meta.last_modified)) {
-        h.insert(header::LAST_MODIFIED, v);
-    }
-    if let Some(sum) = &dl.checksum {
-        if let (Ok(etag), Ok(v)) = (
-            HeaderValue::from_str(&format!("\"{sum}\"")),
-            HeaderValue::from_str(sum),
-        ) {
-            h.insert(header::ETAG, etag);
-            h.insert(CHECKSUM_HEADER, v);
+    let file = Download {
+        name: &name,
+        size,
+        modified: dl.meta.last_modified,
+        checksum: dl.checksum.as_deref(),
+    };
+    Ok(file.response(dl.stream, range))
+}
+
+/// `416` for a range outside an archive of `size` bytes.
+pub(crate) fn unsatisfiable(size: u64) -> Response {
+    (
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+    )
+        .into_response()
+}
+
+/// An archive served for download.
+pub(crate) struct Download<'a> {
+    /// Its file name.
+    pub name: &'a str,
+    /// Its whole length.
+    pub size: u64,
+    /// When it was made.
+    pub modified: chrono::DateTime<chrono::Utc>,
+    /// Its SHA-256, when known.
+    pub checksum: Option<&'a str>,
+}
+
+impl Download<'_> {
+    /// The response carrying `stream`: the whole archive, or `range` of it (206).
+    pub(crate) fn response(
+        &self,
+        stream: crate::backend::ByteStream,
+        range: Option<Range<u64>>,
+    ) -> Response {
+        let size = self.size;
+        let mut resp = Response::new(Body::from_stream(stream));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "attachment; filename=\"{}\"",
+            self.name.replace('"', "")
+        )) {
+            h.insert(header::CONTENT_DISPOSITION, v);
         }
-    }
-    match range {
-        Some(r) => {
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.end - r.start));
-            if let Ok(v) =
-                HeaderValue::from_str(&format!("bytes {}-{}/{}", r.start, r.end - 1, size))
-            {
-                h.insert(header::CONTENT_RANGE, v);
+        if let Ok(v) = HeaderValue::from_str(&httpdate(self.modified)) {
+            h.insert(header::LAST_MODIFIED, v);
+        }
+        if let Some(sum) = self.checksum {
+            if let (Ok(etag), Ok(v)) = (
+                HeaderValue::from_str(&format!("\"{sum}\"")),
+                HeaderValue::from_str(sum),
+            ) {
+                h.insert(header::ETAG, etag);
+                h.insert(CHECKSUM_HEADER, v);
             }
-            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
         }
-        None => {
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        match range {
+            Some(r) => {
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.end - r.start));
+                if let Ok(v) =
+                    HeaderValue::from_str(&format!("bytes {}-{}/{}", r.start, r.end - 1, size))
+                {
+                    h.insert(header::CONTENT_RANGE, v);
+                }
+                *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            }
+            None => {
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            }
         }
+        resp
     }
-    Ok(resp)
 }
 
 fn httpdate(t: chrono::DateTime<chrono::Utc>) -> String {

@@ -14,6 +14,7 @@ pub(crate) fn status(e: Error) -> Status {
         Error::NotFound(_) => Status::not_found(e.public_message()),
         Error::AlreadyExists(_) => Status::already_exists(e.public_message()),
         Error::Forbidden(_) => Status::permission_denied(e.public_message()),
+        Error::Upstream(_) => Status::unavailable(e.public_message()),
         Error::ChecksumMismatch { .. } => Status::data_loss(e.public_message()),
         _ => {
             let id = uuid::Uuid::new_v4().simple().to_string();

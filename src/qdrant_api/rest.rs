@@ -307,6 +307,257 @@ impl Server {
     }
 }
 
+/// `GET /cluster` of one peer.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ClusterInfo {
+    /// Whether cluster mode is on (off: a single node with no peers listed).
+    pub enabled: bool,
+    /// The peer that answered.
+    pub peer_id: u64,
+    /// Every peer's id and p2p URI.
+    pub peers: std::collections::BTreeMap<u64, String>,
+}
+
+/// One replica of a shard as `GET /collections/{c}/cluster` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Replica {
+    /// The shard.
+    pub shard_id: u32,
+    /// The peer holding it.
+    pub peer_id: u64,
+    /// `Active`, `Dead`, `Partial`, ...
+    pub state: String,
+    /// Points in it, when the answering peer holds it.
+    pub points_count: Option<u64>,
+}
+
+/// `GET /collections/{c}/cluster` of one peer.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CollectionCluster {
+    /// Shards of the collection.
+    pub shard_count: u32,
+    /// Every replica the peer knows of: its own (with counts) and the others'.
+    pub replicas: Vec<Replica>,
+}
+
+impl Server {
+    /// `GET /cluster`.
+    pub(crate) async fn cluster(&self) -> Result<ClusterInfo, CallError> {
+        let r = self
+            .call(Method::GET, "/cluster", None, false)
+            .await?
+            .unwrap_or(Value::Null);
+        let peers = r["peers"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(id, p)| Some((id.parse().ok()?, p["uri"].as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(ClusterInfo {
+            enabled: r["status"].as_str() == Some("enabled"),
+            peer_id: r["peer_id"].as_u64().unwrap_or(0),
+            peers,
+        })
+    }
+
+    /// `GET /collections/{name}/cluster`.
+    pub(crate) async fn collection_cluster(
+        &self,
+        name: &str,
+    ) -> Result<CollectionCluster, CallError> {
+        let r = self
+            .call(
+                Method::GET,
+                &format!("/collections/{}/cluster", enc(name)),
+                None,
+                false,
+            )
+            .await?
+            .unwrap_or(Value::Null);
+        let peer_id = r["peer_id"].as_u64().unwrap_or(0);
+        let list = |k: &str| r[k].as_array().cloned().unwrap_or_default();
+        let mut replicas = Vec::new();
+        for s in list("local_shards") {
+            replicas.push(Replica {
+                shard_id: s["shard_id"].as_u64().unwrap_or(0) as u32,
+                peer_id,
+                state: s["state"].as_str().unwrap_or_default().to_string(),
+                points_count: s["points_count"].as_u64(),
+            });
+        }
+        for s in list("remote_shards") {
+            replicas.push(Replica {
+                shard_id: s["shard_id"].as_u64().unwrap_or(0) as u32,
+                peer_id: s["peer_id"].as_u64().unwrap_or(0),
+                state: s["state"].as_str().unwrap_or_default().to_string(),
+                points_count: None,
+            });
+        }
+        Ok(CollectionCluster {
+            shard_count: r["shard_count"].as_u64().unwrap_or(0) as u32,
+            replicas,
+        })
+    }
+
+    /// `GET /collections/{name}/aliases`: the aliases of one collection.
+    pub(crate) async fn collection_aliases(&self, name: &str) -> Result<Vec<String>, CallError> {
+        let r = self
+            .call(
+                Method::GET,
+                &format!("/collections/{}/aliases", enc(name)),
+                None,
+                false,
+            )
+            .await?;
+        Ok(r.and_then(|r| r["aliases"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|a| a["alias_name"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// `GET /collections/{name}/shards/{shard}/snapshot`: the shard's archive as Qdrant
+    /// streams it (nothing is kept on the node), uncompressed.
+    pub(crate) async fn shard_snapshot(
+        &self,
+        name: &str,
+        shard: u32,
+    ) -> Result<reqwest::Response, CallError> {
+        let url = format!(
+            "{}/collections/{}/shards/{shard}/snapshot",
+            self.base,
+            enc(name)
+        );
+        let mut req = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT_ENCODING, "identity")
+            // A large shard streams for longer than the client's default deadline.
+            .timeout(Duration::from_secs(24 * 3600));
+        if let Some(k) = &self.api_key {
+            req = req.header("api-key", k);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {}", without_url(&e)))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(failure(&Method::GET, &url, status, &text));
+        }
+        Ok(resp)
+    }
+
+    /// `GET /`: the server's version.
+    pub(crate) async fn version(&self) -> Result<String, CallError> {
+        let url = format!("{}/", self.base);
+        let (status, text) = self.send(Method::GET, &url, None).await?;
+        if !status.is_success() {
+            return Err(failure(&Method::GET, &url, status, &text));
+        }
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(v["version"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// `POST /collections/{name}/points/scroll`: the first `limit` points with payloads
+    /// and vectors.
+    pub(crate) async fn sample(&self, name: &str, limit: usize) -> Result<Vec<Value>, CallError> {
+        let body = json!({"limit": limit, "with_payload": true, "with_vector": true});
+        let r = self
+            .call(
+                Method::POST,
+                &format!("/collections/{}/points/scroll", enc(name)),
+                Some(&body),
+                false,
+            )
+            .await?;
+        Ok(r.and_then(|r| r["points"].as_array().cloned())
+            .unwrap_or_default())
+    }
+
+    /// `POST /collections/{name}/points/query` with `body`: the points found.
+    pub(crate) async fn query(&self, name: &str, body: &Value) -> Result<Vec<Value>, CallError> {
+        let r = self
+            .call(
+                Method::POST,
+                &format!("/collections/{}/points/query", enc(name)),
+                Some(body),
+                false,
+            )
+            .await?;
+        Ok(r.and_then(|r| r["points"].as_array().cloned())
+            .unwrap_or_default())
+    }
+
+    /// `POST /collections/{name}/shards/{shard}/snapshots/upload`: recovers the shard on
+    /// this peer from `body`, a shard archive of `len` bytes streamed as a multipart form
+    /// (nothing is written on this side).
+    pub(crate) async fn upload_shard_snapshot(
+        &self,
+        name: &str,
+        shard: u32,
+        archive: impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+        len: u64,
+        priority: &str,
+        checksum: &str,
+    ) -> Result<(), CallError> {
+        use futures::StreamExt;
+        let url = format!(
+            "{}/collections/{}/shards/{shard}/snapshots/upload?wait=true&priority={priority}&checksum={checksum}",
+            self.base,
+            enc(name)
+        );
+        let boundary = format!("snapstream-{}", uuid::Uuid::new_v4().simple());
+        let head = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"snapshot\"; \
+             filename=\"{name}-shard-{shard}.snapshot\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        );
+        let tail = format!("\r\n--{boundary}--\r\n");
+        let total = head.len() as u64 + len + tail.len() as u64;
+        let body = futures::stream::once(async move { Ok(bytes::Bytes::from(head)) })
+            .chain(archive)
+            .chain(futures::stream::once(async move {
+                Ok(bytes::Bytes::from(tail))
+            }));
+        let mut req = self
+            .http
+            .post(&url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .header(reqwest::header::CONTENT_LENGTH, total)
+            .timeout(Duration::from_secs(24 * 3600))
+            .body(reqwest::Body::wrap_stream(body));
+        if let Some(k) = &self.api_key {
+            req = req.header("api-key", k);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("POST {url}: {}", without_url(&e)))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(failure(&Method::POST, &url, status, &text));
+        }
+        Ok(())
+    }
+
+    /// Whether the server answers at all (`GET /`, within a few seconds).
+    pub(crate) async fn reachable(&self) -> bool {
+        let req = self
+            .http
+            .get(format!("{}/", self.base))
+            .timeout(Duration::from_secs(5));
+        matches!(req.send().await, Ok(r) if r.status().is_success())
+    }
+}
+
 /// A non-2xx answer as one line: the server's message from Qdrant's envelope.
 fn failure(method: &Method, url: &str, status: reqwest::StatusCode, text: &str) -> CallError {
     let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);

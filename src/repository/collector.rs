@@ -1,5 +1,5 @@
-//! Mark and sweep: pieces that no manifest anywhere under the storage root refers to are
-//! deleted. Runs under a collector lease (see [`super::lease`]), so no create is between
+//! Mark and sweep: pieces that no manifest (of a snapshot or of a backup's shard) anywhere
+//! under the storage root refers to are deleted. Runs under a collector lease (see [`super::lease`]), so no create is between
 //! storing pieces and committing its manifest while the collector looks; every step is
 //! idempotent, so a crash at any point only leaves work for the next run.
 
@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use futures::{StreamExt, TryStreamExt};
 
+use super::backups::{self, StoredBackup};
 use super::lease::Leases;
 use super::manifest::{Manifest, MAX_MANIFEST_SIZE};
 use super::pieces::{self, PIECES_DIR};
@@ -53,6 +54,19 @@ async fn mark_and_sweep(backend: &DynBackend) -> Result<Collected, BackendError>
         let k = m.key.as_str();
         if k.starts_with(&pieces_prefix) {
             stored.push(m.key);
+        } else if backups::is_backup(&m.key) {
+            let bytes = match pieces::get_small(backend, &m.key, MAX_MANIFEST_SIZE).await {
+                Ok(b) => b,
+                Err(BackendError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let parsed = StoredBackup::parse(&bytes).map_err(|e| BackendError::Io {
+                action: "refused to collect garbage because of the unreadable backup",
+                path: m.key.to_string(),
+                source: std::io::Error::other(e),
+            })?;
+            live.extend(parsed.pieces().map(str::to_string));
+            manifests += 1;
         } else if k.ends_with(MANIFEST_SUFFIX) {
             let bytes = match pieces::get_small(backend, &m.key, MAX_MANIFEST_SIZE).await {
                 Ok(b) => b,

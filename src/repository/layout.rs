@@ -17,10 +17,20 @@ use crate::backend::{BackendError, ByteStream, DynBackend};
 /// of a 307 MiB snapshot from S3 measured 1.17x a plain download with 4, 1.10x with 8.
 const FETCH_AHEAD: usize = 8;
 
-/// The header block(s) of one tar entry: a GNU header, preceded by a long-name entry when
-/// the path does not fit. Deterministic: the same path, size and mtime give the same bytes.
-pub(crate) async fn entry_header(path: &str, size: u64, mtime: u64) -> std::io::Result<Vec<u8>> {
+/// The header block(s) of one tar entry (a file, or a directory when `dir`): a GNU header,
+/// preceded by a long-name entry when the path does not fit. Deterministic: the same path,
+/// size and mtime give the same bytes.
+pub(crate) async fn entry_header(
+    path: &str,
+    size: u64,
+    mtime: u64,
+    dir: bool,
+) -> std::io::Result<Vec<u8>> {
     let mut h = file_header(size, mtime);
+    if dir {
+        h.set_entry_type(EntryType::Directory);
+        h.set_mode(0o755);
+    }
     let mut b = Builder::new_non_terminated(Vec::new());
     b.append_data(&mut h, path, tokio::io::empty()).await?;
     // Taken out rather than `into_inner`, which would append the end-of-archive blocks.
@@ -69,7 +79,7 @@ async fn parts(m: &Manifest) -> std::io::Result<Vec<Part>> {
     let mut out = Vec::new();
     for e in &m.entries {
         out.push(Part::Inline(Bytes::from(
-            entry_header(&e.path, e.size, m.mtime).await?,
+            entry_header(&e.path, e.size, m.mtime, e.dir).await?,
         )));
         match &e.text {
             Some(t) => out.push(Part::Inline(Bytes::from(t.clone().into_bytes()))),
@@ -153,19 +163,22 @@ mod tests {
 
     #[tokio::test]
     async fn headers_are_deterministic_and_long_names_fit() {
-        let a = entry_header("data/1-1.seg", 10, 1_700_000_000)
+        let a = entry_header("data/1-1.seg", 10, 1_700_000_000, false)
             .await
             .unwrap();
         assert_eq!(
             a,
-            entry_header("data/1-1.seg", 10, 1_700_000_000)
+            entry_header("data/1-1.seg", 10, 1_700_000_000, false)
                 .await
                 .unwrap()
         );
         assert_eq!(a.len(), 512);
         let long = format!("collections/{}/data/1-1.seg", "x".repeat(200));
-        assert_eq!(entry_header(&long, 10, 0).await.unwrap().len() % 512, 0);
-        assert!(entry_header(&long, 10, 0).await.unwrap().len() > 512);
+        assert_eq!(
+            entry_header(&long, 10, 0, false).await.unwrap().len() % 512,
+            0
+        );
+        assert!(entry_header(&long, 10, 0, false).await.unwrap().len() > 512);
         assert_eq!(padding(512), 0);
         assert_eq!(padding(1), 511);
     }

@@ -27,9 +27,12 @@ pub struct Entry {
     /// The bytes themselves, for small text entries (`snapshot.json`, `config.json`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
-    /// Otherwise the BLAKE3 (hex) of each [`PIECE_SIZE`] piece, in order.
+    /// Otherwise the BLAKE3 (hex) of each `piece_size` piece, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pieces: Vec<String>,
+    /// A directory (size 0, no bytes): shard archives of Qdrant hold some.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dir: bool,
 }
 
 /// `{name}.snapshot.manifest`.
@@ -43,7 +46,7 @@ pub struct Manifest {
     pub created_at: String,
     /// The modification time written in every tar header (seconds since the epoch).
     pub mtime: u64,
-    /// [`PIECE_SIZE`] when written.
+    /// Bytes per piece: [`PIECE_SIZE`] for snapshots, smaller for shard backups.
     pub piece_size: u64,
     /// The length of the tar.
     pub size: u64,
@@ -75,6 +78,7 @@ impl Manifest {
         }
         for e in &m.entries {
             let ok = match &e.text {
+                _ if e.dir => e.size == 0 && e.text.is_none() && e.pieces.is_empty(),
                 Some(t) => t.len() as u64 == e.size && e.pieces.is_empty(),
                 None => {
                     e.pieces.len() as u64 == e.size.div_ceil(m.piece_size)

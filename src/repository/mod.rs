@@ -9,6 +9,7 @@
 //! Listing, stat, download and delete treat both alike; a download of either is the same
 //! kind of plain tar. Documented in `docs/snapshot-format.md`.
 
+pub(crate) mod backups;
 pub(crate) mod collector;
 pub(crate) mod hashing;
 pub(crate) mod layout;
@@ -82,9 +83,9 @@ pub(crate) fn parse_checksum(text: &str) -> Option<String> {
 /// Snapshots in one storage backend.
 #[derive(Debug)]
 pub struct Repository {
-    backend: DynBackend,
+    pub(crate) backend: DynBackend,
     incremental: bool,
-    leases: Leases,
+    pub(crate) leases: Leases,
     collect_wanted: Arc<tokio::sync::Notify>,
 }
 
@@ -195,6 +196,15 @@ impl Repository {
         }
         let manifest = self.read_manifest(&manifest_key(key)?).await?;
         Ok(Self::incremental_stored(key.clone(), manifest))
+    }
+
+    /// The bytes `range` (clamped to its size) of the tar a manifest stands for.
+    pub async fn open_manifest(
+        &self,
+        m: Arc<Manifest>,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, BackendError> {
+        layout::read(Arc::clone(&self.backend), m, range).await
     }
 
     /// The bytes `range` (clamped to the size) of a stored snapshot's tar.

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::FuturesUnordered;
 use futures::{future::BoxFuture, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::layout::{entry_header, padding, END};
 use super::manifest::{Entry, Manifest, FORMAT, PIECE_SIZE, VERSION};
@@ -157,6 +158,7 @@ struct TarFeed {
     feed: HashFeed,
     uploads: Uploads,
     mtime: u64,
+    piece_size: u64,
     zeros: Bytes,
 }
 
@@ -168,7 +170,7 @@ impl TarFeed {
             Source::Text(t) => t.len() as u64,
             Source::File { len, .. } => *len,
         };
-        self.header(&path, size).await?;
+        self.header(&path, size, false).await?;
         let (crc, text, pieces) = match source {
             Source::Text(t) => {
                 let crc = crc32fast::hash(t.as_bytes());
@@ -186,13 +188,56 @@ impl TarFeed {
             size,
             text,
             pieces,
+            dir: false,
         };
         Ok((entry, crc))
     }
 
-    async fn header(&mut self, path: &str, size: u64) -> Result<(), BackendError> {
-        let header = entry_header(path, size, self.mtime).await.map_err(io_err)?;
+    async fn header(&mut self, path: &str, size: u64, dir: bool) -> Result<(), BackendError> {
+        let header = entry_header(path, size, self.mtime, dir)
+            .await
+            .map_err(io_err)?;
         self.bytes(Bytes::from(header)).await
+    }
+
+    /// A file's `len` bytes read from `reader`, cut into pieces as [`TarFeed::file`] does;
+    /// returns the entry (text inline when `inline` and the bytes are UTF-8).
+    async fn read<R: AsyncRead + Unpin>(
+        &mut self,
+        path: String,
+        reader: &mut R,
+        len: u64,
+        inline: bool,
+    ) -> Result<Entry, BackendError> {
+        self.header(&path, len, false).await?;
+        let mut left = len;
+        let mut pieces = Vec::new();
+        let mut text = None;
+        while left > 0 {
+            let n = self.piece_size.min(left);
+            let mut buf = vec![0u8; n as usize];
+            reader.read_exact(&mut buf).await.map_err(io_err)?;
+            left -= n;
+            let bytes = Bytes::from(buf);
+            self.bytes(bytes.clone()).await?;
+            if inline && n == len {
+                if let Ok(t) = std::str::from_utf8(&bytes) {
+                    text = Some(t.to_string());
+                    break;
+                }
+            }
+            let hash = pieces::hash(&bytes);
+            self.uploads.add(&hash, bytes).await?;
+            pieces.push(hash);
+        }
+        self.pad(len).await?;
+        Ok(Entry {
+            path,
+            size: len,
+            text,
+            pieces,
+            dir: false,
+        })
     }
 
     async fn bytes(&mut self, bytes: Bytes) -> Result<(), BackendError> {
@@ -215,11 +260,12 @@ impl TarFeed {
         let mut crc = crc32fast::Hasher::new();
         let mut hashes = Vec::new();
         let mut offset = 0;
+        let piece_size = self.piece_size;
         let next_read = |offset: u64| {
             tokio::spawn(read_piece(
                 Arc::clone(&file),
                 offset,
-                PIECE_SIZE.min(len - offset),
+                piece_size.min(len - offset),
             ))
         };
         // One piece is read and hashed ahead while the current one is hashed into the tar
@@ -244,6 +290,112 @@ impl TarFeed {
     }
 }
 
+/// A manifest built one entry at a time, as its tar is hashed and its pieces uploaded.
+pub(crate) struct ManifestBuilder {
+    tar: TarFeed,
+    entries: Vec<Entry>,
+    crcs: Vec<(String, u32)>,
+    created_at: DateTime<Utc>,
+}
+
+impl ManifestBuilder {
+    /// A builder whose files are cut into `piece_size` pieces; pieces in `known` are not
+    /// uploaded again.
+    pub(crate) fn new(
+        backend: &DynBackend,
+        known: HashSet<String>,
+        progress: Option<Progress>,
+        created_at: DateTime<Utc>,
+        piece_size: u64,
+    ) -> Self {
+        ManifestBuilder {
+            tar: TarFeed {
+                feed: HashFeed::new(progress),
+                uploads: Uploads {
+                    backend: Arc::clone(backend),
+                    known,
+                    running: FuturesUnordered::new(),
+                    count: 0,
+                    bytes: 0,
+                },
+                mtime: created_at.timestamp().max(0) as u64,
+                piece_size,
+                zeros: Bytes::from(vec![0u8; END]),
+            },
+            entries: Vec::new(),
+            crcs: Vec::new(),
+            created_at,
+        }
+    }
+
+    /// Adds an entry from a text or an open file.
+    pub(crate) async fn add(&mut self, path: String, source: Source) -> Result<(), BackendError> {
+        let (entry, crc) = self.tar.entry(path, source).await?;
+        self.crcs.push((entry.path.clone(), crc));
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Adds a file of `len` bytes read from `reader`; small UTF-8 files (`inline`) are kept
+    /// in the manifest rather than as pieces.
+    pub(crate) async fn add_reader<R: AsyncRead + Unpin>(
+        &mut self,
+        path: String,
+        reader: &mut R,
+        len: u64,
+        inline: bool,
+    ) -> Result<(), BackendError> {
+        let entry = self.tar.read(path, reader, len, inline).await?;
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Adds a directory entry.
+    pub(crate) async fn add_dir(&mut self, path: String) -> Result<(), BackendError> {
+        self.tar.header(&path, 0, true).await?;
+        self.entries.push(Entry {
+            path,
+            size: 0,
+            text: None,
+            pieces: Vec::new(),
+            dir: true,
+        });
+        Ok(())
+    }
+
+    /// Ends the tar (after the `trailer`, made from every entry's CRC-32, when given), waits
+    /// for the uploads, and returns the manifest (not yet committed).
+    pub(crate) async fn finish(
+        mut self,
+        trailer: Option<Trailer>,
+    ) -> Result<Written, BackendError> {
+        if let Some(trailer) = trailer {
+            let (path, text) = trailer(&self.crcs);
+            self.add(path, Source::Text(text)).await?;
+        }
+        let end = self.tar.zeros.clone();
+        self.tar.bytes(end).await?;
+        self.tar.uploads.finish().await?;
+        let (sha256, total) = self.tar.feed.finish().await.map_err(io_err)?;
+        Ok(Written {
+            manifest: Manifest {
+                format: FORMAT.into(),
+                version: VERSION,
+                created_at: self
+                    .created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                mtime: self.tar.mtime,
+                piece_size: self.tar.piece_size,
+                size: total,
+                sha256,
+                entries: self.entries,
+            },
+            uploaded: self.tar.uploads.count,
+            uploaded_bytes: self.tar.uploads.bytes,
+        })
+    }
+}
+
 /// Hashes the tar of `archive` and uploads the pieces that `known` lacks; returns the
 /// manifest (not yet committed).
 pub(crate) async fn write(
@@ -252,46 +404,10 @@ pub(crate) async fn write(
     known: HashSet<String>,
     progress: Option<Progress>,
 ) -> Result<Written, BackendError> {
-    let mtime = archive.created_at.timestamp().max(0) as u64;
-    let mut tar = TarFeed {
-        feed: HashFeed::new(progress),
-        uploads: Uploads {
-            backend: Arc::clone(backend),
-            known,
-            running: FuturesUnordered::new(),
-            count: 0,
-            bytes: 0,
-        },
-        mtime,
-        zeros: Bytes::from(vec![0u8; END]),
-    };
-    let mut entries = Vec::with_capacity(archive.entries.len() + 1);
-    let mut crcs = Vec::with_capacity(archive.entries.len());
+    let mut builder =
+        ManifestBuilder::new(backend, known, progress, archive.created_at, PIECE_SIZE);
     for e in archive.entries {
-        let (entry, crc) = tar.entry(e.path, e.source).await?;
-        crcs.push((entry.path.clone(), crc));
-        entries.push(entry);
+        builder.add(e.path, e.source).await?;
     }
-    let (path, text) = (archive.trailer)(&crcs);
-    entries.push(tar.entry(path, Source::Text(text)).await?.0);
-    let end = tar.zeros.clone();
-    tar.bytes(end).await?;
-    tar.uploads.finish().await?;
-    let (sha256, total) = tar.feed.finish().await.map_err(io_err)?;
-    Ok(Written {
-        manifest: Manifest {
-            format: FORMAT.into(),
-            version: VERSION,
-            created_at: archive
-                .created_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            mtime,
-            piece_size: PIECE_SIZE,
-            size: total,
-            sha256,
-            entries,
-        },
-        uploaded: tar.uploads.count,
-        uploaded_bytes: tar.uploads.bytes,
-    })
+    builder.finish(Some(archive.trailer)).await
 }

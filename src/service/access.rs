@@ -56,6 +56,13 @@ pub enum Operation {
     RecoverSnapshot,
     UploadSnapshot,
     StreamShardSnapshot,
+    ListBackupSources,
+    ListBackups,
+    GetBackup,
+    DownloadBackupShard,
+    RunBackup,
+    DeleteBackup,
+    RestoreBackup,
     ListOperations,
     // `GET /operations/{id}`: named for the endpoint like its neighbours.
     #[allow(clippy::enum_variant_names)]
@@ -91,6 +98,10 @@ impl Operation {
             | SearchBatch
             | ListSnapshots
             | DownloadSnapshot
+            | ListBackupSources
+            | ListBackups
+            | GetBackup
+            | DownloadBackupShard
             | ListOperations
             | GetOperation
             | Metrics => Access::Read,
@@ -98,7 +109,9 @@ impl Operation {
             | ClearPayload | UpdateBatch | CreateFieldIndex | DeleteFieldIndex => Access::Write,
             CreateCollection | UpdateCollection | DeleteCollection | UpdateAliases
             | CreateSnapshot | DeleteSnapshot | RecoverSnapshot | UploadSnapshot
-            | StreamShardSnapshot | Unknown => Access::Manage,
+            | StreamShardSnapshot | RunBackup | DeleteBackup | RestoreBackup | Unknown => {
+                Access::Manage
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 //! needs in [`access`], and both transports check keys against that one declaration.
 
 pub(crate) mod access;
+pub(crate) mod backups;
 pub(crate) mod collections;
 pub(crate) mod exposition;
 pub(crate) mod operations;
@@ -43,6 +44,8 @@ pub struct Services {
     pub points: points::Points,
     /// Snapshots and background operations.
     pub snapshots: snapshots::Snapshots,
+    /// Backups of Qdrant deployments.
+    pub backups: backups::BackupService,
     /// Whether the snapshot storage answers.
     pub storage_health: Arc<storage_health::StorageHealth>,
 }

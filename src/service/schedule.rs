@@ -1,12 +1,13 @@
 //! Scheduled snapshots (`storage.snapshots_config.schedule.interval_sec`): every interval,
 //! a snapshot of each collection that changed since its last scheduled one. Retention
 //! applies as after any create. A failure is logged and retried at the next tick; it
-//! never stops the schedule or the service.
+//! never stops the schedule or the service. Backup sources with a schedule run the same way.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backup::Backups;
 use crate::collection::registry::Registry;
 use crate::snapshot::{Creator, Scope};
 use crate::telemetry;
@@ -68,4 +69,34 @@ pub(crate) async fn run_once(
         }
     }
     made
+}
+
+/// Starts the backup schedule of every source that has one: a backup every
+/// `schedule.interval_sec`, counted from the end of the previous one; a failure is logged
+/// and the next one runs on time.
+pub(crate) fn spawn_backups(backups: &Arc<Backups>) {
+    for source in backups.sources() {
+        let Some(every) = source.interval_sec.map(Duration::from_secs) else {
+            continue;
+        };
+        let (backups, name) = (Arc::clone(backups), source.name.clone());
+        tokio::spawn(async move {
+            loop {
+                let next = chrono::Utc::now()
+                    + chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+                backups.set_next_run(&name, next);
+                tokio::time::sleep(every).await;
+                match backups.run(&name, None, None).await {
+                    Ok(r) => {
+                        tracing::info!(source = %name, backup = %r.id, "scheduled backup stored")
+                    }
+                    Err(e) => tracing::warn!(
+                        source = %name,
+                        error = %e.chain(),
+                        "scheduled backup failed; the next runs on schedule"
+                    ),
+                }
+            }
+        });
+    }
 }

@@ -188,6 +188,11 @@ impl Snapshots {
         }
     }
 
+    /// The registry of operations, shared with backups.
+    pub(crate) fn registry_of_operations(&self) -> Arc<Operations> {
+        Arc::clone(&self.ops)
+    }
+
     /// The snapshot engine (start-up recovery and the storage check use its parts).
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine

@@ -1,0 +1,393 @@
+//! Restoring a backup into any Qdrant deployment (a single node or a cluster, not
+//! necessarily shaped like the source): each collection is created with its recorded
+//! configuration, its payload indexes made, every shard uploaded to each peer the target
+//! placed a replica of it on (streamed from storage, no local copy), aliases moved, and
+//! the result verified: per-shard point counts, sampled points, a query.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::cluster::{upstream, Deployment};
+use super::record::BackupRecord;
+use super::Backups;
+use crate::error::{Error, Result};
+use crate::io::progress::Progress;
+use crate::repository::backups::StoredBackup;
+
+/// What to restore, and where.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// Any peer of the target deployment.
+    pub to: String,
+    /// The target's full-access key.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Collections to restore (default: all in the backup).
+    #[serde(default)]
+    pub collections: Vec<String>,
+    /// New names, old → new.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    /// Replace collections that exist in the target.
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+/// How one restored collection checked out.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Verified {
+    /// Its name in the target.
+    pub name: String,
+    /// Points counted in the target.
+    pub points_count: u64,
+    /// Shards whose every replica holds the recorded number of points.
+    pub shards_matching: usize,
+    /// Sampled points compared (ids, payloads, vectors) and how many were equal.
+    pub sampled: usize,
+    /// Of those, equal.
+    pub sampled_equal: usize,
+    /// Whether a query was answered.
+    pub query_answered: bool,
+}
+
+/// The result of a restore: each collection's verification.
+#[derive(Clone, Debug, Serialize)]
+pub struct Restored {
+    /// The backup restored.
+    pub backup: String,
+    /// The target.
+    pub to: String,
+    /// Per collection.
+    pub collections: Vec<Verified>,
+    /// Whether everything checked out.
+    pub verified: bool,
+}
+
+/// The parts of a collection's reported configuration that its creation takes, with
+/// `null`s left out (Qdrant reports unset options as `null`).
+fn create_body(config: &Value) -> Value {
+    fn strip(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), strip(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    let mut body = strip(&config["params"]);
+    for (from, to) in [
+        ("hnsw_config", "hnsw_config"),
+        ("optimizer_config", "optimizers_config"),
+        ("wal_config", "wal_config"),
+        ("quantization_config", "quantization_config"),
+    ] {
+        if !config[from].is_null() {
+            body[to] = strip(&config[from]);
+        }
+    }
+    body
+}
+
+/// The field schema to create a payload index from as `payload_schema` reports it.
+fn index_schema(reported: &Value) -> Value {
+    match reported.get("params") {
+        Some(p) if p.is_object() => p.clone(),
+        _ => reported["data_type"].clone(),
+    }
+}
+
+/// "1.19.0" → (1, 19).
+fn minor_version(v: &str) -> Option<(u64, u64)> {
+    let mut it = v.split('.');
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+impl Backups {
+    /// Restores backup `id` of `source` as `req` says; `progress` counts bytes uploaded.
+    pub(crate) async fn restore(
+        &self,
+        source: &str,
+        id: &str,
+        req: RestoreRequest,
+        progress: Option<Progress>,
+    ) -> Result<Restored> {
+        super::source::validate_url(&req.to).map_err(Error::bad_input)?;
+        let stored = self.stored(source, id).await?;
+        let record: BackupRecord = serde_json::from_value(stored.record.clone())
+            .map_err(|e| Error::internal(format!("backup `{id}` has an unreadable record"), e))?;
+        let names: Vec<String> = if req.collections.is_empty() {
+            record.collections.keys().cloned().collect()
+        } else {
+            req.collections.clone()
+        };
+        for n in &names {
+            if !record.collections.contains_key(n) {
+                return Err(Error::NotFound(format!(
+                    "backup `{id}` holds no collection `{n}`"
+                )));
+            }
+        }
+        let target = Deployment::discover(&req.to, &[], req.api_key.as_deref()).await?;
+        let version = target.entry.version().await.map_err(upstream)?;
+        if let (Some(src), Some(dst)) = (
+            record.qdrant_version.as_deref().and_then(minor_version),
+            minor_version(&version),
+        ) {
+            if dst < src {
+                return Err(Error::bad_input(format!(
+                    "the target runs Qdrant {version}, older than the {} the backup was taken from: \
+                     it cannot read these shard archives",
+                    record.qdrant_version.as_deref().unwrap_or_default()
+                )));
+            }
+        }
+        let existing = target.entry.collections().await.map_err(upstream)?;
+        let new_name = |n: &str| req.rename.get(n).cloned().unwrap_or_else(|| n.to_string());
+        for n in &names {
+            let to = new_name(n);
+            if existing.contains(&to) && !req.overwrite {
+                return Err(Error::AlreadyExists(format!(
+                    "collection `{to}` exists in the target; restore with \"overwrite\": true to replace it"
+                )));
+            }
+        }
+        let mut verified = Vec::new();
+        for n in &names {
+            let to = new_name(n);
+            let v = self
+                .restore_collection(&stored, &record, &target, n, &to, &req, progress.clone())
+                .await?;
+            verified.push(v);
+        }
+        let ok = verified.iter().all(|v| {
+            v.sampled == v.sampled_equal
+                && v.query_answered
+                && v.shards_matching
+                    == record.collections[&renamed_from(&req, &v.name)]
+                        .shards
+                        .len()
+        });
+        let result = Restored {
+            backup: id.to_string(),
+            to: req.to.clone(),
+            collections: verified,
+            verified: ok,
+        };
+        tracing::info!(source, backup = id, to = %req.to, verified = ok, "backup restored");
+        Ok(result)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn restore_collection(
+        &self,
+        stored: &StoredBackup,
+        record: &BackupRecord,
+        target: &Deployment,
+        name: &str,
+        to: &str,
+        req: &RestoreRequest,
+        progress: Option<Progress>,
+    ) -> Result<Verified> {
+        let c = &record.collections[name];
+        let entry = &target.entry;
+        if req.overwrite {
+            entry.delete_collection(to).await.map_err(upstream)?;
+        }
+        entry
+            .create_collection(to, &create_body(&c.config))
+            .await
+            .map_err(upstream)?;
+        if let Some(indexes) = c.payload_indexes.as_object() {
+            for (field, schema) in indexes {
+                entry
+                    .create_index(to, field, &index_schema(schema))
+                    .await
+                    .map_err(upstream)?;
+            }
+        }
+        let (_, replicas) = target.replicas(to).await?;
+        // Every replica of every shard, peers in parallel.
+        let uploads: Vec<(u32, u64)> = c
+            .shards
+            .iter()
+            .flat_map(|s| {
+                replicas
+                    .iter()
+                    .filter(move |r| r.shard_id == s.shard_id)
+                    .map(move |r| (s.shard_id, r.peer_id))
+            })
+            .collect();
+        let parallel = target.peers.len().max(1);
+        futures::stream::iter(uploads)
+            .map(|(shard, peer)| {
+                let progress = progress.clone();
+                async move {
+                    let m = stored
+                        .shards
+                        .get(&format!("{name}/{shard}"))
+                        .ok_or_else(|| {
+                            Error::NotFound(format!(
+                                "the backup holds no shard {shard} of `{name}`"
+                            ))
+                        })?;
+                    let m = Arc::new(m.clone());
+                    let stream = self
+                        .repository()
+                        .open_manifest(Arc::clone(&m), None)
+                        .await?
+                        .inspect_ok(move |b| {
+                            if let Some(p) = &progress {
+                                p.add(b.len() as u64);
+                            }
+                        });
+                    let server = &target.peer(peer)?.server;
+                    server
+                        .upload_shard_snapshot(to, shard, stream, m.size, "no_sync", &m.sha256)
+                        .await
+                        .map_err(|e| {
+                            Error::Upstream(format!("shard {shard} of `{to}` on peer {peer}: {e}"))
+                        })
+                }
+            })
+            .buffer_unordered(parallel)
+            .try_collect::<Vec<()>>()
+            .await?;
+        let pairs: Vec<(String, String)> = c
+            .aliases
+            .iter()
+            .map(|a| (a.clone(), to.to_string()))
+            .collect();
+        entry.create_aliases(&pairs).await.map_err(upstream)?;
+        self.verify(stored, record, target, name, to).await
+    }
+
+    /// Compares the restored collection `to` with what backup recorded of `name`.
+    async fn verify(
+        &self,
+        stored: &StoredBackup,
+        record: &BackupRecord,
+        target: &Deployment,
+        name: &str,
+        to: &str,
+    ) -> Result<Verified> {
+        let c = &record.collections[name];
+        let (_, replicas) = target.replicas(to).await?;
+        let shards_matching = c
+            .shards
+            .iter()
+            .filter(|s| {
+                let held: Vec<_> = replicas
+                    .iter()
+                    .filter(|r| r.shard_id == s.shard_id)
+                    .collect();
+                !held.is_empty()
+                    && held
+                        .iter()
+                        .all(|r| r.points_count.is_none_or(|n| n == s.points_count))
+            })
+            .count();
+        let points_count = replicas
+            .iter()
+            .filter(|r| r.points_count.is_some())
+            .fold(BTreeMap::new(), |mut m, r| {
+                m.entry(r.shard_id).or_insert(r.points_count.unwrap_or(0));
+                m
+            })
+            .values()
+            .sum();
+        let samples = stored.details["samples"][name]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let ids: Vec<Value> = samples.iter().map(|p| p["id"].clone()).collect();
+        let found = if ids.is_empty() {
+            Vec::new()
+        } else {
+            target.entry.points(to, &ids).await.map_err(upstream)?
+        };
+        let by_id: BTreeMap<String, &Value> =
+            found.iter().map(|p| (p["id"].to_string(), p)).collect();
+        let sampled_equal = samples
+            .iter()
+            .filter(|p| {
+                by_id
+                    .get(&p["id"].to_string())
+                    .is_some_and(|q| q["payload"] == p["payload"] && q["vector"] == p["vector"])
+            })
+            .count();
+        let query_answered = match samples.first().map(|p| &p["vector"]) {
+            Some(Value::Array(v)) => !target
+                .entry
+                .query(to, &json!({"query": v, "limit": 1}))
+                .await
+                .map_err(upstream)?
+                .is_empty(),
+            Some(Value::Object(named)) => match named.iter().find(|(_, v)| v.is_array()) {
+                Some((using, v)) => !target
+                    .entry
+                    .query(to, &json!({"query": v, "using": using, "limit": 1}))
+                    .await
+                    .map_err(upstream)?
+                    .is_empty(),
+                None => false,
+            },
+            // An empty collection has nothing to find.
+            _ => c.points_count == 0,
+        };
+        Ok(Verified {
+            name: to.to_string(),
+            points_count,
+            shards_matching,
+            sampled: samples.len(),
+            sampled_equal,
+            query_answered,
+        })
+    }
+}
+
+/// The backup's name of restored collection `to`.
+fn renamed_from(req: &RestoreRequest, to: &str) -> String {
+    req.rename
+        .iter()
+        .find(|(_, new)| new.as_str() == to)
+        .map(|(old, _)| old.clone())
+        .unwrap_or_else(|| to.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creation_takes_the_reported_config_without_nulls() {
+        let reported = json!({
+            "params": {"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": 3,
+                       "replication_factor": 2, "sparse_vectors": null},
+            "hnsw_config": {"m": 16, "on_disk": false},
+            "optimizer_config": {"indexing_threshold": 10000, "max_segment_size": null},
+            "wal_config": {"wal_capacity_mb": 32},
+            "quantization_config": null
+        });
+        let body = create_body(&reported);
+        assert_eq!(body["shard_number"], 3);
+        assert!(body.get("sparse_vectors").is_none());
+        assert_eq!(
+            body["optimizers_config"],
+            json!({"indexing_threshold": 10000})
+        );
+        assert!(body.get("quantization_config").is_none());
+        assert_eq!(
+            index_schema(&json!({"data_type": "integer", "points": 3})),
+            json!("integer")
+        );
+        assert_eq!(minor_version("1.19.0"), Some((1, 19)));
+    }
+}

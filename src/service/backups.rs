@@ -1,0 +1,153 @@
+//! Backups of Qdrant deployments as operations: a run waited for or not (then polled at
+//! `GET /operations/{id}` like snapshot operations), listing, deleting, and shard archives
+//! opened for download.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::operations::Operations;
+use super::snapshots::Outcome;
+use crate::backend::ByteStream;
+use crate::backup::record::BackupRecord;
+use crate::backup::restore::{RestoreRequest, Restored};
+use crate::backup::{Backups, SourceStatus};
+use crate::error::{Error, Result};
+use crate::repository::manifest::Manifest;
+
+/// Backup operations over the configured sources.
+#[derive(Clone, Debug)]
+pub struct BackupService {
+    backups: Arc<Backups>,
+    ops: Arc<Operations>,
+}
+
+/// A shard archive of a backup, ready to stream.
+#[derive(Debug)]
+pub struct ShardArchive {
+    /// Its manifest: size, SHA-256, pieces.
+    pub manifest: Arc<Manifest>,
+    /// When its backup was taken.
+    pub created: chrono::DateTime<chrono::Utc>,
+}
+
+impl BackupService {
+    /// Backups, registered in the same operations list as snapshots.
+    pub(crate) fn new(backups: Arc<Backups>, ops: Arc<Operations>) -> Self {
+        BackupService { backups, ops }
+    }
+
+    /// Every configured source with its peers and newest backup.
+    pub async fn sources(&self) -> Result<Vec<SourceStatus>> {
+        self.backups.list_sources().await
+    }
+
+    /// Backs up `source` now, in its own task (a disconnect does not cancel it).
+    pub async fn run(
+        &self,
+        source: &str,
+        collections: Option<Vec<String>>,
+        wait: bool,
+    ) -> Result<Outcome<BackupRecord>> {
+        self.backups.source(source)?;
+        let (id, progress) = self.ops.start("backup", None, source);
+        let (backups, ops, source) = (
+            Arc::clone(&self.backups),
+            Arc::clone(&self.ops),
+            source.to_string(),
+        );
+        let task = tokio::spawn(async move {
+            let out = backups.run(&source, collections, Some(progress)).await;
+            if let (Err(e), false) = (&out, wait) {
+                tracing::error!(operation = id, source = %source, error = %e.chain(), "background backup failed");
+            }
+            ops.finish(
+                id,
+                out.as_ref()
+                    .map(|r| serde_json::to_value(r).unwrap_or(Value::Null)),
+            );
+            out
+        });
+        if !wait {
+            return Ok(Outcome::Started(id));
+        }
+        let record = task
+            .await
+            .map_err(|e| Error::internal("backup task failed", e))??;
+        Ok(Outcome::Done(record))
+    }
+
+    /// Restores backup `id` of `source` into the deployment `req.to` names, in its own
+    /// task; the result is each collection's verification.
+    pub async fn restore(
+        &self,
+        source: &str,
+        id: &str,
+        req: RestoreRequest,
+        wait: bool,
+    ) -> Result<Outcome<Restored>> {
+        self.backups.stored(source, id).await?;
+        let (op, progress) = self.ops.start("restore", None, &format!("{source}/{id}"));
+        let (backups, ops, source, id) = (
+            Arc::clone(&self.backups),
+            Arc::clone(&self.ops),
+            source.to_string(),
+            id.to_string(),
+        );
+        let task = tokio::spawn(async move {
+            let out = backups.restore(&source, &id, req, Some(progress)).await;
+            if let (Err(e), false) = (&out, wait) {
+                tracing::error!(operation = op, source = %source, error = %e.chain(), "background restore failed");
+            }
+            ops.finish(
+                op,
+                out.as_ref()
+                    .map(|r| serde_json::to_value(r).unwrap_or(Value::Null)),
+            );
+            out
+        });
+        if !wait {
+            return Ok(Outcome::Started(op));
+        }
+        let restored = task
+            .await
+            .map_err(|e| Error::internal("restore task failed", e))??;
+        Ok(Outcome::Done(restored))
+    }
+
+    /// The backups of `source`, newest first.
+    pub async fn list(&self, source: &str) -> Result<Vec<BackupRecord>> {
+        self.backups.list(source).await
+    }
+
+    /// One backup.
+    pub async fn get(&self, source: &str, id: &str) -> Result<BackupRecord> {
+        self.backups.get(source, id).await
+    }
+
+    /// Deletes one backup.
+    pub async fn delete(&self, source: &str, id: &str) -> Result<()> {
+        self.backups.delete(source, id).await
+    }
+
+    /// Shard `shard` of `collection` in backup `id` of `source`.
+    pub async fn shard(
+        &self,
+        source: &str,
+        id: &str,
+        collection: &str,
+        shard: u32,
+    ) -> Result<ShardArchive> {
+        let manifest = self.backups.shard(source, id, collection, shard).await?;
+        let created = chrono::DateTime::parse_from_rfc3339(&manifest.created_at)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_default();
+        Ok(ShardArchive { manifest, created })
+    }
+
+    /// The bytes `range` of a shard archive.
+    pub async fn open(&self, a: &ShardArchive, range: Option<Range<u64>>) -> Result<ByteStream> {
+        self.backups.open(Arc::clone(&a.manifest), range).await
+    }
+}
