@@ -4,7 +4,19 @@ VENV := .venv
 BIN := target/release/snapstream
 S3_ENV := .s3-server/env
 
-.PHONY: run test build venv js-deps browser s3-start s3-stop lint bench fuzz
+.PHONY: run test build venv js-deps browser s3-start s3-stop lint bench fuzz qdrant
+
+## Qdrant 1.19 for the backup tests: QDRANT_BIN, else the shared copy next to the checkout,
+## unpacked into target/qdrant. Without either, CI (CI=true) fails; elsewhere the Qdrant
+## tests are skipped with one line saying so.
+QDRANT_GZ := ../shared/bin/qdrant-1.19.0.gz
+QDRANT_TEST_BIN := $(CURDIR)/target/qdrant/qdrant
+qdrant:
+	@mkdir -p target/qdrant; \
+	if [ -n "$$QDRANT_BIN" ] && [ -x "$$QDRANT_BIN" ]; then ln -sf "$$(realpath "$$QDRANT_BIN")" $(QDRANT_TEST_BIN); \
+	elif [ -f $(QDRANT_GZ) ]; then [ -x $(QDRANT_TEST_BIN) ] || { gunzip -c $(QDRANT_GZ) > $(QDRANT_TEST_BIN).part && chmod +x $(QDRANT_TEST_BIN).part && mv $(QDRANT_TEST_BIN).part $(QDRANT_TEST_BIN); }; \
+	elif [ "$$CI" = true ]; then echo "Qdrant 1.19 is required in CI: set QDRANT_BIN or provide $(QDRANT_GZ)" >&2; exit 1; \
+	else echo "Qdrant tests skipped: no Qdrant binary (set QDRANT_BIN=/path/to/qdrant, or put qdrant-1.19.0.gz in ../shared/bin)"; fi
 
 build:
 	cargo build --release
@@ -48,8 +60,9 @@ lint:
 ## Installs what the tests need (venv with qdrant-client, the JS client, the S3 server), then
 ## runs every test: Rust unit and integration tests, then the official clients end to end,
 ## and the dashboard in headless Chromium.
-test: venv js-deps browser s3-start
+test: venv js-deps browser s3-start qdrant
 	@set -a; source $(S3_ENV); set +a; \
+	if [ -x $(QDRANT_TEST_BIN) ]; then export QDRANT_TEST_BIN=$(QDRANT_TEST_BIN); fi; \
 	cargo test --release && \
 	SNAPSTREAM_BIN=$(BIN) $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/e2e; \
 	status=$$?; \

@@ -38,6 +38,13 @@ pub struct RestoreRequest {
     pub overwrite: bool,
 }
 
+impl RestoreRequest {
+    /// Checks what can be checked before anything is read: the target URL.
+    pub(crate) fn check(&self) -> Result<()> {
+        super::source::validate_url(&self.to).map_err(|e| Error::bad_input(format!("`to`: {e}")))
+    }
+}
+
 /// How one restored collection checked out.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Verified {
@@ -119,7 +126,7 @@ impl Backups {
         req: RestoreRequest,
         progress: Option<Progress>,
     ) -> Result<Restored> {
-        super::source::validate_url(&req.to).map_err(Error::bad_input)?;
+        req.check()?;
         let stored = self.stored(source, id).await?;
         let record: BackupRecord = serde_json::from_value(stored.record.clone())
             .map_err(|e| Error::internal(format!("backup `{id}` has an unreadable record"), e))?;

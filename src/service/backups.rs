@@ -87,6 +87,7 @@ impl BackupService {
         req: RestoreRequest,
         wait: bool,
     ) -> Result<Outcome<Restored>> {
+        req.check()?;
         self.backups.stored(source, id).await?;
         let (op, progress) = self.ops.start("restore", None, &format!("{source}/{id}"));
         let (backups, ops, source, id) = (
