@@ -24,6 +24,7 @@
 mod api;
 mod backend;
 mod backup;
+mod cli;
 mod collection;
 pub mod config;
 pub mod env;
@@ -40,6 +41,7 @@ mod state;
 mod telemetry;
 
 pub use api::router;
+pub use cli::{backup_command, BackupCommand};
 pub use error::{Error, Result};
 pub use grpc::serve as serve_grpc;
 pub use migrate::{run as migrate, Options as MigrateOptions};

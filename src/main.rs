@@ -14,7 +14,7 @@ use snapstream::config;
 #[command(version, about, after_help = config_help())]
 struct Args {
     /// Extra configuration file, applied over config/config.yaml and under QDRANT__* variables.
-    #[arg(long)]
+    #[arg(long, global = true)]
     config_path: Option<PathBuf>,
     /// Recover a collection snapshot at start-up: `PATH:NAME` (split on the last `:`). Repeatable.
     #[arg(long = "snapshot", alias = "collection-snapshot")]
@@ -36,6 +36,87 @@ enum Command {
     /// Copy collections (configuration, points, payload indexes, aliases) from one server
     /// that speaks Qdrant's REST API to another (Qdrant or snapstream, either way).
     Migrate(MigrateArgs),
+    /// Backups of Qdrant deployments, worked on in the storage directly (no server needed):
+    /// list, run or restore. Reads the same configuration as the server.
+    #[command(subcommand)]
+    Backup(BackupArgs),
+}
+
+/// `snapstream backup ...`.
+#[derive(clap::Subcommand, Debug)]
+enum BackupArgs {
+    /// List a source's backups, newest first.
+    List {
+        /// The source (`backup.sources.NAME`).
+        #[arg(long)]
+        source: String,
+    },
+    /// Back a source up now.
+    Run {
+        /// The source.
+        #[arg(long)]
+        source: String,
+        /// A collection to back up (repeatable); none means as configured.
+        #[arg(long = "collection")]
+        collections: Vec<String>,
+    },
+    /// Restore a backup into a Qdrant deployment (any peer), then verify it.
+    Restore {
+        /// The source.
+        #[arg(long)]
+        source: String,
+        /// The backup's id.
+        #[arg(long)]
+        id: String,
+        /// Any peer of the target, e.g. http://new:6333.
+        #[arg(long)]
+        to: String,
+        /// The target's full-access key.
+        #[arg(long)]
+        api_key: Option<String>,
+        /// A collection to restore (repeatable); none means all.
+        #[arg(long = "collection")]
+        collections: Vec<String>,
+        /// Restore collection OLD as NEW (repeatable): `--rename OLD=NEW`.
+        #[arg(long)]
+        rename: Vec<String>,
+        /// Replace collections that exist in the target.
+        #[arg(long)]
+        overwrite: bool,
+    },
+}
+
+impl BackupArgs {
+    fn command(self) -> snapstream::BackupCommand {
+        use snapstream::BackupCommand as C;
+        match self {
+            BackupArgs::List { source } => C::List { source },
+            BackupArgs::Run {
+                source,
+                collections,
+            } => C::Run {
+                source,
+                collections,
+            },
+            BackupArgs::Restore {
+                source,
+                id,
+                to,
+                api_key,
+                collections,
+                rename,
+                overwrite,
+            } => C::Restore {
+                source,
+                id,
+                to,
+                api_key,
+                collections,
+                rename,
+                overwrite,
+            },
+        }
+    }
 }
 
 /// `snapstream migrate`.
@@ -102,12 +183,16 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    if let Some(Command::Migrate(m)) = &args.command {
-        return match snapstream::migrate(&m.options()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(format!("migrate: {e}")),
-        };
+    let mut args = Args::parse();
+    match args.command.take() {
+        Some(Command::Migrate(m)) => {
+            return match snapstream::migrate(&m.options()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("migrate: {e}")),
+            }
+        }
+        Some(Command::Backup(b)) => return backup(&args, b).await,
+        None => {}
     }
     match start(&args).await {
         Ok(()) => {
@@ -115,6 +200,19 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(msg) => fail(msg),
+    }
+}
+
+/// `snapstream backup ...`: the configuration, then the job.
+async fn backup(args: &Args, b: BackupArgs) -> ExitCode {
+    let loaded = match config::load(args.config_path.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("configuration error: {e}")),
+    };
+    init_job_logging(&loaded.config);
+    match snapstream::backup_command(loaded.config, b.command()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("backup: {}", e.public_message())),
     }
 }
 
@@ -153,6 +251,17 @@ fn init_logging(config: &config::Config) {
         config::LogFormat::Text => log.init(),
         config::LogFormat::Json => log.json().init(),
     }
+}
+
+/// Logs of command-line jobs go to stderr, beside their progress: stdout is their result.
+fn init_job_logging(config: &config::Config) {
+    let filter = EnvFilter::try_new(config.log_level.to_lowercase())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }
 
 /// Loads the configuration, recovers what the command line names, then serves REST and

@@ -71,7 +71,7 @@ pub async fn build_state(config: Config) -> Result<Services> {
 }
 
 /// The configured snapshot storage, metered.
-fn open_backend(storage: &StorageConfig) -> Result<DynBackend> {
+pub(crate) fn open_backend(storage: &StorageConfig) -> Result<DynBackend> {
     Ok(match storage.snapshots_config.storage {
         SnapshotsStorage::Local => {
             let local = backend::local::LocalBackend::new(&storage.snapshots_path)

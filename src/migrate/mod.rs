@@ -9,13 +9,11 @@
 //! finished by running it again. Points travel as REST's JSON, or over gRPC when both
 //! servers' gRPC addresses are given (`crate::qdrant_api::grpc`); everything else stays on REST.
 
-pub(crate) mod report;
-
-use futures::StreamExt;
+pub(crate) use futures::StreamExt;
 use serde_json::{json, Value};
 
+use crate::io::report::ProgressReport;
 use crate::qdrant_api::{GrpcPoints, Server};
-use report::ProgressReport;
 
 /// What to migrate, from the command line.
 #[derive(Debug, Clone)]
@@ -189,7 +187,7 @@ async fn copy_points(
     transport: &Transport,
 ) -> Result<(), String> {
     let total = from.count(name).await?;
-    let mut progress = ProgressReport::new(name, total);
+    let mut progress = ProgressReport::new(name, total, "points");
     // Pages are read ahead while up to WRITERS upserts are in flight: a destination that
     // fsyncs each write overlaps them. At most READ_AHEAD + WRITERS pages are in memory.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Page, String>>(READ_AHEAD);

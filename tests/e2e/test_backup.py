@@ -169,3 +169,124 @@ def test_unknown_sources_and_backups_are_404_and_a_bad_body_is_400(make_server, 
     assert r.status_code == 400 and "status" in r.json()
     r = restore(server, "20200101T000000Z-abcdef", "not a url")
     assert r.status_code == 400, r.text
+
+
+def test_cli_restore_with_the_server_stopped(make_server, cluster, tmp_path):
+    q = cluster.client()
+    q.create_collection("notes", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT),
+                          shard_number=2, replication_factor=2)
+    q.upsert("notes", [models.PointStruct(id=i, vector=[i, 1, 2, 3], payload={"n": i}) for i in range(50)],
+             wait=True)
+    wait_active(q, "notes")
+    served = all_points(q, "notes")
+    server = source_server(make_server, cluster)
+    done = backup(server, collections=["notes"])
+    assert list(done["collections"]) == ["notes"]
+    server.stop()
+    single = Deployment(tmp_path / "cli-target", cluster=False)
+    try:
+        code, out = server.run_once(["backup", "list", "--source", "prod"])
+        assert code == 0 and done["id"] in out, out
+        code, out = server.run_once(["backup", "restore", "--source", "prod", "--id", done["id"], "--to", single.url,
+                                     "--api-key", API_KEY, "--rename", "notes=notes_cli"])
+        assert code == 0, out
+        assert '"verified": true' in out, out
+        assert all_points(single.client(), "notes_cli") == served
+        code, out = server.run_once(["backup", "restore", "--source", "prod", "--id", "nope", "--to", single.url])
+        assert code != 0 and "not found" in out, out
+    finally:
+        single.stop()
+
+
+def test_a_stopped_peer_and_a_shard_without_replica(make_server, cluster):
+    q = cluster.client()
+    q.create_collection("kept", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT),
+                          shard_number=3, replication_factor=2)
+    q.create_collection("single_copy", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT),
+                          shard_number=3, replication_factor=1)
+    for name in ("kept", "single_copy"):
+        q.upsert(name, [models.PointStruct(id=i, vector=[i, 1, 2, 3]) for i in range(300)], wait=True)
+    wait_active(q, "kept")
+    served = all_points(q, "kept")
+    server = source_server(make_server, cluster)
+    stopped = cluster.peers[2]
+    stopped_id = httpx.get(f"{stopped.url}/cluster", headers={"api-key": API_KEY}).json()["result"]["peer_id"]
+    stopped.stop()
+    try:
+        sources = httpx.get(f"{server.url}/backup/sources").json()["result"][0]
+        assert {p["url"]: p["reachable"] for p in sources["peers"]}[stopped.url] is False
+        r = backup(server, collections=["kept", "single_copy"])
+        kept = r["collections"]["kept"]
+        # Every shard of the replicated collection came from a peer that answered.
+        assert sorted(s["shard_id"] for s in kept["shards"]) == [0, 1, 2]
+        assert stopped_id not in {s["peer_id"] for s in kept["shards"]}
+        assert kept["points_count"] == 300
+        # The collection with a shard only on the stopped peer is named, with why.
+        assert "single_copy" not in r["collections"]
+        assert "single_copy" in r["failed"], r
+    finally:
+        stopped.start()
+        cluster.peers[0].wait(lambda p: len(p.get("/cluster").json()["result"]["peers"]) == 3)
+    shard = kept["shards"][0]
+    url = (f"{server.url}/backup/sources/prod/backups/{r['id']}/collections/kept/shards/"
+           f"{shard['shard_id']}/snapshot")
+    assert hashlib.sha256(httpx.get(url, timeout=60).content).hexdigest() == shard["sha256"]
+    assert len(served) == 300
+
+
+def test_kill9_mid_backup_leaves_nothing_listed_and_its_pieces_are_collected(make_server, cluster, tmp_path):
+    import os
+    import time
+    from urllib.parse import urlsplit
+
+    import boto3
+    from gate import Gate
+
+    q = cluster.client()
+    q.create_collection("big", vectors_config=models.VectorParams(size=64, distance=models.Distance.DOT),
+                          shard_number=3, replication_factor=2)
+    rng = np.random.default_rng(3)
+    q.upsert("big", models.Batch(ids=list(range(20000)), vectors=rng.random((20000, 64), dtype=np.float32).tolist()),
+             wait=True)
+    wait_active(q, "big")
+    endpoint = urlsplit(os.environ["S3_TEST_ENDPOINT"])
+    gate = Gate(endpoint.hostname, endpoint.port or 80, [2 << 20])
+    prefix = f"e2e-backup-kill-{uuid.uuid4().hex}"
+    env = s3_env(prefix)
+    env.update({
+        "QDRANT__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__ENDPOINT_URL": f"http://127.0.0.1:{gate.port}",
+        "QDRANT__BACKUP__SOURCES__PROD__URL": cluster.url,
+        "QDRANT__BACKUP__SOURCES__PROD__API_KEY": API_KEY,
+    })
+    server = make_server(env=env)
+    s3 = boto3.client("s3", endpoint_url=os.environ["S3_TEST_ENDPOINT"], region_name=os.environ["S3_TEST_REGION"],
+                      aws_access_key_id=os.environ["S3_TEST_ACCESS_KEY"],
+                      aws_secret_access_key=os.environ["S3_TEST_SECRET_KEY"])
+
+    def keys():
+        out = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=os.environ["S3_TEST_BUCKET"],
+                                                                 Prefix=prefix + "/"):
+            out += [o["Key"][len(prefix) + 1:] for o in page.get("Contents", [])]
+        return out
+
+    try:
+        r = httpx.post(f"{server.url}/backup/sources/prod/backups?wait=false", timeout=30)
+        assert r.status_code == 202, r.text
+        # Held at the gate with pieces stored and no record yet: killed.
+        assert gate.reached[0].wait(120)
+        server.kill9()
+        gate.open_all()
+        assert any(k.startswith(".repository/pieces/") for k in keys())
+        server.start()
+        assert httpx.get(f"{server.url}/backup/sources/prod/backups").json()["result"] == []
+        # The dead process's lease expires; then the collector removes its pieces.
+        deadline = time.time() + 120
+        while any(k.startswith(".repository/pieces/") for k in keys()) and time.time() < deadline:
+            time.sleep(1)
+        assert not any(k.startswith(".repository/pieces/") for k in keys()), keys()
+        # And a backup run now completes.
+        done = backup(server, collections=["big"])
+        assert done["collections"]["big"]["points_count"] == 20000
+    finally:
+        gate.close()

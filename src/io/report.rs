@@ -1,4 +1,5 @@
-//! Progress of a migration: a bar on a terminal, plain lines otherwise.
+//! Progress of a command-line job (a migration, a backup, a restore): a bar on a terminal,
+//! plain lines otherwise.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -6,9 +7,10 @@ use std::time::{Duration, Instant};
 /// How often plain-line progress is printed.
 const LINE_EVERY: Duration = Duration::from_secs(2);
 
-/// Progress of copying one collection's points.
+/// Progress of one job, counted in `unit`s (points, bytes).
 pub(crate) struct ProgressReport {
     name: String,
+    unit: &'static str,
     total: u64,
     done: u64,
     started: Instant,
@@ -17,13 +19,13 @@ pub(crate) struct ProgressReport {
 }
 
 impl ProgressReport {
-    /// Starts reporting for `name`, which has about `total` points.
-    pub(crate) fn new(name: &str, total: u64) -> Self {
+    /// Starts reporting for `name`, which has about `total` `unit`s.
+    pub(crate) fn new(name: &str, total: u64, unit: &'static str) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(total);
-            if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} points, {per_sec}, {eta} left",
-            ) {
+            if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+                "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{per_sec}}, {{eta}} left"
+            )) {
                 bar.set_style(style.progress_chars("=> "));
             }
             bar.set_prefix(name.to_string());
@@ -31,6 +33,7 @@ impl ProgressReport {
         });
         ProgressReport {
             name: name.to_string(),
+            unit,
             total,
             done: 0,
             started: Instant::now(),
@@ -39,7 +42,7 @@ impl ProgressReport {
         }
     }
 
-    /// `n` more points copied.
+    /// `n` more done.
     pub(crate) fn add(&mut self, n: u64) {
         self.done += n;
         match &self.bar {
@@ -52,7 +55,7 @@ impl ProgressReport {
         }
     }
 
-    /// Points per second so far.
+    /// Units per second so far.
     fn rate(&self) -> f64 {
         self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
     }
@@ -74,8 +77,11 @@ impl ProgressReport {
             "time left unknown".to_string()
         };
         format!(
-            "{}: {}/{} points ({pct:.1}%), {rate:.0} points/s, {left}",
-            self.name, self.done, self.total
+            "{}: {}/{} {unit} ({pct:.1}%), {rate:.0} {unit}/s, {left}",
+            self.name,
+            self.done,
+            self.total,
+            unit = self.unit
         )
     }
 

@@ -1,0 +1,143 @@
+//! Command-line jobs that work on the storage directly, with no server running: `snapstream
+//! backup list|run|restore`. They read the same configuration as the server; everything a
+//! restore needs is in the bucket.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backup::restore::RestoreRequest;
+use crate::backup::Backups;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::io::progress::Progress;
+use crate::io::report::ProgressReport;
+use crate::repository::Repository;
+
+/// What `snapstream backup` does.
+#[derive(Clone, Debug)]
+pub enum BackupCommand {
+    /// Lists a source's backups.
+    List {
+        /// The source.
+        source: String,
+    },
+    /// Backs a source up now.
+    Run {
+        /// The source.
+        source: String,
+        /// Collections (none: as configured).
+        collections: Vec<String>,
+    },
+    /// Restores a backup into a deployment.
+    Restore {
+        /// The source.
+        source: String,
+        /// The backup.
+        id: String,
+        /// Any peer of the target.
+        to: String,
+        /// The target's key.
+        api_key: Option<String>,
+        /// Collections (none: all).
+        collections: Vec<String>,
+        /// `old=new` renames.
+        rename: Vec<String>,
+        /// Replace existing collections.
+        overwrite: bool,
+    },
+}
+
+/// Runs `cmd` against the configured storage; prints results on stdout, progress on stderr.
+pub async fn backup_command(config: Config, cmd: BackupCommand) -> Result<()> {
+    let backend = crate::state::open_backend(&config.storage)?;
+    let repo = Arc::new(Repository::new(
+        backend,
+        config.storage.snapshots_config.incremental,
+    ));
+    let backups = Arc::new(Backups::new(repo, config.backup_sources.clone()));
+    match cmd {
+        BackupCommand::List { source } => {
+            for r in backups.list(&source).await? {
+                let names: Vec<&str> = r.collections.keys().map(String::as_str).collect();
+                println!(
+                    "{}  {}  {} bytes  {} stored  {}",
+                    r.id,
+                    r.finished_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    r.size,
+                    r.stored_bytes,
+                    names.join(",")
+                );
+            }
+        }
+        BackupCommand::Run {
+            source,
+            collections,
+        } => {
+            let progress = Progress::default();
+            let report = report(&progress, &format!("backup of {source}"), 0);
+            let r = backups
+                .run(&source, Some(collections), Some(Arc::clone(&progress)))
+                .await;
+            report.abort();
+            let r = r?;
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        }
+        BackupCommand::Restore {
+            source,
+            id,
+            to,
+            api_key,
+            collections,
+            rename,
+            overwrite,
+        } => {
+            let mut renames = BTreeMap::new();
+            for r in rename {
+                let (old, new) = r
+                    .split_once('=')
+                    .ok_or_else(|| Error::bad_input(format!("--rename `{r}` is not OLD=NEW")))?;
+                renames.insert(old.to_string(), new.to_string());
+            }
+            let req = RestoreRequest {
+                to,
+                api_key,
+                collections,
+                rename: renames,
+                overwrite,
+            };
+            let total = backups.get(&source, &id).await?.size;
+            let progress = Progress::default();
+            let report = report(&progress, &format!("restore of {id}"), total);
+            let r = backups
+                .restore(&source, &id, req, Some(Arc::clone(&progress)))
+                .await;
+            report.abort();
+            let r = r?;
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            if !r.verified {
+                return Err(Error::Upstream(
+                    "the restored collections differ from the backup (see above)".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reports `progress` in bytes until aborted: a bar on a terminal, a line every 2 s
+/// otherwise.
+fn report(progress: &Progress, name: &str, total: u64) -> tokio::task::JoinHandle<()> {
+    let (progress, name) = (Arc::clone(progress), name.to_string());
+    tokio::spawn(async move {
+        let mut r = ProgressReport::new(&name, total, "bytes");
+        let mut shown = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let done = progress.done();
+            r.add(done - shown);
+            shown = done;
+        }
+    })
+}
