@@ -48,8 +48,10 @@ pub enum BackupCommand {
     },
 }
 
-/// Runs `cmd` against the configured storage; prints results on stdout, progress on stderr.
-pub async fn backup_command(config: Config, cmd: BackupCommand) -> Result<()> {
+/// Runs `cmd` against the configured storage, reporting progress on stderr; returns what
+/// the command prints as its result.
+pub async fn backup_command(config: Config, cmd: BackupCommand) -> Result<String> {
+    let mut out = String::new();
     let backend = crate::state::open_backend(&config.storage)?;
     let repo = Arc::new(Repository::new(
         backend,
@@ -60,15 +62,15 @@ pub async fn backup_command(config: Config, cmd: BackupCommand) -> Result<()> {
         BackupCommand::List { source } => {
             for r in backups.list(&source).await? {
                 let names: Vec<&str> = r.collections.keys().map(String::as_str).collect();
-                println!(
-                    "{}  {}  {} bytes  {} stored  {}",
+                out.push_str(&format!(
+                    "{}  {}  {} bytes  {} stored  {}\n",
                     r.id,
                     r.finished_at
                         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     r.size,
                     r.stored_bytes,
                     names.join(",")
-                );
+                ));
             }
         }
         BackupCommand::Run {
@@ -81,8 +83,7 @@ pub async fn backup_command(config: Config, cmd: BackupCommand) -> Result<()> {
                 .run(&source, Some(collections), Some(Arc::clone(&progress)))
                 .await;
             report.abort();
-            let r = r?;
-            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            out = serde_json::to_string_pretty(&r?).unwrap_or_default();
         }
         BackupCommand::Restore {
             source,
@@ -115,15 +116,15 @@ pub async fn backup_command(config: Config, cmd: BackupCommand) -> Result<()> {
                 .await;
             report.abort();
             let r = r?;
-            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            out = serde_json::to_string_pretty(&r).unwrap_or_default();
             if !r.verified {
-                return Err(Error::Upstream(
-                    "the restored collections differ from the backup (see above)".into(),
-                ));
+                return Err(Error::Upstream(format!(
+                    "the restored collections differ from the backup: {out}"
+                )));
             }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Reports `progress` in bytes until aborted: a bar on a terminal, a line every 2 s

@@ -211,7 +211,14 @@ async fn backup(args: &Args, b: BackupArgs) -> ExitCode {
     };
     init_job_logging(&loaded.config);
     match snapstream::backup_command(loaded.config, b.command()).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(out) => {
+            // A command's result is its output (logs and progress go to stderr).
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", out.trim_end());
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(format!("backup: {}", e.public_message())),
     }
 }
