@@ -59,6 +59,22 @@ pub(crate) struct CollectionLabels {
     pub collection: String,
 }
 
+/// Labels naming a backup source.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct SourceLabels {
+    /// The source's name (`backup.sources.NAME`).
+    pub source: String,
+}
+
+/// Labels naming a backup source and an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct SourceOutcomeLabels {
+    /// The source's name.
+    pub source: String,
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+}
+
 /// Labels of a request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
@@ -118,6 +134,16 @@ pub(crate) struct Metrics {
     pub last_snapshot: Family<CollectionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Scheduled snapshots run, by outcome.
     pub scheduled: Family<OutcomeLabels, Counter>,
+    /// Backups run, by source and outcome.
+    pub backups: Family<SourceOutcomeLabels, Counter>,
+    /// When each source's last successful backup finished (Unix seconds).
+    pub last_backup: Family<SourceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Bytes pulled from Qdrant by backups.
+    pub backup_pulled: Family<SourceLabels, Counter>,
+    /// Bytes backups added to storage.
+    pub backup_stored: Family<SourceLabels, Counter>,
+    /// Restores run, by source and outcome.
+    pub restores: Family<SourceOutcomeLabels, Counter>,
     /// Requests answered, by transport, route and status.
     pub requests: Family<RequestLabels, Counter>,
     /// Their latencies.
@@ -168,6 +194,14 @@ impl Metrics {
                 "When the collection's last successful snapshot finished, since this process started",
                 Family::default();
             scheduled: "scheduled_snapshots", "Scheduled snapshots run", Family::default();
+            backups: "backups", "Backups of Qdrant deployments run", Family::default();
+            last_backup: "backup_last_success_timestamp_seconds",
+                "When the source's last successful backup finished", Family::default();
+            backup_pulled: "backup_pulled_bytes", "Bytes pulled from Qdrant by backups",
+                Family::default();
+            backup_stored: "backup_stored_bytes", "Bytes backups added to storage",
+                Family::default();
+            restores: "restores", "Restores of backups run", Family::default();
             requests: "requests", "Requests answered", Family::default();
             request_seconds: "request_duration_seconds",
                 "Time to answer a request (until its response headers)",
@@ -192,6 +226,34 @@ impl Metrics {
         self.snapshot_op_seconds
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts a finished backup of `source`: its outcome and, when it succeeded, its time
+    /// and bytes.
+    pub(crate) fn backup(&self, source: &str, done: Option<(f64, u64, u64)>) {
+        let labels = SourceOutcomeLabels {
+            source: source.to_string(),
+            outcome: outcome(done.is_some()),
+        };
+        self.backups.get_or_create(&labels).inc();
+        if let Some((finished, pulled, stored)) = done {
+            let s = SourceLabels {
+                source: source.to_string(),
+            };
+            self.last_backup.get_or_create(&s).set(finished);
+            self.backup_pulled.get_or_create(&s).inc_by(pulled);
+            self.backup_stored.get_or_create(&s).inc_by(stored);
+        }
+    }
+
+    /// Counts a finished restore from `source`.
+    pub(crate) fn restore(&self, source: &str, ok: bool) {
+        self.restores
+            .get_or_create(&SourceOutcomeLabels {
+                source: source.to_string(),
+                outcome: outcome(ok),
+            })
+            .inc();
     }
 
     /// Counts an answered request and its latency.

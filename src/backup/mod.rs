@@ -175,7 +175,7 @@ impl Backups {
                 }
             })
             .collect();
-        records.sort_by(|a, b| b.id.cmp(&a.id));
+        records.sort_by(|a, b| (b.started_at, &b.id).cmp(&(a.started_at, &a.id)));
         Ok(records)
     }
 

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::io::progress::Progress;
 use crate::qdrant_api::Server;
 use crate::repository::backups::BackupSession;
-use crate::repository::manifest::Manifest;
+use crate::repository::manifest::{valid_sparse, Manifest};
 
 /// Files up to this size that are UTF-8 (JSON, version files) are kept in the manifest
 /// itself, not as pieces of their own.
@@ -74,13 +74,13 @@ pub(crate) async fn pull_shard(
             .to_string_lossy()
             .trim_end_matches('/')
             .to_string();
-        match header.entry_type() {
+        let sparse = match header.entry_type() {
             EntryType::Directory => {
                 builder.add_dir(path).await?;
                 continue;
             }
-            // GNU sparse members read back whole, holes as zeros, at their real size.
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {}
+            EntryType::Regular | EntryType::Continuous => Vec::new(),
+            EntryType::GNUSparse => sparse_regions(header),
             other => {
                 return Err(Error::Upstream(format!(
                     "shard {shard} of `{collection}` from {}: entry `{path}` is a {other:?}, \
@@ -88,10 +88,12 @@ pub(crate) async fn pull_shard(
                     server.base()
                 )))
             }
-        }
+        };
+        // Sparse members read back whole (holes as zeros), at their real size.
         let len = entry.effective_size();
+        let sparse = complete_sparse(sparse, len);
         builder
-            .add_reader(path, &mut entry, len, len <= INLINE_MAX)
+            .add_reader(path, &mut entry, len, len <= INLINE_MAX, sparse)
             .await?;
     }
     let written = builder.finish(None).await?;
@@ -102,10 +104,63 @@ pub(crate) async fn pull_shard(
     })
 }
 
+/// The data regions of a GNU sparse member as its header lists them, when they all fit in
+/// the header (Qdrant writes one region and the end); none (store it whole) otherwise.
+fn sparse_regions(header: &tokio_tar::Header) -> Vec<[u64; 2]> {
+    let Some(gnu) = header.as_gnu() else {
+        return Vec::new();
+    };
+    if gnu.is_extended() {
+        return Vec::new();
+    }
+    gnu.sparse
+        .iter()
+        .filter(|r| !r.is_empty())
+        .map(|r| Some([r.offset().ok()?, r.length().ok()?]))
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
+}
+
+/// Regions that describe a file of `len` bytes to a tar reader: ending exactly at `len`
+/// (a zero-length region marks a trailing hole); none (store it whole) when they cannot.
+fn complete_sparse(mut regions: Vec<[u64; 2]>, len: u64) -> Vec<[u64; 2]> {
+    let end = regions.last().map_or(0, |[off, n]| off + n);
+    if !regions.is_empty() && end < len {
+        regions.push([len, 0]);
+    }
+    if valid_sparse(&regions, len) {
+        regions
+    } else {
+        Vec::new()
+    }
+}
+
 /// An archive that could not be read as it came: the peer, the shard and why.
 fn broken(server: &Server, collection: &str, shard: u32, e: std::io::Error) -> Error {
     Error::Upstream(format!(
         "shard {shard} of `{collection}` from {}: the archive could not be read: {e}",
         server.base()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_maps_end_at_the_file_size_or_are_dropped() {
+        assert_eq!(
+            complete_sparse(vec![[0, 16384], [1 << 20, 0]], 1 << 20),
+            vec![[0, 16384], [1 << 20, 0]]
+        );
+        assert_eq!(
+            complete_sparse(vec![[0, 512]], 4096),
+            vec![[0, 512], [4096, 0]]
+        );
+        assert!(complete_sparse(vec![[0, 100], [200, 10]], 4096).is_empty());
+        assert!(
+            complete_sparse(vec![[0, 512], [1024, 512], [2048, 512], [3072, 512]], 8192).is_empty()
+        );
+        assert!(complete_sparse(Vec::new(), 10).is_empty());
+    }
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 /// One backup of a source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackupRecord {
-    /// Its id: sortable by time (`20261204T052130Z-1a2b`).
+    /// Its id: sortable by time, to the millisecond (`20261204T052130123Z-1a2b3c`).
     pub id: String,
     /// The source it was taken from.
     pub source: String,
@@ -69,7 +69,7 @@ pub struct ShardRecord {
 /// A new backup id for a backup started at `at`: sorts by time, unique by its suffix.
 pub(crate) fn new_id(at: DateTime<Utc>) -> String {
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
-    format!("{}-{suffix}", at.format("%Y%m%dT%H%M%SZ"))
+    format!("{}-{suffix}", at.format("%Y%m%dT%H%M%S%3fZ"))
 }
 
 /// Whether `id` has the shape of a backup id (nothing else may reach storage keys).
@@ -87,10 +87,10 @@ mod tests {
 
     #[test]
     fn ids_sort_by_time_and_are_checked() {
-        let a = new_id("2026-12-04T05:21:30Z".parse().unwrap());
-        let b = new_id("2026-12-04T05:21:31Z".parse().unwrap());
+        let a = new_id("2026-12-04T05:21:30.998Z".parse().unwrap());
+        let b = new_id("2026-12-04T05:21:31.001Z".parse().unwrap());
         assert!(a < b, "{a} {b}");
-        assert!(a.starts_with("20261204T052130Z-"));
+        assert!(a.starts_with("20261204T052130998Z-"));
         assert!(is_id(&a));
         for bad in ["", "../x", "a/b", "a.backup"] {
             assert!(!is_id(bad), "{bad}");

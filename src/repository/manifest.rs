@@ -33,6 +33,38 @@ pub struct Entry {
     /// A directory (size 0, no bytes): shard archives of Qdrant hold some.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dir: bool,
+    /// For a sparse file (Qdrant's shard archives hold some): its data regions as
+    /// `[offset, length]`, the rest being holes; `pieces` then hold the regions' bytes only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sparse: Vec<[u64; 2]>,
+}
+
+/// Most data regions a sparse entry may have: what fits in one GNU header.
+pub(crate) const MAX_SPARSE_REGIONS: usize = 4;
+
+/// Whether `regions` can describe a sparse file of `size` bytes in one GNU tar header: at
+/// most four, in order, inside the file, each but the last a whole number of 512-byte blocks.
+pub(crate) fn valid_sparse(regions: &[[u64; 2]], size: u64) -> bool {
+    let mut end = 0u64;
+    regions.len() <= MAX_SPARSE_REGIONS
+        && regions.iter().enumerate().all(|(i, [off, len])| {
+            let ok = *off >= end
+                && off.checked_add(*len).is_some_and(|e| e <= size)
+                && (i + 1 == regions.len() || len % 512 == 0);
+            end = off.saturating_add(*len);
+            ok
+        })
+}
+
+impl Entry {
+    /// The bytes the entry's pieces hold: the whole file, or a sparse file's regions.
+    pub fn stored_len(&self) -> u64 {
+        if self.sparse.is_empty() {
+            self.size
+        } else {
+            self.sparse.iter().map(|[_, len]| len).sum()
+        }
+    }
 }
 
 /// `{name}.snapshot.manifest`.
@@ -79,9 +111,10 @@ impl Manifest {
         for e in &m.entries {
             let ok = match &e.text {
                 _ if e.dir => e.size == 0 && e.text.is_none() && e.pieces.is_empty(),
-                Some(t) => t.len() as u64 == e.size && e.pieces.is_empty(),
+                Some(t) => t.len() as u64 == e.size && e.pieces.is_empty() && e.sparse.is_empty(),
                 None => {
-                    e.pieces.len() as u64 == e.size.div_ceil(m.piece_size)
+                    (e.sparse.is_empty() || valid_sparse(&e.sparse, e.size))
+                        && e.pieces.len() as u64 == e.stored_len().div_ceil(m.piece_size)
                         && e.pieces.iter().all(|p| is_hex_digest(p))
                 }
             };

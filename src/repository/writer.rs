@@ -13,7 +13,7 @@ use futures::stream::FuturesUnordered;
 use futures::{future::BoxFuture, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::layout::{entry_header, padding, END};
+use super::layout::{entry_header, padding, Kind, END};
 use super::manifest::{Entry, Manifest, FORMAT, PIECE_SIZE, VERSION};
 use super::pieces;
 use crate::backend::{BackendError, DynBackend};
@@ -170,7 +170,7 @@ impl TarFeed {
             Source::Text(t) => t.len() as u64,
             Source::File { len, .. } => *len,
         };
-        self.header(&path, size, false).await?;
+        self.header(&path, size, Kind::File).await?;
         let (crc, text, pieces) = match source {
             Source::Text(t) => {
                 let crc = crc32fast::hash(t.as_bytes());
@@ -189,55 +189,16 @@ impl TarFeed {
             text,
             pieces,
             dir: false,
+            sparse: Vec::new(),
         };
         Ok((entry, crc))
     }
 
-    async fn header(&mut self, path: &str, size: u64, dir: bool) -> Result<(), BackendError> {
-        let header = entry_header(path, size, self.mtime, dir)
+    async fn header(&mut self, path: &str, size: u64, kind: Kind<'_>) -> Result<(), BackendError> {
+        let header = entry_header(path, size, self.mtime, kind)
             .await
             .map_err(io_err)?;
         self.bytes(Bytes::from(header)).await
-    }
-
-    /// A file's `len` bytes read from `reader`, cut into pieces as [`TarFeed::file`] does;
-    /// returns the entry (text inline when `inline` and the bytes are UTF-8).
-    async fn read<R: AsyncRead + Unpin>(
-        &mut self,
-        path: String,
-        reader: &mut R,
-        len: u64,
-        inline: bool,
-    ) -> Result<Entry, BackendError> {
-        self.header(&path, len, false).await?;
-        let mut left = len;
-        let mut pieces = Vec::new();
-        let mut text = None;
-        while left > 0 {
-            let n = self.piece_size.min(left);
-            let mut buf = vec![0u8; n as usize];
-            reader.read_exact(&mut buf).await.map_err(io_err)?;
-            left -= n;
-            let bytes = Bytes::from(buf);
-            self.bytes(bytes.clone()).await?;
-            if inline && n == len {
-                if let Ok(t) = std::str::from_utf8(&bytes) {
-                    text = Some(t.to_string());
-                    break;
-                }
-            }
-            let hash = pieces::hash(&bytes);
-            self.uploads.add(&hash, bytes).await?;
-            pieces.push(hash);
-        }
-        self.pad(len).await?;
-        Ok(Entry {
-            path,
-            size: len,
-            text,
-            pieces,
-            dir: false,
-        })
     }
 
     async fn bytes(&mut self, bytes: Bytes) -> Result<(), BackendError> {
@@ -288,6 +249,73 @@ impl TarFeed {
         }
         Ok((crc.finalize(), hashes))
     }
+
+    /// A file's `len` bytes read from `reader`, cut into pieces as [`TarFeed::file`] does;
+    /// returns the entry (text inline when `inline` and the bytes are UTF-8). For a sparse
+    /// file, `reader` gives the whole file (holes as zeros) and only the bytes of `sparse`
+    /// regions are kept.
+    async fn read<R: AsyncRead + Unpin>(
+        &mut self,
+        path: String,
+        reader: &mut R,
+        len: u64,
+        inline: bool,
+        sparse: Vec<[u64; 2]>,
+    ) -> Result<Entry, BackendError> {
+        let kind = if sparse.is_empty() {
+            Kind::File
+        } else {
+            Kind::Sparse(&sparse)
+        };
+        self.header(&path, len, kind).await?;
+        let regions = if sparse.is_empty() {
+            vec![[0, len]]
+        } else {
+            sparse.clone()
+        };
+        let mut at = 0;
+        let mut stored = 0;
+        let mut pieces = Vec::new();
+        let mut text = None;
+        for [offset, region] in regions {
+            // A hole: zeros from the reader, not kept.
+            tokio::io::copy(
+                &mut (&mut *reader).take(offset - at),
+                &mut tokio::io::sink(),
+            )
+            .await
+            .map_err(io_err)?;
+            at = offset + region;
+            let mut left = region;
+            while left > 0 {
+                let n = self.piece_size.min(left);
+                let mut buf = vec![0u8; n as usize];
+                reader.read_exact(&mut buf).await.map_err(io_err)?;
+                left -= n;
+                stored += n;
+                let bytes = Bytes::from(buf);
+                self.bytes(bytes.clone()).await?;
+                if inline && sparse.is_empty() && n == len {
+                    if let Ok(t) = std::str::from_utf8(&bytes) {
+                        text = Some(t.to_string());
+                        break;
+                    }
+                }
+                let hash = pieces::hash(&bytes);
+                self.uploads.add(&hash, bytes).await?;
+                pieces.push(hash);
+            }
+        }
+        self.pad(stored).await?;
+        Ok(Entry {
+            path,
+            size: len,
+            text,
+            pieces,
+            dir: false,
+            sparse,
+        })
+    }
 }
 
 /// A manifest built one entry at a time, as its tar is hashed and its pieces uploaded.
@@ -337,28 +365,30 @@ impl ManifestBuilder {
     }
 
     /// Adds a file of `len` bytes read from `reader`; small UTF-8 files (`inline`) are kept
-    /// in the manifest rather than as pieces.
+    /// in the manifest rather than as pieces; a sparse file keeps only its `sparse` regions.
     pub(crate) async fn add_reader<R: AsyncRead + Unpin>(
         &mut self,
         path: String,
         reader: &mut R,
         len: u64,
         inline: bool,
+        sparse: Vec<[u64; 2]>,
     ) -> Result<(), BackendError> {
-        let entry = self.tar.read(path, reader, len, inline).await?;
+        let entry = self.tar.read(path, reader, len, inline, sparse).await?;
         self.entries.push(entry);
         Ok(())
     }
 
     /// Adds a directory entry.
     pub(crate) async fn add_dir(&mut self, path: String) -> Result<(), BackendError> {
-        self.tar.header(&path, 0, true).await?;
+        self.tar.header(&path, 0, Kind::Dir).await?;
         self.entries.push(Entry {
             path,
             size: 0,
             text: None,
             pieces: Vec::new(),
             dir: true,
+            sparse: Vec::new(),
         });
         Ok(())
     }

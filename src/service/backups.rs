@@ -15,6 +15,7 @@ use crate::backup::restore::{RestoreRequest, Restored};
 use crate::backup::{Backups, SourceStatus};
 use crate::error::{Error, Result};
 use crate::repository::manifest::Manifest;
+use crate::telemetry;
 
 /// Backup operations over the configured sources.
 #[derive(Clone, Debug)]
@@ -59,6 +60,7 @@ impl BackupService {
         );
         let task = tokio::spawn(async move {
             let out = backups.run(&source, collections, Some(progress)).await;
+            observe_backup(&source, &out);
             if let (Err(e), false) = (&out, wait) {
                 tracing::error!(operation = id, source = %source, error = %e.chain(), "background backup failed");
             }
@@ -98,6 +100,7 @@ impl BackupService {
         );
         let task = tokio::spawn(async move {
             let out = backups.restore(&source, &id, req, Some(progress)).await;
+            telemetry::get().restore(&source, out.as_ref().is_ok_and(|r| r.verified));
             if let (Err(e), false) = (&out, wait) {
                 tracing::error!(operation = op, source = %source, error = %e.chain(), "background restore failed");
             }
@@ -151,4 +154,22 @@ impl BackupService {
     pub async fn open(&self, a: &ShardArchive, range: Option<Range<u64>>) -> Result<ByteStream> {
         self.backups.open(Arc::clone(&a.manifest), range).await
     }
+}
+
+/// Counts a finished backup in the metrics.
+pub(crate) fn observe_backup(source: &str, out: &Result<BackupRecord>) {
+    let done = out.as_ref().ok().map(|r| {
+        let pulled = r
+            .collections
+            .values()
+            .flat_map(|c| &c.shards)
+            .map(|s| s.pulled_bytes)
+            .sum();
+        (
+            r.finished_at.timestamp_millis() as f64 / 1000.0,
+            pulled,
+            r.stored_bytes,
+        )
+    });
+    telemetry::get().backup(source, done);
 }

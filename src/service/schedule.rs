@@ -86,7 +86,9 @@ pub(crate) fn spawn_backups(backups: &Arc<Backups>) {
                     + chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
                 backups.set_next_run(&name, next);
                 tokio::time::sleep(every).await;
-                match backups.run(&name, None, None).await {
+                let out = backups.run(&name, None, None).await;
+                super::backups::observe_backup(&name, &out);
+                match out {
                     Ok(r) => {
                         tracing::info!(source = %name, backup = %r.id, "scheduled backup stored")
                     }
