@@ -4,7 +4,7 @@
 //! placed a replica of it on (streamed from storage, no local copy), aliases moved, and
 //! the result verified: per-shard point counts, sampled points, a query.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
@@ -160,7 +160,12 @@ impl Backups {
         let new_name = |n: &str| req.rename.get(n).cloned().unwrap_or_else(|| n.to_string());
         for n in &names {
             let to = new_name(n);
-            if existing.contains(&to) && !req.overwrite {
+            let resuming = self
+                .repository()
+                .restore_journal(source, id, &journal_name(&req.to, &to))
+                .await?
+                .is_some();
+            if existing.contains(&to) && !req.overwrite && !resuming {
                 return Err(Error::AlreadyExists(format!(
                     "collection `{to}` exists in the target; restore with \"overwrite\": true to replace it"
                 )));
@@ -170,7 +175,15 @@ impl Backups {
         for n in &names {
             let to = new_name(n);
             let v = self
-                .restore_collection(&stored, &record, &target, n, &to, &req, progress.clone())
+                .restore_collection(
+                    (source, id),
+                    &stored,
+                    &record,
+                    &target,
+                    (n, &to),
+                    &req,
+                    progress.clone(),
+                )
                 .await?;
             verified.push(v);
         }
@@ -192,36 +205,63 @@ impl Backups {
         Ok(result)
     }
 
+    /// Restores collection `name` as `to`, resuming where a stopped restore of it left off
+    /// (its journal in the repository says which shard uploads are done).
     #[allow(clippy::too_many_arguments)]
     async fn restore_collection(
         &self,
+        (source, id): (&str, &str),
         stored: &StoredBackup,
         record: &BackupRecord,
         target: &Deployment,
-        name: &str,
-        to: &str,
+        (name, to): (&str, &str),
         req: &RestoreRequest,
         progress: Option<Progress>,
     ) -> Result<Verified> {
         let c = &record.collections[name];
         let entry = &target.entry;
-        if req.overwrite {
-            entry.delete_collection(to).await.map_err(upstream)?;
-        }
-        entry
-            .create_collection(to, &create_body(&c.config))
-            .await
-            .map_err(upstream)?;
-        if let Some(indexes) = c.payload_indexes.as_object() {
-            for (field, schema) in indexes {
-                entry
-                    .create_index(to, field, &index_schema(schema))
-                    .await
-                    .map_err(upstream)?;
+        let repo = self.repository();
+        let journal = journal_name(&req.to, to);
+        let resumed = repo.restore_journal(source, id, &journal).await?;
+        let mut done: BTreeSet<(u32, u64)> = resumed
+            .as_ref()
+            .and_then(|j| serde_json::from_value(j["done"].clone()).ok())
+            .unwrap_or_default();
+        let exists = entry.collection(to).await.map_err(upstream)?.is_some();
+        if resumed.is_none() || !exists {
+            // A new start: whatever a journal said was done went with the collection.
+            done.clear();
+            if req.overwrite && exists {
+                entry.delete_collection(to).await.map_err(upstream)?;
             }
+            entry
+                .create_collection(to, &create_body(&c.config))
+                .await
+                .map_err(upstream)?;
+            if let Some(indexes) = c.payload_indexes.as_object() {
+                for (field, schema) in indexes {
+                    entry
+                        .create_index(to, field, &index_schema(schema))
+                        .await
+                        .map_err(upstream)?;
+                }
+            }
+            repo.write_restore_journal(
+                source,
+                id,
+                &journal,
+                &json!({"to": req.to, "collection": to, "done": []}),
+            )
+            .await?;
+        } else {
+            tracing::info!(
+                collection = to,
+                done = done.len(),
+                "resuming a stopped restore"
+            );
         }
         let (_, replicas) = target.replicas(to).await?;
-        // Every replica of every shard, peers in parallel.
+        // Every replica of every shard not done yet, peers in parallel.
         let uploads: Vec<(u32, u64)> = c
             .shards
             .iter()
@@ -231,11 +271,15 @@ impl Backups {
                     .filter(move |r| r.shard_id == s.shard_id)
                     .map(move |r| (s.shard_id, r.peer_id))
             })
+            .filter(|u| !done.contains(u))
             .collect();
+        let done = tokio::sync::Mutex::new(done);
         let parallel = target.peers.len().max(1);
-        futures::stream::iter(uploads)
+        let uploaded = futures::stream::iter(uploads)
             .map(|(shard, peer)| {
                 let progress = progress.clone();
+                let done = &done;
+                let journal = &journal;
                 async move {
                     let m = stored
                         .shards
@@ -246,34 +290,47 @@ impl Backups {
                             ))
                         })?;
                     let m = Arc::new(m.clone());
-                    let stream = self
-                        .repository()
-                        .open_manifest(Arc::clone(&m), None)
-                        .await?
-                        .inspect_ok(move |b| {
-                            if let Some(p) = &progress {
-                                p.add(b.len() as u64);
-                            }
-                        });
+                    let stream =
+                        repo.open_manifest(Arc::clone(&m), None)
+                            .await?
+                            .inspect_ok(move |b| {
+                                if let Some(p) = &progress {
+                                    p.add(b.len() as u64);
+                                }
+                            });
                     let server = &target.peer(peer)?.server;
                     server
                         .upload_shard_snapshot(to, shard, stream, m.size, "no_sync", &m.sha256)
                         .await
                         .map_err(|e| {
                             Error::Upstream(format!("shard {shard} of `{to}` on peer {peer}: {e}"))
-                        })
+                        })?;
+                    let mut done = done.lock().await;
+                    done.insert((shard, peer));
+                    let j = json!({"to": req.to, "collection": to, "done": *done});
+                    repo.write_restore_journal(source, id, journal, &j).await?;
+                    Ok::<_, Error>(())
                 }
             })
             .buffer_unordered(parallel)
             .try_collect::<Vec<()>>()
-            .await?;
+            .await;
+        if let Err(e) = uploaded {
+            let done: Vec<u32> = done.lock().await.iter().map(|(s, _)| *s).collect();
+            return Err(Error::Upstream(format!(
+                "the restore of `{to}` stopped with shard uploads {done:?} done: {}; run it again to finish",
+                e.public_message()
+            )));
+        }
         let pairs: Vec<(String, String)> = c
             .aliases
             .iter()
             .map(|a| (a.clone(), to.to_string()))
             .collect();
         entry.create_aliases(&pairs).await.map_err(upstream)?;
-        self.verify(stored, record, target, name, to).await
+        let verified = self.verify(stored, record, target, name, to).await?;
+        repo.end_restore_journal(source, id, &journal).await?;
+        Ok(verified)
     }
 
     /// Compares the restored collection `to` with what backup recorded of `name`.
@@ -358,6 +415,12 @@ impl Backups {
             query_answered,
         })
     }
+}
+
+/// The journal of restoring collection `to` into the deployment at `url`.
+fn journal_name(url: &str, to: &str) -> String {
+    let h = blake3::hash(format!("{}\n{to}", url.trim_end_matches('/')).as_bytes());
+    h.to_hex()[..32].to_string()
 }
 
 /// The backup's name of restored collection `to`.

@@ -17,7 +17,7 @@ use super::lease::Lease;
 use super::manifest::{InvalidManifest, Manifest, MAX_MANIFEST_SIZE};
 use super::writer::ManifestBuilder;
 use super::{pieces, Repository};
-use crate::backend::{BackendError, DynBackend, ObjectKey};
+use crate::backend::{BackendError, BackendExt, DynBackend, ObjectKey};
 use crate::io::progress::Progress;
 
 /// The directory of backups, beside `.repository/`: no collection name starts with `.`.
@@ -92,6 +92,16 @@ fn source_dir(source: &str) -> Result<ObjectKey, BackendError> {
 fn backup_key(source: &str, id: &str) -> Result<ObjectKey, BackendError> {
     Ok(ObjectKey::new(format!(
         "{BACKUPS_DIR}/{source}/{id}{BACKUP_SUFFIX}"
+    ))?)
+}
+
+/// Suffix of the directory of a backup's restore journals.
+const JOURNAL_DIR_SUFFIX: &str = ".restoring";
+
+/// The key of journal `name` of restores of backup `id` of `source`.
+fn journal_key(source: &str, id: &str, name: &str) -> Result<ObjectKey, BackendError> {
+    Ok(ObjectKey::new(format!(
+        "{BACKUPS_DIR}/{source}/{id}{JOURNAL_DIR_SUFFIX}/{name}.json"
     ))?)
 }
 
@@ -212,6 +222,49 @@ impl Repository {
     async fn read_backup_at(&self, key: &ObjectKey) -> Result<StoredBackup, BackendError> {
         let bytes = pieces::get_small(&self.backend, key, MAX_MANIFEST_SIZE).await?;
         StoredBackup::parse(&bytes).map_err(|e| unreadable(key, e))
+    }
+
+    /// Journal `name` of a restore of backup `id` of `source` in progress, if any.
+    pub async fn restore_journal(
+        &self,
+        source: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<Option<Value>, BackendError> {
+        let key = journal_key(source, id, name)?;
+        match pieces::get_small(&self.backend, &key, 1 << 20).await {
+            Ok(b) => Ok(Some(
+                serde_json::from_slice(&b).map_err(|e| unreadable(&key, e))?,
+            )),
+            Err(BackendError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes (replaces) journal `name` of a restore of backup `id` of `source`.
+    pub async fn write_restore_journal(
+        &self,
+        source: &str,
+        id: &str,
+        name: &str,
+        journal: &Value,
+    ) -> Result<(), BackendError> {
+        let key = journal_key(source, id, name)?;
+        let bytes = serde_json::to_vec(journal).map_err(|e| unreadable(&key, e))?;
+        self.backend.put(&key, Bytes::from(bytes)).await.map(drop)
+    }
+
+    /// Removes journal `name`: that restore finished.
+    pub async fn end_restore_journal(
+        &self,
+        source: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<(), BackendError> {
+        match self.backend.delete(&journal_key(source, id, name)?).await {
+            Ok(()) | Err(BackendError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes backup `id` of `source`; its pieces go with the next collection unless

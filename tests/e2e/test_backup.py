@@ -295,3 +295,41 @@ def test_kill9_mid_backup_leaves_nothing_listed_and_its_pieces_are_collected(mak
         assert done["collections"]["big"]["points_count"] == 20000
     finally:
         gate.close()
+
+
+def test_kill9_mid_restore_then_the_same_restore_finishes(make_server, cluster, tmp_path):
+    from gate import Gate
+
+    q = cluster.client()
+    q.create_collection("resumed", vectors_config=models.VectorParams(size=32, distance=models.Distance.DOT),
+                        shard_number=3, replication_factor=1)
+    rng = np.random.default_rng(9)
+    q.upsert("resumed", models.Batch(ids=list(range(6000)), vectors=rng.random((6000, 32), dtype=np.float32).tolist(),
+                                     payloads=[{"i": i} for i in range(6000)]), wait=True)
+    served = all_points(q, "resumed")
+    server = source_server(make_server, cluster)
+    done = backup(server, collections=["resumed"])
+    sizes = sorted(s["size"] for s in done["collections"]["resumed"]["shards"])
+    single = Deployment(tmp_path / "resume-target", cluster=False)
+    peer = single.peers[0]
+    # Uploads to the target pass a gate that holds them once the first shard is through.
+    gate = Gate(peer.host, peer.http, [sizes[0] + sizes[1] // 2])
+    to = f"http://127.0.0.1:{gate.port}"
+    try:
+        r = httpx.post(f"{server.url}/backup/sources/prod/backups/{done['id']}/restore?wait=false",
+                       json={"to": to, "api_key": API_KEY}, timeout=30)
+        assert r.status_code == 202, r.text
+        assert gate.reached[0].wait(120)
+        server.kill9()
+        gate.open_all()
+        server.start()
+        # The collection exists in the target, half restored: the same request finishes it.
+        r = restore(server, done["id"], to)
+        assert r.status_code == 200, r.text
+        assert r.json()["result"]["verified"], r.text
+        assert all_points(single.client(), "resumed") == served
+        # Finished: a third run is refused as for any existing collection.
+        assert restore(server, done["id"], to).status_code == 409
+    finally:
+        gate.close()
+        single.stop()
