@@ -1,7 +1,7 @@
 // The snapshots page: plain JavaScript over the service's own REST API.
 "use strict";
 
-const state = { key: sessionStorage.getItem("snapstream-key") || "", session: null, recover: null };
+const state = { key: sessionStorage.getItem("snapstream-key") || "", session: null, recover: null, restore: null };
 const $ = (id) => document.getElementById(id);
 
 function headers(extra) {
@@ -222,6 +222,101 @@ function upload(ev) {
   xhr.send(form);
 }
 
+function age(iso) {
+  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (s < 90) return `${Math.round(s)} s ago`;
+  if (s < 5400) return `${Math.round(s / 60)} min ago`;
+  if (s < 129600) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} days ago`;
+}
+
+// One source: its peers, a "Back up now" button and its backups, each with "Restore".
+function sourceCard(src, backups) {
+  const card = document.createElement("article");
+  card.className = "collection source";
+  card.dataset.source = src.name;
+  const head = document.createElement("header");
+  const h = document.createElement("h3");
+  h.textContent = src.name;
+  const where = document.createElement("span");
+  where.className = "muted";
+  const up = src.peers.filter((p) => p.reachable).length;
+  where.textContent = src.error ? `${src.url}: ${src.error}` : `${src.url}, ${up} of ${src.peers.length} peers answering`;
+  head.append(h, where);
+  card.appendChild(head);
+  const actions = document.createElement("div");
+  actions.className = "actions write-only";
+  const run = button("Back up now", "backup-now", async () => {
+    clearError();
+    run.disabled = true;
+    try {
+      await api("POST", `/backup/sources/${encodeURIComponent(src.name)}/backups?wait=true`);
+      await refresh();
+    } catch (e) { showError(e); } finally { run.disabled = false; }
+  }, `Back up ${src.name} now`);
+  actions.appendChild(run);
+  card.appendChild(actions);
+  if (!backups.length) {
+    const p = document.createElement("p");
+    p.className = "muted";
+    p.textContent = "No backups.";
+    card.appendChild(p);
+    return card;
+  }
+  const table = document.createElement("table");
+  table.innerHTML = "<thead><tr><th>Backup</th><th>Age</th><th>Collections</th><th>Size</th><th>Stored</th><th><span class=\"visually-hidden\">Actions</span></th></tr></thead>";
+  const body = document.createElement("tbody");
+  for (const b of backups) {
+    const tr = document.createElement("tr");
+    tr.dataset.backup = b.id;
+    for (const text of [b.id, age(b.finished_at), Object.keys(b.collections).join(", "), size(b.size), size(b.stored_bytes)]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.appendChild(td);
+    }
+    const td = document.createElement("td");
+    td.className = "write-only";
+    td.appendChild(button("Restore", "secondary restore", () => openRestore(src.name, b.id), `Restore backup ${b.id}`));
+    tr.appendChild(td);
+    body.appendChild(tr);
+  }
+  table.appendChild(body);
+  card.appendChild(table);
+  return card;
+}
+
+function openRestore(source, id) {
+  state.restore = { source, id };
+  $("restore-what").textContent = `${id} (of ${source})`;
+  $("restore-overwrite").checked = false;
+  $("restore-dialog").showModal();
+  $("restore-to").focus();
+}
+
+async function restore(ev) {
+  ev.preventDefault();
+  const { source, id } = state.restore;
+  const body = { to: $("restore-to").value.trim(), overwrite: $("restore-overwrite").checked };
+  if ($("restore-key").value) body.api_key = $("restore-key").value;
+  $("restore-dialog").close();
+  clearError();
+  try {
+    const r = await api("POST", `/backup/sources/${encodeURIComponent(source)}/backups/${encodeURIComponent(id)}/restore?wait=true`, body);
+    const out = (await r.json()).result;
+    if (!out.verified) showError(new Error(`Restored, but the check found differences: ${JSON.stringify(out.collections)}`));
+  } catch (e) { showError(e); }
+}
+
+async function refreshBackups() {
+  const sources = await result("/backup/sources");
+  $("backups-panel").hidden = sources.length === 0;
+  const cards = [];
+  for (const src of sources) {
+    cards.push(sourceCard(src, await result(`/backup/sources/${encodeURIComponent(src.name)}/backups`)));
+  }
+  $("sources").replaceChildren(...cards);
+}
+
 async function refresh() {
   const names = (await result("/collections")).collections.map((c) => c.name).sort();
   const root = $("collections");
@@ -248,6 +343,7 @@ async function refresh() {
   root.replaceChildren(...cards);
   $("no-collections").hidden = names.length > 0;
   $("full-snapshots").replaceChildren(snapshotTable(await result("/snapshots"), "/snapshots", null));
+  await refreshBackups();
 }
 
 async function start() {
@@ -288,4 +384,6 @@ $("create-full").addEventListener("click", () => create("/snapshots", $("full-pr
 $("recover-form").addEventListener("submit", recover);
 $("recover-cancel").addEventListener("click", () => $("recover-dialog").close());
 $("upload-form").addEventListener("submit", upload);
+$("restore-form").addEventListener("submit", restore);
+$("restore-cancel").addEventListener("click", () => $("restore-dialog").close());
 start();

@@ -11,6 +11,7 @@ import pytest
 from qdrant_client import models
 
 from qdrant import API_KEY, Deployment, qdrant_bin
+from test_dashboard import browser  # noqa: F401 (a fixture)
 from test_s3 import s3_env
 
 N, DIM = 3000, 16
@@ -332,4 +333,45 @@ def test_kill9_mid_restore_then_the_same_restore_finishes(make_server, cluster, 
         assert restore(server, done["id"], to).status_code == 409
     finally:
         gate.close()
+        single.stop()
+
+
+def test_dashboard_lists_backups_and_restores_one(make_server, cluster, tmp_path, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from test_dashboard import wait
+
+    q = cluster.client()
+    q.create_collection("shown", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT),
+                        shard_number=2, replication_factor=1)
+    q.upsert("shown", [models.PointStruct(id=i, vector=[i, 1, 2, 3], payload={"k": i}) for i in range(120)],
+             wait=True)
+    server = source_server(make_server, cluster)
+    d = browser
+    d.get(f"{server.url}/dashboard/")
+    card = wait(d, lambda d: d.find_element(By.CSS_SELECTOR, 'article[data-source="prod"]'))
+    assert "No backups." in card.text and "3 of 3 peers answering" in card.text
+    card.find_element(By.CSS_SELECTOR, "button.backup-now").click()
+    row = wait(d, lambda d: d.find_element(By.CSS_SELECTOR, 'article[data-source="prod"] tr[data-backup]'), 120)
+    listed = httpx.get(f"{server.url}/backup/sources/prod/backups").json()["result"]
+    assert row.get_attribute("data-backup") == listed[0]["id"]
+    assert "shown" in row.text
+    single = Deployment(tmp_path / "dash-target", cluster=False)
+    try:
+        row.find_element(By.CSS_SELECTOR, "button.restore").click()
+        wait(d, EC.visibility_of_element_located((By.ID, "restore-to"))).send_keys(single.url)
+        d.find_element(By.ID, "restore-key").send_keys(API_KEY)
+        d.find_element(By.ID, "restore-go").click()
+        s = single.client()
+
+        def restored(_):
+            # While shards are being recovered the collection answers errors.
+            try:
+                return s.collection_exists("shown") and s.count("shown").count == 120
+            except Exception:
+                return False
+
+        wait(d, restored, 120)
+        assert d.find_element(By.ID, "error").get_attribute("hidden") is not None
+    finally:
         single.stop()
