@@ -6,10 +6,13 @@ S3_ENV := .s3-server/env
 
 .PHONY: run test build venv js-deps browser s3-start s3-stop lint bench fuzz qdrant
 
-## Qdrant 1.19 for the backup tests: QDRANT_BIN, else the shared copy next to the checkout,
-## unpacked into target/qdrant. Without either, CI (CI=true) fails; elsewhere the Qdrant
-## tests are skipped with one line saying so.
-QDRANT_GZ := ../shared/bin/qdrant-1.19.0.gz
+## Qdrant 1.19 for the backup tests: QDRANT_BIN, else the shared copy next to the checkout
+## (or next to the repository this one was cloned from, for a clean clone elsewhere), unpacked
+## into target/qdrant. Without any, CI (CI=true) fails; elsewhere the Qdrant tests are skipped
+## with one line saying so.
+QDRANT_GZ_NAME := shared/bin/qdrant-1.19.0.gz
+QDRANT_ORIGIN := $(shell git config --get remote.origin.url 2>/dev/null)
+QDRANT_GZ := $(firstword $(wildcard ../$(QDRANT_GZ_NAME) $(QDRANT_ORIGIN)/../$(QDRANT_GZ_NAME)) ../$(QDRANT_GZ_NAME))
 QDRANT_TEST_BIN := $(CURDIR)/target/qdrant/qdrant
 qdrant:
 	@mkdir -p target/qdrant; \
