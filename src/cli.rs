@@ -14,36 +14,46 @@ use crate::io::progress::Progress;
 use crate::io::report::ProgressReport;
 use crate::repository::Repository;
 
-/// What `snapstream backup` does.
-#[derive(Clone, Debug)]
+/// What `snapstream backup` does (its command line).
+#[derive(Clone, Debug, clap::Subcommand)]
 pub enum BackupCommand {
-    /// Lists a source's backups.
+    /// List a source's backups, newest first.
     List {
-        /// The source.
+        /// The source (`backup.sources.NAME`).
+        #[arg(long)]
         source: String,
     },
-    /// Backs a source up now.
+    /// Back a source up now.
     Run {
         /// The source.
+        #[arg(long)]
         source: String,
-        /// Collections (none: as configured).
+        /// A collection to back up (repeatable); none means as configured.
+        #[arg(long = "collection")]
         collections: Vec<String>,
     },
-    /// Restores a backup into a deployment.
+    /// Restore a backup into a Qdrant deployment (any peer), then verify it.
     Restore {
         /// The source.
+        #[arg(long)]
         source: String,
-        /// The backup.
+        /// The backup's id.
+        #[arg(long)]
         id: String,
-        /// Any peer of the target.
+        /// Any peer of the target, e.g. http://new:6333.
+        #[arg(long)]
         to: String,
-        /// The target's key.
+        /// The target's full-access key.
+        #[arg(long)]
         api_key: Option<String>,
-        /// Collections (none: all).
+        /// A collection to restore (repeatable); none means all.
+        #[arg(long = "collection")]
         collections: Vec<String>,
-        /// `old=new` renames.
+        /// Restore collection OLD as NEW (repeatable): `--rename OLD=NEW`.
+        #[arg(long)]
         rename: Vec<String>,
-        /// Replace existing collections.
+        /// Replace collections that exist in the target.
+        #[arg(long)]
         overwrite: bool,
     },
 }

@@ -39,84 +39,7 @@ enum Command {
     /// Backups of Qdrant deployments, worked on in the storage directly (no server needed):
     /// list, run or restore. Reads the same configuration as the server.
     #[command(subcommand)]
-    Backup(BackupArgs),
-}
-
-/// `snapstream backup ...`.
-#[derive(clap::Subcommand, Debug)]
-enum BackupArgs {
-    /// List a source's backups, newest first.
-    List {
-        /// The source (`backup.sources.NAME`).
-        #[arg(long)]
-        source: String,
-    },
-    /// Back a source up now.
-    Run {
-        /// The source.
-        #[arg(long)]
-        source: String,
-        /// A collection to back up (repeatable); none means as configured.
-        #[arg(long = "collection")]
-        collections: Vec<String>,
-    },
-    /// Restore a backup into a Qdrant deployment (any peer), then verify it.
-    Restore {
-        /// The source.
-        #[arg(long)]
-        source: String,
-        /// The backup's id.
-        #[arg(long)]
-        id: String,
-        /// Any peer of the target, e.g. http://new:6333.
-        #[arg(long)]
-        to: String,
-        /// The target's full-access key.
-        #[arg(long)]
-        api_key: Option<String>,
-        /// A collection to restore (repeatable); none means all.
-        #[arg(long = "collection")]
-        collections: Vec<String>,
-        /// Restore collection OLD as NEW (repeatable): `--rename OLD=NEW`.
-        #[arg(long)]
-        rename: Vec<String>,
-        /// Replace collections that exist in the target.
-        #[arg(long)]
-        overwrite: bool,
-    },
-}
-
-impl BackupArgs {
-    fn command(self) -> snapstream::BackupCommand {
-        use snapstream::BackupCommand as C;
-        match self {
-            BackupArgs::List { source } => C::List { source },
-            BackupArgs::Run {
-                source,
-                collections,
-            } => C::Run {
-                source,
-                collections,
-            },
-            BackupArgs::Restore {
-                source,
-                id,
-                to,
-                api_key,
-                collections,
-                rename,
-                overwrite,
-            } => C::Restore {
-                source,
-                id,
-                to,
-                api_key,
-                collections,
-                rename,
-                overwrite,
-            },
-        }
-    }
+    Backup(snapstream::BackupCommand),
 }
 
 /// `snapstream migrate`.
@@ -204,13 +127,13 @@ async fn main() -> ExitCode {
 }
 
 /// `snapstream backup ...`: the configuration, then the job.
-async fn backup(args: &Args, b: BackupArgs) -> ExitCode {
+async fn backup(args: &Args, b: snapstream::BackupCommand) -> ExitCode {
     let loaded = match config::load(args.config_path.as_deref()) {
         Ok(l) => l,
         Err(e) => return fail(format!("configuration error: {e}")),
     };
     init_job_logging(&loaded.config);
-    match snapstream::backup_command(loaded.config, b.command()).await {
+    match snapstream::backup_command(loaded.config, b).await {
         Ok(out) => {
             // A command's result is its output (logs and progress go to stderr).
             #[allow(clippy::print_stdout)]

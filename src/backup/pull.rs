@@ -15,6 +15,7 @@ use crate::io::progress::Progress;
 use crate::qdrant_api::Server;
 use crate::repository::backups::BackupSession;
 use crate::repository::manifest::{valid_sparse, Manifest};
+use crate::repository::writer::StreamedFile;
 
 /// Files up to this size that are UTF-8 (JSON, version files) are kept in the manifest
 /// itself, not as pieces of their own.
@@ -92,9 +93,13 @@ pub(crate) async fn pull_shard(
         // Sparse members read back whole (holes as zeros), at their real size.
         let len = entry.effective_size();
         let sparse = complete_sparse(sparse, len);
-        builder
-            .add_reader(path, &mut entry, len, len <= INLINE_MAX, sparse)
-            .await?;
+        let file = StreamedFile {
+            path,
+            len,
+            inline: len <= INLINE_MAX,
+            sparse,
+        };
+        builder.add_reader(file, &mut entry).await?;
     }
     let written = builder.finish(None).await?;
     Ok(Pulled {

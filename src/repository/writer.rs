@@ -256,12 +256,15 @@ impl TarFeed {
     /// regions are kept.
     async fn read<R: AsyncRead + Unpin>(
         &mut self,
-        path: String,
+        file: StreamedFile,
         reader: &mut R,
-        len: u64,
-        inline: bool,
-        sparse: Vec<[u64; 2]>,
     ) -> Result<Entry, BackendError> {
+        let StreamedFile {
+            path,
+            len,
+            inline,
+            sparse,
+        } = file;
         let kind = if sparse.is_empty() {
             Kind::File
         } else {
@@ -318,6 +321,19 @@ impl TarFeed {
     }
 }
 
+/// A file whose bytes come from a reader (an archive being streamed).
+#[derive(Debug)]
+pub(crate) struct StreamedFile {
+    /// Path inside the archive.
+    pub path: String,
+    /// Its size (a sparse file's real size).
+    pub len: u64,
+    /// Keep it in the manifest when it is UTF-8 and fits one piece.
+    pub inline: bool,
+    /// A sparse file's data regions (`[offset, length]`); empty for a regular file.
+    pub sparse: Vec<[u64; 2]>,
+}
+
 /// A manifest built one entry at a time, as its tar is hashed and its pieces uploaded.
 pub(crate) struct ManifestBuilder {
     tar: TarFeed,
@@ -368,13 +384,10 @@ impl ManifestBuilder {
     /// in the manifest rather than as pieces; a sparse file keeps only its `sparse` regions.
     pub(crate) async fn add_reader<R: AsyncRead + Unpin>(
         &mut self,
-        path: String,
+        file: StreamedFile,
         reader: &mut R,
-        len: u64,
-        inline: bool,
-        sparse: Vec<[u64; 2]>,
     ) -> Result<(), BackendError> {
-        let entry = self.tar.read(path, reader, len, inline, sparse).await?;
+        let entry = self.tar.read(file, reader).await?;
         self.entries.push(entry);
         Ok(())
     }
