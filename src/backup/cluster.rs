@@ -161,14 +161,25 @@ impl Deployment {
     }
 }
 
+/// A listing waits this long for a deployment that does not answer (a backup waits longer).
+const LISTING_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The configured peers of a source (for listing): each with whether it answers.
 pub(crate) async fn peers_of(opts: &SourceOptions) -> Result<Vec<(u64, String, bool)>> {
-    let d = Deployment::discover(
+    let discovery = Deployment::discover(
         &opts.url,
         &opts.peer_urls,
         opts.api_key.as_ref().map(|k| k.expose()),
-    )
-    .await?;
+    );
+    let d = tokio::time::timeout(LISTING_WAIT, discovery)
+        .await
+        .map_err(|_| {
+            Error::Upstream(format!(
+                "{} did not answer GET /cluster within {} s",
+                opts.url,
+                LISTING_WAIT.as_secs()
+            ))
+        })??;
     let mut out = Vec::new();
     for (id, p) in &d.peers {
         out.push((*id, p.url.clone(), p.server.reachable().await));
