@@ -2,6 +2,7 @@
 //! `GET /operations/{id}` like snapshot operations), listing, deleting, and shard archives
 //! opened for download.
 
+use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use crate::backup::record::BackupRecord;
 use crate::backup::restore::{RestoreRequest, Restored};
 use crate::backup::{Backups, SourceStatus};
 use crate::error::{Error, Result};
+use crate::io::progress::Progress;
 use crate::repository::manifest::Manifest;
 use crate::telemetry;
 
@@ -44,25 +46,27 @@ impl BackupService {
         self.backups.list_sources().await
     }
 
-    /// Backs up `source` now, in its own task (a disconnect does not cancel it).
-    pub async fn run(
+    /// Runs `work` in its own task (neither a disconnect nor a deadline cancels it),
+    /// registered as operation `kind` on `target`; waited for, or polled by its id.
+    async fn in_task<T, F, Fut>(
         &self,
-        source: &str,
-        collections: Option<Vec<String>>,
+        kind: &'static str,
+        target: String,
         wait: bool,
-    ) -> Result<Outcome<BackupRecord>> {
-        self.backups.source(source)?;
-        let (id, progress) = self.ops.start("backup", None, source);
-        let (backups, ops, source) = (
-            Arc::clone(&self.backups),
-            Arc::clone(&self.ops),
-            source.to_string(),
-        );
+        work: F,
+    ) -> Result<Outcome<T>>
+    where
+        T: serde::Serialize + Send + 'static,
+        F: FnOnce(Arc<Backups>, Progress) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let (id, progress) = self.ops.start(kind, None, &target);
+        let ops = Arc::clone(&self.ops);
+        let fut = work(Arc::clone(&self.backups), progress);
         let task = tokio::spawn(async move {
-            let out = backups.run(&source, collections, Some(progress)).await;
-            observe_backup(&source, &out);
+            let out = fut.await;
             if let (Err(e), false) = (&out, wait) {
-                tracing::error!(operation = id, source = %source, error = %e.chain(), "background backup failed");
+                tracing::error!(operation = id, kind, target = %target, error = %e.chain(), "background operation failed");
             }
             ops.finish(
                 id,
@@ -74,14 +78,36 @@ impl BackupService {
         if !wait {
             return Ok(Outcome::Started(id));
         }
-        let record = task
+        let done = task
             .await
-            .map_err(|e| Error::internal("backup task failed", e))??;
-        Ok(Outcome::Done(record))
+            .map_err(|e| Error::internal(format!("{kind} task failed"), e))??;
+        Ok(Outcome::Done(done))
     }
 
-    /// Restores backup `id` of `source` into the deployment `req.to` names, in its own
-    /// task; the result is each collection's verification.
+    /// Backs up `source` now.
+    pub async fn run(
+        &self,
+        source: &str,
+        collections: Option<Vec<String>>,
+        wait: bool,
+    ) -> Result<Outcome<BackupRecord>> {
+        self.backups.source(source)?;
+        let source = source.to_string();
+        self.in_task(
+            "backup",
+            source.clone(),
+            wait,
+            move |backups, progress| async move {
+                let out = backups.run(&source, collections, Some(progress)).await;
+                observe_backup(&source, &out);
+                out
+            },
+        )
+        .await
+    }
+
+    /// Restores backup `id` of `source` into the deployment `req.to` names; the result is
+    /// each collection's verification.
     pub async fn restore(
         &self,
         source: &str,
@@ -91,33 +117,19 @@ impl BackupService {
     ) -> Result<Outcome<Restored>> {
         req.check()?;
         self.backups.stored(source, id).await?;
-        let (op, progress) = self.ops.start("restore", None, &format!("{source}/{id}"));
-        let (backups, ops, source, id) = (
-            Arc::clone(&self.backups),
-            Arc::clone(&self.ops),
-            source.to_string(),
-            id.to_string(),
-        );
-        let task = tokio::spawn(async move {
-            let out = backups.restore(&source, &id, req, Some(progress)).await;
-            telemetry::get().restore(&source, out.as_ref().is_ok_and(|r| r.verified));
-            if let (Err(e), false) = (&out, wait) {
-                tracing::error!(operation = op, source = %source, error = %e.chain(), "background restore failed");
-            }
-            ops.finish(
-                op,
-                out.as_ref()
-                    .map(|r| serde_json::to_value(r).unwrap_or(Value::Null)),
-            );
-            out
-        });
-        if !wait {
-            return Ok(Outcome::Started(op));
-        }
-        let restored = task
-            .await
-            .map_err(|e| Error::internal("restore task failed", e))??;
-        Ok(Outcome::Done(restored))
+        let (source, id) = (source.to_string(), id.to_string());
+        let target = format!("{source}/{id}");
+        self.in_task(
+            "restore",
+            target,
+            wait,
+            move |backups, progress| async move {
+                let out = backups.restore(&source, &id, req, Some(progress)).await;
+                telemetry::get().restore(&source, out.as_ref().is_ok_and(|r| r.verified));
+                out
+            },
+        )
+        .await
     }
 
     /// The backups of `source`, newest first.
