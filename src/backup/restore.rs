@@ -18,8 +18,8 @@ use crate::error::{Error, Result};
 use crate::io::progress::Progress;
 use crate::repository::backups::StoredBackup;
 
-/// What to restore, and where.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// What to restore, and where. `Debug` leaves the key out.
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreRequest {
     /// Any peer of the target deployment.
@@ -36,6 +36,18 @@ pub struct RestoreRequest {
     /// Replace collections that exist in the target.
     #[serde(default)]
     pub overwrite: bool,
+}
+
+impl std::fmt::Debug for RestoreRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreRequest")
+            .field("to", &self.to)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("collections", &self.collections)
+            .field("rename", &self.rename)
+            .field("overwrite", &self.overwrite)
+            .finish()
+    }
 }
 
 impl RestoreRequest {
@@ -435,6 +447,20 @@ fn renamed_from(req: &RestoreRequest, to: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_target_key_is_never_printed() {
+        let r = RestoreRequest {
+            to: "http://q:6333".into(),
+            api_key: Some("very-secret".into()),
+            ..Default::default()
+        };
+        let shown = format!("{r:?}");
+        assert!(
+            !shown.contains("very-secret") && shown.contains("redacted"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn creation_takes_the_reported_config_without_nulls() {
