@@ -104,35 +104,45 @@ pub async fn backup_command(config: Config, cmd: BackupCommand) -> Result<String
             rename,
             overwrite,
         } => {
-            let mut renames = BTreeMap::new();
-            for r in rename {
-                let (old, new) = r
-                    .split_once('=')
-                    .ok_or_else(|| Error::bad_input(format!("--rename `{r}` is not OLD=NEW")))?;
-                renames.insert(old.to_string(), new.to_string());
-            }
             let req = RestoreRequest {
                 to,
                 api_key,
                 collections,
-                rename: renames,
+                rename: renames(rename)?,
                 overwrite,
             };
-            let total = backups.get(&source, &id).await?.size;
-            let progress = Progress::default();
-            let report = report(&progress, &format!("restore of {id}"), total);
-            let r = backups
-                .restore(&source, &id, req, Some(Arc::clone(&progress)))
-                .await;
-            report.abort();
-            let r = r?;
-            out = serde_json::to_string_pretty(&r).unwrap_or_default();
-            if !r.verified {
-                return Err(Error::Upstream(format!(
-                    "the restored collections differ from the backup: {out}"
-                )));
-            }
+            out = restore(&backups, &source, &id, req).await?;
         }
+    }
+    Ok(out)
+}
+
+/// `--rename OLD=NEW`s as a map.
+fn renames(pairs: Vec<String>) -> Result<BTreeMap<String, String>> {
+    pairs
+        .into_iter()
+        .map(|r| match r.split_once('=') {
+            Some((old, new)) => Ok((old.to_string(), new.to_string())),
+            None => Err(Error::bad_input(format!("--rename `{r}` is not OLD=NEW"))),
+        })
+        .collect()
+}
+
+/// Restores with progress; the verification as JSON, an error when it does not verify.
+async fn restore(backups: &Backups, source: &str, id: &str, req: RestoreRequest) -> Result<String> {
+    let total = backups.get(source, id).await?.size;
+    let progress = Progress::default();
+    let report = report(&progress, &format!("restore of {id}"), total);
+    let r = backups
+        .restore(source, id, req, Some(Arc::clone(&progress)))
+        .await;
+    report.abort();
+    let r = r?;
+    let out = serde_json::to_string_pretty(&r).unwrap_or_default();
+    if !r.verified {
+        return Err(Error::Upstream(format!(
+            "the restored collections differ from the backup: {out}"
+        )));
     }
     Ok(out)
 }

@@ -468,6 +468,28 @@ impl Layers {
         names.into_iter().map(|n| self.backup_source(n)).collect()
     }
 
+    /// A mistyped key under a source would silently leave a backup unscheduled or unpruned:
+    /// it stops start-up, with the nearest key.
+    fn refuse_unknown_source_keys(&self, name: &str) -> Result<(), ConfigError> {
+        let prefix = format!("{SOURCES_PREFIX}{name}.");
+        let Some(unknown) = self
+            .values
+            .keys()
+            .find(|k| k.starts_with(&prefix) && !is_source_key(k))
+        else {
+            return Ok(());
+        };
+        let leaf = &unknown[prefix.len()..];
+        let near = SOURCE_KEYS
+            .iter()
+            .map(|(k, _)| (strsim::normalized_damerau_levenshtein(leaf, k), *k))
+            .filter(|(score, _)| *score >= 0.6)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, k)| format!(" (did you mean `{prefix}{k}`?)"))
+            .unwrap_or_default();
+        Err(self.invalid(unknown, format!("is not a backup source key{near}")))
+    }
+
     fn backup_source(&self, name: &str) -> Result<SourceOptions, ConfigError> {
         let key = |k: &str| format!("{SOURCES_PREFIX}{name}.{k}");
         let first = self
@@ -477,24 +499,7 @@ impl Layers {
             .cloned()
             .unwrap_or_default();
         validate_source_name(name).map_err(|m| self.invalid(&first, m))?;
-        // A mistyped key under a source would silently leave a backup unscheduled or
-        // unpruned: it stops start-up, with the nearest key.
-        let prefix = format!("{SOURCES_PREFIX}{name}.");
-        if let Some(unknown) = self
-            .values
-            .keys()
-            .find(|k| k.starts_with(&prefix) && !is_source_key(k))
-        {
-            let leaf = &unknown[prefix.len()..];
-            let near = SOURCE_KEYS
-                .iter()
-                .map(|(k, _)| (strsim::normalized_damerau_levenshtein(leaf, k), *k))
-                .filter(|(score, _)| *score >= 0.6)
-                .max_by(|a, b| a.0.total_cmp(&b.0))
-                .map(|(_, k)| format!(" (did you mean `{prefix}{k}`?)"))
-                .unwrap_or_default();
-            return Err(self.invalid(unknown, format!("is not a backup source key{near}")));
-        }
+        self.refuse_unknown_source_keys(name)?;
         let url = self
             .string(&key("url"))?
             .ok_or_else(|| ConfigError::Missing {

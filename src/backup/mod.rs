@@ -73,6 +73,9 @@ pub struct LastBackup {
     pub finished_at: DateTime<Utc>,
 }
 
+/// How pulling one shard of a collection ended, and from which replica.
+type PulledShard = (String, u32, Result<(Replica, pull::Pulled)>);
+
 /// One shard to pull and where it may come from, best first.
 struct ShardJob {
     collection: String,
@@ -266,53 +269,10 @@ impl Backups {
             None => deployment.entry.collections().await.map_err(upstream)?,
         };
         let previous = self.list(source).await?.into_iter().next();
-        let mut failed = BTreeMap::new();
-        let mut described = BTreeMap::new();
-        let mut jobs = Vec::new();
-        for name in &names {
-            match describe(&deployment, name, previous.as_ref()).await {
-                Ok((record, shard_jobs)) => {
-                    described.insert(name.clone(), record);
-                    jobs.extend(shard_jobs);
-                }
-                Err(e) => {
-                    tracing::warn!(source, collection = %name, error = %e, "collection not backed up");
-                    failed.insert(name.clone(), e.public_message());
-                }
-            }
-        }
+        let (mut described, mut failed, jobs) = plan(&deployment, &names, previous.as_ref()).await;
         let session = self.repo.begin_backup().await?;
         let pulled = pull_all(&deployment, &session, jobs, started_at, progress).await;
-        let mut manifests = BTreeMap::new();
-        for (collection, shard, outcome) in pulled {
-            match outcome {
-                Ok((replica, p)) => {
-                    if let Some(c) = described.get_mut(&collection) {
-                        c.shards.push(ShardRecord {
-                            shard_id: shard,
-                            peer_id: replica.peer_id,
-                            points_count: replica.points_count.unwrap_or(0),
-                            size: p.manifest.size,
-                            sha256: p.manifest.sha256.clone(),
-                            pulled_bytes: p.pulled_bytes,
-                            stored_bytes: p.stored_bytes,
-                        });
-                    }
-                    manifests.insert(format!("{collection}/{shard}"), p.manifest);
-                }
-                Err(e) => {
-                    tracing::warn!(source, collection = %collection, shard, error = %e, "shard not backed up");
-                    failed
-                        .entry(collection.clone())
-                        .or_insert_with(|| e.public_message());
-                }
-            }
-        }
-        // A collection is in the backup whole or not at all.
-        for name in failed.keys() {
-            described.remove(name);
-            manifests.retain(|k, _| !k.starts_with(&format!("{name}/")));
-        }
+        let manifests = gather(&mut described, &mut failed, pulled);
         if described.is_empty() && !failed.is_empty() {
             session.abandon().await;
             let why: Vec<String> = failed.iter().map(|(c, e)| format!("`{c}`: {e}")).collect();
@@ -321,22 +281,11 @@ impl Backups {
                 why.join("; ")
             )));
         }
-        // Points to compare after a restore, read once the shards are in.
-        let mut samples = serde_json::Map::new();
-        for name in described.keys() {
-            match deployment.entry.sample(name, SAMPLE_POINTS).await {
-                Ok(points) => {
-                    samples.insert(name.clone(), Value::Array(points));
-                }
-                Err(e) => {
-                    tracing::warn!(source, collection = %name, error = %e, "no points sampled for verification")
-                }
-            }
-        }
-        let qdrant_version = deployment.entry.version().await.ok();
+        let details =
+            serde_json::json!({ "samples": samples(&deployment, described.keys()).await });
         let mut record = BackupRecord {
             id: id.clone(),
-            qdrant_version,
+            qdrant_version: deployment.entry.version().await.ok(),
             source: source.to_string(),
             started_at,
             finished_at: Utc::now(),
@@ -345,14 +294,7 @@ impl Backups {
             collections: described,
             failed,
         };
-        for c in record.collections.values_mut() {
-            c.shards.sort_by_key(|s| s.shard_id);
-            c.points_count = c.shards.iter().map(|s| s.points_count).sum();
-        }
-        let shards = record.collections.values().flat_map(|c| &c.shards);
-        record.size = shards.clone().map(|s| s.size).sum();
-        record.stored_bytes = shards.map(|s| s.stored_bytes).sum();
-        let details = serde_json::json!({ "samples": samples });
+        record.total();
         commit(session, &record, details, manifests).await?;
         tracing::info!(
             source,
@@ -392,6 +334,89 @@ impl Backups {
             }
         }
     }
+}
+
+/// Each collection's record and its shards to pull; the collections that cannot be backed
+/// up, with why.
+async fn plan(
+    deployment: &Deployment,
+    names: &[String],
+    previous: Option<&BackupRecord>,
+) -> (
+    BTreeMap<String, CollectionRecord>,
+    BTreeMap<String, String>,
+    Vec<ShardJob>,
+) {
+    let (mut described, mut failed, mut jobs) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
+    for name in names {
+        match describe(deployment, name, previous).await {
+            Ok((record, shard_jobs)) => {
+                described.insert(name.clone(), record);
+                jobs.extend(shard_jobs);
+            }
+            Err(e) => {
+                tracing::warn!(collection = %name, error = %e, "collection not backed up");
+                failed.insert(name.clone(), e.public_message());
+            }
+        }
+    }
+    (described, failed, jobs)
+}
+
+/// Records each pulled shard in its collection and returns the shards' manifests; a
+/// collection with a shard that failed is in the backup not at all, only in `failed`.
+fn gather(
+    described: &mut BTreeMap<String, CollectionRecord>,
+    failed: &mut BTreeMap<String, String>,
+    pulled: Vec<PulledShard>,
+) -> BTreeMap<String, Manifest> {
+    let mut manifests = BTreeMap::new();
+    for (collection, shard, outcome) in pulled {
+        match outcome {
+            Ok((replica, p)) => {
+                if let Some(c) = described.get_mut(&collection) {
+                    c.shards.push(ShardRecord {
+                        shard_id: shard,
+                        peer_id: replica.peer_id,
+                        points_count: replica.points_count.unwrap_or(0),
+                        size: p.manifest.size,
+                        sha256: p.manifest.sha256.clone(),
+                        pulled_bytes: p.pulled_bytes,
+                        stored_bytes: p.stored_bytes,
+                    });
+                }
+                manifests.insert(format!("{collection}/{shard}"), p.manifest);
+            }
+            Err(e) => {
+                tracing::warn!(collection = %collection, shard, error = %e, "shard not backed up");
+                failed
+                    .entry(collection.clone())
+                    .or_insert_with(|| e.public_message());
+            }
+        }
+    }
+    for name in failed.keys() {
+        described.remove(name);
+        manifests.retain(|k, _| !k.starts_with(&format!("{name}/")));
+    }
+    manifests
+}
+
+/// Points of each collection to compare after a restore, read once the shards are in; a
+/// collection that cannot be read is logged and has none.
+async fn samples(deployment: &Deployment, names: impl Iterator<Item = &String>) -> Value {
+    let mut out = serde_json::Map::new();
+    for name in names {
+        match deployment.entry.sample(name, SAMPLE_POINTS).await {
+            Ok(points) => {
+                out.insert(name.clone(), Value::Array(points));
+            }
+            Err(e) => {
+                tracing::warn!(collection = %name, error = %e, "no points sampled for verification")
+            }
+        }
+    }
+    Value::Object(out)
 }
 
 /// Writes the record with the manifests: the commit point. The record's `stored_bytes`
@@ -485,7 +510,7 @@ async fn pull_all(
     jobs: Vec<ShardJob>,
     created_at: DateTime<Utc>,
     progress: Option<Progress>,
-) -> Vec<(String, u32, Result<(Replica, pull::Pulled)>)> {
+) -> Vec<PulledShard> {
     let parallel = d.peers.len().max(1);
     futures::stream::iter(jobs)
         .map(|job| {

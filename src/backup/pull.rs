@@ -46,42 +46,27 @@ pub(crate) async fn pull_shard(
         .await
         .map_err(Error::Upstream)?;
     let received = Arc::new(AtomicU64::new(0));
-    let counter = Arc::clone(&received);
-    let body = resp
-        .bytes_stream()
-        .inspect_ok(move |b| {
-            counter.fetch_add(b.len() as u64, Ordering::Relaxed);
-            if let Some(p) = &progress {
-                p.add(b.len() as u64);
-            }
-        })
-        .map_err(std::io::Error::other);
-    let reader = tokio_util::io::StreamReader::new(body);
+    let reader = counted_body(resp, Arc::clone(&received), progress);
     let mut archive = Archive::new(reader);
     let mut entries = archive
         .entries()
         .map_err(|e| broken(server, collection, shard, e))?;
     let mut builder = session.builder(None, created_at);
-    while let Some(entry) = entries
-        .try_next()
-        .await
-        .map_err(|e| broken(server, collection, shard, e))?
-    {
-        let mut entry = entry;
-        let header = entry.header();
+    let broken = |e| broken(server, collection, shard, e);
+    while let Some(mut entry) = entries.try_next().await.map_err(broken)? {
         let path = entry
             .path()
-            .map_err(|e| broken(server, collection, shard, e))?
+            .map_err(broken)?
             .to_string_lossy()
             .trim_end_matches('/')
             .to_string();
-        let sparse = match header.entry_type() {
+        let sparse = match entry.header().entry_type() {
             EntryType::Directory => {
                 builder.add_dir(path).await?;
                 continue;
             }
             EntryType::Regular | EntryType::Continuous => Vec::new(),
-            EntryType::GNUSparse => sparse_regions(header),
+            EntryType::GNUSparse => sparse_regions(entry.header()),
             other => {
                 return Err(Error::Upstream(format!(
                     "shard {shard} of `{collection}` from {}: entry `{path}` is a {other:?}, \
@@ -92,12 +77,11 @@ pub(crate) async fn pull_shard(
         };
         // Sparse members read back whole (holes as zeros), at their real size.
         let len = entry.effective_size();
-        let sparse = complete_sparse(sparse, len);
         let file = StreamedFile {
             path,
             len,
             inline: len <= INLINE_MAX,
-            sparse,
+            sparse: complete_sparse(sparse, len),
         };
         builder.add_reader(file, &mut entry).await?;
     }
@@ -107,6 +91,24 @@ pub(crate) async fn pull_shard(
         pulled_bytes: received.load(Ordering::Relaxed),
         stored_bytes: written.uploaded_bytes,
     })
+}
+
+/// The response's body as a reader, each byte counted in `received` and `progress`.
+fn counted_body(
+    resp: reqwest::Response,
+    received: Arc<AtomicU64>,
+    progress: Option<Progress>,
+) -> impl tokio::io::AsyncRead + Unpin {
+    let body = resp
+        .bytes_stream()
+        .inspect_ok(move |b| {
+            received.fetch_add(b.len() as u64, Ordering::Relaxed);
+            if let Some(p) = &progress {
+                p.add(b.len() as u64);
+            }
+        })
+        .map_err(std::io::Error::other);
+    tokio_util::io::StreamReader::new(body)
 }
 
 /// The data regions of a GNU sparse member as its header lists them, when they all fit in

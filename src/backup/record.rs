@@ -31,6 +31,19 @@ pub struct BackupRecord {
     pub failed: BTreeMap<String, String>,
 }
 
+impl BackupRecord {
+    /// Orders each collection's shards and sums the counts and sizes from them.
+    pub(crate) fn total(&mut self) {
+        for c in self.collections.values_mut() {
+            c.shards.sort_by_key(|s| s.shard_id);
+            c.points_count = c.shards.iter().map(|s| s.points_count).sum();
+        }
+        let shards = self.collections.values().flat_map(|c| &c.shards);
+        self.size = shards.clone().map(|s| s.size).sum();
+        self.stored_bytes = shards.map(|s| s.stored_bytes).sum();
+    }
+}
+
 /// One collection of a backup.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CollectionRecord {

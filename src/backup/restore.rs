@@ -12,11 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::cluster::{upstream, Deployment};
-use super::record::BackupRecord;
+use super::record::{BackupRecord, CollectionRecord};
 use super::Backups;
 use crate::error::{Error, Result};
 use crate::io::progress::Progress;
+use crate::qdrant_api::Server;
 use crate::repository::backups::StoredBackup;
+use crate::repository::Repository;
 
 /// What to restore, and where. `Debug` leaves the key out.
 #[derive(Clone, Default, Deserialize)]
@@ -50,7 +52,31 @@ impl std::fmt::Debug for RestoreRequest {
     }
 }
 
+/// Refuses a target older than the Qdrant the backup was taken from: it cannot read the
+/// shard archives.
+fn check_version(recorded: Option<&str>, target: &str) -> Result<()> {
+    let (Some(src), Some(dst)) = (recorded.and_then(minor_version), minor_version(target)) else {
+        return Ok(());
+    };
+    if dst < src {
+        return Err(Error::bad_input(format!(
+            "the target runs Qdrant {target}, older than the {} the backup was taken from: \
+             it cannot read these shard archives",
+            recorded.unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
 impl RestoreRequest {
+    /// The name collection `name` is restored as.
+    fn new_name(&self, name: &str) -> String {
+        self.rename
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_string())
+    }
+
     /// Checks what can be checked before anything is read: the target URL.
     pub(crate) fn check(&self) -> Result<()> {
         super::source::validate_url(&self.to).map_err(|e| Error::bad_input(format!("`to`: {e}")))
@@ -156,36 +182,13 @@ impl Backups {
         }
         let target = Deployment::discover(&req.to, &[], req.api_key.as_deref()).await?;
         let version = target.entry.version().await.map_err(upstream)?;
-        if let (Some(src), Some(dst)) = (
-            record.qdrant_version.as_deref().and_then(minor_version),
-            minor_version(&version),
-        ) {
-            if dst < src {
-                return Err(Error::bad_input(format!(
-                    "the target runs Qdrant {version}, older than the {} the backup was taken from: \
-                     it cannot read these shard archives",
-                    record.qdrant_version.as_deref().unwrap_or_default()
-                )));
-            }
-        }
-        let existing = target.entry.collections().await.map_err(upstream)?;
-        let new_name = |n: &str| req.rename.get(n).cloned().unwrap_or_else(|| n.to_string());
-        for n in &names {
-            let to = new_name(n);
-            let resuming = self
-                .repository()
-                .restore_journal(source, id, &journal_name(&req.to, &to))
-                .await?
-                .is_some();
-            if existing.contains(&to) && !req.overwrite && !resuming {
-                return Err(Error::AlreadyExists(format!(
-                    "collection `{to}` exists in the target; restore with \"overwrite\": true to replace it"
-                )));
-            }
-        }
+        check_version(record.qdrant_version.as_deref(), &version)?;
+        self.refuse_existing((source, id), &req, &names, &target)
+            .await?;
         let mut verified = Vec::new();
+        let mut ok = true;
         for n in &names {
-            let to = new_name(n);
+            let to = req.new_name(n);
             let v = self
                 .restore_collection(
                     (source, id),
@@ -197,16 +200,11 @@ impl Backups {
                     progress.clone(),
                 )
                 .await?;
+            ok &= v.sampled == v.sampled_equal
+                && v.query_answered
+                && v.shards_matching == record.collections[n].shards.len();
             verified.push(v);
         }
-        let ok = verified.iter().all(|v| {
-            v.sampled == v.sampled_equal
-                && v.query_answered
-                && v.shards_matching
-                    == record.collections[&renamed_from(&req, &v.name)]
-                        .shards
-                        .len()
-        });
         let result = Restored {
             backup: id.to_string(),
             to: req.to.clone(),
@@ -215,6 +213,32 @@ impl Backups {
         };
         tracing::info!(source, backup = id, to = %req.to, verified = ok, "backup restored");
         Ok(result)
+    }
+
+    /// A 409 for a collection that exists in the target, unless `overwrite` or a stopped
+    /// restore of it is being finished.
+    async fn refuse_existing(
+        &self,
+        (source, id): (&str, &str),
+        req: &RestoreRequest,
+        names: &[String],
+        target: &Deployment,
+    ) -> Result<()> {
+        let existing = target.entry.collections().await.map_err(upstream)?;
+        for n in names {
+            let to = req.new_name(n);
+            let resuming = self
+                .repository()
+                .restore_journal(source, id, &journal_name(&req.to, &to))
+                .await?
+                .is_some();
+            if existing.contains(&to) && !req.overwrite && !resuming {
+                return Err(Error::AlreadyExists(format!(
+                    "collection `{to}` exists in the target; restore with \"overwrite\": true to replace it"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Restores collection `name` as `to`, resuming where a stopped restore of it left off
@@ -234,44 +258,9 @@ impl Backups {
         let entry = &target.entry;
         let repo = self.repository();
         let journal = journal_name(&req.to, to);
-        let resumed = repo.restore_journal(source, id, &journal).await?;
-        let mut done: BTreeSet<(u32, u64)> = resumed
-            .as_ref()
-            .and_then(|j| serde_json::from_value(j["done"].clone()).ok())
-            .unwrap_or_default();
-        let exists = entry.collection(to).await.map_err(upstream)?.is_some();
-        if resumed.is_none() || !exists {
-            // A new start: whatever a journal said was done went with the collection.
-            done.clear();
-            if req.overwrite && exists {
-                entry.delete_collection(to).await.map_err(upstream)?;
-            }
-            entry
-                .create_collection(to, &create_body(&c.config))
-                .await
-                .map_err(upstream)?;
-            if let Some(indexes) = c.payload_indexes.as_object() {
-                for (field, schema) in indexes {
-                    entry
-                        .create_index(to, field, &index_schema(schema))
-                        .await
-                        .map_err(upstream)?;
-                }
-            }
-            repo.write_restore_journal(
-                source,
-                id,
-                &journal,
-                &json!({"to": req.to, "collection": to, "done": []}),
-            )
+        let done = self
+            .start_or_resume((source, id), &target.entry, c, to, req, &journal)
             .await?;
-        } else {
-            tracing::info!(
-                collection = to,
-                done = done.len(),
-                "resuming a stopped restore"
-            );
-        }
         let (_, replicas) = target.replicas(to).await?;
         // Every replica of every shard not done yet, peers in parallel.
         let uploads: Vec<(u32, u64)> = c
@@ -293,30 +282,8 @@ impl Backups {
                 let done = &done;
                 let journal = &journal;
                 async move {
-                    let m = stored
-                        .shards
-                        .get(&format!("{name}/{shard}"))
-                        .ok_or_else(|| {
-                            Error::NotFound(format!(
-                                "the backup holds no shard {shard} of `{name}`"
-                            ))
-                        })?;
-                    let m = Arc::new(m.clone());
-                    let stream =
-                        repo.open_manifest(Arc::clone(&m), None)
-                            .await?
-                            .inspect_ok(move |b| {
-                                if let Some(p) = &progress {
-                                    p.add(b.len() as u64);
-                                }
-                            });
-                    let server = &target.peer(peer)?.server;
-                    server
-                        .upload_shard_snapshot(to, shard, stream, m.size, "no_sync", &m.sha256)
-                        .await
-                        .map_err(|e| {
-                            Error::Upstream(format!("shard {shard} of `{to}` on peer {peer}: {e}"))
-                        })?;
+                    let shard_of = Shard { name, to, shard };
+                    upload(repo, stored, target, shard_of, peer, progress).await?;
                     let mut done = done.lock().await;
                     done.insert((shard, peer));
                     let j = json!({"to": req.to, "collection": to, "done": *done});
@@ -343,6 +310,51 @@ impl Backups {
         let verified = self.verify(stored, record, target, name, to).await?;
         repo.end_restore_journal(source, id, &journal).await?;
         Ok(verified)
+    }
+
+    /// The shard uploads already done by a stopped restore of `to` that this one resumes;
+    /// otherwise (re)creates the collection and starts a journal with none.
+    async fn start_or_resume(
+        &self,
+        (source, id): (&str, &str),
+        entry: &Server,
+        c: &CollectionRecord,
+        to: &str,
+        req: &RestoreRequest,
+        journal: &str,
+    ) -> Result<BTreeSet<(u32, u64)>> {
+        let resumed = self
+            .repository()
+            .restore_journal(source, id, journal)
+            .await?;
+        let mut done: BTreeSet<(u32, u64)> = resumed
+            .as_ref()
+            .and_then(|j| serde_json::from_value(j["done"].clone()).ok())
+            .unwrap_or_default();
+        let exists = entry.collection(to).await.map_err(upstream)?.is_some();
+        if resumed.is_none() || !exists {
+            // A new start: whatever a journal said was done went with the collection.
+            done.clear();
+            if req.overwrite && exists {
+                entry.delete_collection(to).await.map_err(upstream)?;
+            }
+            create(entry, to, c).await?;
+            self.repository()
+                .write_restore_journal(
+                    source,
+                    id,
+                    journal,
+                    &json!({"to": req.to, "collection": to, "done": []}),
+                )
+                .await?;
+        } else {
+            tracing::info!(
+                collection = to,
+                done = done.len(),
+                "resuming a stopped restore"
+            );
+        }
+        Ok(done)
     }
 
     /// Compares the restored collection `to` with what backup recorded of `name`.
@@ -383,40 +395,17 @@ impl Backups {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        let ids: Vec<Value> = samples.iter().map(|p| p["id"].clone()).collect();
-        let found = if ids.is_empty() {
-            Vec::new()
-        } else {
-            target.entry.points(to, &ids).await.map_err(upstream)?
-        };
-        let by_id: BTreeMap<String, &Value> =
-            found.iter().map(|p| (p["id"].to_string(), p)).collect();
-        let sampled_equal = samples
-            .iter()
-            .filter(|p| {
-                by_id
-                    .get(&p["id"].to_string())
-                    .is_some_and(|q| q["payload"] == p["payload"] && q["vector"] == p["vector"])
-            })
-            .count();
-        let query_answered = match samples.first().map(|p| &p["vector"]) {
-            Some(Value::Array(v)) => !target
+        let sampled_equal = equal_points(&target.entry, to, &samples).await?;
+        let query = samples.first().and_then(|p| nearest_query(&p["vector"]));
+        let query_answered = match query {
+            Some(q) => !target
                 .entry
-                .query(to, &json!({"query": v, "limit": 1}))
+                .query(to, &q)
                 .await
                 .map_err(upstream)?
                 .is_empty(),
-            Some(Value::Object(named)) => match named.iter().find(|(_, v)| v.is_array()) {
-                Some((using, v)) => !target
-                    .entry
-                    .query(to, &json!({"query": v, "using": using, "limit": 1}))
-                    .await
-                    .map_err(upstream)?
-                    .is_empty(),
-                None => false,
-            },
             // An empty collection has nothing to find.
-            _ => c.points_count == 0,
+            None => c.points_count == 0,
         };
         Ok(Verified {
             name: to.to_string(),
@@ -429,19 +418,96 @@ impl Backups {
     }
 }
 
+/// How many of the `samples` collection `to` holds with equal payloads and vectors.
+async fn equal_points(entry: &Server, to: &str, samples: &[Value]) -> Result<usize> {
+    if samples.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Value> = samples.iter().map(|p| p["id"].clone()).collect();
+    let found = entry.points(to, &ids).await.map_err(upstream)?;
+    let by_id: BTreeMap<String, &Value> = found.iter().map(|p| (p["id"].to_string(), p)).collect();
+    Ok(samples
+        .iter()
+        .filter(|p| {
+            by_id
+                .get(&p["id"].to_string())
+                .is_some_and(|q| q["payload"] == p["payload"] && q["vector"] == p["vector"])
+        })
+        .count())
+}
+
+/// A one-hit query by a sampled point's vector: the plain one, or its first dense named one.
+fn nearest_query(vector: &Value) -> Option<Value> {
+    match vector {
+        Value::Array(v) => Some(json!({"query": v, "limit": 1})),
+        Value::Object(named) => named
+            .iter()
+            .find(|(_, v)| v.is_array())
+            .map(|(using, v)| json!({"query": v, "using": using, "limit": 1})),
+        _ => None,
+    }
+}
+
+/// Creates collection `to` in the target with the recorded configuration and payload indexes.
+async fn create(entry: &Server, to: &str, c: &CollectionRecord) -> Result<()> {
+    entry
+        .create_collection(to, &create_body(&c.config))
+        .await
+        .map_err(upstream)?;
+    if let Some(indexes) = c.payload_indexes.as_object() {
+        for (field, schema) in indexes {
+            entry
+                .create_index(to, field, &index_schema(schema))
+                .await
+                .map_err(upstream)?;
+        }
+    }
+    Ok(())
+}
+
+/// A shard of collection `name` in the backup, restored into collection `to`.
+#[derive(Clone, Copy)]
+struct Shard<'a> {
+    name: &'a str,
+    to: &'a str,
+    shard: u32,
+}
+
+/// Uploads one shard archive, streamed from storage, to `peer` of the target.
+async fn upload(
+    repo: &Repository,
+    stored: &StoredBackup,
+    target: &Deployment,
+    s: Shard<'_>,
+    peer: u64,
+    progress: Option<Progress>,
+) -> Result<()> {
+    let Shard { name, to, shard } = s;
+    let m = stored
+        .shards
+        .get(&format!("{name}/{shard}"))
+        .ok_or_else(|| Error::NotFound(format!("the backup holds no shard {shard} of `{name}`")))?;
+    let m = Arc::new(m.clone());
+    let stream = repo
+        .open_manifest(Arc::clone(&m), None)
+        .await?
+        .inspect_ok(move |b| {
+            if let Some(p) = &progress {
+                p.add(b.len() as u64);
+            }
+        });
+    target
+        .peer(peer)?
+        .server
+        .upload_shard_snapshot(to, shard, stream, m.size, "no_sync", &m.sha256)
+        .await
+        .map_err(|e| Error::Upstream(format!("shard {shard} of `{to}` on peer {peer}: {e}")))
+}
+
 /// The journal of restoring collection `to` into the deployment at `url`.
 fn journal_name(url: &str, to: &str) -> String {
     let h = blake3::hash(format!("{}\n{to}", url.trim_end_matches('/')).as_bytes());
     h.to_hex()[..32].to_string()
-}
-
-/// The backup's name of restored collection `to`.
-fn renamed_from(req: &RestoreRequest, to: &str) -> String {
-    req.rename
-        .iter()
-        .find(|(_, new)| new.as_str() == to)
-        .map(|(old, _)| old.clone())
-        .unwrap_or_else(|| to.to_string())
 }
 
 #[cfg(test)]
@@ -485,5 +551,8 @@ mod tests {
             json!("integer")
         );
         assert_eq!(minor_version("1.19.0"), Some((1, 19)));
+        assert!(check_version(Some("1.19.0"), "1.18.2").is_err());
+        assert!(check_version(Some("1.19.0"), "1.19.1").is_ok());
+        assert!(check_version(None, "1.18.2").is_ok());
     }
 }

@@ -430,25 +430,11 @@ impl Server {
             self.base,
             enc(name)
         );
-        let mut req = self
+        let req = self
             .http
             .get(&url)
-            .header(reqwest::header::ACCEPT_ENCODING, "identity")
-            // A large shard streams for longer than the client's default deadline.
-            .timeout(Duration::from_secs(24 * 3600));
-        if let Some(k) = &self.api_key {
-            req = req.header("api-key", k);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {}", without_url(&e)))?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            return Err(failure(&Method::GET, &url, status, &text));
-        }
-        Ok(resp)
+            .header(reqwest::header::ACCEPT_ENCODING, "identity");
+        self.send_long(Method::GET, &url, req).await
     }
 
     /// `GET /`: the server's version.
@@ -523,7 +509,7 @@ impl Server {
             .chain(futures::stream::once(async move {
                 Ok(bytes::Bytes::from(tail))
             }));
-        let mut req = self
+        let req = self
             .http
             .post(&url)
             .header(
@@ -531,21 +517,33 @@ impl Server {
                 format!("multipart/form-data; boundary={boundary}"),
             )
             .header(reqwest::header::CONTENT_LENGTH, total)
-            .timeout(Duration::from_secs(24 * 3600))
             .body(reqwest::Body::wrap_stream(body));
+        self.send_long(Method::POST, &url, req).await?;
+        Ok(())
+    }
+
+    /// Sends a request whose body streams for long (a shard archive either way), with the
+    /// key and a deadline of a day instead of the client's; a non-2xx answer is an error.
+    async fn send_long(
+        &self,
+        method: Method,
+        url: &str,
+        mut req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, CallError> {
+        req = req.timeout(Duration::from_secs(24 * 3600));
         if let Some(k) = &self.api_key {
             req = req.header("api-key", k);
         }
         let resp = req
             .send()
             .await
-            .map_err(|e| format!("POST {url}: {}", without_url(&e)))?;
+            .map_err(|e| format!("{method} {url}: {}", without_url(&e)))?;
         let status = resp.status();
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
-            return Err(failure(&Method::POST, &url, status, &text));
+            return Err(failure(&method, url, status, &text));
         }
-        Ok(())
+        Ok(resp)
     }
 
     /// Whether the server answers at all (`GET /`, within a few seconds).

@@ -44,6 +44,30 @@ pub(crate) async fn collect(
     result.map(Some)
 }
 
+/// The pieces a snapshot manifest or a backup object refers to; `None` when it was deleted
+/// since it was listed (it refers to nothing any more). An unreadable one is an error: the
+/// pieces it refers to cannot be known.
+async fn referenced(
+    backend: &DynBackend,
+    key: &ObjectKey,
+) -> Result<Option<Vec<String>>, BackendError> {
+    let bytes = match pieces::get_small(backend, key, MAX_MANIFEST_SIZE).await {
+        Ok(b) => b,
+        Err(BackendError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let parsed = if backups::is_backup(key) {
+        StoredBackup::parse(&bytes).map(|b| b.pieces().map(str::to_string).collect())
+    } else {
+        Manifest::parse(&bytes).map(|m| m.pieces().map(str::to_string).collect())
+    };
+    parsed.map(Some).map_err(|e| BackendError::Io {
+        action: "refused to collect garbage because of the unreadable manifest",
+        path: key.to_string(),
+        source: std::io::Error::other(e),
+    })
+}
+
 async fn mark_and_sweep(backend: &DynBackend) -> Result<Collected, BackendError> {
     let mut live: HashSet<String> = HashSet::new();
     let mut stored: Vec<ObjectKey> = Vec::new();
@@ -54,33 +78,11 @@ async fn mark_and_sweep(backend: &DynBackend) -> Result<Collected, BackendError>
         let k = m.key.as_str();
         if k.starts_with(&pieces_prefix) {
             stored.push(m.key);
-        } else if backups::is_backup(&m.key) {
-            let bytes = match pieces::get_small(backend, &m.key, MAX_MANIFEST_SIZE).await {
-                Ok(b) => b,
-                Err(BackendError::NotFound(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            let parsed = StoredBackup::parse(&bytes).map_err(|e| BackendError::Io {
-                action: "refused to collect garbage because of the unreadable backup",
-                path: m.key.to_string(),
-                source: std::io::Error::other(e),
-            })?;
-            live.extend(parsed.pieces().map(str::to_string));
-            manifests += 1;
-        } else if k.ends_with(MANIFEST_SUFFIX) {
-            let bytes = match pieces::get_small(backend, &m.key, MAX_MANIFEST_SIZE).await {
-                Ok(b) => b,
-                // Deleted since it was listed: it refers to nothing any more.
-                Err(BackendError::NotFound(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            let parsed = Manifest::parse(&bytes).map_err(|e| BackendError::Io {
-                action: "refused to collect garbage because of the unreadable manifest",
-                path: m.key.to_string(),
-                source: std::io::Error::other(e),
-            })?;
-            live.extend(parsed.pieces().map(str::to_string));
-            manifests += 1;
+        } else if backups::is_backup(&m.key) || k.ends_with(MANIFEST_SUFFIX) {
+            if let Some(pieces) = referenced(backend, &m.key).await? {
+                live.extend(pieces);
+                manifests += 1;
+            }
         }
     }
     let doomed: Vec<ObjectKey> = stored

@@ -12,6 +12,17 @@ import pytest
 BIN = os.environ.get("SNAPSTREAM_BIN", "target/release/snapstream")
 
 
+def stop_process(proc):
+    """SIGTERM, then SIGKILL if it has not ended within 20 s."""
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,13 +76,7 @@ class Server:
         raise RuntimeError(f"snapstream did not become ready:\n{self.log.read_text()[-3000:]}")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)

@@ -4,8 +4,6 @@ each address, as separate hosts would have) or a single node, each with its own 
 The binary comes from QDRANT_TEST_BIN (`make test` unpacks Qdrant 1.19 there). Without it the
 tests that need Qdrant fail in CI and are skipped elsewhere, with how to run them."""
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -13,6 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from conftest import stop_process
 
 API_KEY = "qdrant-test-key"
 
@@ -100,13 +100,7 @@ class Peer:
         raise RuntimeError(f"qdrant at {self.url} did not become ready")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def snapshot_files(self):
         """Snapshot files left on this node (Qdrant's own work directories aside)."""
