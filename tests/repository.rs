@@ -462,3 +462,53 @@ async fn manifests_sit_beside_where_the_tar_would_be() {
         Err(BackendError::AlreadyExists(_))
     ));
 }
+
+/// A piece damaged in storage is refused on every read path: a whole download and a range
+/// that wants only a few bytes of it.
+#[tokio::test]
+async fn a_damaged_piece_fails_whole_downloads_and_ranges_inside_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let backend: DynBackend = Arc::new(LocalBackend::new(store.path()).unwrap());
+    let reg = collection(tmp.path(), 20_000);
+    let repo = Repository::new(Arc::clone(&backend), true);
+    let made = repo
+        .create_incremental(&key("one"), archive(&reg), None)
+        .await
+        .unwrap();
+    // Flip one byte of every piece, keeping its length.
+    let dir = ObjectKey::new(".repository/pieces").unwrap();
+    let all: Vec<ObjectMeta> = backend
+        .list_recursive(Some(&dir))
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(!all.is_empty());
+    for m in all {
+        let chunks: Vec<Bytes> = backend
+            .open(&m.key, None)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let mut bytes = chunks.concat();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        backend.delete(&m.key).await.unwrap();
+        backend.put_if_absent(&m.key, bytes.into()).await.unwrap();
+    }
+    let stored = repo.stat(&key("one")).await.unwrap();
+    let mid = made.size / 2;
+    for range in [None, Some(mid..mid + 10)] {
+        let read: Result<Vec<Bytes>, _> = match repo.open(&stored, range.clone()).await {
+            Ok(s) => s.try_collect().await,
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        let e = read.expect_err("damaged bytes must not be served");
+        assert!(
+            e.to_string().contains("damaged"),
+            "{range:?}: the error says what is wrong: {e}"
+        );
+    }
+}

@@ -193,16 +193,17 @@ pub(crate) async fn read(
                 match part {
                     Part::Inline(b) => Ok(b.slice(sub.start as usize..sub.end as usize)),
                     Part::Piece { hash, len } => {
-                        let whole = sub == (0..len);
-                        let bytes = pieces::fetch(&backend, &hash, (!whole).then_some(sub))
+                        // The whole piece, so that its hash is checked even when a range
+                        // wants a part of it.
+                        let bytes = pieces::fetch(&backend, &hash)
                             .await
                             .map_err(std::io::Error::other)?;
-                        if whole && pieces::hash(&bytes) != hash {
+                        if bytes.len() as u64 != len || pieces::hash(&bytes) != hash {
                             return Err(std::io::Error::other(format!(
                                 "snapshot piece {hash} is damaged in storage"
                             )));
                         }
-                        Ok(bytes)
+                        Ok(bytes.slice(sub.start as usize..sub.end as usize))
                     }
                 }
             }

@@ -2,7 +2,6 @@
 //! every snapshot that holds the same bytes, removed only by the collector.
 
 use std::collections::HashSet;
-use std::ops::Range;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -28,15 +27,11 @@ pub(crate) fn dir() -> ObjectKey {
     ObjectKey::new(PIECES_DIR).expect("a constant, valid key")
 }
 
-/// Reads piece `hash`, whole or a byte range of it.
-pub(crate) async fn fetch(
-    backend: &DynBackend,
-    hash: &str,
-    range: Option<Range<u64>>,
-) -> Result<Bytes, BackendError> {
+/// Reads piece `hash` whole (the caller checks it against its hash).
+pub(crate) async fn fetch(backend: &DynBackend, hash: &str) -> Result<Bytes, BackendError> {
     let k = key(hash)?;
     let chunks: Vec<Bytes> = backend
-        .open(&k, range)
+        .open(&k, None)
         .await?
         .try_collect()
         .await
