@@ -4,6 +4,7 @@
 //! (`qdrant_api`) and the snapshot repository. Documented in `docs/backups.md`.
 
 pub(crate) mod cluster;
+pub(crate) mod partial;
 pub(crate) mod pull;
 pub(crate) mod record;
 pub(crate) mod restore;
@@ -27,6 +28,7 @@ use crate::repository::backups::{BackupSession, StoredBackup};
 use crate::repository::manifest::Manifest;
 use crate::repository::Repository;
 use cluster::{upstream, Deployment};
+use partial::Previous;
 use record::{BackupRecord, CollectionRecord, ShardRecord};
 use source::SourceOptions;
 
@@ -81,6 +83,15 @@ struct ShardJob {
     collection: String,
     shard: u32,
     candidates: Vec<Replica>,
+    /// What the last backup holds of it, for pulling only what changed.
+    previous: Option<Previous>,
+}
+
+/// The shards' manifests and what a later backup needs to pull only their changes, by
+/// `{collection}/{shard}`.
+struct Gathered {
+    manifests: BTreeMap<String, Manifest>,
+    partial: serde_json::Map<String, Value>,
 }
 
 /// Backups of the configured sources into one repository.
@@ -269,10 +280,17 @@ impl Backups {
             None => deployment.entry.collections().await.map_err(upstream)?,
         };
         let previous = self.list(source).await?.into_iter().next();
-        let (mut described, mut failed, jobs) = plan(&deployment, &names, previous.as_ref()).await;
+        let (mut described, mut failed, mut jobs) =
+            plan(&deployment, &names, previous.as_ref()).await;
+        if let Some(p) = &previous {
+            let mut earlier = self.previous_shards(source, &p.id).await;
+            for job in &mut jobs {
+                job.previous = earlier.remove(&format!("{}/{}", job.collection, job.shard));
+            }
+        }
         let session = self.repo.begin_backup().await?;
         let pulled = pull_all(&deployment, &session, jobs, started_at, progress).await;
-        let manifests = gather(&mut described, &mut failed, pulled);
+        let gathered = gather(&mut described, &mut failed, pulled);
         if described.is_empty() && !failed.is_empty() {
             session.abandon().await;
             let why: Vec<String> = failed.iter().map(|(c, e)| format!("`{c}`: {e}")).collect();
@@ -281,8 +299,10 @@ impl Backups {
                 why.join("; ")
             )));
         }
-        let details =
-            serde_json::json!({ "samples": samples(&deployment, described.keys()).await });
+        let details = serde_json::json!({
+            "samples": samples(&deployment, described.keys()).await,
+            "partial": gathered.partial,
+        });
         let mut record = BackupRecord {
             id: id.clone(),
             qdrant_version: deployment.entry.version().await.ok(),
@@ -295,7 +315,7 @@ impl Backups {
             failed,
         };
         record.total();
-        commit(session, &record, details, manifests).await?;
+        commit(session, &record, details, gathered.manifests).await?;
         tracing::info!(
             source,
             backup = %id,
@@ -307,6 +327,37 @@ impl Backups {
         );
         self.apply_retention(source, &opts).await;
         Ok(record)
+    }
+
+    /// What backup `id` holds of each shard that a partial pull can build on, by
+    /// `{collection}/{shard}`; nothing (whole pulls) when it cannot be read.
+    async fn previous_shards(&self, source: &str, id: &str) -> BTreeMap<String, Previous> {
+        let mut b = match self.stored(source, id).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(source, backup = id, error = %e, "last backup unreadable; every shard is pulled whole");
+                return BTreeMap::new();
+            }
+        };
+        let mut out = BTreeMap::new();
+        if let Some(partial) = b.details.get("partial").and_then(Value::as_object) {
+            for (key, v) in partial {
+                if let (Some(peer_id), Some(manifest)) =
+                    (v["peer_id"].as_u64(), b.shards.remove(key))
+                {
+                    let qdrant = v["manifest"].clone();
+                    out.insert(
+                        key.clone(),
+                        Previous {
+                            peer_id,
+                            qdrant,
+                            manifest,
+                        },
+                    );
+                }
+            }
+        }
+        out
     }
 
     /// Deletes what the source's retention rules no longer keep; failures are logged.
@@ -369,11 +420,18 @@ fn gather(
     described: &mut BTreeMap<String, CollectionRecord>,
     failed: &mut BTreeMap<String, String>,
     pulled: Vec<PulledShard>,
-) -> BTreeMap<String, Manifest> {
+) -> Gathered {
     let mut manifests = BTreeMap::new();
+    let mut partial = serde_json::Map::new();
     for (collection, shard, outcome) in pulled {
         match outcome {
             Ok((replica, p)) => {
+                if let Some(q) = p.qdrant {
+                    partial.insert(
+                        format!("{collection}/{shard}"),
+                        serde_json::json!({"peer_id": replica.peer_id, "manifest": q}),
+                    );
+                }
                 if let Some(c) = described.get_mut(&collection) {
                     c.shards.push(ShardRecord {
                         shard_id: shard,
@@ -398,8 +456,9 @@ fn gather(
     for name in failed.keys() {
         described.remove(name);
         manifests.retain(|k, _| !k.starts_with(&format!("{name}/")));
+        partial.retain(|k, _| !k.starts_with(&format!("{name}/")));
     }
-    manifests
+    Gathered { manifests, partial }
 }
 
 /// Points of each collection to compare after a restore, read once the shards are in; a
@@ -487,6 +546,7 @@ async fn describe(
             collection: name.to_string(),
             shard,
             candidates,
+            previous: None,
         });
     }
     let record = CollectionRecord {
@@ -525,15 +585,8 @@ async fn pull_all(
                             continue;
                         }
                     };
-                    match pull::pull_shard(
-                        &peer.server,
-                        &job.collection,
-                        job.shard,
-                        session,
-                        created_at,
-                        progress.clone(),
-                    )
-                    .await
+                    match pull_from(&peer.server, &job, replica, session, created_at, &progress)
+                        .await
                     {
                         Ok(p) => return (job.collection, job.shard, Ok((replica.clone(), p))),
                         Err(e) => {
@@ -555,4 +608,35 @@ async fn pull_all(
         .buffer_unordered(parallel)
         .collect()
         .await
+}
+
+/// Pulls `job` from `replica`: only its changes when the last backup pulled it from the
+/// same replica (the whole shard if that fails), else the whole shard.
+async fn pull_from(
+    server: &crate::qdrant_api::Server,
+    job: &ShardJob,
+    replica: &Replica,
+    session: &BackupSession,
+    created_at: DateTime<Utc>,
+    progress: &Option<Progress>,
+) -> Result<pull::Pulled> {
+    let (c, s) = (job.collection.as_str(), job.shard);
+    if let Some(prev) = job
+        .previous
+        .as_ref()
+        .filter(|p| p.peer_id == replica.peer_id)
+    {
+        let p = progress.clone();
+        match partial::pull_changes(server, c, s, session, prev, created_at, p).await {
+            Ok(pulled) => return Ok(pulled),
+            Err(e) => tracing::warn!(
+                collection = c,
+                shard = s,
+                peer = replica.peer_id,
+                error = %e,
+                "partial pull failed; pulling the whole shard"
+            ),
+        }
+    }
+    pull::pull_shard(server, c, s, session, created_at, progress.clone()).await
 }

@@ -3,11 +3,14 @@
 //! did not change costs nothing, whatever moved before it in the archive), and a tar that
 //! Qdrant recovers is described by a manifest that is hashed on the way.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
 use tokio_tar::{Archive, EntryType};
 
 use crate::error::{Error, Result};
@@ -15,11 +18,16 @@ use crate::io::progress::Progress;
 use crate::qdrant_api::Server;
 use crate::repository::backups::BackupSession;
 use crate::repository::manifest::{valid_sparse, Manifest};
-use crate::repository::writer::StreamedFile;
+use crate::repository::writer::{ManifestBuilder, StreamedFile};
 
 /// Files up to this size that are UTF-8 (JSON, version files) are kept in the manifest
 /// itself, not as pieces of their own.
 const INLINE_MAX: u64 = 4096;
+
+/// Qdrant's name for the manifest it puts in each segment of a partial archive.
+const SEGMENT_MANIFEST: &str = "segment_manifest.json";
+/// Largest segment manifest read (it lists a segment's files and their versions).
+const SEGMENT_MANIFEST_MAX: u64 = 16 << 20;
 
 /// One shard as pulled.
 #[derive(Debug)]
@@ -30,6 +38,21 @@ pub(crate) struct Pulled {
     pub pulled_bytes: u64,
     /// Bytes of new pieces stored.
     pub stored_bytes: u64,
+    /// Qdrant's snapshot manifest of the archive, when known: a later pull from the same
+    /// replica asks only for what changed since.
+    pub qdrant: Option<Value>,
+}
+
+/// What streaming an archive into a builder saw.
+#[derive(Debug, Default)]
+pub(crate) struct Streamed {
+    /// Bytes received.
+    pub received: u64,
+    /// The paths of the entries added.
+    pub paths: HashSet<String>,
+    /// The segment manifests of a partial archive, by segment id (not added as entries:
+    /// Qdrant refuses a shard archive that holds them).
+    pub segments: BTreeMap<String, Value>,
 }
 
 /// Streams shard `shard` of `collection` from `server` into pieces.
@@ -41,18 +64,47 @@ pub(crate) async fn pull_shard(
     created_at: DateTime<Utc>,
     progress: Option<Progress>,
 ) -> Result<Pulled> {
+    // The file versions as of before the archive: a later partial pull then sends at
+    // least every file changed after the archive was taken. Without them (a Qdrant that
+    // does not answer), the next pull is a whole one again.
+    let qdrant = match server.partial_manifest(collection, shard).await {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(collection, shard, error = %e, "no partial snapshot manifest; the next backup pulls this shard whole");
+            None
+        }
+    };
     let resp = server
         .shard_snapshot(collection, shard)
         .await
         .map_err(Error::Upstream)?;
+    let mut builder = session.builder(None, created_at);
+    let streamed = stream_archive(server, collection, shard, resp, &mut builder, progress).await?;
+    let written = builder.finish(None).await?;
+    Ok(Pulled {
+        manifest: written.manifest,
+        pulled_bytes: streamed.received,
+        stored_bytes: written.uploaded_bytes,
+        qdrant,
+    })
+}
+
+/// Adds every entry of the archive in `resp` to `builder`, each file cut in pieces of its
+/// own; segment manifests are read aside.
+pub(crate) async fn stream_archive(
+    server: &Server,
+    collection: &str,
+    shard: u32,
+    resp: reqwest::Response,
+    builder: &mut ManifestBuilder,
+    progress: Option<Progress>,
+) -> Result<Streamed> {
     let received = Arc::new(AtomicU64::new(0));
     let reader = counted_body(resp, Arc::clone(&received), progress);
     let mut archive = Archive::new(reader);
-    let mut entries = archive
-        .entries()
-        .map_err(|e| broken(server, collection, shard, e))?;
-    let mut builder = session.builder(None, created_at);
     let broken = |e| broken(server, collection, shard, e);
+    let mut entries = archive.entries().map_err(broken)?;
+    let mut out = Streamed::default();
     while let Some(mut entry) = entries.try_next().await.map_err(broken)? {
         let path = entry
             .path()
@@ -60,9 +112,15 @@ pub(crate) async fn pull_shard(
             .to_string_lossy()
             .trim_end_matches('/')
             .to_string();
+        if let Some(segment) = segment_manifest_of(&path) {
+            let m = read_segment_manifest(&mut entry, segment).await;
+            out.segments.insert(segment.to_string(), m.map_err(broken)?);
+            continue;
+        }
         let sparse = match entry.header().entry_type() {
             EntryType::Directory => {
-                builder.add_dir(path).await?;
+                builder.add_dir(path.clone()).await?;
+                out.paths.insert(path);
                 continue;
             }
             EntryType::Regular | EntryType::Continuous => Vec::new(),
@@ -78,19 +136,47 @@ pub(crate) async fn pull_shard(
         // Sparse members read back whole (holes as zeros), at their real size.
         let len = entry.effective_size();
         let file = StreamedFile {
-            path,
+            path: path.clone(),
             len,
             inline: len <= INLINE_MAX,
             sparse: complete_sparse(sparse, len),
         };
         builder.add_reader(file, &mut entry).await?;
+        out.paths.insert(path);
     }
-    let written = builder.finish(None).await?;
-    Ok(Pulled {
-        manifest: written.manifest,
-        pulled_bytes: received.load(Ordering::Relaxed),
-        stored_bytes: written.uploaded_bytes,
-    })
+    out.received = received.load(Ordering::Relaxed);
+    Ok(out)
+}
+
+/// The segment id of `segments/{id}/files/segment_manifest.json`.
+fn segment_manifest_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("segments/")?;
+    let (segment, file) = rest.split_once('/')?;
+    (file == format!("files/{SEGMENT_MANIFEST}") && !segment.is_empty()).then_some(segment)
+}
+
+/// A segment manifest, checked to name `segment`.
+async fn read_segment_manifest<R: tokio::io::AsyncRead + Unpin>(
+    entry: &mut R,
+    segment: &str,
+) -> std::io::Result<Value> {
+    let mut text = Vec::new();
+    entry
+        .take(SEGMENT_MANIFEST_MAX + 1)
+        .read_to_end(&mut text)
+        .await?;
+    if text.len() as u64 > SEGMENT_MANIFEST_MAX {
+        return Err(std::io::Error::other(format!(
+            "the manifest of segment {segment} is larger than {SEGMENT_MANIFEST_MAX} bytes"
+        )));
+    }
+    let m: Value = serde_json::from_slice(&text).map_err(std::io::Error::other)?;
+    if m["segment_id"].as_str() != Some(segment) || !m["file_versions"].is_object() {
+        return Err(std::io::Error::other(format!(
+            "the manifest of segment {segment} does not describe it"
+        )));
+    }
+    Ok(m)
 }
 
 /// The response's body as a reader, each byte counted in `received` and `progress`.

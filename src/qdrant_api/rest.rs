@@ -437,6 +437,52 @@ impl Server {
         self.send_long(Method::GET, &url, req).await
     }
 
+    /// `GET /collections/{name}/shards/{shard}/snapshot/partial/manifest`: the versions of
+    /// the shard's segment files on this peer (Qdrant's snapshot manifest: segment id →
+    /// `{segment_id, segment_version, file_versions}`).
+    pub(crate) async fn partial_manifest(
+        &self,
+        name: &str,
+        shard: u32,
+    ) -> Result<Value, CallError> {
+        let path = format!(
+            "/collections/{}/shards/{shard}/snapshot/partial/manifest",
+            enc(name)
+        );
+        Ok(self
+            .call(Method::GET, &path, None, false)
+            .await?
+            .unwrap_or(Value::Null))
+    }
+
+    /// `POST /collections/{name}/shards/{shard}/snapshot/partial/create` with the manifest
+    /// of an earlier archive: an archive of what changed since (every segment's current
+    /// `segment_manifest.json` and its changed files, the shard's own files), or `None` when
+    /// nothing did (Qdrant answers 304).
+    pub(crate) async fn partial_snapshot(
+        &self,
+        name: &str,
+        shard: u32,
+        since: &Value,
+    ) -> Result<Option<reqwest::Response>, CallError> {
+        let url = format!(
+            "{}/collections/{}/shards/{shard}/snapshot/partial/create",
+            self.base,
+            enc(name)
+        );
+        let req = self
+            .http
+            .post(&url)
+            .header(reqwest::header::ACCEPT_ENCODING, "identity")
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(since.to_string());
+        let resp = self.send_raw(&Method::POST, &url, req).await?;
+        if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        checked(&Method::POST, &url, resp).await.map(Some)
+    }
+
     /// `GET /`: the server's version.
     pub(crate) async fn version(&self) -> Result<String, CallError> {
         let url = format!("{}/", self.base);
@@ -528,22 +574,27 @@ impl Server {
         &self,
         method: Method,
         url: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, CallError> {
+        let resp = self.send_raw(&method, url, req).await?;
+        checked(&method, url, resp).await
+    }
+
+    /// Sends a long-running request with the key; any status is returned.
+    async fn send_raw(
+        &self,
+        method: &Method,
+        url: &str,
         mut req: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, CallError> {
         req = req.timeout(Duration::from_secs(24 * 3600));
         if let Some(k) = &self.api_key {
             req = req.header("api-key", k);
         }
-        let resp = req
+        Ok(req
             .send()
             .await
-            .map_err(|e| format!("{method} {url}: {}", without_url(&e)))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let text = resp.text().await.unwrap_or_default();
-            return Err(failure(&method, url, status, &text));
-        }
-        Ok(resp)
+            .map_err(|e| format!("{method} {url}: {}", without_url(&e)))?)
     }
 
     /// Whether the server answers at all (`GET /`, within a few seconds).
@@ -554,6 +605,20 @@ impl Server {
             .timeout(Duration::from_secs(5));
         matches!(req.send().await, Ok(r) if r.status().is_success())
     }
+}
+
+/// `resp` if it is a success, else its message as [`failure`] words it.
+async fn checked(
+    method: &Method,
+    url: &str,
+    resp: reqwest::Response,
+) -> Result<reqwest::Response, CallError> {
+    let status = resp.status();
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(failure(method, url, status, &text));
+    }
+    Ok(resp)
 }
 
 /// A non-2xx answer as one line: the server's message from Qdrant's envelope.

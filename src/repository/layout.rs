@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use tokio_tar::{Builder, EntryType, Header};
 
-use super::manifest::Manifest;
+use super::manifest::{Entry, Manifest};
 use super::pieces;
 use crate::backend::{BackendError, ByteStream, DynBackend};
 
@@ -130,18 +130,26 @@ impl Part {
 
 /// The parts of the tar of `m`, in order.
 async fn parts(m: &Manifest) -> std::io::Result<Vec<Part>> {
+    let mut out = entry_parts(&m.entries, m.mtime, m.piece_size).await?;
+    out.push(Part::Inline(Bytes::from(vec![0u8; END])));
+    Ok(out)
+}
+
+/// The parts of `entries` (headers with `mtime`, files cut in `piece_size` pieces), without
+/// the end of the tar.
+async fn entry_parts(entries: &[Entry], mtime: u64, piece_size: u64) -> std::io::Result<Vec<Part>> {
     let zeros = Bytes::from(vec![0u8; END]);
     let mut out = Vec::new();
-    for e in &m.entries {
+    for e in entries {
         out.push(Part::Inline(Bytes::from(
-            entry_header(&e.path, e.size, m.mtime, Kind::of(e)).await?,
+            entry_header(&e.path, e.size, mtime, Kind::of(e)).await?,
         )));
         match &e.text {
             Some(t) => out.push(Part::Inline(Bytes::from(t.clone().into_bytes()))),
             None => {
                 let mut left = e.stored_len();
                 for hash in &e.pieces {
-                    let len = left.min(m.piece_size);
+                    let len = left.min(piece_size);
                     out.push(Part::Piece {
                         hash: hash.clone(),
                         len,
@@ -155,7 +163,6 @@ async fn parts(m: &Manifest) -> std::io::Result<Vec<Part>> {
             out.push(Part::Inline(zeros.slice(..pad)));
         }
     }
-    out.push(Part::Inline(zeros));
     Ok(out)
 }
 
@@ -186,6 +193,30 @@ pub(crate) async fn read(
         }
         offset += len;
     }
+    Ok(fetch(backend, plan))
+}
+
+/// The tar bytes of `entries` (headers with `mtime`, pieces of `piece_size`), without the
+/// end of the tar: entries already stored, read back to be part of another tar.
+pub(crate) async fn read_entries(
+    backend: DynBackend,
+    entries: &[Entry],
+    mtime: u64,
+    piece_size: u64,
+) -> std::io::Result<ByteStream> {
+    let plan = entry_parts(entries, mtime, piece_size)
+        .await?
+        .into_iter()
+        .map(|p| {
+            let len = p.len();
+            (p, 0..len)
+        })
+        .collect();
+    Ok(fetch(backend, plan))
+}
+
+/// The bytes `sub` of each part, pieces fetched a few at a time and checked whole.
+fn fetch(backend: DynBackend, plan: Vec<(Part, Range<u64>)>) -> ByteStream {
     let stream = futures::stream::iter(plan)
         .map(move |(part, sub)| {
             let backend = Arc::clone(&backend);
@@ -210,7 +241,7 @@ pub(crate) async fn read(
         })
         .buffered(FETCH_AHEAD)
         .into_stream();
-    Ok(stream.map_ok(|b| b).boxed())
+    stream.map_ok(|b| b).boxed()
 }
 
 #[cfg(test)]

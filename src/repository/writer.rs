@@ -10,10 +10,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::FuturesUnordered;
-use futures::{future::BoxFuture, StreamExt};
+use futures::{future::BoxFuture, StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::layout::{entry_header, padding, Kind, END};
+use super::layout::{entry_header, padding, read_entries, Kind, END};
 use super::manifest::{Entry, Manifest, FORMAT, PIECE_SIZE, VERSION};
 use super::pieces;
 use crate::backend::{BackendError, DynBackend};
@@ -390,6 +390,26 @@ impl ManifestBuilder {
         let entry = self.tar.read(file, reader).await?;
         self.entries.push(entry);
         Ok(())
+    }
+
+    /// Adds entries whose pieces are already stored (from an earlier manifest cut in the
+    /// same piece size): nothing is uploaded, but their bytes are read back, each piece
+    /// checked, to be hashed into this tar.
+    pub(crate) async fn add_stored(&mut self, entries: Vec<Entry>) -> Result<(), BackendError> {
+        let backend = Arc::clone(&self.tar.uploads.backend);
+        let mut bytes = read_entries(backend, &entries, self.tar.mtime, self.tar.piece_size)
+            .await
+            .map_err(io_err)?;
+        while let Some(b) = bytes.try_next().await.map_err(io_err)? {
+            self.tar.bytes(b).await?;
+        }
+        self.entries.extend(entries);
+        Ok(())
+    }
+
+    /// Bytes per piece of the files it cuts.
+    pub(crate) fn piece_size(&self) -> u64 {
+        self.tar.piece_size
     }
 
     /// Adds a directory entry.

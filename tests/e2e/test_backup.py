@@ -114,6 +114,33 @@ def test_backup_a_cluster_then_restore_into_a_single_node_and_a_new_cluster(make
     assert f'snapstream_backup_pulled_bytes_total{{source="prod"}} {pulled}' in metrics
     assert 'snapstream_backup_last_success_timestamp_seconds{source="prod"}' in metrics
 
+    # Each shard came from the replica pulled last time (as a partial snapshot; with points
+    # this few, every segment is appendable and changed, so it held nearly everything).
+    first_peers = {s["shard_id"]: s["peer_id"] for s in first["collections"]["papers"]["shards"]}
+    assert {s["shard_id"]: s["peer_id"] for s in second["collections"]["papers"]["shards"]} == first_peers
+
+    # Nothing changed since: Qdrant answers 304 for every shard, nothing is pulled or
+    # stored, and each archive is the second's.
+    third = backup(server)
+    by_shard = {s["shard_id"]: s for s in second["collections"]["papers"]["shards"]}
+    for s in third["collections"]["papers"]["shards"]:
+        assert (s["pulled_bytes"], s["stored_bytes"]) == (0, 0), s
+        assert (s["sha256"], s["size"]) == (by_shard[s["shard_id"]]["sha256"], by_shard[s["shard_id"]]["size"])
+
+    # One point changed: only its shard is pulled, and only in part; its archive, rebuilt
+    # from the changed files and the third's, downloads with the recorded SHA-256.
+    q.upsert("papers", models.Batch(ids=[7], vectors=rng.random((1, DIM), dtype=np.float32).tolist(),
+                                    payloads=[{"i": 7, "t": "changed again"}]), wait=True)
+    fourth = backup(server)
+    pulled = [s for s in fourth["collections"]["papers"]["shards"] if s["pulled_bytes"] > 0]
+    assert len(pulled) == 1 and pulled[0]["pulled_bytes"] < pulled[0]["size"], fourth
+    one = pulled[0]
+    r = httpx.get(f"{server.url}/backup/sources/prod/backups/{fourth['id']}/collections/papers/"
+                  f"shards/{one['shard_id']}/snapshot", timeout=120)
+    assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == one["sha256"]
+    for extra in (third, fourth):
+        assert httpx.delete(f"{server.url}/backup/sources/prod/backups/{extra['id']}").json()["result"] is True
+
     # A shard archive downloads whole and by range, with the recorded SHA-256.
     shard = second["collections"]["papers"]["shards"][0]
     url = (f"{server.url}/backup/sources/prod/backups/{second['id']}/collections/papers/"

@@ -1,0 +1,211 @@
+//! Pulling only what changed in a shard since the last backup pulled it from the same
+//! replica, with Qdrant's partial snapshots: given the snapshot manifest (each segment's
+//! file versions) of the earlier archive, Qdrant streams every segment's current manifest,
+//! the segment files newer than the earlier ones, and the shard's own files; or answers 304
+//! when nothing changed. The whole shard archive is rebuilt from those files plus the
+//! earlier archive's files that did not change, whose pieces are already stored.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::pull::{stream_archive, Pulled};
+use crate::error::{Error, Result};
+use crate::io::progress::Progress;
+use crate::qdrant_api::Server;
+use crate::repository::backups::BackupSession;
+use crate::repository::manifest::{Entry, Manifest};
+
+/// What the last backup holds of one shard.
+#[derive(Clone, Debug)]
+pub(crate) struct Previous {
+    /// The peer it was pulled from: manifests and segment ids belong to one replica.
+    pub peer_id: u64,
+    /// Qdrant's snapshot manifest of that archive.
+    pub qdrant: Value,
+    /// Its manifest in the repository.
+    pub manifest: Manifest,
+}
+
+/// Pulls what changed in shard `shard` of `collection` since `previous` and rebuilds the
+/// whole archive.
+pub(crate) async fn pull_changes(
+    server: &Server,
+    collection: &str,
+    shard: u32,
+    session: &BackupSession,
+    previous: &Previous,
+    created_at: DateTime<Utc>,
+    progress: Option<Progress>,
+) -> Result<Pulled> {
+    let mut builder = session.builder(None, created_at);
+    if previous.manifest.piece_size != builder.piece_size() {
+        return Err(Error::Upstream(format!(
+            "the last backup of shard {shard} of `{collection}` is cut in other pieces"
+        )));
+    }
+    let since = &previous.qdrant;
+    let resp = server
+        .partial_snapshot(collection, shard, since)
+        .await
+        .map_err(Error::Upstream)?;
+    let Some(resp) = resp else {
+        // Nothing changed: the last archive is this one too.
+        return Ok(Pulled {
+            manifest: previous.manifest.clone(),
+            pulled_bytes: 0,
+            stored_bytes: 0,
+            qdrant: Some(since.clone()),
+        });
+    };
+    let streamed = stream_archive(server, collection, shard, resp, &mut builder, progress).await?;
+    let kept = unchanged(&previous.manifest, &streamed.segments, &streamed.paths).map_err(|e| {
+        Error::Upstream(format!(
+            "shard {shard} of `{collection}` from {}: the partial snapshot does not fit the \
+             last backup: {e}",
+            server.base()
+        ))
+    })?;
+    builder.add_stored(kept).await?;
+    let written = builder.finish(None).await?;
+    Ok(Pulled {
+        manifest: written.manifest,
+        pulled_bytes: streamed.received,
+        stored_bytes: written.uploaded_bytes,
+        qdrant: Some(Value::Object(streamed.segments.into_iter().collect())),
+    })
+}
+
+/// The entries of `previous` that the rebuilt archive keeps: the files of segments that
+/// still exist (`segments`, by id, with their current manifests) which the partial
+/// archive did not send (`sent`) and which their segment still lists. Fails when a
+/// segment lists a file that is neither sent nor in `previous`.
+fn unchanged(
+    previous: &Manifest,
+    segments: &BTreeMap<String, Value>,
+    sent: &HashSet<String>,
+) -> std::result::Result<Vec<Entry>, String> {
+    let listed = |segment: &str, rel: &str| {
+        segments
+            .get(segment)
+            .is_some_and(|m| m["file_versions"].get(rel).is_some())
+    };
+    let kept: Vec<Entry> = previous
+        .entries
+        .iter()
+        .filter(|e| !sent.contains(&e.path))
+        .filter(|e| match segment_file(&e.path) {
+            Some((segment, Some(rel))) => listed(segment, rel),
+            Some((segment, None)) => e.dir && segments.contains_key(segment),
+            None => false,
+        })
+        .cloned()
+        .collect();
+    let have: HashSet<&str> = kept
+        .iter()
+        .map(|e| e.path.as_str())
+        .chain(sent.iter().map(String::as_str))
+        .collect();
+    for (segment, m) in segments {
+        let files = m["file_versions"].as_object().into_iter().flatten();
+        for (rel, _) in files {
+            let path = format!("segments/{segment}/files/{rel}");
+            if !have.contains(path.as_str()) {
+                return Err(format!("`{path}` is neither sent nor in the last backup"));
+            }
+        }
+    }
+    Ok(kept)
+}
+
+/// `(segment id, path inside its files/ directory)` of a path under `segments/`; the
+/// second is `None` for the segment's other paths.
+fn segment_file(path: &str) -> Option<(&str, Option<&str>)> {
+    let (segment, rest) = path.strip_prefix("segments/")?.split_once('/')?;
+    Some((segment, rest.strip_prefix("files/")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str) -> Entry {
+        Entry {
+            path: path.into(),
+            size: 1,
+            text: Some("x".into()),
+            pieces: Vec::new(),
+            dir: false,
+            sparse: Vec::new(),
+        }
+    }
+
+    fn manifest(paths: &[&str]) -> Manifest {
+        Manifest {
+            format: String::new(),
+            version: 0,
+            created_at: String::new(),
+            mtime: 0,
+            piece_size: 1 << 20,
+            size: 0,
+            sha256: String::new(),
+            entries: paths.iter().map(|p| entry(p)).collect(),
+        }
+    }
+
+    fn segment(id: &str, files: &[&str]) -> (String, Value) {
+        let versions: serde_json::Map<String, Value> =
+            files.iter().map(|f| (f.to_string(), Value::Null)).collect();
+        (
+            id.into(),
+            serde_json::json!({"segment_id": id, "segment_version": 3, "file_versions": versions}),
+        )
+    }
+
+    #[test]
+    fn keeps_unsent_files_of_live_segments_and_drops_the_rest() {
+        let previous = manifest(&[
+            "segments/a/files/matrix.dat",
+            "segments/a/files/page.dat",
+            "segments/a/files/gone.dat",
+            "segments/a/files/segment.json",
+            "segments/b/files/matrix.dat",
+            "newest_clocks.json",
+        ]);
+        let segments: BTreeMap<String, Value> = [
+            segment("a", &["matrix.dat", "page.dat", "new.dat"]),
+            segment("c", &["x.dat"]),
+        ]
+        .into_iter()
+        .collect();
+        let sent: HashSet<String> = [
+            "segments/a/files/page.dat",
+            "segments/a/files/new.dat",
+            "segments/a/files/segment.json",
+            "segments/c/files/x.dat",
+            "newest_clocks.json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let kept: Vec<String> = unchanged(&previous, &segments, &sent)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        // Unsent and still listed: kept; a file the segment no longer lists, a segment
+        // that is gone and the shard's own files: not.
+        assert_eq!(kept, vec!["segments/a/files/matrix.dat".to_string()]);
+    }
+
+    #[test]
+    fn a_listed_file_found_nowhere_is_an_error() {
+        let previous = manifest(&["segments/a/files/one.dat"]);
+        let segments: BTreeMap<String, Value> = [segment("a", &["one.dat", "two.dat"])]
+            .into_iter()
+            .collect();
+        let e = unchanged(&previous, &segments, &HashSet::new()).unwrap_err();
+        assert!(e.contains("segments/a/files/two.dat"), "{e}");
+    }
+}
