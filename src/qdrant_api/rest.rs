@@ -591,10 +591,9 @@ impl Server {
         if let Some(k) = &self.api_key {
             req = req.header("api-key", k);
         }
-        Ok(req
-            .send()
+        req.send()
             .await
-            .map_err(|e| format!("{method} {url}: {}", without_url(&e)))?)
+            .map_err(|e| format!("{method} {url}: {}", without_url(&e)))
     }
 
     /// Whether the server answers at all (`GET /`, within a few seconds).
