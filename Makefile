@@ -80,6 +80,6 @@ fuzz:
 
 ## Benchmarks with baselines measured in the same run (see BENCHMARKS.md); writes
 ## bench/out/results.json. Needs about 12 GB of free disk for the 2 GiB collection.
-bench: s3-start build
+bench: s3-start build qdrant
 	@set -a; source $(S3_ENV); set +a; \
 	SNAPSTREAM_BIN=$(BIN) cargo run --release --example bench

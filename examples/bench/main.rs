@@ -10,6 +10,11 @@
 //! 4. Incremental S3 snapshots of the same collection: the first and the second snapshot
 //!    (after 1% of the points changed), time and bytes added to the bucket, and recovery of
 //!    the second vs a plain download of the same bytes.
+//! 5. Backups of a live three-node Qdrant cluster (100,000 x 768, 3 shards): the first vs
+//!    the shard streams uploaded by a plain multipart client, after 1% changed and after
+//!    the optimizer rebuilt segments vs the first, restore into a fresh cluster vs
+//!    recovering each shard by URL from a file server, memory. Needs the Qdrant binary
+//!    (`make qdrant` or QDRANT_BIN); says so and skips without it.
 //!
 //! Environment: SNAPSTREAM_BIN (the release binary), S3_TEST_* (from minio/start.sh),
 //! BENCH_POINTS (sizes of the big collection, comma-separated; sections 2 and 3 run on
@@ -17,9 +22,12 @@
 //! BENCH_REPEAT (runs per timed step, default 3), BENCH_DIR (work directory), BENCH_ONLY
 //! (`grpc`, `migrate`: section 1 and that comparison only; `local`: section 1, then the
 //! local snapshots of section 2 only; `snapshots`: sections 1 to 3; `incremental`: load the
-//! big collection, then section 4 only).
+//! big collection, then section 4 only; `backup`: section 5 only), BENCH_BACKUP_POINTS
+//! (section 5's collection, default 100000).
 #![allow(missing_docs, clippy::print_stdout)]
 
+mod backup;
+mod cluster;
 mod collections;
 mod grpc;
 mod harness;
@@ -43,10 +51,17 @@ fn main() {
     let c = http();
     drop_caches_hint();
 
+    let only = env_or("BENCH_ONLY", "");
+    if only == "backup" {
+        backup::backup_figures(&c, &root, &s3_server(), repeat, &mut results);
+        write_results(&results);
+        let _ = std::fs::remove_dir_all(&root);
+        return;
+    }
+
     // ---- 1. Upsert throughput and query latency --------------------------------------
     let svc = Service::start(&root, &[]);
     let bodies = collections::upsert_and_query(&c, &svc, &mut results);
-    let only = env_or("BENCH_ONLY", "");
     if only.is_empty() || only == "grpc" {
         grpc::grpc_vs_rest(&c, &svc, repeat, &mut results);
     }
@@ -65,18 +80,7 @@ fn main() {
     drop(bodies);
     drop(svc);
 
-    let Ok(endpoint) = std::env::var("S3_TEST_ENDPOINT") else {
-        panic!("S3_TEST_ENDPOINT is not set: run `make bench` (it starts the S3 server)");
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = rt.block_on(s3::sdk_client(&endpoint));
-    let bucket = env_or("S3_TEST_BUCKET", "snapshots");
-    let s3 = s3::S3 {
-        rt,
-        client,
-        bucket,
-        endpoint,
-    };
+    let s3 = s3_server();
     // Smallest first: the last one stays in storage for the incremental section.
     let mut sizes: Vec<u64> = env_or("BENCH_POINTS", "150000,700000")
         .split(',')
@@ -98,6 +102,24 @@ fn main() {
         let big_points = sizes.last().copied().unwrap_or(0);
         incremental::incremental_s3(&c, &root, &s3, big_points, repeat, &mut results);
     }
+    if only.is_empty() {
+        backup::backup_figures(&c, &root, &s3, repeat, &mut results);
+    }
     write_results(&results);
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The S3 server `make bench` started, with a plain client for the baselines.
+fn s3_server() -> s3::S3 {
+    let Ok(endpoint) = std::env::var("S3_TEST_ENDPOINT") else {
+        panic!("S3_TEST_ENDPOINT is not set: run `make bench` (it starts the S3 server)");
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt.block_on(s3::sdk_client(&endpoint));
+    s3::S3 {
+        rt,
+        client,
+        bucket: env_or("S3_TEST_BUCKET", "snapshots"),
+        endpoint,
+    }
 }

@@ -200,3 +200,90 @@ impl S3 {
         })
     }
 }
+
+/// A plain multipart upload of an HTTP response's body as it streams: `part` bytes per
+/// part, `concurrency` parts in flight; the object is deleted afterwards. Returns the bytes.
+pub(crate) async fn plain_stream_upload(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    resp: reqwest::Response,
+    part: usize,
+    concurrency: usize,
+) -> u64 {
+    use aws_sdk_s3::primitives::ByteStream;
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    use futures::StreamExt;
+    let up = s3
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap().to_string();
+    let mut body = resp.bytes_stream();
+    let mut set = tokio::task::JoinSet::new();
+    let mut parts = Vec::new();
+    let (mut n, mut total, mut done) = (1, 0u64, false);
+    while !done {
+        let mut buf = Vec::with_capacity(part);
+        while buf.len() < part {
+            match body.next().await {
+                Some(chunk) => buf.extend_from_slice(&chunk.unwrap()),
+                None => {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        if buf.is_empty() {
+            break;
+        }
+        total += buf.len() as u64;
+        while set.len() >= concurrency {
+            parts.push(set.join_next().await.unwrap().unwrap());
+        }
+        let (s3, bucket, key, id) = (s3.clone(), bucket.to_string(), key.to_string(), id.clone());
+        set.spawn(async move {
+            let out = s3
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(id)
+                .part_number(n)
+                .body(ByteStream::from(buf))
+                .send()
+                .await
+                .unwrap();
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(out.e_tag().unwrap())
+                .build()
+        });
+        n += 1;
+    }
+    while let Some(p) = set.join_next().await {
+        parts.push(p.unwrap());
+    }
+    parts.sort_by_key(|p| p.part_number());
+    s3.complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    s3.delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    total
+}
