@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::io::progress::Progress;
 use crate::qdrant_api::rest::Replica;
 use crate::repository::backups::{BackupSession, StoredBackup};
+use crate::repository::hashing::Mark;
 use crate::repository::manifest::Manifest;
 use crate::repository::Repository;
 use cluster::{upstream, Deployment};
@@ -346,14 +347,14 @@ impl Backups {
                     (v["peer_id"].as_u64(), b.shards.remove(key))
                 {
                     let qdrant = v["manifest"].clone();
-                    out.insert(
-                        key.clone(),
-                        Previous {
-                            peer_id,
-                            qdrant,
-                            manifest,
-                        },
-                    );
+                    let marks = marks_of(&v["marks"], &manifest);
+                    let prev = Previous {
+                        peer_id,
+                        qdrant,
+                        manifest,
+                        marks,
+                    };
+                    out.insert(key.clone(), prev);
                 }
             }
         }
@@ -385,6 +386,18 @@ impl Backups {
             }
         }
     }
+}
+
+/// The stored marks of a shard's archive, if they are all readable and fit its manifest;
+/// none otherwise (the next rebuild then hashes everything).
+fn marks_of(stored: &Value, manifest: &Manifest) -> Vec<Mark> {
+    let marks: Option<Vec<Mark>> = stored
+        .as_array()
+        .map(|a| a.iter().map(|m| m.as_str().and_then(Mark::parse)).collect())
+        .unwrap_or_default();
+    marks
+        .filter(|m| Previous::marks_fit(manifest, m))
+        .unwrap_or_default()
 }
 
 /// Each collection's record and its shards to pull; the collections that cannot be backed
@@ -427,9 +440,10 @@ fn gather(
         match outcome {
             Ok((replica, p)) => {
                 if let Some(q) = p.qdrant {
+                    let marks: Vec<String> = p.marks.iter().map(Mark::to_text).collect();
                     partial.insert(
                         format!("{collection}/{shard}"),
-                        serde_json::json!({"peer_id": replica.peer_id, "manifest": q}),
+                        serde_json::json!({"peer_id": replica.peer_id, "manifest": q, "marks": marks}),
                     );
                 }
                 if let Some(c) = described.get_mut(&collection) {

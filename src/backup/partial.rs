@@ -10,12 +10,15 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::pull::{stream_archive, Pulled};
+use super::pull::{lasting, stream_archive, Pulled};
 use crate::error::{Error, Result};
 use crate::io::progress::Progress;
 use crate::qdrant_api::Server;
 use crate::repository::backups::BackupSession;
+use crate::repository::hashing::Mark;
+use crate::repository::layout::END;
 use crate::repository::manifest::{Entry, Manifest};
+use crate::repository::writer::{ManifestBuilder, Place};
 
 /// What the last backup holds of one shard.
 #[derive(Clone, Debug)]
@@ -26,6 +29,21 @@ pub(crate) struct Previous {
     pub qdrant: Value,
     /// Its manifest in the repository.
     pub manifest: Manifest,
+    /// The digest state of its tar before each entry and its end; empty when unknown.
+    pub marks: Vec<Mark>,
+}
+
+impl Previous {
+    /// Whether `marks` are those of the manifest's tar: one per entry and one more, the
+    /// last of which ends the tar with its recorded size and SHA-256.
+    pub(crate) fn marks_fit(manifest: &Manifest, marks: &[Mark]) -> bool {
+        let end = [0u8; END];
+        marks.len() == manifest.entries.len() + 1
+            && marks.last().is_some_and(|m| {
+                m.offset + END as u64 == manifest.size
+                    && m.finish_with(&end).as_deref() == Some(manifest.sha256.as_str())
+            })
+    }
 }
 
 /// Pulls what changed in shard `shard` of `collection` since `previous` and rebuilds the
@@ -57,9 +75,19 @@ pub(crate) async fn pull_changes(
             pulled_bytes: 0,
             stored_bytes: 0,
             qdrant: Some(since.clone()),
+            marks: previous.marks.clone(),
         });
     };
-    let streamed = stream_archive(server, collection, shard, resp, &mut builder, progress).await?;
+    // What came is stored as it streams and hashed last, after what is kept.
+    let place = |path: &str| {
+        if lasting(path) {
+            Place::Early
+        } else {
+            Place::Late
+        }
+    };
+    let source = (server, collection, shard);
+    let streamed = stream_archive(source, resp, &mut builder, place, progress).await?;
     let kept = unchanged(&previous.manifest, &streamed.segments, &streamed.paths).map_err(|e| {
         Error::Upstream(format!(
             "shard {shard} of `{collection}` from {}: the partial snapshot does not fit the \
@@ -67,14 +95,54 @@ pub(crate) async fn pull_changes(
             server.base()
         ))
     })?;
-    builder.add_stored(kept).await?;
+    // The kept entries that open the last archive are not hashed again: the tar's digest
+    // resumes from the last archive's state after them.
+    let (prefix, rest) = split_prefix(previous, kept);
+    let to_hash = prefix_or_all(&mut builder, previous, prefix, rest);
+    builder.add_stored(to_hash).await?;
     let written = builder.finish(None).await?;
     Ok(Pulled {
         manifest: written.manifest,
         pulled_bytes: streamed.received,
         stored_bytes: written.uploaded_bytes,
         qdrant: Some(Value::Object(streamed.segments.into_iter().collect())),
+        marks: written.marks,
     })
+}
+
+/// The leading entries of `kept` that open the previous archive too (when its marks are
+/// known), and the rest.
+fn split_prefix(previous: &Previous, mut kept: Vec<Entry>) -> (Vec<Entry>, Vec<Entry>) {
+    let n = if previous.marks.is_empty() {
+        0
+    } else {
+        previous
+            .manifest
+            .entries
+            .iter()
+            .zip(&kept)
+            .take_while(|(a, b)| a.path == b.path)
+            .count()
+    };
+    let rest = kept.split_off(n);
+    (kept, rest)
+}
+
+/// Starts the builder's tar with `prefix` resumed from the previous archive's marks and
+/// returns `rest` to add; when it cannot resume, all of them are to be added (hashed).
+fn prefix_or_all(
+    builder: &mut ManifestBuilder,
+    previous: &Previous,
+    prefix: Vec<Entry>,
+    rest: Vec<Entry>,
+) -> Vec<Entry> {
+    if let Some(marks) = previous.marks.get(..=prefix.len()) {
+        let from = (prefix.clone(), previous.manifest.mtime);
+        if builder.continue_from(from, marks.to_vec()) {
+            return rest;
+        }
+    }
+    prefix.into_iter().chain(rest).collect()
 }
 
 /// The entries of `previous` that the rebuilt archive keeps: the files of segments that

@@ -17,8 +17,9 @@ use crate::error::{Error, Result};
 use crate::io::progress::Progress;
 use crate::qdrant_api::Server;
 use crate::repository::backups::BackupSession;
+use crate::repository::hashing::Mark;
 use crate::repository::manifest::{valid_sparse, Manifest};
-use crate::repository::writer::{ManifestBuilder, StreamedFile};
+use crate::repository::writer::{ManifestBuilder, Place, StreamedFile};
 
 /// Files up to this size that are UTF-8 (JSON, version files) are kept in the manifest
 /// itself, not as pieces of their own.
@@ -41,6 +42,9 @@ pub(crate) struct Pulled {
     /// Qdrant's snapshot manifest of the archive, when known: a later pull from the same
     /// replica asks only for what changed since.
     pub qdrant: Option<Value>,
+    /// The tar's digest state before each entry and its end: a rebuilt archive that
+    /// starts with the same entries is not hashed again.
+    pub marks: Vec<Mark>,
 }
 
 /// What streaming an archive into a builder saw.
@@ -79,24 +83,48 @@ pub(crate) async fn pull_shard(
         .await
         .map_err(Error::Upstream)?;
     let mut builder = session.builder(None, created_at);
-    let streamed = stream_archive(server, collection, shard, resp, &mut builder, progress).await?;
+    let place = |path: &str| {
+        if lasting(path) {
+            Place::Now
+        } else {
+            Place::Late
+        }
+    };
+    let source = (server, collection, shard);
+    let streamed = stream_archive(source, resp, &mut builder, place, progress).await?;
     let written = builder.finish(None).await?;
     Ok(Pulled {
         manifest: written.manifest,
         pulled_bytes: streamed.received,
         stored_bytes: written.uploaded_bytes,
         qdrant,
+        marks: written.marks,
     })
+}
+
+/// Whether a file of a shard archive is one Qdrant writes once and never changes while
+/// its segment lives (an HNSW index, an optimized segment's vectors, an immutable id
+/// mapping). Such files go first in the archives this crate builds, so that the next
+/// backup, which keeps them, resumes the tar's hash after them instead of reading them
+/// back; a wrong guess costs only that reading.
+pub(crate) fn lasting(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("segments/") else {
+        return false;
+    };
+    let Some((_, file)) = rest.split_once("/files/") else {
+        return false;
+    };
+    let name = file.rsplit('/').next().unwrap_or(file);
+    file.starts_with("vector_index") || name == "matrix.dat" || name == "id_tracker.mappings"
 }
 
 /// Adds every entry of the archive in `resp` to `builder`, each file cut in pieces of its
 /// own; segment manifests are read aside.
 pub(crate) async fn stream_archive(
-    server: &Server,
-    collection: &str,
-    shard: u32,
+    (server, collection, shard): (&Server, &str, u32),
     resp: reqwest::Response,
     builder: &mut ManifestBuilder,
+    place: impl Fn(&str) -> Place,
     progress: Option<Progress>,
 ) -> Result<Streamed> {
     let received = Arc::new(AtomicU64::new(0));
@@ -119,7 +147,7 @@ pub(crate) async fn stream_archive(
         }
         let sparse = match entry.header().entry_type() {
             EntryType::Directory => {
-                builder.add_dir(path.clone()).await?;
+                builder.add_dir(path.clone(), place(&path)).await?;
                 out.paths.insert(path);
                 continue;
             }
@@ -141,7 +169,8 @@ pub(crate) async fn stream_archive(
             inline: len <= INLINE_MAX,
             sparse: complete_sparse(sparse, len),
         };
-        builder.add_reader(file, &mut entry).await?;
+        let at = place(&file.path);
+        builder.add_reader(file, &mut entry, at).await?;
         out.paths.insert(path);
     }
     out.received = received.load(Ordering::Relaxed);
@@ -239,6 +268,27 @@ fn broken(server: &Server, collection: &str, shard: u32, e: std::io::Error) -> E
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lasting_files_are_indexes_optimized_vectors_and_id_mappings() {
+        for p in [
+            "segments/a/files/vector_index/links_compressed.bin",
+            "segments/a/files/vector_index-image/graph.bin",
+            "segments/a/files/vector_storage/matrix.dat",
+            "segments/a/files/id_tracker.mappings",
+        ] {
+            assert!(lasting(p), "{p}");
+        }
+        for p in [
+            "segments/a/files/vector_storage/vectors/chunk_0.mmap",
+            "segments/a/files/payload_storage/page_0.dat",
+            "segments/a/files/segment.json",
+            "wal/closed-1",
+            "matrix.dat",
+        ] {
+            assert!(!lasting(p), "{p}");
+        }
+    }
 
     #[test]
     fn sparse_maps_end_at_the_file_size_or_are_dropped() {

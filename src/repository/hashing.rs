@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::Stream;
+use sha2::digest::common::hazmat::{SerializableState, SerializedState};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWrite;
 use tokio_util::sync::PollSender;
@@ -38,12 +39,61 @@ const QUEUE: usize = 4;
 /// writes) are copied into a block first.
 struct BackgroundSha {
     block: Vec<u8>,
-    batch: Vec<Bytes>,
+    batch: Vec<Item>,
     batch_len: usize,
-    tx: PollSender<Vec<Bytes>>,
-    done: Option<tokio::sync::oneshot::Receiver<Sha256>>,
+    tx: PollSender<Vec<Item>>,
+    done: Option<tokio::sync::oneshot::Receiver<(Sha256, Vec<Mark>)>>,
     bytes: u64,
     progress: Option<Progress>,
+}
+
+/// What the hashing thread is handed, in order.
+enum Item {
+    /// Bytes to hash.
+    Data(Bytes),
+    /// Record the digest's state here.
+    Mark,
+}
+
+/// The digest's state at a point of the stream and the bytes hashed before it: hashing can
+/// resume there ([`HashFeed::resume`]) without the bytes before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Mark {
+    /// Bytes hashed before this point.
+    pub offset: u64,
+    /// The SHA-256 state (RustCrypto's serialized form), hex.
+    pub state: String,
+}
+
+impl Mark {
+    /// `offset:state`, as stored.
+    pub(crate) fn to_text(&self) -> String {
+        format!("{}:{}", self.offset, self.state)
+    }
+
+    /// Parses [`Mark::to_text`]'s form; `None` if it is not one.
+    pub(crate) fn parse(text: &str) -> Option<Mark> {
+        let (offset, state) = text.split_once(':')?;
+        let m = Mark {
+            offset: offset.parse().ok()?,
+            state: state.to_string(),
+        };
+        m.hasher().map(|_| m)
+    }
+
+    /// The digest in this state.
+    fn hasher(&self) -> Option<Sha256> {
+        let bytes = hex::decode(&self.state).ok()?;
+        let state = SerializedState::<Sha256>::try_from(bytes.as_slice()).ok()?;
+        Sha256::deserialize(&state).ok()
+    }
+
+    /// The hex SHA-256 of the stream if it ended here after `tail`.
+    pub(crate) fn finish_with(&self, tail: &[u8]) -> Option<String> {
+        let mut h = self.hasher()?;
+        h.update(tail);
+        Some(hex_digest(h))
+    }
 }
 
 fn stopped() -> io::Error {
@@ -52,18 +102,34 @@ fn stopped() -> io::Error {
 
 impl BackgroundSha {
     fn new(progress: Option<Progress>) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(QUEUE);
+        Self::from_state(Sha256::new(), 0, progress)
+    }
+
+    /// A digest that continues from `h`, which has hashed `bytes` bytes.
+    fn from_state(h: Sha256, bytes: u64, progress: Option<Progress>) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Item>>(QUEUE);
         let (done_tx, done) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("sha256".into())
             .spawn(move || {
-                let mut h = Sha256::new();
+                let mut h = h;
+                let mut marks = Vec::new();
+                let mut offset = bytes;
                 while let Some(batch) = rx.blocking_recv() {
-                    for b in &batch {
-                        h.update(b);
+                    for item in &batch {
+                        match item {
+                            Item::Data(b) => {
+                                h.update(b);
+                                offset += b.len() as u64;
+                            }
+                            Item::Mark => marks.push(Mark {
+                                offset,
+                                state: hex::encode(h.serialize().as_slice()),
+                            }),
+                        }
                     }
                 }
-                let _ = done_tx.send(h);
+                let _ = done_tx.send((h, marks));
             })
             .map_err(|e| tracing::error!(error = %e, "cannot start the hashing thread"))
             .ok();
@@ -73,15 +139,24 @@ impl BackgroundSha {
             batch_len: 0,
             tx: PollSender::new(tx),
             done: Some(done),
-            bytes: 0,
+            bytes,
             progress,
         }
+    }
+
+    /// Records the digest's state after everything consumed so far.
+    fn mark(&mut self) {
+        if !self.block.is_empty() {
+            let part = std::mem::take(&mut self.block);
+            self.push(Bytes::from(part));
+        }
+        self.batch.push(Item::Mark);
     }
 
     fn push(&mut self, b: Bytes) {
         if !b.is_empty() {
             self.batch_len += b.len();
-            self.batch.push(b);
+            self.batch.push(Item::Data(b));
         }
     }
 
@@ -127,7 +202,13 @@ impl BackgroundSha {
         self.push(data);
     }
 
-    async fn finish(mut self) -> io::Result<(String, u64)> {
+    async fn finish(self) -> io::Result<(String, u64)> {
+        let (hash, bytes, _) = self.finish_marked().await?;
+        Ok((hash, bytes))
+    }
+
+    /// The hex digest, the byte count and the marks recorded, in order.
+    async fn finish_marked(mut self) -> io::Result<(String, u64, Vec<Mark>)> {
         let part = std::mem::take(&mut self.block);
         self.push(Bytes::from(part));
         if !self.batch.is_empty() {
@@ -140,8 +221,8 @@ impl BackgroundSha {
             .done
             .take()
             .ok_or_else(|| io::Error::other("hash already finished"))?;
-        let h = done.await.map_err(|_| stopped())?;
-        Ok((hex_digest(h), self.bytes))
+        let (h, marks) = done.await.map_err(|_| stopped())?;
+        Ok((hex_digest(h), self.bytes, marks))
     }
 }
 
@@ -160,6 +241,14 @@ impl HashFeed {
         }
     }
 
+    /// A digest that continues where `mark` was taken (of a stream whose first
+    /// `mark.offset` bytes are the same); `None` if the mark is not a valid state.
+    pub(crate) fn resume(mark: &Mark, progress: Option<Progress>) -> Option<Self> {
+        Some(HashFeed {
+            sha: BackgroundSha::from_state(mark.hasher()?, mark.offset, progress),
+        })
+    }
+
     /// Hashes `data` next (waits while the thread's queue is full).
     pub(crate) async fn feed(&mut self, data: Bytes) -> io::Result<()> {
         std::future::poll_fn(|cx| self.sha.poll_ready(cx)).await?;
@@ -167,9 +256,14 @@ impl HashFeed {
         Ok(())
     }
 
-    /// The hex SHA-256 and byte count of everything fed.
-    pub(crate) async fn finish(self) -> io::Result<(String, u64)> {
-        self.sha.finish().await
+    /// Records the state after everything fed so far (returned by [`HashFeed::finish`]).
+    pub(crate) fn mark(&mut self) {
+        self.sha.mark();
+    }
+
+    /// The hex SHA-256 and byte count of everything fed, and the marks in order.
+    pub(crate) async fn finish(self) -> io::Result<(String, u64, Vec<Mark>)> {
+        self.sha.finish_marked().await
     }
 }
 
@@ -289,5 +383,41 @@ mod tests {
         assert_eq!(passed, data);
         assert_eq!(s.finish().await.unwrap(), (expected, len as u64));
         assert_eq!(progress.done(), len as u64);
+    }
+
+    #[tokio::test]
+    async fn hashing_resumes_from_a_mark_as_if_it_had_read_everything_before() {
+        let data: Vec<u8> = (0..3 * BLOCK + 4096).map(|i| (i % 253) as u8).collect();
+        let expected = hex::encode(Sha256::digest(&data));
+        let cut = 2 * BLOCK + 512;
+        let mut feed = HashFeed::new(None);
+        feed.feed(Bytes::copy_from_slice(&data[..100]))
+            .await
+            .unwrap();
+        feed.mark();
+        feed.feed(Bytes::copy_from_slice(&data[100..cut]))
+            .await
+            .unwrap();
+        feed.mark();
+        feed.feed(Bytes::copy_from_slice(&data[cut..]))
+            .await
+            .unwrap();
+        let (hash, n, marks) = feed.finish().await.unwrap();
+        assert_eq!((hash.as_str(), n), (expected.as_str(), data.len() as u64));
+        assert_eq!(
+            marks.iter().map(|m| m.offset).collect::<Vec<_>>(),
+            [100, cut as u64]
+        );
+        let mark = Mark::parse(&marks[1].to_text()).unwrap();
+        assert_eq!(mark, marks[1]);
+        let mut resumed = HashFeed::resume(&mark, None).unwrap();
+        resumed
+            .feed(Bytes::copy_from_slice(&data[cut..]))
+            .await
+            .unwrap();
+        let (hash, n, _) = resumed.finish().await.unwrap();
+        assert_eq!((hash.as_str(), n), (expected.as_str(), data.len() as u64));
+        assert_eq!(mark.finish_with(&data[cut..]).unwrap(), expected);
+        assert!(Mark::parse("12:zz").is_none() && Mark::parse("nonsense").is_none());
     }
 }

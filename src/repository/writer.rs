@@ -18,7 +18,7 @@ use super::manifest::{Entry, Manifest, FORMAT, PIECE_SIZE, VERSION};
 use super::pieces;
 use crate::backend::{BackendError, DynBackend};
 use crate::io::progress::Progress;
-use crate::repository::hashing::HashFeed;
+use crate::repository::hashing::{HashFeed, Mark};
 
 /// Piece uploads in flight: bounds memory to this many pieces plus one read ahead.
 const UPLOADS_IN_FLIGHT: usize = 4;
@@ -77,6 +77,9 @@ pub(crate) struct Written {
     pub uploaded: usize,
     /// Bytes uploaded in pieces.
     pub uploaded_bytes: u64,
+    /// The tar's digest state before each entry and before its end (one more than the
+    /// entries): a later tar that starts with the same entries resumes from there.
+    pub marks: Vec<Mark>,
 }
 
 fn io_err(e: io::Error) -> BackendError {
@@ -156,6 +159,8 @@ impl Uploads {
 /// The tar being hashed while its files' pieces are uploaded.
 struct TarFeed {
     feed: HashFeed,
+    /// Off while an entry whose hashing is deferred streams in (its pieces are stored).
+    hashing: bool,
     uploads: Uploads,
     mtime: u64,
     piece_size: u64,
@@ -202,6 +207,9 @@ impl TarFeed {
     }
 
     async fn bytes(&mut self, bytes: Bytes) -> Result<(), BackendError> {
+        if !self.hashing {
+            return Ok(());
+        }
         self.feed.feed(bytes).await.map_err(io_err)
     }
 
@@ -334,12 +342,28 @@ pub(crate) struct StreamedFile {
     pub sparse: Vec<[u64; 2]>,
 }
 
+/// Where an entry added from a reader goes in the tar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// Here, hashed as it streams.
+    Now,
+    /// After every entry placed `Now` or added stored: its pieces are stored as it streams,
+    /// and read back to be hashed in [`ManifestBuilder::finish`].
+    Early,
+    /// After those, the same way.
+    Late,
+}
+
 /// A manifest built one entry at a time, as its tar is hashed and its pieces uploaded.
 pub(crate) struct ManifestBuilder {
     tar: TarFeed,
     entries: Vec<Entry>,
     crcs: Vec<(String, u32)>,
     created_at: DateTime<Utc>,
+    /// Marks of entries taken over from an earlier tar ([`ManifestBuilder::resume`]).
+    marks: Vec<Mark>,
+    /// Entries whose hashing waits, with where they go.
+    deferred: Vec<(Place, Entry)>,
 }
 
 impl ManifestBuilder {
@@ -355,6 +379,7 @@ impl ManifestBuilder {
         ManifestBuilder {
             tar: TarFeed {
                 feed: HashFeed::new(progress),
+                hashing: true,
                 uploads: Uploads {
                     backend: Arc::clone(backend),
                     known,
@@ -369,11 +394,38 @@ impl ManifestBuilder {
             entries: Vec::new(),
             crcs: Vec::new(),
             created_at,
+            marks: Vec::new(),
+            deferred: Vec::new(),
         }
+    }
+
+    /// Makes the tar start with `prefix`, the first entries of an earlier tar whose headers
+    /// carry `mtime`, resumed from `marks` (the earlier tar's, one per prefix entry and the
+    /// one after them) instead of hashed again. Only before anything was hashed (entries
+    /// added with a deferred [`Place`] may have streamed); false, changing nothing, if the
+    /// marks do not fit.
+    pub(crate) fn continue_from(
+        &mut self,
+        (prefix, mtime): (Vec<Entry>, u64),
+        mut marks: Vec<Mark>,
+    ) -> bool {
+        if !self.entries.is_empty() || marks.len() != prefix.len() + 1 {
+            return false;
+        }
+        let Some(feed) = marks.last().and_then(|m| HashFeed::resume(m, None)) else {
+            return false;
+        };
+        marks.pop();
+        self.tar.feed = feed;
+        self.tar.mtime = mtime;
+        self.entries = prefix;
+        self.marks = marks;
+        true
     }
 
     /// Adds an entry from a text or an open file.
     pub(crate) async fn add(&mut self, path: String, source: Source) -> Result<(), BackendError> {
+        self.tar.feed.mark();
         let (entry, crc) = self.tar.entry(path, source).await?;
         self.crcs.push((entry.path.clone(), crc));
         self.entries.push(entry);
@@ -386,24 +438,41 @@ impl ManifestBuilder {
         &mut self,
         file: StreamedFile,
         reader: &mut R,
+        place: Place,
     ) -> Result<(), BackendError> {
-        let entry = self.tar.read(file, reader).await?;
-        self.entries.push(entry);
+        if place == Place::Now {
+            self.tar.feed.mark();
+        }
+        self.tar.hashing = place == Place::Now;
+        let entry = self.tar.read(file, reader).await;
+        self.tar.hashing = true;
+        self.placed(place, entry?);
         Ok(())
+    }
+
+    fn placed(&mut self, place: Place, entry: Entry) {
+        match place {
+            Place::Now => self.entries.push(entry),
+            later => self.deferred.push((later, entry)),
+        }
     }
 
     /// Adds entries whose pieces are already stored (from an earlier manifest cut in the
     /// same piece size): nothing is uploaded, but their bytes are read back, each piece
     /// checked, to be hashed into this tar.
     pub(crate) async fn add_stored(&mut self, entries: Vec<Entry>) -> Result<(), BackendError> {
-        let backend = Arc::clone(&self.tar.uploads.backend);
-        let mut bytes = read_entries(backend, &entries, self.tar.mtime, self.tar.piece_size)
-            .await
-            .map_err(io_err)?;
-        while let Some(b) = bytes.try_next().await.map_err(io_err)? {
-            self.tar.bytes(b).await?;
+        for entry in entries {
+            self.tar.feed.mark();
+            let backend = Arc::clone(&self.tar.uploads.backend);
+            let one = std::slice::from_ref(&entry);
+            let mut bytes = read_entries(backend, one, self.tar.mtime, self.tar.piece_size)
+                .await
+                .map_err(io_err)?;
+            while let Some(b) = bytes.try_next().await.map_err(io_err)? {
+                self.tar.bytes(b).await?;
+            }
+            self.entries.push(entry);
         }
-        self.entries.extend(entries);
         Ok(())
     }
 
@@ -413,16 +482,20 @@ impl ManifestBuilder {
     }
 
     /// Adds a directory entry.
-    pub(crate) async fn add_dir(&mut self, path: String) -> Result<(), BackendError> {
-        self.tar.header(&path, 0, Kind::Dir).await?;
-        self.entries.push(Entry {
+    pub(crate) async fn add_dir(&mut self, path: String, place: Place) -> Result<(), BackendError> {
+        let entry = Entry {
             path,
             size: 0,
             text: None,
             pieces: Vec::new(),
             dir: true,
             sparse: Vec::new(),
-        });
+        };
+        if place == Place::Now {
+            self.tar.feed.mark();
+            self.tar.header(&entry.path, 0, Kind::Dir).await?;
+        }
+        self.placed(place, entry);
         Ok(())
     }
 
@@ -432,14 +505,27 @@ impl ManifestBuilder {
         mut self,
         trailer: Option<Trailer>,
     ) -> Result<Written, BackendError> {
+        // Deferred entries are read back once their pieces are all stored.
+        self.tar.uploads.finish().await?;
+        for place in [Place::Early, Place::Late] {
+            let (these, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+                .into_iter()
+                .partition(|(p, _)| *p == place);
+            self.deferred = rest;
+            self.add_stored(these.into_iter().map(|(_, e)| e).collect())
+                .await?;
+        }
         if let Some(trailer) = trailer {
             let (path, text) = trailer(&self.crcs);
             self.add(path, Source::Text(text)).await?;
         }
+        self.tar.feed.mark();
         let end = self.tar.zeros.clone();
         self.tar.bytes(end).await?;
         self.tar.uploads.finish().await?;
-        let (sha256, total) = self.tar.feed.finish().await.map_err(io_err)?;
+        let (sha256, total, marks) = self.tar.feed.finish().await.map_err(io_err)?;
+        let mut all = std::mem::take(&mut self.marks);
+        all.extend(marks);
         Ok(Written {
             manifest: Manifest {
                 format: FORMAT.into(),
@@ -455,6 +541,7 @@ impl ManifestBuilder {
             },
             uploaded: self.tar.uploads.count,
             uploaded_bytes: self.tar.uploads.bytes,
+            marks: all,
         })
     }
 }
