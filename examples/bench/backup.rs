@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::cluster::{qdrant_bin, spawn_quiet, Cluster};
 use crate::harness::{batch_body, call, env_or, median, mib, rss_bytes, RssSampler, Service, DIM};
 use crate::incremental::overwrite_body;
-use crate::s3::{plain_stream_upload, S3};
+use crate::s3::{plain_read, plain_stream_upload, plain_upload, S3};
 
 const COLLECTION: &str = "bench";
 const SOURCE: &str = "q";
@@ -55,7 +55,7 @@ pub(crate) fn backup_figures(
     second_backups(c, &svc, &source, points, repeat, first, results);
     after_optimizer(c, &svc, &source, points, results);
     let target = Cluster::start(&bin, &root.join("qdrant-target"));
-    restores(c, root, &svc, &target, repeat, results);
+    restores(c, root, s3, &svc, &target, repeat, results);
 }
 
 /// The collection: 3 shards, `points` points, indexed (green).
@@ -373,11 +373,50 @@ fn tutorial_restore(c: &reqwest::blocking::Client, target: &Cluster, files: &str
     t.elapsed().as_secs_f64()
 }
 
+/// The bucket's floor for a restore: the shard archives in `dir` stored as plain objects,
+/// then read back by a plain client, all in parallel. Returns the seconds of the reading.
+fn bucket_floor(s3: &S3, dir: &Path) -> f64 {
+    let prefix = format!("bench-backup-plain-{}", uuid::Uuid::new_v4().simple());
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    s3.rt.block_on(async {
+        let mut keys = Vec::new();
+        for f in &files {
+            let key = format!("{prefix}/{}", f.file_name().unwrap().to_string_lossy());
+            plain_upload(&s3.client, &s3.bucket, &key, f, 8 << 20, 4, true).await;
+            keys.push(key);
+        }
+        let t = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for key in keys.clone() {
+            let (client, bucket) = (s3.client.clone(), s3.bucket.clone());
+            set.spawn(async move { plain_read(&client, &bucket, &key).await });
+        }
+        while let Some(n) = set.join_next().await {
+            n.unwrap();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        for key in keys {
+            let _ = s3
+                .client
+                .delete_object()
+                .bucket(&s3.bucket)
+                .key(key)
+                .send()
+                .await;
+        }
+        secs
+    })
+}
+
 /// Restores of the newest backup into a fresh cluster: ours against the tutorial's way,
 /// alternating; the collection is dropped between rounds and counted after each.
 fn restores(
     c: &reqwest::blocking::Client,
     root: &Path,
+    s3: &S3,
     svc: &Service,
     target: &Cluster,
     repeat: usize,
@@ -398,7 +437,9 @@ fn restores(
             .as_u64()
     };
     let (mut theirs, mut ours, mut rss) = (Vec::new(), Vec::new(), 0u64);
+    let mut floors = Vec::new();
     for _ in 0..repeat.max(1) {
+        floors.push(bucket_floor(s3, &serve));
         theirs.push(tutorial_restore(c, target, &files));
         assert_eq!(
             count(c),
@@ -427,12 +468,17 @@ fn restores(
     }
     let _ = server.kill();
     let _ = server.wait();
-    let (t, o) = (median(theirs), median(ours));
+    let (t, o, f) = (median(theirs), median(ours), median(floors));
     println!(
         "restore into a fresh three-node cluster: {o:.2} s (verified) vs the tutorial's recover-by-URL {t:.2} s = {:.2}x; memory added {:.0} MiB",
         o / t,
         mib(rss)
     );
+    println!(
+        "  reading the same archives from the bucket with a plain client alone: {f:.2} s; restore vs that plus the tutorial's: {:.2}x",
+        o / (f + t)
+    );
+    results.insert("restore_bucket_read_floor_s".into(), json!(f));
     results.insert("restore_s".into(), json!(o));
     results.insert("restore_tutorial_s".into(), json!(t));
     results.insert("restore_vs_tutorial".into(), json!(o / t));

@@ -287,3 +287,18 @@ pub(crate) async fn plain_stream_upload(
         .unwrap();
     total
 }
+
+/// A plain download of an object, read to the end and dropped. Returns the bytes.
+pub(crate) async fn plain_read(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> u64 {
+    let out = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let mut body = out.body.into_async_read();
+    tokio::io::copy(&mut body, &mut tokio::io::sink())
+        .await
+        .unwrap()
+}

@@ -561,3 +561,89 @@ pub(crate) async fn write(
     }
     builder.finish(Some(archive.trailer)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::local::LocalBackend;
+    use crate::repository::layout;
+    use sha2::{Digest, Sha256};
+
+    fn file(path: &str, len: usize, seed: u8) -> (StreamedFile, Vec<u8>) {
+        let bytes = (0..len).map(|i| (i as u8).wrapping_mul(seed)).collect();
+        let f = StreamedFile {
+            path: path.into(),
+            len: len as u64,
+            inline: false,
+            sparse: Vec::new(),
+        };
+        (f, bytes)
+    }
+
+    async fn add(b: &mut ManifestBuilder, path: &str, len: usize, seed: u8, place: Place) {
+        let (f, bytes) = file(path, len, seed);
+        b.add_reader(f, &mut bytes.as_slice(), place).await.unwrap();
+    }
+
+    /// The tar a manifest stands for, read back from storage.
+    async fn tar(backend: &DynBackend, m: &Manifest) -> Vec<u8> {
+        let s = layout::read(Arc::clone(backend), Arc::new(m.clone()), None)
+            .await
+            .unwrap();
+        let chunks: Vec<Bytes> = s.try_collect().await.unwrap();
+        chunks.concat()
+    }
+
+    fn paths(m: &Manifest) -> Vec<&str> {
+        m.entries.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn deferred_entries_go_last_and_a_resumed_tar_hashes_like_a_whole_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: DynBackend = Arc::new(LocalBackend::new(dir.path()).unwrap());
+        let t = Utc::now();
+        let mut a = ManifestBuilder::new(&backend, HashSet::new(), None, t, 1024);
+        add(&mut a, "a", 3000, 3, Place::Now).await;
+        add(&mut a, "b", 2000, 5, Place::Late).await;
+        a.add_dir("d".into(), Place::Late).await.unwrap();
+        add(&mut a, "c", 5000, 7, Place::Now).await;
+        let a = a.finish(None).await.unwrap();
+        let m = &a.manifest;
+        assert_eq!(paths(m), ["a", "c", "b", "d"]);
+        let bytes = tar(&backend, m).await;
+        assert_eq!(hex::encode(Sha256::digest(&bytes)), m.sha256);
+        assert_eq!(bytes.len() as u64, m.size);
+        // Each mark is the state before its entry: finishing it with the rest of the tar
+        // gives the tar's digest.
+        assert_eq!(a.marks.len(), m.entries.len() + 1);
+        for mark in &a.marks {
+            let rest = &bytes[mark.offset as usize..];
+            assert_eq!(mark.finish_with(rest).as_deref(), Some(m.sha256.as_str()));
+        }
+
+        // A rebuild that keeps a and c (its first two), b (read back), and adds e and f.
+        let mut b = ManifestBuilder::new(&backend, HashSet::new(), None, Utc::now(), 1024);
+        add(&mut b, "f", 700, 11, Place::Late).await;
+        add(&mut b, "e", 4100, 13, Place::Early).await;
+        let prefix = (m.entries[..2].to_vec(), m.mtime);
+        assert!(
+            !b.continue_from(prefix.clone(), a.marks[..2].to_vec()),
+            "marks must fit"
+        );
+        assert!(b.continue_from(prefix, a.marks[..3].to_vec()));
+        b.add_stored(vec![m.entries[2].clone()]).await.unwrap();
+        let b = b.finish(None).await.unwrap();
+        let n = &b.manifest;
+        assert_eq!(paths(n), ["a", "c", "b", "e", "f"]);
+        let bytes = tar(&backend, n).await;
+        assert_eq!(hex::encode(Sha256::digest(&bytes)), n.sha256);
+        assert_eq!(bytes.len() as u64, n.size);
+        assert_eq!(b.marks.len(), n.entries.len() + 1);
+        assert_eq!(
+            b.marks[..3],
+            a.marks[..3],
+            "the kept opening keeps its marks"
+        );
+    }
+}
