@@ -76,8 +76,12 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
+/// Microseconds since the first call, plus one: never 0, which `last_end` uses for "no
+/// durable write yet" (a write ending at the very first reading of the clock counts).
 fn now_us() -> u64 {
-    u64::try_from(epoch().elapsed().as_micros()).unwrap_or(u64::MAX)
+    u64::try_from(epoch().elapsed().as_micros())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
 }
 
 /// The process-wide signals: WAL flushes report here, snapshot and staging writers read.
