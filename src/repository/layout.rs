@@ -197,22 +197,25 @@ pub(crate) async fn read(
 }
 
 /// The tar bytes of `entries` (headers with `mtime`, pieces of `piece_size`), without the
-/// end of the tar: entries already stored, read back to be part of another tar.
+/// end of the tar: entries already stored, read back to be part of another tar. Also the
+/// length in the tar of each entry, in order.
 pub(crate) async fn read_entries(
     backend: DynBackend,
     entries: &[Entry],
     mtime: u64,
     piece_size: u64,
-) -> std::io::Result<ByteStream> {
-    let plan = entry_parts(entries, mtime, piece_size)
-        .await?
-        .into_iter()
-        .map(|p| {
+) -> std::io::Result<(ByteStream, Vec<u64>)> {
+    let mut plan = Vec::new();
+    let mut lens = Vec::with_capacity(entries.len());
+    for e in entries {
+        let parts = entry_parts(std::slice::from_ref(e), mtime, piece_size).await?;
+        lens.push(parts.iter().map(Part::len).sum());
+        plan.extend(parts.into_iter().map(|p| {
             let len = p.len();
             (p, 0..len)
-        })
-        .collect();
-    Ok(fetch(backend, plan))
+        }));
+    }
+    Ok((fetch(backend, plan), lens))
 }
 
 /// The bytes `sub` of each part, pieces fetched a few at a time and checked whole.

@@ -161,6 +161,8 @@ struct TarFeed {
     feed: HashFeed,
     /// Off while an entry whose hashing is deferred streams in (its pieces are stored).
     hashing: bool,
+    /// While set, the data bytes read are also kept here (a deferred entry held in memory).
+    held: Option<Vec<Bytes>>,
     uploads: Uploads,
     mtime: u64,
     piece_size: u64,
@@ -306,6 +308,9 @@ impl TarFeed {
                 stored += n;
                 let bytes = Bytes::from(buf);
                 self.bytes(bytes.clone()).await?;
+                if let Some(held) = &mut self.held {
+                    held.push(bytes.clone());
+                }
                 if inline && sparse.is_empty() && n == len {
                     if let Ok(t) = std::str::from_utf8(&bytes) {
                         text = Some(t.to_string());
@@ -354,6 +359,13 @@ pub(crate) enum Place {
     Late,
 }
 
+/// Bytes of deferred entries a builder keeps in memory to hash them at the end without
+/// reading them back; beyond it they are read back from storage.
+const HELD_MAX: u64 = 16 << 20;
+
+/// An entry whose hashing waits, where it goes, and its data bytes when held in memory.
+type Deferred = (Place, Entry, Option<Vec<Bytes>>);
+
 /// A manifest built one entry at a time, as its tar is hashed and its pieces uploaded.
 pub(crate) struct ManifestBuilder {
     tar: TarFeed,
@@ -362,8 +374,10 @@ pub(crate) struct ManifestBuilder {
     created_at: DateTime<Utc>,
     /// Marks of entries taken over from an earlier tar ([`ManifestBuilder::resume`]).
     marks: Vec<Mark>,
-    /// Entries whose hashing waits, with where they go.
-    deferred: Vec<(Place, Entry)>,
+    /// Entries whose hashing waits.
+    deferred: Vec<Deferred>,
+    /// Bytes of deferred entries that may still be held in memory.
+    held_left: u64,
 }
 
 impl ManifestBuilder {
@@ -380,6 +394,7 @@ impl ManifestBuilder {
             tar: TarFeed {
                 feed: HashFeed::new(progress),
                 hashing: true,
+                held: None,
                 uploads: Uploads {
                     backend: Arc::clone(backend),
                     known,
@@ -396,6 +411,7 @@ impl ManifestBuilder {
             created_at,
             marks: Vec::new(),
             deferred: Vec::new(),
+            held_left: HELD_MAX,
         }
     }
 
@@ -443,36 +459,74 @@ impl ManifestBuilder {
         if place == Place::Now {
             self.tar.feed.mark();
         }
+        let stored = if file.sparse.is_empty() {
+            file.len
+        } else {
+            file.sparse.iter().map(|[_, n]| n).sum()
+        };
+        let hold = place != Place::Now && stored <= self.held_left;
+        if hold {
+            self.held_left -= stored;
+            self.tar.held = Some(Vec::new());
+        }
         self.tar.hashing = place == Place::Now;
         let entry = self.tar.read(file, reader).await;
         self.tar.hashing = true;
-        self.placed(place, entry?);
+        let held = self.tar.held.take();
+        self.placed(place, entry?, held);
         Ok(())
     }
 
-    fn placed(&mut self, place: Place, entry: Entry) {
+    fn placed(&mut self, place: Place, entry: Entry, held: Option<Vec<Bytes>>) {
         match place {
             Place::Now => self.entries.push(entry),
-            later => self.deferred.push((later, entry)),
+            later => self.deferred.push((later, entry, held)),
         }
+    }
+
+    /// Hashes a deferred entry from the bytes held in memory.
+    async fn add_held(&mut self, entry: Entry, held: Vec<Bytes>) -> Result<(), BackendError> {
+        self.tar.feed.mark();
+        self.tar
+            .header(&entry.path, entry.size, Kind::of(&entry))
+            .await?;
+        for b in held {
+            self.tar.bytes(b).await?;
+        }
+        self.tar.pad(entry.stored_len()).await?;
+        self.entries.push(entry);
+        Ok(())
     }
 
     /// Adds entries whose pieces are already stored (from an earlier manifest cut in the
     /// same piece size): nothing is uploaded, but their bytes are read back, each piece
     /// checked, to be hashed into this tar.
     pub(crate) async fn add_stored(&mut self, entries: Vec<Entry>) -> Result<(), BackendError> {
-        for entry in entries {
-            self.tar.feed.mark();
-            let backend = Arc::clone(&self.tar.uploads.backend);
-            let one = std::slice::from_ref(&entry);
-            let mut bytes = read_entries(backend, one, self.tar.mtime, self.tar.piece_size)
+        let backend = Arc::clone(&self.tar.uploads.backend);
+        let (mut bytes, lens) =
+            read_entries(backend, &entries, self.tar.mtime, self.tar.piece_size)
                 .await
                 .map_err(io_err)?;
-            while let Some(b) = bytes.try_next().await.map_err(io_err)? {
-                self.tar.bytes(b).await?;
+        // One stream for all (fetches run ahead across entries); a mark where each begins.
+        let mut lens = lens.into_iter();
+        let mut left = 0u64;
+        while let Some(mut b) = bytes.try_next().await.map_err(io_err)? {
+            while !b.is_empty() {
+                if left == 0 {
+                    self.tar.feed.mark();
+                    left = lens
+                        .next()
+                        .ok_or_else(|| io_err(io::Error::other("tar longer than its entries")))?;
+                }
+                let n = b.len().min(left as usize);
+                self.tar.bytes(b.split_to(n)).await?;
+                left -= n as u64;
             }
-            self.entries.push(entry);
         }
+        if left > 0 || lens.next().is_some() {
+            return Err(io_err(io::Error::other("tar shorter than its entries")));
+        }
+        self.entries.extend(entries);
         Ok(())
     }
 
@@ -495,7 +549,7 @@ impl ManifestBuilder {
             self.tar.feed.mark();
             self.tar.header(&entry.path, 0, Kind::Dir).await?;
         }
-        self.placed(place, entry);
+        self.placed(place, entry, Some(Vec::new()));
         Ok(())
     }
 
@@ -507,13 +561,14 @@ impl ManifestBuilder {
     ) -> Result<Written, BackendError> {
         // Deferred entries are read back once their pieces are all stored.
         self.tar.uploads.finish().await?;
-        for place in [Place::Early, Place::Late] {
-            let (these, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
-                .into_iter()
-                .partition(|(p, _)| *p == place);
-            self.deferred = rest;
-            self.add_stored(these.into_iter().map(|(_, e)| e).collect())
-                .await?;
+        let (early, late): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|(p, _, _)| *p == Place::Early);
+        for (_, entry, held) in early.into_iter().chain(late) {
+            match held {
+                Some(held) => self.add_held(entry, held).await?,
+                None => self.add_stored(vec![entry]).await?,
+            }
         }
         if let Some(trailer) = trailer {
             let (path, text) = trailer(&self.crcs);
@@ -645,5 +700,21 @@ mod tests {
             a.marks[..3],
             "the kept opening keeps its marks"
         );
+
+        // Deferred entries beyond what is held in memory are read back from storage.
+        let mut c = ManifestBuilder::new(&backend, HashSet::new(), None, Utc::now(), 1024);
+        c.held_left = 2500;
+        add(&mut c, "g", 2000, 17, Place::Late).await;
+        add(&mut c, "h", 3000, 19, Place::Late).await;
+        add(&mut c, "i", 100, 23, Place::Now).await;
+        let c = c.finish(None).await.unwrap();
+        let o = &c.manifest;
+        assert_eq!(paths(o), ["i", "g", "h"]);
+        let bytes = tar(&backend, o).await;
+        assert_eq!(hex::encode(Sha256::digest(&bytes)), o.sha256);
+        for mark in &c.marks {
+            let rest = &bytes[mark.offset as usize..];
+            assert_eq!(mark.finish_with(rest).as_deref(), Some(o.sha256.as_str()));
+        }
     }
 }
