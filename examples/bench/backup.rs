@@ -298,6 +298,40 @@ fn after_optimizer(
     results.insert("backup_after_optimizer_s".into(), json!(run.secs));
 }
 
+/// The exact number of points in the target's collection.
+fn count(c: &reqwest::blocking::Client, target: &Cluster) -> Option<u64> {
+    let url = format!("{}/collections/{COLLECTION}/points/count", target.url());
+    let body = json!({"exact": true}).to_string();
+    call(c, reqwest::Method::POST, &url, Some(body))["result"]["count"].as_u64()
+}
+
+fn drop_collection(c: &reqwest::blocking::Client, target: &Cluster) {
+    let url = format!("{}/collections/{COLLECTION}", target.url());
+    call(c, reqwest::Method::DELETE, &url, None);
+}
+
+/// Our restore of backup `id` into `target`, verified; its seconds and added memory.
+fn our_restore(
+    c: &reqwest::blocking::Client,
+    svc: &Service,
+    target: &Cluster,
+    id: &str,
+) -> (f64, u64) {
+    let idle = rss_bytes(svc.pid());
+    let sampler = RssSampler::start(svc.pid());
+    let t = Instant::now();
+    let url = format!(
+        "{}/backup/sources/{SOURCE}/backups/{id}/restore?wait=true",
+        svc.url
+    );
+    let body = json!({"to": target.url()}).to_string();
+    let v = call(c, reqwest::Method::POST, &url, Some(body));
+    let secs = t.elapsed().as_secs_f64();
+    let added = sampler.finish().saturating_sub(idle);
+    assert_eq!(v["result"]["verified"], true, "our restore verified: {v}");
+    (secs, added)
+}
+
 /// A plain HTTP file server for `dir` on loopback; returns it and its base URL.
 fn file_server(dir: &Path) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -425,46 +459,26 @@ fn restores(
     let serve = root.join("serve");
     let (id, points) = download_shards(c, svc, &serve);
     let (mut server, files) = file_server(&serve);
-    let col = format!("{}/collections/{COLLECTION}", target.url());
-    let count = |c: &reqwest::blocking::Client| {
-        let body = json!({"exact": true}).to_string();
-        call(
-            c,
-            reqwest::Method::POST,
-            &format!("{col}/points/count"),
-            Some(body),
-        )["result"]["count"]
-            .as_u64()
-    };
     let (mut theirs, mut ours, mut rss) = (Vec::new(), Vec::new(), 0u64);
     let mut floors = Vec::new();
     for _ in 0..repeat.max(1) {
         floors.push(bucket_floor(s3, &serve));
         theirs.push(tutorial_restore(c, target, &files));
         assert_eq!(
-            count(c),
+            count(c, target),
             Some(points),
             "the tutorial's restore holds every point"
         );
-        call(c, reqwest::Method::DELETE, &col, None);
-        let idle = rss_bytes(svc.pid());
-        let sampler = RssSampler::start(svc.pid());
-        let t = Instant::now();
-        let url = format!(
-            "{}/backup/sources/{SOURCE}/backups/{id}/restore?wait=true",
-            svc.url
+        drop_collection(c, target);
+        let (secs, added) = our_restore(c, svc, target, &id);
+        ours.push(secs);
+        rss = rss.max(added);
+        assert_eq!(
+            count(c, target),
+            Some(points),
+            "our restore holds every point"
         );
-        let v = call(
-            c,
-            reqwest::Method::POST,
-            &url,
-            Some(json!({"to": target.url()}).to_string()),
-        );
-        ours.push(t.elapsed().as_secs_f64());
-        rss = rss.max(sampler.finish().saturating_sub(idle));
-        assert_eq!(v["result"]["verified"], true, "our restore verified: {v}");
-        assert_eq!(count(c), Some(points), "our restore holds every point");
-        call(c, reqwest::Method::DELETE, &col, None);
+        drop_collection(c, target);
     }
     let _ = server.kill();
     let _ = server.wait();

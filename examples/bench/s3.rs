@@ -35,21 +35,18 @@ pub(crate) async fn sdk_client(endpoint: &str) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
-/// A plain multipart upload of an existing file: `part` bytes, `concurrency` in flight.
-/// The object is deleted afterwards unless `keep`.
-pub(crate) async fn plain_upload(
+/// Uploads `parts` (each one part, in order) as one object with a multipart upload,
+/// `concurrency` parts in flight. Returns the bytes.
+async fn multipart(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
-    file: &Path,
-    part: usize,
+    mut parts: impl futures::Stream<Item = Vec<u8>> + Unpin,
     concurrency: usize,
-    keep: bool,
-) -> f64 {
+) -> u64 {
     use aws_sdk_s3::primitives::ByteStream;
     use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-    use tokio::io::AsyncReadExt;
-    let t = Instant::now();
+    use futures::StreamExt;
     let up = s3
         .create_multipart_upload()
         .bucket(bucket)
@@ -58,26 +55,12 @@ pub(crate) async fn plain_upload(
         .await
         .unwrap();
     let id = up.upload_id().unwrap().to_string();
-    let mut f = tokio::fs::File::open(file).await.unwrap();
     let mut set = tokio::task::JoinSet::new();
-    let mut parts = Vec::new();
-    let mut n = 1;
-    loop {
-        let mut buf = vec![0u8; part];
-        let mut filled = 0;
-        while filled < part {
-            let r = f.read(&mut buf[filled..]).await.unwrap();
-            if r == 0 {
-                break;
-            }
-            filled += r;
-        }
-        if filled == 0 {
-            break;
-        }
-        buf.truncate(filled);
+    let (mut done, mut n, mut total) = (Vec::new(), 1, 0u64);
+    while let Some(buf) = parts.next().await {
+        total += buf.len() as u64;
         while set.len() >= concurrency {
-            parts.push(set.join_next().await.unwrap().unwrap());
+            done.push(set.join_next().await.unwrap().unwrap());
         }
         let (s3, bucket, key, id) = (s3.clone(), bucket.to_string(), key.to_string(), id.clone());
         set.spawn(async move {
@@ -97,34 +80,68 @@ pub(crate) async fn plain_upload(
                 .build()
         });
         n += 1;
-        if filled < part {
-            break;
-        }
     }
     while let Some(p) = set.join_next().await {
-        parts.push(p.unwrap());
+        done.push(p.unwrap());
     }
-    parts.sort_by_key(|p| p.part_number());
+    done.sort_by_key(|p| p.part_number());
+    let parts = CompletedMultipartUpload::builder()
+        .set_parts(Some(done))
+        .build();
     s3.complete_multipart_upload()
         .bucket(bucket)
         .key(key)
         .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
+        .multipart_upload(parts)
         .send()
         .await
         .unwrap();
-    let elapsed = t.elapsed().as_secs_f64();
-    if !keep {
-        s3.delete_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
+    total
+}
+
+/// Parts of `part` bytes (the last shorter) from `read`.
+fn parts_of<R: tokio::io::AsyncRead + Unpin>(
+    read: R,
+    part: usize,
+) -> impl futures::Stream<Item = Vec<u8>> + Unpin {
+    use tokio::io::AsyncReadExt;
+    Box::pin(futures::stream::unfold(read, move |mut r| async move {
+        let mut buf = Vec::with_capacity(part);
+        (&mut r)
+            .take(part as u64)
+            .read_to_end(&mut buf)
             .await
             .unwrap();
+        (!buf.is_empty()).then_some((buf, r))
+    }))
+}
+
+async fn delete(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) {
+    s3.delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A plain multipart upload of an existing file: `part` bytes, `concurrency` in flight.
+/// The object is deleted afterwards unless `keep`.
+pub(crate) async fn plain_upload(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    file: &Path,
+    part: usize,
+    concurrency: usize,
+    keep: bool,
+) -> f64 {
+    let t = Instant::now();
+    let f = tokio::fs::File::open(file).await.unwrap();
+    multipart(s3, bucket, key, parts_of(f, part), concurrency).await;
+    let elapsed = t.elapsed().as_secs_f64();
+    if !keep {
+        delete(s3, bucket, key).await;
     }
     elapsed
 }
@@ -211,80 +228,11 @@ pub(crate) async fn plain_stream_upload(
     part: usize,
     concurrency: usize,
 ) -> u64 {
-    use aws_sdk_s3::primitives::ByteStream;
-    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-    use futures::StreamExt;
-    let up = s3
-        .create_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
-    let id = up.upload_id().unwrap().to_string();
-    let mut body = resp.bytes_stream();
-    let mut set = tokio::task::JoinSet::new();
-    let mut parts = Vec::new();
-    let (mut n, mut total, mut done) = (1, 0u64, false);
-    while !done {
-        let mut buf = Vec::with_capacity(part);
-        while buf.len() < part {
-            match body.next().await {
-                Some(chunk) => buf.extend_from_slice(&chunk.unwrap()),
-                None => {
-                    done = true;
-                    break;
-                }
-            }
-        }
-        if buf.is_empty() {
-            break;
-        }
-        total += buf.len() as u64;
-        while set.len() >= concurrency {
-            parts.push(set.join_next().await.unwrap().unwrap());
-        }
-        let (s3, bucket, key, id) = (s3.clone(), bucket.to_string(), key.to_string(), id.clone());
-        set.spawn(async move {
-            let out = s3
-                .upload_part()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(id)
-                .part_number(n)
-                .body(ByteStream::from(buf))
-                .send()
-                .await
-                .unwrap();
-            CompletedPart::builder()
-                .part_number(n)
-                .e_tag(out.e_tag().unwrap())
-                .build()
-        });
-        n += 1;
-    }
-    while let Some(p) = set.join_next().await {
-        parts.push(p.unwrap());
-    }
-    parts.sort_by_key(|p| p.part_number());
-    s3.complete_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    s3.delete_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
+    use futures::TryStreamExt;
+    let body = resp.bytes_stream().map_err(std::io::Error::other);
+    let read = tokio_util::io::StreamReader::new(body);
+    let total = multipart(s3, bucket, key, parts_of(read, part), concurrency).await;
+    delete(s3, bucket, key).await;
     total
 }
 

@@ -283,12 +283,8 @@ impl Backups {
         let previous = self.list(source).await?.into_iter().next();
         let (mut described, mut failed, mut jobs) =
             plan(&deployment, &names, previous.as_ref()).await;
-        if let Some(p) = &previous {
-            let mut earlier = self.previous_shards(source, &p.id).await;
-            for job in &mut jobs {
-                job.previous = earlier.remove(&format!("{}/{}", job.collection, job.shard));
-            }
-        }
+        self.attach_previous(source, previous.as_ref(), &mut jobs)
+            .await;
         let session = self.repo.begin_backup().await?;
         let pulled = pull_all(&deployment, &session, jobs, started_at, progress).await;
         let gathered = gather(&mut described, &mut failed, pulled);
@@ -328,6 +324,21 @@ impl Backups {
         );
         self.apply_retention(source, &opts).await;
         Ok(record)
+    }
+
+    /// Gives each job what the `previous` backup holds of its shard.
+    async fn attach_previous(
+        &self,
+        source: &str,
+        previous: Option<&BackupRecord>,
+        jobs: &mut [ShardJob],
+    ) {
+        if let Some(p) = previous {
+            let mut earlier = self.previous_shards(source, &p.id).await;
+            for job in jobs {
+                job.previous = earlier.remove(&format!("{}/{}", job.collection, job.shard));
+            }
+        }
     }
 
     /// What backup `id` holds of each shard that a partial pull can build on, by
@@ -529,37 +540,15 @@ async fn describe(
     let (shard_count, replicas) = d.replicas(name).await?;
     let mut jobs = Vec::new();
     for shard in 0..shard_count {
-        let mut candidates: Vec<Replica> = replicas
-            .iter()
-            .filter(|r| r.shard_id == shard && r.state == "Active")
-            .cloned()
-            .collect();
-        if candidates.is_empty() {
-            let states: Vec<String> = replicas
-                .iter()
-                .filter(|r| r.shard_id == shard)
-                .map(|r| format!("peer {} {}", r.peer_id, r.state))
-                .collect();
-            return Err(Error::Upstream(format!(
-                "shard {shard} of `{name}` has no Active replica ({})",
-                states.join(", ")
-            )));
-        }
-        // The replica pulled last time first, then the ones whose peer reported a count
-        // (it answered).
+        // The replica pulled last time first.
         let last = previous
             .and_then(|p| p.collections.get(name))
             .and_then(|c| c.shards.iter().find(|s| s.shard_id == shard))
             .map(|s| s.peer_id);
-        // Without a previous pull, shards start on different peers so that they are
-        // pulled in parallel.
-        let turn = shard as usize % candidates.len();
-        candidates.rotate_left(turn);
-        candidates.sort_by_key(|r| (Some(r.peer_id) != last, r.points_count.is_none()));
         jobs.push(ShardJob {
             collection: name.to_string(),
             shard,
-            candidates,
+            candidates: candidates(&replicas, name, shard, last)?,
             previous: None,
         });
     }
@@ -574,6 +563,39 @@ async fn describe(
         shards: Vec::new(),
     };
     Ok((record, jobs))
+}
+
+/// The Active replicas of shard `shard` of collection `name`, best first: the one on peer
+/// `last`, then those whose peer reported a count (it answered); an error naming the
+/// replicas' states when none is Active.
+fn candidates(
+    replicas: &[Replica],
+    name: &str,
+    shard: u32,
+    last: Option<u64>,
+) -> Result<Vec<Replica>> {
+    let mut active: Vec<Replica> = replicas
+        .iter()
+        .filter(|r| r.shard_id == shard && r.state == "Active")
+        .cloned()
+        .collect();
+    if active.is_empty() {
+        let states: Vec<String> = replicas
+            .iter()
+            .filter(|r| r.shard_id == shard)
+            .map(|r| format!("peer {} {}", r.peer_id, r.state))
+            .collect();
+        return Err(Error::Upstream(format!(
+            "shard {shard} of `{name}` has no Active replica ({})",
+            states.join(", ")
+        )));
+    }
+    // Without a previous pull, shards start on different peers so that they are pulled in
+    // parallel.
+    let turn = shard as usize % active.len();
+    active.rotate_left(turn);
+    active.sort_by_key(|r| (Some(r.peer_id) != last, r.points_count.is_none()));
+    Ok(active)
 }
 
 /// Pulls every shard, as many at once as there are peers, each from its first candidate

@@ -63,20 +63,12 @@ pub(crate) async fn pull_changes(
             "the last backup of shard {shard} of `{collection}` is cut in other pieces"
         )));
     }
-    let since = &previous.qdrant;
     let resp = server
-        .partial_snapshot(collection, shard, since)
+        .partial_snapshot(collection, shard, &previous.qdrant)
         .await
         .map_err(Error::Upstream)?;
     let Some(resp) = resp else {
-        // Nothing changed: the last archive is this one too.
-        return Ok(Pulled {
-            manifest: previous.manifest.clone(),
-            pulled_bytes: 0,
-            stored_bytes: 0,
-            qdrant: Some(since.clone()),
-            marks: previous.marks.clone(),
-        });
+        return Ok(unchanged_since(previous));
     };
     // What came is stored as it streams and hashed last, after what is kept.
     let place = |path: &str| {
@@ -108,6 +100,17 @@ pub(crate) async fn pull_changes(
         qdrant: Some(Value::Object(streamed.segments.into_iter().collect())),
         marks: written.marks,
     })
+}
+
+/// The shard when nothing changed (Qdrant's 304): the last archive is this one too.
+fn unchanged_since(previous: &Previous) -> Pulled {
+    Pulled {
+        manifest: previous.manifest.clone(),
+        pulled_bytes: 0,
+        stored_bytes: 0,
+        qdrant: Some(previous.qdrant.clone()),
+        marks: previous.marks.clone(),
+    }
 }
 
 /// The leading entries of `kept` that open the previous archive too (when its marks are

@@ -290,6 +290,8 @@ impl TarFeed {
         let mut stored = 0;
         let mut pieces = Vec::new();
         let mut text = None;
+        // Inline only a regular file that fits one piece.
+        let inline = inline && sparse.is_empty() && len <= self.piece_size;
         for [offset, region] in regions {
             // A hole: zeros from the reader, not kept.
             tokio::io::copy(
@@ -299,28 +301,8 @@ impl TarFeed {
             .await
             .map_err(io_err)?;
             at = offset + region;
-            let mut left = region;
-            while left > 0 {
-                let n = self.piece_size.min(left);
-                let mut buf = vec![0u8; n as usize];
-                reader.read_exact(&mut buf).await.map_err(io_err)?;
-                left -= n;
-                stored += n;
-                let bytes = Bytes::from(buf);
-                self.bytes(bytes.clone()).await?;
-                if let Some(held) = &mut self.held {
-                    held.push(bytes.clone());
-                }
-                if inline && sparse.is_empty() && n == len {
-                    if let Ok(t) = std::str::from_utf8(&bytes) {
-                        text = Some(t.to_string());
-                        break;
-                    }
-                }
-                let hash = pieces::hash(&bytes);
-                self.uploads.add(&hash, bytes).await?;
-                pieces.push(hash);
-            }
+            stored += region;
+            text = self.region(reader, region, inline, &mut pieces).await?;
         }
         self.pad(stored).await?;
         Ok(Entry {
@@ -331,6 +313,40 @@ impl TarFeed {
             dir: false,
             sparse,
         })
+    }
+}
+
+impl TarFeed {
+    /// `len` bytes of a file from `reader`, cut in pieces (their hashes pushed on
+    /// `pieces`, new ones uploaded); when `inline` and they are UTF-8, their text instead.
+    async fn region<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        len: u64,
+        inline: bool,
+        pieces: &mut Vec<String>,
+    ) -> Result<Option<String>, BackendError> {
+        let mut left = len;
+        while left > 0 {
+            let n = self.piece_size.min(left);
+            let mut buf = vec![0u8; n as usize];
+            reader.read_exact(&mut buf).await.map_err(io_err)?;
+            left -= n;
+            let bytes = Bytes::from(buf);
+            self.bytes(bytes.clone()).await?;
+            if let Some(held) = &mut self.held {
+                held.push(bytes.clone());
+            }
+            if inline {
+                if let Ok(t) = std::str::from_utf8(&bytes) {
+                    return Ok(Some(t.to_string()));
+                }
+            }
+            let hash = pieces::hash(&bytes);
+            self.uploads.add(&hash, bytes).await?;
+            pieces.push(hash);
+        }
+        Ok(None)
     }
 }
 
@@ -700,8 +716,12 @@ mod tests {
             a.marks[..3],
             "the kept opening keeps its marks"
         );
+    }
 
-        // Deferred entries beyond what is held in memory are read back from storage.
+    #[tokio::test]
+    async fn deferred_entries_beyond_what_is_held_are_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: DynBackend = Arc::new(LocalBackend::new(dir.path()).unwrap());
         let mut c = ManifestBuilder::new(&backend, HashSet::new(), None, Utc::now(), 1024);
         c.held_left = 2500;
         add(&mut c, "g", 2000, 17, Place::Late).await;

@@ -231,6 +231,43 @@ def test_cli_restore_with_the_server_stopped(make_server, cluster, tmp_path):
         single.stop()
 
 
+def test_scheduled_backups_keep_what_retention_says(make_server, cluster):
+    """Every second a backup runs by itself; after each, keep_last 2 removes the older ones:
+    the listing grows to at most 3 (between a commit and its retention) and comes back to 2."""
+    import re
+    import time
+    q = cluster.client()
+    q.create_collection("ticks", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT),
+                        shard_number=1)
+    q.upsert("ticks", [models.PointStruct(id=i, vector=[i, 1, 2, 3]) for i in range(20)], wait=True)
+    env = s3_env(f"e2e-backup-{uuid.uuid4().hex}")
+    env.update({
+        "QDRANT__BACKUP__SOURCES__PROD__URL": cluster.url,
+        "QDRANT__BACKUP__SOURCES__PROD__API_KEY": API_KEY,
+        "QDRANT__BACKUP__SOURCES__PROD__COLLECTIONS": "ticks",
+        "QDRANT__BACKUP__SOURCES__PROD__SCHEDULE__INTERVAL_SEC": "1",
+        "QDRANT__BACKUP__SOURCES__PROD__RETENTION__KEEP_LAST": "2",
+    })
+    server = make_server(env=env)
+    ok, listed, most = 0, [], 0
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        m = re.search(r'snapstream_backups_total\{source="prod",outcome="ok"\} (\d+)',
+                      httpx.get(f"{server.url}/metrics").text)
+        ok = int(m.group(1)) if m else 0
+        listed = httpx.get(f"{server.url}/backup/sources/prod/backups").json()["result"]
+        most = max(most, len(listed))
+        if ok >= 4 and len(listed) == 2:
+            break
+        time.sleep(0.1)
+    assert ok >= 4 and len(listed) == 2, (ok, listed)
+    assert most <= 3, most
+    assert all(list(b["collections"]) == ["ticks"] for b in listed)
+    source = httpx.get(f"{server.url}/backup/sources").json()["result"][0]
+    assert source["next_backup_at"] is not None
+    assert source["last_backup"]["id"] in {b["id"] for b in listed}
+
+
 def test_a_stopped_peer_and_a_shard_without_replica(make_server, cluster):
     q = cluster.client()
     q.create_collection("kept", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT),
