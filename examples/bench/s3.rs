@@ -146,6 +146,22 @@ pub(crate) async fn plain_upload(
     elapsed
 }
 
+/// An object's body as a reader.
+async fn get(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> impl tokio::io::AsyncRead + Unpin {
+    let out = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    out.body.into_async_read()
+}
+
 /// A plain download of an object into a local file, fsynced.
 pub(crate) async fn plain_download(
     s3: &aws_sdk_s3::Client,
@@ -155,14 +171,7 @@ pub(crate) async fn plain_download(
 ) -> f64 {
     use tokio::io::AsyncWriteExt;
     let t = Instant::now();
-    let out = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
-    let mut body = out.body.into_async_read();
+    let mut body = get(s3, bucket, key).await;
     let mut f =
         tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(dest).await.unwrap());
     tokio::io::copy(&mut body, &mut f).await.unwrap();
@@ -238,14 +247,7 @@ pub(crate) async fn plain_stream_upload(
 
 /// A plain download of an object, read to the end and dropped. Returns the bytes.
 pub(crate) async fn plain_read(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> u64 {
-    let out = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
-    let mut body = out.body.into_async_read();
+    let mut body = get(s3, bucket, key).await;
     tokio::io::copy(&mut body, &mut tokio::io::sink())
         .await
         .unwrap()

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::pull::{lasting, stream_archive, Pulled};
+use super::pull::{lasting_at, stream_archive, Pulled};
 use crate::error::{Error, Result};
 use crate::io::progress::Progress;
 use crate::qdrant_api::Server;
@@ -71,13 +71,7 @@ pub(crate) async fn pull_changes(
         return Ok(unchanged_since(previous));
     };
     // What came is stored as it streams and hashed last, after what is kept.
-    let place = |path: &str| {
-        if lasting(path) {
-            Place::Early
-        } else {
-            Place::Late
-        }
-    };
+    let place = lasting_at(Place::Early);
     let source = (server, collection, shard);
     let streamed = stream_archive(source, resp, &mut builder, place, progress).await?;
     let kept = unchanged(&previous.manifest, &streamed.segments, &streamed.paths).map_err(|e| {

@@ -83,14 +83,8 @@ pub(crate) async fn pull_shard(
         .await
         .map_err(Error::Upstream)?;
     let mut builder = session.builder(None, created_at);
-    let place = |path: &str| {
-        if lasting(path) {
-            Place::Now
-        } else {
-            Place::Late
-        }
-    };
     let source = (server, collection, shard);
+    let place = lasting_at(Place::Now);
     let streamed = stream_archive(source, resp, &mut builder, place, progress).await?;
     let written = builder.finish(None).await?;
     Ok(Pulled {
@@ -100,6 +94,12 @@ pub(crate) async fn pull_shard(
         qdrant,
         marks: written.marks,
     })
+}
+
+/// Where a file of a shard archive goes: files that last ([`lasting`]) at `first`, the
+/// rest last of all.
+pub(crate) fn lasting_at(first: Place) -> impl Fn(&str) -> Place {
+    move |path| if lasting(path) { first } else { Place::Late }
 }
 
 /// Whether a file of a shard archive is one Qdrant writes once and never changes while
