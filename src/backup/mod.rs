@@ -145,15 +145,10 @@ impl Backups {
                 Ok(p) => (p, None),
                 Err(e) => (Vec::new(), Some(e.public_message())),
             };
-            let last_backup = self
-                .list(&s.name)
-                .await?
-                .into_iter()
-                .next()
-                .map(|r| LastBackup {
-                    id: r.id,
-                    finished_at: r.finished_at,
-                });
+            let last_backup = self.newest(&s.name).await?.map(|(r, _)| LastBackup {
+                id: r.id,
+                finished_at: r.finished_at,
+            });
             out.push(SourceStatus {
                 name: s.name.clone(),
                 url: s.url.clone(),
@@ -280,11 +275,15 @@ impl Backups {
             None if !opts.collections.is_empty() => opts.collections.clone(),
             None => deployment.entry.collections().await.map_err(upstream)?,
         };
-        let previous = self.list(source).await?.into_iter().next();
-        let (mut described, mut failed, mut jobs) =
-            plan(&deployment, &names, previous.as_ref()).await;
-        self.attach_previous(source, previous.as_ref(), &mut jobs)
-            .await;
+        let previous = self.newest(source).await?;
+        let last = previous.as_ref().map(|(r, _)| r);
+        let (mut described, mut failed, mut jobs) = plan(&deployment, &names, last).await;
+        if let Some((_, stored)) = previous {
+            let mut earlier = previous_shards(stored);
+            for job in &mut jobs {
+                job.previous = earlier.remove(&format!("{}/{}", job.collection, job.shard));
+            }
+        }
         let session = self.repo.begin_backup().await?;
         let pulled = pull_all(&deployment, &session, jobs, started_at, progress).await;
         let gathered = gather(&mut described, &mut failed, pulled);
@@ -326,50 +325,28 @@ impl Backups {
         Ok(record)
     }
 
-    /// Gives each job what the `previous` backup holds of its shard.
-    async fn attach_previous(
-        &self,
-        source: &str,
-        previous: Option<&BackupRecord>,
-        jobs: &mut [ShardJob],
-    ) {
-        if let Some(p) = previous {
-            let mut earlier = self.previous_shards(source, &p.id).await;
-            for job in jobs {
-                job.previous = earlier.remove(&format!("{}/{}", job.collection, job.shard));
-            }
-        }
-    }
-
-    /// What backup `id` holds of each shard that a partial pull can build on, by
-    /// `{collection}/{shard}`; nothing (whole pulls) when it cannot be read.
-    async fn previous_shards(&self, source: &str, id: &str) -> BTreeMap<String, Previous> {
-        let mut b = match self.stored(source, id).await {
+    /// The newest backup of `source` (ids sort by start time), reading only it; `None`
+    /// when there is none or it cannot be read (logged: the next backup pulls whole).
+    async fn newest(&self, source: &str) -> Result<Option<(BackupRecord, StoredBackup)>> {
+        self.source(source)?;
+        let ids = self.repo.backup_ids(source).await?;
+        let Some(id) = ids.into_iter().filter(|id| record::is_id(id)).max() else {
+            return Ok(None);
+        };
+        let stored = match self.stored(source, &id).await {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(source, backup = id, error = %e, "last backup unreadable; every shard is pulled whole");
-                return BTreeMap::new();
+                tracing::warn!(source, backup = %id, error = %e, "newest backup unreadable");
+                return Ok(None);
             }
         };
-        let mut out = BTreeMap::new();
-        if let Some(partial) = b.details.get("partial").and_then(Value::as_object) {
-            for (key, v) in partial {
-                if let (Some(peer_id), Some(manifest)) =
-                    (v["peer_id"].as_u64(), b.shards.remove(key))
-                {
-                    let qdrant = v["manifest"].clone();
-                    let marks = marks_of(&v["marks"], &manifest);
-                    let prev = Previous {
-                        peer_id,
-                        qdrant,
-                        manifest,
-                        marks,
-                    };
-                    out.insert(key.clone(), prev);
-                }
+        match serde_json::from_value(stored.record.clone()) {
+            Ok(r) => Ok(Some((r, stored))),
+            Err(e) => {
+                tracing::warn!(source, backup = %id, error = %e, "newest backup record unreadable");
+                Ok(None)
             }
         }
-        out
     }
 
     /// Deletes what the source's retention rules no longer keep; failures are logged.
@@ -397,6 +374,28 @@ impl Backups {
             }
         }
     }
+}
+
+/// What a stored backup holds of each shard that a partial pull can build on, by
+/// `{collection}/{shard}`.
+fn previous_shards(mut b: StoredBackup) -> BTreeMap<String, Previous> {
+    let mut out = BTreeMap::new();
+    if let Some(partial) = b.details.get("partial").and_then(Value::as_object) {
+        for (key, v) in partial {
+            if let (Some(peer_id), Some(manifest)) = (v["peer_id"].as_u64(), b.shards.remove(key)) {
+                let qdrant = v["manifest"].clone();
+                let marks = marks_of(&v["marks"], &manifest);
+                let prev = Previous {
+                    peer_id,
+                    qdrant,
+                    manifest,
+                    marks,
+                };
+                out.insert(key.clone(), prev);
+            }
+        }
+    }
+    out
 }
 
 /// The stored marks of a shard's archive, if they are all readable and fit its manifest;

@@ -214,6 +214,20 @@ impl Repository {
         Ok(out)
     }
 
+    /// The ids of `source`'s backups (nothing read but the listing).
+    pub async fn backup_ids(&self, source: &str) -> Result<Vec<String>, BackendError> {
+        let objects = self.backend.list(Some(&source_dir(source)?)).await?;
+        Ok(objects
+            .iter()
+            .filter_map(|m| {
+                m.key
+                    .file_name()
+                    .strip_suffix(BACKUP_SUFFIX)
+                    .map(str::to_string)
+            })
+            .collect())
+    }
+
     /// Backup `id` of `source`.
     pub async fn read_backup(&self, source: &str, id: &str) -> Result<StoredBackup, BackendError> {
         self.read_backup_at(&backup_key(source, id)?).await
