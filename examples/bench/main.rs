@@ -81,16 +81,7 @@ fn main() {
     drop(svc);
 
     let s3 = s3_server();
-    // Smallest first: the last one stays in storage for the incremental section.
-    let mut sizes: Vec<u64> = env_or("BENCH_POINTS", "150000,700000")
-        .split(',')
-        .map(|p| {
-            p.trim()
-                .parse()
-                .expect("BENCH_POINTS: point counts, comma-separated")
-        })
-        .collect();
-    sizes.sort_unstable();
+    let sizes = bench_points();
     for (i, &points) in sizes.iter().enumerate() {
         let build_only = only == "incremental" && i + 1 < sizes.len();
         if build_only {
@@ -122,4 +113,18 @@ fn s3_server() -> s3::S3 {
         bucket: env_or("S3_TEST_BUCKET", "snapshots"),
         endpoint,
     }
+}
+
+/// BENCH_POINTS, smallest first: the last one stays in storage for the incremental section.
+fn bench_points() -> Vec<u64> {
+    let mut sizes: Vec<u64> = env_or("BENCH_POINTS", "150000,700000")
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse()
+                .expect("BENCH_POINTS: point counts, comma-separated")
+        })
+        .collect();
+    sizes.sort_unstable();
+    sizes
 }

@@ -41,7 +41,7 @@ async fn multipart(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
-    mut parts: impl futures::Stream<Item = Vec<u8>> + Unpin,
+    parts: impl futures::Stream<Item = Vec<u8>> + Unpin,
     concurrency: usize,
 ) -> u64 {
     use aws_sdk_s3::primitives::ByteStream;
@@ -56,8 +56,10 @@ async fn multipart(
         .unwrap();
     let id = up.upload_id().unwrap().to_string();
     let mut set = tokio::task::JoinSet::new();
-    let (mut done, mut n, mut total) = (Vec::new(), 1, 0u64);
-    while let Some(buf) = parts.next().await {
+    let (mut done, mut total) = (Vec::new(), 0u64);
+    let mut numbered = parts.enumerate();
+    while let Some((i, buf)) = numbered.next().await {
+        let n = i as i32 + 1;
         total += buf.len() as u64;
         while set.len() >= concurrency {
             done.push(set.join_next().await.unwrap().unwrap());
@@ -79,7 +81,6 @@ async fn multipart(
                 .e_tag(out.e_tag().unwrap())
                 .build()
         });
-        n += 1;
     }
     while let Some(p) = set.join_next().await {
         done.push(p.unwrap());

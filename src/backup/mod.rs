@@ -270,30 +270,19 @@ impl Backups {
         let id = record::new_id(started_at);
         let key = opts.api_key.as_ref().map(|k| k.expose().to_string());
         let deployment = Deployment::discover(&opts.url, &opts.peer_urls, key.as_deref()).await?;
-        let names = match collections.filter(|c| !c.is_empty()) {
-            Some(c) => c,
-            None if !opts.collections.is_empty() => opts.collections.clone(),
-            None => deployment.entry.collections().await.map_err(upstream)?,
-        };
+        let names = chosen(collections, &opts, &deployment).await?;
         let previous = self.newest(source).await?;
         let last = previous.as_ref().map(|(r, _)| r);
         let (mut described, mut failed, mut jobs) = plan(&deployment, &names, last).await;
         if let Some((_, stored)) = previous {
-            let mut earlier = previous_shards(stored);
-            for job in &mut jobs {
-                job.previous = earlier.remove(&format!("{}/{}", job.collection, job.shard));
-            }
+            attach_previous(stored, &mut jobs);
         }
         let session = self.repo.begin_backup().await?;
         let pulled = pull_all(&deployment, &session, jobs, started_at, progress).await;
         let gathered = gather(&mut described, &mut failed, pulled);
         if described.is_empty() && !failed.is_empty() {
             session.abandon().await;
-            let why: Vec<String> = failed.iter().map(|(c, e)| format!("`{c}`: {e}")).collect();
-            return Err(Error::Upstream(format!(
-                "nothing was backed up from source `{source}`: {}",
-                why.join("; ")
-            )));
+            return Err(nothing_backed_up(source, &failed));
         }
         let details = serde_json::json!({
             "samples": samples(&deployment, described.keys()).await,
@@ -373,6 +362,37 @@ impl Backups {
                 }
             }
         }
+    }
+}
+
+/// The collections to back up: the request's, else the configured ones, else every
+/// collection of the deployment.
+async fn chosen(
+    requested: Option<Vec<String>>,
+    opts: &SourceOptions,
+    d: &Deployment,
+) -> Result<Vec<String>> {
+    Ok(match requested.filter(|c| !c.is_empty()) {
+        Some(c) => c,
+        None if !opts.collections.is_empty() => opts.collections.clone(),
+        None => d.entry.collections().await.map_err(upstream)?,
+    })
+}
+
+/// The error of a backup in which every collection failed, each with why.
+fn nothing_backed_up(source: &str, failed: &BTreeMap<String, String>) -> Error {
+    let why: Vec<String> = failed.iter().map(|(c, e)| format!("`{c}`: {e}")).collect();
+    Error::Upstream(format!(
+        "nothing was backed up from source `{source}`: {}",
+        why.join("; ")
+    ))
+}
+
+/// Gives each job what the stored (last) backup holds of its shard.
+fn attach_previous(last: StoredBackup, jobs: &mut [ShardJob]) {
+    let mut earlier = previous_shards(last);
+    for job in jobs {
+        job.previous = earlier.remove(&format!("{}/{}", job.collection, job.shard));
     }
 }
 
