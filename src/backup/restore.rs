@@ -16,6 +16,7 @@ use super::record::{BackupRecord, CollectionRecord};
 use super::Backups;
 use crate::error::{Error, Result};
 use crate::io::progress::Progress;
+use crate::qdrant_api::rest::Replica;
 use crate::qdrant_api::Server;
 use crate::repository::backups::StoredBackup;
 use crate::repository::Repository;
@@ -262,18 +263,7 @@ impl Backups {
             .start_or_resume((source, id), &target.entry, c, to, req, &journal)
             .await?;
         let (_, replicas) = target.replicas(to).await?;
-        // Every replica of every shard not done yet, peers in parallel.
-        let uploads: Vec<(u32, u64)> = c
-            .shards
-            .iter()
-            .flat_map(|s| {
-                replicas
-                    .iter()
-                    .filter(move |r| r.shard_id == s.shard_id)
-                    .map(move |r| (s.shard_id, r.peer_id))
-            })
-            .filter(|u| !done.contains(u))
-            .collect();
+        let uploads = pending_uploads(c, &replicas, &done);
         let done = tokio::sync::Mutex::new(done);
         let parallel = target.peers.len().max(1);
         let uploaded = futures::stream::iter(uploads)
@@ -301,11 +291,8 @@ impl Backups {
                 e.public_message()
             )));
         }
-        let pairs: Vec<(String, String)> = c
-            .aliases
-            .iter()
-            .map(|a| (a.clone(), to.to_string()))
-            .collect();
+        let pairs: Vec<(String, String)> =
+            c.aliases.iter().map(|a| (a.clone(), to.into())).collect();
         entry.create_aliases(&pairs).await.map_err(upstream)?;
         let verified = self.verify(stored, record, target, name, to).await?;
         repo.end_restore_journal(source, id, &journal).await?;
@@ -416,6 +403,25 @@ impl Backups {
             query_answered,
         })
     }
+}
+
+/// Every `(shard, peer)` upload of collection `c` onto the target's `replicas` that is not
+/// `done` yet (peers then work in parallel).
+fn pending_uploads(
+    c: &CollectionRecord,
+    replicas: &[Replica],
+    done: &BTreeSet<(u32, u64)>,
+) -> Vec<(u32, u64)> {
+    c.shards
+        .iter()
+        .flat_map(|s| {
+            replicas
+                .iter()
+                .filter(move |r| r.shard_id == s.shard_id)
+                .map(move |r| (s.shard_id, r.peer_id))
+        })
+        .filter(|u| !done.contains(u))
+        .collect()
 }
 
 /// How many of the `samples` collection `to` holds with equal payloads and vectors.
