@@ -3,8 +3,9 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := target/release/snapstream
 S3_ENV := .s3-server/env
+EMU_ENV := .emulators/env
 
-.PHONY: run test build venv js-deps browser s3-start s3-stop lint bench fuzz qdrant
+.PHONY: run test build venv js-deps browser s3-start s3-stop emulators-start emulators-stop lint bench fuzz qdrant
 
 ## Qdrant 1.19 for the backup tests: QDRANT_BIN, else the shared copy next to the checkout
 ## (or next to the repository this one was cloned from, for a clean clone elsewhere), unpacked
@@ -56,15 +57,27 @@ s3-start:
 s3-stop:
 	bash minio/stop.sh
 
+emulators/node_modules/.installed: emulators/package.json emulators/package-lock.json
+	cd emulators && npm ci --silent --no-audit --no-fund
+	touch $@
+
+## Azurite and fake-gcs-server on loopback, for the Azure and GCS backends' tests.
+emulators-start: venv emulators/node_modules/.installed
+	bash emulators/start.sh > /dev/null
+
+emulators-stop:
+	bash emulators/stop.sh
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --release --all-targets -- -D warnings
 
-## Installs what the tests need (venv with qdrant-client, the JS client, the S3 server), then
+## Installs what the tests need (venv with qdrant-client, the JS client, the S3 server, the
+## Azure and GCS emulators), then
 ## runs every test: Rust unit and integration tests, then the official clients end to end,
 ## and the dashboard in headless Chromium.
-test: venv js-deps browser s3-start qdrant
-	@set -a; source $(S3_ENV); set +a; \
+test: venv js-deps browser s3-start emulators-start qdrant
+	@set -a; source $(S3_ENV); source $(EMU_ENV); set +a; \
 	if [ -x $(QDRANT_TEST_BIN) ]; then export QDRANT_TEST_BIN=$(QDRANT_TEST_BIN); fi; \
 	cargo test --release && \
 	SNAPSTREAM_BIN=$(BIN) $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/e2e; \

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value;
 
+use crate::backend::azure::AzureOptions;
+use crate::backend::cloud::Transfer;
+use crate::backend::gcs::GcsOptions;
 use crate::backend::s3::{S3Options, DEFAULT_REGION};
 use crate::backup::source::{
     validate_source_name, validate_url, Retention, SourceOptions, SOURCE_KEYS,
@@ -95,6 +98,10 @@ pub enum SnapshotsStorage {
     Local,
     /// In an S3-compatible bucket.
     S3,
+    /// In an Azure Blob Storage container.
+    Azure,
+    /// In a Google Cloud Storage bucket.
+    Gcs,
 }
 
 /// `storage.snapshots_config`.
@@ -106,6 +113,10 @@ pub struct SnapshotsConfig {
     pub compression: Compression,
     /// S3 settings when `storage` is S3.
     pub s3: Option<S3Options>,
+    /// Azure settings when `storage` is Azure.
+    pub azure: Option<AzureOptions>,
+    /// GCS settings when `storage` is GCS.
+    pub gcs: Option<GcsOptions>,
     /// Incremental, deduplicated snapshots (`incremental`).
     pub incremental: bool,
     /// Snapshot every collection this often (`schedule.interval_sec`); `None` is off.
@@ -113,6 +124,23 @@ pub struct SnapshotsConfig {
     /// Keep this many newest snapshots per collection, and of full snapshots
     /// (`retention.keep_last`); `None` keeps all.
     pub retention_keep_last: Option<u64>,
+}
+
+impl SnapshotsConfig {
+    /// `(scheme, bucket, prefix)` of the cloud that holds snapshots: `s3`, `az` or `gs`
+    /// with the bucket (container) and key prefix; `None` for local storage.
+    pub fn cloud_location(&self) -> Option<(&'static str, String, String)> {
+        let (scheme, bucket, prefix) = match self.storage {
+            SnapshotsStorage::Local => return None,
+            SnapshotsStorage::S3 => self.s3.as_ref().map(|c| ("s3", &c.bucket, &c.prefix))?,
+            SnapshotsStorage::Azure => self
+                .azure
+                .as_ref()
+                .map(|c| ("az", &c.container, &c.prefix))?,
+            SnapshotsStorage::Gcs => self.gcs.as_ref().map(|c| ("gs", &c.bucket, &c.prefix))?,
+        };
+        Some((scheme, bucket.clone(), prefix.clone()))
+    }
 }
 
 /// `service.*`.
@@ -587,6 +615,8 @@ impl Layers {
             &[
                 ("local", SnapshotsStorage::Local),
                 ("s3", SnapshotsStorage::S3),
+                ("azure", SnapshotsStorage::Azure),
+                ("gcs", SnapshotsStorage::Gcs),
             ],
         )?;
         let compression = self.choice(
@@ -603,7 +633,15 @@ impl Layers {
             compression,
             s3: match storage {
                 SnapshotsStorage::S3 => Some(self.s3(aws_env)?),
-                SnapshotsStorage::Local => None,
+                _ => None,
+            },
+            azure: match storage {
+                SnapshotsStorage::Azure => Some(self.azure()?),
+                _ => None,
+            },
+            gcs: match storage {
+                SnapshotsStorage::Gcs => Some(self.gcs()?),
+                _ => None,
             },
             incremental: self.bool(&format!("{P}.incremental"))?.unwrap_or(false),
             schedule_interval_sec: self
@@ -646,27 +684,9 @@ impl Layers {
     fn s3(&self, aws_env: &dyn Fn(&str) -> Option<String>) -> Result<S3Options, ConfigError> {
         const P: &str = "storage.snapshots_config.s3_config";
         let key = |k: &str| format!("{P}.{k}");
-        let bucket = self
-            .string(&key("bucket"))?
-            .ok_or_else(|| ConfigError::Missing {
-                key: key("bucket"),
-                reason: "storage.snapshots_config.snapshots_storage is `s3`".into(),
-            })?;
-        let endpoint_url = self
-            .string(&key("endpoint_url"))?
-            .or_else(|| aws_env(env::AWS_ENDPOINT_URL_S3))
-            .or_else(|| aws_env(env::AWS_ENDPOINT_URL));
-        if let Some(url) = &endpoint_url {
-            if url::Url::parse(url)
-                .map(|u| !matches!(u.scheme(), "http" | "https"))
-                .unwrap_or(true)
-            {
-                return Err(self.invalid(
-                    &key("endpoint_url"),
-                    format!("expected an http(s) URL, got {url:?}"),
-                ));
-            }
-        }
+        let bucket = self.needed(P, "bucket", "s3")?;
+        let from_env = aws_env(env::AWS_ENDPOINT_URL_S3).or_else(|| aws_env(env::AWS_ENDPOINT_URL));
+        let endpoint_url = self.endpoint(&key("endpoint_url"), from_env)?;
         let path_style = self
             .bool(&key("path_style"))?
             .unwrap_or(endpoint_url.is_some());
@@ -686,17 +706,81 @@ impl Layers {
                 .or_else(|| aws_env(env::AWS_SECRET_ACCESS_KEY))
                 .map(Secret::new),
             endpoint_url,
-            prefix: self
-                .string(&key("prefix"))?
-                .unwrap_or_default()
-                .trim_matches('/')
-                .to_string(),
+            prefix: self.prefix(P)?,
+            path_style,
+            transfer: self.transfer(P)?,
+        })
+    }
+
+    /// `{section}.prefix`, without surrounding slashes.
+    fn prefix(&self, section: &str) -> Result<String, ConfigError> {
+        Ok(self
+            .string(&format!("{section}.prefix"))?
+            .unwrap_or_default()
+            .trim_matches('/')
+            .to_string())
+    }
+
+    /// The transfer keys of a cloud's section.
+    fn transfer(&self, section: &str) -> Result<Transfer, ConfigError> {
+        let key = |k: &str| format!("{section}.{k}");
+        Ok(Transfer {
             part_size: self.ranged(&key("part_size"), 5 << 20, 5 << 30)?,
             upload_concurrency: self.ranged(&key("upload_concurrency"), 1, 64)? as usize,
-            path_style,
             max_retries: self.ranged(&key("max_retries"), 0, 100)? as usize,
             retry_timeout_secs: self.ranged(&key("retry_timeout_secs"), 1, 86_400)?,
             request_timeout_secs: self.ranged(&key("request_timeout_secs"), 1, 86_400)?,
+        })
+    }
+
+    /// `{section}.{name}`, which must be set when `snapshots_storage` is `storage`.
+    fn needed(&self, section: &str, name: &str, storage: &str) -> Result<String, ConfigError> {
+        let key = format!("{section}.{name}");
+        self.string(&key)?.ok_or_else(|| ConfigError::Missing {
+            key,
+            reason: format!("storage.snapshots_config.snapshots_storage is `{storage}`"),
+        })
+    }
+
+    /// An optional endpoint URL (`key`, else `fallback`), which must be http(s).
+    fn endpoint(&self, key: &str, fallback: Option<String>) -> Result<Option<String>, ConfigError> {
+        let url = self.string(key)?.or(fallback);
+        if let Some(u) = &url {
+            if url::Url::parse(u)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
+            {
+                return Err(self.invalid(key, format!("expected an http(s) URL, got {u:?}")));
+            }
+        }
+        Ok(url)
+    }
+
+    fn azure(&self) -> Result<AzureOptions, ConfigError> {
+        const P: &str = "storage.snapshots_config.azure_config";
+        let key = |k: &str| format!("{P}.{k}");
+        Ok(AzureOptions {
+            container: self.needed(P, "container", "azure")?,
+            account: self.string(&key("account"))?,
+            access_key: self.string(&key("access_key"))?.map(Secret::new),
+            sas_token: self.string(&key("sas_token"))?.map(Secret::new),
+            endpoint_url: self.endpoint(&key("endpoint_url"), None)?,
+            prefix: self.prefix(P)?,
+            transfer: self.transfer(P)?,
+        })
+    }
+
+    fn gcs(&self) -> Result<GcsOptions, ConfigError> {
+        const P: &str = "storage.snapshots_config.gcs_config";
+        let key = |k: &str| format!("{P}.{k}");
+        Ok(GcsOptions {
+            bucket: self.needed(P, "bucket", "gcs")?,
+            service_account_path: self.string(&key("service_account_path"))?,
+            service_account_key: self.string(&key("service_account_key"))?.map(Secret::new),
+            endpoint_url: self.endpoint(&key("endpoint_url"), None)?,
+            anonymous: self.bool(&key("anonymous"))?.unwrap_or(false),
+            prefix: self.prefix(P)?,
+            transfer: self.transfer(P)?,
         })
     }
 }
@@ -758,6 +842,64 @@ mod tests {
         assert_eq!(c.storage.snapshots_config.compression, Compression::None);
         assert!(c.service.api_key.is_none());
         assert!(c.service.enable_snapshot_url_recovery);
+    }
+
+    #[test]
+    fn azure_and_gcs_are_configured_like_s3_and_name_what_is_missing() {
+        let env = |pairs: &[(&str, &str)]| {
+            let mut l = Layers::new().unwrap();
+            l.add_env(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            l.build(&no_env)
+        };
+        const P: &str = "QDRANT__STORAGE__SNAPSHOTS_CONFIG__";
+        let err = env(&[(&format!("{P}SNAPSHOTS_STORAGE"), "azure")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("storage.snapshots_config.azure_config.container"),
+            "{err}"
+        );
+        let c = env(&[
+            (&format!("{P}SNAPSHOTS_STORAGE"), "azure"),
+            (&format!("{P}AZURE_CONFIG__CONTAINER"), "backups"),
+            (&format!("{P}AZURE_CONFIG__PREFIX"), "/team/a/"),
+            (&format!("{P}AZURE_CONFIG__UPLOAD_CONCURRENCY"), "3"),
+        ])
+        .unwrap()
+        .storage
+        .snapshots_config;
+        let azure = c.azure.clone().unwrap();
+        assert_eq!(
+            (azure.prefix.as_str(), azure.transfer.upload_concurrency),
+            ("team/a", 3)
+        );
+        assert_eq!(
+            c.cloud_location(),
+            Some(("az", "backups".to_string(), "team/a".to_string()))
+        );
+        let err = env(&[
+            (&format!("{P}SNAPSHOTS_STORAGE"), "gcs"),
+            (&format!("{P}GCS_CONFIG__BUCKET"), "b"),
+            (&format!("{P}GCS_CONFIG__ENDPOINT_URL"), "ftp://x"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("gcs_config.endpoint_url") && err.contains("http(s)"),
+            "{err}"
+        );
+        let c = env(&[
+            (&format!("{P}SNAPSHOTS_STORAGE"), "gcs"),
+            (&format!("{P}GCS_CONFIG__BUCKET"), "b"),
+        ])
+        .unwrap()
+        .storage
+        .snapshots_config;
+        assert_eq!(
+            c.cloud_location(),
+            Some(("gs", "b".to_string(), "snapshots".to_string()))
+        );
+        assert!(c.s3.is_none() && c.azure.is_none());
     }
 
     #[test]

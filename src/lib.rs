@@ -50,8 +50,11 @@ pub use service::startup::{recover as recover_at_startup, StartupRecovery};
 pub use service::{Services, QDRANT_COMPAT_VERSION, QDRANT_TITLE};
 pub use state::build_state;
 
-/// Snapshot storage: the backend contract and the local and S3 backends.
+/// Snapshot storage: the backend contract, the local backend and the cloud ones.
 pub mod storage {
+    pub use crate::backend::azure::{AzureBackend, AzureOptions};
+    pub use crate::backend::cloud::Transfer;
+    pub use crate::backend::gcs::{GcsBackend, GcsOptions};
     pub use crate::backend::local::LocalBackend;
     pub use crate::backend::s3::{S3Backend, S3Options};
     pub use crate::backend::s3_uploads::Upload;

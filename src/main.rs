@@ -281,12 +281,18 @@ fn startup_summary(
 ) -> String {
     let grpc = grpc.map_or_else(|| "off".to_string(), |a| a.to_string());
     let storage = &config.storage;
-    let snapshots = match &storage.snapshots_config.s3 {
-        Some(s3) => format!(
-            "S3 bucket `{}` prefix `{}` at {}",
-            s3.bucket,
-            s3.prefix,
-            s3.endpoint_url.as_deref().unwrap_or("AWS")
+    let sc = &storage.snapshots_config;
+    let endpoint = sc
+        .s3
+        .as_ref()
+        .map(|c| &c.endpoint_url)
+        .or(sc.azure.as_ref().map(|c| &c.endpoint_url))
+        .or(sc.gcs.as_ref().map(|c| &c.endpoint_url))
+        .and_then(Option::as_deref);
+    let snapshots = match sc.cloud_location() {
+        Some((scheme, bucket, prefix)) => format!(
+            "{scheme}://{bucket}/{prefix} at {}",
+            endpoint.unwrap_or("the cloud's own endpoint")
         ),
         None => format!("local `{}`", storage.snapshots_path.display()),
     };

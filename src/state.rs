@@ -72,27 +72,38 @@ pub async fn build_state(config: Config) -> Result<Services> {
 
 /// The configured snapshot storage, metered.
 pub(crate) fn open_backend(storage: &StorageConfig) -> Result<DynBackend> {
-    Ok(match storage.snapshots_config.storage {
+    let sc = &storage.snapshots_config;
+    Ok(match sc.storage {
         SnapshotsStorage::Local => {
             let local = backend::local::LocalBackend::new(&storage.snapshots_path)
                 .map_err(|e| Error::internal("failed to open local snapshot storage", e))?;
             Arc::new(backend::metered::Metered::new(local, "local"))
         }
         SnapshotsStorage::S3 => {
-            let s3 =
-                storage.snapshots_config.s3.as_ref().ok_or_else(|| {
-                    Error::bad_input("storage.snapshots_config.s3_config is missing")
-                })?;
-            let b = backend::s3::S3Backend::new(s3)?;
+            let b = backend::s3::S3Backend::new(section(&sc.s3, "s3_config")?)?;
             Arc::new(backend::metered::Metered::new(b, "s3"))
         }
+        SnapshotsStorage::Azure => {
+            let b = backend::azure::AzureBackend::new(section(&sc.azure, "azure_config")?)?;
+            Arc::new(backend::metered::Metered::new(b, "azure"))
+        }
+        SnapshotsStorage::Gcs => {
+            let b = backend::gcs::GcsBackend::new(section(&sc.gcs, "gcs_config")?)?;
+            Arc::new(backend::metered::Metered::new(b, "gcs"))
+        }
     })
+}
+
+/// A cloud's options, present whenever that cloud is configured.
+fn section<'a, T>(options: &'a Option<T>, name: &str) -> Result<&'a T> {
+    options
+        .as_ref()
+        .ok_or_else(|| Error::bad_input(format!("storage.snapshots_config.{name} is missing")))
 }
 
 /// The snapshot engine's settings, from the configuration.
 fn snapshot_settings(config: &Config) -> SnapshotSettings {
     let storage = &config.storage;
-    let s3 = storage.snapshots_config.s3.as_ref();
     SnapshotSettings {
         create: CreateSettings {
             compression: storage.snapshots_config.compression,
@@ -102,7 +113,7 @@ fn snapshot_settings(config: &Config) -> SnapshotSettings {
         sources: SourceSettings {
             snapshots_path: storage.snapshots_path.clone(),
             url_recovery: config.service.enable_snapshot_url_recovery,
-            s3_location: s3.map(|s3| (s3.bucket.clone(), s3.prefix.clone())),
+            cloud_location: storage.snapshots_config.cloud_location(),
         },
         temp_path: storage.temp_path.clone(),
         incremental: storage.snapshots_config.incremental,

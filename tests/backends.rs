@@ -1,12 +1,13 @@
 //! The storage backends against the conformance suite: the local one on a temporary
 //! directory, the S3 one against a real S3-compatible server (MinIO or Garage from
-//! `minio/`).
+//! `minio/`), the Azure and GCS ones against Azurite and fake-gcs-server (`emulators/`).
 
 mod common;
 mod conformance;
 
-use snapstream::storage::S3Backend;
-use snapstream::storage::{Backend, CreateOptions, LocalBackend, ObjectKey};
+use futures::TryStreamExt;
+use snapstream::storage::{AzureBackend, GcsBackend, S3Backend};
+use snapstream::storage::{Backend, BackendError, CreateOptions, LocalBackend, ObjectKey};
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
@@ -33,6 +34,84 @@ async fn s3_backend_passes_the_conformance_suite() {
             .is_empty(),
         "the suite's aborted writes left multipart uploads behind"
     );
+}
+
+#[tokio::test]
+async fn azure_backend_passes_the_conformance_suite() {
+    let backend = AzureBackend::new(&common::azure_config(&common::unique_prefix("conf"))).unwrap();
+    conformance::run_all(&backend, true).await;
+    assert_eq!(backend.cleanup().await.unwrap(), 0);
+}
+
+/// fake-gcs-server implements GCS's JSON API only, while `object_store`'s GCS client writes
+/// through the XML API (PUT object, XML multipart uploads: fsouza/fake-gcs-server#331 and
+/// #852, open), so the suite's writes cannot run there. What the emulator does serve is
+/// checked: objects uploaded through the JSON API are listed, stat'ed, read whole and by
+/// range, and deleted through the backend.
+#[tokio::test]
+async fn gcs_backend_reads_lists_and_deletes_on_fake_gcs_server() {
+    let cfg = common::gcs_config(&common::unique_prefix("gcs"));
+    let backend = GcsBackend::new(&cfg).unwrap();
+    let http = reqwest::Client::new();
+    let endpoint = cfg.endpoint_url.clone().unwrap();
+    let data = conformance::test_bytes(3 << 20, 4);
+    for name in ["c/one.snapshot", "c/deep/two.snapshot"] {
+        let full = format!("{}/{name}", cfg.prefix);
+        let url = format!(
+            "{endpoint}/upload/storage/v1/b/{}/o?uploadType=media&name={}",
+            cfg.bucket,
+            full.replace('/', "%2F")
+        );
+        let resp = http.post(url).body(data.clone()).send().await.unwrap();
+        assert!(
+            resp.status().is_success(),
+            "seeding {name}: {}",
+            resp.status()
+        );
+    }
+    let one = ObjectKey::new("c/one.snapshot").unwrap();
+    assert_eq!(backend.stat(&one).await.unwrap().size, data.len() as u64);
+    let whole: Vec<u8> = read(&backend, &one, None).await;
+    assert_eq!(whole, data);
+    let part = read(&backend, &one, Some(1000..70_000)).await;
+    assert_eq!(part, data[1000..70_000]);
+    let dir = ObjectKey::new("c").unwrap();
+    let listed: Vec<String> = backend
+        .list(Some(&dir))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key.to_string())
+        .collect();
+    assert_eq!(listed, vec!["c/one.snapshot".to_string()]);
+    let mut all: Vec<String> = backend
+        .list_recursive(None)
+        .map_ok(|m| m.key.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    all.sort();
+    assert_eq!(all, vec!["c/deep/two.snapshot", "c/one.snapshot"]);
+    backend.delete(&one).await.unwrap();
+    assert!(matches!(
+        backend.stat(&one).await,
+        Err(BackendError::NotFound(_))
+    ));
+    assert!(matches!(
+        backend.delete(&one).await,
+        Err(BackendError::NotFound(_))
+    ));
+}
+
+async fn read(b: &dyn Backend, key: &ObjectKey, range: Option<std::ops::Range<u64>>) -> Vec<u8> {
+    let chunks: Vec<bytes::Bytes> = b
+        .open(key, range)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    chunks.concat()
 }
 
 #[tokio::test]

@@ -11,7 +11,6 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::guarded;
-use crate::config::SnapshotsStorage;
 use crate::service::{Access, ApiKeys, Operation as Op, Services};
 
 /// The page's files: name, content type, bytes.
@@ -75,11 +74,9 @@ pub(crate) async fn session(State(st): State<Services>, headers: HeaderMap) -> R
     // Where snapshots are stored is shown to key holders only, and never as a local path.
     let storage = (access != "none").then(|| {
         let sc = &st.config.storage.snapshots_config;
-        let place = match &sc.s3 {
-            Some(s3) if sc.storage == SnapshotsStorage::S3 => {
-                format!("s3://{}/{}", s3.bucket, s3.prefix)
-            }
-            _ => "local disk (snapshots_path)".to_string(),
+        let place = match sc.cloud_location() {
+            Some((scheme, bucket, prefix)) => format!("{scheme}://{bucket}/{prefix}"),
+            None => "local disk (snapshots_path)".to_string(),
         };
         if sc.incremental {
             format!("{place}, incremental")

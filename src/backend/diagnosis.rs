@@ -55,11 +55,20 @@ pub(crate) fn summary(err: &BackendError) -> Option<String> {
         BackendError::Remote {
             backend, source, ..
         } => (
-            format!("S3 storage {backend}"),
+            format!("{} storage {backend}", cloud_of(backend)),
             remote_kind(source.as_ref()),
         ),
     };
     Some(format!("{place}: {what}"))
+}
+
+/// The cloud a backend's name (`s3://...`, `az://...`, `gs://...`) points at.
+fn cloud_of(backend: &str) -> &'static str {
+    match backend.split_once("://").map(|(scheme, _)| scheme) {
+        Some("az") => "Azure",
+        Some("gs") => "GCS",
+        _ => "S3",
+    }
 }
 
 fn io_kind(kind: io::ErrorKind) -> String {

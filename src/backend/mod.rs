@@ -1,6 +1,11 @@
-//! Snapshot storage: one object-safe trait, a local-filesystem and an S3 implementation.
+//! Snapshot storage: one object-safe trait, a local-filesystem implementation and one
+//! over `object_store`'s cloud stores (S3, Azure Blob, GCS).
 
+pub(crate) mod azure;
+pub(crate) mod cloud;
+mod cloud_sink;
 pub(crate) mod diagnosis;
+pub(crate) mod gcs;
 pub(crate) mod key;
 pub(crate) mod local;
 pub(crate) mod metered;

@@ -14,6 +14,7 @@ use object_store::path::Path;
 use object_store::ClientOptions;
 use serde::Deserialize;
 
+use super::cloud::Orphans;
 use super::s3::S3Options;
 use super::BackendError;
 use crate::error::BoxError;
@@ -53,7 +54,7 @@ struct UploadEntry {
 
 /// Lists and aborts the multipart uploads under one prefix of one bucket.
 #[derive(Debug)]
-pub(super) struct Uploads {
+pub struct Uploads {
     store: AmazonS3,
     http: HttpClient,
     /// The bucket's URL, addressed as the store addresses it.
@@ -211,5 +212,19 @@ impl Uploads {
                     e,
                 )
             })
+    }
+}
+
+#[async_trait::async_trait]
+impl Orphans for Uploads {
+    /// Aborts every multipart upload under the prefix: a crash left them (a live write of
+    /// this process holds its own and aborts it itself).
+    async fn cleanup(&self, backend: &str) -> Result<usize, BackendError> {
+        let orphans = self.list(backend).await?;
+        for upload in &orphans {
+            self.abort(upload, backend).await?;
+            tracing::info!(key = %upload.key, "aborted an orphaned multipart upload");
+        }
+        Ok(orphans.len())
     }
 }

@@ -31,8 +31,9 @@ pub struct SourceSettings {
     pub snapshots_path: PathBuf,
     /// `service.enable_snapshot_url_recovery`.
     pub url_recovery: bool,
-    /// `(bucket, prefix)` when snapshots live in S3, for `s3://` locations.
-    pub s3_location: Option<(String, String)>,
+    /// `(scheme, bucket, prefix)` when snapshots live in a cloud, for locations in that
+    /// cloud's own scheme (`s3://`, `az://`, `gs://`).
+    pub cloud_location: Option<(&'static str, String, String)>,
 }
 
 /// Opens the locations a recovery may read from.
@@ -89,7 +90,7 @@ impl Sources {
         match url.scheme() {
             "file" => self.open_file(&url).await,
             "http" | "https" => self.open_http(url, api_key).await,
-            "s3" => self.open_s3(&url).await,
+            "s3" | "az" | "gs" => self.open_cloud(&url).await,
             other => Err(Error::BadRequest(format!(
                 "URL {url} with scheme {other} is not supported"
             ))),
@@ -110,7 +111,7 @@ impl Sources {
                 "Invalid snapshot URI, file path must be absolute or on localhost".into(),
             )
         })?;
-        if self.settings.s3_location.is_none() && tokio::fs::metadata(&path).await.is_err() {
+        if self.settings.cloud_location.is_none() && tokio::fs::metadata(&path).await.is_err() {
             // An incremental snapshot of the local repository has no tar file: its
             // manifest stands beside where the file would be.
             let mut manifest = path.clone().into_os_string();
@@ -224,15 +225,26 @@ impl Sources {
         })
     }
 
-    async fn open_s3(&self, url: &url::Url) -> Result<Source> {
-        let Some((bucket, prefix)) = &self.settings.s3_location else {
-            return Err(Error::BadRequest(
-                "s3:// locations need storage.snapshots_config.snapshots_storage: s3".into(),
-            ));
+    async fn open_cloud(&self, url: &url::Url) -> Result<Source> {
+        let scheme = url.scheme();
+        let Some((_, bucket, prefix)) = self
+            .settings
+            .cloud_location
+            .as_ref()
+            .filter(|(s, _, _)| *s == scheme)
+        else {
+            let storage = match scheme {
+                "az" => "azure",
+                "gs" => "gcs",
+                other => other,
+            };
+            return Err(Error::BadRequest(format!(
+                "{scheme}:// locations need storage.snapshots_config.snapshots_storage: {storage}"
+            )));
         };
         if url.host_str() != Some(bucket.as_str()) {
             return Err(Error::BadRequest(format!(
-                "s3:// location must be in the configured bucket `{bucket}`, got `{}`",
+                "{scheme}:// location must be in the configured bucket `{bucket}`, got `{}`",
                 url.host_str().unwrap_or_default()
             )));
         }
@@ -245,7 +257,7 @@ impl Sources {
         };
         let rel = rel.ok_or_else(|| {
             Error::BadRequest(format!(
-                "s3:// location must be under the configured prefix `{prefix}/`"
+                "{scheme}:// location must be under the configured prefix `{prefix}/`"
             ))
         })?;
         self.open_stored(rel, None).await
@@ -274,14 +286,14 @@ impl Sources {
             // A bare name is looked up in one place only: say which, and what else works.
             BackendError::NotFound(_) if dir.is_some() => {
                 let dir = dir.map_or("", |d| d.as_str());
-                let place = match &self.settings.s3_location {
+                let place = match &self.settings.cloud_location {
                     Some(_) => format!("{}/{dir}/", self.repo.backend()),
                     None => format!("snapshots_path/{dir}/"),
                 };
                 Error::NotFound(format!(
                     "Snapshot {name} not found: a bare name is looked up among the collection's \
                      stored snapshots, in {place}; for a snapshot elsewhere give a file://, \
-                     http(s):// or s3:// location"
+                     http(s):// or s3:// (az://, gs://) location"
                 ))
             }
             other => not_found(name)(other),

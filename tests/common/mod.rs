@@ -3,7 +3,7 @@
 
 pub mod proxy;
 
-use snapstream::storage::S3Options;
+use snapstream::storage::{AzureOptions, GcsOptions, S3Options, Transfer};
 use snapstream::Secret;
 
 /// The real S3 server started by `minio/start.sh` (`make test` starts it). Missing
@@ -21,12 +21,52 @@ pub fn s3_config(prefix: &str) -> S3Options {
         secret_key: Some(Secret::new(var("S3_TEST_SECRET_KEY"))),
         endpoint_url: Some(var("S3_TEST_ENDPOINT")),
         prefix: prefix.to_string(),
+        path_style: true,
+        transfer: test_transfer(),
+    }
+}
+
+/// Small parts, few retries: what the tests of every cloud use.
+pub fn test_transfer() -> Transfer {
+    Transfer {
         part_size: 5 << 20,
         upload_concurrency: 4,
-        path_style: true,
         max_retries: 3,
         retry_timeout_secs: 20,
         request_timeout_secs: 10,
+    }
+}
+
+/// A variable the emulators' start script writes (`emulators/start.sh`; make test runs it).
+fn emulator_var(k: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| {
+        panic!("{k} is not set: start the emulators with `bash emulators/start.sh` and source .emulators/env (make test does both)")
+    })
+}
+
+/// The Azurite server started by `emulators/start.sh`, with its well-known account.
+pub fn azure_config(prefix: &str) -> AzureOptions {
+    AzureOptions {
+        container: emulator_var("AZURE_TEST_CONTAINER"),
+        account: Some(emulator_var("AZURE_TEST_ACCOUNT")),
+        access_key: Some(Secret::new(emulator_var("AZURE_TEST_KEY"))),
+        sas_token: None,
+        endpoint_url: Some(emulator_var("AZURE_TEST_ENDPOINT")),
+        prefix: prefix.to_string(),
+        transfer: test_transfer(),
+    }
+}
+
+/// The fake-gcs-server started by `emulators/start.sh`.
+pub fn gcs_config(prefix: &str) -> GcsOptions {
+    GcsOptions {
+        bucket: emulator_var("GCS_TEST_BUCKET"),
+        service_account_path: None,
+        service_account_key: None,
+        endpoint_url: Some(emulator_var("GCS_TEST_ENDPOINT")),
+        anonymous: true,
+        prefix: prefix.to_string(),
+        transfer: test_transfer(),
     }
 }
 

@@ -1,8 +1,10 @@
 """Shared test data and brute-force reference computations."""
 import math
 import random
+import time
 import uuid
 
+import pytest
 from qdrant_client import QdrantClient, models
 
 DIM = 768
@@ -60,3 +62,13 @@ def assert_same_points(client, a, b):
 
 def top_ids(client, name, query, k=10):
     return [(p.id, round(p.score, 5)) for p in client.query_points(name, query=query, limit=k).points]
+
+
+def wait_for(pred, timeout, what):
+    """Until `pred()` holds; fails naming `what` after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"not within {timeout} s: {what}")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
-from helpers import assert_same_points
+from helpers import assert_same_points, wait_for
 from test_s3 import s3_env
 
 P = "QDRANT__STORAGE__SNAPSHOTS_CONFIG__"
@@ -110,15 +110,6 @@ def download(url):
     assert r.status_code == 200, r.text
     assert int(r.headers["content-length"]) == len(r.content)
     return r.content
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"not within {timeout} s: {what}")
 
 
 def test_incremental_contract(make_server, storage, tmp_path):
