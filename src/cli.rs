@@ -1,5 +1,5 @@
 //! Command-line jobs that work on the storage directly, with no server running: `snapstream
-//! backup list|run|restore`. They read the same configuration as the server; everything a
+//! backup list|run|restore` and `snapstream verify`. They read the same configuration as the server; everything a
 //! restore needs is in the bucket.
 
 use std::collections::BTreeMap;
@@ -56,6 +56,28 @@ pub enum BackupCommand {
         #[arg(long)]
         overwrite: bool,
     },
+}
+
+/// Verifies the configured storage, reading back `read_data` of the pieces; returns the
+/// report as JSON and whether nothing is damaged.
+pub async fn verify_command(config: Config, read_data: f64) -> Result<(String, bool)> {
+    let fraction = crate::service::verify::check_fraction(read_data)?;
+    let backend = crate::state::open_backend(&config.storage)?;
+    let repo = Repository::new(backend, config.storage.snapshots_config.incremental);
+    // A command runs once: it reads a random group of pieces each time.
+    let round = rand_round();
+    let report = repo
+        .verify(fraction, round)
+        .await
+        .map_err(|e| crate::backend::diagnosis::storage_error("verification failed", e))?;
+    let text = serde_json::to_string_pretty(&report)
+        .map_err(|e| Error::internal("failed to print the report", e))?;
+    Ok((text, report.damaged.is_empty()))
+}
+
+/// A round number from the clock's nanoseconds: which group of pieces a one-off run reads.
+fn rand_round() -> u64 {
+    chrono::Utc::now().timestamp_subsec_nanos() as u64
 }
 
 /// Runs `cmd` against the configured storage, reporting progress on stderr; returns what

@@ -124,6 +124,10 @@ pub struct SnapshotsConfig {
     /// Keep this many newest snapshots per collection, and of full snapshots
     /// (`retention.keep_last`); `None` keeps all.
     pub retention_keep_last: Option<u64>,
+    /// Verify the storage this often (`verify.interval_sec`); `None` is off.
+    pub verify_interval_sec: Option<u64>,
+    /// The fraction of pieces a scheduled verification reads back (`verify.read_data`).
+    pub verify_read_data: f64,
 }
 
 impl SnapshotsConfig {
@@ -429,6 +433,19 @@ impl Layers {
         }
     }
 
+    /// A number between 0 and 1.
+    fn fraction(&self, key: &str) -> Result<f64, ConfigError> {
+        let v = match self.value(key) {
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        };
+        match v {
+            Some(f) if (0.0..=1.0).contains(&f) => Ok(f),
+            _ => Err(self.invalid(key, "expected a number between 0 and 1")),
+        }
+    }
+
     fn ranged(&self, key: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
         let v = self
             .u64(key)?
@@ -647,6 +664,10 @@ impl Layers {
             schedule_interval_sec: self
                 .u64(&format!("{P}.schedule.interval_sec"))?
                 .filter(|&n| n > 0),
+            verify_interval_sec: self
+                .u64(&format!("{P}.verify.interval_sec"))?
+                .filter(|&n| n > 0),
+            verify_read_data: self.fraction(&format!("{P}.verify.read_data"))?,
             retention_keep_last: match self.u64(&keep_last)? {
                 Some(0) => {
                     return Err(

@@ -41,7 +41,7 @@ mod state;
 mod telemetry;
 
 pub use api::router;
-pub use cli::{backup_command, BackupCommand};
+pub use cli::{backup_command, verify_command, BackupCommand};
 pub use error::{Error, Result};
 pub use grpc::serve as serve_grpc;
 pub use migrate::{run as migrate, Options as MigrateOptions};

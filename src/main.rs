@@ -40,6 +40,14 @@ enum Command {
     /// list, run or restore. Reads the same configuration as the server.
     #[command(subcommand)]
     Backup(snapstream::BackupCommand),
+    /// Verify the snapshot storage (no server needed): every snapshot and backup readable,
+    /// every piece present, a fraction of the pieces read back and hashed again. Prints the
+    /// report; exits with 2 when something is damaged.
+    Verify {
+        /// The fraction of pieces (and plain snapshots) read back, 0 to 1.
+        #[arg(long, default_value_t = 0.1)]
+        read_data: f64,
+    },
 }
 
 /// `snapstream migrate`.
@@ -115,6 +123,7 @@ async fn main() -> ExitCode {
             }
         }
         Some(Command::Backup(b)) => return backup(&args, b).await,
+        Some(Command::Verify { read_data }) => return verify(&args, read_data).await,
         None => {}
     }
     match start(&args).await {
@@ -143,6 +152,29 @@ async fn backup(args: &Args, b: snapstream::BackupCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("backup: {}", e.public_message())),
+    }
+}
+
+/// `snapstream verify`: the configuration, then one verification.
+async fn verify(args: &Args, read_data: f64) -> ExitCode {
+    let loaded = match config::load(args.config_path.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("configuration error: {e}")),
+    };
+    init_job_logging(&loaded.config);
+    match snapstream::verify_command(loaded.config, read_data).await {
+        Ok((out, healthy)) => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", out.trim_end());
+            }
+            if healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+        Err(e) => fail(format!("verify: {}", e.public_message())),
     }
 }
 

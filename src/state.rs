@@ -54,7 +54,15 @@ pub async fn build_state(config: Config) -> Result<Services> {
         config.backup_sources.clone(),
     ));
     service::schedule::spawn_backups(&backups);
+    let repo = Arc::clone(&engine.repo);
     let snapshots = service::snapshots::Snapshots::new(Arc::clone(&registry), engine);
+    let verify = service::verify::VerifyService::new(repo, snapshots.registry_of_operations());
+    if let Some(every) = storage.snapshots_config.verify_interval_sec {
+        verify.spawn_schedule(
+            std::time::Duration::from_secs(every),
+            storage.snapshots_config.verify_read_data,
+        );
+    }
     let backups = service::backups::BackupService::new(backups, snapshots.registry_of_operations());
     Ok(Services {
         keys: service::ApiKeys::new(
@@ -66,6 +74,7 @@ pub async fn build_state(config: Config) -> Result<Services> {
         points: service::points::Points::new(registry),
         snapshots,
         backups,
+        verify,
         storage_health,
     })
 }

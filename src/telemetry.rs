@@ -144,6 +144,14 @@ pub(crate) struct Metrics {
     pub backup_stored: Family<SourceLabels, Counter>,
     /// Restores run, by source and outcome.
     pub restores: Family<SourceOutcomeLabels, Counter>,
+    /// Stored pieces found damaged or missing (by a read or a verification).
+    pub damaged_pieces_found: Counter,
+    /// Damaged pieces written again by a create that held their bytes.
+    pub damaged_pieces_repaired: Counter,
+    /// When the last verification of the storage finished (Unix seconds).
+    pub verify_last: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Snapshots and backups the last verification found damaged.
+    pub verify_damaged: Gauge,
     /// Requests answered, by transport, route and status.
     pub requests: Family<RequestLabels, Counter>,
     /// Their latencies.
@@ -202,6 +210,15 @@ impl Metrics {
             backup_stored: "backup_stored_bytes", "Bytes backups added to storage",
                 Family::default();
             restores: "restores", "Restores of backups run", Family::default();
+            damaged_pieces_found: "damaged_pieces_found",
+                "Stored pieces found damaged or missing, by a read or a verification",
+                Counter::default();
+            damaged_pieces_repaired: "damaged_pieces_repaired",
+                "Damaged pieces written again by a create that held their bytes", Counter::default();
+            verify_last: "verify_last_run_timestamp_seconds",
+                "When the last verification of the snapshot storage finished", Gauge::default();
+            verify_damaged: "verify_damaged_snapshots",
+                "Snapshots and backups the last verification found damaged", Gauge::default();
             requests: "requests", "Requests answered", Family::default();
             request_seconds: "request_duration_seconds",
                 "Time to answer a request (until its response headers)",

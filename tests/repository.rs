@@ -512,3 +512,116 @@ async fn a_damaged_piece_fails_whole_downloads_and_ranges_inside_it() {
         );
     }
 }
+
+/// Every piece under `.repository/pieces/`.
+async fn piece_objects(backend: &DynBackend) -> Vec<ObjectMeta> {
+    let dir = ObjectKey::new(".repository/pieces").unwrap();
+    backend
+        .list_recursive(Some(&dir))
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+async fn read_all(repo: &Repository, name: &str) -> Result<Vec<u8>, String> {
+    let stored = repo.stat(&key(name)).await.map_err(|e| e.to_string())?;
+    let chunks: Vec<Bytes> = match repo.open(&stored, None).await {
+        Ok(s) => s.try_collect().await.map_err(|e| e.to_string())?,
+        Err(e) => return Err(e.to_string()),
+    };
+    Ok(chunks.concat())
+}
+
+/// A damaged piece and a deleted one are each named, with the snapshot and what is wrong;
+/// the next create of the same data writes fresh copies, which makes the older snapshot
+/// whole again, and a repository opened later (a restart) knows the damage too.
+#[tokio::test]
+async fn damage_is_named_remembered_and_repaired_by_the_next_create() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let backend: DynBackend = Arc::new(LocalBackend::new(store.path()).unwrap());
+    let reg = collection(tmp.path(), 20_000);
+    let repo = Repository::new(Arc::clone(&backend), true);
+    let made = repo
+        .create_incremental(&key("one"), archive(&reg), None)
+        .await
+        .unwrap();
+    let whole = read_all(&repo, "one").await.unwrap();
+    let pieces = piece_objects(&backend).await;
+    assert!(pieces.len() >= 2);
+    let (flipped, deleted) = (&pieces[0].key, &pieces[1].key);
+    let mut bytes: Vec<u8> = backend
+        .open(flipped, None)
+        .await
+        .unwrap()
+        .try_collect::<Vec<Bytes>>()
+        .await
+        .unwrap()
+        .concat();
+    bytes[0] ^= 1;
+    backend.delete(flipped).await.unwrap();
+    backend.put_if_absent(flipped, bytes.into()).await.unwrap();
+    backend.delete(deleted).await.unwrap();
+
+    // Reads find both (the fetch-ahead window covers the whole small snapshot).
+    let e = read_all(&repo, "one")
+        .await
+        .expect_err("damaged bytes are never served");
+    assert!(e.contains("c/one.snapshot") && e.contains("damaged"), "{e}");
+    let e2 = read_all(&repo, "one").await.unwrap_err();
+    let named: HashSet<&str> = [e.as_str(), e2.as_str()]
+        .iter()
+        .flat_map(|m| {
+            [flipped.file_name(), deleted.file_name()]
+                .into_iter()
+                .filter(|p| m.contains(*p))
+        })
+        .collect();
+    assert!(!named.is_empty(), "the error names the piece: {e}");
+    let markers: Vec<ObjectMeta> = backend
+        .list_recursive(Some(&ObjectKey::new(".repository/damaged").unwrap()))
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(!markers.is_empty(), "the damage is remembered in storage");
+
+    // A restarted service (a fresh repository over the same storage) repairs what the
+    // markers name, and finds the rest when it reads it.
+    let restarted = Repository::new(Arc::clone(&backend), true);
+    let again = restarted
+        .create_incremental(&key("two"), archive(&reg), None)
+        .await
+        .unwrap();
+    assert_eq!(again.size, made.size);
+    for round in 0.. {
+        assert!(round < 4, "still damaged after {round} repairing creates");
+        match read_all(&restarted, "one").await {
+            Ok(bytes) => {
+                assert_eq!(bytes, whole, "the older snapshot is whole again");
+                break;
+            }
+            Err(_) => {
+                // Damage found only now: the next create repairs it.
+                restarted
+                    .create_incremental(
+                        &key(&format!("r{}", uuid::Uuid::new_v4().simple())),
+                        archive(&reg),
+                        None,
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let two = read_all(&restarted, "two").await.unwrap();
+    assert_eq!(Some(hex::encode(Sha256::digest(&two))), again.checksum);
+    let left: Vec<ObjectMeta> = backend
+        .list_recursive(Some(&ObjectKey::new(".repository/damaged").unwrap()))
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        left.is_empty(),
+        "repaired pieces lose their markers: {left:?}"
+    );
+}

@@ -12,6 +12,7 @@ pub(crate) mod error;
 pub(crate) mod health;
 pub(crate) mod observe;
 pub(crate) mod points;
+mod repository;
 pub(crate) mod snapshots;
 
 use axum::extract::DefaultBodyLimit;
@@ -38,6 +39,7 @@ pub fn router(state: Services) -> Router {
         .merge(collections::routes(st))
         .merge(points::routes(st))
         .merge(backups::routes(st))
+        .merge(repository::routes(st))
         .layer(DefaultBodyLimit::max(json_limit))
         // Uploads stream through the unpacker and are not limited.
         .merge(snapshots::routes(st))

@@ -247,10 +247,11 @@ impl Backups {
     /// The bytes `range` of a shard archive (checked against its pieces' hashes).
     pub(crate) async fn open(
         &self,
+        label: String,
         m: Arc<Manifest>,
         range: Option<Range<u64>>,
     ) -> Result<ByteStream> {
-        Ok(self.repo.open_manifest(m, range).await?)
+        Ok(self.repo.open_manifest(label, m, range).await?)
     }
 
     /// Backs up `source` now: the given collections, or the configured ones, or every
@@ -694,4 +695,9 @@ async fn pull_from(
         }
     }
     pull::pull_shard(server, c, s, session, created_at, progress.clone()).await
+}
+
+/// How a shard archive of a backup is named in errors.
+pub(crate) fn shard_label(source: &str, id: &str, collection: &str, shard: u32) -> String {
+    format!("backup {source}/{id}, shard {shard} of `{collection}`")
 }

@@ -19,6 +19,7 @@ use crate::io::progress::Progress;
 use crate::qdrant_api::rest::Replica;
 use crate::qdrant_api::Server;
 use crate::repository::backups::StoredBackup;
+use crate::repository::damage;
 use crate::repository::Repository;
 
 /// What to restore, and where. `Debug` leaves the key out.
@@ -272,7 +273,12 @@ impl Backups {
                 let done = &done;
                 let journal = &journal;
                 async move {
-                    let shard_of = Shard { name, to, shard };
+                    let shard_of = Shard {
+                        name,
+                        to,
+                        shard,
+                        backup: (source, id),
+                    };
                     upload(repo, stored, target, shard_of, peer, progress).await?;
                     let mut done = done.lock().await;
                     done.insert((shard, peer));
@@ -477,6 +483,8 @@ struct Shard<'a> {
     name: &'a str,
     to: &'a str,
     shard: u32,
+    /// The backup's source and id, to name it in errors.
+    backup: (&'a str, &'a str),
 }
 
 /// Uploads one shard archive, streamed from storage, to `peer` of the target.
@@ -488,26 +496,33 @@ async fn upload(
     peer: u64,
     progress: Option<Progress>,
 ) -> Result<()> {
-    let Shard { name, to, shard } = s;
+    let Shard {
+        name,
+        to,
+        shard,
+        backup: (source, id),
+    } = s;
     let m = stored
         .shards
         .get(&format!("{name}/{shard}"))
         .ok_or_else(|| Error::NotFound(format!("the backup holds no shard {shard} of `{name}`")))?;
     let m = Arc::new(m.clone());
-    let stream = repo
-        .open_manifest(Arc::clone(&m), None)
-        .await?
-        .inspect_ok(move |b| {
-            if let Some(p) = &progress {
-                p.add(b.len() as u64);
-            }
-        });
+    let label = super::shard_label(source, id, name, shard);
+    let (stream, damage) = damage::watch(repo.open_manifest(label, Arc::clone(&m), None).await?);
+    let stream = stream.inspect_ok(move |b| {
+        if let Some(p) = &progress {
+            p.add(b.len() as u64);
+        }
+    });
     target
         .peer(peer)?
         .server
         .upload_shard_snapshot(to, shard, stream, m.size, "no_sync", &m.sha256)
         .await
-        .map_err(|e| Error::Upstream(format!("shard {shard} of `{to}` on peer {peer}: {e}")))
+        .map_err(|e| match damage.lock().take() {
+            Some(d) => d.to_error(),
+            None => Error::Upstream(format!("shard {shard} of `{to}` on peer {peer}: {e}")),
+        })
 }
 
 /// The journal of restoring collection `to` into the deployment at `url`.

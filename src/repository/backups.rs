@@ -5,7 +5,7 @@
 //! written last, under a create lease, so a backup exists exactly when it is complete, and
 //! the pieces of one that never finished are collected like those of a failed create.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::damage::Inventory;
 use super::lease::Lease;
 use super::manifest::{InvalidManifest, Manifest, MAX_MANIFEST_SIZE};
 use super::writer::ManifestBuilder;
@@ -125,7 +126,7 @@ fn unreadable(key: &ObjectKey, e: impl std::fmt::Display) -> BackendError {
 pub struct BackupSession {
     backend: DynBackend,
     lease: Lease,
-    known: HashSet<String>,
+    known: Inventory,
 }
 
 impl BackupSession {
@@ -146,7 +147,7 @@ impl BackupSession {
 
     /// Whether piece `hash` was stored before this backup began.
     pub fn knows(&self, hash: &str) -> bool {
-        self.known.contains(hash)
+        self.known.sound.contains(hash)
     }
 
     /// Writes the backup object: the commit point. Refused if the lease was lost.
@@ -178,7 +179,7 @@ impl Repository {
     /// Starts a backup: takes a create lease and lists the stored pieces.
     pub async fn begin_backup(&self) -> Result<BackupSession, BackendError> {
         let lease = self.leases.acquire_create().await?;
-        match pieces::list(&self.backend).await {
+        match Inventory::take(&self.backend, &self.damage).await {
             Ok(known) => Ok(BackupSession {
                 backend: Arc::clone(&self.backend),
                 lease,

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use futures::{StreamExt, TryStreamExt};
 
 use super::backups::{self, StoredBackup};
+use super::damage::DAMAGED_DIR;
 use super::lease::Leases;
 use super::manifest::{Manifest, MAX_MANIFEST_SIZE};
 use super::pieces::{self, PIECES_DIR};
@@ -73,10 +74,12 @@ async fn mark_and_sweep(backend: &DynBackend) -> Result<Collected, BackendError>
     let mut stored: Vec<ObjectKey> = Vec::new();
     let mut manifests = 0;
     let pieces_prefix = format!("{PIECES_DIR}/");
+    let damaged_prefix = format!("{DAMAGED_DIR}/");
     let mut listing = backend.list_recursive(None);
     while let Some(m) = listing.try_next().await? {
         let k = m.key.as_str();
-        if k.starts_with(&pieces_prefix) {
+        // A damage marker goes with its piece: it is swept when the piece would be.
+        if k.starts_with(&pieces_prefix) || k.starts_with(&damaged_prefix) {
             stored.push(m.key);
         } else if backups::is_backup(&m.key) || k.ends_with(MANIFEST_SUFFIX) {
             if let Some(pieces) = referenced(backend, &m.key).await? {
@@ -90,8 +93,9 @@ async fn mark_and_sweep(backend: &DynBackend) -> Result<Collected, BackendError>
         .filter(|k| !live.contains(k.file_name()))
         .cloned()
         .collect();
-    let kept = stored.len() - doomed.len();
-    let removed = doomed.len();
+    let is_marker = |k: &&ObjectKey| k.as_str().starts_with(&damaged_prefix);
+    let removed = doomed.len() - doomed.iter().filter(is_marker).count();
+    let kept = stored.len() - stored.iter().filter(is_marker).count() - removed;
     futures::stream::iter(doomed)
         .map(|k| async move {
             match backend.delete(&k).await {

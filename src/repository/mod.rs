@@ -11,12 +11,14 @@
 
 pub(crate) mod backups;
 pub(crate) mod collector;
+pub(crate) mod damage;
 pub(crate) mod hashing;
 pub(crate) mod layout;
 pub(crate) mod lease;
 pub(crate) mod manifest;
 pub(crate) mod pieces;
 mod plain;
+pub(crate) mod verify;
 pub(crate) mod writer;
 
 use std::collections::HashSet;
@@ -84,6 +86,8 @@ pub(crate) fn parse_checksum(text: &str) -> Option<String> {
 #[derive(Debug)]
 pub struct Repository {
     pub(crate) backend: DynBackend,
+    /// Pieces known damaged, shared by every read and create of this repository.
+    pub(crate) damage: Arc<damage::Damage>,
     incremental: bool,
     pub(crate) leases: Leases,
     collect_wanted: Arc<tokio::sync::Notify>,
@@ -99,6 +103,7 @@ impl Repository {
     pub fn with_lease_ttl(backend: DynBackend, incremental: bool, ttl: Duration) -> Self {
         Repository {
             leases: Leases::new(Arc::clone(&backend), ttl),
+            damage: damage::Damage::new(Arc::clone(&backend)),
             backend,
             incremental,
             collect_wanted: Arc::new(tokio::sync::Notify::new()),
@@ -201,10 +206,20 @@ impl Repository {
     /// The bytes `range` (clamped to its size) of the tar a manifest stands for.
     pub async fn open_manifest(
         &self,
+        label: String,
         m: Arc<Manifest>,
         range: Option<Range<u64>>,
     ) -> Result<ByteStream, BackendError> {
-        layout::read(Arc::clone(&self.backend), m, range).await
+        layout::read(self.pieces(label), m, range).await
+    }
+
+    /// A reader of this repository's pieces for the snapshot (or backup) named `label`.
+    pub(crate) fn pieces(&self, label: String) -> layout::PieceReader {
+        layout::PieceReader {
+            backend: Arc::clone(&self.backend),
+            damage: Arc::clone(&self.damage),
+            label,
+        }
     }
 
     /// The bytes `range` (clamped to the size) of a stored snapshot's tar.
@@ -217,7 +232,7 @@ impl Repository {
         match &stored.layout {
             Layout::Plain => self.backend.open(&stored.key, range).await,
             Layout::Incremental(m) => {
-                layout::read(Arc::clone(&self.backend), Arc::clone(m), range).await
+                layout::read(self.pieces(stored.key.to_string()), Arc::clone(m), range).await
             }
         }
     }
@@ -279,7 +294,7 @@ impl Repository {
     ) -> Result<Stored, BackendError> {
         let lease = self.leases.acquire_create().await?;
         let result = async {
-            let known = pieces::list(&self.backend).await?;
+            let known = damage::Inventory::take(&self.backend, &self.damage).await?;
             let written = writer::write(&self.backend, archive, known, progress).await?;
             let json = serde_json::to_vec(&written.manifest).map_err(|e| BackendError::Io {
                 action: "failed to serialize",

@@ -59,6 +59,16 @@ pub(crate) async fn store(
     }
 }
 
+/// Writes piece `hash` whether or not it is stored: a fresh copy over a damaged one
+/// (atomically: readers see the old object or the new one).
+pub(crate) async fn replace(
+    backend: &DynBackend,
+    hash: &str,
+    bytes: Bytes,
+) -> Result<(), BackendError> {
+    backend.put(&key(hash)?, bytes).await.map(|_| ())
+}
+
 /// The hashes of every stored piece.
 pub(crate) async fn list(backend: &DynBackend) -> Result<HashSet<String>, BackendError> {
     backend

@@ -13,7 +13,8 @@ use futures::stream::FuturesUnordered;
 use futures::{future::BoxFuture, StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::layout::{entry_header, padding, read_entries, Kind, END};
+use super::damage::{Damage, Inventory};
+use super::layout::{entry_header, padding, read_entries, Kind, PieceReader, END};
 use super::manifest::{Entry, Manifest, FORMAT, PIECE_SIZE, VERSION};
 use super::pieces;
 use crate::backend::{BackendError, DynBackend};
@@ -118,7 +119,11 @@ async fn read_piece(file: Arc<std::fs::File>, offset: u64, len: u64) -> io::Resu
 /// Uploads of new pieces, at most [`UPLOADS_IN_FLIGHT`] at once.
 struct Uploads {
     backend: DynBackend,
+    /// Pieces stored and sound, or uploaded by this builder: never uploaded (again).
     known: HashSet<String>,
+    /// Pieces known damaged: written over the damaged copy when this builder holds them.
+    damaged: HashSet<String>,
+    damage: Arc<Damage>,
     running: FuturesUnordered<BoxFuture<'static, Result<u64, BackendError>>>,
     count: usize,
     bytes: u64,
@@ -134,6 +139,15 @@ impl Uploads {
         }
         let (backend, hash) = (Arc::clone(&self.backend), hash.to_string());
         let len = bytes.len() as u64;
+        if self.damaged.remove(&hash) {
+            let damage = Arc::clone(&self.damage);
+            self.running.push(Box::pin(async move {
+                pieces::replace(&backend, &hash, bytes).await?;
+                damage.repaired(&hash).await;
+                Ok(len)
+            }));
+            return Ok(());
+        }
         self.running.push(Box::pin(async move {
             pieces::store(&backend, &hash, bytes).await.map(|_| len)
         }));
@@ -397,11 +411,11 @@ pub(crate) struct ManifestBuilder {
 }
 
 impl ManifestBuilder {
-    /// A builder whose files are cut into `piece_size` pieces; pieces in `known` are not
-    /// uploaded again.
+    /// A builder whose files are cut into `piece_size` pieces; the sound pieces of `known`
+    /// are not uploaded again, its damaged ones are written afresh.
     pub(crate) fn new(
         backend: &DynBackend,
-        known: HashSet<String>,
+        known: Inventory,
         progress: Option<Progress>,
         created_at: DateTime<Utc>,
         piece_size: u64,
@@ -413,7 +427,9 @@ impl ManifestBuilder {
                 held: None,
                 uploads: Uploads {
                     backend: Arc::clone(backend),
-                    known,
+                    known: known.sound,
+                    damaged: known.damaged,
+                    damage: known.damage,
                     running: FuturesUnordered::new(),
                     count: 0,
                     bytes: 0,
@@ -518,11 +534,14 @@ impl ManifestBuilder {
     /// same piece size): nothing is uploaded, but their bytes are read back, each piece
     /// checked, to be hashed into this tar.
     pub(crate) async fn add_stored(&mut self, entries: Vec<Entry>) -> Result<(), BackendError> {
-        let backend = Arc::clone(&self.tar.uploads.backend);
-        let (mut bytes, lens) =
-            read_entries(backend, &entries, self.tar.mtime, self.tar.piece_size)
-                .await
-                .map_err(io_err)?;
+        let reader = PieceReader {
+            backend: Arc::clone(&self.tar.uploads.backend),
+            damage: Arc::clone(&self.tar.uploads.damage),
+            label: "the last backup's archive of this shard".to_string(),
+        };
+        let (mut bytes, lens) = read_entries(reader, &entries, self.tar.mtime, self.tar.piece_size)
+            .await
+            .map_err(io_err)?;
         // One stream for all (fetches run ahead across entries); a mark where each begins.
         let mut lens = lens.into_iter();
         let mut left = 0u64;
@@ -622,7 +641,7 @@ impl ManifestBuilder {
 pub(crate) async fn write(
     backend: &DynBackend,
     archive: Archive,
-    known: HashSet<String>,
+    known: Inventory,
     progress: Option<Progress>,
 ) -> Result<Written, BackendError> {
     let mut builder =
@@ -658,7 +677,12 @@ mod tests {
 
     /// The tar a manifest stands for, read back from storage.
     async fn tar(backend: &DynBackend, m: &Manifest) -> Vec<u8> {
-        let s = layout::read(Arc::clone(backend), Arc::new(m.clone()), None)
+        let reader = PieceReader {
+            backend: Arc::clone(backend),
+            damage: Damage::new(Arc::clone(backend)),
+            label: "test".into(),
+        };
+        let s = layout::read(reader, Arc::new(m.clone()), None)
             .await
             .unwrap();
         let chunks: Vec<Bytes> = s.try_collect().await.unwrap();
@@ -674,7 +698,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend: DynBackend = Arc::new(LocalBackend::new(dir.path()).unwrap());
         let t = Utc::now();
-        let mut a = ManifestBuilder::new(&backend, HashSet::new(), None, t, 1024);
+        let mut a = ManifestBuilder::new(&backend, Inventory::nothing(&backend), None, t, 1024);
         add(&mut a, "a", 3000, 3, Place::Now).await;
         add(&mut a, "b", 2000, 5, Place::Late).await;
         a.add_dir("d".into(), Place::Late).await.unwrap();
@@ -694,7 +718,13 @@ mod tests {
         }
 
         // A rebuild that keeps a and c (its first two), b (read back), and adds e and f.
-        let mut b = ManifestBuilder::new(&backend, HashSet::new(), None, Utc::now(), 1024);
+        let mut b = ManifestBuilder::new(
+            &backend,
+            Inventory::nothing(&backend),
+            None,
+            Utc::now(),
+            1024,
+        );
         add(&mut b, "f", 700, 11, Place::Late).await;
         add(&mut b, "e", 4100, 13, Place::Early).await;
         let prefix = (m.entries[..2].to_vec(), m.mtime);
@@ -722,7 +752,13 @@ mod tests {
     async fn deferred_entries_beyond_what_is_held_are_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let backend: DynBackend = Arc::new(LocalBackend::new(dir.path()).unwrap());
-        let mut c = ManifestBuilder::new(&backend, HashSet::new(), None, Utc::now(), 1024);
+        let mut c = ManifestBuilder::new(
+            &backend,
+            Inventory::nothing(&backend),
+            None,
+            Utc::now(),
+            1024,
+        );
         c.held_left = 2500;
         add(&mut c, "g", 2000, 17, Place::Late).await;
         add(&mut c, "h", 3000, 19, Place::Late).await;

@@ -63,6 +63,7 @@ pub enum Operation {
     RunBackup,
     DeleteBackup,
     RestoreBackup,
+    VerifyRepository,
     ListOperations,
     // `GET /operations/{id}`: named for the endpoint like its neighbours.
     #[allow(clippy::enum_variant_names)]
@@ -109,9 +110,8 @@ impl Operation {
             | ClearPayload | UpdateBatch | CreateFieldIndex | DeleteFieldIndex => Access::Write,
             CreateCollection | UpdateCollection | DeleteCollection | UpdateAliases
             | CreateSnapshot | DeleteSnapshot | RecoverSnapshot | UploadSnapshot
-            | StreamShardSnapshot | RunBackup | DeleteBackup | RestoreBackup | Unknown => {
-                Access::Manage
-            }
+            | StreamShardSnapshot | RunBackup | DeleteBackup | RestoreBackup | VerifyRepository
+            | Unknown => Access::Manage,
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct ShardArchive {
     pub manifest: Arc<Manifest>,
     /// When its backup was taken.
     pub created: chrono::DateTime<chrono::Utc>,
+    /// What it is, for errors: backup, source, collection, shard.
+    pub label: String,
 }
 
 impl BackupService {
@@ -159,12 +161,18 @@ impl BackupService {
         let created = chrono::DateTime::parse_from_rfc3339(&manifest.created_at)
             .map(|t| t.with_timezone(&chrono::Utc))
             .unwrap_or_default();
-        Ok(ShardArchive { manifest, created })
+        Ok(ShardArchive {
+            manifest,
+            created,
+            label: crate::backup::shard_label(source, id, collection, shard),
+        })
     }
 
     /// The bytes `range` of a shard archive.
     pub async fn open(&self, a: &ShardArchive, range: Option<Range<u64>>) -> Result<ByteStream> {
-        self.backups.open(Arc::clone(&a.manifest), range).await
+        self.backups
+            .open(a.label.clone(), Arc::clone(&a.manifest), range)
+            .await
     }
 }
 

@@ -14,6 +14,7 @@ pub(crate) mod schedule;
 pub(crate) mod snapshots;
 pub(crate) mod startup;
 pub(crate) mod storage_health;
+pub(crate) mod verify;
 
 use std::sync::Arc;
 
@@ -46,6 +47,8 @@ pub struct Services {
     pub snapshots: snapshots::Snapshots,
     /// Backups of Qdrant deployments.
     pub backups: backups::BackupService,
+    /// Verifications of the snapshot storage.
+    pub verify: verify::VerifyService,
     /// Whether the snapshot storage answers.
     pub storage_health: Arc<storage_health::StorageHealth>,
 }

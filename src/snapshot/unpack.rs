@@ -56,6 +56,13 @@ fn bad(msg: impl Into<String>) -> Error {
 }
 
 fn read_err(e: io::Error) -> Error {
+    // Bytes that storage could not give back are a storage fault, not a bad archive.
+    if let Some(d) = crate::repository::damage::find(&e) {
+        return d.to_error();
+    }
+    if crate::backend::diagnosis::find(&e).is_some() {
+        return crate::backend::diagnosis::storage_error("failed to read the snapshot", e);
+    }
     // The tar reader's message is not passed on: it can quote file contents.
     let what = match e.kind() {
         io::ErrorKind::UnexpectedEof => "the archive ends early: truncated download or upload",
