@@ -85,10 +85,11 @@ fn rand_round() -> u64 {
 pub async fn backup_command(config: Config, cmd: BackupCommand) -> Result<String> {
     let mut out = String::new();
     let backend = crate::state::open_backend(&config.storage)?;
-    let repo = Arc::new(Repository::new(
-        backend,
-        config.storage.snapshots_config.incremental,
-    ));
+    let sc = &config.storage.snapshots_config;
+    let repo = Arc::new(
+        Repository::new(backend, sc.incremental)
+            .with_piece_compression(sc.compression != crate::snapshot::codec::Compression::None),
+    );
     let backups = Arc::new(Backups::new(repo, config.backup_sources.clone()));
     match cmd {
         BackupCommand::List { source } => {

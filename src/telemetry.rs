@@ -38,6 +38,13 @@ pub(crate) struct BackendLabels {
     pub backend: &'static str,
 }
 
+/// Labels naming a kind of request to a cloud store.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RequestKindLabels {
+    /// `list`, `get`, `head`, `put`, `post`, `delete` or `other`.
+    pub kind: &'static str,
+}
+
 /// Labels naming an operation kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct OperationLabels {
@@ -124,6 +131,8 @@ pub(crate) struct Metrics {
     pub storage_written: Family<BackendLabels, Counter>,
     /// Bytes read from snapshot storage.
     pub storage_read: Family<BackendLabels, Counter>,
+    /// HTTP requests sent to the cloud store, by kind.
+    pub storage_requests: Family<RequestKindLabels, Counter>,
     /// S3 part uploads that failed and were handed to the retry layer.
     pub s3_part_retries: Counter,
     /// Multipart uploads aborted (failed creates, and orphans found at start-up).
@@ -190,6 +199,9 @@ impl Metrics {
             storage_written: "storage_written_bytes", "Bytes written to snapshot storage",
                 Family::default();
             storage_read: "storage_read_bytes", "Bytes read from snapshot storage",
+                Family::default();
+            storage_requests: "storage_requests",
+                "HTTP requests sent to the cloud snapshot store, by kind (list, get, head, put, post, delete)",
                 Family::default();
             s3_part_retries: "s3_part_retries",
                 "S3 part uploads that failed and were retried (while the retry budget lasted)",

@@ -55,6 +55,7 @@ fn build_store(cfg: &AzureOptions, options: ClientOptions) -> Result<MicrosoftAz
     let mut b = MicrosoftAzureBuilder::from_env()
         .with_container_name(&cfg.container)
         .with_retry(cfg.transfer.retry())
+        .with_http_connector(super::cloud_http::WatchedConnector::default())
         .with_client_options(options);
     if let Some(account) = &cfg.account {
         b = b.with_account(account);

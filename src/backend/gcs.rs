@@ -56,6 +56,7 @@ fn build_store(cfg: &GcsOptions, options: ClientOptions) -> Result<GoogleCloudSt
     let mut b = GoogleCloudStorageBuilder::from_env()
         .with_bucket_name(&cfg.bucket)
         .with_retry(cfg.transfer.retry())
+        .with_http_connector(super::cloud_http::WatchedConnector::default())
         .with_client_options(options);
     if let Some(path) = &cfg.service_account_path {
         b = b.with_service_account_path(path);

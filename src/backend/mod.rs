@@ -3,6 +3,7 @@
 
 pub(crate) mod azure;
 pub(crate) mod cloud;
+mod cloud_http;
 mod cloud_sink;
 pub(crate) mod diagnosis;
 pub(crate) mod gcs;
@@ -10,7 +11,6 @@ pub(crate) mod key;
 pub(crate) mod local;
 pub(crate) mod metered;
 pub(crate) mod s3;
-mod s3_http;
 pub(crate) mod s3_uploads;
 
 use std::fmt;

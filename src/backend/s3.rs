@@ -49,7 +49,7 @@ fn build_store(cfg: &S3Options, options: ClientOptions) -> Result<AmazonS3> {
         .with_region(&cfg.region)
         .with_virtual_hosted_style_request(!cfg.path_style)
         .with_retry(cfg.transfer.retry())
-        .with_http_connector(super::s3_http::WatchedConnector::default())
+        .with_http_connector(super::cloud_http::WatchedConnector::default())
         .with_unsigned_payload(true)
         .with_client_options(options);
     if let Some(ep) = &cfg.endpoint_url {

@@ -179,7 +179,7 @@ impl Repository {
     /// Starts a backup: takes a create lease and lists the stored pieces.
     pub async fn begin_backup(&self) -> Result<BackupSession, BackendError> {
         let lease = self.leases.acquire_create().await?;
-        match Inventory::take(&self.backend, &self.damage).await {
+        match self.inventory().await {
             Ok(known) => Ok(BackupSession {
                 backend: Arc::clone(&self.backend),
                 lease,

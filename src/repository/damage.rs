@@ -210,6 +210,8 @@ pub(crate) struct Inventory {
     pub(crate) damaged: HashSet<String>,
     /// Where repairs are reported.
     pub(crate) damage: Arc<Damage>,
+    /// Whether new pieces are stored compressed (the repository's setting).
+    pub(crate) compress: bool,
 }
 
 impl Inventory {
@@ -220,6 +222,7 @@ impl Inventory {
             sound: HashSet::new(),
             damaged: HashSet::new(),
             damage: Damage::new(Arc::clone(backend)),
+            compress: false,
         }
     }
 
@@ -227,6 +230,7 @@ impl Inventory {
     pub(crate) async fn take(
         backend: &DynBackend,
         damage: &Arc<Damage>,
+        compress: bool,
     ) -> Result<Inventory, BackendError> {
         let mut sound = super::pieces::list(backend).await?;
         let damaged: HashSet<String> = damage.all().await?.into_keys().collect();
@@ -235,6 +239,7 @@ impl Inventory {
             sound,
             damaged,
             damage: Arc::clone(damage),
+            compress,
         })
     }
 }

@@ -88,6 +88,8 @@ pub struct Repository {
     pub(crate) backend: DynBackend,
     /// Pieces known damaged, shared by every read and create of this repository.
     pub(crate) damage: Arc<damage::Damage>,
+    /// Whether new pieces are stored zstd-compressed.
+    compress_pieces: bool,
     incremental: bool,
     pub(crate) leases: Leases,
     collect_wanted: Arc<tokio::sync::Notify>,
@@ -104,10 +106,23 @@ impl Repository {
         Repository {
             leases: Leases::new(Arc::clone(&backend), ttl),
             damage: damage::Damage::new(Arc::clone(&backend)),
+            compress_pieces: false,
             backend,
             incremental,
             collect_wanted: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Stores new pieces zstd-compressed when `on` (`storage.snapshots_config.compression`
+    /// other than `none`); reads take both kinds whatever this says.
+    pub fn with_piece_compression(mut self, on: bool) -> Self {
+        self.compress_pieces = on;
+        self
+    }
+
+    /// What a create builds on: the stored pieces, the known damage, the piece codec.
+    pub(crate) async fn inventory(&self) -> Result<damage::Inventory, BackendError> {
+        damage::Inventory::take(&self.backend, &self.damage, self.compress_pieces).await
     }
 
     /// The storage backend.
@@ -294,7 +309,7 @@ impl Repository {
     ) -> Result<Stored, BackendError> {
         let lease = self.leases.acquire_create().await?;
         let result = async {
-            let known = damage::Inventory::take(&self.backend, &self.damage).await?;
+            let known = self.inventory().await?;
             let written = writer::write(&self.backend, archive, known, progress).await?;
             let json = serde_json::to_vec(&written.manifest).map_err(|e| BackendError::Io {
                 action: "failed to serialize",

@@ -17,6 +17,45 @@ pub(crate) fn hash(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
+/// The first bytes of a piece stored zstd-compressed (its content follows as one zstd frame).
+/// Pieces stored before compression existed, or that did not shrink, are raw.
+const COMPRESSED: &[u8; 4] = b"SSZ1";
+/// A compressed piece never expands past this (pieces are at most 4 MiB; a frame claiming
+/// more is not ours).
+const MAX_PIECE: usize = 64 << 20;
+
+/// How a piece's bytes are stored: compressed (zstd, level 3) when that saves at least an
+/// eighth, else as they are. The piece's name stays the hash of its content, so
+/// deduplication does not depend on compression.
+pub(crate) fn encode(bytes: Bytes, compress: bool) -> Bytes {
+    if !compress {
+        return bytes;
+    }
+    match zstd::bulk::compress(&bytes, 3) {
+        Ok(z) if z.len() + COMPRESSED.len() < bytes.len() - bytes.len() / 8 => {
+            let mut out = Vec::with_capacity(COMPRESSED.len() + z.len());
+            out.extend_from_slice(COMPRESSED);
+            out.extend_from_slice(&z);
+            out.into()
+        }
+        _ => bytes,
+    }
+}
+
+/// A piece's content from its stored bytes: decompressed when framed as compressed and the
+/// result hashes to `hash`, else the stored bytes themselves (a raw piece that happens to
+/// start like a frame stays raw). The caller checks the hash of what is returned.
+pub(crate) fn decode(hash: &str, stored: Bytes) -> Bytes {
+    if let Some(frame) = stored.strip_prefix(COMPRESSED.as_slice()) {
+        if let Ok(plain) = zstd::bulk::decompress(frame, MAX_PIECE) {
+            if self::hash(&plain) == hash {
+                return plain.into();
+            }
+        }
+    }
+    stored
+}
+
 /// The key of piece `hash`.
 pub(crate) fn key(hash: &str) -> Result<ObjectKey, BackendError> {
     Ok(ObjectKey::new(format!("{PIECES_DIR}/{hash}"))?)
@@ -27,8 +66,21 @@ pub(crate) fn dir() -> ObjectKey {
     ObjectKey::new(PIECES_DIR).expect("a constant, valid key")
 }
 
-/// Reads piece `hash` whole (the caller checks it against its hash).
+/// Reads piece `hash` whole, decompressed (the caller checks it against its hash).
 pub(crate) async fn fetch(backend: &DynBackend, hash: &str) -> Result<Bytes, BackendError> {
+    let stored = fetch_stored(backend, hash).await?;
+    let h = hash.to_string();
+    tokio::task::spawn_blocking(move || decode(&h, stored))
+        .await
+        .map_err(|e| BackendError::Io {
+            action: "failed to decompress",
+            path: hash.to_string(),
+            source: std::io::Error::other(e),
+        })
+}
+
+/// Reads piece `hash` as stored.
+async fn fetch_stored(backend: &DynBackend, hash: &str) -> Result<Bytes, BackendError> {
     let k = key(hash)?;
     let chunks: Vec<Bytes> = backend
         .open(&k, None)
@@ -93,4 +145,32 @@ pub(crate) async fn get_small(
         });
     }
     backend.get_bytes(k).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_shrink_when_they_can_and_always_read_back() {
+        let text = Bytes::from("payload text, again and again; ".repeat(4000));
+        let stored = encode(text.clone(), true);
+        assert!(stored.len() < text.len() / 4 && stored.starts_with(COMPRESSED));
+        assert_eq!(decode(&hash(&text), stored), text);
+        // Incompressible bytes stay raw.
+        let mut noise = vec![0u8; 100_000];
+        blake3::Hasher::new()
+            .update(b"noise")
+            .finalize_xof()
+            .fill(&mut noise);
+        let noise = Bytes::from(noise);
+        assert!(
+            encode(noise.clone(), true) == noise,
+            "random bytes are stored raw"
+        );
+        assert_eq!(encode(text.clone(), false), text);
+        // A raw piece that starts like a frame is read as it is.
+        let lookalike = Bytes::from([COMPRESSED.as_slice(), b"not zstd at all"].concat());
+        assert_eq!(decode(&hash(&lookalike), lookalike.clone()), lookalike);
+    }
 }

@@ -75,7 +75,7 @@ fn owner_of(key: &str) -> Owner {
 
 /// What the listing holds, sorted by kind.
 #[derive(Default)]
-struct Inventory {
+struct Listing {
     pieces: HashSet<String>,
     manifests: Vec<ObjectKey>,
     backups: Vec<ObjectKey>,
@@ -87,7 +87,7 @@ impl Repository {
     /// Verifies the whole storage, reading back `fraction` of the pieces (and of the plain
     /// snapshots) chosen by `round` (see the module's note). Deletes nothing.
     pub async fn verify(&self, fraction: f64, round: u64) -> Result<VerifyReport, BackendError> {
-        let inv = self.inventory().await?;
+        let inv = self.listing().await?;
         let mut report = VerifyReport::default();
         let mut refs: HashMap<String, Vec<Owner>> = HashMap::new();
         for key in &inv.manifests {
@@ -155,8 +155,8 @@ impl Repository {
     }
 
     /// One listing of the whole storage, sorted by kind.
-    async fn inventory(&self) -> Result<Inventory, BackendError> {
-        let mut inv = Inventory::default();
+    async fn listing(&self) -> Result<Listing, BackendError> {
+        let mut inv = Listing::default();
         let pieces_prefix = format!("{PIECES_DIR}/");
         let mut listing = self.backend.list_recursive(None);
         while let Some(m) = listing.try_next().await? {

@@ -124,6 +124,8 @@ struct Uploads {
     /// Pieces known damaged: written over the damaged copy when this builder holds them.
     damaged: HashSet<String>,
     damage: Arc<Damage>,
+    /// Whether pieces are stored compressed.
+    compress: bool,
     running: FuturesUnordered<BoxFuture<'static, Result<u64, BackendError>>>,
     count: usize,
     bytes: u64,
@@ -138,18 +140,27 @@ impl Uploads {
             self.wait_one().await?;
         }
         let (backend, hash) = (Arc::clone(&self.backend), hash.to_string());
-        let len = bytes.len() as u64;
-        if self.damaged.remove(&hash) {
-            let damage = Arc::clone(&self.damage);
-            self.running.push(Box::pin(async move {
-                pieces::replace(&backend, &hash, bytes).await?;
-                damage.repaired(&hash).await;
-                Ok(len)
-            }));
-            return Ok(());
-        }
+        let repair = self.damaged.remove(&hash).then(|| Arc::clone(&self.damage));
+        let compress = self.compress;
         self.running.push(Box::pin(async move {
-            pieces::store(&backend, &hash, bytes).await.map(|_| len)
+            let stored = if compress {
+                tokio::task::spawn_blocking(move || pieces::encode(bytes, true))
+                    .await
+                    .map_err(|e| io_err(io::Error::other(e)))?
+            } else {
+                bytes
+            };
+            let len = stored.len() as u64;
+            match repair {
+                Some(damage) => {
+                    pieces::replace(&backend, &hash, stored).await?;
+                    damage.repaired(&hash).await;
+                }
+                None => {
+                    pieces::store(&backend, &hash, stored).await?;
+                }
+            }
+            Ok(len)
         }));
         Ok(())
     }
@@ -430,6 +441,7 @@ impl ManifestBuilder {
                     known: known.sound,
                     damaged: known.damaged,
                     damage: known.damage,
+                    compress: known.compress,
                     running: FuturesUnordered::new(),
                     count: 0,
                     bytes: 0,

@@ -151,7 +151,10 @@ impl Engine {
         backend: DynBackend,
         settings: SnapshotSettings,
     ) -> Result<Self> {
-        let repo = Arc::new(Repository::new(backend, settings.incremental));
+        let compress = settings.create.compression != codec::Compression::None;
+        let repo = Arc::new(
+            Repository::new(backend, settings.incremental).with_piece_compression(compress),
+        );
         Ok(Engine {
             catalog: Catalog::new(Arc::clone(&repo)),
             creator: Arc::new(Creator::new(

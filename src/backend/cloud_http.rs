@@ -1,7 +1,9 @@
-//! The HTTP client under `object_store`'s S3 store: the default one, watched so that part
-//! uploads that fail (and are then retried by `object_store`'s retry layer, while its
-//! budget lasts) are counted in `snapstream_s3_part_retries_total`, and multipart uploads
-//! aborted in `snapstream_s3_aborted_multipart_uploads_total`.
+//! The HTTP client under `object_store`'s cloud stores: the default one, watched so that
+//! every request to the bucket is counted by kind in `snapstream_storage_requests_total`
+//! (LIST requests are what idle backup tools are billed for), S3 part uploads that fail
+//! (and are then retried by `object_store`'s retry layer, while its budget lasts) in
+//! `snapstream_s3_part_retries_total`, and multipart uploads aborted in
+//! `snapstream_s3_aborted_multipart_uploads_total`.
 
 use async_trait::async_trait;
 use object_store::client::{
@@ -34,6 +36,30 @@ fn is(req: &HttpRequest, method: http::Method, param: &str) -> bool {
             .is_some_and(|q| q.split('&').any(|kv| kv.split('=').next() == Some(param)))
 }
 
+/// What kind of request `req` is, as billed: `list` (S3 `list-type`/`uploads`, Azure
+/// `comp=list`, GCS's JSON object listing), else its method.
+fn kind(req: &HttpRequest) -> &'static str {
+    let query = req.uri().query().unwrap_or("");
+    let params = || {
+        query
+            .split('&')
+            .map(|kv| kv.split('=').next().unwrap_or(""))
+    };
+    let get = req.method() == http::Method::GET;
+    let listing = params().any(|p| p == "list-type" || p == "uploads")
+        || query.split('&').any(|kv| kv == "comp=list")
+        || req.uri().path().ends_with("/o");
+    match *req.method() {
+        _ if get && listing => "list",
+        http::Method::GET => "get",
+        http::Method::HEAD => "head",
+        http::Method::PUT => "put",
+        http::Method::POST => "post",
+        http::Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
 /// Whether a request aborts a multipart upload (`DELETE ?uploadId=`).
 fn is_abort(req: &HttpRequest) -> bool {
     is(req, http::Method::DELETE, "uploadId")
@@ -48,6 +74,10 @@ fn is_part_upload(req: &HttpRequest) -> bool {
 impl HttpService for Watched {
     async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
         let (part, abort) = (is_part_upload(&req), is_abort(&req));
+        telemetry::get()
+            .storage_requests
+            .get_or_create(&telemetry::RequestKindLabels { kind: kind(&req) })
+            .inc();
         let out = self.0.execute(req).await;
         let failed = match &out {
             Ok(resp) => resp.status().is_server_error() || resp.status().as_u16() == 429,
@@ -90,5 +120,22 @@ mod tests {
             "http://s3/b/k?uploadId=x"
         )));
         assert!(!is_abort(&req(http::Method::DELETE, "http://s3/b/k")));
+        assert_eq!(
+            kind(&req(http::Method::GET, "http://s3/b?list-type=2&prefix=p")),
+            "list"
+        );
+        assert_eq!(
+            kind(&req(
+                http::Method::GET,
+                "http://az/acct/c?restype=container&comp=list"
+            )),
+            "list"
+        );
+        assert_eq!(
+            kind(&req(http::Method::GET, "http://gcs/storage/v1/b/b/o")),
+            "list"
+        );
+        assert_eq!(kind(&req(http::Method::GET, "http://s3/b/k")), "get");
+        assert_eq!(kind(&req(http::Method::HEAD, "http://s3/b/k")), "head");
     }
 }
