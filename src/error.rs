@@ -98,13 +98,18 @@ impl Error {
 
     /// The error and its sources on one line, for logs.
     pub fn chain(&self) -> String {
-        let mut s = self.to_string();
-        let mut src = self.source();
-        while let Some(e) = src {
-            s.push_str(": ");
-            s.push_str(&e.to_string());
-            src = e.source();
-        }
-        s
+        chain(self)
     }
+}
+
+/// Any error and its sources on one line.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
 }

@@ -9,11 +9,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Timer};
+use super::error::{optional_body, ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Timer};
 use super::guarded;
 use super::snapshots::{answer, parse_range, unsatisfiable, Download, WaitParam};
 use crate::backup::restore::RestoreRequest;
-use crate::error::Error;
 use crate::service::{Operation as Op, Services};
 
 /// Backup routes.
@@ -58,12 +57,7 @@ async fn run(
     ApiQuery(q): ApiQuery<WaitParam>,
     body: Bytes,
 ) -> ApiResult {
-    let body: RunBody = if body.iter().all(u8::is_ascii_whitespace) {
-        RunBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| Error::BadRequest(format!("the body is not a backup request: {e}")))?
-    };
+    let body: RunBody = optional_body(&body, "a backup request")?;
     answer(
         &t,
         st.backups

@@ -252,3 +252,16 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
             })
     }
 }
+
+/// An optional JSON body: its default when empty (or only whitespace), else parsed, a 400
+/// saying it is not `what` when it does not parse.
+pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| Error::BadRequest(format!("the body is not {what}: {e}")))
+}

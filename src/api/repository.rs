@@ -7,10 +7,9 @@ use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
 
-use super::error::{ApiQuery, ApiResult, Timer};
+use super::error::{optional_body, ApiQuery, ApiResult, Timer};
 use super::guarded;
 use super::snapshots::{answer, WaitParam};
-use crate::error::Error;
 use crate::service::{Operation as Op, Services};
 
 /// Repository routes.
@@ -34,6 +33,14 @@ fn default_read_data() -> f64 {
     0.1
 }
 
+impl Default for VerifyBody {
+    fn default() -> Self {
+        VerifyBody {
+            read_data: default_read_data(),
+        }
+    }
+}
+
 /// `POST /repository/verify?wait=`
 async fn verify(
     t: Timer,
@@ -41,14 +48,7 @@ async fn verify(
     ApiQuery(q): ApiQuery<WaitParam>,
     body: Bytes,
 ) -> ApiResult {
-    let body: VerifyBody = if body.iter().all(u8::is_ascii_whitespace) {
-        VerifyBody {
-            read_data: default_read_data(),
-        }
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| Error::BadRequest(format!("the body is not a verify request: {e}")))?
-    };
+    let body: VerifyBody = optional_body(&body, "a verify request")?;
     answer(
         &t,
         st.verify

@@ -19,6 +19,7 @@ use super::manifest::{Manifest, MAX_MANIFEST_SIZE};
 use super::pieces::{self, PIECES_DIR};
 use super::{plain, Repository, EXTENSION, MANIFEST_SUFFIX};
 use crate::backend::{BackendError, ObjectKey};
+use crate::error::chain;
 
 /// Pieces read back at once.
 const READS_IN_FLIGHT: usize = 8;
@@ -254,18 +255,6 @@ impl Repository {
         }
         Ok(None)
     }
-}
-
-/// An error with its causes, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cur = c.source();
-    }
-    out
 }
 
 fn add_refs(refs: &mut HashMap<String, Vec<Owner>>, m: &Manifest, owner: &Owner) {

@@ -38,25 +38,27 @@ def test_idle_hours_send_nothing_and_a_create_lists_a_few_times(make_server):
     server = make_server(env=env)
     client = QdrantClient(url=server.url, timeout=300)
     load(server, "a", N)
-    wait_for(lambda: scheduled(server) == 1, 60, "the first scheduled snapshot")
-    # Let the work around that snapshot end (its lease released, the collector's pass).
+    wait_for(lambda: scheduled(server) >= 1, 60, "the first scheduled snapshot")
+    # Let the work around the snapshots end (a tick may have caught the load half done; the
+    # leases released, the collector's pass).
     last = {}
     for _ in range(60):
-        now = requests(server)
+        now = (requests(server), scheduled(server))
         if now == last:
             break
         last = now
         time.sleep(2)
+    last, taken = last
     # Eight scheduled ticks of an unchanged collection, with an hour scaled into seconds:
     # not one request (no listing, no lease, no poll).
     time.sleep(8)
     assert delta(requests(server), last) == {}, "requests sent while idle"
-    assert scheduled(server) == 1
+    assert scheduled(server) == taken
 
     change_one_percent(server, "a", N, 1)
     before = requests(server)
     # The schedule takes the change; counted until its snapshot is listed and all is quiet.
-    wait_for(lambda: scheduled(server) == 2, 60, "the scheduled snapshot of the change")
+    wait_for(lambda: scheduled(server) == taken + 1, 60, "the scheduled snapshot of the change")
     quiet = {}
     for _ in range(30):
         time.sleep(2)
@@ -67,5 +69,5 @@ def test_idle_hours_send_nothing_and_a_create_lists_a_few_times(make_server):
     spent = delta(quiet, before)
     print(f"one scheduled incremental create after 1% changed: {spent}")
     assert 0 < spent.get("list", 0) <= 6, spent
-    assert len(client.list_snapshots("a")) == 2
+    assert len(client.list_snapshots("a")) == taken + 1
     assert spent.get("put", 0) > 0, spent
