@@ -56,13 +56,7 @@ pub async fn build_state(config: Config) -> Result<Services> {
     service::schedule::spawn_backups(&backups);
     let repo = Arc::clone(&engine.repo);
     let snapshots = service::snapshots::Snapshots::new(Arc::clone(&registry), engine);
-    let verify = service::verify::VerifyService::new(repo, snapshots.registry_of_operations());
-    if let Some(every) = storage.snapshots_config.verify_interval_sec {
-        verify.spawn_schedule(
-            std::time::Duration::from_secs(every),
-            storage.snapshots_config.verify_read_data,
-        );
-    }
+    let verify = verification(repo, &snapshots, storage);
     let backups = service::backups::BackupService::new(backups, snapshots.registry_of_operations());
     Ok(Services {
         keys: service::ApiKeys::new(
@@ -77,6 +71,22 @@ pub async fn build_state(config: Config) -> Result<Services> {
         verify,
         storage_health,
     })
+}
+
+/// Verifications of `repo`, on their schedule when one is configured.
+fn verification(
+    repo: Arc<crate::repository::Repository>,
+    snapshots: &service::snapshots::Snapshots,
+    storage: &StorageConfig,
+) -> service::verify::VerifyService {
+    let verify = service::verify::VerifyService::new(repo, snapshots.registry_of_operations());
+    if let Some(every) = storage.snapshots_config.verify_interval_sec {
+        verify.spawn_schedule(
+            std::time::Duration::from_secs(every),
+            storage.snapshots_config.verify_read_data,
+        );
+    }
+    verify
 }
 
 /// The configured snapshot storage, metered.

@@ -108,30 +108,8 @@ impl Repository {
             self.backup_refs(key, &mut refs, &mut report).await;
         }
         report.pieces_checked = refs.len();
-        let known = self.damage.all().await?;
-        let mut bad: BTreeMap<String, Reason> = BTreeMap::new();
-        for hash in refs.keys() {
-            if !inv.pieces.contains(hash) {
-                bad.insert(hash.clone(), Reason::Missing);
-            } else if let Some(r) = known.get(hash) {
-                bad.insert(hash.clone(), *r);
-            }
-        }
-        let sample: Vec<String> = refs
-            .keys()
-            .filter(|h| inv.pieces.contains(*h) && chosen(h, fraction, round))
-            .cloned()
-            .collect();
-        report.pieces_read = sample.len();
-        for (hash, sound) in self.reread(sample).await? {
-            match sound {
-                true if bad.remove(&hash).is_some() => self.damage.repaired(&hash).await,
-                true => {}
-                false => {
-                    bad.insert(hash, Reason::HashMismatch);
-                }
-            }
-        }
+        let (bad, read) = self.bad_pieces(&inv.pieces, &refs, fraction, round).await?;
+        report.pieces_read = read;
         for (hash, reason) in &bad {
             self.damage.record(hash, *reason).await;
             for (collection, snapshot) in &refs[hash] {
@@ -153,6 +131,43 @@ impl Repository {
         report.damaged.sort();
         report.damaged.dedup();
         Ok(report)
+    }
+
+    /// The referred pieces that are missing, known damaged, or (of those re-read this round)
+    /// do not hash to their name; and how many were re-read. A known-damaged piece that
+    /// reads back sound is cleared.
+    async fn bad_pieces(
+        &self,
+        stored: &HashSet<String>,
+        refs: &HashMap<String, Vec<Owner>>,
+        fraction: f64,
+        round: u64,
+    ) -> Result<(BTreeMap<String, Reason>, usize), BackendError> {
+        let known = self.damage.all().await?;
+        let mut bad: BTreeMap<String, Reason> = BTreeMap::new();
+        for hash in refs.keys() {
+            if !stored.contains(hash) {
+                bad.insert(hash.clone(), Reason::Missing);
+            } else if let Some(r) = known.get(hash) {
+                bad.insert(hash.clone(), *r);
+            }
+        }
+        let sample: Vec<String> = refs
+            .keys()
+            .filter(|h| stored.contains(*h) && chosen(h, fraction, round))
+            .cloned()
+            .collect();
+        let read = sample.len();
+        for (hash, sound) in self.reread(sample).await? {
+            match sound {
+                true if bad.remove(&hash).is_some() => self.damage.repaired(&hash).await,
+                true => {}
+                false => {
+                    bad.insert(hash, Reason::HashMismatch);
+                }
+            }
+        }
+        Ok((bad, read))
     }
 
     /// One listing of the whole storage, sorted by kind.
