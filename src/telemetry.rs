@@ -34,7 +34,7 @@ pub(crate) struct OpLabels {
 /// Labels naming a storage backend.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct BackendLabels {
-    /// `local` or `s3`.
+    /// `local`, `s3`, `azure` or `gcs`.
     pub backend: &'static str,
 }
 

@@ -25,7 +25,7 @@ pub(crate) struct Metered<B> {
 }
 
 impl<B> Metered<B> {
-    /// Counts `inner`'s traffic under the label `backend` (`local` or `s3`).
+    /// Counts `inner`'s traffic under the label `backend` (`local`, `s3`, `azure`, `gcs`).
     pub(crate) fn new(inner: B, backend: &'static str) -> Self {
         let m = telemetry::get();
         let labels = BackendLabels { backend };
