@@ -6,15 +6,13 @@ use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use super::operations::Operations;
 use super::snapshots::Outcome;
 use crate::backend::ByteStream;
 use crate::backup::record::BackupRecord;
 use crate::backup::restore::{RestoreRequest, Restored};
 use crate::backup::{Backups, SourceStatus};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::io::progress::Progress;
 use crate::repository::manifest::Manifest;
 use crate::telemetry;
@@ -48,8 +46,7 @@ impl BackupService {
         self.backups.list_sources().await
     }
 
-    /// Runs `work` in its own task (neither a disconnect nor a deadline cancels it),
-    /// registered as operation `kind` on `target`; waited for, or polled by its id.
+    /// Runs `work` as operation `kind` on `target` (see [`super::operations::in_task`]).
     async fn in_task<T, F, Fut>(
         &self,
         kind: &'static str,
@@ -62,28 +59,11 @@ impl BackupService {
         F: FnOnce(Arc<Backups>, Progress) -> Fut,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
-        let (id, progress) = self.ops.start(kind, None, &target);
-        let ops = Arc::clone(&self.ops);
-        let fut = work(Arc::clone(&self.backups), progress);
-        let task = tokio::spawn(async move {
-            let out = fut.await;
-            if let (Err(e), false) = (&out, wait) {
-                tracing::error!(operation = id, kind, target = %target, error = %e.chain(), "background operation failed");
-            }
-            ops.finish(
-                id,
-                out.as_ref()
-                    .map(|r| serde_json::to_value(r).unwrap_or(Value::Null)),
-            );
-            out
-        });
-        if !wait {
-            return Ok(Outcome::Started(id));
-        }
-        let done = task
-            .await
-            .map_err(|e| Error::internal(format!("{kind} task failed"), e))??;
-        Ok(Outcome::Done(done))
+        let backups = Arc::clone(&self.backups);
+        super::operations::in_task(&self.ops, (kind, target), wait, |progress| {
+            work(backups, progress)
+        })
+        .await
     }
 
     /// Backs up `source` now.

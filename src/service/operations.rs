@@ -15,6 +15,45 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::io::progress::Progress;
 
+/// Runs `work` (given the operation's progress) in its own task, registered in `ops` as an
+/// operation of `kind` on `target`, so neither a disconnect nor a client deadline cancels
+/// it: waited for with `wait`, else its id is returned to be polled. A failure nobody waits
+/// for is logged.
+pub(crate) async fn in_task<T, Fut>(
+    ops: &Arc<Operations>,
+    (kind, target): (&'static str, String),
+    wait: bool,
+    work: impl FnOnce(Progress) -> Fut,
+) -> crate::error::Result<super::snapshots::Outcome<T>>
+where
+    T: Serialize + Send + 'static,
+    Fut: std::future::Future<Output = crate::error::Result<T>> + Send + 'static,
+{
+    use super::snapshots::Outcome;
+    let (id, progress) = ops.start(kind, None, &target);
+    let fut = work(progress);
+    let ops = Arc::clone(ops);
+    let task = tokio::spawn(async move {
+        let out = fut.await;
+        if let (Err(e), false) = (&out, wait) {
+            tracing::error!(operation = id, kind, target = %target, error = %e.chain(), "background operation failed");
+        }
+        ops.finish(
+            id,
+            out.as_ref()
+                .map(|r| serde_json::to_value(r).unwrap_or(Value::Null)),
+        );
+        out
+    });
+    if !wait {
+        return Ok(Outcome::Started(id));
+    }
+    let done = task
+        .await
+        .map_err(|e| Error::internal(format!("{kind} task failed"), e))??;
+    Ok(Outcome::Done(done))
+}
+
 /// Finished operations kept for polling; older ones are forgotten first.
 const KEEP_FINISHED: usize = 1000;
 

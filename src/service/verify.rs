@@ -49,24 +49,14 @@ impl VerifyService {
     /// Verifies the storage, reading back `fraction` of the pieces.
     pub async fn run(&self, fraction: f64, wait: bool) -> Result<Outcome<VerifyReport>> {
         let fraction = check_fraction(fraction)?;
-        let (id, _progress) = self.ops.start("verify", None, "repository");
         let this = self.clone();
-        let task = tokio::spawn(async move {
-            let out = this.once(fraction).await;
-            this.ops.finish(
-                id,
-                out.as_ref()
-                    .map(|r| serde_json::to_value(r).unwrap_or_default()),
-            );
-            out
-        });
-        if !wait {
-            return Ok(Outcome::Started(id));
-        }
-        let report = task
-            .await
-            .map_err(|e| Error::internal("verification task failed", e))??;
-        Ok(Outcome::Done(report))
+        super::operations::in_task(
+            &self.ops,
+            ("verify", "repository".into()),
+            wait,
+            |_| async move { this.once(fraction).await },
+        )
+        .await
     }
 
     /// One verification round: the report, logged and counted.
