@@ -159,6 +159,11 @@ impl Damage {
         true
     }
 
+    /// Whether `piece` is known damaged in this process.
+    pub(crate) fn contains(&self, piece: &str) -> bool {
+        self.known.lock().contains_key(piece)
+    }
+
     /// Every piece known damaged: in memory, and the markers in storage (one listing).
     pub(crate) async fn all(&self) -> Result<HashMap<String, Reason>, BackendError> {
         let dir = ObjectKey::new(DAMAGED_DIR)?;

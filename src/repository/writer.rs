@@ -123,6 +123,8 @@ struct Uploads {
     known: HashSet<String>,
     /// Pieces known damaged: written over the damaged copy when this builder holds them.
     damaged: HashSet<String>,
+    /// Damaged pieces this builder has written again.
+    repairing: HashSet<String>,
     damage: Arc<Damage>,
     /// Whether pieces are stored compressed.
     compress: bool,
@@ -134,13 +136,21 @@ struct Uploads {
 impl Uploads {
     async fn add(&mut self, hash: &str, bytes: Bytes) -> Result<(), BackendError> {
         if !self.known.insert(hash.to_string()) {
-            return Ok(());
+            // Known sound when this create began; found damaged since (by a read of this
+            // very create, say), it is written afresh once.
+            if !self.damage.contains(hash) || self.repairing.contains(hash) {
+                return Ok(());
+            }
+            self.damaged.insert(hash.to_string());
         }
         while self.running.len() >= UPLOADS_IN_FLIGHT {
             self.wait_one().await?;
         }
         let (backend, hash) = (Arc::clone(&self.backend), hash.to_string());
-        let repair = self.damaged.remove(&hash).then(|| Arc::clone(&self.damage));
+        let repair = self.damaged.remove(&hash).then(|| {
+            self.repairing.insert(hash.clone());
+            Arc::clone(&self.damage)
+        });
         let compress = self.compress;
         self.running.push(Box::pin(async move {
             let stored = if compress {
@@ -440,6 +450,7 @@ impl ManifestBuilder {
                     backend: Arc::clone(backend),
                     known: known.sound,
                     damaged: known.damaged,
+                    repairing: HashSet::new(),
                     damage: known.damage,
                     compress: known.compress,
                     running: FuturesUnordered::new(),
