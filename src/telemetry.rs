@@ -173,20 +173,23 @@ fn registered<M: Metric + Clone>(r: &mut Registry, name: &str, help: &str, metri
     metric
 }
 
+/// Buckets of snapshot operation durations: 10 ms to ~25 min.
+const SNAPSHOT_SECONDS: Buckets = Buckets {
+    start: 0.01,
+    factor: 2.5,
+    count: 14,
+};
+/// Buckets of request latencies: 0.5 ms to ~16 s.
+const REQUEST_SECONDS: Buckets = Buckets {
+    start: 0.0005,
+    factor: 2.0,
+    count: 16,
+};
+
 impl Metrics {
     /// Every metric, registered in one registry: `field: name, help, metric;` per row.
     fn new() -> Self {
         let mut r = Registry::with_prefix("snapstream");
-        let snapshot_seconds = Buckets {
-            start: 0.01,
-            factor: 2.5,
-            count: 14,
-        };
-        let request_seconds = Buckets {
-            start: 0.0005,
-            factor: 2.0,
-            count: 16,
-        };
         macro_rules! metrics {
             ($($field:ident: $name:literal, $help:literal, $metric:expr;)*) => {
                 Metrics { $($field: registered(&mut r, $name, $help, $metric),)* registry: r }
@@ -195,7 +198,7 @@ impl Metrics {
         metrics! {
             snapshot_ops: "snapshot_operations", "Snapshot operations finished", Family::default();
             snapshot_op_seconds: "snapshot_operation_duration_seconds",
-                "Duration of snapshot operations", Family::new_with_constructor(snapshot_seconds);
+                "Duration of snapshot operations", Family::new_with_constructor(SNAPSHOT_SECONDS);
             storage_written: "storage_written_bytes", "Bytes written to snapshot storage",
                 Family::default();
             storage_read: "storage_read_bytes", "Bytes read from snapshot storage",
@@ -234,7 +237,7 @@ impl Metrics {
             requests: "requests", "Requests answered", Family::default();
             request_seconds: "request_duration_seconds",
                 "Time to answer a request (until its response headers)",
-                Family::new_with_constructor(request_seconds);
+                Family::new_with_constructor(REQUEST_SECONDS);
         }
     }
 

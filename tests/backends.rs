@@ -71,9 +71,9 @@ async fn gcs_backend_reads_lists_and_deletes_on_fake_gcs_server() {
     }
     let one = ObjectKey::new("c/one.snapshot").unwrap();
     assert_eq!(backend.stat(&one).await.unwrap().size, data.len() as u64);
-    let whole: Vec<u8> = read(&backend, &one, None).await;
+    let whole: Vec<u8> = common::read_object(&backend, &one, None).await;
     assert_eq!(whole, data);
-    let part = read(&backend, &one, Some(1000..70_000)).await;
+    let part = common::read_object(&backend, &one, Some(1000..70_000)).await;
     assert_eq!(part, data[1000..70_000]);
     let dir = ObjectKey::new("c").unwrap();
     let listed: Vec<String> = backend
@@ -101,17 +101,6 @@ async fn gcs_backend_reads_lists_and_deletes_on_fake_gcs_server() {
         backend.delete(&one).await,
         Err(BackendError::NotFound(_))
     ));
-}
-
-async fn read(b: &dyn Backend, key: &ObjectKey, range: Option<std::ops::Range<u64>>) -> Vec<u8> {
-    let chunks: Vec<bytes::Bytes> = b
-        .open(key, range)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    chunks.concat()
 }
 
 #[tokio::test]

@@ -550,14 +550,7 @@ async fn damage_is_named_remembered_and_repaired_by_the_next_create() {
     let pieces = piece_objects(&backend).await;
     assert!(pieces.len() >= 2);
     let (flipped, deleted) = (&pieces[0].key, &pieces[1].key);
-    let mut bytes: Vec<u8> = backend
-        .open(flipped, None)
-        .await
-        .unwrap()
-        .try_collect::<Vec<Bytes>>()
-        .await
-        .unwrap()
-        .concat();
+    let mut bytes = common::read_object(backend.as_ref(), flipped, None).await;
     bytes[0] ^= 1;
     backend.delete(flipped).await.unwrap();
     backend.put_if_absent(flipped, bytes.into()).await.unwrap();

@@ -70,6 +70,23 @@ pub fn gcs_config(prefix: &str) -> GcsOptions {
     }
 }
 
+/// The bytes of `key` (or of `range` of it), read through `b`.
+pub async fn read_object(
+    b: &dyn snapstream::storage::Backend,
+    key: &snapstream::storage::ObjectKey,
+    range: Option<std::ops::Range<u64>>,
+) -> Vec<u8> {
+    use futures::TryStreamExt;
+    let chunks: Vec<bytes::Bytes> = b
+        .open(key, range)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    chunks.concat()
+}
+
 /// A fresh random prefix so tests sharing the bucket never see each other's objects.
 pub fn unique_prefix(name: &str) -> String {
     format!("test-{name}-{}", uuid::Uuid::new_v4().simple())
