@@ -12,7 +12,50 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::io::progress::Progress;
 use crate::io::report::ProgressReport;
-use crate::repository::Repository;
+
+/// What `snapstream repository` does (its command line).
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum RepositoryCommand {
+    /// Change the encryption key. The storage's data key is wrapped again with the new key;
+    /// no snapshot is rewritten. The current key comes from the configuration; set the new
+    /// one there afterwards (running servers keep working: the data key is unchanged).
+    RotateKey {
+        /// A file holding the new key; without it, the first line of standard input.
+        #[arg(long)]
+        new_key_file: Option<std::path::PathBuf>,
+    },
+}
+
+/// Runs `snapstream repository ...` on the configured storage; returns what to print.
+pub async fn repository_command(config: Config, cmd: RepositoryCommand) -> Result<String> {
+    let RepositoryCommand::RotateKey { new_key_file } = cmd;
+    let new = match new_key_file {
+        Some(path) => crate::storage::EncryptionOptions {
+            key: None,
+            key_file: Some(path),
+        },
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| Error::bad_input(format!("cannot read the new key from standard input: {e}")))?;
+            crate::storage::EncryptionOptions {
+                key: Some(crate::secret::Secret::new(line.trim_end_matches(['\r', '\n']))),
+                key_file: None,
+            }
+        }
+    }
+    .passphrase()
+    .map_err(|why| Error::bad_input(format!("the new key: {why}")))?
+    .ok_or_else(|| Error::bad_input("the new key is empty"))?;
+    let (_, keyring) = crate::state::open_encrypted(&config.storage)?;
+    keyring
+        .rotate(&new)
+        .await
+        .map_err(|e| crate::backend::diagnosis::storage_error("key rotation failed", e))?;
+    Ok("the encryption key is changed: set the new key in storage.snapshots_config.encryption"
+        .to_string())
+}
 
 /// What `snapstream backup` does (its command line).
 #[derive(Clone, Debug, clap::Subcommand)]
@@ -62,8 +105,7 @@ pub enum BackupCommand {
 /// report as JSON and whether nothing is damaged.
 pub async fn verify_command(config: Config, read_data: f64) -> Result<(String, bool)> {
     let fraction = crate::service::verify::check_fraction(read_data)?;
-    let backend = crate::state::open_backend(&config.storage)?;
-    let repo = Repository::new(backend, config.storage.snapshots_config.incremental);
+    let repo = crate::state::open_repository(&config.storage)?;
     // A command runs once: it reads a random group of pieces each time.
     let round = rand_round();
     let report = repo
@@ -84,12 +126,7 @@ fn rand_round() -> u64 {
 /// the command prints as its result.
 pub async fn backup_command(config: Config, cmd: BackupCommand) -> Result<String> {
     let mut out = String::new();
-    let backend = crate::state::open_backend(&config.storage)?;
-    let sc = &config.storage.snapshots_config;
-    let repo = Arc::new(
-        Repository::new(backend, sc.incremental)
-            .with_piece_compression(sc.compression != crate::snapshot::codec::Compression::None),
-    );
+    let repo = Arc::new(crate::state::open_repository(&config.storage)?);
     let backups = Arc::new(Backups::new(repo, config.backup_sources.clone()));
     match cmd {
         BackupCommand::List { source } => {

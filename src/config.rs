@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde_yaml_ng::Value;
 
 use crate::backend::azure::AzureOptions;
+use crate::backend::encryption::EncryptionOptions;
 use crate::backend::cloud::Transfer;
 use crate::backend::gcs::GcsOptions;
 use crate::backend::s3::{S3Options, DEFAULT_REGION};
@@ -128,6 +129,8 @@ pub struct SnapshotsConfig {
     pub verify_interval_sec: Option<u64>,
     /// The fraction of pieces a scheduled verification reads back (`verify.read_data`).
     pub verify_read_data: f64,
+    /// Client-side encryption (`encryption.key`, `encryption.key_file`).
+    pub encryption: EncryptionOptions,
 }
 
 impl SnapshotsConfig {
@@ -668,6 +671,7 @@ impl Layers {
                 .u64(&format!("{P}.verify.interval_sec"))?
                 .filter(|&n| n > 0),
             verify_read_data: self.fraction(&format!("{P}.verify.read_data"))?,
+            encryption: self.encryption()?,
             retention_keep_last: match self.u64(&keep_last)? {
                 Some(0) => {
                     return Err(
@@ -789,6 +793,19 @@ impl Layers {
             prefix: self.prefix(P)?,
             transfer: self.transfer(P)?,
         })
+    }
+
+    /// `storage.snapshots_config.encryption`; a key file that cannot be read stops start-up.
+    fn encryption(&self) -> Result<EncryptionOptions, ConfigError> {
+        const P: &str = "storage.snapshots_config.encryption";
+        let options = EncryptionOptions {
+            key: self.string(&format!("{P}.key"))?.map(Secret::new),
+            key_file: self.string(&format!("{P}.key_file"))?.map(PathBuf::from),
+        };
+        options
+            .passphrase()
+            .map_err(|why| self.invalid(&format!("{P}.key"), why))?;
+        Ok(options)
     }
 
     fn gcs(&self) -> Result<GcsOptions, ConfigError> {

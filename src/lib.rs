@@ -41,7 +41,7 @@ mod state;
 mod telemetry;
 
 pub use api::router;
-pub use cli::{backup_command, verify_command, BackupCommand};
+pub use cli::{backup_command, repository_command, verify_command, BackupCommand, RepositoryCommand};
 pub use error::{Error, Result};
 pub use grpc::serve as serve_grpc;
 pub use migrate::{run as migrate, Options as MigrateOptions};
@@ -54,6 +54,7 @@ pub use state::build_state;
 pub mod storage {
     pub use crate::backend::azure::{AzureBackend, AzureOptions};
     pub use crate::backend::cloud::Transfer;
+    pub use crate::backend::encryption::{Encrypted, EncryptionOptions, KeyError, Keyring};
     pub use crate::backend::gcs::{GcsBackend, GcsOptions};
     pub use crate::backend::local::LocalBackend;
     pub use crate::backend::s3::{S3Backend, S3Options};

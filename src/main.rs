@@ -48,6 +48,10 @@ enum Command {
         #[arg(long, default_value_t = 0.1)]
         read_data: f64,
     },
+    /// The snapshot storage itself (no server needed): `rotate-key` changes its
+    /// encryption key.
+    #[command(subcommand)]
+    Repository(snapstream::RepositoryCommand),
 }
 
 /// `snapstream migrate`.
@@ -124,6 +128,7 @@ async fn main() -> ExitCode {
         }
         Some(Command::Backup(b)) => return backup(&args, b).await,
         Some(Command::Verify { read_data }) => return verify(&args, read_data).await,
+        Some(Command::Repository(r)) => return repository(&args, r).await,
         None => {}
     }
     match start(&args).await {
@@ -152,6 +157,25 @@ async fn backup(args: &Args, b: snapstream::BackupCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("backup: {}", e.public_message())),
+    }
+}
+
+/// `snapstream repository ...`: the configuration, then the job.
+async fn repository(args: &Args, r: snapstream::RepositoryCommand) -> ExitCode {
+    let loaded = match config::load(args.config_path.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("configuration error: {e}")),
+    };
+    init_job_logging(&loaded.config);
+    match snapstream::repository_command(loaded.config, r).await {
+        Ok(out) => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", out.trim_end());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("repository: {}", e.public_message())),
     }
 }
 

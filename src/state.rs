@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
+use crate::backend::encryption::{Encrypted, Keyring};
 use crate::backend::{self, DynBackend};
 use crate::backup::Backups;
 use crate::collection::registry::Registry;
 use crate::config::{Config, SnapshotsStorage, StorageConfig};
 use crate::error::{Error, Result};
+use crate::repository::Repository;
+use crate::snapshot::codec::Compression;
 use crate::service::{self, Services};
 use crate::snapshot::{create::CreateSettings, sources::SourceSettings, Engine, SnapshotSettings};
 
@@ -33,7 +36,7 @@ pub async fn build_state(config: Config) -> Result<Services> {
     })?;
     let engine = Engine::new(
         Arc::clone(&registry),
-        open_backend(storage)?,
+        Arc::new(open_repository(storage)?),
         snapshot_settings(&config),
     )?;
     let storage_health = Arc::new(service::storage_health::StorageHealth::new(Arc::clone(
@@ -89,8 +92,31 @@ fn verification(
     verify
 }
 
+/// The snapshot repository over the configured storage: incremental or not, pieces
+/// compressed or not, encrypted when a key is configured (and checked, on first use, not
+/// to be an encrypted storage when none is).
+pub(crate) fn open_repository(storage: &StorageConfig) -> Result<Repository> {
+    let sc = &storage.snapshots_config;
+    let (backend, keyring) = open_encrypted(storage)?;
+    Ok(Repository::new(backend, sc.incremental)
+        .with_piece_compression(sc.compression != Compression::None)
+        .with_keyring(Some(keyring)))
+}
+
+/// The configured snapshot storage seen through its encryption, and its keyring.
+pub(crate) fn open_encrypted(storage: &StorageConfig) -> Result<(DynBackend, Arc<Keyring>)> {
+    let raw = open_backend(storage)?;
+    let passphrase = storage
+        .snapshots_config
+        .encryption
+        .passphrase()
+        .map_err(Error::bad_input)?;
+    let keyring = Arc::new(Keyring::new(Arc::clone(&raw), passphrase));
+    Ok((Arc::new(Encrypted::new(raw, Arc::clone(&keyring))), keyring))
+}
+
 /// The configured snapshot storage, metered.
-pub(crate) fn open_backend(storage: &StorageConfig) -> Result<DynBackend> {
+fn open_backend(storage: &StorageConfig) -> Result<DynBackend> {
     let sc = &storage.snapshots_config;
     Ok(match sc.storage {
         SnapshotsStorage::Local => {
@@ -135,7 +161,6 @@ fn snapshot_settings(config: &Config) -> SnapshotSettings {
             cloud_location: storage.snapshots_config.cloud_location(),
         },
         temp_path: storage.temp_path.clone(),
-        incremental: storage.snapshots_config.incremental,
     }
 }
 

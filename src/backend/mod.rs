@@ -6,6 +6,7 @@ pub(crate) mod cloud;
 mod cloud_http;
 mod cloud_sink;
 pub(crate) mod diagnosis;
+pub(crate) mod encryption;
 pub(crate) mod gcs;
 pub(crate) mod key;
 pub(crate) mod local;
@@ -79,6 +80,13 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+    /// A stored object failed authentication: altered in storage, cut short, or not
+    /// written under this storage's encryption key.
+    #[error("`{0}` fails authentication: it was altered in storage, cut short, or written with another key")]
+    Unauthentic(String),
+    /// The encryption key is missing, wrong, or cannot be used.
+    #[error(transparent)]
+    Encryption(#[from] encryption::KeyError),
     /// The remote store failed.
     #[error("{action} `{key}` in {backend}")]
     Remote {
@@ -92,6 +100,27 @@ pub enum BackendError {
         #[source]
         source: crate::error::BoxError,
     },
+}
+
+impl BackendError {
+    /// An I/O failure while `action` on `key`; a backend error carried inside the I/O
+    /// error (a stream's or sink's own failure) comes out as itself.
+    pub(crate) fn io(action: &'static str, key: &ObjectKey, e: std::io::Error) -> Self {
+        let e = if e.get_ref().is_some_and(|inner| inner.is::<BackendError>()) {
+            match e.into_inner().map(|inner| inner.downcast::<BackendError>()) {
+                Some(Ok(inner)) => return *inner,
+                Some(Err(other)) => std::io::Error::other(other),
+                None => std::io::Error::other("I/O error"),
+            }
+        } else {
+            e
+        };
+        BackendError::Io {
+            action,
+            path: key.to_string(),
+            source: e,
+        }
+    }
 }
 
 impl From<BackendError> for crate::error::Error {
@@ -210,11 +239,7 @@ pub trait BackendExt: Backend {
             .await?
             .try_collect()
             .await
-            .map_err(|e| BackendError::Io {
-                action: "failed to read",
-                path: key.to_string(),
-                source: e,
-            })?;
+            .map_err(|e| BackendError::io("failed to read", key, e))?;
         Ok(chunks.concat().into())
     }
 }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use parking_lot::Mutex;
 
+use super::pieces::PieceNames;
 use crate::backend::{BackendError, BackendExt, DynBackend, ObjectKey};
 
 /// Where damage markers live, beside the pieces.
@@ -217,6 +218,8 @@ pub(crate) struct Inventory {
     pub(crate) damage: Arc<Damage>,
     /// Whether new pieces are stored compressed (the repository's setting).
     pub(crate) compress: bool,
+    /// How pieces are named.
+    pub(crate) names: PieceNames,
 }
 
 impl Inventory {
@@ -228,6 +231,7 @@ impl Inventory {
             damaged: HashSet::new(),
             damage: Damage::new(Arc::clone(backend)),
             compress: false,
+            names: PieceNames::Plain,
         }
     }
 
@@ -236,6 +240,7 @@ impl Inventory {
         backend: &DynBackend,
         damage: &Arc<Damage>,
         compress: bool,
+        names: PieceNames,
     ) -> Result<Inventory, BackendError> {
         let mut sound = super::pieces::list(backend).await?;
         let damaged: HashSet<String> = damage.all().await?.into_keys().collect();
@@ -245,6 +250,7 @@ impl Inventory {
             damaged,
             damage: Arc::clone(damage),
             compress,
+            names,
         })
     }
 }

@@ -22,6 +22,8 @@ pub(crate) struct PieceReader {
     pub(crate) backend: DynBackend,
     /// Where damage found by the read is recorded.
     pub(crate) damage: Arc<Damage>,
+    /// How its pieces are named.
+    pub(crate) names: pieces::PieceNames,
     /// The snapshot's key, or a backup shard's description.
     pub(crate) label: String,
 }
@@ -30,10 +32,10 @@ impl PieceReader {
     /// Piece `hash` of `len` bytes, whole and checked; a missing or damaged piece is an
     /// error carrying [`PieceDamage`], and is recorded.
     async fn piece(&self, hash: &str, len: u64) -> std::io::Result<Bytes> {
-        let fetched = pieces::fetch(&self.backend, hash).await;
+        let fetched = pieces::fetch(&self.backend, &self.names, hash).await;
         let reason = match &fetched {
-            Ok(b) if b.len() as u64 == len && pieces::hash(b) == hash => None,
-            Ok(_) => Some(Reason::HashMismatch),
+            Ok(b) if b.len() as u64 == len && self.names.hash(b) == hash => None,
+            Ok(_) | Err(BackendError::Unauthentic(_)) => Some(Reason::HashMismatch),
             Err(BackendError::NotFound(_)) => Some(Reason::Missing),
             Err(_) => None,
         };

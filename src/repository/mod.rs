@@ -29,6 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use crate::backend::encryption::Keyring;
 use crate::backend::{BackendError, ByteStream, DynBackend, ObjectKey, ObjectSink};
 use crate::io::progress::Progress;
 use collector::Collected;
@@ -90,6 +91,8 @@ pub struct Repository {
     pub(crate) damage: Arc<damage::Damage>,
     /// Whether new pieces are stored zstd-compressed.
     compress_pieces: bool,
+    /// The encrypted storage's keys (piece names are keyed hashes then).
+    keyring: Option<Arc<Keyring>>,
     incremental: bool,
     pub(crate) leases: Leases,
     collect_wanted: Arc<tokio::sync::Notify>,
@@ -107,6 +110,7 @@ impl Repository {
             leases: Leases::new(Arc::clone(&backend), ttl),
             damage: damage::Damage::new(Arc::clone(&backend)),
             compress_pieces: false,
+            keyring: None,
             backend,
             incremental,
             collect_wanted: Arc::new(tokio::sync::Notify::new()),
@@ -120,9 +124,21 @@ impl Repository {
         self
     }
 
+    /// Names pieces with the keys of `keyring` (the one the storage's encryption uses).
+    pub fn with_keyring(mut self, keyring: Option<Arc<Keyring>>) -> Self {
+        self.keyring = keyring;
+        self
+    }
+
+    /// How this repository names its pieces.
+    pub(crate) async fn piece_names(&self) -> Result<pieces::PieceNames, BackendError> {
+        pieces::PieceNames::of(self.keyring.as_deref()).await
+    }
+
     /// What a create builds on: the stored pieces, the known damage, the piece codec.
     pub(crate) async fn inventory(&self) -> Result<damage::Inventory, BackendError> {
-        damage::Inventory::take(&self.backend, &self.damage, self.compress_pieces).await
+        let names = self.piece_names().await?;
+        damage::Inventory::take(&self.backend, &self.damage, self.compress_pieces, names).await
     }
 
     /// The storage backend.
@@ -225,16 +241,17 @@ impl Repository {
         m: Arc<Manifest>,
         range: Option<Range<u64>>,
     ) -> Result<ByteStream, BackendError> {
-        layout::read(self.pieces(label), m, range).await
+        layout::read(self.pieces(label).await?, m, range).await
     }
 
     /// A reader of this repository's pieces for the snapshot (or backup) named `label`.
-    pub(crate) fn pieces(&self, label: String) -> layout::PieceReader {
-        layout::PieceReader {
+    pub(crate) async fn pieces(&self, label: String) -> Result<layout::PieceReader, BackendError> {
+        Ok(layout::PieceReader {
             backend: Arc::clone(&self.backend),
             damage: Arc::clone(&self.damage),
+            names: self.piece_names().await?,
             label,
-        }
+        })
     }
 
     /// The bytes `range` (clamped to the size) of a stored snapshot's tar.
@@ -247,7 +264,7 @@ impl Repository {
         match &stored.layout {
             Layout::Plain => self.backend.open(&stored.key, range).await,
             Layout::Incremental(m) => {
-                layout::read(self.pieces(stored.key.to_string()), Arc::clone(m), range).await
+                layout::read(self.pieces(stored.key.to_string()).await?, Arc::clone(m), range).await
             }
         }
     }

@@ -1,20 +1,61 @@
-//! Content-addressed pieces: `.repository/pieces/{blake3 hex}`, written once, shared by
+//! Content-addressed pieces: `.repository/pieces/{blake3 hex, keyed when encrypted}`, written once, shared by
 //! every snapshot that holds the same bytes, removed only by the collector.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 
+use zeroize::Zeroizing;
+
+use crate::backend::encryption::Keyring;
 use crate::backend::{BackendError, BackendExt, DynBackend, ObjectKey};
 
 /// Pieces, one object each, named by their hash, under the repository's own directory:
 /// collection names cannot start with `.`, so no snapshot directory can collide with it.
 pub(crate) const PIECES_DIR: &str = ".repository/pieces";
 
-/// The BLAKE3 (hex) of a piece: its name.
-pub(crate) fn hash(bytes: &[u8]) -> String {
-    blake3::hash(bytes).to_hex().to_string()
+/// How pieces are named: the BLAKE3 (hex) of their content, keyed when the storage is
+/// encrypted, so that names reveal neither the content nor which pieces two collections
+/// share to whoever reads the bucket, while equal content still gets one name (one copy).
+#[derive(Clone, Default)]
+pub(crate) enum PieceNames {
+    /// Plain BLAKE3.
+    #[default]
+    Plain,
+    /// BLAKE3 in keyed mode, with a key derived from the storage's data key.
+    Keyed(Arc<Zeroizing<[u8; 32]>>),
+}
+
+impl std::fmt::Debug for PieceNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PieceNames::Plain => "PieceNames::Plain",
+            PieceNames::Keyed(_) => "PieceNames::Keyed([redacted])",
+        })
+    }
+}
+
+impl PieceNames {
+    /// The names of `keyring`'s storage (loads its key on first use).
+    pub(crate) async fn of(keyring: Option<&Keyring>) -> Result<PieceNames, BackendError> {
+        Ok(match keyring {
+            None => PieceNames::Plain,
+            Some(k) => match k.names_key().await? {
+                None => PieceNames::Plain,
+                Some(key) => PieceNames::Keyed(Arc::new(Zeroizing::new(key))),
+            },
+        })
+    }
+
+    /// The name of a piece holding `bytes`.
+    pub(crate) fn hash(&self, bytes: &[u8]) -> String {
+        match self {
+            PieceNames::Plain => blake3::hash(bytes).to_hex().to_string(),
+            PieceNames::Keyed(key) => blake3::keyed_hash(key, bytes).to_hex().to_string(),
+        }
+    }
 }
 
 /// The first bytes of a piece stored zstd-compressed (its content follows as one zstd frame).
@@ -45,10 +86,10 @@ pub(crate) fn encode(bytes: Bytes, compress: bool) -> Bytes {
 /// A piece's content from its stored bytes: decompressed when framed as compressed and the
 /// result hashes to `hash`, else the stored bytes themselves (a raw piece that happens to
 /// start like a frame stays raw). The caller checks the hash of what is returned.
-pub(crate) fn decode(hash: &str, stored: Bytes) -> Bytes {
+pub(crate) fn decode(names: &PieceNames, hash: &str, stored: Bytes) -> Bytes {
     if let Some(frame) = stored.strip_prefix(COMPRESSED.as_slice()) {
         if let Ok(plain) = zstd::bulk::decompress(frame, MAX_PIECE) {
-            if self::hash(&plain) == hash {
+            if names.hash(&plain) == hash {
                 return plain.into();
             }
         }
@@ -67,10 +108,14 @@ pub(crate) fn dir() -> ObjectKey {
 }
 
 /// Reads piece `hash` whole, decompressed (the caller checks it against its hash).
-pub(crate) async fn fetch(backend: &DynBackend, hash: &str) -> Result<Bytes, BackendError> {
+pub(crate) async fn fetch(
+    backend: &DynBackend,
+    names: &PieceNames,
+    hash: &str,
+) -> Result<Bytes, BackendError> {
     let stored = fetch_stored(backend, hash).await?;
-    let h = hash.to_string();
-    tokio::task::spawn_blocking(move || decode(&h, stored))
+    let (h, names) = (hash.to_string(), names.clone());
+    tokio::task::spawn_blocking(move || decode(&names, &h, stored))
         .await
         .map_err(|e| BackendError::Io {
             action: "failed to decompress",
@@ -87,11 +132,7 @@ async fn fetch_stored(backend: &DynBackend, hash: &str) -> Result<Bytes, Backend
         .await?
         .try_collect()
         .await
-        .map_err(|e| BackendError::Io {
-            action: "failed to read",
-            path: k.to_string(),
-            source: e,
-        })?;
+        .map_err(|e| BackendError::io("failed to read", &k, e))?;
     Ok(match chunks.len() {
         1 => chunks.into_iter().next().unwrap_or_default(),
         _ => chunks.concat().into(),
@@ -156,7 +197,8 @@ mod tests {
         let text = Bytes::from("payload text, again and again; ".repeat(4000));
         let stored = encode(text.clone(), true);
         assert!(stored.len() < text.len() / 4 && stored.starts_with(COMPRESSED));
-        assert_eq!(decode(&hash(&text), stored), text);
+        let names = PieceNames::Plain;
+        assert_eq!(decode(&names, &names.hash(&text), stored), text);
         // Incompressible bytes stay raw.
         let mut noise = vec![0u8; 100_000];
         blake3::Hasher::new()
@@ -171,6 +213,6 @@ mod tests {
         assert_eq!(encode(text.clone(), false), text);
         // A raw piece that starts like a frame is read as it is.
         let lookalike = Bytes::from([COMPRESSED.as_slice(), b"not zstd at all"].concat());
-        assert_eq!(decode(&hash(&lookalike), lookalike.clone()), lookalike);
+        assert_eq!(decode(&names, &names.hash(&lookalike), lookalike.clone()), lookalike);
     }
 }

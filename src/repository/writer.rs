@@ -14,6 +14,7 @@ use futures::{future::BoxFuture, StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::damage::{Damage, Inventory};
+use super::pieces::PieceNames;
 use super::layout::{entry_header, padding, read_entries, Kind, PieceReader, END};
 use super::manifest::{Entry, Manifest, FORMAT, PIECE_SIZE, VERSION};
 use super::pieces;
@@ -98,12 +99,17 @@ struct ReadPiece {
     crc: crc32fast::Hasher,
 }
 
-async fn read_piece(file: Arc<std::fs::File>, offset: u64, len: u64) -> io::Result<ReadPiece> {
+async fn read_piece(
+    file: Arc<std::fs::File>,
+    offset: u64,
+    len: u64,
+    names: PieceNames,
+) -> io::Result<ReadPiece> {
     tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; len as usize];
         // Positional: a file that shrank is an error, never a short entry.
         std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, offset)?;
-        let hash = pieces::hash(&buf);
+        let hash = names.hash(&buf);
         let mut crc = crc32fast::Hasher::new();
         crc.update(&buf);
         Ok(ReadPiece {
@@ -128,6 +134,8 @@ struct Uploads {
     damage: Arc<Damage>,
     /// Whether pieces are stored compressed.
     compress: bool,
+    /// How pieces are named.
+    names: PieceNames,
     running: FuturesUnordered<BoxFuture<'static, Result<u64, BackendError>>>,
     count: usize,
     bytes: u64,
@@ -267,11 +275,13 @@ impl TarFeed {
         let mut hashes = Vec::new();
         let mut offset = 0;
         let piece_size = self.piece_size;
+        let names = self.uploads.names.clone();
         let next_read = |offset: u64| {
             tokio::spawn(read_piece(
                 Arc::clone(&file),
                 offset,
                 piece_size.min(len - offset),
+                names.clone(),
             ))
         };
         // One piece is read and hashed ahead while the current one is hashed into the tar
@@ -377,7 +387,7 @@ impl TarFeed {
                     return Ok(Some(t.to_string()));
                 }
             }
-            let hash = pieces::hash(&bytes);
+            let hash = self.uploads.names.hash(&bytes);
             self.uploads.add(&hash, bytes).await?;
             pieces.push(hash);
         }
@@ -453,6 +463,7 @@ impl ManifestBuilder {
                     repairing: HashSet::new(),
                     damage: known.damage,
                     compress: known.compress,
+                    names: known.names,
                     running: FuturesUnordered::new(),
                     count: 0,
                     bytes: 0,
@@ -560,6 +571,7 @@ impl ManifestBuilder {
         let reader = PieceReader {
             backend: Arc::clone(&self.tar.uploads.backend),
             damage: Arc::clone(&self.tar.uploads.damage),
+            names: self.tar.uploads.names.clone(),
             label: "the last backup's archive of this shard".to_string(),
         };
         let (mut bytes, lens) = read_entries(reader, &entries, self.tar.mtime, self.tar.piece_size)
@@ -703,6 +715,7 @@ mod tests {
         let reader = PieceReader {
             backend: Arc::clone(backend),
             damage: Damage::new(Arc::clone(backend)),
+            names: PieceNames::Plain,
             label: "test".into(),
         };
         let s = layout::read(reader, Arc::new(m.clone()), None)

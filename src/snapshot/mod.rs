@@ -125,8 +125,6 @@ pub struct SnapshotSettings {
     pub sources: sources::SourceSettings,
     /// `storage.temp_path`, if set: recovery staging goes there.
     pub temp_path: Option<PathBuf>,
-    /// New snapshots are incremental (`snapshots_config.incremental`).
-    pub incremental: bool,
 }
 
 /// The snapshot engine: one part per task, sharing the repository.
@@ -145,16 +143,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// The engine over `backend` for `registry`'s collections.
+    /// The engine over `repo` for `registry`'s collections.
     pub fn new(
         registry: Arc<Registry>,
-        backend: DynBackend,
+        repo: Arc<Repository>,
         settings: SnapshotSettings,
     ) -> Result<Self> {
-        let compress = settings.create.compression != codec::Compression::None;
-        let repo = Arc::new(
-            Repository::new(backend, settings.incremental).with_piece_compression(compress),
-        );
         Ok(Engine {
             catalog: Catalog::new(Arc::clone(&repo)),
             creator: Arc::new(Creator::new(
