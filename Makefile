@@ -93,6 +93,6 @@ fuzz:
 
 ## Benchmarks with baselines measured in the same run (see BENCHMARKS.md); writes
 ## bench/out/results.json. Needs about 12 GB of free disk for the 2 GiB collection.
-bench: s3-start build qdrant
-	@set -a; source $(S3_ENV); set +a; \
+bench: s3-start emulators-start build qdrant
+	@set -a; source $(S3_ENV); source $(EMU_ENV); set +a; \
 	SNAPSTREAM_BIN=$(BIN) cargo run --release --example bench

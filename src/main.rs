@@ -140,66 +140,54 @@ async fn main() -> ExitCode {
     }
 }
 
-/// `snapstream backup ...`: the configuration, then the job.
+/// A command that works on the configured storage without serving: loads the
+/// configuration, logs to stderr, runs `job`, prints what it returns (its result is its
+/// output) and exits with the code it chose; a failure is one line prefixed with `name`.
+async fn job<F, Fut>(args: &Args, name: &str, job: F) -> ExitCode
+where
+    F: FnOnce(config::Config) -> Fut,
+    Fut: std::future::Future<Output = Result<(String, ExitCode), snapstream::Error>>,
+{
+    let loaded = match config::load(args.config_path.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("configuration error: {e}")),
+    };
+    init_job_logging(&loaded.config);
+    match job(loaded.config).await {
+        Ok((out, code)) => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", out.trim_end());
+            }
+            code
+        }
+        Err(e) => fail(format!("{name}: {}", e.public_message())),
+    }
+}
+
+/// `snapstream backup ...`.
 async fn backup(args: &Args, b: snapstream::BackupCommand) -> ExitCode {
-    let loaded = match config::load(args.config_path.as_deref()) {
-        Ok(l) => l,
-        Err(e) => return fail(format!("configuration error: {e}")),
-    };
-    init_job_logging(&loaded.config);
-    match snapstream::backup_command(loaded.config, b).await {
-        Ok(out) => {
-            // A command's result is its output (logs and progress go to stderr).
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{}", out.trim_end());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(format!("backup: {}", e.public_message())),
-    }
+    job(args, "backup", |config| async move {
+        Ok((snapstream::backup_command(config, b).await?, ExitCode::SUCCESS))
+    })
+    .await
 }
 
-/// `snapstream repository ...`: the configuration, then the job.
+/// `snapstream repository ...`.
 async fn repository(args: &Args, r: snapstream::RepositoryCommand) -> ExitCode {
-    let loaded = match config::load(args.config_path.as_deref()) {
-        Ok(l) => l,
-        Err(e) => return fail(format!("configuration error: {e}")),
-    };
-    init_job_logging(&loaded.config);
-    match snapstream::repository_command(loaded.config, r).await {
-        Ok(out) => {
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{}", out.trim_end());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(format!("repository: {}", e.public_message())),
-    }
+    job(args, "repository", |config| async move {
+        Ok((snapstream::repository_command(config, r).await?, ExitCode::SUCCESS))
+    })
+    .await
 }
 
-/// `snapstream verify`: the configuration, then one verification.
+/// `snapstream verify`: one verification; exit code 2 when something is damaged.
 async fn verify(args: &Args, read_data: f64) -> ExitCode {
-    let loaded = match config::load(args.config_path.as_deref()) {
-        Ok(l) => l,
-        Err(e) => return fail(format!("configuration error: {e}")),
-    };
-    init_job_logging(&loaded.config);
-    match snapstream::verify_command(loaded.config, read_data).await {
-        Ok((out, healthy)) => {
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{}", out.trim_end());
-            }
-            if healthy {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            }
-        }
-        Err(e) => fail(format!("verify: {}", e.public_message())),
-    }
+    job(args, "verify", |config| async move {
+        let (out, healthy) = snapstream::verify_command(config, read_data).await?;
+        Ok((out, if healthy { ExitCode::SUCCESS } else { ExitCode::from(2) }))
+    })
+    .await
 }
 
 impl MigrateArgs {

@@ -6,7 +6,8 @@
 //!    `tar xf` + sync, upsert p99 during a snapshot vs without, RSS.
 //! 3. S3 snapshots of the same collections: create vs a plain aws-sdk-s3 multipart upload
 //!    of the same bytes, recover (by `s3://` URL and by name) vs a plain download of the
-//!    same object + fsync, RSS, local bytes written.
+//!    same object + fsync, RSS, local bytes written; then the same in Azure Blob Storage
+//!    (Azurite) against a plain block upload/download with `object_store`'s Azure client.
 //! 4. Incremental S3 snapshots of the same collection: the first and the second snapshot
 //!    (after 1% of the points changed), time and bytes added to the bucket, and recovery of
 //!    the second vs a plain download of the same bytes.
@@ -15,6 +16,8 @@
 //!    the optimizer rebuilt segments vs the first, restore into a fresh cluster vs
 //!    recovering each shard by URL from a file server, memory. Needs the Qdrant binary
 //!    (`make qdrant` or QDRANT_BIN); says so and skips without it.
+//! 6. What encryption and piece compression cost: incremental S3 snapshots of the big
+//!    collection into a fresh prefix and recovery, encryption off/on, zstd off/on.
 //!
 //! Environment: SNAPSTREAM_BIN (the release binary), S3_TEST_* (from minio/start.sh),
 //! BENCH_POINTS (sizes of the big collection, comma-separated; sections 2 and 3 run on
@@ -22,10 +25,11 @@
 //! BENCH_REPEAT (runs per timed step, default 3), BENCH_DIR (work directory), BENCH_ONLY
 //! (`grpc`, `migrate`: section 1 and that comparison only; `local`: section 1, then the
 //! local snapshots of section 2 only; `snapshots`: sections 1 to 3; `incremental`: load the
-//! big collection, then section 4 only; `backup`: section 5 only), BENCH_BACKUP_POINTS
+//! big collection, then section 4 only; `backup`: section 5 only; `variants`: load the big collection, then section 6 only), BENCH_BACKUP_POINTS
 //! (section 5's collection, default 100000).
 #![allow(missing_docs, clippy::print_stdout)]
 
+mod azure;
 mod backup;
 mod cluster;
 mod collections;
@@ -36,6 +40,7 @@ mod migrate;
 mod qdrant;
 mod s3;
 mod snapshots;
+mod variants;
 
 use std::path::PathBuf;
 
@@ -69,7 +74,9 @@ fn main() {
         migrate::migrate_vs_upsert(&c, &svc, &bodies, &root, repeat, &mut results);
         qdrant::qdrant_fixture_recovery(&c, &svc, &root, repeat, &mut results);
     }
-    if !only.is_empty() && !["incremental", "local", "snapshots"].contains(&only.as_str()) {
+    if !only.is_empty()
+        && !["incremental", "local", "snapshots", "variants"].contains(&only.as_str())
+    {
         write_results(&results);
         let _ = std::fs::remove_dir_all(&root);
         return;
@@ -83,15 +90,18 @@ fn main() {
     let s3 = s3_server();
     let sizes = bench_points();
     for (i, &points) in sizes.iter().enumerate() {
-        let build_only = only == "incremental" && i + 1 < sizes.len();
+        let build_only = (only == "incremental" || only == "variants") && i + 1 < sizes.len();
         if build_only {
             continue;
         }
         snapshots::snapshot_figures(&c, &root, &s3, points, repeat, &only, &mut results);
     }
-    if only != "local" && only != "snapshots" {
+    if only.is_empty() || only == "incremental" {
         let big_points = sizes.last().copied().unwrap_or(0);
         incremental::incremental_s3(&c, &root, &s3, big_points, repeat, &mut results);
+    }
+    if only.is_empty() || only == "variants" {
+        variants::encryption_and_compression(&c, &root, &s3, repeat, &mut results);
     }
     if only.is_empty() {
         backup::backup_figures(&c, &root, &s3, repeat, &mut results);

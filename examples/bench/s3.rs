@@ -207,6 +207,24 @@ impl S3 {
         .collect()
     }
 
+    /// Deletes every object under `prefix/`.
+    pub(crate) fn empty(&self, prefix: &str) {
+        self.rt.block_on(async {
+            let mut pages = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(format!("{prefix}/"))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                for o in page.unwrap().contents() {
+                    delete(&self.client, &self.bucket, o.key().unwrap()).await;
+                }
+            }
+        })
+    }
+
     /// Bytes stored under `prefix/`, as the bucket lists them.
     pub(crate) fn bytes_under(&self, prefix: &str) -> u64 {
         self.rt.block_on(async {

@@ -61,13 +61,14 @@ pub(crate) fn snapshot_figures(
     );
     results.insert("big_collection_bytes".into(), json!(data_bytes));
     println!("== {points} points ==");
-    if only == "incremental" {
+    if only == "incremental" || only == "variants" {
         drop(svc);
     } else {
         let s3_base_file = local_snapshots(c, root, &svc, &data_dir, repeat, &mut results);
         drop(svc);
         if only != "local" {
             s3_snapshots(c, root, s3, &s3_base_file, repeat, &mut results);
+            crate::azure::azure_snapshots(c, root, &s3_base_file, repeat, &mut results);
         }
     }
 

@@ -118,9 +118,10 @@ impl Sources {
             manifest.push(".manifest");
             let manifest = PathBuf::from(manifest);
             if tokio::fs::metadata(&manifest).await.is_ok() {
-                return self.open_local_incremental(&path, &manifest).await;
+                return self.open_local_stored(&path, &manifest, ".manifest").await;
             }
         }
+
         let (canonical, root) = canonical_inside(&path, &self.settings.snapshots_path).await?;
         if !canonical.starts_with(&root) {
             // The server's own directory is not named: it is configuration, not input.
@@ -129,6 +130,10 @@ impl Sources {
                  (storage.snapshots_path)"
                     .into(),
             ));
+        }
+        if self.settings.cloud_location.is_none() && is_sealed(&canonical).await {
+            // A snapshot of an encrypted local repository: read through it, decrypted.
+            return self.open_local_stored(&path, &canonical, "").await;
         }
         let file = tokio::fs::File::open(&canonical)
             .await
@@ -154,15 +159,16 @@ impl Sources {
         })
     }
 
-    /// Opens the incremental snapshot whose manifest is the file `manifest` (inside the
-    /// snapshots directory, which is the local repository's root).
-    async fn open_local_incremental(&self, path: &Path, manifest: &Path) -> Result<Source> {
-        let (canonical, root) = canonical_inside(manifest, &self.settings.snapshots_path).await?;
+    /// Opens the stored snapshot whose object is the file `file` (its manifest, when
+    /// `suffix` is `.manifest`; the tar, sealed, when it is empty) inside the snapshots
+    /// directory, which is the local repository's root.
+    async fn open_local_stored(&self, path: &Path, file: &Path, suffix: &str) -> Result<Source> {
+        let (canonical, root) = canonical_inside(file, &self.settings.snapshots_path).await?;
         let rel = canonical
             .strip_prefix(&root)
             .ok()
             .and_then(|r| r.to_str())
-            .and_then(|r| r.strip_suffix(".manifest"))
+            .and_then(|r| r.strip_suffix(suffix))
             .ok_or_else(|| {
                 Error::Forbidden(
                     "Snapshot file path must be inside the snapshots directory \
@@ -355,4 +361,14 @@ async fn canonical_inside(path: &Path, root: &Path) -> Result<(PathBuf, PathBuf)
         )));
     }
     Ok((canonical, root))
+}
+
+/// Whether the file at `path` starts as an encrypted object of snapshot storage does.
+async fn is_sealed(path: &Path) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 4];
+    match tokio::fs::File::open(path).await {
+        Ok(mut f) => f.read_exact(&mut head).await.is_ok() && &head == crate::backend::encryption::MAGIC,
+        Err(_) => false,
+    }
 }

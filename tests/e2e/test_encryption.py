@@ -99,6 +99,11 @@ def test_encrypted_storage_holds_no_plaintext_and_behaves_as_without(make_server
     copy = client.retrieve("copy", ids=[0, 777, N - 1], with_payload=True, with_vectors=True)
     assert [p.payload["note"] for p in copy] == [f"confidential-{i:06d}-needle" for i in (0, 777, N - 1)]
     assert np.allclose([p.vector for p in copy], vecs[[0, 777, N - 1]])
+    if storage.kind == "local":
+        # A file:// location of a stored snapshot reads through the decryption too.
+        path = storage.dir / "secrets" / snap.name
+        assert client.recover_snapshot("from_file", location=path.as_uri(), checksum=snap.checksum)
+        assert client.count("from_file").count == N
 
 
 @pytest.mark.parametrize("incremental", [False, True], ids=["plain", "incremental"])

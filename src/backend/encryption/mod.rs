@@ -26,6 +26,9 @@ use crate::secret::Secret;
 pub use keyring::{KeyError, Keyring};
 use keyring::{Mode, KEY_OBJECT};
 
+/// The first bytes of every object encrypted by snapshot storage.
+pub(crate) use format::MAGIC;
+
 /// The user's key, as configured (`storage.snapshots_config.encryption`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EncryptionOptions {
