@@ -13,7 +13,7 @@ use object_store::{ObjectStoreExt, WriteMultipart};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{call, env_or, median, Service};
+use crate::harness::{call, env_or, median, timed_snapshot, Service};
 
 /// The emulator's settings, from `.emulators/env`; `None` when it is not running.
 fn settings() -> Option<[String; 4]> {
@@ -103,14 +103,8 @@ pub(crate) fn azure_snapshots(
     let base_key = format!("{prefix}-plain/baseline.tar");
     for i in 0..repeat {
         base.push(rt.block_on(plain_upload(&store, &base_key, base_file)));
-        let t = Instant::now();
-        let v = call(
-            c,
-            reqwest::Method::POST,
-            &format!("{}/collections/big/snapshots?wait=true", svc.url),
-            None,
-        );
-        ours.push(t.elapsed().as_secs_f64());
+        let (took, v) = timed_snapshot(c, &svc.url, "big");
+        ours.push(took);
         let name = v["result"]["name"].as_str().unwrap().to_string();
         let dl = root.join(format!("azure-download-{i}.tar"));
         base_r.push(rt.block_on(plain_download(&store, &base_key, &dl)));

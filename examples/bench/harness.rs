@@ -256,3 +256,15 @@ pub(crate) fn walk_size(dir: &Path) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Creates a snapshot of `collection` and waits for it: seconds taken, and the answer.
+pub(crate) fn timed_snapshot(c: &reqwest::blocking::Client, url: &str, collection: &str) -> (f64, Value) {
+    let t = std::time::Instant::now();
+    let v = call(
+        c,
+        reqwest::Method::POST,
+        &format!("{url}/collections/{collection}/snapshots?wait=true"),
+        None,
+    );
+    (t.elapsed().as_secs_f64(), v)
+}

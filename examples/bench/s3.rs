@@ -207,8 +207,8 @@ impl S3 {
         .collect()
     }
 
-    /// Deletes every object under `prefix/`.
-    pub(crate) fn empty(&self, prefix: &str) {
+    /// Every object under `prefix/`: key and size.
+    fn objects_under(&self, prefix: &str) -> Vec<(String, u64)> {
         self.rt.block_on(async {
             let mut pages = self
                 .client
@@ -217,32 +217,26 @@ impl S3 {
                 .prefix(format!("{prefix}/"))
                 .into_paginator()
                 .send();
+            let mut out = Vec::new();
             while let Some(page) = pages.next().await {
                 for o in page.unwrap().contents() {
-                    delete(&self.client, &self.bucket, o.key().unwrap()).await;
+                    out.push((o.key().unwrap().to_string(), o.size().unwrap_or(0) as u64));
                 }
             }
+            out
         })
+    }
+
+    /// Deletes every object under `prefix/`.
+    pub(crate) fn empty(&self, prefix: &str) {
+        for (key, _) in self.objects_under(prefix) {
+            self.rt.block_on(delete(&self.client, &self.bucket, &key));
+        }
     }
 
     /// Bytes stored under `prefix/`, as the bucket lists them.
     pub(crate) fn bytes_under(&self, prefix: &str) -> u64 {
-        self.rt.block_on(async {
-            let mut pages = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(format!("{prefix}/"))
-                .into_paginator()
-                .send();
-            let mut total = 0u64;
-            while let Some(page) = pages.next().await {
-                for o in page.unwrap().contents() {
-                    total += o.size().unwrap_or(0) as u64;
-                }
-            }
-            total
-        })
+        self.objects_under(prefix).iter().map(|(_, n)| n).sum()
     }
 }
 

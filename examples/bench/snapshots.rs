@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
+    timed_snapshot,
     batch_body, call, create_collection, http, io_write_bytes, median, mib, percentile, rss_bytes,
     sh, walk_size, RssSampler, Service,
 };
@@ -112,14 +113,8 @@ fn local_snapshots(
         )));
         rss_before = rss_before.min(rss_bytes(svc.pid()));
         let sampler = RssSampler::start(svc.pid());
-        let t = Instant::now();
-        let v = call(
-            c,
-            reqwest::Method::POST,
-            &format!("{}/collections/big/snapshots?wait=true", svc.url),
-            None,
-        );
-        ours.push(t.elapsed().as_secs_f64());
+        let (took, v) = timed_snapshot(c, &svc.url, "big");
+        ours.push(took);
         rss_peak = rss_peak.max(sampler.finish());
         if !last_snapshot.is_empty() {
             call(
@@ -336,14 +331,8 @@ fn s3_snapshots(
         )));
         let io0 = io_write_bytes(svc.pid());
         let sampler = RssSampler::start(svc.pid());
-        let t = Instant::now();
-        let v = call(
-            c,
-            reqwest::Method::POST,
-            &format!("{}/collections/big/snapshots?wait=true", svc.url),
-            None,
-        );
-        ours.push(t.elapsed().as_secs_f64());
+        let (took, v) = timed_snapshot(c, &svc.url, "big");
+        ours.push(took);
         rss_peak = rss_peak.max(sampler.finish());
         wrote = wrote.max(io_write_bytes(svc.pid()) - io0);
         if !name.is_empty() {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use crate::harness::{call, median, Service};
+use crate::harness::{call, median, timed_snapshot, Service};
 use crate::s3::S3;
 use serde_json::{json, Value};
 
@@ -42,14 +42,8 @@ pub(crate) fn encryption_and_compression(
             env.extend(extra.iter().map(|(k, v)| (format!("{P}{k}"), v.to_string())));
             let svc = Service::start(root, &env);
             let r = runs.entry(name).or_default();
-            let t = Instant::now();
-            let v = call(
-                c,
-                reqwest::Method::POST,
-                &format!("{}/collections/big/snapshots?wait=true", svc.url),
-                None,
-            );
-            r.create.push(t.elapsed().as_secs_f64());
+            let (took, v) = timed_snapshot(c, &svc.url, "big");
+            r.create.push(took);
             let snapshot = v["result"]["name"].as_str().unwrap().to_string();
             logical = v["result"]["size"].as_u64().unwrap();
             r.stored = s3.bytes_under(&prefix);
