@@ -36,11 +36,13 @@ pub async fn repository_command(config: Config, cmd: RepositoryCommand) -> Resul
         },
         None => {
             let mut line = String::new();
-            std::io::stdin()
-                .read_line(&mut line)
-                .map_err(|e| Error::bad_input(format!("cannot read the new key from standard input: {e}")))?;
+            std::io::stdin().read_line(&mut line).map_err(|e| {
+                Error::bad_input(format!("cannot read the new key from standard input: {e}"))
+            })?;
             crate::storage::EncryptionOptions {
-                key: Some(crate::secret::Secret::new(line.trim_end_matches(['\r', '\n']))),
+                key: Some(crate::secret::Secret::new(
+                    line.trim_end_matches(['\r', '\n']),
+                )),
                 key_file: None,
             }
         }
@@ -53,8 +55,10 @@ pub async fn repository_command(config: Config, cmd: RepositoryCommand) -> Resul
         .rotate(&new)
         .await
         .map_err(|e| crate::backend::diagnosis::storage_error("key rotation failed", e))?;
-    Ok("the encryption key is changed: set the new key in storage.snapshots_config.encryption"
-        .to_string())
+    Ok(
+        "the encryption key is changed: set the new key in storage.snapshots_config.encryption"
+            .to_string(),
+    )
 }
 
 /// What `snapstream backup` does (its command line).

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use serde_yaml_ng::Value;
 
 use crate::backend::azure::AzureOptions;
-use crate::backend::encryption::EncryptionOptions;
 use crate::backend::cloud::Transfer;
+use crate::backend::encryption::EncryptionOptions;
 use crate::backend::gcs::GcsOptions;
 use crate::backend::s3::{S3Options, DEFAULT_REGION};
 use crate::backup::source::{

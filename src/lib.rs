@@ -41,7 +41,9 @@ mod state;
 mod telemetry;
 
 pub use api::router;
-pub use cli::{backup_command, repository_command, verify_command, BackupCommand, RepositoryCommand};
+pub use cli::{
+    backup_command, repository_command, verify_command, BackupCommand, RepositoryCommand,
+};
 pub use error::{Error, Result};
 pub use grpc::serve as serve_grpc;
 pub use migrate::{run as migrate, Options as MigrateOptions};

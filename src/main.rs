@@ -168,7 +168,10 @@ where
 /// `snapstream backup ...`.
 async fn backup(args: &Args, b: snapstream::BackupCommand) -> ExitCode {
     job(args, "backup", |config| async move {
-        Ok((snapstream::backup_command(config, b).await?, ExitCode::SUCCESS))
+        Ok((
+            snapstream::backup_command(config, b).await?,
+            ExitCode::SUCCESS,
+        ))
     })
     .await
 }
@@ -176,7 +179,10 @@ async fn backup(args: &Args, b: snapstream::BackupCommand) -> ExitCode {
 /// `snapstream repository ...`.
 async fn repository(args: &Args, r: snapstream::RepositoryCommand) -> ExitCode {
     job(args, "repository", |config| async move {
-        Ok((snapstream::repository_command(config, r).await?, ExitCode::SUCCESS))
+        Ok((
+            snapstream::repository_command(config, r).await?,
+            ExitCode::SUCCESS,
+        ))
     })
     .await
 }
@@ -185,7 +191,14 @@ async fn repository(args: &Args, r: snapstream::RepositoryCommand) -> ExitCode {
 async fn verify(args: &Args, read_data: f64) -> ExitCode {
     job(args, "verify", |config| async move {
         let (out, healthy) = snapstream::verify_command(config, read_data).await?;
-        Ok((out, if healthy { ExitCode::SUCCESS } else { ExitCode::from(2) }))
+        Ok((
+            out,
+            if healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            },
+        ))
     })
     .await
 }

@@ -10,8 +10,8 @@ use crate::collection::registry::Registry;
 use crate::config::{Config, SnapshotsStorage, StorageConfig};
 use crate::error::{Error, Result};
 use crate::repository::Repository;
-use crate::snapshot::codec::Compression;
 use crate::service::{self, Services};
+use crate::snapshot::codec::Compression;
 use crate::snapshot::{create::CreateSettings, sources::SourceSettings, Engine, SnapshotSettings};
 
 /// Opens storage and the snapshot backend, cleans leftovers of interrupted work, and

@@ -24,7 +24,10 @@ async fn local_backend_passes_the_conformance_suite() {
 
 /// The encryption layer over `inner`: a fresh storage, a passphrase.
 fn encrypted(inner: DynBackend) -> Encrypted {
-    let keyring = Keyring::new(Arc::clone(&inner), Some(Secret::new("conformance passphrase")));
+    let keyring = Keyring::new(
+        Arc::clone(&inner),
+        Some(Secret::new("conformance passphrase")),
+    );
     Encrypted::new(inner, Arc::new(keyring))
 }
 

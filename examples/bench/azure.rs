@@ -62,7 +62,11 @@ async fn plain_upload(store: &Arc<MicrosoftAzure>, key: &str, file: &Path) -> f6
 /// A plain download of `key` into `file`, fsynced. Seconds.
 async fn plain_download(store: &Arc<MicrosoftAzure>, key: &str, file: &Path) -> f64 {
     let t = Instant::now();
-    let mut body = store.get(&ObjectPath::from(key)).await.unwrap().into_stream();
+    let mut body = store
+        .get(&ObjectPath::from(key))
+        .await
+        .unwrap()
+        .into_stream();
     let mut f = tokio::fs::File::create(file).await.unwrap();
     while let Some(chunk) = body.next().await {
         f.write_all(&chunk.unwrap()).await.unwrap();

@@ -258,7 +258,11 @@ pub(crate) fn walk_size(dir: &Path) -> u64 {
 }
 
 /// Creates a snapshot of `collection` and waits for it: seconds taken, and the answer.
-pub(crate) fn timed_snapshot(c: &reqwest::blocking::Client, url: &str, collection: &str) -> (f64, Value) {
+pub(crate) fn timed_snapshot(
+    c: &reqwest::blocking::Client,
+    url: &str,
+    collection: &str,
+) -> (f64, Value) {
     let t = std::time::Instant::now();
     let v = call(
         c,

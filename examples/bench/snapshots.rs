@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    timed_snapshot,
     batch_body, call, create_collection, http, io_write_bytes, median, mib, percentile, rss_bytes,
-    sh, walk_size, RssSampler, Service,
+    sh, timed_snapshot, walk_size, RssSampler, Service,
 };
 use crate::s3::{plain_download, plain_upload, S3};
 use serde_json::{json, Value};

@@ -39,7 +39,11 @@ pub(crate) fn encryption_and_compression(
             let prefix = format!("bench-{name}-{}", uuid::Uuid::new_v4().simple());
             let mut env = s3.env(&prefix);
             env.push((format!("{P}INCREMENTAL"), "true".into()));
-            env.extend(extra.iter().map(|(k, v)| (format!("{P}{k}"), v.to_string())));
+            env.extend(
+                extra
+                    .iter()
+                    .map(|(k, v)| (format!("{P}{k}"), v.to_string())),
+            );
             let svc = Service::start(root, &env);
             let r = runs.entry(name).or_default();
             let (took, v) = timed_snapshot(c, &svc.url, "big");

@@ -264,7 +264,12 @@ impl Repository {
         match &stored.layout {
             Layout::Plain => self.backend.open(&stored.key, range).await,
             Layout::Incremental(m) => {
-                layout::read(self.pieces(stored.key.to_string()).await?, Arc::clone(m), range).await
+                layout::read(
+                    self.pieces(stored.key.to_string()).await?,
+                    Arc::clone(m),
+                    range,
+                )
+                .await
             }
         }
     }

@@ -213,6 +213,9 @@ mod tests {
         assert_eq!(encode(text.clone(), false), text);
         // A raw piece that starts like a frame is read as it is.
         let lookalike = Bytes::from([COMPRESSED.as_slice(), b"not zstd at all"].concat());
-        assert_eq!(decode(&names, &names.hash(&lookalike), lookalike.clone()), lookalike);
+        assert_eq!(
+            decode(&names, &names.hash(&lookalike), lookalike.clone()),
+            lookalike
+        );
     }
 }

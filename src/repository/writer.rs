@@ -14,10 +14,10 @@ use futures::{future::BoxFuture, StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::damage::{Damage, Inventory};
-use super::pieces::PieceNames;
 use super::layout::{entry_header, padding, read_entries, Kind, PieceReader, END};
 use super::manifest::{Entry, Manifest, FORMAT, PIECE_SIZE, VERSION};
 use super::pieces;
+use super::pieces::PieceNames;
 use crate::backend::{BackendError, DynBackend};
 use crate::io::progress::Progress;
 use crate::repository::hashing::{HashFeed, Mark};

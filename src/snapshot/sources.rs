@@ -368,7 +368,9 @@ async fn is_sealed(path: &Path) -> bool {
     use tokio::io::AsyncReadExt;
     let mut head = [0u8; 4];
     match tokio::fs::File::open(path).await {
-        Ok(mut f) => f.read_exact(&mut head).await.is_ok() && &head == crate::backend::encryption::MAGIC,
+        Ok(mut f) => {
+            f.read_exact(&mut head).await.is_ok() && &head == crate::backend::encryption::MAGIC
+        }
         Err(_) => false,
     }
 }

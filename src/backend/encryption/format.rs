@@ -147,7 +147,15 @@ mod tests {
 
     #[test]
     fn sizes_map_both_ways_at_every_boundary() {
-        for plain in [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT, 3 * SEGMENT + 7] {
+        for plain in [
+            0,
+            1,
+            SEGMENT - 1,
+            SEGMENT,
+            SEGMENT + 1,
+            3 * SEGMENT,
+            3 * SEGMENT + 7,
+        ] {
             let stored = sealed_size(plain);
             assert_eq!(plain_size(stored), Some(plain), "plain {plain}");
             let sealed = seal_all(&[7; 32], "a/b", &vec![1u8; plain as usize]).unwrap();

@@ -144,7 +144,9 @@ impl Keyring {
         let object = wrap(&data, pass).await?;
         match self.store.put_if_absent(&key_object(), object).await {
             Ok(_) => {
-                tracing::info!("encrypted snapshot storage initialized (data key in `{KEY_OBJECT}`)");
+                tracing::info!(
+                    "encrypted snapshot storage initialized (data key in `{KEY_OBJECT}`)"
+                );
                 Ok(sealed(data))
             }
             // Another process made it first: use theirs.
@@ -191,7 +193,11 @@ fn random(buf: &mut [u8]) -> Result<(), BackendError> {
 
 /// The key-encryption key: Argon2id of the passphrase (run off the async threads: it is
 /// made to be slow).
-async fn derive(pass: &Secret, salt: Vec<u8>, params: Params) -> Result<Zeroizing<[u8; 32]>, BackendError> {
+async fn derive(
+    pass: &Secret,
+    salt: Vec<u8>,
+    params: Params,
+) -> Result<Zeroizing<[u8; 32]>, BackendError> {
     let pass = Zeroizing::new(pass.expose().as_bytes().to_vec());
     tokio::task::spawn_blocking(move || {
         let mut kek = Zeroizing::new([0u8; 32]);
@@ -252,7 +258,10 @@ async fn unwrap(bytes: &[u8], pass: &Secret) -> Result<Zeroizing<[u8; 32]>, Back
     Aes256Gcm::new(&Key::<Aes256Gcm>::from(*kek))
         .decrypt_in_place(&Nonce::from(nonce), WRAP_AAD, &mut buf)
         .map_err(|_| BackendError::from(KeyError::Wrong))?;
-    let data: [u8; 32] = buf.as_slice().try_into().map_err(|_| damaged("key length"))?;
+    let data: [u8; 32] = buf
+        .as_slice()
+        .try_into()
+        .map_err(|_| damaged("key length"))?;
     buf.fill(0);
     Ok(Zeroizing::new(data))
 }
@@ -266,12 +275,23 @@ mod tests {
         let data = [3u8; 32];
         let object = wrap(&data, &Secret::new("correct horse")).await.unwrap();
         let text = String::from_utf8(object.to_vec()).unwrap();
-        assert!(!text.contains(&hex::encode(data)), "the data key is not stored in clear");
-        let back = unwrap(&object, &Secret::new("correct horse")).await.unwrap();
+        assert!(
+            !text.contains(&hex::encode(data)),
+            "the data key is not stored in clear"
+        );
+        let back = unwrap(&object, &Secret::new("correct horse"))
+            .await
+            .unwrap();
         assert_eq!(*back, data);
         let wrong = unwrap(&object, &Secret::new("battery staple")).await;
-        assert!(matches!(wrong, Err(BackendError::Encryption(KeyError::Wrong))));
+        assert!(matches!(
+            wrong,
+            Err(BackendError::Encryption(KeyError::Wrong))
+        ));
         // Two wrappings of the same key differ (fresh salt and nonce).
-        assert_ne!(wrap(&data, &Secret::new("correct horse")).await.unwrap(), object);
+        assert_ne!(
+            wrap(&data, &Secret::new("correct horse")).await.unwrap(),
+            object
+        );
     }
 }

@@ -21,7 +21,9 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
-use super::{Backend, BackendError, ByteStream, CreateOptions, DynBackend, ObjectKey, ObjectMeta, ObjectSink};
+use super::{
+    Backend, BackendError, ByteStream, CreateOptions, DynBackend, ObjectKey, ObjectMeta, ObjectSink,
+};
 use crate::secret::Secret;
 pub use keyring::{KeyError, Keyring};
 use keyring::{Mode, KEY_OBJECT};
@@ -49,7 +51,10 @@ impl EncryptionOptions {
             (Some(k), None) => k.clone(),
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    format!("encryption.key_file `{}` cannot be read: {e}", path.display())
+                    format!(
+                        "encryption.key_file `{}` cannot be read: {e}",
+                        path.display()
+                    )
                 })?;
                 Secret::new(text.trim_end_matches(['\r', '\n']))
             }
@@ -84,7 +89,10 @@ impl Encrypted {
 
     /// Content metadata from stored metadata; `None` for the key object, which is not
     /// content.
-    fn content_meta(sealed: bool, mut meta: ObjectMeta) -> Option<Result<ObjectMeta, BackendError>> {
+    fn content_meta(
+        sealed: bool,
+        mut meta: ObjectMeta,
+    ) -> Option<Result<ObjectMeta, BackendError>> {
         if meta.key.as_str() == KEY_OBJECT {
             return None;
         }
@@ -106,13 +114,17 @@ impl Encrypted {
         range: Range<u64>,
     ) -> Result<ByteStream, BackendError> {
         let stored = self.inner.stat(key).await?.size;
-        let size = format::plain_size(stored).ok_or_else(|| BackendError::Unauthentic(key.to_string()))?;
+        let size =
+            format::plain_size(stored).ok_or_else(|| BackendError::Unauthentic(key.to_string()))?;
         let range = range.start.min(size)..range.end.min(size);
         if range.is_empty() {
             return Ok(futures::stream::empty().boxed());
         }
         let header = self.inner.open(key, Some(0..format::HEADER)).await?;
-        let header: Vec<Bytes> = header.try_collect().await.map_err(|e| BackendError::io("failed to read", key, e))?;
+        let header: Vec<Bytes> = header
+            .try_collect()
+            .await
+            .map_err(|e| BackendError::io("failed to read", key, e))?;
         let cipher = format::ObjectCipher::open(&data_key, &header.concat(), key.as_str())
             .ok_or_else(|| BackendError::Unauthentic(key.to_string()))?;
         let (segments, stored_range) = format::segments_of(&range, size);
@@ -125,7 +137,13 @@ impl Encrypted {
             take: range.end - range.start,
         };
         let body = self.inner.open(key, Some(stored_range)).await?;
-        Ok(reader::open(body, key.to_string(), Some(cipher), window, data_key))
+        Ok(reader::open(
+            body,
+            key.to_string(),
+            Some(cipher),
+            window,
+            data_key,
+        ))
     }
 }
 
@@ -166,7 +184,13 @@ impl Backend for Encrypted {
             Some(r) => self.open_range(key, data_key, r).await,
             None => {
                 let body = self.inner.open(key, None).await?;
-                Ok(reader::open(body, key.to_string(), None, reader::Window::whole(), data_key))
+                Ok(reader::open(
+                    body,
+                    key.to_string(),
+                    None,
+                    reader::Window::whole(),
+                    data_key,
+                ))
             }
         }
     }
@@ -174,7 +198,8 @@ impl Backend for Encrypted {
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectMeta, BackendError> {
         let sealed = self.data_key().await?.is_some();
         let meta = self.inner.stat(key).await?;
-        Self::content_meta(sealed, meta).unwrap_or_else(|| Err(BackendError::NotFound(key.to_string())))
+        Self::content_meta(sealed, meta)
+            .unwrap_or_else(|| Err(BackendError::NotFound(key.to_string())))
     }
 
     async fn list(&self, dir: Option<&ObjectKey>) -> Result<Vec<ObjectMeta>, BackendError> {
@@ -213,11 +238,12 @@ impl Backend for Encrypted {
         };
         let size = bytes.len() as u64;
         let name = key.to_string();
-        let sealed = tokio::task::spawn_blocking(move || format::seal_all(&data_key, &name, &bytes))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
-            .map_err(|e| BackendError::io("failed to encrypt", key, e))?;
+        let sealed =
+            tokio::task::spawn_blocking(move || format::seal_all(&data_key, &name, &bytes))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .map_err(|e| BackendError::io("failed to encrypt", key, e))?;
         let mut meta = self.inner.put_if_absent(key, sealed.into()).await?;
         meta.size = size;
         Ok(meta)

@@ -93,11 +93,16 @@ impl State {
     fn next_segment(&mut self, data_key: &[u8; 32]) -> std::io::Result<Option<Bytes>> {
         if self.cipher.is_none() {
             if (self.buf.len() as u64) < HEADER {
-                return if self.ended { Err(self.unauthentic()) } else { Ok(None) };
+                return if self.ended {
+                    Err(self.unauthentic())
+                } else {
+                    Ok(None)
+                };
             }
             let header = self.buf.split_to(HEADER as usize);
             self.cipher = Some(
-                ObjectCipher::open(data_key, &header, &self.key).ok_or_else(|| self.unauthentic())?,
+                ObjectCipher::open(data_key, &header, &self.key)
+                    .ok_or_else(|| self.unauthentic())?,
             );
         }
         let have = self.buf.len() as u64;
@@ -110,7 +115,11 @@ impl State {
             None => (SEALED + 1, false),
         };
         if have < len {
-            return if self.ended { Err(self.unauthentic()) } else { Ok(None) };
+            return if self.ended {
+                Err(self.unauthentic())
+            } else {
+                Ok(None)
+            };
         }
         let mut seg = self.buf.split_to(len as usize).to_vec();
         let cipher = self.cipher.as_ref().expect("set above");
