@@ -260,13 +260,24 @@ impl Repository {
             return Ok(None);
         }
         let mut hasher = Sha256::new();
-        let mut stream = self.backend.open(key, None).await?;
-        while let Some(chunk) = stream.try_next().await.map_err(|e| BackendError::Io {
-            action: "failed to read",
-            path: key.to_string(),
-            source: e,
-        })? {
-            hasher.update(&chunk);
+        let read = async {
+            let mut stream = self.backend.open(key, None).await?;
+            while let Some(chunk) = stream
+                .try_next()
+                .await
+                .map_err(|e| BackendError::io("failed to read", key, e))?
+            {
+                hasher.update(&chunk);
+            }
+            Ok::<_, BackendError>(())
+        };
+        match read.await {
+            Ok(()) => {}
+            // An encrypted object that fails authentication is damage, not an outage.
+            Err(BackendError::Unauthentic(_)) => {
+                return Ok(damaged("it fails authentication (altered in storage)"))
+            }
+            Err(e) => return Err(e),
         }
         if hex::encode(hasher.finalize()) != expected {
             return Ok(damaged("its bytes do not match its checksum"));

@@ -159,6 +159,9 @@ def test_wrong_missing_and_rotated_keys_and_a_tampered_byte(make_server, storage
     assert r.status_code >= 500, r.text
     assert snap.name in r.json()["status"]["error"], r.text
     assert client.count("secrets").count == N
+    r = httpx.post(f"{server.url}/repository/verify?wait=true", json={"read_data": 1}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert [d["snapshot"] for d in r.json()["result"]["damaged"]] == [snap.name], r.text
     try:
         body = httpx.get(f"{server.url}/collections/secrets/snapshots/{snap.name}", timeout=120).content
         assert body != tar, "a tampered snapshot downloaded whole"
