@@ -75,6 +75,22 @@ async fn plain_download(store: &Arc<MicrosoftAzure>, key: &str, file: &Path) -> 
     t.elapsed().as_secs_f64()
 }
 
+/// The service's environment for Azure snapshots under `prefix`.
+fn service_env(s: &[String; 4], prefix: &str) -> Vec<(String, String)> {
+    let p = "QDRANT__STORAGE__SNAPSHOTS_CONFIG__";
+    [
+        ("SNAPSHOTS_STORAGE", "azure"),
+        ("AZURE_CONFIG__ENDPOINT_URL", &s[0]),
+        ("AZURE_CONFIG__ACCOUNT", &s[1]),
+        ("AZURE_CONFIG__ACCESS_KEY", &s[2]),
+        ("AZURE_CONFIG__CONTAINER", &s[3]),
+        ("AZURE_CONFIG__PREFIX", prefix),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("{p}{k}"), v.to_string()))
+    .collect()
+}
+
 /// Create and recovery (by `az://` URL) against the plain client, on the tar `base_file`.
 pub(crate) fn azure_snapshots(
     c: &reqwest::blocking::Client,
@@ -90,19 +106,7 @@ pub(crate) fn azure_snapshots(
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = client(&s);
     let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let p = "QDRANT__STORAGE__SNAPSHOTS_CONFIG__";
-    let env: Vec<(String, String)> = [
-        ("SNAPSHOTS_STORAGE", "azure"),
-        ("AZURE_CONFIG__ENDPOINT_URL", &s[0]),
-        ("AZURE_CONFIG__ACCOUNT", &s[1]),
-        ("AZURE_CONFIG__ACCESS_KEY", &s[2]),
-        ("AZURE_CONFIG__CONTAINER", &s[3]),
-        ("AZURE_CONFIG__PREFIX", &prefix),
-    ]
-    .into_iter()
-    .map(|(k, v)| (format!("{p}{k}"), v.to_string()))
-    .collect();
-    let svc = Service::start(root, &env);
+    let svc = Service::start(root, &service_env(&s, &prefix));
     let (mut ours, mut base, mut ours_r, mut base_r) = (vec![], vec![], vec![], vec![]);
     let base_key = format!("{prefix}-plain/baseline.tar");
     for i in 0..repeat {

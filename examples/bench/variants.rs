@@ -63,9 +63,14 @@ pub(crate) fn encryption_and_compression(
             s3.empty(&prefix);
         }
     }
+    report(&runs, logical, results);
+}
+
+/// Prints and records each variant against the plain one.
+fn report(runs: &BTreeMap<&str, Runs>, logical: u64, results: &mut serde_json::Map<String, Value>) {
     let plain = median(runs["plain"].create.clone());
     let plain_r = median(runs["plain"].recover.clone());
-    for (name, r) in &runs {
+    for (name, r) in runs {
         let (cm, rm) = (median(r.create.clone()), median(r.recover.clone()));
         println!(
             "Incremental S3, {name}: create median {cm:.2} s ({:.2}x plain), recover by name {rm:.2} s ({:.2}x plain), stored {:.1}% of the {:.2} GiB tar; runs create {:.2?} recover {:.2?}",

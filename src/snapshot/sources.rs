@@ -111,15 +111,8 @@ impl Sources {
                 "Invalid snapshot URI, file path must be absolute or on localhost".into(),
             )
         })?;
-        if self.settings.cloud_location.is_none() && tokio::fs::metadata(&path).await.is_err() {
-            // An incremental snapshot of the local repository has no tar file: its
-            // manifest stands beside where the file would be.
-            let mut manifest = path.clone().into_os_string();
-            manifest.push(".manifest");
-            let manifest = PathBuf::from(manifest);
-            if tokio::fs::metadata(&manifest).await.is_ok() {
-                return self.open_local_stored(&path, &manifest, ".manifest").await;
-            }
+        if let Some(manifest) = self.local_manifest(&path).await {
+            return self.open_local_stored(&path, &manifest, ".manifest").await;
         }
 
         let (canonical, root) = canonical_inside(&path, &self.settings.snapshots_path).await?;
@@ -157,6 +150,18 @@ impl Sources {
             published_sha256: published,
             size,
         })
+    }
+
+    /// The manifest of an incremental snapshot of the local repository named by `path`:
+    /// it has no tar file, its manifest stands beside where the file would be.
+    async fn local_manifest(&self, path: &Path) -> Option<PathBuf> {
+        if self.settings.cloud_location.is_some() || tokio::fs::metadata(path).await.is_ok() {
+            return None;
+        }
+        let mut manifest = path.to_path_buf().into_os_string();
+        manifest.push(".manifest");
+        let manifest = PathBuf::from(manifest);
+        tokio::fs::metadata(&manifest).await.ok().map(|_| manifest)
     }
 
     /// Opens the stored snapshot whose object is the file `file` (its manifest, when
