@@ -100,7 +100,34 @@ pub(crate) fn open_repository(storage: &StorageConfig) -> Result<Repository> {
     let (backend, keyring) = open_encrypted(storage)?;
     Ok(Repository::new(backend, sc.incremental)
         .with_piece_compression(sc.compression != Compression::None)
-        .with_keyring(Some(keyring)))
+        .with_keyring(Some(keyring))
+        .with_linked_files(links_sealed_files(storage)))
+}
+
+/// Whether incremental snapshots link sealed segments rather than copy them: local snapshot
+/// storage, not encrypted, on the collections' filesystem (probed with a real link). Says
+/// once why not when incremental local snapshots must copy.
+fn links_sealed_files(storage: &StorageConfig) -> bool {
+    let sc = &storage.snapshots_config;
+    if sc.storage != SnapshotsStorage::Local || !sc.incremental {
+        return false;
+    }
+    let why_not = if !matches!(sc.encryption.passphrase(), Ok(None)) {
+        "the snapshot storage is encrypted".to_string()
+    } else {
+        let from = storage.storage_path.join(".staging");
+        let to = storage
+            .snapshots_path
+            .join(crate::repository::linked::LINKED_DIR);
+        match crate::io::fs::can_link_between(&from, &to) {
+            Ok(()) => return true,
+            Err(e) => crate::io::fs::link_refusal(&e),
+        }
+    };
+    tracing::info!(
+        "incremental local snapshots copy sealed segments instead of linking them: {why_not}"
+    );
+    false
 }
 
 /// The configured snapshot storage seen through its encryption, and its keyring.

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use snapstream::collections::Operation;
 use snapstream::collections::Registry;
 use snapstream::collections::{PointId, PointWrite};
+use snapstream::engine::Layout;
 use snapstream::engine::SnapshotKind;
 use snapstream::engine::{manifest_key, Repository};
 use snapstream::engine::{producer, unpack};
@@ -298,6 +299,19 @@ impl Backend for Dies {
         self.step().await?;
         self.inner.cleanup().await
     }
+    async fn link_file(
+        &self,
+        file: Arc<std::fs::File>,
+        key: &ObjectKey,
+        replace: bool,
+    ) -> Result<(), BackendError> {
+        self.step().await?;
+        self.inner.link_file(file, key, replace).await
+    }
+    async fn sync_links(&self, dir: &ObjectKey) -> Result<(), BackendError> {
+        self.step().await?;
+        self.inner.sync_links(dir).await
+    }
 }
 
 /// Every piece any manifest refers to, and every piece stored.
@@ -311,27 +325,48 @@ async fn referenced_and_stored(
         if let Ok(s) = repo.stat(&key(n)).await {
             if let snapstream::engine::Layout::Incremental(m) = s.layout {
                 referenced.extend(m.pieces().map(str::to_string));
+                referenced.extend(m.linked().filter_map(|e| e.linked.clone()));
             }
         }
     }
-    let dir = ObjectKey::new(".repository/pieces").unwrap();
-    let stored: HashSet<String> = b
-        .list_recursive(Some(&dir))
-        .map_ok(|m| m.key.file_name().to_string())
-        .try_collect()
-        .await
-        .unwrap();
+    let mut stored = HashSet::new();
+    for dir in [".repository/pieces", ".repository/linked"] {
+        let dir = ObjectKey::new(dir).unwrap();
+        let names: Vec<String> = b
+            .list_recursive(Some(&dir))
+            .map_ok(|m| m.key.file_name().to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        stored.extend(names);
+    }
     (referenced, stored)
 }
 
 #[tokio::test]
 async fn a_crash_between_any_two_storage_calls_loses_nothing_and_leaves_nothing() {
+    crash_between_calls(false).await;
+}
+
+#[tokio::test]
+async fn a_crash_between_any_two_steps_of_a_linked_create_or_a_collection_leaves_nothing() {
+    crash_between_calls(true).await;
+}
+
+/// A create killed after each of its storage calls in turn (links too, when `link`); then,
+/// linked, a collection killed after each of its calls.
+async fn crash_between_calls(link: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let n = 20_000;
     let reg = collection(tmp.path(), n);
     let inner: DynBackend = Arc::new(LocalBackend::new(tmp.path().join("snapshots")).unwrap());
     let ttl = Duration::from_millis(300);
-    let live = Repository::with_lease_ttl(Arc::clone(&inner), true, ttl);
+    let repo = |b: DynBackend| Repository::with_lease_ttl(b, true, ttl).with_linked_files(link);
+    let live = repo(Arc::clone(&inner));
+    if link {
+        // Sealed segments to link; the writes below go to a fresh WAL, stored as pieces.
+        reg.get("c").unwrap().seal().unwrap();
+    }
     live.create_incremental(&key("old"), archive(&reg), None)
         .await
         .unwrap();
@@ -340,7 +375,7 @@ async fn a_crash_between_any_two_storage_calls_loses_nothing_and_leaves_nothing(
 
     // How many storage calls a whole create makes.
     let counting = Dies::new(&inner, usize::MAX, Duration::ZERO);
-    let probe = Repository::with_lease_ttl(Arc::clone(&counting) as DynBackend, true, ttl);
+    let probe = repo(Arc::clone(&counting) as DynBackend);
     probe
         .create_incremental(&key("new"), archive(&reg), None)
         .await
@@ -351,7 +386,7 @@ async fn a_crash_between_any_two_storage_calls_loses_nothing_and_leaves_nothing(
 
     for budget in 0..calls {
         let dying = Dies::new(&inner, budget, Duration::ZERO);
-        let doomed = Repository::with_lease_ttl(dying, true, ttl);
+        let doomed = repo(dying);
         let outcome = doomed
             .create_incremental(&key("new"), archive(&reg), None)
             .await;
@@ -384,6 +419,56 @@ async fn a_crash_between_any_two_storage_calls_loses_nothing_and_leaves_nothing(
         );
         if committed {
             live.delete(&key("new")).await.unwrap();
+        }
+    }
+    if link {
+        collector_killed_at_every_step(&reg, n, &inner, &live, ttl).await;
+    }
+}
+
+/// A collection killed after each of its storage calls in turn (each time over a fresh
+/// snapshot's garbage: a newly linked segment and new pieces) leaves the kept snapshot
+/// whole, and the next one finishes the work.
+async fn collector_killed_at_every_step(
+    reg: &Registry,
+    n: u64,
+    inner: &DynBackend,
+    live: &Repository,
+    ttl: Duration,
+) {
+    for budget in 0.. {
+        // The kept snapshot links every segment so far: the garbage below is one segment's
+        // link and the new WAL's pieces, whatever the round.
+        live.create_incremental(&key("kept"), archive(reg), None)
+            .await
+            .unwrap();
+        let kept = assert_whole(live, &key("kept")).await;
+        change_one_percent(reg, n, 10 + budget as u64);
+        reg.get("c").unwrap().seal().unwrap();
+        change_one_percent(reg, n, 11 + budget as u64);
+        live.create_incremental(&key("gone"), archive(reg), None)
+            .await
+            .unwrap();
+        live.delete(&key("gone")).await.unwrap();
+        let doomed =
+            Repository::with_lease_ttl(Dies::new(inner, budget, Duration::ZERO), true, ttl);
+        let finished = matches!(doomed.collect().await, Ok(Some(_)));
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        assert_eq!(
+            assert_whole(live, &key("kept")).await,
+            kept,
+            "collector killed after {budget} calls: the kept snapshot is whole"
+        );
+        assert!(live.collect().await.unwrap().is_some());
+        let (referenced, stored) = referenced_and_stored(live, inner, &["kept"]).await;
+        assert_eq!(
+            stored, referenced,
+            "collector killed after {budget} calls: the next one removed every orphan"
+        );
+        live.delete(&key("kept")).await.unwrap();
+        if finished {
+            assert!(budget > 3, "a collection makes several storage calls");
+            break;
         }
     }
 }
@@ -668,4 +753,237 @@ async fn compressed_pieces_dedupe_and_read_back_byte_identical() {
         .await
         .unwrap();
     assert_eq!(sum(&piece_objects(&backend).await), before);
+}
+
+/// The inode of a file.
+fn inode(path: &std::path::Path) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap())
+}
+
+/// The inodes of the collection's sealed segments.
+fn segment_inodes(dir: &std::path::Path) -> HashSet<u64> {
+    std::fs::read_dir(dir.join("storage/collections/c/data"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .map(|p| inode(&p))
+        .collect()
+}
+
+/// Files and bytes under `.repository/{what}` of a local storage.
+fn stored_files(snapshots: &std::path::Path, what: &str) -> (usize, u64) {
+    match std::fs::read_dir(snapshots.join(".repository").join(what)) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .fold((0, 0), |(n, b), len| (n + 1, b + len)),
+        Err(_) => (0, 0),
+    }
+}
+
+/// Recovers the snapshot `bytes` over collection `c`, as a recovery does; returns its points.
+async fn recover_over(reg: &Registry, bytes: &[u8]) -> usize {
+    let staging = reg.new_staging_dir().unwrap();
+    let stream = futures::stream::iter(vec![Ok(Bytes::copy_from_slice(bytes))]);
+    let un = unpack::unpack(stream, &staging, Some(SnapshotKind::Collection), None)
+        .await
+        .unwrap();
+    let unpack::Contents::Ours(_, loaded) = un.contents else {
+        panic!("our own archive read as Qdrant's");
+    };
+    let preloaded = loaded.into_iter().next().map(|(_, p)| p).unwrap();
+    let points = preloaded.points();
+    reg.install("c", &staging, Some(preloaded)).unwrap();
+    points
+}
+
+#[tokio::test]
+async fn linked_snapshots_survive_compaction_deletion_and_recovery_over_the_collection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = 60_000;
+    let reg = collection(tmp.path(), n);
+    change_one_percent(&reg, n, 1);
+    let snapshots = tmp.path().join("snapshots");
+    let backend: DynBackend = Arc::new(LocalBackend::new(&snapshots).unwrap());
+    let repo = Repository::new(Arc::clone(&backend), true).with_linked_files(true);
+    let sealed = segment_inodes(tmp.path());
+    assert_eq!(sealed.len(), 2, "two sealed segments and an active WAL");
+    let wal_len: u64 = std::fs::read_dir(tmp.path().join("storage/collections/c/data"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+
+    repo.create_incremental(&key("one"), archive(&reg), None)
+        .await
+        .unwrap();
+    let Layout::Incremental(m) = repo.stat(&key("one")).await.unwrap().layout else {
+        panic!("an incremental snapshot");
+    };
+    // Every sealed segment is linked (the very inode), only the WAL's prefix is copied.
+    let linked: HashSet<u64> = m
+        .linked()
+        .map(|e| {
+            inode(
+                &snapshots
+                    .join(".repository/linked")
+                    .join(e.linked.as_ref().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(linked, sealed, "the linked files are the segments' inodes");
+    let (pieces, piece_bytes) = stored_files(&snapshots, "pieces");
+    assert!(
+        pieces > 0 && piece_bytes <= wal_len,
+        "only the WAL prefix is written ({piece_bytes} of {wal_len} bytes)"
+    );
+    let before = assert_whole(&repo, &key("one")).await;
+    let some = download(&repo, &key("one"), Some(1000..9_000_000)).await;
+    assert_eq!(
+        some,
+        before[1000..9_000_000],
+        "a range reads from the linked files"
+    );
+
+    // Unchanged, a second snapshot links and stores nothing new.
+    repo.create_incremental(&key("two"), archive(&reg), None)
+        .await
+        .unwrap();
+    assert_eq!(stored_files(&snapshots, "linked").0, 2);
+    assert_eq!(stored_files(&snapshots, "pieces").0, pieces);
+
+    // Compaction: every point overwritten, so every old segment is rewritten or merged.
+    let col = reg.get("c").unwrap();
+    for start in (0..n).step_by(1000) {
+        let batch = (start..start + 1000).map(|i| point(i, 9)).collect();
+        col.write_blocking(Operation::Upsert(batch)).unwrap();
+    }
+    col.seal().unwrap();
+    col.maybe_compact();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !segment_inodes(tmp.path()).is_disjoint(&sealed) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "compaction replaced the old segments"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        assert_whole(&repo, &key("one")).await,
+        before,
+        "after compaction"
+    );
+
+    // Deletion of the collection, then a recovery over it.
+    assert!(reg.delete("c").unwrap());
+    assert_eq!(
+        assert_whole(&repo, &key("one")).await,
+        before,
+        "after deletion"
+    );
+    reg.create(
+        "c",
+        serde_json::from_value(serde_json::json!({"vectors": {"size": DIM, "distance": "Euclid"}}))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(recover_over(&reg, &before).await, n as usize - 1);
+    assert_eq!(
+        recover_over(&reg, &before).await,
+        n as usize - 1,
+        "over itself"
+    );
+    assert_eq!(
+        assert_whole(&repo, &key("one")).await,
+        before,
+        "after recoveries"
+    );
+
+    // Deleted, the snapshots free what they alone held.
+    repo.delete(&key("one")).await.unwrap();
+    repo.delete(&key("two")).await.unwrap();
+    assert!(repo.collect().await.unwrap().is_some());
+    assert_eq!(stored_files(&snapshots, "linked"), (0, 0));
+    assert_eq!(stored_files(&snapshots, "pieces"), (0, 0));
+}
+
+#[tokio::test]
+async fn a_snapshots_directory_on_another_filesystem_copies_instead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let other =
+        tempfile::tempdir_in("/dev/shm").expect("/dev/shm, a tmpfs, for a second filesystem");
+    let dev =
+        |p: &std::path::Path| std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(p).unwrap());
+    assert_ne!(
+        dev(tmp.path()),
+        dev(other.path()),
+        "the test needs two filesystems"
+    );
+    let n = 40_000;
+    let reg = collection(tmp.path(), n);
+    let backend: DynBackend = Arc::new(LocalBackend::new(other.path()).unwrap());
+    let repo = Repository::new(Arc::clone(&backend), true).with_linked_files(true);
+    repo.create_incremental(&key("one"), archive(&reg), None)
+        .await
+        .unwrap();
+    let Layout::Incremental(m) = repo.stat(&key("one")).await.unwrap().layout else {
+        panic!("an incremental snapshot");
+    };
+    assert_eq!(m.linked().count(), 0, "nothing linked across filesystems");
+    assert_eq!(stored_files(other.path(), "linked").0, 0);
+    assert!(
+        stored_files(other.path(), "pieces").1
+            >= walk(&tmp.path().join("storage/collections/c/data")) - 4096
+    );
+    assert_whole(&repo, &key("one")).await;
+}
+
+/// Bytes of the files in `dir`.
+fn walk(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_damaged_linked_file_is_caught_on_every_read_and_by_verification() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = collection(tmp.path(), 40_000);
+    let snapshots = tmp.path().join("snapshots");
+    let backend: DynBackend = Arc::new(LocalBackend::new(&snapshots).unwrap());
+    let repo = Repository::new(Arc::clone(&backend), true).with_linked_files(true);
+    repo.create_incremental(&key("one"), archive(&reg), None)
+        .await
+        .unwrap();
+    let Layout::Incremental(m) = repo.stat(&key("one")).await.unwrap().layout else {
+        panic!("an incremental snapshot");
+    };
+    let root = m.linked().next().unwrap().linked.clone().unwrap();
+    // Bit rot in the shared inode (the collection's own segment is the same file).
+    let path = snapshots.join(".repository/linked").join(&root);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xFF;
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &bytes[at..at + 1], at as u64).unwrap();
+
+    let stored = repo.stat(&key("one")).await.unwrap();
+    for range in [None, Some(at as u64..at as u64 + 1000)] {
+        let read: Result<Vec<Bytes>, _> = repo
+            .open(&stored, range.clone())
+            .await
+            .unwrap()
+            .try_collect()
+            .await;
+        let err = read.expect_err("a damaged linked file is never served");
+        assert!(
+            err.to_string().contains(&root) || format!("{err:?}").contains(&root),
+            "{range:?}: {err:?}"
+        );
+    }
+    let report = repo.verify(1.0, 0).await.unwrap();
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    assert_eq!(report.damaged[0].piece.as_deref(), Some(root.as_str()));
+    assert_eq!(report.damaged[0].reason, "hash mismatch");
 }

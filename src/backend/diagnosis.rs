@@ -49,7 +49,9 @@ pub(crate) fn summary(err: &BackendError) -> Option<String> {
         | BackendError::AlreadyExists(_)
         | BackendError::InvalidKey(_) => return None,
         // Both name what is wrong in full: an object's key, or the setting to fix.
-        BackendError::Unauthentic(_) | BackendError::Encryption(_) => return Some(err.to_string()),
+        BackendError::Unauthentic(_)
+        | BackendError::Encryption(_)
+        | BackendError::Unsupported(_) => return Some(err.to_string()),
         BackendError::Io { source, .. } => (
             "local snapshots directory".to_string(),
             io_kind(source.kind()),

@@ -175,6 +175,44 @@ impl Drop for LocalSink {
     }
 }
 
+/// Links the open `file` as `target` (see [`Backend::link_file`]): `linkat` of the
+/// descriptor itself, so the inode linked is the one pinned even if its name has moved
+/// since. A replacement is linked under a hidden name, then renamed over the target.
+fn link_open_file(
+    file: &std::fs::File,
+    target: &Path,
+    key: &ObjectKey,
+    replace: bool,
+) -> Result<(), BackendError> {
+    let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
+    std::fs::create_dir_all(&dir).map_err(io_err("failed to create directory", &dir))?;
+    let tmp = dir.join(format!(
+        ".{}.{}{TMP_SUFFIX}",
+        key.file_name(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let first = if replace { &tmp } else { target };
+    match crate::io::fs::link_fd(file, first) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(BackendError::AlreadyExists(key.to_string()))
+        }
+        Err(e) => {
+            return Err(BackendError::Unsupported(format!(
+                "link a file as `{key}`: {}",
+                crate::io::fs::link_refusal(&e)
+            )))
+        }
+    }
+    if replace {
+        if let Err(e) = std::fs::rename(&tmp, target) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io_err("failed to replace", target)(e));
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Backend for LocalBackend {
     async fn create(
@@ -345,6 +383,29 @@ impl Backend for LocalBackend {
         tokio::fs::remove_file(&path)
             .await
             .map_err(io_err("failed to delete", &path))
+    }
+
+    async fn link_file(
+        &self,
+        file: std::sync::Arc<std::fs::File>,
+        key: &ObjectKey,
+        replace: bool,
+    ) -> Result<(), BackendError> {
+        let target = self.path_of(key);
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || link_open_file(&file, &target, &key, replace))
+            .await
+            .map_err(lost_task("failed to link"))?
+    }
+
+    async fn sync_links(&self, dir: &ObjectKey) -> Result<(), BackendError> {
+        let path = self.path_of(dir);
+        tokio::task::spawn_blocking(move || match crate::io::fs::sync_dir(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other.map_err(io_err("failed to sync directory", &path)),
+        })
+        .await
+        .map_err(lost_task("failed to sync"))?
     }
 
     async fn cleanup(&self) -> Result<usize, BackendError> {

@@ -104,6 +104,20 @@ impl<B: Backend> Backend for Metered<B> {
     async fn cleanup(&self) -> Result<usize, BackendError> {
         self.inner.cleanup().await
     }
+
+    // A link writes no bytes: nothing to count.
+    async fn link_file(
+        &self,
+        file: std::sync::Arc<std::fs::File>,
+        key: &ObjectKey,
+        replace: bool,
+    ) -> Result<(), BackendError> {
+        self.inner.link_file(file, key, replace).await
+    }
+
+    async fn sync_links(&self, dir: &ObjectKey) -> Result<(), BackendError> {
+        self.inner.sync_links(dir).await
+    }
 }
 
 /// A sink that counts the bytes its writer accepted.

@@ -87,6 +87,10 @@ pub enum BackendError {
     /// The encryption key is missing, wrong, or cannot be used.
     #[error(transparent)]
     Encryption(#[from] encryption::KeyError),
+    /// The backend cannot do this here (a hard link across filesystems, into a remote
+    /// store, or through encryption); the caller has another way.
+    #[error("cannot {0}")]
+    Unsupported(String),
     /// The remote store failed.
     #[error("{action} `{key}` in {backend}")]
     Remote {
@@ -193,6 +197,30 @@ pub trait Backend: fmt::Debug + fmt::Display + Send + Sync + 'static {
 
     /// Removes what interrupted writes left behind (temp files, multipart uploads).
     async fn cleanup(&self) -> Result<usize, BackendError>;
+
+    /// Makes `file`, an open file whose bytes never change, the object `key` without
+    /// copying a byte: a hard link on a local filesystem. Over an existing `key` only when
+    /// `replace` (a damaged copy); else `AlreadyExists`. The link is durable only after
+    /// [`Backend::sync_links`]. `Unsupported` when this backend cannot link that file (a
+    /// remote store, encryption, another filesystem, a file already unlinked): the caller
+    /// copies the bytes instead.
+    async fn link_file(
+        &self,
+        file: std::sync::Arc<std::fs::File>,
+        key: &ObjectKey,
+        replace: bool,
+    ) -> Result<(), BackendError> {
+        let _ = (file, replace);
+        Err(BackendError::Unsupported(format!(
+            "link a file as `{key}`: the storage holds copies only"
+        )))
+    }
+
+    /// Makes the links made under `dir` by [`Backend::link_file`] durable.
+    async fn sync_links(&self, dir: &ObjectKey) -> Result<(), BackendError> {
+        let _ = dir;
+        Ok(())
+    }
 }
 
 /// A write in progress.

@@ -203,6 +203,7 @@ mod tests {
             pieces: Vec::new(),
             dir: false,
             sparse: Vec::new(),
+            linked: None,
         }
     }
 

@@ -78,6 +78,9 @@ pub struct PinnedFile {
     pub len: u64,
     /// The open file.
     pub file: File,
+    /// A sealed segment, never written again (its bytes may be linked rather than copied);
+    /// false for the active WAL's prefix, which grows in place.
+    pub sealed: bool,
 }
 
 pub(super) fn segment_name(start: u64, end: u64) -> String {
@@ -260,6 +263,7 @@ impl DataDir {
                 name: segment_name(self.active_seq, self.active_seq),
                 len: self.active_len,
                 file,
+                sealed: false,
             });
         }
         Ok(files)
@@ -279,6 +283,7 @@ impl DataDir {
                     name: s.file_name(),
                     len,
                     file,
+                    sealed: true,
                 })
             })
             .collect()

@@ -1,4 +1,4 @@
-//! Mark and sweep: pieces that no manifest (of a snapshot or of a backup's shard) anywhere
+//! Mark and sweep: pieces (and linked files) that no manifest (of a snapshot or of a backup's shard) anywhere
 //! under the storage root refers to are deleted. Runs under a collector lease (see [`super::lease`]), so no create is between
 //! storing pieces and committing its manifest while the collector looks; every step is
 //! idempotent, so a crash at any point only leaves work for the next run.
@@ -10,6 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::backups::{self, StoredBackup};
 use super::damage::DAMAGED_DIR;
 use super::lease::Leases;
+use super::linked::LINKED_DIR;
 use super::manifest::{Manifest, MAX_MANIFEST_SIZE};
 use super::pieces::{self, PIECES_DIR};
 use super::MANIFEST_SUFFIX;
@@ -23,9 +24,9 @@ const DELETES_IN_FLIGHT: usize = 8;
 pub struct Collected {
     /// Manifests read (every node's under the storage root).
     pub manifests: usize,
-    /// Pieces kept because a manifest refers to them.
+    /// Pieces and linked files kept because a manifest refers to them.
     pub kept: usize,
-    /// Pieces deleted.
+    /// Pieces and linked files deleted.
     pub removed: usize,
 }
 
@@ -45,7 +46,7 @@ pub(crate) async fn collect(
     result.map(Some)
 }
 
-/// The pieces a snapshot manifest or a backup object refers to; `None` when it was deleted
+/// The pieces and linked files a snapshot manifest or a backup object refers to; `None` when it was deleted
 /// since it was listed (it refers to nothing any more). An unreadable one is an error: the
 /// pieces it refers to cannot be known.
 async fn referenced(
@@ -60,7 +61,10 @@ async fn referenced(
     let parsed = if backups::is_backup(key) {
         StoredBackup::parse(&bytes).map(|b| b.pieces().map(str::to_string).collect())
     } else {
-        Manifest::parse(&bytes).map(|m| m.pieces().map(str::to_string).collect())
+        Manifest::parse(&bytes).map(|m| {
+            let linked = m.linked().filter_map(|e| e.linked.clone());
+            m.pieces().map(str::to_string).chain(linked).collect()
+        })
     };
     parsed.map(Some).map_err(|e| BackendError::Io {
         action: "refused to collect garbage because of the unreadable manifest",
@@ -74,12 +78,16 @@ async fn mark_and_sweep(backend: &DynBackend) -> Result<Collected, BackendError>
     let mut stored: Vec<ObjectKey> = Vec::new();
     let mut manifests = 0;
     let pieces_prefix = format!("{PIECES_DIR}/");
+    let linked_prefix = format!("{LINKED_DIR}/");
     let damaged_prefix = format!("{DAMAGED_DIR}/");
     let mut listing = backend.list_recursive(None);
     while let Some(m) = listing.try_next().await? {
         let k = m.key.as_str();
         // A damage marker goes with its piece: it is swept when the piece would be.
-        if k.starts_with(&pieces_prefix) || k.starts_with(&damaged_prefix) {
+        if k.starts_with(&pieces_prefix)
+            || k.starts_with(&linked_prefix)
+            || k.starts_with(&damaged_prefix)
+        {
             stored.push(m.key);
         } else if backups::is_backup(&m.key) || k.ends_with(MANIFEST_SUFFIX) {
             if let Some(pieces) = referenced(backend, &m.key).await? {

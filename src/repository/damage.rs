@@ -220,6 +220,11 @@ pub(crate) struct Inventory {
     pub(crate) compress: bool,
     /// How pieces are named.
     pub(crate) names: PieceNames,
+    /// Whether sealed files are linked rather than copied (local storage on the
+    /// collections' filesystem).
+    pub(crate) link: bool,
+    /// Linked files stored, and not known damaged.
+    pub(crate) linked: HashSet<String>,
 }
 
 impl Inventory {
@@ -232,25 +237,37 @@ impl Inventory {
             damage: Damage::new(Arc::clone(backend)),
             compress: false,
             names: PieceNames::Plain,
+            link: false,
+            linked: HashSet::new(),
         }
     }
 
-    /// The stored pieces and the known damage of a repository.
+    /// The stored pieces (and linked files, when `link`) and the known damage of a
+    /// repository.
     pub(crate) async fn take(
         backend: &DynBackend,
         damage: &Arc<Damage>,
         compress: bool,
         names: PieceNames,
+        link: bool,
     ) -> Result<Inventory, BackendError> {
         let mut sound = super::pieces::list(backend).await?;
+        let mut linked = if link {
+            super::linked::list(backend).await?
+        } else {
+            HashSet::new()
+        };
         let damaged: HashSet<String> = damage.all().await?.into_keys().collect();
         sound.retain(|h| !damaged.contains(h));
+        linked.retain(|h| !damaged.contains(h));
         Ok(Inventory {
             sound,
             damaged,
             damage: Arc::clone(damage),
             compress,
             names,
+            link,
+            linked,
         })
     }
 }

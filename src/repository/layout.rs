@@ -6,12 +6,12 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tokio_tar::{Builder, EntryType, Header};
 
 use super::damage::{Damage, PieceDamage, Reason};
 use super::manifest::{Entry, Manifest};
-use super::pieces;
+use super::{linked, pieces};
 use crate::backend::{BackendError, ByteStream, DynBackend};
 
 /// Where the pieces of one snapshot (or backup shard) are read from: the storage, the
@@ -29,10 +29,14 @@ pub(crate) struct PieceReader {
 }
 
 impl PieceReader {
-    /// Piece `hash` of `len` bytes, whole and checked; a missing or damaged piece is an
-    /// error carrying [`PieceDamage`], and is recorded.
-    async fn piece(&self, hash: &str, len: u64) -> std::io::Result<Bytes> {
-        let fetched = pieces::fetch(&self.backend, &self.names, hash).await;
+    /// Piece `hash` of `len` bytes (a stored piece, or the bytes at `offset` of linked
+    /// file `root`), whole and checked; a missing or damaged piece is an error carrying
+    /// [`PieceDamage`] (naming the linked file for its bytes), and is recorded.
+    async fn piece(&self, hash: &str, len: u64, at: Option<&Linked>) -> std::io::Result<Bytes> {
+        let fetched = match at {
+            None => pieces::fetch(&self.backend, &self.names, hash).await,
+            Some(l) => self.linked_range(&l.root, l.offset..l.offset + len).await,
+        };
         let reason = match &fetched {
             Ok(b) if b.len() as u64 == len && self.names.hash(b) == hash => None,
             Ok(_) | Err(BackendError::Unauthentic(_)) => Some(Reason::HashMismatch),
@@ -42,13 +46,43 @@ impl PieceReader {
         let Some(reason) = reason else {
             return fetched.map_err(std::io::Error::other);
         };
-        self.damage.record(hash, reason).await;
+        let damaged = at.map_or(hash, |l| l.root.as_ref());
+        self.damage.record(damaged, reason).await;
         Err(std::io::Error::other(PieceDamage {
             snapshot: self.label.clone(),
-            piece: hash.to_string(),
+            piece: damaged.to_string(),
             reason,
         }))
     }
+
+    /// Bytes `range` of linked file `root`, as stored (a file cut short gives fewer).
+    pub(crate) async fn linked_range(
+        &self,
+        root: &str,
+        range: Range<u64>,
+    ) -> Result<Bytes, BackendError> {
+        let k = linked::key(root)?;
+        let chunks: Vec<Bytes> = self
+            .backend
+            .open(&k, Some(range))
+            .await?
+            .try_collect()
+            .await
+            .map_err(|e| BackendError::io("failed to read", &k, e))?;
+        Ok(match chunks.len() {
+            1 => chunks.into_iter().next().unwrap_or_default(),
+            _ => chunks.concat().into(),
+        })
+    }
+}
+
+/// Where a piece of a linked entry lies.
+#[derive(Clone, Debug)]
+struct Linked {
+    /// The linked file.
+    root: Arc<str>,
+    /// The piece's first byte in it.
+    offset: u64,
 }
 
 /// Pieces fetched ahead of the reader: bounds memory to this many pieces (32 MiB). Recovery
@@ -154,7 +188,11 @@ pub(crate) const END: usize = 1024;
 #[derive(Clone, Debug)]
 enum Part {
     Inline(Bytes),
-    Piece { hash: String, len: u64 },
+    Piece {
+        hash: String,
+        len: u64,
+        at: Option<Linked>,
+    },
 }
 
 impl Part {
@@ -186,11 +224,17 @@ async fn entry_parts(entries: &[Entry], mtime: u64, piece_size: u64) -> std::io:
             Some(t) => out.push(Part::Inline(Bytes::from(t.clone().into_bytes()))),
             None => {
                 let mut left = e.stored_len();
+                let root: Option<Arc<str>> = e.linked.as_deref().map(Arc::from);
                 for hash in &e.pieces {
                     let len = left.min(piece_size);
+                    let at = root.as_ref().map(|root| Linked {
+                        root: Arc::clone(root),
+                        offset: e.stored_len() - left,
+                    });
                     out.push(Part::Piece {
                         hash: hash.clone(),
                         len,
+                        at,
                     });
                     left -= len;
                 }
@@ -265,7 +309,7 @@ fn fetch(reader: PieceReader, plan: Vec<(Part, Range<u64>)>) -> ByteStream {
             async move {
                 let bytes = match part {
                     Part::Inline(b) => b,
-                    Part::Piece { hash, len } => reader.piece(&hash, len).await?,
+                    Part::Piece { hash, len, at } => reader.piece(&hash, len, at.as_ref()).await?,
                 };
                 Ok(bytes.slice(sub.start as usize..sub.end as usize))
             }

@@ -37,6 +37,11 @@ pub struct Entry {
     /// `[offset, length]`, the rest being holes; `pieces` then hold the regions' bytes only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sparse: Vec<[u64; 2]>,
+    /// For a sealed segment of a local collection: the root of the linked file
+    /// (`.repository/linked/{root}`) that holds its bytes; `pieces` then are the hashes its
+    /// reads are checked against, not stored pieces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linked: Option<String>,
 }
 
 /// Most data regions a sparse entry may have: what fits in one GNU header.
@@ -110,8 +115,21 @@ impl Manifest {
         }
         for e in &m.entries {
             let ok = match &e.text {
-                _ if e.dir => e.size == 0 && e.text.is_none() && e.pieces.is_empty(),
-                Some(t) => t.len() as u64 == e.size && e.pieces.is_empty() && e.sparse.is_empty(),
+                _ if e.dir => {
+                    e.size == 0 && e.text.is_none() && e.pieces.is_empty() && e.linked.is_none()
+                }
+                Some(t) => {
+                    t.len() as u64 == e.size
+                        && e.pieces.is_empty()
+                        && e.sparse.is_empty()
+                        && e.linked.is_none()
+                }
+                None if e.linked.is_some() => {
+                    e.sparse.is_empty()
+                        && e.linked.as_deref().is_some_and(is_hex_digest)
+                        && e.pieces.len() as u64 == e.size.div_ceil(m.piece_size)
+                        && e.pieces.iter().all(|p| is_hex_digest(p))
+                }
                 None => {
                     (e.sparse.is_empty() || valid_sparse(&e.sparse, e.size))
                         && e.pieces.len() as u64 == e.stored_len().div_ceil(m.piece_size)
@@ -128,10 +146,17 @@ impl Manifest {
         Ok(m)
     }
 
-    /// Every piece hash the manifest refers to (with repeats).
+    /// Every stored piece the manifest refers to (with repeats); linked entries' piece
+    /// hashes are not stored pieces.
     pub fn pieces(&self) -> impl Iterator<Item = &str> {
         self.entries
             .iter()
+            .filter(|e| e.linked.is_none())
             .flat_map(|e| e.pieces.iter().map(String::as_str))
+    }
+
+    /// The entries held by linked files.
+    pub fn linked(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(|e| e.linked.is_some())
     }
 }

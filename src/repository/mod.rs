@@ -15,6 +15,7 @@ pub(crate) mod damage;
 pub(crate) mod hashing;
 pub(crate) mod layout;
 pub(crate) mod lease;
+pub(crate) mod linked;
 pub(crate) mod manifest;
 pub(crate) mod pieces;
 mod plain;
@@ -93,6 +94,8 @@ pub struct Repository {
     compress_pieces: bool,
     /// The encrypted storage's keys (piece names are keyed hashes then).
     keyring: Option<Arc<Keyring>>,
+    /// Whether sealed files are linked into the storage rather than copied.
+    link_files: bool,
     incremental: bool,
     pub(crate) leases: Leases,
     collect_wanted: Arc<tokio::sync::Notify>,
@@ -111,6 +114,7 @@ impl Repository {
             damage: damage::Damage::new(Arc::clone(&backend)),
             compress_pieces: false,
             keyring: None,
+            link_files: false,
             backend,
             incremental,
             collect_wanted: Arc::new(tokio::sync::Notify::new()),
@@ -130,6 +134,19 @@ impl Repository {
         self
     }
 
+    /// Links sealed segments into the storage instead of copying them when `on` (local
+    /// storage on the collections' filesystem, checked by the caller; a file that cannot be
+    /// linked after all is copied).
+    pub fn with_linked_files(mut self, on: bool) -> Self {
+        self.link_files = on;
+        self
+    }
+
+    /// Whether sealed segments are linked rather than copied.
+    pub fn links_files(&self) -> bool {
+        self.link_files
+    }
+
     /// How this repository names its pieces.
     pub(crate) async fn piece_names(&self) -> Result<pieces::PieceNames, BackendError> {
         pieces::PieceNames::of(self.keyring.as_deref()).await
@@ -138,7 +155,14 @@ impl Repository {
     /// What a create builds on: the stored pieces, the known damage, the piece codec.
     pub(crate) async fn inventory(&self) -> Result<damage::Inventory, BackendError> {
         let names = self.piece_names().await?;
-        damage::Inventory::take(&self.backend, &self.damage, self.compress_pieces, names).await
+        damage::Inventory::take(
+            &self.backend,
+            &self.damage,
+            self.compress_pieces,
+            names,
+            self.link_files && self.incremental,
+        )
+        .await
     }
 
     /// The storage backend.
@@ -346,6 +370,7 @@ impl Repository {
                 snapshot = %key,
                 pieces_uploaded = written.uploaded,
                 bytes_uploaded = written.uploaded_bytes,
+                files_linked = written.linked,
                 bytes = written.manifest.size,
                 "incremental snapshot stored"
             );

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::backups::{self, StoredBackup};
 use super::damage::Reason;
+use super::linked::LINKED_DIR;
 use super::manifest::{Manifest, MAX_MANIFEST_SIZE};
 use super::pieces::{self, PIECES_DIR};
 use super::{plain, Repository, EXTENSION, MANIFEST_SUFFIX};
@@ -91,12 +92,20 @@ impl Repository {
         let inv = self.listing().await?;
         let mut report = VerifyReport::default();
         let mut refs: HashMap<String, Vec<Owner>> = HashMap::new();
+        let mut linked = LinkedFiles::new();
         for key in &inv.manifests {
             let shown = key.as_str().trim_end_matches(".manifest");
             let owner = owner_of(shown);
             report.snapshots_checked += 1;
             match self.read_manifest(key).await {
-                Ok(m) => add_refs(&mut refs, &m, &owner),
+                Ok(m) => {
+                    add_refs(&mut refs, &m, &owner);
+                    for e in m.linked() {
+                        if let Some(root) = &e.linked {
+                            linked.insert(root.clone(), (m.piece_size, e.size, e.pieces.clone()));
+                        }
+                    }
+                }
                 Err(e) => report.damaged.push(unreadable(
                     owner,
                     format!("manifest unreadable: {}", chain(&e)),
@@ -108,7 +117,9 @@ impl Repository {
             self.backup_refs(key, &mut refs, &mut report).await;
         }
         report.pieces_checked = refs.len();
-        let (bad, read) = self.bad_pieces(&inv.pieces, &refs, fraction, round).await?;
+        let (bad, read) = self
+            .bad_pieces(&inv.pieces, (&refs, &linked), fraction, round)
+            .await?;
         report.pieces_read = read;
         for (hash, reason) in &bad {
             self.damage.record(hash, *reason).await;
@@ -139,7 +150,7 @@ impl Repository {
     async fn bad_pieces(
         &self,
         stored: &HashSet<String>,
-        refs: &HashMap<String, Vec<Owner>>,
+        (refs, linked): (&HashMap<String, Vec<Owner>>, &LinkedFiles),
         fraction: f64,
         round: u64,
     ) -> Result<(BTreeMap<String, Reason>, usize), BackendError> {
@@ -158,7 +169,7 @@ impl Repository {
             .cloned()
             .collect();
         let read = sample.len();
-        for (hash, sound) in self.reread(sample).await? {
+        for (hash, sound) in self.reread(sample, linked).await? {
             match sound {
                 true if bad.remove(&hash).is_some() => self.damage.repaired(&hash).await,
                 true => {}
@@ -174,10 +185,15 @@ impl Repository {
     async fn listing(&self) -> Result<Listing, BackendError> {
         let mut inv = Listing::default();
         let pieces_prefix = format!("{PIECES_DIR}/");
+        let linked_prefix = format!("{LINKED_DIR}/");
         let mut listing = self.backend.list_recursive(None);
         while let Some(m) = listing.try_next().await? {
             let k = m.key.as_str();
-            if let Some(hash) = k.strip_prefix(&pieces_prefix) {
+            // Pieces and linked files are both named by hashes (of different things).
+            if let Some(hash) = k
+                .strip_prefix(&pieces_prefix)
+                .or_else(|| k.strip_prefix(&linked_prefix))
+            {
                 inv.pieces.insert(hash.to_string());
             } else if backups::is_backup(&m.key) {
                 inv.backups.push(m.key.clone());
@@ -221,13 +237,24 @@ impl Repository {
         }
     }
 
-    /// Reads each piece back: `(hash, sound)`.
-    async fn reread(&self, sample: Vec<String>) -> Result<Vec<(String, bool)>, BackendError> {
+    /// Reads each piece (or linked file) back: `(name, sound)`.
+    async fn reread(
+        &self,
+        sample: Vec<String>,
+        linked: &LinkedFiles,
+    ) -> Result<Vec<(String, bool)>, BackendError> {
         let names = &self.piece_names().await?;
+        let reader = &self.pieces("verification".into()).await?;
         futures::stream::iter(sample)
             .map(|hash| async move {
-                match pieces::fetch(&self.backend, names, &hash).await {
-                    Ok(bytes) => Ok((names.hash(&bytes) == hash, hash)),
+                let sound = match linked.get(&hash) {
+                    Some(file) => linked_sound(reader, &hash, file).await,
+                    None => pieces::fetch(&self.backend, names, &hash)
+                        .await
+                        .map(|bytes| names.hash(&bytes) == hash),
+                };
+                match sound {
+                    Ok(sound) => Ok((sound, hash)),
                     Err(BackendError::NotFound(_) | BackendError::Unauthentic(_)) => {
                         Ok((false, hash))
                     }
@@ -286,8 +313,30 @@ impl Repository {
     }
 }
 
+/// Linked files referred to: root → (piece size, size, piece hashes).
+type LinkedFiles = HashMap<String, (u64, u64, Vec<String>)>;
+
+/// Whether linked file `root` holds exactly the bytes its pieces' hashes describe.
+async fn linked_sound(
+    reader: &super::layout::PieceReader,
+    root: &str,
+    (piece_size, size, hashes): &(u64, u64, Vec<String>),
+) -> Result<bool, BackendError> {
+    let mut offset = 0;
+    for hash in hashes {
+        let end = (offset + piece_size).min(*size);
+        let bytes = reader.linked_range(root, offset..end).await?;
+        if bytes.len() as u64 != end - offset || reader.names.hash(&bytes) != *hash {
+            return Ok(false);
+        }
+        offset = end;
+    }
+    Ok(true)
+}
+
 fn add_refs(refs: &mut HashMap<String, Vec<Owner>>, m: &Manifest, owner: &Owner) {
-    for hash in m.pieces() {
+    let linked = m.linked().filter_map(|e| e.linked.as_deref());
+    for hash in m.pieces().chain(linked) {
         let owners = refs.entry(hash.to_string()).or_default();
         if !owners.contains(owner) {
             owners.push(owner.clone());

@@ -36,6 +36,9 @@ pub enum Source {
         file: std::fs::File,
         /// Bytes to take.
         len: u64,
+        /// The whole file is sealed for good (a sealed segment): it may be linked rather
+        /// than copied when the storage can link it.
+        immutable: bool,
     },
 }
 
@@ -79,6 +82,8 @@ pub(crate) struct Written {
     pub uploaded: usize,
     /// Bytes uploaded in pieces.
     pub uploaded_bytes: u64,
+    /// Files linked rather than copied (already-linked ones included).
+    pub linked: usize,
     /// The tar's digest state before each entry and before its end (one more than the
     /// entries): a later tar that starts with the same entries resumes from there.
     pub marks: Vec<Mark>,
@@ -139,6 +144,14 @@ struct Uploads {
     running: FuturesUnordered<BoxFuture<'static, Result<u64, BackendError>>>,
     count: usize,
     bytes: u64,
+    /// Link sealed files when they can be linked (see [`super::linked`]).
+    link: bool,
+    /// Linked files stored and sound, or linked by this builder.
+    linked: HashSet<String>,
+    /// Whether this builder made a link (synced before the manifest is written).
+    linked_new: bool,
+    /// Files this builder linked or found linked.
+    linked_count: usize,
 }
 
 impl Uploads {
@@ -197,6 +210,45 @@ impl Uploads {
         }
         Ok(())
     }
+
+    /// Makes `file` (immutable, its pieces hashing to `hashes`) the linked file of its root
+    /// unless one is stored and sound; the root, or `None` when the storage cannot link it
+    /// (the caller stores its pieces instead).
+    async fn link(
+        &mut self,
+        file: &Arc<File>,
+        len: u64,
+        piece_size: u64,
+        hashes: &[String],
+    ) -> Result<Option<String>, BackendError> {
+        let root = super::linked::root(len, piece_size, hashes);
+        let damaged = self.damaged.contains(&root) || self.damage.contains(&root);
+        if self.linked.contains(&root) && !damaged {
+            self.linked_count += 1;
+            return Ok(Some(root));
+        }
+        let key = super::linked::key(&root)?;
+        match self
+            .backend
+            .link_file(Arc::clone(file), &key, damaged)
+            .await
+        {
+            Ok(()) | Err(BackendError::AlreadyExists(_)) => {}
+            Err(BackendError::Unsupported(why)) => {
+                tracing::info!(reason = %why, "a sealed file is copied, not linked");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        if damaged {
+            self.damaged.remove(&root);
+            self.damage.repaired(&root).await;
+        }
+        self.linked.insert(root.clone());
+        self.linked_new = true;
+        self.linked_count += 1;
+        Ok(Some(root))
+    }
 }
 
 /// The tar being hashed while its files' pieces are uploaded.
@@ -221,15 +273,20 @@ impl TarFeed {
             Source::File { len, .. } => *len,
         };
         self.header(&path, size, Kind::File).await?;
-        let (crc, text, pieces) = match source {
+        let (crc, text, pieces, linked) = match source {
             Source::Text(t) => {
                 let crc = crc32fast::hash(t.as_bytes());
                 self.bytes(Bytes::from(t.clone().into_bytes())).await?;
-                (crc, Some(t), Vec::new())
+                (crc, Some(t), Vec::new(), None)
             }
-            Source::File { file, len } => {
-                let (crc, pieces) = self.file(file, len).await?;
-                (crc, None, pieces)
+            Source::File {
+                file,
+                len,
+                immutable,
+            } => {
+                let link = immutable && self.uploads.link;
+                let (crc, pieces, linked) = self.file(Arc::new(file), len, link).await?;
+                (crc, None, pieces, linked)
             }
         };
         self.pad(size).await?;
@@ -240,6 +297,7 @@ impl TarFeed {
             pieces,
             dir: false,
             sparse: Vec::new(),
+            linked,
         };
         Ok((entry, crc))
     }
@@ -267,10 +325,15 @@ impl TarFeed {
         Ok(())
     }
 
-    /// A file's bytes, piece by piece, each uploaded unless known; returns the file's
-    /// CRC-32 and its pieces' hashes.
-    async fn file(&mut self, file: File, len: u64) -> Result<(u32, Vec<String>), BackendError> {
-        let file = Arc::new(file);
+    /// A file's bytes, piece by piece, each uploaded unless known, or when `link`, the
+    /// whole file linked once hashed (its pieces uploaded if it cannot be); returns the
+    /// file's CRC-32, its pieces' hashes and the linked file's root.
+    async fn file(
+        &mut self,
+        file: Arc<File>,
+        len: u64,
+        link: bool,
+    ) -> Result<(u32, Vec<String>, Option<String>), BackendError> {
         let mut crc = crc32fast::Hasher::new();
         let mut hashes = Vec::new();
         let mut offset = 0;
@@ -299,10 +362,45 @@ impl TarFeed {
             }
             crc.combine(&piece.crc);
             self.bytes(piece.bytes.clone()).await?;
-            self.uploads.add(&piece.hash, piece.bytes).await?;
+            if !link {
+                self.uploads.add(&piece.hash, piece.bytes).await?;
+            }
             hashes.push(piece.hash);
         }
-        Ok((crc.finalize(), hashes))
+        if !link {
+            return Ok((crc.finalize(), hashes, None));
+        }
+        let root = self.uploads.link(&file, len, piece_size, &hashes).await?;
+        if root.is_none() {
+            self.copy_pieces(&file, len, &hashes).await?;
+        }
+        Ok((crc.finalize(), hashes, root))
+    }
+
+    /// Stores the pieces of a file that could not be linked: read again, each checked
+    /// against the hash the tar was built from.
+    async fn copy_pieces(
+        &mut self,
+        file: &Arc<File>,
+        len: u64,
+        hashes: &[String],
+    ) -> Result<(), BackendError> {
+        let mut offset = 0;
+        for hash in hashes {
+            let n = self.piece_size.min(len - offset);
+            let names = self.uploads.names.clone();
+            let piece = read_piece(Arc::clone(file), offset, n, names)
+                .await
+                .map_err(io_err)?;
+            if &piece.hash != hash {
+                return Err(io_err(io::Error::other(
+                    "a sealed file changed while a snapshot read it",
+                )));
+            }
+            self.uploads.add(hash, piece.bytes).await?;
+            offset += n;
+        }
+        Ok(())
     }
 
     /// A file's `len` bytes read from `reader`, cut into pieces as [`TarFeed::file`] does;
@@ -357,6 +455,7 @@ impl TarFeed {
             pieces,
             dir: false,
             sparse,
+            linked: None,
         })
     }
 }
@@ -467,6 +566,10 @@ impl ManifestBuilder {
                     running: FuturesUnordered::new(),
                     count: 0,
                     bytes: 0,
+                    link: known.link,
+                    linked: known.linked,
+                    linked_new: false,
+                    linked_count: 0,
                 },
                 mtime: created_at.timestamp().max(0) as u64,
                 piece_size,
@@ -614,6 +717,7 @@ impl ManifestBuilder {
             pieces: Vec::new(),
             dir: true,
             sparse: Vec::new(),
+            linked: None,
         };
         if place == Place::Now {
             self.tar.feed.mark();
@@ -648,6 +752,11 @@ impl ManifestBuilder {
         let end = self.tar.zeros.clone();
         self.tar.bytes(end).await?;
         self.tar.uploads.finish().await?;
+        if self.tar.uploads.linked_new {
+            // Links durable before the manifest that names them.
+            let backend = Arc::clone(&self.tar.uploads.backend);
+            backend.sync_links(&super::linked::dir()).await?;
+        }
         let (sha256, total, marks) = self.tar.feed.finish().await.map_err(io_err)?;
         let mut all = std::mem::take(&mut self.marks);
         all.extend(marks);
@@ -666,6 +775,7 @@ impl ManifestBuilder {
             },
             uploaded: self.tar.uploads.count,
             uploaded_bytes: self.tar.uploads.bytes,
+            linked: self.tar.uploads.linked_count,
             marks: all,
         })
     }

@@ -258,4 +258,23 @@ impl Backend for Encrypted {
         self.keyring.mode().await?;
         self.inner.cleanup().await
     }
+
+    /// A linked file would be plaintext: linked only when the storage is not encrypted.
+    async fn link_file(
+        &self,
+        file: Arc<std::fs::File>,
+        key: &ObjectKey,
+        replace: bool,
+    ) -> Result<(), BackendError> {
+        match self.data_key().await? {
+            None => self.inner.link_file(file, key, replace).await,
+            Some(_) => Err(BackendError::Unsupported(format!(
+                "link a file as `{key}`: the storage is encrypted"
+            ))),
+        }
+    }
+
+    async fn sync_links(&self, dir: &ObjectKey) -> Result<(), BackendError> {
+        self.inner.sync_links(dir).await
+    }
 }
