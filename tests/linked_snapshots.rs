@@ -21,48 +21,51 @@ fn incremental() -> Vec<(String, String)> {
     )]
 }
 
+/// Sends `body` (if any) as JSON and returns the JSON answer, asserting success.
+async fn send(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let mut req = http.request(method, url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert!(status.is_success(), "{status}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
 /// A collection `c` written past one WAL seal, then a snapshot of it; returns its name.
 async fn snapshot_of_a_sealed_collection(http: &reqwest::Client, url: &str) -> String {
-    let r = http
-        .put(format!("{url}/collections/c"))
-        .json(&json!({"vectors": {"size": DIM, "distance": "Dot"}}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    use reqwest::Method;
+    let body = json!({"vectors": {"size": DIM, "distance": "Dot"}});
+    send(
+        http,
+        Method::PUT,
+        format!("{url}/collections/c"),
+        Some(body),
+    )
+    .await;
     for batch in 0..11u64 {
         let points: Vec<_> = (0..400u64)
             .map(|i| json!({"id": batch * 400 + i, "vector": vec![(batch + 1) as f32 * 0.5; DIM]}))
             .collect();
-        let r = http
-            .put(format!("{url}/collections/c/points?wait=true"))
-            .json(&json!({ "points": points }))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        let to = format!("{url}/collections/c/points?wait=true");
+        send(http, Method::PUT, to, Some(json!({ "points": points }))).await;
     }
-    let r: serde_json::Value = http
-        .post(format!("{url}/collections/c/snapshots?wait=true"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let to = format!("{url}/collections/c/snapshots?wait=true");
+    let r = send(http, Method::POST, to, None).await;
     r["result"]["name"].as_str().unwrap().to_string()
 }
 
 /// Downloads a snapshot and checks it against its listed checksum.
 async fn download_checked(http: &reqwest::Client, url: &str, name: &str) -> Vec<u8> {
-    let listed: serde_json::Value = http
-        .get(format!("{url}/collections/c/snapshots"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let to = format!("{url}/collections/c/snapshots");
+    let listed = send(http, reqwest::Method::GET, to, None).await;
     let entry = listed["result"]
         .as_array()
         .unwrap()
@@ -110,47 +113,31 @@ async fn a_service_links_sealed_segments_and_downloads_the_same_tar() {
     assert!(!svc.log_text().contains("instead of linking"));
     // Deleting the collection and restarting keeps the snapshot whole: it recovers the
     // collection, then recovers over it, and downloads the same bytes each time.
-    let r = http
-        .delete(format!("{}/collections/c", svc.url()))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    let to = format!("{}/collections/c", svc.url());
+    send(&http, reqwest::Method::DELETE, to, None).await;
     svc.restart().await;
     let location = format!(
         "file://{}",
         tmp.path().join("snapshots/c").join(&name).display()
     );
     for _ in 0..2 {
-        let r = http
-            .put(format!("{}/collections/c/snapshots/recover", svc.url()))
-            .json(&json!({ "location": location }))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        let to = format!("{}/collections/c/snapshots/recover", svc.url());
+        let body = json!({ "location": location });
+        send(&http, reqwest::Method::PUT, to, Some(body)).await;
         assert_eq!(download_checked(&http, &svc.url(), &name).await, first);
-        let count: serde_json::Value = http
-            .post(format!("{}/collections/c/points/count", svc.url()))
-            .json(&json!({"exact": true}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let to = format!("{}/collections/c/points/count", svc.url());
+        let count = send(
+            &http,
+            reqwest::Method::POST,
+            to,
+            Some(json!({"exact": true})),
+        )
+        .await;
         assert_eq!(count["result"]["count"], 4400);
     }
     // Deleted, the snapshot frees its linked file.
-    let r = http
-        .delete(format!(
-            "{}/collections/c/snapshots/{name}?wait=true",
-            svc.url()
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    let to = format!("{}/collections/c/snapshots/{name}?wait=true", svc.url());
+    send(&http, reqwest::Method::DELETE, to, None).await;
     let linked_dir = tmp.path().join("snapshots/.repository/linked");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !inodes(&linked_dir, "").is_empty() {

@@ -814,22 +814,11 @@ async fn linked_snapshots_survive_compaction_deletion_and_recovery_over_the_coll
         .map(|p| std::fs::metadata(p).unwrap().len())
         .sum();
 
-    repo.create_incremental(&key("one"), archive(&reg), None)
-        .await
-        .unwrap();
-    let Layout::Incremental(m) = repo.stat(&key("one")).await.unwrap().layout else {
-        panic!("an incremental snapshot");
-    };
+    let roots = create_linked(&repo, &reg, "one").await;
     // Every sealed segment is linked (the very inode), only the WAL's prefix is copied.
-    let linked: HashSet<u64> = m
-        .linked()
-        .map(|e| {
-            inode(
-                &snapshots
-                    .join(".repository/linked")
-                    .join(e.linked.as_ref().unwrap()),
-            )
-        })
+    let linked: HashSet<u64> = roots
+        .iter()
+        .map(|r| inode(&snapshots.join(".repository/linked").join(r)))
         .collect();
     assert_eq!(linked, sealed, "the linked files are the segments' inodes");
     let (pieces, piece_bytes) = stored_files(&snapshots, "pieces");
@@ -923,19 +912,25 @@ async fn a_snapshots_directory_on_another_filesystem_copies_instead() {
     let reg = collection(tmp.path(), n);
     let backend: DynBackend = Arc::new(LocalBackend::new(other.path()).unwrap());
     let repo = Repository::new(Arc::clone(&backend), true).with_linked_files(true);
-    repo.create_incremental(&key("one"), archive(&reg), None)
-        .await
-        .unwrap();
-    let Layout::Incremental(m) = repo.stat(&key("one")).await.unwrap().layout else {
-        panic!("an incremental snapshot");
-    };
-    assert_eq!(m.linked().count(), 0, "nothing linked across filesystems");
+    let roots = create_linked(&repo, &reg, "one").await;
+    assert!(roots.is_empty(), "nothing linked across filesystems");
     assert_eq!(stored_files(other.path(), "linked").0, 0);
     assert!(
         stored_files(other.path(), "pieces").1
             >= walk(&tmp.path().join("storage/collections/c/data")) - 4096
     );
     assert_whole(&repo, &key("one")).await;
+}
+
+/// Creates snapshot `name` of `reg` in `repo`; returns the roots of its linked files.
+async fn create_linked(repo: &Repository, reg: &Registry, name: &str) -> Vec<String> {
+    repo.create_incremental(&key(name), archive(reg), None)
+        .await
+        .unwrap();
+    let Layout::Incremental(m) = repo.stat(&key(name)).await.unwrap().layout else {
+        panic!("an incremental snapshot");
+    };
+    m.linked().filter_map(|e| e.linked.clone()).collect()
 }
 
 /// Bytes of the files in `dir`.
@@ -953,13 +948,8 @@ async fn a_damaged_linked_file_is_caught_on_every_read_and_by_verification() {
     let snapshots = tmp.path().join("snapshots");
     let backend: DynBackend = Arc::new(LocalBackend::new(&snapshots).unwrap());
     let repo = Repository::new(Arc::clone(&backend), true).with_linked_files(true);
-    repo.create_incremental(&key("one"), archive(&reg), None)
-        .await
-        .unwrap();
-    let Layout::Incremental(m) = repo.stat(&key("one")).await.unwrap().layout else {
-        panic!("an incremental snapshot");
-    };
-    let root = m.linked().next().unwrap().linked.clone().unwrap();
+    let roots = create_linked(&repo, &reg, "one").await;
+    let root = roots[0].clone();
     // Bit rot in the shared inode (the collection's own segment is the same file).
     let path = snapshots.join(".repository/linked").join(&root);
     let mut bytes = std::fs::read(&path).unwrap();

@@ -3,7 +3,9 @@
 //! 1. Upsert throughput (100,000 x 768 in batches of 1,000) and query latency.
 //! 2. Local snapshots of a 0.5 GiB and a 2 GiB collection: create vs `tar cf - DIR |
 //!    openssl dgst -sha256`, the same while one client upserts back to back, recover vs
-//!    `tar xf` + sync, upsert p99 during a snapshot vs without, RSS.
+//!    `tar xf` + sync, upsert p99 during a snapshot vs without, RSS; then the same creates
+//!    on incremental local storage, where sealed segments are linked, with the bytes a
+//!    snapshot adds to the disk.
 //! 3. S3 snapshots of the same collections: create vs a plain aws-sdk-s3 multipart upload
 //!    of the same bytes, recover (by `s3://` URL and by name) vs a plain download of the
 //!    same object + fsync, RSS, local bytes written; then the same in Azure Blob Storage
@@ -25,7 +27,8 @@
 //! BENCH_REPEAT (runs per timed step, default 3), BENCH_DIR (work directory), BENCH_ONLY
 //! (`grpc`, `migrate`: section 1 and that comparison only; `local`: section 1, then the
 //! local snapshots of section 2 only; `snapshots`: sections 1 to 3; `incremental`: load the
-//! big collection, then section 4 only; `backup`: section 5 only; `variants`: load the big collection, then section 6 only), BENCH_BACKUP_POINTS
+//! big collection, then section 4 only; `backup`: section 5 only; `variants`: load the big collection, then section 6 only; `linked`: section 1, then
+//! the linked local snapshots of section 2 only), BENCH_BACKUP_POINTS
 //! (section 5's collection, default 100000).
 #![allow(missing_docs, clippy::print_stdout)]
 
@@ -75,7 +78,7 @@ fn main() {
         qdrant::qdrant_fixture_recovery(&c, &svc, &root, repeat, &mut results);
     }
     if !only.is_empty()
-        && !["incremental", "local", "snapshots", "variants"].contains(&only.as_str())
+        && !["incremental", "local", "snapshots", "variants", "linked"].contains(&only.as_str())
     {
         write_results(&results);
         let _ = std::fs::remove_dir_all(&root);

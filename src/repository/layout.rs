@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio_tar::{Builder, EntryType, Header};
 
 use super::damage::{Damage, PieceDamage, Reason};
@@ -61,18 +61,7 @@ impl PieceReader {
         root: &str,
         range: Range<u64>,
     ) -> Result<Bytes, BackendError> {
-        let k = linked::key(root)?;
-        let chunks: Vec<Bytes> = self
-            .backend
-            .open(&k, Some(range))
-            .await?
-            .try_collect()
-            .await
-            .map_err(|e| BackendError::io("failed to read", &k, e))?;
-        Ok(match chunks.len() {
-            1 => chunks.into_iter().next().unwrap_or_default(),
-            _ => chunks.concat().into(),
-        })
+        pieces::read_range(&self.backend, &linked::key(root)?, Some(range)).await
     }
 }
 

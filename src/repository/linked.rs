@@ -8,8 +8,6 @@
 
 use std::collections::HashSet;
 
-use futures::TryStreamExt;
-
 use crate::backend::{BackendError, DynBackend, ObjectKey};
 
 /// Linked files, beside the pieces.
@@ -38,11 +36,7 @@ pub(crate) fn root(size: u64, piece_size: u64, pieces: &[String]) -> String {
 
 /// The roots of every linked file stored.
 pub(crate) async fn list(backend: &DynBackend) -> Result<HashSet<String>, BackendError> {
-    backend
-        .list_recursive(Some(&dir()))
-        .map_ok(|m| m.key.file_name().to_string())
-        .try_collect()
-        .await
+    super::pieces::names_under(backend, &dir()).await
 }
 
 #[cfg(test)]

@@ -126,13 +126,21 @@ pub(crate) async fn fetch(
 
 /// Reads piece `hash` as stored.
 async fn fetch_stored(backend: &DynBackend, hash: &str) -> Result<Bytes, BackendError> {
-    let k = key(hash)?;
+    read_range(backend, &key(hash)?, None).await
+}
+
+/// Bytes `range` (or all) of object `k`, in one buffer (a piece, or a piece's worth).
+pub(crate) async fn read_range(
+    backend: &DynBackend,
+    k: &ObjectKey,
+    range: Option<std::ops::Range<u64>>,
+) -> Result<Bytes, BackendError> {
     let chunks: Vec<Bytes> = backend
-        .open(&k, None)
+        .open(k, range)
         .await?
         .try_collect()
         .await
-        .map_err(|e| BackendError::io("failed to read", &k, e))?;
+        .map_err(|e| BackendError::io("failed to read", k, e))?;
     Ok(match chunks.len() {
         1 => chunks.into_iter().next().unwrap_or_default(),
         _ => chunks.concat().into(),
@@ -164,8 +172,16 @@ pub(crate) async fn replace(
 
 /// The hashes of every stored piece.
 pub(crate) async fn list(backend: &DynBackend) -> Result<HashSet<String>, BackendError> {
+    names_under(backend, &dir()).await
+}
+
+/// The names of the objects under `dir` (pieces and linked files are named by hashes).
+pub(crate) async fn names_under(
+    backend: &DynBackend,
+    dir: &ObjectKey,
+) -> Result<HashSet<String>, BackendError> {
     backend
-        .list_recursive(Some(&dir()))
+        .list_recursive(Some(dir))
         .map_ok(|m| m.key.file_name().to_string())
         .try_collect()
         .await

@@ -195,8 +195,15 @@ impl Creator {
     ) -> Result<Stored> {
         let archive = producer::archive(&manifest, pinned)?;
         let (repo, k) = (Arc::clone(&self.repo), key.clone());
-        tokio::spawn(async move { repo.create_incremental(&k, archive, progress).await })
-            .await
+        let job = async move { repo.create_incremental(&k, archive, progress).await };
+        // On local disk the pass reads and hashes every file next to live writes (linking
+        // segments or writing pieces): low priority, as for a plain local snapshot.
+        let task = if self.settings.low_priority {
+            crate::io::low_priority::spawn(job)
+        } else {
+            tokio::spawn(job)
+        };
+        task.await
             .map_err(|e| Error::internal("snapshot task failed", e))?
             .map_err(|e| diagnosis::storage_error(format!("failed to write snapshot `{key}`"), e))
     }
