@@ -39,7 +39,8 @@ async fn send(
     serde_json::from_str(&text).unwrap()
 }
 
-/// A collection `c` written past one WAL seal, then a snapshot of it; returns its name.
+/// A collection `c` written past one WAL seal and a batch more, then a snapshot of it;
+/// returns its name.
 async fn snapshot_of_a_sealed_collection(http: &reqwest::Client, url: &str) -> String {
     use reqwest::Method;
     let body = json!({"vectors": {"size": DIM, "distance": "Dot"}});
@@ -50,7 +51,7 @@ async fn snapshot_of_a_sealed_collection(http: &reqwest::Client, url: &str) -> S
         Some(body),
     )
     .await;
-    for batch in 0..11u64 {
+    for batch in 0..12u64 {
         let points: Vec<_> = (0..400u64)
             .map(|i| json!({"id": batch * 400 + i, "vector": vec![(batch + 1) as f32 * 0.5; DIM]}))
             .collect();
@@ -105,10 +106,18 @@ async fn a_service_links_sealed_segments_and_downloads_the_same_tar() {
     let mut svc = Service::start(tmp.path(), &incremental()).await;
     let http = reqwest::Client::new();
     let name = snapshot_of_a_sealed_collection(&http, &svc.url()).await;
-    let segments = inodes(&tmp.path().join("storage/collections/c/data"), "seg");
-    assert_eq!(segments.len(), 1, "one WAL sealed");
-    let linked = inodes(&tmp.path().join("snapshots/.repository/linked"), "");
-    assert_eq!(linked, segments, "the segment is linked, not copied");
+    let data = tmp.path().join("storage/collections/c/data");
+    let mut files = inodes(&data, "seg");
+    assert_eq!(files.len(), 1, "one WAL sealed");
+    files.extend(inodes(&data, "wal"));
+    let mut linked = inodes(&tmp.path().join("snapshots/.repository/linked"), "");
+    files.sort();
+    linked.sort();
+    assert_eq!(
+        linked, files,
+        "the segment and the WAL are linked, not copied"
+    );
+    assert!(inodes(&tmp.path().join("snapshots/.repository/pieces"), "").is_empty());
     let first = download_checked(&http, &svc.url(), &name).await;
     assert!(!svc.log_text().contains("instead of linking"));
     // Deleting the collection and restarting keeps the snapshot whole: it recovers the
@@ -133,7 +142,7 @@ async fn a_service_links_sealed_segments_and_downloads_the_same_tar() {
             Some(json!({"exact": true})),
         )
         .await;
-        assert_eq!(count["result"]["count"], 4400);
+        assert_eq!(count["result"]["count"], 4800);
     }
     // Deleted, the snapshot frees its linked file.
     let to = format!("{}/collections/c/snapshots/{name}?wait=true", svc.url());

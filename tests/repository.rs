@@ -770,6 +770,15 @@ fn segment_inodes(dir: &std::path::Path) -> HashSet<u64> {
         .collect()
 }
 
+/// The active WAL of collection `c`.
+fn wal_path(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir.join("storage/collections/c/data"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "wal"))
+        .unwrap()
+}
+
 /// Files and bytes under `.repository/{what}` of a local storage.
 fn stored_files(snapshots: &std::path::Path, what: &str) -> (usize, u64) {
     match std::fs::read_dir(snapshots.join(".repository").join(what)) {
@@ -807,24 +816,24 @@ async fn linked_snapshots_survive_compaction_deletion_and_recovery_over_the_coll
     let repo = Repository::new(Arc::clone(&backend), true).with_linked_files(true);
     let sealed = segment_inodes(tmp.path());
     assert_eq!(sealed.len(), 2, "two sealed segments and an active WAL");
-    let wal_len: u64 = std::fs::read_dir(tmp.path().join("storage/collections/c/data"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .map(|p| std::fs::metadata(p).unwrap().len())
-        .sum();
+    let wal = wal_path(tmp.path());
 
     let roots = create_linked(&repo, &reg, "one").await;
-    // Every sealed segment is linked (the very inode), only the WAL's prefix is copied.
+    // Every sealed segment and the WAL are linked (the very inodes): nothing is copied.
     let linked: HashSet<u64> = roots
         .iter()
         .map(|r| inode(&snapshots.join(".repository/linked").join(r)))
         .collect();
-    assert_eq!(linked, sealed, "the linked files are the segments' inodes");
-    let (pieces, piece_bytes) = stored_files(&snapshots, "pieces");
-    assert!(
-        pieces > 0 && piece_bytes <= wal_len,
-        "only the WAL prefix is written ({piece_bytes} of {wal_len} bytes)"
+    let mut files = sealed.clone();
+    files.insert(inode(&wal));
+    assert_eq!(
+        linked, files,
+        "the linked files are the segments' and the WAL's inodes"
+    );
+    assert_eq!(
+        stored_files(&snapshots, "pieces"),
+        (0, 0),
+        "no piece written"
     );
     let before = assert_whole(&repo, &key("one")).await;
     let some = download(&repo, &key("one"), Some(1000..9_000_000)).await;
@@ -838,8 +847,28 @@ async fn linked_snapshots_survive_compaction_deletion_and_recovery_over_the_coll
     repo.create_incremental(&key("two"), archive(&reg), None)
         .await
         .unwrap();
-    assert_eq!(stored_files(&snapshots, "linked").0, 2);
-    assert_eq!(stored_files(&snapshots, "pieces").0, pieces);
+    assert_eq!(stored_files(&snapshots, "linked").0, 3);
+    assert_eq!(stored_files(&snapshots, "pieces").0, 0);
+
+    // More writes append past the linked prefix; a crash leaves a torn record after them,
+    // which start-up cuts off by writing a new WAL, never by changing the linked inode.
+    change_one_percent(&reg, n, 2);
+    let wal_inode = inode(&wal);
+    drop(reg);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&wal).unwrap();
+    std::io::Write::write_all(&mut f, &[7u8; 100]).unwrap();
+    drop(f);
+    let reg = Registry::open(&tmp.path().join("storage")).unwrap();
+    assert_ne!(
+        inode(&wal),
+        wal_inode,
+        "the torn tail was cut into a new file"
+    );
+    assert_eq!(
+        assert_whole(&repo, &key("one")).await,
+        before,
+        "after a torn tail was cut"
+    );
 
     // Compaction: every point overwritten, so every old segment is rewritten or merged.
     let col = reg.get("c").unwrap();

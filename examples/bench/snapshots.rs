@@ -194,7 +194,7 @@ fn linked_snapshots(
     let idle = idle_creates(c, &svc, data_dir, repeat);
     idle.report("linked local create", 1.1, &mut linked);
     let dirs = [root.join("storage"), root.join("snapshots")];
-    let wal: u64 = std::fs::read_dir(data_dir)
+    let wal: u64 = std::fs::read_dir(data_dir.join("data"))
         .unwrap()
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "wal"))

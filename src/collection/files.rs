@@ -78,9 +78,6 @@ pub struct PinnedFile {
     pub len: u64,
     /// The open file.
     pub file: File,
-    /// A sealed segment, never written again (its bytes may be linked rather than copied);
-    /// false for the active WAL's prefix, which grows in place.
-    pub sealed: bool,
 }
 
 pub(super) fn segment_name(start: u64, end: u64) -> String {
@@ -263,7 +260,6 @@ impl DataDir {
                 name: segment_name(self.active_seq, self.active_seq),
                 len: self.active_len,
                 file,
-                sealed: false,
             });
         }
         Ok(files)
@@ -283,7 +279,6 @@ impl DataDir {
                     name: s.file_name(),
                     len,
                     file,
-                    sealed: true,
                 })
             })
             .collect()
@@ -425,19 +420,45 @@ fn open_active(path: &Path, apply: &mut impl FnMut(Record)) -> Result<(File, u64
             good = 0;
         }
     }
-    file.set_len(good)
-        .map_err(io_err("failed to truncate", path))?;
-    if good == 0 {
-        file.seek(SeekFrom::Start(0))
-            .map_err(io_err("failed to seek", path))?;
-        file.write_all(FILE_MAGIC)
-            .map_err(io_err("failed to write", path))?;
-        good = FILE_MAGIC.len() as u64;
+    let on_disk = file
+        .metadata()
+        .map_err(io_err("failed to stat", path))?
+        .len();
+    if good < on_disk || good == 0 {
+        file = rewrite_prefix(path, file, good)?;
+        good = good.max(FILE_MAGIC.len() as u64);
     }
     file.seek(SeekFrom::End(0))
         .map_err(io_err("failed to seek", path))?;
     file.sync_all().map_err(io_err("failed to sync", path))?;
     Ok((file, good))
+}
+
+/// Replaces the WAL at `path` by a new file holding its first `good` bytes (a fresh header
+/// when `good` is 0), for writing. A new file, not a truncation: incremental snapshots may
+/// link the old inode for its acknowledged prefix, and nothing changes it in place.
+fn rewrite_prefix(path: &Path, mut old: File, good: u64) -> Result<File, FilesError> {
+    let tmp = path.with_extension("wal.tmp");
+    let mut out = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&tmp)
+        .map_err(io_err("failed to create", &tmp))?;
+    let copied = if good == 0 {
+        out.write_all(FILE_MAGIC)
+    } else {
+        old.seek(SeekFrom::Start(0))
+            .and_then(|_| std::io::copy(&mut (&mut old).take(good), &mut out))
+            .map(|_| ())
+    };
+    copied
+        .and_then(|()| out.sync_all())
+        .and_then(|()| fs::rename(&tmp, path))
+        .map_err(io_err("failed to rewrite", path))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -165,7 +165,6 @@ pub fn archive(
                 source: Source::File {
                     file: file.file,
                     len: file.len,
-                    immutable: file.sealed,
                 },
             });
         }
