@@ -78,6 +78,9 @@ pub struct PinnedFile {
     pub len: u64,
     /// The open file.
     pub file: File,
+    /// A sealed segment, never written again, which snapshots may link rather than copy;
+    /// false for the active WAL's prefix.
+    pub sealed: bool,
 }
 
 pub(super) fn segment_name(start: u64, end: u64) -> String {
@@ -260,6 +263,7 @@ impl DataDir {
                 name: segment_name(self.active_seq, self.active_seq),
                 len: self.active_len,
                 file,
+                sealed: false,
             });
         }
         Ok(files)
@@ -279,6 +283,7 @@ impl DataDir {
                     name: s.file_name(),
                     len,
                     file,
+                    sealed: true,
                 })
             })
             .collect()
@@ -435,8 +440,8 @@ fn open_active(path: &Path, apply: &mut impl FnMut(Record)) -> Result<(File, u64
 }
 
 /// Replaces the WAL at `path` by a new file holding its first `good` bytes (a fresh header
-/// when `good` is 0), for writing. A new file, not a truncation: incremental snapshots may
-/// link the old inode for its acknowledged prefix, and nothing changes it in place.
+/// when `good` is 0), for writing. A new file, not a truncation: no file under the storage
+/// is changed in place but by appending, so a file a snapshot links keeps its bytes.
 fn rewrite_prefix(path: &Path, mut old: File, good: u64) -> Result<File, FilesError> {
     let tmp = path.with_extension("wal.tmp");
     let mut out = OpenOptions::new()

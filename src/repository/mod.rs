@@ -142,11 +142,6 @@ impl Repository {
         self
     }
 
-    /// Whether sealed segments are linked rather than copied.
-    pub fn links_files(&self) -> bool {
-        self.link_files
-    }
-
     /// How this repository names its pieces.
     pub(crate) async fn piece_names(&self) -> Result<pieces::PieceNames, BackendError> {
         pieces::PieceNames::of(self.keyring.as_deref()).await

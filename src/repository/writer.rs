@@ -30,14 +30,16 @@ const UPLOADS_IN_FLIGHT: usize = 4;
 pub enum Source {
     /// Small text, stored inline in the manifest.
     Text(String),
-    /// The first `len` bytes of an open file, which never change (a pinned image: a sealed
-    /// segment, or the active WAL's acknowledged prefix, only ever appended to); the file is
-    /// linked rather than copied when the repository links files and the storage can.
+    /// The first `len` bytes of an open file (a pinned, immutable image).
     File {
         /// The file.
         file: std::fs::File,
         /// Bytes to take.
         len: u64,
+        /// The file is sealed for good (a sealed segment): linked rather than copied when the
+        /// repository links files and the storage can. The active WAL's prefix is not: it is
+        /// copied as pieces.
+        sealed: bool,
     },
 }
 
@@ -278,8 +280,8 @@ impl TarFeed {
                 self.bytes(Bytes::from(t.clone().into_bytes())).await?;
                 (crc, Some(t), Vec::new(), None)
             }
-            Source::File { file, len } => {
-                let link = self.uploads.link;
+            Source::File { file, len, sealed } => {
+                let link = sealed && self.uploads.link;
                 let (crc, pieces, linked) = self.file(Arc::new(file), len, link).await?;
                 (crc, None, pieces, linked)
             }

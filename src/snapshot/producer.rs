@@ -165,6 +165,7 @@ pub fn archive(
                 source: Source::File {
                     file: file.file,
                     len: file.len,
+                    sealed: file.sealed,
                 },
             });
         }
