@@ -100,6 +100,32 @@ fn inodes(dir: &Path, ext: &str) -> Vec<u64> {
     })
 }
 
+/// Bytes of the files in `dir` ending in `.{ext}` (all when `ext` is empty).
+fn bytes_in(dir: &Path, ext: &str) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| ext.is_empty() || p.extension().is_some_and(|x| x == ext))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+/// Recovers collection `c` from `location` and checks it holds every point.
+async fn recover_by_file_url(http: &reqwest::Client, url: &str, location: &str) {
+    let to = format!("{url}/collections/c/snapshots/recover");
+    let body = json!({ "location": location });
+    send(http, reqwest::Method::PUT, to, Some(body)).await;
+    let to = format!("{url}/collections/c/points/count");
+    let count = send(
+        http,
+        reqwest::Method::POST,
+        to,
+        Some(json!({"exact": true})),
+    )
+    .await;
+    assert_eq!(count["result"]["count"], 4800);
+}
+
 #[tokio::test]
 async fn a_service_links_sealed_segments_and_downloads_the_same_tar() {
     let tmp = tempfile::tempdir().unwrap();
@@ -112,20 +138,9 @@ async fn a_service_links_sealed_segments_and_downloads_the_same_tar() {
     let linked = inodes(&tmp.path().join("snapshots/.repository/linked"), "");
     assert_eq!(linked, segments, "the segment is linked, not copied");
     // The WAL's prefix (one batch, 6.4 MB) is copied as pieces, and nothing else.
-    let size = |dir: &Path, ext: &str| -> u64 {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| ext.is_empty() || p.extension().is_some_and(|x| x == ext))
-            .map(|p| std::fs::metadata(p).unwrap().len())
-            .sum()
-    };
-    let pieces = size(&tmp.path().join("snapshots/.repository/pieces"), "");
-    let wal = size(&data, "wal");
-    assert!(
-        pieces > 0 && pieces <= wal,
-        "{pieces} bytes of pieces, WAL {wal}"
-    );
+    let pieces = bytes_in(&tmp.path().join("snapshots/.repository/pieces"), "");
+    let wal = bytes_in(&data, "wal");
+    assert!(pieces > 0 && pieces <= wal, "{pieces} bytes, WAL {wal}");
     let first = download_checked(&http, &svc.url(), &name).await;
     assert!(!svc.log_text().contains("instead of linking"));
     // Deleting the collection and restarting keeps the snapshot whole: it recovers the
@@ -138,19 +153,8 @@ async fn a_service_links_sealed_segments_and_downloads_the_same_tar() {
         tmp.path().join("snapshots/c").join(&name).display()
     );
     for _ in 0..2 {
-        let to = format!("{}/collections/c/snapshots/recover", svc.url());
-        let body = json!({ "location": location });
-        send(&http, reqwest::Method::PUT, to, Some(body)).await;
+        recover_by_file_url(&http, &svc.url(), &location).await;
         assert_eq!(download_checked(&http, &svc.url(), &name).await, first);
-        let to = format!("{}/collections/c/points/count", svc.url());
-        let count = send(
-            &http,
-            reqwest::Method::POST,
-            to,
-            Some(json!({"exact": true})),
-        )
-        .await;
-        assert_eq!(count["result"]["count"], 4800);
     }
     // Deleted, the snapshot frees its linked file.
     let to = format!("{}/collections/c/snapshots/{name}?wait=true", svc.url());

@@ -353,6 +353,25 @@ async fn a_crash_between_any_two_steps_of_a_linked_create_or_a_collection_leaves
     crash_between_calls(true).await;
 }
 
+/// How many storage calls a whole create of `reg` makes (through `repo`, over `inner`).
+async fn calls_of_a_create(
+    reg: &Registry,
+    inner: &DynBackend,
+    live: &Repository,
+    repo: &impl Fn(DynBackend) -> Repository,
+) -> usize {
+    let counting = Dies::new(inner, usize::MAX, Duration::ZERO);
+    let probe = repo(Arc::clone(&counting) as DynBackend);
+    probe
+        .create_incremental(&key("new"), archive(reg), None)
+        .await
+        .unwrap();
+    let calls = counting.calls.load(Ordering::SeqCst);
+    assert!(calls >= 5, "a create makes several storage calls ({calls})");
+    live.delete(&key("new")).await.unwrap();
+    calls
+}
+
 /// A create killed after each of its storage calls in turn (links too, when `link`); then,
 /// linked, a collection killed after each of its calls.
 async fn crash_between_calls(link: bool) {
@@ -373,20 +392,10 @@ async fn crash_between_calls(link: bool) {
     let old = assert_whole(&live, &key("old")).await;
     change_one_percent(&reg, n, 1);
 
-    // How many storage calls a whole create makes.
-    let counting = Dies::new(&inner, usize::MAX, Duration::ZERO);
-    let probe = repo(Arc::clone(&counting) as DynBackend);
-    probe
-        .create_incremental(&key("new"), archive(&reg), None)
-        .await
-        .unwrap();
-    let calls = counting.calls.load(Ordering::SeqCst);
-    assert!(calls >= 5, "a create makes several storage calls ({calls})");
-    live.delete(&key("new")).await.unwrap();
+    let calls = calls_of_a_create(&reg, &inner, &live, &repo).await;
 
     for budget in 0..calls {
-        let dying = Dies::new(&inner, budget, Duration::ZERO);
-        let doomed = repo(dying);
+        let doomed = repo(Dies::new(&inner, budget, Duration::ZERO));
         let outcome = doomed
             .create_incremental(&key("new"), archive(&reg), None)
             .await;
@@ -805,6 +814,11 @@ async fn recover_over(reg: &Registry, bytes: &[u8]) -> usize {
     points
 }
 
+/// Snapshot "one" downloads as `before`, whole and checked.
+async fn assert_same(repo: &Repository, before: &[u8], when: &str) {
+    assert!(assert_whole(repo, &key("one")).await == before, "{when}");
+}
+
 /// Creates collection `c` afresh, then recovers `snapshot` over it twice (the second time
 /// over itself), each time with `points` points.
 async fn recover_twice_over_a_new_collection(reg: &Registry, snapshot: &[u8], points: usize) {
@@ -913,32 +927,16 @@ async fn linked_snapshots_survive_compaction_deletion_and_recovery_over_the_coll
     assert_eq!(stored_files(&snapshots, "pieces"), pieces);
 
     let reg = crash_with_a_torn_wal_tail(reg, tmp.path(), n);
-    assert_eq!(
-        assert_whole(&repo, &key("one")).await,
-        before,
-        "after a torn tail was cut"
-    );
+    assert_same(&repo, &before, "after a torn tail was cut").await;
 
     compact_every_segment(&reg, tmp.path(), n, &sealed).await;
-    assert_eq!(
-        assert_whole(&repo, &key("one")).await,
-        before,
-        "after compaction"
-    );
+    assert_same(&repo, &before, "after compaction").await;
 
     // Deletion of the collection, then recoveries over it.
     assert!(reg.delete("c").unwrap());
-    assert_eq!(
-        assert_whole(&repo, &key("one")).await,
-        before,
-        "after deletion"
-    );
+    assert_same(&repo, &before, "after deletion").await;
     recover_twice_over_a_new_collection(&reg, &before, n as usize - 1).await;
-    assert_eq!(
-        assert_whole(&repo, &key("one")).await,
-        before,
-        "after recoveries"
-    );
+    assert_same(&repo, &before, "after recoveries").await;
 
     // Deleted, the snapshots free what they alone held.
     repo.delete(&key("one")).await.unwrap();

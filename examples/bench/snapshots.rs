@@ -120,8 +120,33 @@ fn local_snapshots(
     results.insert("dd_fdatasync_s".into(), json!(floor_m));
     idle.report("local create", 0.9, results);
 
-    // Recover vs GNU tar extracting the same archive (plus sync, as recovery fsyncs).
-    let snap_file = root.join("snapshots/big").join(&idle.last);
+    local_recover(c, root, svc, &idle.last, repeat, results);
+    under_load(c, svc, data_dir, repeat, (1.5, 1.5), results);
+    // The latency step added points: the S3 baseline uploads an archive of the collection
+    // as it is now, the one the S3 snapshots below will capture, so both move the same bytes.
+    let v = call(
+        c,
+        reqwest::Method::POST,
+        &format!("{}/collections/big/snapshots?wait=true", svc.url),
+        None,
+    );
+    let s3_base_file = root
+        .join("snapshots/big")
+        .join(v["result"]["name"].as_str().unwrap());
+    s3_base_file
+}
+
+/// Recovery of snapshot `name` of `big` by `file://` into a new collection, against GNU tar
+/// extracting the same archive (plus sync, as recovery fsyncs).
+fn local_recover(
+    c: &reqwest::blocking::Client,
+    root: &Path,
+    svc: &Service,
+    name: &str,
+    repeat: usize,
+    results: &mut serde_json::Map<String, Value>,
+) {
+    let snap_file = root.join("snapshots/big").join(name);
     let (mut ours_r, mut base_r) = (Vec::new(), Vec::new());
     for i in 0..repeat {
         let x = root.join(format!("untar-{i}"));
@@ -152,20 +177,6 @@ fn local_snapshots(
     println!("local recover: ours median {or:.2} s vs tar xf + sync {br:.2} s = {:.2}x; runs ours {ours_r:.2?} base {base_r:.2?}", or / br);
     results.insert("local_recover_s".into(), json!(or));
     results.insert("tar_extract_s".into(), json!(br));
-
-    under_load(c, svc, data_dir, repeat, (1.5, 1.5), results);
-    // The latency step added points: the S3 baseline uploads an archive of the collection
-    // as it is now, the one the S3 snapshots below will capture, so both move the same bytes.
-    let v = call(
-        c,
-        reqwest::Method::POST,
-        &format!("{}/collections/big/snapshots?wait=true", svc.url),
-        None,
-    );
-    let s3_base_file = root
-        .join("snapshots/big")
-        .join(v["result"]["name"].as_str().unwrap());
-    s3_base_file
 }
 
 /// Section 2 again on incremental local storage, where sealed segments are linked rather
@@ -367,23 +378,35 @@ fn under_load(
         busy_tar.len(),
         p_tar / p_idle
     );
-    let loaded_m = median(under_load.clone());
-    let load_base_m = median(load_base.clone());
-    let pairs: Vec<f64> = under_load
-        .iter()
-        .zip(&load_base)
-        .map(|(o, b)| o / b)
-        .collect();
-    println!(
-        "local create while one client upserts back to back: median {loaded_m:.2} s vs tar|openssl {load_base_m:.2} s = {:.2}x (target <= {create_target}x); runs {under_load:.2?} base {load_base:.2?}, ratio per round {pairs:.2?}; tar|openssl itself under the same load {:.2} s",
-        loaded_m / load_base_m,
-        median(tar_loaded)
-    );
+    let (loaded_m, load_base_m) =
+        report_create_under_load(&under_load, &load_base, median(tar_loaded), create_target);
     results.insert("tar_openssl_under_load_rounds_s".into(), json!(load_base_m));
     results.insert("local_create_under_load_s".into(), json!(loaded_m));
     results.insert("upsert_p99_idle_ms".into(), json!(p_idle));
     results.insert("upsert_p99_during_snapshot_ms".into(), json!(p_busy));
     results.insert("upsert_p99_during_tar_openssl_ms".into(), json!(p_tar));
+}
+
+/// Prints the creates under load against the baselines; returns both medians.
+fn report_create_under_load(
+    under_load: &[f64],
+    load_base: &[f64],
+    tar_loaded: f64,
+    create_target: f64,
+) -> (f64, f64) {
+    let loaded_m = median(under_load.to_vec());
+    let load_base_m = median(load_base.to_vec());
+    let pairs: Vec<f64> = under_load
+        .iter()
+        .zip(load_base)
+        .map(|(o, b)| o / b)
+        .collect();
+    println!(
+        "local create while one client upserts back to back: median {loaded_m:.2} s vs tar|openssl {load_base_m:.2} s = {:.2}x (target <= {create_target}x); runs {under_load:.2?} base {load_base:.2?}, ratio per round {pairs:.2?}; tar|openssl itself under the same load {:.2} s",
+        loaded_m / load_base_m,
+        tar_loaded
+    );
+    (loaded_m, load_base_m)
 }
 
 /// What runs beside the upserting client in one window.
