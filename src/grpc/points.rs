@@ -13,7 +13,7 @@ use super::convert::{
     selector,
 };
 use super::status::status;
-use super::{answer, unsupported};
+use super::{answer, unsupported, Timed};
 use crate::collection::PayloadChange;
 use crate::service::points::{
     payload_change, PointsUpdate, QueryInput, QueryRequest, ReadOptions, ScoredPoints,
@@ -50,6 +50,24 @@ fn scored_out(hits: ScoredPoints, read: &ReadOptions) -> Vec<pb::ScoredPoint> {
         .map(|(s, p)| scored(shape, read, s, p))
         .collect()
 }
+
+/// A reply that carries a list of results (and the time, like every reply).
+trait Reply<T>: Timed {
+    fn with(result: Vec<T>) -> Self;
+}
+
+macro_rules! reply {
+    ($item:ty: $($answer:ty),*) => {
+        $(impl Reply<$item> for $answer {
+            fn with(result: Vec<$item>) -> Self {
+                Self { result, ..Default::default() }
+            }
+        })*
+    };
+}
+
+reply!(pb::ScoredPoint: pb::SearchResponse, pb::QueryResponse);
+reply!(pb::BatchResult: pb::SearchBatchResponse, pb::QueryBatchResponse);
 
 fn query_request(q: pb::QueryPoints) -> Result<QueryRequest, Status> {
     use pb::query::Variant;
@@ -181,13 +199,46 @@ impl PointsApi {
         Ok(scored_out(hits, &read))
     }
 
-    /// Answers a batch of searches or queries, each parsed by its request builder.
+    /// Answers one search or query: `parse` names its collection and builds the request.
+    async fn one<Req, Ans>(
+        &self,
+        r: Request<Req>,
+        parse: impl FnOnce(Req) -> (String, Result<QueryRequest, Status>),
+    ) -> Result<Response<Ans>, Status>
+    where
+        Ans: Reply<pb::ScoredPoint>,
+    {
+        answer(r, |r| async move {
+            let (name, req) = parse(r);
+            Ok(Ans::with(self.scored(&name, req?).await?))
+        })
+        .await
+    }
+
+    /// Answers a batch of searches or queries: `split` gives the collection, the
+    /// requests and the builder that parses each.
+    async fn batch<Req, Ans, Each>(
+        &self,
+        r: Request<Req>,
+        split: impl FnOnce(Req) -> (String, Vec<Each>, fn(Each) -> Result<QueryRequest, Status>),
+    ) -> Result<Response<Ans>, Status>
+    where
+        Ans: Reply<pb::BatchResult>,
+    {
+        answer(r, |r| async move {
+            let (name, each, parse) = split(r);
+            let reqs = each.into_iter().map(parse).collect::<Result<_, _>>()?;
+            Ok(Ans::with(self.queries(&name, reqs).await?))
+        })
+        .await
+    }
+
+    /// Answers a batch of parsed searches or queries.
     async fn queries(
         &self,
         collection: &str,
-        reqs: impl IntoIterator<Item = Result<QueryRequest, Status>>,
+        reqs: Vec<QueryRequest>,
     ) -> Result<Vec<pb::BatchResult>, Status> {
-        let reqs = reqs.into_iter().collect::<Result<Vec<_>, _>>()?;
         let reads: Vec<ReadOptions> = reqs.iter().map(|r| r.read.clone()).collect();
         let results = self
             .0
@@ -369,29 +420,16 @@ impl Points for PointsApi {
         &self,
         r: Request<pb::SearchPoints>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
-        answer(r, |r| async move {
-            let name = r.collection_name.clone();
-            let result = self.scored(&name, search_request(r)?).await?;
-            Ok(pb::SearchResponse {
-                result,
-                ..Default::default()
-            })
-        })
-        .await
+        self.one(r, |r| (r.collection_name.clone(), search_request(r)))
+            .await
     }
 
     async fn search_batch(
         &self,
         r: Request<pb::SearchBatchPoints>,
     ) -> Result<Response<pb::SearchBatchResponse>, Status> {
-        answer(r, |r| async move {
-            let reqs = r.search_points.into_iter().map(search_request);
-            Ok(pb::SearchBatchResponse {
-                result: self.queries(&r.collection_name, reqs).await?,
-                ..Default::default()
-            })
-        })
-        .await
+        self.batch(r, |r| (r.collection_name, r.search_points, search_request))
+            .await
     }
 
     async fn scroll(
@@ -477,29 +515,16 @@ impl Points for PointsApi {
         &self,
         r: Request<pb::QueryPoints>,
     ) -> Result<Response<pb::QueryResponse>, Status> {
-        answer(r, |r| async move {
-            let name = r.collection_name.clone();
-            let result = self.scored(&name, query_request(r)?).await?;
-            Ok(pb::QueryResponse {
-                result,
-                ..Default::default()
-            })
-        })
-        .await
+        self.one(r, |r| (r.collection_name.clone(), query_request(r)))
+            .await
     }
 
     async fn query_batch(
         &self,
         r: Request<pb::QueryBatchPoints>,
     ) -> Result<Response<pb::QueryBatchResponse>, Status> {
-        answer(r, |r| async move {
-            let reqs = r.query_points.into_iter().map(query_request);
-            Ok(pb::QueryBatchResponse {
-                result: self.queries(&r.collection_name, reqs).await?,
-                ..Default::default()
-            })
-        })
-        .await
+        self.batch(r, |r| (r.collection_name, r.query_points, query_request))
+            .await
     }
 
     async fn update_vectors(

@@ -63,6 +63,22 @@ impl Server {
         Ok(Some(v["result"].clone()))
     }
 
+    /// A call whose answer carries nothing the caller needs.
+    async fn write(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(), CallError> {
+        self.call(method, path, body, false).await.map(drop)
+    }
+
+    /// `POST` of `body` to `path`: the answer's `result`, null when it has none.
+    async fn post(&self, path: &str, body: &Value) -> Result<Value, CallError> {
+        let r = self.call(Method::POST, path, Some(body), false).await?;
+        Ok(r.unwrap_or(Value::Null))
+    }
+
     /// `GET /collections`: every collection's name.
     pub(crate) async fn collections(&self) -> Result<Vec<String>, CallError> {
         let r = self.call(Method::GET, "/collections", None, false).await?;
@@ -75,13 +91,8 @@ impl Server {
 
     /// `GET /collections/{name}`, or `None` if it does not exist.
     pub(crate) async fn collection(&self, name: &str) -> Result<Option<Value>, CallError> {
-        self.call(
-            Method::GET,
-            &format!("/collections/{}", enc(name)),
-            None,
-            true,
-        )
-        .await
+        self.call(Method::GET, &collection_path(name, ""), None, true)
+            .await
     }
 
     /// `PUT /collections/{name}`.
@@ -90,26 +101,14 @@ impl Server {
         name: &str,
         body: &Value,
     ) -> Result<(), CallError> {
-        self.call(
-            Method::PUT,
-            &format!("/collections/{}", enc(name)),
-            Some(body),
-            false,
-        )
-        .await
-        .map(drop)
+        self.write(Method::PUT, &collection_path(name, ""), Some(body))
+            .await
     }
 
     /// `DELETE /collections/{name}`.
     pub(crate) async fn delete_collection(&self, name: &str) -> Result<(), CallError> {
-        self.call(
-            Method::DELETE,
-            &format!("/collections/{}", enc(name)),
-            None,
-            false,
-        )
-        .await
-        .map(drop)
+        self.write(Method::DELETE, &collection_path(name, ""), None)
+            .await
     }
 
     /// `PUT /collections/{name}/index`.
@@ -120,27 +119,20 @@ impl Server {
         schema: &Value,
     ) -> Result<(), CallError> {
         let body = json!({"field_name": field, "field_schema": schema});
-        self.call(
-            Method::PUT,
-            &format!("/collections/{}/index?wait=true", enc(name)),
-            Some(&body),
-            false,
-        )
-        .await
-        .map(drop)
+        let path = collection_path(name, "/index?wait=true");
+        self.write(Method::PUT, &path, Some(&body)).await
     }
 
     /// `POST /collections/{name}/points/count` (exact).
     pub(crate) async fn count(&self, name: &str) -> Result<u64, CallError> {
         let r = self
-            .call(
-                Method::POST,
-                &format!("/collections/{}/points/count", enc(name)),
-                Some(&json!({"exact": true})),
-                false,
+            .post(
+                &collection_path(name, "/points/count"),
+                &json!({"exact": true}),
             )
             .await?;
-        r.and_then(|r| r["count"].as_u64())
+        r["count"]
+            .as_u64()
             .ok_or_else(|| format!("{}: count of `{name}` has no number", self.base))
     }
 
@@ -156,14 +148,8 @@ impl Server {
             body["offset"] = o.clone();
         }
         let r = self
-            .call(
-                Method::POST,
-                &format!("/collections/{}/points/scroll", enc(name)),
-                Some(&body),
-                false,
-            )
-            .await?
-            .unwrap_or(Value::Null);
+            .post(&collection_path(name, "/points/scroll"), &body)
+            .await?;
         let points = r["points"].as_array().cloned().unwrap_or_default();
         let next = match &r["next_page_offset"] {
             Value::Null => None,
@@ -262,14 +248,12 @@ impl Server {
     /// `POST /collections/{name}/points`: the given points with payloads and vectors.
     pub(crate) async fn points(&self, name: &str, ids: &[Value]) -> Result<Vec<Value>, CallError> {
         let r = self
-            .call(
-                Method::POST,
-                &format!("/collections/{}/points", enc(name)),
-                Some(&json!({"ids": ids, "with_payload": true, "with_vector": true})),
-                false,
+            .post(
+                &collection_path(name, "/points"),
+                &json!({"ids": ids, "with_payload": true, "with_vector": true}),
             )
             .await?;
-        Ok(r.and_then(|r| r.as_array().cloned()).unwrap_or_default())
+        Ok(r.as_array().cloned().unwrap_or_default())
     }
 
     /// `GET /aliases`: (alias, collection) pairs.
@@ -296,14 +280,9 @@ impl Server {
             .iter()
             .map(|(a, c)| json!({"create_alias": {"alias_name": a, "collection_name": c}}))
             .collect();
-        self.call(
-            Method::POST,
-            "/collections/aliases",
-            Some(&json!({ "actions": actions })),
-            false,
-        )
-        .await
-        .map(drop)
+        let body = json!({ "actions": actions });
+        self.write(Method::POST, "/collections/aliases", Some(&body))
+            .await
     }
 }
 
@@ -368,12 +347,7 @@ impl Server {
         name: &str,
     ) -> Result<CollectionCluster, CallError> {
         let r = self
-            .call(
-                Method::GET,
-                &format!("/collections/{}/cluster", enc(name)),
-                None,
-                false,
-            )
+            .call(Method::GET, &collection_path(name, "/cluster"), None, false)
             .await?
             .unwrap_or(Value::Null);
         let peer_id = r["peer_id"].as_u64().unwrap_or(0);
@@ -404,12 +378,7 @@ impl Server {
     /// `GET /collections/{name}/aliases`: the aliases of one collection.
     pub(crate) async fn collection_aliases(&self, name: &str) -> Result<Vec<String>, CallError> {
         let r = self
-            .call(
-                Method::GET,
-                &format!("/collections/{}/aliases", enc(name)),
-                None,
-                false,
-            )
+            .call(Method::GET, &collection_path(name, "/aliases"), None, false)
             .await?;
         Ok(r.and_then(|r| r["aliases"].as_array().cloned())
             .unwrap_or_default()
@@ -499,29 +468,17 @@ impl Server {
     pub(crate) async fn sample(&self, name: &str, limit: usize) -> Result<Vec<Value>, CallError> {
         let body = json!({"limit": limit, "with_payload": true, "with_vector": true});
         let r = self
-            .call(
-                Method::POST,
-                &format!("/collections/{}/points/scroll", enc(name)),
-                Some(&body),
-                false,
-            )
+            .post(&collection_path(name, "/points/scroll"), &body)
             .await?;
-        Ok(r.and_then(|r| r["points"].as_array().cloned())
-            .unwrap_or_default())
+        Ok(r["points"].as_array().cloned().unwrap_or_default())
     }
 
     /// `POST /collections/{name}/points/query` with `body`: the points found.
     pub(crate) async fn query(&self, name: &str, body: &Value) -> Result<Vec<Value>, CallError> {
         let r = self
-            .call(
-                Method::POST,
-                &format!("/collections/{}/points/query", enc(name)),
-                Some(body),
-                false,
-            )
+            .post(&collection_path(name, "/points/query"), &body)
             .await?;
-        Ok(r.and_then(|r| r["points"].as_array().cloned())
-            .unwrap_or_default())
+        Ok(r["points"].as_array().cloned().unwrap_or_default())
     }
 
     /// `POST /collections/{name}/shards/{shard}/snapshots/upload`: recovers the shard on
@@ -653,6 +610,11 @@ struct RawPoint {
 }
 
 /// Percent-encodes a path segment.
+/// `/collections/{name}` followed by `tail`.
+fn collection_path(name: &str, tail: &str) -> String {
+    format!("/collections/{}{tail}", enc(name))
+}
+
 fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes())
         .collect::<String>()
