@@ -476,7 +476,7 @@ impl Server {
     /// `POST /collections/{name}/points/query` with `body`: the points found.
     pub(crate) async fn query(&self, name: &str, body: &Value) -> Result<Vec<Value>, CallError> {
         let r = self
-            .post(&collection_path(name, "/points/query"), &body)
+            .post(&collection_path(name, "/points/query"), body)
             .await?;
         Ok(r["points"].as_array().cloned().unwrap_or_default())
     }
