@@ -609,12 +609,12 @@ struct RawPoint {
     payload: Option<Box<serde_json::value::RawValue>>,
 }
 
-/// Percent-encodes a path segment.
 /// `/collections/{name}` followed by `tail`.
 fn collection_path(name: &str, tail: &str) -> String {
     format!("/collections/{}{tail}", enc(name))
 }
 
+/// Percent-encodes a path segment.
 fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes())
         .collect::<String>()
