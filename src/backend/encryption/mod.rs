@@ -6,6 +6,7 @@
 //!
 //! Sizes reported by `stat` and `list` are content sizes, as without encryption.
 
+mod aes;
 mod format;
 pub(crate) mod keyring;
 mod reader;
