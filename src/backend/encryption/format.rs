@@ -1,5 +1,5 @@
 //! How one encrypted object is laid out: a header, then the content in segments sealed
-//! with AES-256-GCM ([`super::aes`]) in the STREAM construction (RustCrypto's `aead-stream`: a 32-bit
+//! with AES-256-GCM in the STREAM construction (RustCrypto's `aead-stream`: a 32-bit
 //! segment counter and a last-segment flag in each nonce, so segments cannot be dropped,
 //! reordered or cut off at the end unnoticed).
 //!
@@ -16,13 +16,11 @@
 
 use std::ops::Range;
 
-use aead::Key;
 use aead_stream::{NewStream, StreamBE32, StreamPrimitive};
+use aes_gcm::{Aes256Gcm, Key};
 use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::Zeroizing;
-
-use super::aes::Aes256Gcm;
 
 /// The first bytes of every encrypted object.
 pub(crate) const MAGIC: &[u8; 4] = b"SSE1";

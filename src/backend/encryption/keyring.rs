@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use aead::{AeadInOut, Key, KeyInit, Nonce};
+use aes_gcm::aead::AeadInOut;
+use aes_gcm::{Aes256Gcm, Key, KeyInit, Nonce};
 use argon2::{Algorithm, Argon2, Params, Version};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -14,7 +15,6 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::super::{BackendError, BackendExt, DynBackend, ObjectKey};
-use super::aes::Aes256Gcm;
 use crate::secret::Secret;
 
 /// Where the wrapped data key is stored, beside the repository's other objects.
@@ -220,7 +220,7 @@ async fn wrap(data: &[u8; 32], pass: &Secret) -> Result<Bytes, BackendError> {
     let kek = derive(pass, salt.clone(), params.clone()).await?;
     let mut buf = data.to_vec();
     Aes256Gcm::new(&Key::<Aes256Gcm>::from(*kek))
-        .encrypt_in_place(&Nonce::<Aes256Gcm>::from(nonce), WRAP_AAD, &mut buf)
+        .encrypt_in_place(&Nonce::from(nonce), WRAP_AAD, &mut buf)
         .map_err(|_| KeyError::Unusable("wrapping the data key failed".into()))?;
     let w = Wrapped {
         version: 1,
@@ -256,7 +256,7 @@ async fn unwrap(bytes: &[u8], pass: &Secret) -> Result<Zeroizing<[u8; 32]>, Back
     let mut buf = hex::decode(&w.wrapped_key).map_err(|_| damaged("wrapped key"))?;
     let kek = derive(pass, salt, params).await?;
     Aes256Gcm::new(&Key::<Aes256Gcm>::from(*kek))
-        .decrypt_in_place(&Nonce::<Aes256Gcm>::from(nonce), WRAP_AAD, &mut buf)
+        .decrypt_in_place(&Nonce::from(nonce), WRAP_AAD, &mut buf)
         .map_err(|_| BackendError::from(KeyError::Wrong))?;
     let data: [u8; 32] = buf
         .as_slice()

@@ -6,7 +6,6 @@
 //!
 //! Sizes reported by `stat` and `list` are content sizes, as without encryption.
 
-mod aes;
 mod format;
 pub(crate) mod keyring;
 mod reader;
