@@ -306,33 +306,7 @@ fn field_condition(f: pb::FieldCondition) -> Result<Condition, Status> {
     let r#match = f
         .r#match
         .and_then(|m| m.match_value)
-        .map(|m| match m {
-            MatchValue::Keyword(s) => Ok(Match::Value {
-                value: Value::String(s),
-            }),
-            MatchValue::Integer(i) => Ok(Match::Value {
-                value: Value::from(i),
-            }),
-            MatchValue::Boolean(b) => Ok(Match::Value {
-                value: Value::Bool(b),
-            }),
-            MatchValue::Text(t) | MatchValue::Substring(t) => Ok(Match::Text { text: t }),
-            MatchValue::Keywords(k) => Ok(Match::Any {
-                any: k.strings.into_iter().map(Value::String).collect(),
-            }),
-            MatchValue::Integers(k) => Ok(Match::Any {
-                any: k.integers.into_iter().map(Value::from).collect(),
-            }),
-            MatchValue::ExceptKeywords(k) => Ok(Match::Except {
-                except: k.strings.into_iter().map(Value::String).collect(),
-            }),
-            MatchValue::ExceptIntegers(k) => Ok(Match::Except {
-                except: k.integers.into_iter().map(Value::from).collect(),
-            }),
-            _ => Err(invalid(
-                "phrase, text-any and prefix matches are not supported by this service",
-            )),
-        })
+        .map(match_value)
         .transpose()?;
     let range = f.range.map(|r| Range {
         gt: r.gt,
@@ -345,6 +319,37 @@ fn field_condition(f: pb::FieldCondition) -> Result<Condition, Status> {
         r#match,
         range,
     }))
+}
+
+/// A gRPC match as the filter's match; the kinds this service does not evaluate are refused.
+fn match_value(m: MatchValue) -> Result<Match, Status> {
+    match m {
+        MatchValue::Keyword(s) => Ok(Match::Value {
+            value: Value::String(s),
+        }),
+        MatchValue::Integer(i) => Ok(Match::Value {
+            value: Value::from(i),
+        }),
+        MatchValue::Boolean(b) => Ok(Match::Value {
+            value: Value::Bool(b),
+        }),
+        MatchValue::Text(t) | MatchValue::Substring(t) => Ok(Match::Text { text: t }),
+        MatchValue::Keywords(k) => Ok(Match::Any {
+            any: k.strings.into_iter().map(Value::String).collect(),
+        }),
+        MatchValue::Integers(k) => Ok(Match::Any {
+            any: k.integers.into_iter().map(Value::from).collect(),
+        }),
+        MatchValue::ExceptKeywords(k) => Ok(Match::Except {
+            except: k.strings.into_iter().map(Value::String).collect(),
+        }),
+        MatchValue::ExceptIntegers(k) => Ok(Match::Except {
+            except: k.integers.into_iter().map(Value::from).collect(),
+        }),
+        _ => Err(invalid(
+            "phrase, text-any and prefix matches are not supported by this service",
+        )),
+    }
 }
 
 #[cfg(test)]
