@@ -159,6 +159,20 @@ pub(crate) struct RssSampler {
     pub(crate) handle: Option<std::thread::JoinHandle<()>>,
 }
 
+/// CPU seconds (user + system) that process `pid` has used so far; 0 when unreadable.
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
+    // Fields 14 and 15 of /proc/PID/stat, counted after the command's closing parenthesis.
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    // The kernel's USER_HZ, 100 on Linux for x86-64 and arm64.
+    ticks as f64 / 100.0
+}
+
 pub(crate) fn rss_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()

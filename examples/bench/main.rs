@@ -104,7 +104,8 @@ fn main() {
         incremental::incremental_s3(&c, &root, &s3, big_points, repeat, &mut results);
     }
     if only.is_empty() || only == "variants" {
-        variants::encryption_and_compression(&c, &root, &s3, repeat, &mut results);
+        let big_points = sizes.last().copied().unwrap_or(0);
+        variants::encryption_and_compression(&c, &root, &s3, big_points, repeat, &mut results);
     }
     if only.is_empty() {
         backup::backup_figures(&c, &root, &s3, repeat, &mut results);
