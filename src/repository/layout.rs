@@ -298,7 +298,14 @@ fn fetch(reader: PieceReader, plan: Vec<(Part, Range<u64>)>) -> ByteStream {
             async move {
                 let bytes = match part {
                     Part::Inline(b) => b,
-                    Part::Piece { hash, len, at } => reader.piece(&hash, len, at.as_ref()).await?,
+                    // A task per piece: the pieces fetched ahead are received, opened
+                    // (decrypted, decompressed) and hashed on every core at once, not in
+                    // turn on the one task that consumes the stream.
+                    Part::Piece { hash, len, at } => {
+                        tokio::spawn(async move { reader.piece(&hash, len, at.as_ref()).await })
+                            .await
+                            .map_err(std::io::Error::other)??
+                    }
                 };
                 Ok(bytes.slice(sub.start as usize..sub.end as usize))
             }
