@@ -55,39 +55,52 @@ pub(crate) fn encryption_and_compression(
             order.swap(0, 1);
         }
         for (name, extra) in order {
-            let prefix = format!("bench-{name}-{}", uuid::Uuid::new_v4().simple());
-            let mut env = s3.env(&prefix);
-            env.push((format!("{P}INCREMENTAL"), "true".into()));
-            env.extend(
-                extra
-                    .iter()
-                    .map(|(k, v)| (format!("{P}{k}"), v.to_string())),
-            );
-            let svc = Service::start(root, &env);
             let r = runs.entry(name).or_default();
-            let before = (cpu_seconds(svc.child.id()), cpu_seconds(server));
-            let (took, v) = timed_snapshot(c, &svc.url, "big");
-            r.create.push(took);
-            r.cpu.push((
-                cpu_seconds(svc.child.id()) - before.0,
-                cpu_seconds(server) - before.1,
-            ));
-            let snapshot = v["result"]["name"].as_str().unwrap().to_string();
-            logical = v["result"]["size"].as_u64().unwrap();
-            r.stored = s3.bytes_under(&prefix);
-            let t = Instant::now();
-            call(
-                c,
-                reqwest::Method::PUT,
-                &format!("{}/collections/big/snapshots/recover", svc.url),
-                Some(json!({ "location": snapshot }).to_string()),
-            );
-            r.recover.push(t.elapsed().as_secs_f64());
-            drop(svc);
-            s3.empty(&prefix);
+            logical = run_variant(c, root, s3, server, extra, r);
         }
     }
     report(&runs, logical, results);
+}
+
+/// One create into a fresh prefix and one recovery by name, with `extra` settings; adds
+/// to `r` and returns the snapshot's size.
+fn run_variant(
+    c: &reqwest::blocking::Client,
+    root: &Path,
+    s3: &S3,
+    server: u32,
+    extra: &[(&str, &str)],
+    r: &mut Runs,
+) -> u64 {
+    let prefix = format!("bench-variant-{}", uuid::Uuid::new_v4().simple());
+    let mut env = s3.env(&prefix);
+    env.push((format!("{P}INCREMENTAL"), "true".into()));
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| (format!("{P}{k}"), v.to_string())),
+    );
+    let svc = Service::start(root, &env);
+    let before = (cpu_seconds(svc.child.id()), cpu_seconds(server));
+    let (took, v) = timed_snapshot(c, &svc.url, "big");
+    r.create.push(took);
+    r.cpu.push((
+        cpu_seconds(svc.child.id()) - before.0,
+        cpu_seconds(server) - before.1,
+    ));
+    let snapshot = v["result"]["name"].as_str().unwrap().to_string();
+    r.stored = s3.bytes_under(&prefix);
+    let t = Instant::now();
+    call(
+        c,
+        reqwest::Method::PUT,
+        &format!("{}/collections/big/snapshots/recover", svc.url),
+        Some(json!({ "location": snapshot }).to_string()),
+    );
+    r.recover.push(t.elapsed().as_secs_f64());
+    drop(svc);
+    s3.empty(&prefix);
+    v["result"]["size"].as_u64().unwrap()
 }
 
 /// Recreates the big collection with `points` points whose vectors and payloads depend on
