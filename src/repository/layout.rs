@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio_tar::{Builder, EntryType, Header};
+use tokio_util::task::AbortOnDropHandle;
 
 use super::damage::{Damage, PieceDamage, Reason};
 use super::manifest::{Entry, Manifest};
@@ -300,11 +301,14 @@ fn fetch(reader: PieceReader, plan: Vec<(Part, Range<u64>)>) -> ByteStream {
                     Part::Inline(b) => b,
                     // A task per piece: the pieces fetched ahead are received, opened
                     // (decrypted, decompressed) and hashed on every core at once, not in
-                    // turn on the one task that consumes the stream.
+                    // turn on the one task that consumes the stream. A stream dropped
+                    // midway aborts them, as it would drop the reads themselves.
                     Part::Piece { hash, len, at } => {
-                        tokio::spawn(async move { reader.piece(&hash, len, at.as_ref()).await })
-                            .await
-                            .map_err(std::io::Error::other)??
+                        AbortOnDropHandle::new(tokio::spawn(async move {
+                            reader.piece(&hash, len, at.as_ref()).await
+                        }))
+                        .await
+                        .map_err(std::io::Error::other)??
                     }
                 };
                 Ok(bytes.slice(sub.start as usize..sub.end as usize))
