@@ -129,6 +129,34 @@ pub(crate) fn batch_body(start: u64, n: u64) -> String {
     json!({"batch": {"ids": ids, "vectors": vectors, "payloads": payloads}}).to_string()
 }
 
+/// Loads `points` points into collection `name` at `url` with two clients, 1,000 a request;
+/// `body(start, n)` is the request body for ids `start..start + n`.
+pub(crate) fn load_points(
+    url: &str,
+    name: &str,
+    points: u64,
+    body: impl Fn(u64, u64) -> String + Sync,
+) {
+    std::thread::scope(|scope| {
+        for w in 0..2u64 {
+            let body = &body;
+            scope.spawn(move || {
+                let c = http();
+                let mut start = w * 1000;
+                while start < points {
+                    call(
+                        &c,
+                        reqwest::Method::PUT,
+                        &format!("{url}/collections/{name}/points?wait=true"),
+                        Some(body(start, 1000.min(points - start))),
+                    );
+                    start += 2000;
+                }
+            });
+        }
+    });
+}
+
 pub(crate) fn create_collection(c: &reqwest::blocking::Client, url: &str, name: &str) {
     let _ = c.delete(format!("{url}/collections/{name}")).send();
     call(

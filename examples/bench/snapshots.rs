@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    batch_body, call, create_collection, http, io_write_bytes, median, mib, percentile, rss_bytes,
-    sh, timed_snapshot, walk_size, RssSampler, Service,
+    batch_body, call, create_collection, http, io_write_bytes, load_points, median, mib,
+    percentile, rss_bytes, sh, timed_snapshot, walk_size, RssSampler, Service,
 };
 use crate::s3::{plain_download, plain_upload, S3};
 use serde_json::{json, Value};
@@ -31,28 +31,7 @@ pub(crate) fn snapshot_figures(
     let _ = c.delete(format!("{}/collections/big", svc.url)).send();
     // ---- 2. Local snapshots ---------------------------------------------------------
     create_collection(c, &svc.url, "big");
-    let loaders: Vec<_> = (0..2u64)
-        .map(|w| {
-            let (url, n) = (svc.url.clone(), points);
-            std::thread::spawn(move || {
-                let c = http();
-                let mut start = w * 1000;
-                while start < n {
-                    let body = batch_body(start, 1000.min(n - start));
-                    call(
-                        &c,
-                        reqwest::Method::PUT,
-                        &format!("{url}/collections/big/points?wait=true"),
-                        Some(body),
-                    );
-                    start += 2000;
-                }
-            })
-        })
-        .collect();
-    for l in loaders {
-        l.join().unwrap();
-    }
+    load_points(&svc.url, "big", points, batch_body);
     let data_dir = root.join("storage/collections/big");
     let data_bytes: u64 = walk_size(&data_dir);
     println!(

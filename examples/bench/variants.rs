@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use crate::harness::{call, cpu_seconds, create_collection, http, median, timed_snapshot, Service};
+use crate::harness::{
+    call, cpu_seconds, create_collection, http, load_points, median, timed_snapshot, Service,
+};
 use crate::incremental::overwrite_body;
 use crate::s3::S3;
 use serde_json::{json, Value};
@@ -108,24 +110,8 @@ fn run_variant(
 fn refill(root: &Path, points: u64, salt: u64) {
     let svc = Service::start(root, &[]);
     create_collection(&http(), &svc.url, "big");
-    std::thread::scope(|scope| {
-        for w in 0..2u64 {
-            let url = &svc.url;
-            scope.spawn(move || {
-                let c = http();
-                let mut start = w * 1000;
-                while start < points {
-                    let ids: Vec<u64> = (start..(start + 1000).min(points)).collect();
-                    call(
-                        &c,
-                        reqwest::Method::PUT,
-                        &format!("{url}/collections/big/points?wait=true"),
-                        Some(overwrite_body(&ids, salt)),
-                    );
-                    start += 2000;
-                }
-            });
-        }
+    load_points(&svc.url, "big", points, |start, n| {
+        overwrite_body(&(start..start + n).collect::<Vec<_>>(), salt)
     });
     drop(svc);
     // The refill's writes reach the disk before the first create, not during it.
