@@ -694,7 +694,9 @@ async fn pull_from(
             ),
         }
     }
-    pull::pull_shard(server, c, s, session, created_at, progress.clone()).await
+    let previous = job.previous.as_ref().map(|p| &p.manifest);
+    let p = progress.clone();
+    pull::pull_shard(server, (c, s), session, previous, created_at, p).await
 }
 
 /// How a shard archive of a backup is named in errors.

@@ -57,16 +57,18 @@ pub(crate) async fn pull_changes(
     created_at: DateTime<Utc>,
     progress: Option<Progress>,
 ) -> Result<Pulled> {
-    let mut builder = session.builder(None, created_at);
+    // Qdrant builds the partial archive while the last backup's chunks are indexed.
+    let (resp, index) = tokio::join!(
+        server.partial_snapshot(collection, shard, &previous.qdrant),
+        session.chunk_index(&previous.manifest)
+    );
+    let mut builder = session.builder(None, created_at, index);
     if previous.manifest.piece_size != builder.piece_size() {
         return Err(Error::Upstream(format!(
             "the last backup of shard {shard} of `{collection}` is cut in other pieces"
         )));
     }
-    let resp = server
-        .partial_snapshot(collection, shard, &previous.qdrant)
-        .await
-        .map_err(Error::Upstream)?;
+    let resp = resp.map_err(Error::Upstream)?;
     let Some(resp) = resp else {
         return Ok(unchanged_since(previous));
     };
@@ -204,6 +206,7 @@ mod tests {
             dir: false,
             sparse: Vec::new(),
             linked: None,
+            tables: Vec::new(),
         }
     }
 

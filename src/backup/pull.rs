@@ -59,12 +59,13 @@ pub(crate) struct Streamed {
     pub segments: BTreeMap<String, Value>,
 }
 
-/// Streams shard `shard` of `collection` from `server` into pieces.
+/// Streams shard `shard` of `collection` from `server` into pieces; the chunks of
+/// `previous` (the last backup's archive of the shard) are not stored again.
 pub(crate) async fn pull_shard(
     server: &Server,
-    collection: &str,
-    shard: u32,
+    (collection, shard): (&str, u32),
     session: &BackupSession,
+    previous: Option<&Manifest>,
     created_at: DateTime<Utc>,
     progress: Option<Progress>,
 ) -> Result<Pulled> {
@@ -78,11 +79,15 @@ pub(crate) async fn pull_shard(
             None
         }
     };
-    let resp = server
-        .shard_snapshot(collection, shard)
-        .await
-        .map_err(Error::Upstream)?;
-    let mut builder = session.builder(None, created_at);
+    let index = async {
+        match previous {
+            Some(m) => session.chunk_index(m).await,
+            None => Default::default(),
+        }
+    };
+    let (resp, index) = tokio::join!(server.shard_snapshot(collection, shard), index);
+    let resp = resp.map_err(Error::Upstream)?;
+    let mut builder = session.builder(None, created_at, index);
     let source = (server, collection, shard);
     let place = lasting_at(Place::Now);
     let streamed = stream_archive(source, resp, &mut builder, place, progress).await?;

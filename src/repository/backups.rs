@@ -13,9 +13,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use futures::{FutureExt, StreamExt};
+
+use super::chunks::{self, Table};
 use super::damage::Inventory;
+use super::layout::PieceReader;
 use super::lease::Lease;
-use super::manifest::{InvalidManifest, Manifest, MAX_MANIFEST_SIZE};
+use super::manifest::{InvalidManifest, Manifest, TableRef, MAX_MANIFEST_SIZE};
 use super::writer::ManifestBuilder;
 use super::{pieces, Repository};
 use crate::backend::{BackendError, BackendExt, DynBackend, ObjectKey};
@@ -33,6 +37,8 @@ const VERSION: u32 = 1;
 /// change to a few points of a large file stores little (measured on Qdrant 1.19 shards:
 /// 1 MiB pieces per file held 3.1-3.7% new bytes after 1% of the points changed).
 pub(crate) const SHARD_PIECE_SIZE: u64 = 1 << 20;
+/// Chunk tables read at once to index an earlier backup's chunks.
+const TABLES_IN_FLIGHT: usize = 8;
 
 /// A stored backup: its record and its shards' manifests, keyed `{collection}/{shard}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -84,6 +90,44 @@ impl StoredBackup {
     }
 }
 
+/// The chunks of the files of `manifest`, read from their tables through `reader`; a table
+/// that cannot be read only means its chunks may be stored again.
+pub(crate) async fn index_of(reader: PieceReader, manifest: &Manifest) -> chunks::Index {
+    let tables: Vec<(TableRef, Arc<[String]>)> = manifest
+        .entries
+        .iter()
+        .filter(|e| !e.tables.is_empty())
+        .flat_map(|e| {
+            let packs: Arc<[String]> = Arc::from(e.pieces.as_slice());
+            e.tables
+                .iter()
+                .map(move |t| (t.clone(), Arc::clone(&packs)))
+        })
+        .collect();
+    let read: Vec<Result<Table, String>> = futures::stream::iter(tables)
+        .map(|(t, packs)| {
+            let reader = reader.clone();
+            async move {
+                let bytes = reader.table(&t.0).await.map_err(|e| e.to_string())?;
+                Table::parse(&bytes, t.1, &packs)
+            }
+            .boxed()
+        })
+        .buffer_unordered(TABLES_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut index = chunks::Index::new();
+    for table in read {
+        match table {
+            Ok(t) => chunks::index_table(&mut index, &t),
+            Err(e) => {
+                tracing::warn!(error = %e, "a chunk table of the last backup is unreadable; its chunks are stored again")
+            }
+        }
+    }
+    index
+}
+
 /// The directory of `source`'s backups.
 fn source_dir(source: &str) -> Result<ObjectKey, BackendError> {
     Ok(ObjectKey::new(format!("{BACKUPS_DIR}/{source}"))?)
@@ -130,19 +174,35 @@ pub struct BackupSession {
 }
 
 impl BackupSession {
-    /// A builder for one shard archive; pieces already stored are not uploaded again.
+    /// A builder for one shard archive, its files cut in content-defined chunks; pieces
+    /// already stored, and the chunks of `index`, are not uploaded again.
     pub(crate) fn builder(
         &self,
         progress: Option<Progress>,
         created_at: DateTime<Utc>,
+        index: chunks::Index,
     ) -> ManifestBuilder {
-        ManifestBuilder::new(
+        let mut b = ManifestBuilder::new(
             &self.backend,
             self.known.clone(),
             progress,
             created_at,
             SHARD_PIECE_SIZE,
-        )
+        );
+        b.chunk_with(index);
+        b
+    }
+
+    /// The chunks of the files of `manifest` (an earlier archive of the shard): see
+    /// [`index_of`].
+    pub(crate) async fn chunk_index(&self, manifest: &Manifest) -> chunks::Index {
+        let reader = PieceReader {
+            backend: Arc::clone(&self.backend),
+            damage: Arc::clone(&self.known.damage),
+            names: self.known.names.clone(),
+            label: "the last backup of this shard".to_string(),
+        };
+        index_of(reader, manifest).await
     }
 
     /// Whether piece `hash` was stored before this backup began.

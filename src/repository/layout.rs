@@ -6,10 +6,11 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tokio_tar::{Builder, EntryType, Header};
 use tokio_util::task::AbortOnDropHandle;
 
+use super::chunks::Table;
 use super::damage::{Damage, PieceDamage, Reason};
 use super::manifest::{Entry, Manifest};
 use super::{linked, pieces};
@@ -31,15 +32,20 @@ pub(crate) struct PieceReader {
 
 impl PieceReader {
     /// Piece `hash` of `len` bytes (a stored piece, or the bytes at `offset` of linked
-    /// file `root`), whole and checked; a missing or damaged piece is an error carrying
+    /// file `root`; any length for packs and chunk tables), whole and checked; a missing or damaged piece is an error carrying
     /// [`PieceDamage`] (naming the linked file for its bytes), and is recorded.
-    async fn piece(&self, hash: &str, len: u64, at: Option<&Linked>) -> std::io::Result<Bytes> {
-        let fetched = match at {
-            None => pieces::fetch(&self.backend, &self.names, hash).await,
-            Some(l) => self.linked_range(&l.root, l.offset..l.offset + len).await,
+    async fn piece(
+        &self,
+        hash: &str,
+        len: Option<u64>,
+        at: Option<&Linked>,
+    ) -> std::io::Result<Bytes> {
+        let fetched = match (at, len) {
+            (Some(l), Some(len)) => self.linked_range(&l.root, l.offset..l.offset + len).await,
+            _ => pieces::fetch(&self.backend, &self.names, hash).await,
         };
         let reason = match &fetched {
-            Ok(b) if b.len() as u64 == len && self.names.hash(b) == hash => None,
+            Ok(b) if len.is_none_or(|n| b.len() as u64 == n) && self.names.hash(b) == hash => None,
             Ok(_) | Err(BackendError::Unauthentic(_)) => Some(Reason::HashMismatch),
             Err(BackendError::NotFound(_)) => Some(Reason::Missing),
             Err(_) => None,
@@ -54,6 +60,17 @@ impl PieceReader {
             piece: damaged.to_string(),
             reason,
         }))
+    }
+
+    /// Stored piece `hash` (a chunk table), whole and checked.
+    pub(crate) async fn table(&self, hash: &str) -> Result<Bytes, BackendError> {
+        self.piece(hash, None, None)
+            .await
+            .map_err(|e| BackendError::Io {
+                action: "failed to read a chunk table",
+                path: hash.to_string(),
+                source: e,
+            })
     }
 
     /// Bytes `range` of linked file `root`, as stored (a file cut short gives fewer).
@@ -183,13 +200,26 @@ enum Part {
         len: u64,
         at: Option<Linked>,
     },
+    /// The bytes a chunk table lists (read when the stream reaches it): the table, the
+    /// bytes it covers and the packs its entry names.
+    Chunks {
+        table: String,
+        len: u64,
+        packs: Arc<[String]>,
+    },
+    /// Ranges of one pack, in order.
+    Run {
+        pack: String,
+        ranges: Vec<Range<u64>>,
+    },
 }
 
 impl Part {
     fn len(&self) -> u64 {
         match self {
             Part::Inline(b) => b.len() as u64,
-            Part::Piece { len, .. } => *len,
+            Part::Piece { len, .. } | Part::Chunks { len, .. } => *len,
+            Part::Run { ranges, .. } => ranges.iter().map(|r| r.end - r.start).sum(),
         }
     }
 }
@@ -212,6 +242,14 @@ async fn entry_parts(entries: &[Entry], mtime: u64, piece_size: u64) -> std::io:
         )));
         match &e.text {
             Some(t) => out.push(Part::Inline(Bytes::from(t.clone().into_bytes()))),
+            None if !e.tables.is_empty() => {
+                let packs: Arc<[String]> = Arc::from(e.pieces.as_slice());
+                out.extend(e.tables.iter().map(|t| Part::Chunks {
+                    table: t.0.clone(),
+                    len: t.1,
+                    packs: Arc::clone(&packs),
+                }));
+            }
             None => {
                 let mut left = e.stored_len();
                 let root: Option<Arc<str>> = e.linked.as_deref().map(Arc::from);
@@ -291,12 +329,21 @@ pub(crate) async fn read_entries(
 }
 
 /// The bytes `sub` of each part, pieces fetched a few at a time and checked whole (so that
-/// a range inside a piece is checked too).
+/// a range inside a piece is checked too); a chunk table is read when the stream reaches
+/// it and stands for the runs of packs it lists.
 fn fetch(reader: PieceReader, plan: Vec<(Part, Range<u64>)>) -> ByteStream {
+    let tables = reader.clone();
     futures::stream::iter(plan)
-        .map(move |(part, sub)| {
+        .then(move |(part, sub)| {
+            let reader = tables.clone();
+            async move { expand(&reader, part, sub).await }
+        })
+        .map_ok(|parts| futures::stream::iter(parts.into_iter().map(Ok)))
+        .try_flatten()
+        .map(move |planned: std::io::Result<(Part, Range<u64>)>| {
             let reader = reader.clone();
             async move {
+                let (part, sub) = planned?;
                 let bytes = match part {
                     Part::Inline(b) => b,
                     // A task per piece: the pieces fetched ahead are received, opened
@@ -305,10 +352,21 @@ fn fetch(reader: PieceReader, plan: Vec<(Part, Range<u64>)>) -> ByteStream {
                     // midway aborts them, as it would drop the reads themselves.
                     Part::Piece { hash, len, at } => {
                         AbortOnDropHandle::new(tokio::spawn(async move {
-                            reader.piece(&hash, len, at.as_ref()).await
+                            reader.piece(&hash, Some(len), at.as_ref()).await
                         }))
                         .await
                         .map_err(std::io::Error::other)??
+                    }
+                    Part::Run { pack, ranges } => {
+                        AbortOnDropHandle::new(tokio::spawn(async move {
+                            let whole = reader.piece(&pack, None, None).await?;
+                            cut_ranges(&pack, &whole, &ranges)
+                        }))
+                        .await
+                        .map_err(std::io::Error::other)??
+                    }
+                    Part::Chunks { .. } => {
+                        return Err(std::io::Error::other("a chunk table was not expanded"))
                     }
                 };
                 Ok(bytes.slice(sub.start as usize..sub.end as usize))
@@ -316,6 +374,52 @@ fn fetch(reader: PieceReader, plan: Vec<(Part, Range<u64>)>) -> ByteStream {
         })
         .buffered(FETCH_AHEAD)
         .boxed()
+}
+
+/// A part as the parts to fetch: itself, or for a chunk table, the runs of packs it lists
+/// that overlap `sub`, each with the sub-range of it that is wanted.
+async fn expand(
+    reader: &PieceReader,
+    part: Part,
+    sub: Range<u64>,
+) -> std::io::Result<Vec<(Part, Range<u64>)>> {
+    let Part::Chunks { table, len, packs } = part else {
+        return Ok(vec![(part, sub)]);
+    };
+    let bytes = reader.piece(&table, None, None).await?;
+    let t = Table::parse(&bytes, len, &packs).map_err(|e| {
+        std::io::Error::other(format!("{}: chunk table {table}: {e}", reader.label))
+    })?;
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for (pack, ranges) in t.runs() {
+        let run = Part::Run { pack, ranges };
+        let n = run.len();
+        let (start, end) = (sub.start.max(offset), sub.end.min(offset + n));
+        if start < end {
+            out.push((run, start - offset..end - offset));
+        }
+        offset += n;
+    }
+    Ok(out)
+}
+
+/// The bytes of `ranges` of pack `pack` (checked whole), one after the other.
+fn cut_ranges(pack: &str, whole: &Bytes, ranges: &[Range<u64>]) -> std::io::Result<Bytes> {
+    let inside = |r: &Range<u64>| r.end <= whole.len() as u64;
+    if !ranges.iter().all(inside) {
+        return Err(std::io::Error::other(format!(
+            "a chunk table points past the end of pack {pack}"
+        )));
+    }
+    if let [r] = ranges {
+        return Ok(whole.slice(r.start as usize..r.end as usize));
+    }
+    let mut out = Vec::with_capacity(ranges.iter().map(|r| (r.end - r.start) as usize).sum());
+    for r in ranges {
+        out.extend_from_slice(&whole[r.start as usize..r.end as usize]);
+    }
+    Ok(Bytes::from(out))
 }
 
 #[cfg(test)]

@@ -42,7 +42,16 @@ pub struct Entry {
     /// reads are checked against, not stored pieces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linked: Option<String>,
+    /// For a file cut in content-defined chunks (shard backups): its chunk tables, each
+    /// `[piece, bytes it covers]`, in order; `pieces` then are the packs they name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableRef>,
 }
+
+/// A chunk table of an entry: the piece holding it and how many of the entry's bytes it
+/// covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRef(pub String, pub u64);
 
 /// Most data regions a sparse entry may have: what fits in one GNU header.
 pub(crate) const MAX_SPARSE_REGIONS: usize = 4;
@@ -116,13 +125,24 @@ impl Manifest {
         for e in &m.entries {
             let ok = match &e.text {
                 _ if e.dir => {
-                    e.size == 0 && e.text.is_none() && e.pieces.is_empty() && e.linked.is_none()
+                    e.size == 0
+                        && e.text.is_none()
+                        && e.pieces.is_empty()
+                        && e.linked.is_none()
+                        && e.tables.is_empty()
                 }
                 Some(t) => {
                     t.len() as u64 == e.size
                         && e.pieces.is_empty()
+                        && e.tables.is_empty()
                         && e.sparse.is_empty()
                         && e.linked.is_none()
+                }
+                None if !e.tables.is_empty() => {
+                    e.linked.is_none()
+                        && e.tables.iter().map(|t| t.1).sum::<u64>() == e.stored_len()
+                        && e.tables.iter().all(|t| t.1 > 0 && is_hex_digest(&t.0))
+                        && e.pieces.iter().all(|p| is_hex_digest(p))
                 }
                 None if e.linked.is_some() => {
                     e.sparse.is_empty()
@@ -146,13 +166,16 @@ impl Manifest {
         Ok(m)
     }
 
-    /// Every stored piece the manifest refers to (with repeats); linked entries' piece
-    /// hashes are not stored pieces.
+    /// Every stored piece the manifest refers to (with repeats): pieces, packs and chunk
+    /// tables; linked entries' piece hashes are not stored pieces.
     pub fn pieces(&self) -> impl Iterator<Item = &str> {
         self.entries
             .iter()
             .filter(|e| e.linked.is_none())
-            .flat_map(|e| e.pieces.iter().map(String::as_str))
+            .flat_map(|e| {
+                let tables = e.tables.iter().map(|t| t.0.as_str());
+                e.pieces.iter().map(String::as_str).chain(tables)
+            })
     }
 
     /// The entries held by linked files.

@@ -10,6 +10,7 @@
 //! kind of plain tar. Documented in `docs/snapshot-format.md`.
 
 pub(crate) mod backups;
+pub(crate) mod chunks;
 pub(crate) mod collector;
 pub(crate) mod damage;
 pub(crate) mod hashing;

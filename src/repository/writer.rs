@@ -2,7 +2,7 @@
 //! into the tar's SHA-256; files are cut into pieces, each named by its BLAKE3, and only
 //! pieces the storage does not hold yet are uploaded. The manifest is the commit point.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
@@ -13,9 +13,10 @@ use futures::stream::FuturesUnordered;
 use futures::{future::BoxFuture, StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::chunks::{self, Chunk, Location, Table};
 use super::damage::{Damage, Inventory};
 use super::layout::{entry_header, padding, read_entries, Kind, PieceReader, END};
-use super::manifest::{Entry, Manifest, FORMAT, PIECE_SIZE, VERSION};
+use super::manifest::{Entry, Manifest, TableRef, FORMAT, PIECE_SIZE, VERSION};
 use super::pieces;
 use super::pieces::PieceNames;
 use crate::backend::{BackendError, DynBackend};
@@ -263,6 +264,9 @@ struct TarFeed {
     mtime: u64,
     piece_size: u64,
     zeros: Bytes,
+    /// When set, streamed files are cut in content-defined chunks, packed, and those of
+    /// this index (stored, sound) are not stored again (see [`super::chunks`]).
+    chunking: Option<chunks::Index>,
 }
 
 impl TarFeed {
@@ -295,6 +299,7 @@ impl TarFeed {
             dir: false,
             sparse: Vec::new(),
             linked,
+            tables: Vec::new(),
         };
         Ok((entry, crc))
     }
@@ -429,6 +434,7 @@ impl TarFeed {
         let mut at = 0;
         let mut stored = 0;
         let mut pieces = Vec::new();
+        let mut chunked = self.chunking.is_some().then(ChunkedFile::default);
         let mut text = None;
         // Inline only a regular file that fits one piece.
         let inline = inline && sparse.is_empty() && len <= self.piece_size;
@@ -442,7 +448,15 @@ impl TarFeed {
             .map_err(io_err)?;
             at = offset + region;
             stored += region;
-            text = self.region(reader, region, inline, &mut pieces).await?;
+            text = match &mut chunked {
+                Some(file) => self.chunked_region(reader, region, inline, file).await?,
+                None => self.region(reader, region, inline, &mut pieces).await?,
+            };
+        }
+        let mut tables = Vec::new();
+        if let Some(mut file) = chunked {
+            self.seal_table(&mut file).await?;
+            (pieces, tables) = (file.packs, file.tables);
         }
         self.pad(stored).await?;
         Ok(Entry {
@@ -453,6 +467,7 @@ impl TarFeed {
             dir: false,
             sparse,
             linked: None,
+            tables,
         })
     }
 }
@@ -488,6 +503,163 @@ impl TarFeed {
             pieces.push(hash);
         }
         Ok(None)
+    }
+}
+
+/// Bytes read from a stream at a time while chunking.
+const CHUNK_WINDOW: usize = 256 << 10;
+
+/// A streamed file being cut in chunks: its table being filled, the pack being filled, and
+/// what it has stored.
+#[derive(Debug, Default)]
+struct ChunkedFile {
+    /// The table being filled and the bytes it covers.
+    table: Table,
+    table_len: u64,
+    /// The open pack's bytes, its chunks by hash (`(offset, len)`), and which chunks of
+    /// `table` lie in it (their pack index is set when it is stored).
+    pack: Vec<u8>,
+    in_pack: HashMap<String, (u32, u32)>,
+    waiting: Vec<usize>,
+    /// The tables stored.
+    tables: Vec<TableRef>,
+    /// Every pack the file's tables name, once each.
+    packs: Vec<String>,
+}
+
+impl ChunkedFile {
+    /// The index of `pack` in the open table, added if new (to the file's list too).
+    fn pack_index(&mut self, pack: &str) -> u32 {
+        if !self.packs.iter().any(|p| p == pack) {
+            self.packs.push(pack.to_string());
+        }
+        match self.table.packs.iter().position(|p| p == pack) {
+            Some(i) => i as u32,
+            None => {
+                self.table.packs.push(pack.to_string());
+                (self.table.packs.len() - 1) as u32
+            }
+        }
+    }
+}
+
+impl TarFeed {
+    /// `len` bytes of a file from `reader`, cut in content-defined chunks (new ones
+    /// packed and stored); when `inline` and they are UTF-8, their text instead.
+    async fn chunked_region<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        len: u64,
+        inline: bool,
+        file: &mut ChunkedFile,
+    ) -> Result<Option<String>, BackendError> {
+        let mut cutter = chunks::Cutter::default();
+        let mut left = len;
+        while left > 0 {
+            let n = if inline {
+                left
+            } else {
+                left.min(CHUNK_WINDOW as u64)
+            };
+            let mut buf = vec![0u8; n as usize];
+            reader.read_exact(&mut buf).await.map_err(io_err)?;
+            left -= n;
+            let bytes = Bytes::from(buf);
+            self.bytes(bytes.clone()).await?;
+            if let Some(held) = &mut self.held {
+                held.push(bytes.clone());
+            }
+            if inline {
+                if let Ok(t) = std::str::from_utf8(&bytes) {
+                    return Ok(Some(t.to_string()));
+                }
+            }
+            cutter.push(&bytes);
+            for chunk in cutter.cut(left == 0) {
+                self.chunk(chunk, file).await?;
+            }
+        }
+        Ok(None)
+    }
+
+    /// One chunk: found stored (in the index or the open pack), or added to the open pack.
+    async fn chunk(&mut self, bytes: Vec<u8>, file: &mut ChunkedFile) -> Result<(), BackendError> {
+        let hash = self.uploads.names.hash(&bytes);
+        let len = bytes.len() as u32;
+        let stored = self
+            .chunking
+            .as_ref()
+            .and_then(|index| index.get(&hash))
+            .filter(|l| {
+                l.len == len
+                    && self.uploads.known.contains(&*l.pack)
+                    && !self.uploads.damage.contains(&l.pack)
+            });
+        if let Some(Location { pack, offset, .. }) = stored.cloned() {
+            let p = file.pack_index(&pack);
+            file.table.chunks.push(Chunk(p, offset, len, hash));
+        } else {
+            let offset = match file.in_pack.get(&hash) {
+                Some(&(offset, _)) => offset,
+                None => {
+                    if file.pack.len() + bytes.len() > self.piece_size as usize {
+                        self.seal_pack(file).await?;
+                    }
+                    let offset = file.pack.len() as u32;
+                    file.pack.extend_from_slice(&bytes);
+                    file.in_pack.insert(hash.clone(), (offset, len));
+                    offset
+                }
+            };
+            file.waiting.push(file.table.chunks.len());
+            file.table.chunks.push(Chunk(0, offset, len, hash));
+        }
+        file.table_len += u64::from(len);
+        if file.table.chunks.len() >= chunks::TABLE_CHUNKS {
+            self.seal_table(file).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores the open pack; its chunks join the index.
+    async fn seal_pack(&mut self, file: &mut ChunkedFile) -> Result<(), BackendError> {
+        if file.pack.is_empty() {
+            return Ok(());
+        }
+        let bytes = Bytes::from(std::mem::take(&mut file.pack));
+        let hash = self.uploads.names.hash(&bytes);
+        self.uploads.add(&hash, bytes).await?;
+        let p = file.pack_index(&hash);
+        let pack: Arc<str> = Arc::from(hash.as_str());
+        for i in std::mem::take(&mut file.waiting) {
+            let Chunk(index, offset, len, chunk) = &mut file.table.chunks[i];
+            *index = p;
+            if let Some(known) = &mut self.chunking {
+                let at = Location {
+                    pack: Arc::clone(&pack),
+                    offset: *offset,
+                    len: *len,
+                };
+                known.entry(chunk.clone()).or_insert(at);
+            }
+        }
+        file.in_pack.clear();
+        Ok(())
+    }
+
+    /// Stores the open pack, then the open table.
+    async fn seal_table(&mut self, file: &mut ChunkedFile) -> Result<(), BackendError> {
+        self.seal_pack(file).await?;
+        if file.table.chunks.is_empty() {
+            return Ok(());
+        }
+        let table = std::mem::take(&mut file.table);
+        let json = serde_json::to_vec(&table).map_err(|e| io_err(io::Error::other(e)))?;
+        let hash = self.uploads.names.hash(&json);
+        self.uploads.add(&hash, Bytes::from(json)).await?;
+        file.tables
+            .push(TableRef(hash, std::mem::take(&mut file.table_len)));
+        Ok(())
     }
 }
 
@@ -571,6 +743,7 @@ impl ManifestBuilder {
                 mtime: created_at.timestamp().max(0) as u64,
                 piece_size,
                 zeros: Bytes::from(vec![0u8; END]),
+                chunking: None,
             },
             entries: Vec::new(),
             crcs: Vec::new(),
@@ -700,6 +873,12 @@ impl ManifestBuilder {
         Ok(())
     }
 
+    /// Cuts the files added from readers in content-defined chunks from now on; chunks of
+    /// `index` whose packs are stored and sound are not stored again.
+    pub(crate) fn chunk_with(&mut self, index: chunks::Index) {
+        self.tar.chunking = Some(index);
+    }
+
     /// Bytes per piece of the files it cuts.
     pub(crate) fn piece_size(&self) -> u64 {
         self.tar.piece_size
@@ -715,6 +894,7 @@ impl ManifestBuilder {
             dir: true,
             sparse: Vec::new(),
             linked: None,
+            tables: Vec::new(),
         };
         if place == Place::Now {
             self.tar.feed.mark();
@@ -889,6 +1069,98 @@ mod tests {
             a.marks[..3],
             "the kept opening keeps its marks"
         );
+    }
+
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    async fn add_bytes(b: &mut ManifestBuilder, path: &str, bytes: &[u8], place: Place) {
+        let f = StreamedFile {
+            path: path.into(),
+            len: bytes.len() as u64,
+            inline: false,
+            sparse: Vec::new(),
+        };
+        b.add_reader(f, &mut &bytes[..], place).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn chunked_files_store_only_the_chunks_that_moved_bytes_made_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: DynBackend = Arc::new(LocalBackend::new(dir.path()).unwrap());
+        let reader = PieceReader {
+            backend: Arc::clone(&backend),
+            damage: Damage::new(Arc::clone(&backend)),
+            names: PieceNames::Plain,
+            label: "test".into(),
+        };
+        let piece = 1 << 20;
+        let old = noise(3 << 20, 5);
+        let mut a = ManifestBuilder::new(
+            &backend,
+            Inventory::nothing(&backend),
+            None,
+            Utc::now(),
+            piece,
+        );
+        a.chunk_with(chunks::Index::new());
+        add_bytes(&mut a, "matrix.dat", &old, Place::Now).await;
+        add_bytes(&mut a, "late.dat", &old[..100_000], Place::Late).await;
+        let a = a.finish(None).await.unwrap();
+        let m = &a.manifest;
+        Manifest::parse(&serde_json::to_vec(m).unwrap()).unwrap();
+        assert!(!m.entries[0].tables.is_empty() && !m.entries[0].pieces.is_empty());
+        let bytes = tar(&backend, m).await;
+        assert_eq!(hex::encode(Sha256::digest(&bytes)), m.sha256);
+        assert_eq!(&bytes[512..512 + old.len()], &old[..]);
+        // A range inside the chunked file is read through its tables.
+        let range = 1_000_000..1_300_000;
+        let s = layout::read(reader.clone(), Arc::new(m.clone()), Some(range.clone()))
+            .await
+            .unwrap();
+        let part: Vec<Bytes> = s.try_collect().await.unwrap();
+        assert_eq!(
+            part.concat(),
+            &bytes[range.start as usize..range.end as usize]
+        );
+
+        // Points removed here and added there: most chunks are found where they were.
+        let mut new = old.clone();
+        new.drain(1_500_000..1_503_072);
+        new.splice(2_500_000..2_500_000, noise(3072, 9));
+        let index = super::super::backups::index_of(reader, m).await;
+        assert!(index.len() > 100, "{} chunks indexed", index.len());
+        let known = Inventory::take(
+            &backend,
+            &Damage::new(Arc::clone(&backend)),
+            false,
+            PieceNames::Plain,
+            false,
+        )
+        .await
+        .unwrap();
+        let mut b = ManifestBuilder::new(&backend, known, None, Utc::now(), piece);
+        b.chunk_with(index);
+        add_bytes(&mut b, "matrix.dat", &new, Place::Now).await;
+        let b = b.finish(None).await.unwrap();
+        let n = &b.manifest;
+        assert!(
+            b.uploaded_bytes < 300_000,
+            "{} bytes stored for a 3 MiB file with two small changes",
+            b.uploaded_bytes
+        );
+        let bytes = tar(&backend, n).await;
+        assert_eq!(hex::encode(Sha256::digest(&bytes)), n.sha256);
+        assert_eq!(&bytes[512..512 + new.len()], &new[..]);
     }
 
     #[tokio::test]
