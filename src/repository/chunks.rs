@@ -1,7 +1,7 @@
 //! Content-defined chunks of shard backups' files. Qdrant's optimizer rewrites a segment as
 //! a new file that keeps most of the old bytes in order but shifted, which no fixed cut
 //! finds again; FastCDC cuts where the bytes say, so the same runs of bytes give the same
-//! chunks wherever they moved. Chunks are small (16 KiB on average), so new ones are
+//! chunks wherever they moved. Chunks are small (8 KiB on average), so new ones are
 //! packed, in order, into pieces of about a piece's size ("packs"), and each file lists its
 //! chunks in chunk tables, themselves stored as pieces: a backup object stays small, a
 //! bucket request carries a pack, and everything stored is still a content-addressed piece
@@ -10,18 +10,20 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::hashing::is_hex_digest;
 
 /// Smallest chunk (but a file's last).
-pub(crate) const MIN: usize = 4 << 10;
-/// Average chunk: the measurements on Qdrant's vector files after the optimizer
-/// merged segments found 29% of 16 KiB chunks new, against ~100% of 1 MiB ones.
-pub(crate) const AVG: usize = 16 << 10;
+pub(crate) const MIN: usize = 2 << 10;
+/// Average chunk. A backup right after Qdrant's optimizer merged segments (100,000 × 768,
+/// 4% of the points changed) stored 36.5% of the shards' size with 8 KiB chunks, 51.6% with
+/// 16 KiB ones and ~100% with 1 MiB pieces (`BENCHMARKS.md`).
+pub(crate) const AVG: usize = 8 << 10;
 /// Largest chunk.
-pub(crate) const MAX: usize = 64 << 10;
-/// Chunks per table: bounds a table to well under a megabyte (about 128 MiB of a file).
+pub(crate) const MAX: usize = 32 << 10;
+/// Chunks per table: bounds a table to well under a megabyte (about 64 MiB of a file).
 pub(crate) const TABLE_CHUNKS: usize = 8192;
 
 /// One chunk of a table: `[pack index, offset in the pack, length, hash]`, the hash named
@@ -44,8 +46,9 @@ impl Table {
     pub(crate) fn parse(bytes: &[u8], len: u64, allowed: &[String]) -> Result<Table, String> {
         let t: Table = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         let covered: u64 = t.chunks.iter().map(|c| u64::from(c.2)).sum();
+        let allowed: std::collections::HashSet<&str> = allowed.iter().map(String::as_str).collect();
         let sound = covered == len
-            && t.packs.iter().all(|p| allowed.contains(p))
+            && t.packs.iter().all(|p| allowed.contains(p.as_str()))
             && t.chunks.iter().all(|Chunk(pack, _, len, hash)| {
                 (*pack as usize) < t.packs.len() && *len > 0 && is_hex_digest(hash)
             });
@@ -87,15 +90,24 @@ pub(crate) struct Location {
     pub len: u32,
 }
 
-/// Chunks already stored, by hash: those of an earlier backup of the same shard, and those
-/// this backup stored.
-pub(crate) type Index = HashMap<String, Location>;
+/// Chunks already stored, by hash (raw, not hex: an index holds a shard's every chunk, about
+/// 60 bytes each): those of an earlier backup of the same shard, and those this backup
+/// stored.
+pub(crate) type Index = HashMap<[u8; 32], Location>;
+
+/// The index key of the chunk named `hash` (hex); `None` if it is not a digest.
+pub(crate) fn key(hash: &str) -> Option<[u8; 32]> {
+    let mut k = [0u8; 32];
+    hex::decode_to_slice(hash, &mut k).ok()?;
+    Some(k)
+}
 
 /// Adds the chunks of `table` to `index`.
 pub(crate) fn index_table(index: &mut Index, table: &Table) {
     let packs: Vec<Arc<str>> = table.packs.iter().map(|p| Arc::from(p.as_str())).collect();
     for Chunk(pack, offset, len, hash) in &table.chunks {
-        index.entry(hash.clone()).or_insert_with(|| Location {
+        let Some(k) = key(hash) else { continue };
+        index.entry(k).or_insert_with(|| Location {
             pack: Arc::clone(&packs[*pack as usize]),
             offset: *offset,
             len: *len,
@@ -108,7 +120,7 @@ pub(crate) fn index_table(index: &mut Index, table: &Table) {
 /// are the same as those of the whole stream at once.
 #[derive(Debug, Default)]
 pub(crate) struct Cutter {
-    buf: Vec<u8>,
+    buf: BytesMut,
 }
 
 impl Cutter {
@@ -118,17 +130,14 @@ impl Cutter {
     }
 
     /// The chunks that can be cut now (all of them when `end`), in order.
-    pub(crate) fn cut(&mut self, end: bool) -> Vec<Vec<u8>> {
-        let mut cuts = Vec::new();
-        let mut at = 0;
-        while at < self.buf.len() && (end || self.buf.len() - at >= MAX) {
+    pub(crate) fn cut(&mut self, end: bool) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        while !self.buf.is_empty() && (end || self.buf.len() >= MAX) {
             let cdc = fastcdc::v2020::FastCDC::new(&self.buf, MIN, AVG, MAX);
-            let (_, next) = cdc.cut(at, self.buf.len() - at);
-            cuts.push(at..next.max(at + 1).min(self.buf.len()));
-            at = next.max(at + 1).min(self.buf.len());
+            let (_, next) = cdc.cut(0, self.buf.len());
+            let n = next.clamp(1, self.buf.len());
+            out.push(self.buf.split_to(n).freeze());
         }
-        let out = cuts.into_iter().map(|r| self.buf[r].to_vec()).collect();
-        self.buf.drain(..at);
         out
     }
 
@@ -160,9 +169,9 @@ mod tests {
         let mut out = Vec::new();
         for part in data.chunks(step) {
             c.push(part);
-            out.extend(c.cut(false));
+            out.extend(c.cut(false).iter().map(|b| b.to_vec()));
         }
-        out.extend(c.cut(true));
+        out.extend(c.cut(true).iter().map(|b| b.to_vec()));
         assert_eq!(c.pending(), 0);
         out
     }

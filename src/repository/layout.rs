@@ -2,11 +2,13 @@
 //! bytes made from the manifest alone, text entries inline, file bytes as pieces. Reading
 //! any byte range fetches only the pieces it overlaps, a few at a time.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio_tar::{Builder, EntryType, Header};
 use tokio_util::task::AbortOnDropHandle;
 
@@ -207,11 +209,10 @@ enum Part {
         len: u64,
         packs: Arc<[String]>,
     },
-    /// Ranges of one pack, in order.
-    Run {
-        pack: String,
-        ranges: Vec<Range<u64>>,
-    },
+    /// Ranges of packs, in order: up to [`RUN_BYTES`] of a table's bytes, so that the
+    /// parts fetched ahead hold as many bytes as pieces would, however finely a rewritten
+    /// file's chunks alternate between packs.
+    Run(Vec<(String, Range<u64>)>),
 }
 
 impl Part {
@@ -219,7 +220,7 @@ impl Part {
         match self {
             Part::Inline(b) => b.len() as u64,
             Part::Piece { len, .. } | Part::Chunks { len, .. } => *len,
-            Part::Run { ranges, .. } => ranges.iter().map(|r| r.end - r.start).sum(),
+            Part::Run(ranges) => ranges.iter().map(|(_, r)| r.end - r.start).sum(),
         }
     }
 }
@@ -328,11 +329,58 @@ pub(crate) async fn read_entries(
     Ok((fetch(reader, plan), lens))
 }
 
+/// Packs this many recently fetched by one stream are kept: a rewritten file's chunk
+/// tables alternate between a few packs (its surviving chunks in the old ones, its new
+/// chunks in new ones), so each pack is fetched once and cut many times (16 MiB at most).
+const PACKS_KEPT: usize = 16;
+
+/// A pack being fetched or fetched, shared by the parts that cut it.
+type SharedPack = Shared<BoxFuture<'static, Result<Bytes, Arc<std::io::Error>>>>;
+
+/// The packs one stream fetched last, newest at the back.
+#[derive(Clone, Default)]
+struct Packs(Arc<std::sync::Mutex<VecDeque<(String, SharedPack)>>>);
+
+impl Packs {
+    /// Pack `pack`, whole and checked: fetched once (on a task of its own) while kept.
+    async fn get(&self, reader: &PieceReader, pack: &str) -> std::io::Result<Bytes> {
+        let shared = {
+            let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            match kept.iter().find(|(p, _)| p == pack) {
+                Some((_, f)) => f.clone(),
+                None => {
+                    let (reader, hash) = (reader.clone(), pack.to_string());
+                    let f = async move {
+                        let task = tokio::spawn(async move { reader.piece(&hash, None, None).await });
+                        AbortOnDropHandle::new(task)
+                            .await
+                            .map_err(std::io::Error::other)
+                            .and_then(|r| r)
+                            .map_err(Arc::new)
+                    }
+                    .boxed()
+                    .shared();
+                    kept.push_back((pack.to_string(), f.clone()));
+                    if kept.len() > PACKS_KEPT {
+                        kept.pop_front();
+                    }
+                    f
+                }
+            }
+        };
+        shared.await.map_err(|e| match super::damage::find(&*e) {
+            Some(d) => std::io::Error::other(d.clone()),
+            None => std::io::Error::other(e.to_string()),
+        })
+    }
+}
+
 /// The bytes `sub` of each part, pieces fetched a few at a time and checked whole (so that
 /// a range inside a piece is checked too); a chunk table is read when the stream reaches
 /// it and stands for the runs of packs it lists.
 fn fetch(reader: PieceReader, plan: Vec<(Part, Range<u64>)>) -> ByteStream {
     let tables = reader.clone();
+    let packs = Packs::default();
     futures::stream::iter(plan)
         .then(move |(part, sub)| {
             let reader = tables.clone();
@@ -341,7 +389,7 @@ fn fetch(reader: PieceReader, plan: Vec<(Part, Range<u64>)>) -> ByteStream {
         .map_ok(|parts| futures::stream::iter(parts.into_iter().map(Ok)))
         .try_flatten()
         .map(move |planned: std::io::Result<(Part, Range<u64>)>| {
-            let reader = reader.clone();
+            let (reader, packs) = (reader.clone(), packs.clone());
             async move {
                 let (part, sub) = planned?;
                 let bytes = match part {
@@ -357,14 +405,7 @@ fn fetch(reader: PieceReader, plan: Vec<(Part, Range<u64>)>) -> ByteStream {
                         .await
                         .map_err(std::io::Error::other)??
                     }
-                    Part::Run { pack, ranges } => {
-                        AbortOnDropHandle::new(tokio::spawn(async move {
-                            let whole = reader.piece(&pack, None, None).await?;
-                            cut_ranges(&pack, &whole, &ranges)
-                        }))
-                        .await
-                        .map_err(std::io::Error::other)??
-                    }
+                    Part::Run(ranges) => run(&reader, &packs, &ranges).await?,
                     Part::Chunks { .. } => {
                         return Err(std::io::Error::other("a chunk table was not expanded"))
                     }
@@ -392,8 +433,7 @@ async fn expand(
     })?;
     let mut out = Vec::new();
     let mut offset = 0;
-    for (pack, ranges) in t.runs() {
-        let run = Part::Run { pack, ranges };
+    for run in group_runs(t.runs()) {
         let n = run.len();
         let (start, end) = (sub.start.max(offset), sub.end.min(offset + n));
         if start < end {
@@ -402,6 +442,54 @@ async fn expand(
         offset += n;
     }
     Ok(out)
+}
+
+/// Bytes of a table in one part (see [`Part::Run`]).
+const RUN_BYTES: u64 = 1 << 20;
+
+/// A table's runs of packs as parts of about [`RUN_BYTES`] each.
+fn group_runs(runs: Vec<(String, Vec<Range<u64>>)>) -> Vec<Part> {
+    let mut out = Vec::new();
+    let (mut part, mut bytes) = (Vec::new(), 0);
+    for (pack, ranges) in runs {
+        for r in ranges {
+            bytes += r.end - r.start;
+            part.push((pack.clone(), r));
+            if bytes >= RUN_BYTES {
+                out.push(Part::Run(std::mem::take(&mut part)));
+                bytes = 0;
+            }
+        }
+    }
+    if !part.is_empty() {
+        out.push(Part::Run(part));
+    }
+    out
+}
+
+/// The bytes of `ranges`, their packs fetched at once (through the stream's `packs`) and
+/// each checked whole before it is cut.
+async fn run(
+    reader: &PieceReader,
+    packs: &Packs,
+    ranges: &[(String, Range<u64>)],
+) -> std::io::Result<Bytes> {
+    let mut names: Vec<&str> = ranges.iter().map(|(p, _)| p.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let wholes = futures::future::try_join_all(names.iter().map(|p| packs.get(reader, p))).await?;
+    let whole = |pack: &str| {
+        let i = names.iter().position(|p| *p == pack).unwrap_or(0);
+        &wholes[i]
+    };
+    if let [(pack, r)] = ranges {
+        return cut_ranges(pack, whole(pack), std::slice::from_ref(r));
+    }
+    let mut out = Vec::with_capacity(ranges.iter().map(|(_, r)| (r.end - r.start) as usize).sum());
+    for (pack, r) in ranges {
+        out.extend_from_slice(&cut_ranges(pack, whole(pack), std::slice::from_ref(r))?);
+    }
+    Ok(Bytes::from(out))
 }
 
 /// The bytes of `ranges` of pack `pack` (checked whole), one after the other.

@@ -509,6 +509,9 @@ impl TarFeed {
 /// Bytes read from a stream at a time while chunking.
 const CHUNK_WINDOW: usize = 256 << 10;
 
+/// A cutter handed back with the chunks it cut and their hashes.
+type Cut = (chunks::Cutter, Vec<(Bytes, String)>);
+
 /// A streamed file being cut in chunks: its table being filled, the pack being filled, and
 /// what it has stored.
 #[derive(Debug, Default)]
@@ -521,31 +524,35 @@ struct ChunkedFile {
     pack: Vec<u8>,
     in_pack: HashMap<String, (u32, u32)>,
     waiting: Vec<usize>,
+    /// The open table's packs, by name.
+    table_packs: HashMap<String, u32>,
     /// The tables stored.
     tables: Vec<TableRef>,
-    /// Every pack the file's tables name, once each.
+    /// Every pack the file's tables name, once each, and the same as a set.
     packs: Vec<String>,
+    named: HashSet<String>,
 }
 
 impl ChunkedFile {
     /// The index of `pack` in the open table, added if new (to the file's list too).
     fn pack_index(&mut self, pack: &str) -> u32 {
-        if !self.packs.iter().any(|p| p == pack) {
+        if self.named.insert(pack.to_string()) {
             self.packs.push(pack.to_string());
         }
-        match self.table.packs.iter().position(|p| p == pack) {
-            Some(i) => i as u32,
-            None => {
-                self.table.packs.push(pack.to_string());
-                (self.table.packs.len() - 1) as u32
-            }
+        if let Some(&i) = self.table_packs.get(pack) {
+            return i;
         }
+        self.table.packs.push(pack.to_string());
+        let i = (self.table.packs.len() - 1) as u32;
+        self.table_packs.insert(pack.to_string(), i);
+        i
     }
 }
 
 impl TarFeed {
     /// `len` bytes of a file from `reader`, cut in content-defined chunks (new ones
-    /// packed and stored); when `inline` and they are UTF-8, their text instead.
+    /// packed and stored); when `inline` and they are UTF-8, their text instead. Each
+    /// window is cut and its chunks hashed on a blocking thread while the next one is read.
     async fn chunked_region<R: AsyncRead + Unpin>(
         &mut self,
         reader: &mut R,
@@ -554,13 +561,10 @@ impl TarFeed {
         file: &mut ChunkedFile,
     ) -> Result<Option<String>, BackendError> {
         let mut cutter = chunks::Cutter::default();
+        let mut cutting: Option<tokio::task::JoinHandle<Cut>> = None;
         let mut left = len;
         while left > 0 {
-            let n = if inline {
-                left
-            } else {
-                left.min(CHUNK_WINDOW as u64)
-            };
+            let n = if inline { left } else { left.min(CHUNK_WINDOW as u64) };
             let mut buf = vec![0u8; n as usize];
             reader.read_exact(&mut buf).await.map_err(io_err)?;
             left -= n;
@@ -574,22 +578,54 @@ impl TarFeed {
                     return Ok(Some(t.to_string()));
                 }
             }
-            cutter.push(&bytes);
-            for chunk in cutter.cut(left == 0) {
-                self.chunk(chunk, file).await?;
+            if let Some(task) = cutting.take() {
+                let (back, cut) = task.await.map_err(|e| io_err(io::Error::other(e)))?;
+                cutter = back;
+                self.chunks(cut, file).await?;
             }
+            let (names, end) = (self.uploads.names.clone(), left == 0);
+            let mut c = std::mem::take(&mut cutter);
+            cutting = Some(tokio::task::spawn_blocking(move || {
+                c.push(&bytes);
+                let cut = c.cut(end).into_iter().map(|b| {
+                    let hash = names.hash(&b);
+                    (b, hash)
+                });
+                let cut = cut.collect();
+                (c, cut)
+            }));
+        }
+        if let Some(task) = cutting {
+            let (_, cut) = task.await.map_err(|e| io_err(io::Error::other(e)))?;
+            self.chunks(cut, file).await?;
         }
         Ok(None)
     }
 
+    /// Chunks cut and hashed, in order.
+    async fn chunks(
+        &mut self,
+        cut: Vec<(Bytes, String)>,
+        file: &mut ChunkedFile,
+    ) -> Result<(), BackendError> {
+        for (bytes, hash) in cut {
+            self.chunk(bytes, hash, file).await?;
+        }
+        Ok(())
+    }
+
     /// One chunk: found stored (in the index or the open pack), or added to the open pack.
-    async fn chunk(&mut self, bytes: Vec<u8>, file: &mut ChunkedFile) -> Result<(), BackendError> {
-        let hash = self.uploads.names.hash(&bytes);
+    async fn chunk(
+        &mut self,
+        bytes: Bytes,
+        hash: String,
+        file: &mut ChunkedFile,
+    ) -> Result<(), BackendError> {
         let len = bytes.len() as u32;
-        let stored = self
-            .chunking
-            .as_ref()
-            .and_then(|index| index.get(&hash))
+        let (index, k) = (self.chunking.as_ref(), chunks::key(&hash));
+        let stored = index
+            .zip(k)
+            .and_then(|(index, k)| index.get(&k))
             .filter(|l| {
                 l.len == len
                     && self.uploads.known.contains(&*l.pack)
@@ -634,13 +670,13 @@ impl TarFeed {
         for i in std::mem::take(&mut file.waiting) {
             let Chunk(index, offset, len, chunk) = &mut file.table.chunks[i];
             *index = p;
-            if let Some(known) = &mut self.chunking {
+            if let (Some(known), Some(k)) = (&mut self.chunking, chunks::key(chunk)) {
                 let at = Location {
                     pack: Arc::clone(&pack),
                     offset: *offset,
                     len: *len,
                 };
-                known.entry(chunk.clone()).or_insert(at);
+                known.entry(k).or_insert(at);
             }
         }
         file.in_pack.clear();
@@ -654,6 +690,7 @@ impl TarFeed {
             return Ok(());
         }
         let table = std::mem::take(&mut file.table);
+        file.table_packs.clear();
         let json = serde_json::to_vec(&table).map_err(|e| io_err(io::Error::other(e)))?;
         let hash = self.uploads.names.hash(&json);
         self.uploads.add(&hash, Bytes::from(json)).await?;
@@ -997,15 +1034,18 @@ mod tests {
         b.add_reader(f, &mut bytes.as_slice(), place).await.unwrap();
     }
 
-    /// The tar a manifest stands for, read back from storage.
-    async fn tar(backend: &DynBackend, m: &Manifest) -> Vec<u8> {
-        let reader = PieceReader {
+    fn reader_of(backend: &DynBackend) -> PieceReader {
+        PieceReader {
             backend: Arc::clone(backend),
             damage: Damage::new(Arc::clone(backend)),
             names: PieceNames::Plain,
             label: "test".into(),
-        };
-        let s = layout::read(reader, Arc::new(m.clone()), None)
+        }
+    }
+
+    /// The tar a manifest stands for, read back from storage.
+    async fn tar(backend: &DynBackend, m: &Manifest) -> Vec<u8> {
+        let s = layout::read(reader_of(backend), Arc::new(m.clone()), None)
             .await
             .unwrap();
         let chunks: Vec<Bytes> = s.try_collect().await.unwrap();
@@ -1097,12 +1137,7 @@ mod tests {
     async fn chunked_files_store_only_the_chunks_that_moved_bytes_made_new() {
         let dir = tempfile::tempdir().unwrap();
         let backend: DynBackend = Arc::new(LocalBackend::new(dir.path()).unwrap());
-        let reader = PieceReader {
-            backend: Arc::clone(&backend),
-            damage: Damage::new(Arc::clone(&backend)),
-            names: PieceNames::Plain,
-            label: "test".into(),
-        };
+        let reader = reader_of(&backend);
         let piece = 1 << 20;
         let old = noise(3 << 20, 5);
         let mut a = ManifestBuilder::new(
@@ -1161,6 +1196,19 @@ mod tests {
         let bytes = tar(&backend, n).await;
         assert_eq!(hex::encode(Sha256::digest(&bytes)), n.sha256);
         assert_eq!(&bytes[512..512 + new.len()], &new[..]);
+
+        // A flipped byte in a pack ends the read with the damage named.
+        let pack = &n.entries[0].pieces[0];
+        let path = dir.path().join(pieces::PIECES_DIR).join(pack);
+        let mut stored = std::fs::read(&path).unwrap();
+        stored[100] ^= 1;
+        std::fs::write(&path, stored).unwrap();
+        let s = layout::read(reader_of(&backend), Arc::new(n.clone()), None)
+            .await
+            .unwrap();
+        let e = s.try_collect::<Vec<Bytes>>().await.unwrap_err();
+        let damage = super::super::damage::find(&e).expect("the damage is named");
+        assert_eq!(&damage.piece, pack);
     }
 
     #[tokio::test]
