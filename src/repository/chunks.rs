@@ -149,10 +149,11 @@ impl Cutter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
+    /// `n` bytes of xorshift noise from `seed`.
+    pub(crate) fn noise(n: usize, seed: u64) -> Vec<u8> {
         let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..n)
             .map(|_| {

@@ -351,7 +351,8 @@ impl Packs {
                 None => {
                     let (reader, hash) = (reader.clone(), pack.to_string());
                     let f = async move {
-                        let task = tokio::spawn(async move { reader.piece(&hash, None, None).await });
+                        let task =
+                            tokio::spawn(async move { reader.piece(&hash, None, None).await });
                         AbortOnDropHandle::new(task)
                             .await
                             .map_err(std::io::Error::other)

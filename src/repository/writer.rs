@@ -420,17 +420,11 @@ impl TarFeed {
             inline,
             sparse,
         } = file;
-        let kind = if sparse.is_empty() {
-            Kind::File
-        } else {
-            Kind::Sparse(&sparse)
+        let (kind, regions) = match sparse.as_slice() {
+            [] => (Kind::File, vec![[0, len]]),
+            map => (Kind::Sparse(map), map.to_vec()),
         };
         self.header(&path, len, kind).await?;
-        let regions = if sparse.is_empty() {
-            vec![[0, len]]
-        } else {
-            sparse.clone()
-        };
         let mut at = 0;
         let mut stored = 0;
         let mut pieces = Vec::new();
@@ -472,7 +466,29 @@ impl TarFeed {
     }
 }
 
+/// The text of `bytes`, if they are UTF-8.
+fn utf8(bytes: &[u8]) -> Option<String> {
+    std::str::from_utf8(bytes).ok().map(str::to_string)
+}
+
 impl TarFeed {
+    /// The next `n` bytes of a file from `reader`, hashed into the tar (and held, while
+    /// a deferred entry is held in memory).
+    async fn window<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        n: u64,
+    ) -> Result<Bytes, BackendError> {
+        let mut buf = vec![0u8; n as usize];
+        reader.read_exact(&mut buf).await.map_err(io_err)?;
+        let bytes = Bytes::from(buf);
+        self.bytes(bytes.clone()).await?;
+        if let Some(held) = &mut self.held {
+            held.push(bytes.clone());
+        }
+        Ok(bytes)
+    }
+
     /// `len` bytes of a file from `reader`, cut in pieces (their hashes pushed on
     /// `pieces`, new ones uploaded); when `inline` and they are UTF-8, their text instead.
     async fn region<R: AsyncRead + Unpin>(
@@ -485,18 +501,10 @@ impl TarFeed {
         let mut left = len;
         while left > 0 {
             let n = self.piece_size.min(left);
-            let mut buf = vec![0u8; n as usize];
-            reader.read_exact(&mut buf).await.map_err(io_err)?;
             left -= n;
-            let bytes = Bytes::from(buf);
-            self.bytes(bytes.clone()).await?;
-            if let Some(held) = &mut self.held {
-                held.push(bytes.clone());
-            }
-            if inline {
-                if let Ok(t) = std::str::from_utf8(&bytes) {
-                    return Ok(Some(t.to_string()));
-                }
+            let bytes = self.window(reader, n).await?;
+            if let Some(text) = inline.then(|| utf8(&bytes)).flatten() {
+                return Ok(Some(text));
             }
             let hash = self.uploads.names.hash(&bytes);
             self.uploads.add(&hash, bytes).await?;
@@ -564,19 +572,15 @@ impl TarFeed {
         let mut cutting: Option<tokio::task::JoinHandle<Cut>> = None;
         let mut left = len;
         while left > 0 {
-            let n = if inline { left } else { left.min(CHUNK_WINDOW as u64) };
-            let mut buf = vec![0u8; n as usize];
-            reader.read_exact(&mut buf).await.map_err(io_err)?;
+            let n = if inline {
+                left
+            } else {
+                left.min(CHUNK_WINDOW as u64)
+            };
             left -= n;
-            let bytes = Bytes::from(buf);
-            self.bytes(bytes.clone()).await?;
-            if let Some(held) = &mut self.held {
-                held.push(bytes.clone());
-            }
-            if inline {
-                if let Ok(t) = std::str::from_utf8(&bytes) {
-                    return Ok(Some(t.to_string()));
-                }
+            let bytes = self.window(reader, n).await?;
+            if let Some(text) = inline.then(|| utf8(&bytes)).flatten() {
+                return Ok(Some(text));
             }
             if let Some(task) = cutting.take() {
                 let (back, cut) = task.await.map_err(|e| io_err(io::Error::other(e)))?;
@@ -1015,6 +1019,7 @@ pub(crate) async fn write(
 mod tests {
     use super::*;
     use crate::backend::local::LocalBackend;
+    use crate::repository::chunks::tests::noise;
     use crate::repository::layout;
     use sha2::{Digest, Sha256};
 
@@ -1111,18 +1116,6 @@ mod tests {
         );
     }
 
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     async fn add_bytes(b: &mut ManifestBuilder, path: &str, bytes: &[u8], place: Place) {
         let f = StreamedFile {
             path: path.into(),
@@ -1133,33 +1126,44 @@ mod tests {
         b.add_reader(f, &mut &bytes[..], place).await.unwrap();
     }
 
+    /// A builder of 1 MiB packs that chunks files, skipping the chunks of `index`.
+    async fn chunking(backend: &DynBackend, index: Option<chunks::Index>) -> ManifestBuilder {
+        let known = match index {
+            Some(_) => {
+                let damage = Damage::new(Arc::clone(backend));
+                Inventory::take(backend, &damage, false, PieceNames::Plain, false)
+                    .await
+                    .unwrap()
+            }
+            None => Inventory::nothing(backend),
+        };
+        let mut b = ManifestBuilder::new(backend, known, None, Utc::now(), 1 << 20);
+        b.chunk_with(index.unwrap_or_default());
+        b
+    }
+
+    /// Checks that `m`'s tar reads back whole, hashing to its `sha256`, with `file` first.
+    async fn reads_back(backend: &DynBackend, m: &Manifest, file: &[u8]) -> Vec<u8> {
+        let bytes = tar(backend, m).await;
+        assert_eq!(hex::encode(Sha256::digest(&bytes)), m.sha256);
+        assert_eq!(&bytes[512..512 + file.len()], file);
+        bytes
+    }
+
     #[tokio::test]
-    async fn chunked_files_store_only_the_chunks_that_moved_bytes_made_new() {
+    async fn chunked_files_read_back_whole_and_in_ranges() {
         let dir = tempfile::tempdir().unwrap();
         let backend: DynBackend = Arc::new(LocalBackend::new(dir.path()).unwrap());
-        let reader = reader_of(&backend);
-        let piece = 1 << 20;
         let old = noise(3 << 20, 5);
-        let mut a = ManifestBuilder::new(
-            &backend,
-            Inventory::nothing(&backend),
-            None,
-            Utc::now(),
-            piece,
-        );
-        a.chunk_with(chunks::Index::new());
+        let mut a = chunking(&backend, None).await;
         add_bytes(&mut a, "matrix.dat", &old, Place::Now).await;
         add_bytes(&mut a, "late.dat", &old[..100_000], Place::Late).await;
-        let a = a.finish(None).await.unwrap();
-        let m = &a.manifest;
-        Manifest::parse(&serde_json::to_vec(m).unwrap()).unwrap();
+        let m = a.finish(None).await.unwrap().manifest;
+        Manifest::parse(&serde_json::to_vec(&m).unwrap()).unwrap();
         assert!(!m.entries[0].tables.is_empty() && !m.entries[0].pieces.is_empty());
-        let bytes = tar(&backend, m).await;
-        assert_eq!(hex::encode(Sha256::digest(&bytes)), m.sha256);
-        assert_eq!(&bytes[512..512 + old.len()], &old[..]);
-        // A range inside the chunked file is read through its tables.
+        let bytes = reads_back(&backend, &m, &old).await;
         let range = 1_000_000..1_300_000;
-        let s = layout::read(reader.clone(), Arc::new(m.clone()), Some(range.clone()))
+        let s = layout::read(reader_of(&backend), Arc::new(m), Some(range.clone()))
             .await
             .unwrap();
         let part: Vec<Bytes> = s.try_collect().await.unwrap();
@@ -1167,35 +1171,33 @@ mod tests {
             part.concat(),
             &bytes[range.start as usize..range.end as usize]
         );
+    }
+
+    #[tokio::test]
+    async fn chunked_files_store_only_the_chunks_that_moved_bytes_made_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: DynBackend = Arc::new(LocalBackend::new(dir.path()).unwrap());
+        let old = noise(3 << 20, 5);
+        let mut a = chunking(&backend, None).await;
+        add_bytes(&mut a, "matrix.dat", &old, Place::Now).await;
+        let m = a.finish(None).await.unwrap().manifest;
 
         // Points removed here and added there: most chunks are found where they were.
         let mut new = old.clone();
         new.drain(1_500_000..1_503_072);
         new.splice(2_500_000..2_500_000, noise(3072, 9));
-        let index = super::super::backups::index_of(reader, m).await;
+        let index = super::super::backups::index_of(reader_of(&backend), &m).await;
         assert!(index.len() > 100, "{} chunks indexed", index.len());
-        let known = Inventory::take(
-            &backend,
-            &Damage::new(Arc::clone(&backend)),
-            false,
-            PieceNames::Plain,
-            false,
-        )
-        .await
-        .unwrap();
-        let mut b = ManifestBuilder::new(&backend, known, None, Utc::now(), piece);
-        b.chunk_with(index);
+        let mut b = chunking(&backend, Some(index)).await;
         add_bytes(&mut b, "matrix.dat", &new, Place::Now).await;
         let b = b.finish(None).await.unwrap();
-        let n = &b.manifest;
         assert!(
             b.uploaded_bytes < 300_000,
             "{} bytes stored for a 3 MiB file with two small changes",
             b.uploaded_bytes
         );
-        let bytes = tar(&backend, n).await;
-        assert_eq!(hex::encode(Sha256::digest(&bytes)), n.sha256);
-        assert_eq!(&bytes[512..512 + new.len()], &new[..]);
+        let n = b.manifest;
+        reads_back(&backend, &n, &new).await;
 
         // A flipped byte in a pack ends the read with the damage named.
         let pack = &n.entries[0].pieces[0];
