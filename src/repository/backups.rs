@@ -120,9 +120,10 @@ pub(crate) async fn index_of(reader: PieceReader, manifest: &Manifest) -> chunks
     for table in read {
         match table {
             Ok(t) => chunks::index_table(&mut index, &t),
-            Err(e) => {
-                tracing::warn!(error = %e, "a chunk table of the last backup is unreadable; its chunks are stored again")
-            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "a chunk table of the last backup is unreadable; its chunks are stored again"
+            ),
         }
     }
     index

@@ -1,6 +1,7 @@
 //! The tar an incremental manifest stands for, as a list of parts: header and padding
-//! bytes made from the manifest alone, text entries inline, file bytes as pieces. Reading
-//! any byte range fetches only the pieces it overlaps, a few at a time.
+//! bytes made from the manifest alone, text entries inline, file bytes as pieces (or, for
+//! chunked files, as chunk tables that become runs of packs once read). Reading any byte
+//! range fetches only the pieces it overlaps, a few at a time.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -34,8 +35,9 @@ pub(crate) struct PieceReader {
 
 impl PieceReader {
     /// Piece `hash` of `len` bytes (a stored piece, or the bytes at `offset` of linked
-    /// file `root`; any length for packs and chunk tables), whole and checked; a missing or damaged piece is an error carrying
-    /// [`PieceDamage`] (naming the linked file for its bytes), and is recorded.
+    /// file `root`; a pack or chunk table has no length given), whole and checked; a
+    /// missing or damaged piece is an error carrying [`PieceDamage`] (naming the linked
+    /// file for its bytes), and is recorded.
     async fn piece(
         &self,
         hash: &str,
@@ -334,7 +336,7 @@ pub(crate) async fn read_entries(
 /// chunks in new ones), so each pack is fetched once and cut many times (16 MiB at most).
 const PACKS_KEPT: usize = 16;
 
-/// A pack being fetched or fetched, shared by the parts that cut it.
+/// A pack being fetched, or fetched, shared by the parts that cut it.
 type SharedPack = Shared<BoxFuture<'static, Result<Bytes, Arc<std::io::Error>>>>;
 
 /// The packs one stream fetched last, newest at the back.
@@ -484,31 +486,23 @@ async fn run(
         &wholes[i]
     };
     if let [(pack, r)] = ranges {
-        return cut_ranges(pack, whole(pack), std::slice::from_ref(r));
+        return cut(pack, whole(pack), r);
     }
     let mut out = Vec::with_capacity(ranges.iter().map(|(_, r)| (r.end - r.start) as usize).sum());
     for (pack, r) in ranges {
-        out.extend_from_slice(&cut_ranges(pack, whole(pack), std::slice::from_ref(r))?);
+        out.extend_from_slice(&cut(pack, whole(pack), r)?);
     }
     Ok(Bytes::from(out))
 }
 
-/// The bytes of `ranges` of pack `pack` (checked whole), one after the other.
-fn cut_ranges(pack: &str, whole: &Bytes, ranges: &[Range<u64>]) -> std::io::Result<Bytes> {
-    let inside = |r: &Range<u64>| r.end <= whole.len() as u64;
-    if !ranges.iter().all(inside) {
+/// Bytes `r` of pack `pack` (checked whole).
+fn cut(pack: &str, whole: &Bytes, r: &Range<u64>) -> std::io::Result<Bytes> {
+    if r.end > whole.len() as u64 {
         return Err(std::io::Error::other(format!(
             "a chunk table points past the end of pack {pack}"
         )));
     }
-    if let [r] = ranges {
-        return Ok(whole.slice(r.start as usize..r.end as usize));
-    }
-    let mut out = Vec::with_capacity(ranges.iter().map(|r| (r.end - r.start) as usize).sum());
-    for r in ranges {
-        out.extend_from_slice(&whole[r.start as usize..r.end as usize]);
-    }
-    Ok(Bytes::from(out))
+    Ok(whole.slice(r.start as usize..r.end as usize))
 }
 
 #[cfg(test)]

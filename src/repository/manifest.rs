@@ -140,7 +140,8 @@ impl Manifest {
                 }
                 None if !e.tables.is_empty() => {
                     e.linked.is_none()
-                        && e.tables.iter().map(|t| t.1).sum::<u64>() == e.stored_len()
+                        && e.tables.iter().try_fold(0u64, |n, t| n.checked_add(t.1))
+                            == Some(e.stored_len())
                         && e.tables.iter().all(|t| t.1 > 0 && is_hex_digest(&t.0))
                         && e.pieces.iter().all(|p| is_hex_digest(p))
                 }
@@ -181,5 +182,46 @@ impl Manifest {
     /// The entries held by linked files.
     pub fn linked(&self) -> impl Iterator<Item = &Entry> {
         self.entries.iter().filter(|e| e.linked.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunked(tables: Vec<TableRef>, size: u64) -> Vec<u8> {
+        let h = "b".repeat(64);
+        let m = Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            created_at: "2026-12-05T00:00:00Z".into(),
+            mtime: 0,
+            piece_size: 1 << 20,
+            size: 2048,
+            sha256: h.clone(),
+            entries: vec![Entry {
+                path: "segments/a/files/matrix.dat".into(),
+                size,
+                text: None,
+                pieces: vec![h],
+                dir: false,
+                sparse: Vec::new(),
+                linked: None,
+                tables,
+            }],
+        };
+        serde_json::to_vec(&m).unwrap()
+    }
+
+    #[test]
+    fn chunk_tables_must_cover_their_entry_exactly() {
+        let t = |n| TableRef("c".repeat(64), n);
+        let m = Manifest::parse(&chunked(vec![t(600), t(400)], 1000)).unwrap();
+        assert_eq!(m.pieces().count(), 3, "the pack and both tables are kept");
+        assert!(Manifest::parse(&chunked(vec![t(600)], 1000)).is_err());
+        assert!(Manifest::parse(&chunked(vec![t(u64::MAX), t(1001)], 1000)).is_err());
+        assert!(Manifest::parse(&chunked(vec![t(0), t(1000)], 1000)).is_err());
+        let bad_hash = vec![TableRef("not a hash".into(), 1000)];
+        assert!(Manifest::parse(&chunked(bad_hash, 1000)).is_err());
     }
 }
