@@ -59,23 +59,19 @@ impl Table {
         }
     }
 
-    /// The bytes of the table's chunks as runs of packs: `(pack, ranges in it)`, in order,
-    /// consecutive chunks of one pack in one run (fetched once), adjacent ranges merged.
-    pub(crate) fn runs(&self) -> Vec<(String, Vec<std::ops::Range<u64>>)> {
-        let mut out: Vec<(u32, Vec<std::ops::Range<u64>>)> = Vec::new();
+    /// The bytes of the table's chunks as ranges of packs, in order, a chunk that starts
+    /// where the one before it ended in the same pack joined to it.
+    pub(crate) fn spans(&self) -> Vec<(&str, std::ops::Range<u64>)> {
+        let mut out: Vec<(&str, std::ops::Range<u64>)> = Vec::new();
         for Chunk(pack, offset, len, _) in &self.chunks {
+            let pack = self.packs[*pack as usize].as_str();
             let r = u64::from(*offset)..u64::from(*offset) + u64::from(*len);
             match out.last_mut() {
-                Some((p, ranges)) if p == pack => match ranges.last_mut() {
-                    Some(last) if last.end == r.start => last.end = r.end,
-                    _ => ranges.push(r),
-                },
-                _ => out.push((*pack, vec![r])),
+                Some((p, last)) if *p == pack && last.end == r.start => last.end = r.end,
+                _ => out.push((pack, r)),
             }
         }
-        out.into_iter()
-            .map(|(p, ranges)| (self.packs[p as usize].clone(), ranges))
-            .collect()
+        out
     }
 }
 
@@ -217,11 +213,7 @@ pub(crate) mod tests {
         assert_eq!(Table::parse(&bytes, 15, allowed).unwrap(), t);
         assert!(Table::parse(&bytes, 16, allowed).is_err());
         assert!(Table::parse(&bytes, 15, &[]).is_err());
-        let runs = t.runs();
-        assert_eq!(runs.len(), 1);
-        assert_eq!(runs[0].0, h);
-        assert_eq!(runs[0].1.len(), 1);
-        assert_eq!(runs[0].1[0], 0..15);
+        assert_eq!(t.spans(), vec![(h.as_str(), 0..15)]);
         let bad = Table {
             packs: vec![h.clone()],
             chunks: vec![Chunk(1, 0, 15, h.clone())],

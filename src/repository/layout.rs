@@ -420,7 +420,7 @@ fn fetch(reader: PieceReader, plan: Vec<(Part, Range<u64>)>) -> ByteStream {
         .boxed()
 }
 
-/// A part as the parts to fetch: itself, or for a chunk table, the runs of packs it lists
+/// A part as the parts to fetch: itself, or for a chunk table, the ranges of packs it lists
 /// that overlap `sub`, each with the sub-range of it that is wanted.
 async fn expand(
     reader: &PieceReader,
@@ -436,7 +436,7 @@ async fn expand(
     })?;
     let mut out = Vec::new();
     let mut offset = 0;
-    for run in group_runs(t.runs()) {
+    for run in group_spans(t.spans()) {
         let n = run.len();
         let (start, end) = (sub.start.max(offset), sub.end.min(offset + n));
         if start < end {
@@ -450,18 +450,16 @@ async fn expand(
 /// Bytes of a table in one part (see [`Part::Run`]).
 const RUN_BYTES: u64 = 1 << 20;
 
-/// A table's runs of packs as parts of about [`RUN_BYTES`] each.
-fn group_runs(runs: Vec<(String, Vec<Range<u64>>)>) -> Vec<Part> {
+/// A table's ranges of packs as parts of about [`RUN_BYTES`] each.
+fn group_spans(spans: Vec<(&str, Range<u64>)>) -> Vec<Part> {
     let mut out = Vec::new();
     let (mut part, mut bytes) = (Vec::new(), 0);
-    for (pack, ranges) in runs {
-        for r in ranges {
-            bytes += r.end - r.start;
-            part.push((pack.clone(), r));
-            if bytes >= RUN_BYTES {
-                out.push(Part::Run(std::mem::take(&mut part)));
-                bytes = 0;
-            }
+    for (pack, r) in spans {
+        bytes += r.end - r.start;
+        part.push((pack.to_string(), r));
+        if bytes >= RUN_BYTES {
+            out.push(Part::Run(std::mem::take(&mut part)));
+            bytes = 0;
         }
     }
     if !part.is_empty() {
