@@ -667,7 +667,8 @@ async fn pull_all(
 }
 
 /// Pulls `job` from `replica`: only its changes when the last backup pulled it from the
-/// same replica (the whole shard if that fails), else the whole shard.
+/// same replica and all its pieces are sound (the whole shard if that fails), else the
+/// whole shard.
 async fn pull_from(
     server: &crate::qdrant_api::Server,
     job: &ShardJob,
@@ -682,16 +683,27 @@ async fn pull_from(
         .as_ref()
         .filter(|p| p.peer_id == replica.peer_id)
     {
+        // A partial pull keeps the last archive's unchanged files as stored: not when one
+        // of its pieces is damaged or missing. A whole pull stores those bytes again (and
+        // rebuilds the damaged packs it can), so no new backup is built on the damage.
         let p = progress.clone();
-        match partial::pull_changes(server, c, s, session, prev, created_at, p).await {
-            Ok(pulled) => return Ok(pulled),
-            Err(e) => tracing::warn!(
+        match prev.manifest.pieces().find(|h| !session.sound(h)) {
+            Some(piece) => tracing::warn!(
                 collection = c,
                 shard = s,
-                peer = replica.peer_id,
-                error = %e,
-                "partial pull failed; pulling the whole shard"
+                piece,
+                "the last backup of this shard holds a damaged or missing piece; pulling the whole shard"
             ),
+            None => match partial::pull_changes(server, c, s, session, prev, created_at, p).await {
+                Ok(pulled) => return Ok(pulled),
+                Err(e) => tracing::warn!(
+                    collection = c,
+                    shard = s,
+                    peer = replica.peer_id,
+                    error = %e,
+                    "partial pull failed; pulling the whole shard"
+                ),
+            },
         }
     }
     let previous = job.previous.as_ref().map(|p| &p.manifest);

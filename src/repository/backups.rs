@@ -20,6 +20,7 @@ use super::damage::Inventory;
 use super::layout::PieceReader;
 use super::lease::Lease;
 use super::manifest::{InvalidManifest, Manifest, TableRef, MAX_MANIFEST_SIZE};
+use super::pack_repair::RepairPlan;
 use super::writer::ManifestBuilder;
 use super::{pieces, Repository};
 use crate::backend::{BackendError, BackendExt, DynBackend, ObjectKey};
@@ -90,9 +91,14 @@ impl StoredBackup {
     }
 }
 
-/// The chunks of the files of `manifest`, read from their tables through `reader`; a table
-/// that cannot be read only means its chunks may be stored again.
-pub(crate) async fn index_of(reader: PieceReader, manifest: &Manifest) -> chunks::Index {
+/// The chunks of the files of `manifest`, read from their tables through `reader`, and the
+/// repairs of its packs for which `unsound` holds (damaged or missing); a table that cannot
+/// be read only means its chunks may be stored again.
+pub(crate) async fn index_of(
+    reader: PieceReader,
+    manifest: &Manifest,
+    unsound: &(dyn Fn(&str) -> bool + Sync),
+) -> chunks::Index {
     let tables: Vec<(TableRef, Arc<[String]>)> = manifest
         .entries
         .iter()
@@ -116,16 +122,21 @@ pub(crate) async fn index_of(reader: PieceReader, manifest: &Manifest) -> chunks
         .buffer_unordered(TABLES_IN_FLIGHT)
         .collect()
         .await;
-    let mut index = chunks::Index::new();
+    let mut index = chunks::Index::default();
+    let mut repairs = RepairPlan::default();
     for table in read {
         match table {
-            Ok(t) => chunks::index_table(&mut index, &t),
+            Ok(t) => {
+                chunks::index_table(&mut index.stored, &t);
+                repairs.add(&t, unsound);
+            }
             Err(e) => tracing::warn!(
                 error = %e,
                 "a chunk table of the last backup is unreadable; its chunks are stored again"
             ),
         }
     }
+    index.repairs = repairs.build();
     index
 }
 
@@ -203,12 +214,12 @@ impl BackupSession {
             names: self.known.names.clone(),
             label: "the last backup of this shard".to_string(),
         };
-        index_of(reader, manifest).await
+        index_of(reader, manifest, &|p| !self.sound(p)).await
     }
 
-    /// Whether piece `hash` was stored before this backup began.
-    pub fn knows(&self, hash: &str) -> bool {
-        self.known.sound.contains(hash)
+    /// Whether piece `hash` was stored before this backup began and is not known damaged.
+    pub(crate) fn sound(&self, hash: &str) -> bool {
+        self.known.sound.contains(hash) && !self.known.damage.contains(hash)
     }
 
     /// Writes the backup object: the commit point. Refused if the lease was lost.

@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::hashing::is_hex_digest;
+use super::pack_repair::PackRepairs;
 
 /// Smallest chunk (but a file's last).
 pub(crate) const MIN: usize = 2 << 10;
@@ -86,10 +87,17 @@ pub(crate) struct Location {
     pub len: u32,
 }
 
-/// Chunks already stored, by hash (raw, not hex: an index holds a shard's every chunk, about
-/// 60 bytes each): those of an earlier backup of the same shard, and those this backup
-/// stored.
-pub(crate) type Index = HashMap<[u8; 32], Location>;
+/// What a backup knows of a shard's stored chunks: where each is (those of an earlier backup
+/// of the shard, and those this backup stored), and the damaged packs it may write again.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    /// Chunks by hash (raw, not hex: an index holds a shard's every chunk, about 60 bytes
+    /// each).
+    pub stored: HashMap<[u8; 32], Location>,
+    /// Packs of the earlier backup that are damaged or missing, rebuilt from the chunks
+    /// this backup meets.
+    pub repairs: PackRepairs,
+}
 
 /// The index key of the chunk named `hash` (hex); `None` if it is not a digest.
 pub(crate) fn key(hash: &str) -> Option<[u8; 32]> {
@@ -98,12 +106,12 @@ pub(crate) fn key(hash: &str) -> Option<[u8; 32]> {
     Some(k)
 }
 
-/// Adds the chunks of `table` to `index`.
-pub(crate) fn index_table(index: &mut Index, table: &Table) {
+/// Adds the chunks of `table` to `stored`.
+pub(crate) fn index_table(stored: &mut HashMap<[u8; 32], Location>, table: &Table) {
     let packs: Vec<Arc<str>> = table.packs.iter().map(|p| Arc::from(p.as_str())).collect();
     for Chunk(pack, offset, len, hash) in &table.chunks {
         let Some(k) = key(hash) else { continue };
-        index.entry(k).or_insert_with(|| Location {
+        stored.entry(k).or_insert_with(|| Location {
             pack: Arc::clone(&packs[*pack as usize]),
             offset: *offset,
             len: *len,

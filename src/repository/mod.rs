@@ -18,6 +18,7 @@ pub(crate) mod layout;
 pub(crate) mod lease;
 pub(crate) mod linked;
 pub(crate) mod manifest;
+pub(crate) mod pack_repair;
 pub(crate) mod pieces;
 mod plain;
 pub(crate) mod verify;

@@ -626,10 +626,19 @@ impl TarFeed {
         file: &mut ChunkedFile,
     ) -> Result<(), BackendError> {
         let len = bytes.len() as u32;
-        let (index, k) = (self.chunking.as_ref(), chunks::key(&hash));
-        let stored = index
+        let k = chunks::key(&hash);
+        if let (Some(index), Some(k)) = (self.chunking.as_mut(), k) {
+            if !index.repairs.is_empty() {
+                for (pack, whole) in index.repairs.offer(&k, &bytes) {
+                    self.rewrite_pack(pack, whole).await?;
+                }
+            }
+        }
+        let stored = self
+            .chunking
+            .as_ref()
             .zip(k)
-            .and_then(|(index, k)| index.get(&k))
+            .and_then(|(index, k)| index.stored.get(&k))
             .filter(|l| {
                 l.len == len
                     && self.uploads.known.contains(&*l.pack)
@@ -661,6 +670,19 @@ impl TarFeed {
         Ok(())
     }
 
+    /// Writes damaged or missing pack `name` again from `bytes`, the chunks its tables
+    /// placed in it, if they hash to its name (see [`super::pack_repair`]).
+    async fn rewrite_pack(&mut self, name: String, bytes: Bytes) -> Result<(), BackendError> {
+        if self.uploads.names.hash(&bytes) != name {
+            tracing::warn!(
+                pack = %name,
+                "the chunks a damaged pack's tables list do not make the pack; it stays as it is"
+            );
+            return Ok(());
+        }
+        self.uploads.add(&name, bytes).await
+    }
+
     /// Stores the open pack; its chunks join the index.
     async fn seal_pack(&mut self, file: &mut ChunkedFile) -> Result<(), BackendError> {
         if file.pack.is_empty() {
@@ -680,7 +702,7 @@ impl TarFeed {
                     offset: *offset,
                     len: *len,
                 };
-                known.entry(k).or_insert(at);
+                known.stored.entry(k).or_insert(at);
             }
         }
         file.in_pack.clear();
@@ -1173,21 +1195,52 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn chunked_files_store_only_the_chunks_that_moved_bytes_made_new() {
+    /// A local repository holding one chunked archive of a 3 MiB file of `seed`'s noise.
+    async fn one_archive(seed: u64) -> (tempfile::TempDir, DynBackend, Vec<u8>, Manifest) {
         let dir = tempfile::tempdir().unwrap();
         let backend: DynBackend = Arc::new(LocalBackend::new(dir.path()).unwrap());
-        let old = noise(3 << 20, 5);
+        let file = noise(3 << 20, seed);
         let mut a = chunking(&backend, None).await;
-        add_bytes(&mut a, "matrix.dat", &old, Place::Now).await;
+        add_bytes(&mut a, "matrix.dat", &file, Place::Now).await;
         let m = a.finish(None).await.unwrap().manifest;
+        (dir, backend, file, m)
+    }
+
+    /// Flips byte `at` of stored piece `piece`, then reads `m` back: the read fails, naming
+    /// the piece (and recording the damage).
+    async fn flip(
+        dir: &tempfile::TempDir,
+        backend: &DynBackend,
+        m: &Manifest,
+        piece: &str,
+        at: usize,
+    ) {
+        let path = dir.path().join(pieces::PIECES_DIR).join(piece);
+        let mut stored = std::fs::read(&path).unwrap();
+        stored[at] ^= 1;
+        std::fs::write(&path, stored).unwrap();
+        let s = layout::read(reader_of(backend), Arc::new(m.clone()), None)
+            .await
+            .unwrap();
+        let e = s.try_collect::<Vec<Bytes>>().await.unwrap_err();
+        let damage = super::super::damage::find(&e).expect("the damage is named");
+        assert_eq!(damage.piece, piece);
+    }
+
+    #[tokio::test]
+    async fn chunked_files_store_only_the_chunks_that_moved_bytes_made_new() {
+        let (dir, backend, old, m) = one_archive(5).await;
 
         // Points removed here and added there: most chunks are found where they were.
         let mut new = old.clone();
         new.drain(1_500_000..1_503_072);
         new.splice(2_500_000..2_500_000, noise(3072, 9));
-        let index = super::super::backups::index_of(reader_of(&backend), &m).await;
-        assert!(index.len() > 100, "{} chunks indexed", index.len());
+        let index = super::super::backups::index_of(reader_of(&backend), &m, &|_| false).await;
+        assert!(
+            index.stored.len() > 100,
+            "{} chunks indexed",
+            index.stored.len()
+        );
         let mut b = chunking(&backend, Some(index)).await;
         add_bytes(&mut b, "matrix.dat", &new, Place::Now).await;
         let b = b.finish(None).await.unwrap();
@@ -1200,17 +1253,36 @@ mod tests {
         reads_back(&backend, &n, &new).await;
 
         // A flipped byte in a pack ends the read with the damage named.
-        let pack = &n.entries[0].pieces[0];
-        let path = dir.path().join(pieces::PIECES_DIR).join(pack);
-        let mut stored = std::fs::read(&path).unwrap();
-        stored[100] ^= 1;
-        std::fs::write(&path, stored).unwrap();
-        let s = layout::read(reader_of(&backend), Arc::new(n.clone()), None)
-            .await
-            .unwrap();
-        let e = s.try_collect::<Vec<Bytes>>().await.unwrap_err();
-        let damage = super::super::damage::find(&e).expect("the damage is named");
-        assert_eq!(&damage.piece, pack);
+        flip(&dir, &backend, &n, &n.entries[0].pieces[0], 100).await;
+    }
+
+    #[tokio::test]
+    async fn a_damaged_pack_is_written_again_by_the_next_backup_of_its_file() {
+        let (dir, backend, file, a) = one_archive(7).await;
+        // A byte flipped in the second pack, found by a read (which records the damage).
+        let pack = a.entries[0].pieces[1].clone();
+        flip(&dir, &backend, &a, &pack, 1000).await;
+
+        // The next backup of the file, with bytes added in front (so its new packs differ
+        // from the old ones): the damaged pack's chunks are stored anew, and the pack is
+        // rebuilt from them, so the first backup reads back whole again.
+        let damaged = |p: &str| p == pack;
+        let index = super::super::backups::index_of(reader_of(&backend), &a, &damaged).await;
+        assert!(
+            !index.repairs.is_empty(),
+            "the damaged pack is to be rebuilt"
+        );
+        let mut b = chunking(&backend, Some(index)).await;
+        let new = [noise(5000, 9), file.clone()].concat();
+        add_bytes(&mut b, "matrix.dat", &new, Place::Now).await;
+        let b = b.finish(None).await.unwrap().manifest;
+        reads_back(&backend, &b, &new).await;
+        reads_back(&backend, &a, &file).await;
+        let marker = dir
+            .path()
+            .join(super::super::damage::DAMAGED_DIR)
+            .join(&pack);
+        assert!(!marker.exists(), "the damage marker is gone once repaired");
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@ replication 2, a payload index, an alias) into S3, incrementally, and restores e
 a fresh single node and a fresh three-node cluster, compared point by point with the official
 client against what Qdrant served when each backup was taken."""
 import hashlib
+import os
 import uuid
 
 import httpx
@@ -45,6 +46,22 @@ def wait_active(client, name):
             return
         time.sleep(0.1)
     raise AssertionError(f"replicas of {name} did not become Active")
+
+
+def random_collection(q, name, n, dim, shard_number, replication_factor, seed):
+    """A collection of `n` random vectors, created on the cluster behind `q`."""
+    q.create_collection(name, vectors_config=models.VectorParams(size=dim, distance=models.Distance.DOT),
+                        shard_number=shard_number, replication_factor=replication_factor)
+    rng = np.random.default_rng(seed)
+    q.upsert(name, models.Batch(ids=list(range(n)), vectors=rng.random((n, dim), dtype=np.float32).tolist()),
+             wait=True)
+
+
+def s3_client():
+    import boto3
+    return boto3.client("s3", endpoint_url=os.environ["S3_TEST_ENDPOINT"], region_name=os.environ["S3_TEST_REGION"],
+                        aws_access_key_id=os.environ["S3_TEST_ACCESS_KEY"],
+                        aws_secret_access_key=os.environ["S3_TEST_SECRET_KEY"])
 
 
 def source_server(make_server, cluster):
@@ -304,20 +321,68 @@ def test_a_stopped_peer_and_a_shard_without_replica(make_server, cluster):
     assert len(served) == 300
 
 
+def test_a_damaged_pack_is_caught_and_written_again_by_the_next_backup(make_server, cluster):
+    """A byte flipped in a pack of a backup ends a download of the shard and is named by a
+    verification; the next backup, although nothing changed in Qdrant, does not keep the
+    damaged files as stored: it pulls the shard whole and writes the pack again, so the first
+    backup is whole again."""
+    import json
+
+    random_collection(cluster.client(), "packed", 10000, 64, shard_number=1, replication_factor=1, seed=11)
+    prefix = f"e2e-backup-damage-{uuid.uuid4().hex}"
+    env = s3_env(prefix)
+    env.update({
+        "QDRANT__BACKUP__SOURCES__PROD__URL": cluster.url,
+        "QDRANT__BACKUP__SOURCES__PROD__API_KEY": API_KEY,
+    })
+    server = make_server(env=env)
+    first = backup(server, collections=["packed"])
+    shard = first["collections"]["packed"]["shards"][0]
+
+    s3 = s3_client()
+    bucket = os.environ["S3_TEST_BUCKET"]
+    stored = s3.get_object(Bucket=bucket, Key=f"{prefix}/.backups/prod/{first['id']}.backup")["Body"].read()
+    manifest = json.loads(stored)["shards"][f"packed/{shard['shard_id']}"]
+    packs = [p for e in manifest["entries"] if e.get("tables") for p in e["pieces"]]
+    assert packs, "the shard's files are stored in packs"
+
+    def key(p):
+        return f"{prefix}/.repository/pieces/{p}"
+
+    pack = max(packs, key=lambda p: s3.head_object(Bucket=bucket, Key=key(p))["ContentLength"])
+    data = bytearray(s3.get_object(Bucket=bucket, Key=key(pack))["Body"].read())
+    data[len(data) // 2] ^= 0xFF
+    s3.put_object(Bucket=bucket, Key=key(pack), Body=bytes(data))
+
+    url = (f"{server.url}/backup/sources/prod/backups/{first['id']}/collections/packed/shards/"
+           f"{shard['shard_id']}/snapshot")
+    try:
+        r = httpx.get(url, timeout=120)
+        assert r.status_code >= 400, f"served {r.status_code}"
+    except httpx.HTTPError:
+        pass  # a broken transfer: never the wrong bytes
+
+    def damaged():
+        r = httpx.post(f"{server.url}/repository/verify?wait=true", json={"read_data": 1}, timeout=300)
+        assert r.status_code == 200, r.text
+        return {(d["snapshot"], d["piece"]) for d in r.json()["result"]["damaged"]}
+
+    assert damaged() == {(f"backup prod/{first['id']}", pack)}
+    second = backup(server, collections=["packed"])
+    again = second["collections"]["packed"]["shards"][0]
+    assert again["pulled_bytes"] == again["size"], "pulled whole"
+    assert damaged() == set()
+    assert hashlib.sha256(httpx.get(url, timeout=120).content).hexdigest() == shard["sha256"]
+
+
 def test_kill9_mid_backup_leaves_nothing_listed_and_its_pieces_are_collected(make_server, cluster, tmp_path):
-    import os
     import time
     from urllib.parse import urlsplit
 
-    import boto3
     from gate import Gate
 
     q = cluster.client()
-    q.create_collection("big", vectors_config=models.VectorParams(size=64, distance=models.Distance.DOT),
-                          shard_number=3, replication_factor=2)
-    rng = np.random.default_rng(3)
-    q.upsert("big", models.Batch(ids=list(range(20000)), vectors=rng.random((20000, 64), dtype=np.float32).tolist()),
-             wait=True)
+    random_collection(q, "big", 20000, 64, shard_number=3, replication_factor=2, seed=3)
     wait_active(q, "big")
     endpoint = urlsplit(os.environ["S3_TEST_ENDPOINT"])
     steps = [(i + 1) << 19 for i in range(8)]
@@ -330,9 +395,7 @@ def test_kill9_mid_backup_leaves_nothing_listed_and_its_pieces_are_collected(mak
         "QDRANT__BACKUP__SOURCES__PROD__API_KEY": API_KEY,
     })
     server = make_server(env=env)
-    s3 = boto3.client("s3", endpoint_url=os.environ["S3_TEST_ENDPOINT"], region_name=os.environ["S3_TEST_REGION"],
-                      aws_access_key_id=os.environ["S3_TEST_ACCESS_KEY"],
-                      aws_secret_access_key=os.environ["S3_TEST_SECRET_KEY"])
+    s3 = s3_client()
 
     def keys():
         out = []
