@@ -102,25 +102,24 @@ impl PackRepairs {
         };
         let mut done = Vec::new();
         for (i, offset, len) in places {
-            let p = &mut self.packs[i];
-            if p.missing == 0 {
+            if self.packs[i].missing == 0 {
                 continue;
             }
             if len as usize != chunk.len() {
                 self.give_up(i);
                 continue;
             }
-            if p.bytes.is_none() {
+            if self.packs[i].bytes.is_none() {
                 if self.open >= OPEN_AT_MOST {
-                    p.missing = 0;
+                    self.packs[i].missing = 0;
                     continue;
                 }
-                p.bytes = Some(vec![0; p.len]);
+                self.packs[i].bytes = Some(vec![0; self.packs[i].len]);
                 self.open += 1;
             }
-            let (start, p) = (offset as usize, &mut self.packs[i]);
+            let p = &mut self.packs[i];
             if let Some(b) = p.bytes.as_mut() {
-                b[start..start + chunk.len()].copy_from_slice(chunk);
+                b[offset as usize..offset as usize + chunk.len()].copy_from_slice(chunk);
             }
             p.missing -= 1;
             if p.missing == 0 {
