@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::cluster::{qdrant_bin, spawn_quiet, Cluster};
-use crate::harness::{batch_body, call, env_or, median, mib, rss_bytes, RssSampler, Service, DIM};
+use crate::harness::{
+    batch_body, call, cpu_seconds, env_or, median, mib, rss_bytes, s3_server_pid, RssSampler,
+    Service, DIM,
+};
 use crate::incremental::overwrite_body;
 use crate::s3::{plain_read, plain_stream_upload, plain_upload, S3};
 
@@ -139,8 +142,9 @@ fn floor(s3: &S3, shards: &[(u32, String)]) -> (f64, u64) {
     })
 }
 
-/// First backups, each into an empty prefix, alternating with the floor. Returns the
-/// last round's service (its backups are the base of the next steps) and the median time.
+/// First backups, each into an empty prefix, alternating with the floor (which goes first
+/// every other round, so neither profits from the other's warm caches). Returns the last
+/// round's service (its backups are the base of the next steps) and the median time.
 fn first_backups(
     c: &reqwest::blocking::Client,
     root: &Path,
@@ -151,36 +155,58 @@ fn first_backups(
     results: &mut serde_json::Map<String, Value>,
 ) -> (Service, f64) {
     let (mut floors, mut ours, mut rss) = (Vec::new(), Vec::new(), 0u64);
-    let mut last = None;
+    let mut last: Option<Service> = None;
     let mut size = 0;
-    for _ in 0..repeat.max(1) {
-        let (secs, bytes) = floor(s3, shards);
-        floors.push(secs);
+    let (peers, s3_server) = (q.pids(), s3_server_pid());
+    let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    for round in 0..repeat.max(1) {
+        let floor_round = || {
+            let before = (cpu(&peers), cpu(&[s3_server]));
+            let (secs, bytes) = floor(s3, shards);
+            let spent = (cpu(&peers) - before.0, cpu(&[s3_server]) - before.1);
+            println!(
+                "  floor {secs:.2} s ({:.0} MiB of shard streams); CPU s: peers {:.2}, S3 server {:.2}",
+                mib(bytes),
+                spent.0,
+                spent.1
+            );
+            secs
+        };
+        if round % 2 == 0 {
+            floors.push(floor_round());
+        }
         drop(last.take());
         let prefix = format!("bench-backup-{}", uuid::Uuid::new_v4().simple());
         let svc = service(root, s3, &prefix, q);
+        let before = (cpu(&peers), cpu(&[svc.pid()]), cpu(&[s3_server]));
         let run = run_backup(c, &svc);
         ours.push(run.secs);
         rss = rss.max(run.rss_added);
         size = run.record["size"].as_u64().unwrap_or(0);
         println!(
-            "  first backup {:.2} s ({:.0} MiB) vs floor {:.2} s ({:.0} MiB of shard streams)",
+            "  first backup {:.2} s ({:.0} MiB); CPU s: peers {:.2}, snapstream {:.2}, S3 server {:.2}",
             run.secs,
             mib(size),
-            secs,
-            mib(bytes)
+            cpu(&peers) - before.0,
+            cpu(&[svc.pid()]) - before.1,
+            cpu(&[s3_server]) - before.2
         );
+        if round % 2 == 1 {
+            floors.push(floor_round());
+        }
         last = Some(svc);
     }
-    let (f, o) = (median(floors), median(ours));
+    let ratios: Vec<f64> = ours.iter().zip(&floors).map(|(o, f)| o / f).collect();
+    let (f, o, r) = (median(floors), median(ours), median(ratios));
     println!(
-        "backup first: {o:.2} s vs plain multipart upload of the shard streams {f:.2} s = {:.2}x; memory added {:.0} MiB",
+        "backup first: {o:.2} s vs plain multipart upload of the shard streams {f:.2} s = {:.2}x (median of the rounds' own ratios {r:.2}x); memory added {:.0} MiB",
         o / f,
         mib(rss)
     );
     results.insert("backup_first_s".into(), json!(o));
     results.insert("backup_first_floor_s".into(), json!(f));
     results.insert("backup_first_vs_floor".into(), json!(o / f));
+    results.insert("backup_first_round_ratio_median".into(), json!(r));
     results.insert("backup_size_bytes".into(), json!(size));
     results.insert("backup_rss_added_bytes".into(), json!(rss));
     (last.expect("at least one round"), o)
@@ -461,16 +487,34 @@ fn restores(
     let (mut server, files) = file_server(&serve);
     let (mut theirs, mut ours, mut rss) = (Vec::new(), Vec::new(), 0u64);
     let mut floors = Vec::new();
+    // CPU seconds of each side's processes: where a restore's time goes on two cores.
+    let s3_server = s3_server_pid();
+    let peers = target.pids();
+    let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
     for _ in 0..repeat.max(1) {
         floors.push(bucket_floor(s3, &serve));
+        let before = (cpu(&peers), cpu(&[server.id()]));
         theirs.push(tutorial_restore(c, target, &files));
+        println!(
+            "  tutorial restore {:.2} s; CPU s: peers {:.2}, file server {:.2}",
+            theirs.last().unwrap(),
+            cpu(&peers) - before.0,
+            cpu(&[server.id()]) - before.1
+        );
         assert_eq!(
             count(c, target),
             Some(points),
             "the tutorial's restore holds every point"
         );
         drop_collection(c, target);
+        let before = (cpu(&peers), cpu(&[svc.pid()]), cpu(&[s3_server]));
         let (secs, added) = our_restore(c, svc, target, &id);
+        println!(
+            "  our restore {secs:.2} s; CPU s: peers {:.2}, snapstream {:.2}, S3 server {:.2}",
+            cpu(&peers) - before.0,
+            cpu(&[svc.pid()]) - before.1,
+            cpu(&[s3_server]) - before.2
+        );
         ours.push(secs);
         rss = rss.max(added);
         assert_eq!(

@@ -85,6 +85,11 @@ impl Cluster {
         cluster
     }
 
+    /// The peers' process ids.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(|c| c.id()).collect()
+    }
+
     /// The first peer's URL.
     pub(crate) fn url(&self) -> &str {
         &self.urls[0]

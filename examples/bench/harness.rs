@@ -187,6 +187,14 @@ pub(crate) struct RssSampler {
     pub(crate) handle: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The S3 server's process, when `minio/start.sh` started it here (0: not counted).
+pub(crate) fn s3_server_pid() -> u32 {
+    std::fs::read_to_string(".s3-server/pid")
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// CPU seconds (user + system) that process `pid` has used so far; 0 when unreadable.
 pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     // Fields 14 and 15 of /proc/PID/stat, counted after the command's closing parenthesis.

@@ -11,7 +11,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::harness::{
-    call, cpu_seconds, create_collection, http, load_points, median, timed_snapshot, Service,
+    call, cpu_seconds, create_collection, http, load_points, median, s3_server_pid, timed_snapshot,
+    Service,
 };
 use crate::incremental::overwrite_body;
 use crate::s3::S3;
@@ -44,11 +45,7 @@ pub(crate) fn encryption_and_compression(
     ];
     let mut runs: BTreeMap<&str, Runs> = BTreeMap::new();
     let mut logical = 0u64;
-    // The S3 server's process, when `minio/start.sh` started it here (0: not counted).
-    let server: u32 = std::fs::read_to_string(".s3-server/pid")
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or(0);
+    let server = s3_server_pid();
     for round in 0..repeat {
         refill(root, points, round as u64 + 1);
         // Plain and encrypted take turns at going first after the refill.
