@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::error::{optional_body, ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Timer};
 use super::guarded;
-use super::snapshots::{answer, parse_range, unsatisfiable, Download, WaitParam};
+use super::snapshots::{answer_with_id, parse_range, unsatisfiable, Download, WaitParam};
 use crate::backup::restore::RestoreRequest;
 use crate::service::{Operation as Op, Services};
 
@@ -58,7 +58,7 @@ async fn run(
     body: Bytes,
 ) -> ApiResult {
     let body: RunBody = optional_body(&body, "a backup request")?;
-    answer(
+    answer_with_id(
         &t,
         st.backups
             .run(&source, body.collections, q.wait.unwrap_or(true))
@@ -74,7 +74,7 @@ async fn restore(
     ApiQuery(q): ApiQuery<WaitParam>,
     ApiJson(req): ApiJson<RestoreRequest>,
 ) -> ApiResult {
-    answer(
+    answer_with_id(
         &t,
         st.backups
             .restore(&source, &id, req, q.wait.unwrap_or(true))

@@ -174,6 +174,20 @@ impl Timer {
         .into_response())
     }
 
+    /// `202 {"result": ..., "status": "accepted", "time": ...}`: started in the background,
+    /// with what to follow it by.
+    pub(crate) fn accepted_with(&self, result: serde_json::Value) -> Response {
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "result": result,
+                "status": "accepted",
+                "time": self.0.elapsed().as_secs_f64()
+            })),
+        )
+            .into_response()
+    }
+
     /// `202 {"status": "accepted", "time": ...}`, as Qdrant answers `wait=false`.
     pub(crate) fn accepted(&self) -> Response {
         (

@@ -116,17 +116,31 @@ pub(crate) struct WaitParam {
     pub(crate) wait: Option<bool>,
 }
 
-/// `200` with the result, or `202` with the operation id in [`OPERATION_ID_HEADER`].
+/// `200` with the result, or `202` with the operation id in [`OPERATION_ID_HEADER`] (the
+/// body as Qdrant's: its clients refuse fields they do not know there).
 pub(crate) fn answer<T: serde::Serialize>(t: &Timer, out: Outcome<T>) -> ApiResult {
     match out {
         Outcome::Done(v) => t.ok(v),
-        Outcome::Started(id) => {
-            let mut resp = t.accepted();
-            resp.headers_mut()
-                .insert(OPERATION_ID_HEADER, HeaderValue::from(id));
-            Ok(resp)
-        }
+        Outcome::Started(id) => Ok(with_operation_id(t.accepted(), id)),
     }
+}
+
+/// As [`answer`], the `202` also carrying `result: {operation_id}` in the body: for this
+/// service's own routes (backups), which no Qdrant client parses.
+pub(crate) fn answer_with_id<T: serde::Serialize>(t: &Timer, out: Outcome<T>) -> ApiResult {
+    match out {
+        Outcome::Done(v) => t.ok(v),
+        Outcome::Started(id) => Ok(with_operation_id(
+            t.accepted_with(serde_json::json!({ "operation_id": id })),
+            id,
+        )),
+    }
+}
+
+fn with_operation_id(mut resp: Response, id: u64) -> Response {
+    resp.headers_mut()
+        .insert(OPERATION_ID_HEADER, HeaderValue::from(id));
+    resp
 }
 
 async fn create(st: Services, t: Timer, scope: Scope, wait: Option<bool>) -> ApiResult {

@@ -104,6 +104,8 @@ pub(crate) struct Backups {
     running: BTreeMap<String, tokio::sync::Mutex<()>>,
     /// When each scheduled source runs next.
     next_runs: parking_lot::Mutex<BTreeMap<String, DateTime<Utc>>>,
+    /// The target collections that a restore in this process is writing.
+    restoring: restore::Claims,
 }
 
 impl Backups {
@@ -117,6 +119,7 @@ impl Backups {
             sources: sources.into_iter().map(|s| (s.name.clone(), s)).collect(),
             repo,
             next_runs: parking_lot::Mutex::new(BTreeMap::new()),
+            restoring: restore::Claims::default(),
         }
     }
 

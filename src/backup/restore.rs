@@ -182,6 +182,7 @@ impl Backups {
                 )));
             }
         }
+        let _claimed = self.restoring.claim(&req, &names)?;
         let target = Deployment::discover(&req.to, &[], req.api_key.as_deref()).await?;
         let version = target.entry.version().await.map_err(upstream)?;
         check_version(record.qdrant_version.as_deref(), &version)?;
@@ -525,6 +526,58 @@ async fn upload(
         })
 }
 
+/// The target collections being restored by this process, by [`journal_name`]: a second
+/// restore into one of them is refused while the first runs, as the two would delete,
+/// create and upload over each other (with `overwrite`, or as a resumed restore).
+#[derive(Debug, Default)]
+pub(crate) struct Claims(Arc<parking_lot::Mutex<BTreeSet<String>>>);
+
+/// Target collections claimed by one restore, released when it ends or is dropped.
+pub(crate) struct Claimed {
+    claims: Arc<parking_lot::Mutex<BTreeSet<String>>>,
+    keys: Vec<String>,
+}
+
+impl Claims {
+    /// Claims every collection `req` restores `names` as, or none: a 409 naming the first
+    /// that another restore holds.
+    fn claim(&self, req: &RestoreRequest, names: &[String]) -> Result<Claimed> {
+        let mut held = self.0.lock();
+        let mut keys = Vec::with_capacity(names.len());
+        for n in names {
+            let to = req.new_name(n);
+            let key = journal_name(&req.to, &to);
+            if keys.contains(&key) {
+                return Err(Error::bad_input(format!(
+                    "two collections would be restored as `{to}`"
+                )));
+            }
+            if held.contains(&key) {
+                return Err(Error::AlreadyExists(format!(
+                    "a restore into collection `{to}` of {} is already running; wait for it \
+                     to end",
+                    req.to
+                )));
+            }
+            keys.push(key);
+        }
+        held.extend(keys.iter().cloned());
+        Ok(Claimed {
+            claims: Arc::clone(&self.0),
+            keys,
+        })
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        let mut held = self.claims.lock();
+        for k in &self.keys {
+            held.remove(k);
+        }
+    }
+}
+
 /// The journal of restoring collection `to` into the deployment at `url`.
 fn journal_name(url: &str, to: &str) -> String {
     let h = blake3::hash(format!("{}\n{to}", url.trim_end_matches('/')).as_bytes());
@@ -534,6 +587,64 @@ fn journal_name(url: &str, to: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn into(to: &str, rename: &[(&str, &str)]) -> RestoreRequest {
+        RestoreRequest {
+            to: to.into(),
+            rename: rename
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_second_restore_into_the_same_collection_waits_for_the_first_to_end() {
+        let claims = Claims::default();
+        let names = vec!["a".to_string(), "b".to_string()];
+        let first = claims.claim(&into("http://q:6333", &[]), &names).unwrap();
+        // The same target collection, however the URL ends or the name is reached.
+        let e = claims
+            .claim(
+                &into("http://q:6333/", &[("c", "b")]),
+                &["d".into(), "c".into()],
+            )
+            .err()
+            .expect("refused while the first runs");
+        assert!(
+            matches!(&e, Error::AlreadyExists(m) if m.contains("`b`")),
+            "{e:?}"
+        );
+        // Refused whole: the free collection it also named was not kept claimed.
+        let d = claims
+            .claim(&into("http://q:6333", &[]), &["d".into()])
+            .expect("`d` is free");
+        drop(d);
+        // Another target, or another name in the same target, is free.
+        let other = claims.claim(&into("http://r:6333", &[]), &names).unwrap();
+        let renamed = claims
+            .claim(&into("http://q:6333", &[("a", "a2")]), &["a".into()])
+            .unwrap();
+        drop((other, renamed));
+        drop(first);
+        claims
+            .claim(&into("http://q:6333", &[]), &names)
+            .expect("free again once the first ended");
+    }
+
+    #[test]
+    fn two_collections_restored_under_one_name_are_bad_input() {
+        let req = into("http://q:6333", &[("a", "x"), ("b", "x")]);
+        let e = Claims::default()
+            .claim(&req, &["a".into(), "b".into()])
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(&e, Error::BadInput(m) if m.contains("`x`")),
+            "{e:?}"
+        );
+    }
 
     #[test]
     fn the_target_key_is_never_printed() {

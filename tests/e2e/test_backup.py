@@ -407,6 +407,7 @@ def test_kill9_mid_backup_leaves_nothing_listed_and_its_pieces_are_collected(mak
     try:
         r = httpx.post(f"{server.url}/backup/sources/prod/backups?wait=false", timeout=30)
         assert r.status_code == 202, r.text
+        assert r.json()["result"]["operation_id"] == int(r.headers["x-operation-id"]), r.text
         # Held at the gate with pieces stored and no record yet: killed. Uploads run in
         # parallel, so a threshold may fall while every piece is still in flight: the gate
         # lets half a MiB more through until one piece has landed.
@@ -468,6 +469,53 @@ def test_kill9_mid_restore_then_the_same_restore_finishes(make_server, cluster, 
         assert all_points(single.client(), "resumed") == served
         # Finished: a third run is refused as for any existing collection.
         assert restore(server, done["id"], to).status_code == 409
+    finally:
+        gate.close()
+        single.stop()
+
+
+def poll_operation(server, op_id):
+    """The operation's status once it is no longer running."""
+    import time
+    for _ in range(1200):
+        op = httpx.get(f"{server.url}/operations/{op_id}", timeout=30).json()["result"]
+        if op["state"] != "running":
+            return op
+        time.sleep(0.1)
+    raise AssertionError(f"operation {op_id} still running: {op}")
+
+
+def test_a_second_restore_into_a_collection_being_restored_is_409(make_server, cluster, tmp_path):
+    from gate import Gate
+
+    q = cluster.client()
+    random_collection(q, "twice", 4000, 32, shard_number=2, replication_factor=1, seed=11)
+    served = all_points(q, "twice")
+    server = source_server(make_server, cluster)
+    done = backup(server, collections=["twice"])
+    single = Deployment(tmp_path / "twice-target", cluster=False)
+    peer = single.peers[0]
+    # The first restore's uploads are held by the gate until the second has been answered.
+    gate = Gate(peer.host, peer.http, [min(s["size"] for s in done["collections"]["twice"]["shards"]) // 2])
+    to = f"http://127.0.0.1:{gate.port}"
+    try:
+        r = httpx.post(f"{server.url}/backup/sources/prod/backups/{done['id']}/restore?wait=false",
+                       json={"to": to, "api_key": API_KEY}, timeout=30)
+        assert r.status_code == 202, r.text
+        op_id = r.json()["result"]["operation_id"]
+        assert gate.reached[0].wait(120)
+        # With overwrite it would delete the collection under the first; refused, naming it.
+        r = restore(server, done["id"], to, overwrite=True)
+        assert r.status_code == 409, r.text
+        assert "already running" in r.json()["status"]["error"] and "`twice`" in r.text
+        gate.open_all()
+        first = poll_operation(server, op_id)
+        assert first["state"] == "completed" and first["result"]["verified"], first
+        assert all_points(single.client(), "twice") == served
+        # Once the first has ended, the collection is free for the next restore.
+        r = restore(server, done["id"], to, overwrite=True)
+        assert r.status_code == 200 and r.json()["result"]["verified"], r.text
+        assert all_points(single.client(), "twice") == served
     finally:
         gate.close()
         single.stop()
