@@ -103,9 +103,19 @@ def test_backup_a_cluster_then_restore_into_a_single_node_and_a_new_cluster(make
     assert [s["name"] for s in sources] == ["prod"]
     assert sorted(p["url"] for p in sources[0]["peers"]) == sorted(p.url for p in cluster.peers)
     assert all(p["reachable"] for p in sources[0]["peers"])
+    # The contract's shapes.
+    assert {"name", "url", "peers", "collections", "last_backup", "next_backup_at"} <= set(sources[0])
+    assert all({"peer_id", "url", "reachable"} <= set(p) for p in sources[0]["peers"])
+    assert sources[0]["last_backup"] is None and sources[0]["next_backup_at"] is None
 
     first = backup(server)
     col = first["collections"]["papers"]
+    assert {"id", "source", "started_at", "finished_at", "size", "stored_bytes", "collections"} <= set(first)
+    assert {"config", "aliases", "payload_indexes", "points_count", "shards"} <= set(col)
+    assert all({"shard_id", "peer_id", "points_count", "size", "sha256", "pulled_bytes", "stored_bytes"} <= set(s)
+               for s in col["shards"])
+    last = httpx.get(f"{server.url}/backup/sources").json()["result"][0]["last_backup"]
+    assert last == {"id": first["id"], "finished_at": first["finished_at"]}, (last, first["finished_at"])
     assert col["points_count"] == N and col["aliases"] == ["live"]
     assert col["payload_indexes"]["i"]["data_type"] == "integer"
     assert col["config"]["params"]["shard_number"] == 3 and col["config"]["params"]["replication_factor"] == 2
@@ -511,6 +521,7 @@ def test_a_second_restore_into_a_collection_being_restored_is_409(make_server, c
         gate.open_all()
         first = poll_operation(server, op_id)
         assert first["state"] == "completed" and first["result"]["verified"], first
+        assert first["bytes_done"] >= sum(s["size"] for s in done["collections"]["twice"]["shards"]), first
         assert all_points(single.client(), "twice") == served
         # Once the first has ended, the collection is free for the next restore.
         r = restore(server, done["id"], to, overwrite=True)
