@@ -35,6 +35,22 @@ pub(crate) fn upstream(e: String) -> Error {
     Error::Upstream(e)
 }
 
+/// `e`, said as `key` refused when Qdrant refused the key it was given: `bad_input` for a
+/// key the caller passed (the restore's target), else still upstream (a configured key).
+pub(crate) fn refused_key(e: Error, key: &str, callers: bool) -> Error {
+    match e {
+        Error::Upstream(m) if crate::qdrant_api::rest::key_refused(&m) => {
+            let m = format!("Qdrant refused {key}: {m}");
+            if callers {
+                Error::bad_input(m)
+            } else {
+                Error::Upstream(m)
+            }
+        }
+        e => e,
+    }
+}
+
 fn client(url: &str, api_key: Option<&str>) -> Result<Server> {
     Server::new(url, api_key.map(str::to_string)).map_err(Error::bad_input)
 }

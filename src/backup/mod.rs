@@ -273,7 +273,13 @@ impl Backups {
         let started_at = Utc::now();
         let id = record::new_id(started_at);
         let key = opts.api_key.as_ref().map(|k| k.expose().to_string());
-        let deployment = Deployment::discover(&opts.url, &opts.peer_urls, key.as_deref()).await?;
+        let deployment = Deployment::discover(&opts.url, &opts.peer_urls, key.as_deref())
+            .await
+            .map_err(|e| {
+                let key =
+                    format!("the api_key of source `{source}` (backup.sources.{source}.api_key)");
+                cluster::refused_key(e, &key, false)
+            })?;
         let names = chosen(collections, &opts, &deployment).await?;
         let previous = self.newest(source).await?;
         let last = previous.as_ref().map(|(r, _)| r);
@@ -377,7 +383,17 @@ async fn chosen(
     d: &Deployment,
 ) -> Result<Vec<String>> {
     Ok(match requested.filter(|c| !c.is_empty()) {
-        Some(c) => c,
+        Some(c) => {
+            // Named in the request: all present, or nothing is done.
+            let there = d.entry.collections().await.map_err(upstream)?;
+            if let Some(missing) = c.iter().find(|n| !there.contains(n)) {
+                return Err(Error::NotFound(format!(
+                    "collection `{missing}` does not exist in source `{}`",
+                    opts.name
+                )));
+            }
+            c
+        }
         None if !opts.collections.is_empty() => opts.collections.clone(),
         None => d.entry.collections().await.map_err(upstream)?,
     })

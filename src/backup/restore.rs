@@ -79,9 +79,33 @@ impl RestoreRequest {
             .unwrap_or_else(|| name.to_string())
     }
 
-    /// Checks what can be checked before anything is read: the target URL.
+    /// Checks what can be checked before anything is read: the target URL and the new
+    /// names, by Qdrant's rules for collection names.
     pub(crate) fn check(&self) -> Result<()> {
-        super::source::validate_url(&self.to).map_err(|e| Error::bad_input(format!("`to`: {e}")))
+        super::source::validate_url(&self.to)
+            .map_err(|e| Error::bad_input(format!("`to`: {e}")))?;
+        for (from, to) in &self.rename {
+            collection_name(to)
+                .map_err(|e| Error::bad_input(format!("`rename` of `{from}`: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Qdrant's rules for a collection name: 1 to 255 bytes, none of the characters its
+/// storage cannot hold.
+fn collection_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("a collection name must not be empty".into());
+    }
+    if name.len() > 255 {
+        return Err(format!("`{name}` is longer than 255 bytes"));
+    }
+    match name.chars().find(|c| "<>:\"/\\|?*\0\u{1F}".contains(*c)) {
+        Some(c) => Err(format!(
+            "`{name}` contains {c:?}, which Qdrant forbids in a collection name"
+        )),
+        None => Ok(()),
     }
 }
 
@@ -182,8 +206,15 @@ impl Backups {
                 )));
             }
         }
+        if let Some(from) = req.rename.keys().find(|from| !names.contains(from)) {
+            return Err(Error::bad_input(format!(
+                "`rename` names `{from}`, which this restore does not include"
+            )));
+        }
         let _claimed = self.restoring.claim(&req, &names)?;
-        let target = Deployment::discover(&req.to, &[], req.api_key.as_deref()).await?;
+        let target = Deployment::discover(&req.to, &[], req.api_key.as_deref())
+            .await
+            .map_err(|e| super::cluster::refused_key(e, "the target's `api_key`", true))?;
         let version = target.entry.version().await.map_err(upstream)?;
         check_version(record.qdrant_version.as_deref(), &version)?;
         self.refuse_existing((source, id), &req, &names, &target)
@@ -631,6 +662,18 @@ mod tests {
         claims
             .claim(&into("http://q:6333", &[]), &names)
             .expect("free again once the first ended");
+    }
+
+    #[test]
+    fn new_names_follow_qdrants_rules_before_anything_is_read() {
+        assert!(into("http://q:6333", &[("a", "b-c_d.e 1")]).check().is_ok());
+        for bad in ["", "a/b", "a\\b", "a:b", "a\0b", "a?b", &"x".repeat(256)] {
+            let e = into("http://q:6333", &[("a", bad)]).check().err();
+            assert!(
+                matches!(&e, Some(Error::BadInput(m)) if m.contains("`rename` of `a`")),
+                "{bad:?}: {e:?}"
+            );
+        }
     }
 
     #[test]

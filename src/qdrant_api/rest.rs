@@ -577,6 +577,11 @@ async fn checked(
     Ok(resp)
 }
 
+/// Whether `e` (made by [`failure`]) is Qdrant refusing the key the call carried.
+pub(crate) fn key_refused(e: &CallError) -> bool {
+    e.contains(": 401 Unauthorized:") || e.contains(": 403 Forbidden:")
+}
+
 /// A non-2xx answer as one line: the server's message from Qdrant's envelope.
 fn failure(method: &Method, url: &str, status: reqwest::StatusCode, text: &str) -> CallError {
     let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);

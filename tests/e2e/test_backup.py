@@ -229,6 +229,19 @@ def test_unknown_sources_and_backups_are_404_and_a_bad_body_is_400(make_server, 
     assert r.status_code == 400 and "status" in r.json()
     r = restore(server, "20200101T000000Z-abcdef", "not a url")
     assert r.status_code == 400, r.text
+    # New names are checked by Qdrant's rules before anything is read.
+    r = restore(server, "20200101T000000Z-abcdef", cluster.url, rename={"a": "b/c"})
+    assert r.status_code == 400 and "rename" in r.text, r.text
+    # A collection the source does not have: 404, nothing backed up.
+    r = httpx.post(f"{server.url}/backup/sources/prod/backups?wait=true", json={"collections": ["nope"]}, timeout=60)
+    assert r.status_code == 404 and "`nope`" in r.text, r.text
+    assert httpx.get(f"{server.url}/backup/sources/prod/backups").json()["result"] == []
+    # A key Qdrant refuses is named.
+    env = s3_env(f"e2e-backup-{uuid.uuid4().hex}")
+    env.update({"QDRANT__BACKUP__SOURCES__PROD__URL": cluster.url, "QDRANT__BACKUP__SOURCES__PROD__API_KEY": "wrong"})
+    wrong = make_server(env=env)
+    r = httpx.post(f"{wrong.url}/backup/sources/prod/backups?wait=true", timeout=60)
+    assert r.status_code == 502 and "api_key of source `prod`" in r.text, r.text
 
 
 def test_cli_restore_with_the_server_stopped(make_server, cluster, tmp_path):
@@ -523,6 +536,9 @@ def test_a_second_restore_into_a_collection_being_restored_is_409(make_server, c
         assert first["state"] == "completed" and first["result"]["verified"], first
         assert first["bytes_done"] >= sum(s["size"] for s in done["collections"]["twice"]["shards"]), first
         assert all_points(single.client(), "twice") == served
+        # A target key Qdrant refuses is the caller's to fix: 400, naming it.
+        r = restore(server, done["id"], to, overwrite=True, api_key="wrong")
+        assert r.status_code == 400 and "the target's `api_key`" in r.text, r.text
         # Once the first has ended, the collection is free for the next restore.
         r = restore(server, done["id"], to, overwrite=True)
         assert r.status_code == 200 and r.json()["result"]["verified"], r.text
