@@ -178,6 +178,24 @@ def test_backup_a_cluster_then_restore_into_a_single_node_and_a_new_cluster(make
     part = httpx.get(url, headers={"range": "bytes=100-1099"}, timeout=60)
     assert part.status_code == 206 and part.content == r.content[100:1100]
 
+    # Qdrant itself recovers each shard from that endpoint by URL, with the checksum (the
+    # tutorial's way, with snapstream as the file server).
+    by_url = Deployment(tmp_path / "by-url", cluster=False)
+    try:
+        q1 = by_url.client()
+        q1.create_collection("papers", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE),
+                             shard_number=3)
+        for sh in second["collections"]["papers"]["shards"]:
+            location = (f"{server.url}/backup/sources/prod/backups/{second['id']}/collections/papers/"
+                        f"shards/{sh['shard_id']}/snapshot")
+            r = httpx.put(f"{by_url.url}/collections/papers/shards/{sh['shard_id']}/snapshots/recover?wait=true",
+                          json={"location": location, "checksum": sh["sha256"]},
+                          headers={"api-key": API_KEY}, timeout=120)
+            assert r.status_code == 200, r.text
+        assert all_points(q1, "papers") == served_second
+    finally:
+        by_url.stop()
+
     # The first backup into a fresh single node, renamed.
     single = Deployment(tmp_path / "single", cluster=False)
     try:
