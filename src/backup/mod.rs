@@ -272,14 +272,7 @@ impl Backups {
         };
         let started_at = Utc::now();
         let id = record::new_id(started_at);
-        let key = opts.api_key.as_ref().map(|k| k.expose().to_string());
-        let deployment = Deployment::discover(&opts.url, &opts.peer_urls, key.as_deref())
-            .await
-            .map_err(|e| {
-                let key =
-                    format!("the api_key of source `{source}` (backup.sources.{source}.api_key)");
-                cluster::refused_key(e, &key, false)
-            })?;
+        let deployment = discover(&opts).await?;
         let names = chosen(collections, &opts, &deployment).await?;
         let previous = self.newest(source).await?;
         let last = previous.as_ref().map(|(r, _)| r);
@@ -377,6 +370,20 @@ impl Backups {
 
 /// The collections to back up: the request's, else the configured ones, else every
 /// collection of the deployment.
+/// The deployment of source `opts`; a key it refuses is named as the source's.
+async fn discover(opts: &SourceOptions) -> Result<Deployment> {
+    let key = opts.api_key.as_ref().map(|k| k.expose().to_string());
+    Deployment::discover(&opts.url, &opts.peer_urls, key.as_deref())
+        .await
+        .map_err(|e| {
+            let name = &opts.name;
+            let key = format!("the api_key of source `{name}` (backup.sources.{name}.api_key)");
+            cluster::refused_key(e, &key, false)
+        })
+}
+
+/// The collections to back up: the request's (each must exist), else the configured ones,
+/// else every collection of the deployment.
 async fn chosen(
     requested: Option<Vec<String>>,
     opts: &SourceOptions,

@@ -79,6 +79,27 @@ impl RestoreRequest {
             .unwrap_or_else(|| name.to_string())
     }
 
+    /// The collections of `record` (backup `id`) this restore takes: the requested ones, each
+    /// held by the backup, else all; a 404 or 400 for a name it does not hold or rename.
+    fn names_in(&self, record: &BackupRecord, id: &str) -> Result<Vec<String>> {
+        let names: Vec<String> = if self.collections.is_empty() {
+            record.collections.keys().cloned().collect()
+        } else {
+            self.collections.clone()
+        };
+        if let Some(n) = names.iter().find(|n| !record.collections.contains_key(*n)) {
+            return Err(Error::NotFound(format!(
+                "backup `{id}` holds no collection `{n}`"
+            )));
+        }
+        if let Some(from) = self.rename.keys().find(|from| !names.contains(from)) {
+            return Err(Error::bad_input(format!(
+                "`rename` names `{from}`, which this restore does not include"
+            )));
+        }
+        Ok(names)
+    }
+
     /// Checks what can be checked before anything is read: the target URL and the new
     /// names, by Qdrant's rules for collection names.
     pub(crate) fn check(&self) -> Result<()> {
@@ -194,23 +215,7 @@ impl Backups {
         let stored = self.stored(source, id).await?;
         let record: BackupRecord = serde_json::from_value(stored.record.clone())
             .map_err(|e| Error::internal(format!("backup `{id}` has an unreadable record"), e))?;
-        let names: Vec<String> = if req.collections.is_empty() {
-            record.collections.keys().cloned().collect()
-        } else {
-            req.collections.clone()
-        };
-        for n in &names {
-            if !record.collections.contains_key(n) {
-                return Err(Error::NotFound(format!(
-                    "backup `{id}` holds no collection `{n}`"
-                )));
-            }
-        }
-        if let Some(from) = req.rename.keys().find(|from| !names.contains(from)) {
-            return Err(Error::bad_input(format!(
-                "`rename` names `{from}`, which this restore does not include"
-            )));
-        }
+        let names = req.names_in(&record, id)?;
         let _claimed = self.restoring.claim(&req, &names)?;
         let target = Deployment::discover(&req.to, &[], req.api_key.as_deref())
             .await
