@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use crate::cluster::{qdrant_bin, spawn_quiet, Cluster};
 use crate::harness::{
-    batch_body, call, cpu_seconds, env_or, median, mib, rss_bytes, s3_server_pid, RssSampler,
-    Service, DIM,
+    batch_body, call, cpu_seconds_of as cpu, env_or, median, mib, rss_bytes, s3_server_pid,
+    RssSampler, Service, DIM,
 };
 use crate::incremental::overwrite_body;
 use crate::s3::{plain_read, plain_stream_upload, plain_upload, S3};
@@ -158,7 +158,6 @@ fn first_backups(
     let mut last: Option<Service> = None;
     let mut size = 0;
     let (peers, s3_server) = (q.pids(), s3_server_pid());
-    let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
     for round in 0..repeat.max(1) {
         let floor_round = || {
             let before = (cpu(&peers), cpu(&[s3_server]));
@@ -490,7 +489,6 @@ fn restores(
     // CPU seconds of each side's processes: where a restore's time goes on two cores.
     let s3_server = s3_server_pid();
     let peers = target.pids();
-    let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
     for _ in 0..repeat.max(1) {
         floors.push(bucket_floor(s3, &serve));
         let before = (cpu(&peers), cpu(&[server.id()]));

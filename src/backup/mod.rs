@@ -368,8 +368,6 @@ impl Backups {
     }
 }
 
-/// The collections to back up: the request's, else the configured ones, else every
-/// collection of the deployment.
 /// The deployment of source `opts`; a key it refuses is named as the source's.
 async fn discover(opts: &SourceOptions) -> Result<Deployment> {
     let key = opts.api_key.as_ref().map(|k| k.expose().to_string());

@@ -114,7 +114,8 @@ impl RestoreRequest {
 }
 
 /// Qdrant's rules for a collection name: 1 to 255 bytes, none of the characters its
-/// storage cannot hold.
+/// storage cannot hold. (Not `collection::registry::validate_name`: that adds this
+/// service's own rules, such as no leading `.`, which a Qdrant target does not have.)
 fn collection_name(name: &str) -> std::result::Result<(), String> {
     if name.is_empty() {
         return Err("a collection name must not be empty".into());
