@@ -71,11 +71,11 @@ const SAMPLES: usize = 4;
 const SAMPLE_LEN: usize = 16 << 10;
 
 /// Whether `bytes` may shrink by an eighth: a piece of more than four times the samples is
-/// judged by [`SAMPLES`] slices spread over it, which must save a tenth. zstd's gain on a
-/// 16 KiB slice is within a few tenths of a percent of its gain on the whole piece, for
-/// random vectors (about 8%, stored raw) and text alike, so the piece is compressed in full
-/// only when the result is likely kept; random vectors then cost 64 KiB of compression per
-/// piece instead of all of it.
+/// judged by [`SAMPLES`] slices spread over it, which must save a tenth. On random vectors
+/// zstd saves on a 16 KiB slice within a few tenths of a percent of what it saves on the
+/// whole (about 8%: stored raw); on text a slice saves somewhat less than the whole, far
+/// above a tenth. So the piece is compressed in full only when the result is likely kept,
+/// and random vectors cost 64 KiB of compression per piece instead of all of it.
 fn may_shrink(bytes: &[u8]) -> bool {
     if bytes.len() <= 4 * SAMPLES * SAMPLE_LEN {
         return true;
