@@ -1,6 +1,6 @@
 //! Restoring a backup into any Qdrant deployment (a single node or a cluster, not
 //! necessarily shaped like the source): each collection is created with its recorded
-//! configuration, its payload indexes made, every shard uploaded to each peer the target
+//! configuration, its payload indexes made, every shard recovered on each peer the target
 //! placed a replica of it on (streamed from storage, no local copy), aliases moved, and
 //! the result verified: per-shard point counts, sampled points, a query.
 
@@ -16,6 +16,7 @@ use super::record::{BackupRecord, CollectionRecord};
 use super::Backups;
 use crate::error::{Error, Result};
 use crate::io::progress::Progress;
+use crate::qdrant_api::handoff::{Archive, Handoff};
 use crate::qdrant_api::rest::Replica;
 use crate::qdrant_api::Server;
 use crate::repository::backups::StoredBackup;
@@ -204,7 +205,7 @@ fn minor_version(v: &str) -> Option<(u64, u64)> {
 }
 
 impl Backups {
-    /// Restores backup `id` of `source` as `req` says; `progress` counts bytes uploaded.
+    /// Restores backup `id` of `source` as `req` says; `progress` counts bytes sent.
     pub(crate) async fn restore(
         &self,
         source: &str,
@@ -282,7 +283,7 @@ impl Backups {
     }
 
     /// Restores collection `name` as `to`, resuming where a stopped restore of it left off
-    /// (its journal in the repository says which shard uploads are done).
+    /// (its journal in the repository says which shard recoveries are done).
     #[allow(clippy::too_many_arguments)]
     async fn restore_collection(
         &self,
@@ -302,14 +303,16 @@ impl Backups {
             .start_or_resume((source, id), &target.entry, c, to, req, &journal)
             .await?;
         let (_, replicas) = target.replicas(to).await?;
-        let uploads = pending_uploads(c, &replicas, &done);
+        let pending = pending_recoveries(c, &replicas, &done);
         let done = tokio::sync::Mutex::new(done);
+        let handoff = Handoff::default();
         let parallel = target.peers.len().max(1);
-        let uploaded = futures::stream::iter(uploads)
+        let recovered = futures::stream::iter(pending)
             .map(|(shard, peer)| {
                 let progress = progress.clone();
                 let done = &done;
                 let journal = &journal;
+                let handoff = &handoff;
                 async move {
                     let shard_of = Shard {
                         name,
@@ -317,7 +320,7 @@ impl Backups {
                         shard,
                         backup: (source, id),
                     };
-                    upload(repo, stored, target, shard_of, peer, progress).await?;
+                    recover_shard(repo, stored, target, handoff, shard_of, peer, progress).await?;
                     let mut done = done.lock().await;
                     done.insert((shard, peer));
                     let j = json!({"to": req.to, "collection": to, "done": *done});
@@ -328,10 +331,10 @@ impl Backups {
             .buffer_unordered(parallel)
             .try_collect::<Vec<()>>()
             .await;
-        if let Err(e) = uploaded {
+        if let Err(e) = recovered {
             let done: Vec<u32> = done.lock().await.iter().map(|(s, _)| *s).collect();
             return Err(Error::Upstream(format!(
-                "the restore of `{to}` stopped with shard uploads {done:?} done: {}; run it again to finish",
+                "the restore of `{to}` stopped with shards {done:?} recovered: {}; run it again to finish",
                 e.public_message()
             )));
         }
@@ -343,7 +346,7 @@ impl Backups {
         Ok(verified)
     }
 
-    /// The shard uploads already done by a stopped restore of `to` that this one resumes;
+    /// The shard recoveries already done by a stopped restore of `to` that this one resumes;
     /// otherwise (re)creates the collection and starts a journal with none.
     async fn start_or_resume(
         &self,
@@ -449,9 +452,9 @@ impl Backups {
     }
 }
 
-/// Every `(shard, peer)` upload of collection `c` onto the target's `replicas` that is not
+/// Every `(shard, peer)` recovery of collection `c` onto the target's `replicas` that is not
 /// `done` yet (peers then work in parallel).
-fn pending_uploads(
+fn pending_recoveries(
     c: &CollectionRecord,
     replicas: &[Replica],
     done: &BTreeSet<(u32, u64)>,
@@ -525,11 +528,13 @@ struct Shard<'a> {
     backup: (&'a str, &'a str),
 }
 
-/// Uploads one shard archive, streamed from storage, to `peer` of the target.
-async fn upload(
+/// Recovers one shard archive, streamed from storage, on `peer` of the target: pulled by
+/// the peer from `handoff`, or uploaded when it cannot be (see [`Handoff`]).
+async fn recover_shard(
     repo: &Repository,
     stored: &StoredBackup,
     target: &Deployment,
+    handoff: &Handoff,
     s: Shard<'_>,
     peer: u64,
     progress: Option<Progress>,
@@ -547,20 +552,34 @@ async fn upload(
     let m = Arc::new(m.clone());
     let label = super::shard_label(source, id, name, shard);
     let (stream, damage) = damage::watch(repo.open_manifest(label, Arc::clone(&m), None).await?);
-    let stream = stream.inspect_ok(move |b| {
+    let stream: Archive = Box::pin(stream.inspect_ok(move |b| {
         if let Some(p) = &progress {
             p.add(b.len() as u64);
         }
-    });
-    target
-        .peer(peer)?
-        .server
-        .upload_shard_snapshot(to, shard, stream, m.size, "no_sync", &m.sha256)
-        .await
-        .map_err(|e| match damage.lock().take() {
-            Some(d) => d.to_error(),
-            None => Error::Upstream(format!("shard {shard} of `{to}` on peer {peer}: {e}")),
-        })
+    }));
+    let server = &target.peer(peer)?.server;
+    let upload =
+        |archive| server.upload_shard_snapshot(to, shard, archive, m.size, "no_sync", &m.sha256);
+    let sent = match handoff.offer(server.base(), stream, m.size).await {
+        Ok(ticket) => {
+            let pulled = server
+                .recover_shard_snapshot(to, shard, ticket.url(), "no_sync", &m.sha256)
+                .await;
+            match (pulled, ticket.withdraw()) {
+                (Err(e), Some(untaken)) => {
+                    tracing::warn!(peer, shard, error = %e, "the peer did not pull the shard archive from us; uploading it, and the rest of this restore");
+                    handoff.give_up();
+                    upload(untaken).await
+                }
+                (pulled, _) => pulled,
+            }
+        }
+        Err(untaken) => upload(untaken).await,
+    };
+    sent.map_err(|e| match damage.lock().take() {
+        Some(d) => d.to_error(),
+        None => Error::Upstream(format!("shard {shard} of `{to}` on peer {peer}: {e}")),
+    })
 }
 
 /// The target collections being restored by this process, by [`journal_name`]: a second

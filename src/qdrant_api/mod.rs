@@ -1,8 +1,9 @@
 //! The crate's one client of Qdrant's API: REST for collections, indexes and aliases, gRPC
 //! for points in bulk. It talks to any server that speaks the API (Qdrant or snapstream).
-//! `migrate` is built on it; backups and restores of Qdrant deployments will be too.
+//! `migrate`, backups and restores of Qdrant deployments are built on it.
 
 pub(crate) mod grpc;
+pub(crate) mod handoff;
 pub(crate) mod rest;
 
 pub(crate) use grpc::GrpcPoints;

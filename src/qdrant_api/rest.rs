@@ -525,6 +525,31 @@ impl Server {
         Ok(())
     }
 
+    /// `PUT /collections/{name}/shards/{shard}/snapshots/recover`: the peer pulls the shard
+    /// archive from `location` and recovers it, checked against `checksum`.
+    pub(crate) async fn recover_shard_snapshot(
+        &self,
+        name: &str,
+        shard: u32,
+        location: &str,
+        priority: &str,
+        checksum: &str,
+    ) -> Result<(), CallError> {
+        let url = format!(
+            "{}/collections/{}/shards/{shard}/snapshots/recover?wait=true",
+            self.base,
+            enc(name)
+        );
+        let body = json!({"location": location, "priority": priority, "checksum": checksum});
+        let req = self
+            .http
+            .put(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        self.send_long(Method::PUT, &url, req).await?;
+        Ok(())
+    }
+
     /// Sends a request whose body streams for long (a shard archive either way), with the
     /// key and a deadline of a day instead of the client's; a non-2xx answer is an error.
     async fn send_long(

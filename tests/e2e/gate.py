@@ -1,7 +1,9 @@
-"""A TCP proxy that stops forwarding at byte thresholds until the test opens each one.
+"""A TCP proxy that stops forwarding at thresholds until the test opens each one.
 
 It lets a test hold a long-running operation (a snapshot streaming into S3) at a known point
-for as long as it needs to observe it, instead of hoping the operation runs long enough."""
+for as long as it needs to observe it, instead of hoping the operation runs long enough.
+Thresholds count bytes sent upstream, or, given `pattern`, how many times those bytes
+carried it (the requests that name a path, say)."""
 import socket
 import threading
 
@@ -9,8 +11,9 @@ import threading
 class Gate:
     """Forwards 127.0.0.1:port to `upstream`; client-to-server bytes stop at each threshold."""
 
-    def __init__(self, upstream_host, upstream_port, thresholds):
+    def __init__(self, upstream_host, upstream_port, thresholds, pattern=None):
         self.upstream = (upstream_host, upstream_port)
+        self.pattern = pattern
         self.thresholds = sorted(thresholds)
         self.opened = [threading.Event() for _ in self.thresholds]
         self.reached = [threading.Event() for _ in self.thresholds]
@@ -42,7 +45,8 @@ class Gate:
             threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
 
     def _wait_at_thresholds(self, n):
-        """Counts n more bytes upstream; blocks while the count stands past a closed threshold."""
+        """Counts n more (bytes or patterns) upstream; blocks while the count stands past a
+        closed threshold."""
         with self.lock:
             self.sent += n
             sent = self.sent
@@ -52,13 +56,19 @@ class Gate:
                 self.opened[i].wait()
 
     def _pipe(self, src, dst, upstream):
+        # The end of the last chunk, so that a pattern split between two chunks is found.
+        tail = b""
         try:
             while True:
                 data = src.recv(1 << 16)
                 if not data:
                     break
-                if upstream:
+                if upstream and self.pattern is None:
                     self._wait_at_thresholds(len(data))
+                elif upstream:
+                    seen = tail + data
+                    self._wait_at_thresholds(seen.count(self.pattern))
+                    tail = seen[-(len(self.pattern) - 1):] if len(self.pattern) > 1 else b""
                 dst.sendall(data)
         except OSError:
             pass

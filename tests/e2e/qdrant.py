@@ -47,8 +47,9 @@ def free_ports(n, hosts):
 
 
 class Peer:
-    def __init__(self, root: Path, host, ports, bootstrap=None, cluster=True):
+    def __init__(self, root: Path, host, ports, bootstrap=None, cluster=True, env=None):
         self.root, self.host = root, host
+        self.env = env or {}
         self.http, self.grpc, self.p2p = ports
         self.bootstrap, self.cluster = bootstrap, cluster
         self.proc = None
@@ -63,7 +64,10 @@ class Peer:
         return f"http://{self.host}:{self.p2p}"
 
     def start(self):
-        env = dict(os.environ)
+        # No proxy of this machine's stands between a peer and the archives it pulls, but
+        # one a test names.
+        env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+        env.update(self.env)
         env.update({
             "QDRANT__CLUSTER__ENABLED": "true" if self.cluster else "false",
             "QDRANT__SERVICE__HOST": self.host,
@@ -113,13 +117,13 @@ class Peer:
 class Deployment:
     """A cluster of `n` peers, or a single node with cluster mode off."""
 
-    def __init__(self, root: Path, n=3, cluster=True, hosts=("127.0.0.1", "127.0.0.2", "127.0.0.3")):
+    def __init__(self, root: Path, n=3, cluster=True, hosts=("127.0.0.1", "127.0.0.2", "127.0.0.3"), env=None):
         hosts = list(hosts[:n]) if cluster else ["127.0.0.1"]
         ports = free_ports(3, hosts)
         first = None
         self.peers = []
         for i, h in enumerate(hosts):
-            p = Peer(root / f"peer{i}", h, ports, bootstrap=first.uri if first else None, cluster=cluster)
+            p = Peer(root / f"peer{i}", h, ports, bootstrap=first.uri if first else None, cluster=cluster, env=env)
             self.peers.append(p)
             p.start()
             if first is None:

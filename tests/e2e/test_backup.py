@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from qdrant_client import models
 
-from qdrant import API_KEY, Deployment, qdrant_bin
+from qdrant import API_KEY, Deployment, free_ports, qdrant_bin
 from test_dashboard import browser  # noqa: F401 (a fixture)
 from test_s3 import s3_env
 
@@ -227,6 +227,8 @@ def test_backup_a_cluster_then_restore_into_a_single_node_and_a_new_cluster(make
         assert other.snapshot_files() == []
     finally:
         other.stop()
+    # Every peer pulled its shards from snapstream by URL; none needed an upload.
+    assert "did not pull the shard archive" not in server.log.read_text()
 
     # Nothing was left on the source's nodes.
     assert cluster.snapshot_files() == []
@@ -489,11 +491,11 @@ def test_kill9_mid_restore_then_the_same_restore_finishes(make_server, cluster, 
     served = all_points(q, "resumed")
     server = source_server(make_server, cluster)
     done = backup(server, collections=["resumed"])
-    sizes = sorted(s["size"] for s in done["collections"]["resumed"]["shards"])
     single = Deployment(tmp_path / "resume-target", cluster=False)
     peer = single.peers[0]
-    # Uploads to the target pass a gate that holds them once the first shard is through.
-    gate = Gate(peer.host, peer.http, [sizes[0] + sizes[1] // 2])
+    # Requests to the target pass a gate that holds the second shard's recovery once the
+    # first is through (a single node recovers its shards one after the other).
+    gate = Gate(peer.host, peer.http, [2], pattern=b"/snapshots/recover")
     to = f"http://127.0.0.1:{gate.port}"
     try:
         r = httpx.post(f"{server.url}/backup/sources/prod/backups/{done['id']}/restore?wait=false",
@@ -536,8 +538,9 @@ def test_a_second_restore_into_a_collection_being_restored_is_409(make_server, c
     done = backup(server, collections=["twice"])
     single = Deployment(tmp_path / "twice-target", cluster=False)
     peer = single.peers[0]
-    # The first restore's uploads are held by the gate until the second has been answered.
-    gate = Gate(peer.host, peer.http, [min(s["size"] for s in done["collections"]["twice"]["shards"]) // 2])
+    # The first restore's shard recoveries are held by the gate until the second restore has
+    # been answered.
+    gate = Gate(peer.host, peer.http, [1], pattern=b"/snapshots/recover")
     to = f"http://127.0.0.1:{gate.port}"
     try:
         r = httpx.post(f"{server.url}/backup/sources/prod/backups/{done['id']}/restore?wait=false",
@@ -563,6 +566,27 @@ def test_a_second_restore_into_a_collection_being_restored_is_409(make_server, c
         assert all_points(single.client(), "twice") == served
     finally:
         gate.close()
+        single.stop()
+
+
+def test_a_target_that_cannot_pull_from_us_gets_the_shards_uploaded(make_server, cluster, tmp_path):
+    """Peers that reach no address of ours (here every connection they make goes to a proxy
+    that is not there) recover the same shards from uploads, after one warning."""
+    q = cluster.client()
+    random_collection(q, "pushed", 3000, 32, shard_number=2, replication_factor=1, seed=13)
+    served = all_points(q, "pushed")
+    server = source_server(make_server, cluster)
+    done = backup(server, collections=["pushed"])
+    nowhere = f"http://127.0.0.1:{free_ports(1, ['127.0.0.1'])[0]}"
+    single = Deployment(tmp_path / "pushed-target", cluster=False,
+                        env={"HTTP_PROXY": nowhere, "http_proxy": nowhere})
+    try:
+        r = restore(server, done["id"], single.url)
+        assert r.status_code == 200 and r.json()["result"]["verified"], r.text
+        assert all_points(single.client(), "pushed") == served
+        assert server.log.read_text().count("did not pull the shard archive") == 1
+        assert single.peers[0].snapshot_files() == []
+    finally:
         single.stop()
 
 
