@@ -357,6 +357,19 @@ fn our_restore(
     (secs, added)
 }
 
+/// Bytes snapstream has read from its storage so far (`/metrics`).
+fn storage_read_bytes(c: &reqwest::blocking::Client, svc: &Service) -> u64 {
+    let text = c
+        .get(format!("{}/metrics", svc.url))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("snapstream_storage_read_bytes_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// A plain HTTP file server for `dir` on loopback; returns it and its base URL.
 fn file_server(dir: &Path) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -483,6 +496,10 @@ fn restores(
 ) {
     let serve = root.join("serve");
     let (id, points) = download_shards(c, svc, &serve);
+    let archives: u64 = std::fs::read_dir(&serve)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
     let (mut server, files) = file_server(&serve);
     let (mut theirs, mut ours, mut rss) = (Vec::new(), Vec::new(), 0u64);
     let mut floors = Vec::new();
@@ -506,12 +523,16 @@ fn restores(
         );
         drop_collection(c, target);
         let before = (cpu(&peers), cpu(&[svc.pid()]), cpu(&[s3_server]));
+        let read_before = storage_read_bytes(c, svc);
         let (secs, added) = our_restore(c, svc, target, &id);
+        let read = storage_read_bytes(c, svc).saturating_sub(read_before);
         println!(
-            "  our restore {secs:.2} s; CPU s: peers {:.2}, snapstream {:.2}, S3 server {:.2}",
+            "  our restore {secs:.2} s; CPU s: peers {:.2}, snapstream {:.2}, S3 server {:.2}; read from the bucket {:.0} MiB for {:.0} MiB of archives",
             cpu(&peers) - before.0,
             cpu(&[svc.pid()]) - before.1,
-            cpu(&[s3_server]) - before.2
+            cpu(&[s3_server]) - before.2,
+            mib(read),
+            mib(archives)
         );
         ours.push(secs);
         rss = rss.max(added);
