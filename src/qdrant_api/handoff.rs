@@ -147,6 +147,7 @@ impl Handoff {
                 tracing::warn!(%addr, error = %e, "the handoff listener stopped");
             }
         });
+        tracing::info!(%addr, "peers pull shard archives from this address while the restore runs");
         listeners.insert(ip, (addr, Listener(task)));
         Ok(addr)
     }
