@@ -9,11 +9,13 @@ import threading
 
 
 class Gate:
-    """Forwards 127.0.0.1:port to `upstream`; client-to-server bytes stop at each threshold."""
+    """Forwards 127.0.0.1:port to `upstream`; client-to-server bytes (server-to-client ones
+    when `downstream`) stop at each threshold."""
 
-    def __init__(self, upstream_host, upstream_port, thresholds, pattern=None):
+    def __init__(self, upstream_host, upstream_port, thresholds, pattern=None, downstream=False):
         self.upstream = (upstream_host, upstream_port)
         self.pattern = pattern
+        self.downstream = downstream
         self.thresholds = sorted(thresholds)
         self.opened = [threading.Event() for _ in self.thresholds]
         self.reached = [threading.Event() for _ in self.thresholds]
@@ -56,6 +58,7 @@ class Gate:
                 self.opened[i].wait()
 
     def _pipe(self, src, dst, upstream):
+        counted = upstream != self.downstream
         # The end of the last chunk, so that a pattern split between two chunks is found.
         tail = b""
         try:
@@ -63,9 +66,9 @@ class Gate:
                 data = src.recv(1 << 16)
                 if not data:
                     break
-                if upstream and self.pattern is None:
+                if counted and self.pattern is None:
                     self._wait_at_thresholds(len(data))
-                elif upstream:
+                elif counted:
                     seen = tail + data
                     self._wait_at_thresholds(seen.count(self.pattern))
                     tail = seen[-(len(self.pattern) - 1):] if len(self.pattern) > 1 else b""

@@ -517,6 +517,50 @@ def test_kill9_mid_restore_then_the_same_restore_finishes(make_server, cluster, 
         single.stop()
 
 
+def test_kill9_while_a_peer_pulls_a_shard_then_the_same_restore_finishes(make_server, cluster, tmp_path):
+    from urllib.parse import urlparse
+
+    from gate import Gate
+
+    q = cluster.client()
+    random_collection(q, "pulled", 6000, 32, shard_number=2, replication_factor=1, seed=17)
+    served = all_points(q, "pulled")
+    env = s3_env(f"e2e-backup-{uuid.uuid4().hex}")
+    env.update({"QDRANT__BACKUP__SOURCES__PROD__URL": cluster.url, "QDRANT__BACKUP__SOURCES__PROD__API_KEY": API_KEY})
+    first = make_server(env=env)
+    done = backup(first, collections=["pulled"])
+    first.kill9()
+    # The restoring server reads the same repository through a gate that holds what the bucket
+    # sends once half the shard archives' bytes have come: reads happen only while a peer
+    # pulls, so a peer is then mid-download.
+    total = sum(s["size"] for s in done["collections"]["pulled"]["shards"])
+    bucket = urlparse(os.environ["S3_TEST_ENDPOINT"])
+    gate = Gate(bucket.hostname, bucket.port, [total // 2], downstream=True)
+    env["QDRANT__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__ENDPOINT_URL"] = f"http://127.0.0.1:{gate.port}"
+    server = make_server(env=env)
+    single = Deployment(tmp_path / "pulled-target", cluster=False)
+    try:
+        r = httpx.post(f"{server.url}/backup/sources/prod/backups/{done['id']}/restore?wait=false",
+                       json={"to": single.url, "api_key": API_KEY}, timeout=30)
+        assert r.status_code == 202, r.text
+        assert gate.reached[0].wait(120)
+        server.kill9()
+        gate.open_all()
+        server.start()
+        # The peer's download broke off; the same request recovers what is not done.
+        r = restore(server, done["id"], single.url)
+        assert r.status_code == 200, r.text
+        assert r.json()["result"]["verified"], r.text
+        assert all_points(single.client(), "pulled") == served
+        assert single.peers[0].snapshot_files() == []
+        # Nor is the broken-off download left in the peer's work directory.
+        work = single.peers[0].root / "storage" / "tmp"
+        assert not work.exists() or list(work.iterdir()) == []
+    finally:
+        gate.close()
+        single.stop()
+
+
 def poll_operation(server, op_id):
     """The operation's status once it is no longer running."""
     import time
