@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use parking_lot::Mutex;
@@ -153,22 +153,27 @@ impl Handoff {
     }
 }
 
-/// `GET /{token}`: the offered archive, once; 404 for anything else.
-async fn take(State(offers): State<Offers>, Path(token): Path<String>) -> Response {
-    let taken = offers
-        .lock()
-        .get_mut(&token)
-        .and_then(|o| o.archive.take().map(|a| (a, o.len)));
-    match taken {
-        Some((archive, len)) => (
-            [
-                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-                (header::CONTENT_LENGTH, len.to_string()),
-            ],
-            Body::from_stream(archive),
-        )
-            .into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
+/// `GET /{token}`: the offered archive, once; 404 for anything else. A `HEAD` (which axum
+/// routes here too) answers the length without taking the archive.
+async fn take(State(offers): State<Offers>, Path(token): Path<String>, method: Method) -> Response {
+    let taken = {
+        let mut offers = offers.lock();
+        match offers.get_mut(&token) {
+            Some(o) if o.archive.is_some() && method == Method::HEAD => Some((None, o.len)),
+            Some(o) => o.archive.take().map(|a| (Some(a), o.len)),
+            None => None,
+        }
+    };
+    let Some((archive, len)) = taken else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let headers = [
+        (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+        (header::CONTENT_LENGTH, len.to_string()),
+    ];
+    match archive {
+        Some(a) => (headers, Body::from_stream(a)).into_response(),
+        None => (headers, Body::empty()).into_response(),
     }
 }
 
@@ -223,12 +228,16 @@ mod tests {
         let handoff = Handoff::default();
         let ticket = offered(&handoff, "http://127.0.0.1:6333", &[b"abc", b"defg"], 7).await;
         let http = reqwest::Client::new();
+        let head = http.head(ticket.url()).send().await.unwrap();
+        assert_eq!(head.status(), 200, "a HEAD does not take the archive");
+        assert_eq!(head.headers()[reqwest::header::CONTENT_LENGTH], "7");
         let first = http.get(ticket.url()).send().await.unwrap();
         assert_eq!(first.status(), 200);
         assert_eq!(first.content_length(), Some(7));
         assert_eq!(first.bytes().await.unwrap().as_ref(), b"abcdefg");
         let again = http.get(ticket.url()).send().await.unwrap();
         assert_eq!(again.status(), 404);
+        assert_eq!(http.head(ticket.url()).send().await.unwrap().status(), 404);
         assert!(
             ticket.withdraw().is_none(),
             "a taken archive cannot come back"
