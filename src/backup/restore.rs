@@ -567,9 +567,12 @@ async fn recover_shard(
                 .await;
             match (pulled, ticket.withdraw()) {
                 (Err(e), Some(untaken)) => {
-                    tracing::warn!(peer, shard, error = %e, "the peer did not pull the shard archive from us; uploading it, and the rest of this restore");
+                    tracing::warn!(peer, shard, error = %e, "the peer did not pull the shard archive from us; uploading it and the collection's other shards");
                     handoff.give_up();
                     upload(untaken).await
+                }
+                (Ok(()), Some(_)) => {
+                    Err("it answered the recovery without pulling the archive".into())
                 }
                 (pulled, _) => pulled,
             }
