@@ -226,6 +226,8 @@ impl Backups {
         check_version(record.qdrant_version.as_deref(), &version)?;
         self.refuse_existing((source, id), &req, &names, &target)
             .await?;
+        // One for the whole restore: a peer that cannot pull makes the rest upload at once.
+        let handoff = Handoff::default();
         let mut verified = Vec::new();
         let mut ok = true;
         for n in &names {
@@ -235,7 +237,7 @@ impl Backups {
                     (source, id),
                     &stored,
                     &record,
-                    &target,
+                    (&target, &handoff),
                     (n, &to),
                     &req,
                     progress.clone(),
@@ -290,7 +292,7 @@ impl Backups {
         (source, id): (&str, &str),
         stored: &StoredBackup,
         record: &BackupRecord,
-        target: &Deployment,
+        (target, handoff): (&Deployment, &Handoff),
         (name, to): (&str, &str),
         req: &RestoreRequest,
         progress: Option<Progress>,
@@ -305,14 +307,12 @@ impl Backups {
         let (_, replicas) = target.replicas(to).await?;
         let pending = pending_recoveries(c, &replicas, &done);
         let done = tokio::sync::Mutex::new(done);
-        let handoff = Handoff::default();
         let parallel = target.peers.len().max(1);
         let recovered = futures::stream::iter(pending)
             .map(|(shard, peer)| {
                 let progress = progress.clone();
                 let done = &done;
                 let journal = &journal;
-                let handoff = &handoff;
                 async move {
                     let shard_of = Shard {
                         name,
@@ -567,7 +567,7 @@ async fn recover_shard(
                 .await;
             match (pulled, ticket.withdraw()) {
                 (Err(e), Some(untaken)) => {
-                    tracing::warn!(peer, shard, error = %e, "the peer did not pull the shard archive from us; uploading it and the collection's other shards");
+                    tracing::warn!(peer, shard, error = %e, "the peer did not pull the shard archive from us; uploading it and the restore's other shards");
                     handoff.give_up();
                     upload(untaken).await
                 }
