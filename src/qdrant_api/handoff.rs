@@ -20,6 +20,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use parking_lot::Mutex;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::rest::CallError;
 
@@ -40,17 +41,8 @@ struct Offer {
 #[derive(Default)]
 pub(crate) struct Handoff {
     offers: Offers,
-    listeners: tokio::sync::Mutex<HashMap<IpAddr, (SocketAddr, Listener)>>,
+    listeners: tokio::sync::Mutex<HashMap<IpAddr, (SocketAddr, AbortOnDropHandle<()>)>>,
     given_up: std::sync::atomic::AtomicBool,
-}
-
-/// A listener's task, stopped when dropped.
-struct Listener(tokio::task::JoinHandle<()>);
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// An archive offered at one URL; dropping it withdraws the offer.
@@ -148,7 +140,7 @@ impl Handoff {
             }
         });
         tracing::info!(%addr, "peers pull shard archives from this address while the restore runs");
-        listeners.insert(ip, (addr, Listener(task)));
+        listeners.insert(ip, (addr, AbortOnDropHandle::new(task)));
         Ok(addr)
     }
 }

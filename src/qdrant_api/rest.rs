@@ -40,6 +40,11 @@ impl Server {
         &self.base
     }
 
+    /// The full URL of `tail` under collection `name` (see [`collection_path`]).
+    fn collection_url(&self, name: &str, tail: &str) -> String {
+        format!("{}{}", self.base, collection_path(name, tail))
+    }
+
     /// Calls `path` and returns `result`; a non-2xx answer is an error with the server's
     /// message. `Ok(None)` for a 404 when `missing_ok`.
     async fn call(
@@ -171,7 +176,7 @@ impl Server {
         if let Some(o) = offset {
             body["offset"] = o.clone();
         }
-        let url = format!("{}/collections/{}/points/scroll", self.base, enc(name));
+        let url = self.collection_url(name, "/points/scroll");
         let (status, text) = self
             .send(Method::POST, &url, Some(body.to_string()))
             .await?;
@@ -209,7 +214,7 @@ impl Server {
 
     /// `PUT /collections/{name}/points?wait=true` with a body built by [`Server::scroll_raw`].
     pub(crate) async fn upsert_raw(&self, name: &str, body: String) -> Result<(), CallError> {
-        let url = format!("{}/collections/{}/points?wait=true", self.base, enc(name));
+        let url = self.collection_url(name, "/points?wait=true");
         let (status, text) = self.send(Method::PUT, &url, Some(body)).await?;
         if !status.is_success() {
             return Err(failure(&Method::PUT, &url, status, &text));
@@ -394,11 +399,7 @@ impl Server {
         name: &str,
         shard: u32,
     ) -> Result<reqwest::Response, CallError> {
-        let url = format!(
-            "{}/collections/{}/shards/{shard}/snapshot",
-            self.base,
-            enc(name)
-        );
+        let url = self.collection_url(name, &format!("/shards/{shard}/snapshot"));
         let req = self
             .http
             .get(&url)
@@ -414,10 +415,7 @@ impl Server {
         name: &str,
         shard: u32,
     ) -> Result<Value, CallError> {
-        let path = format!(
-            "/collections/{}/shards/{shard}/snapshot/partial/manifest",
-            enc(name)
-        );
+        let path = collection_path(name, &format!("/shards/{shard}/snapshot/partial/manifest"));
         Ok(self
             .call(Method::GET, &path, None, false)
             .await?
@@ -434,11 +432,7 @@ impl Server {
         shard: u32,
         since: &Value,
     ) -> Result<Option<reqwest::Response>, CallError> {
-        let url = format!(
-            "{}/collections/{}/shards/{shard}/snapshot/partial/create",
-            self.base,
-            enc(name)
-        );
+        let url = self.collection_url(name, &format!("/shards/{shard}/snapshot/partial/create"));
         let req = self
             .http
             .post(&url)
@@ -494,10 +488,9 @@ impl Server {
         checksum: &str,
     ) -> Result<(), CallError> {
         use futures::StreamExt;
-        let url = format!(
-            "{}/collections/{}/shards/{shard}/snapshots/upload?wait=true&priority={priority}&checksum={checksum}",
-            self.base,
-            enc(name)
+        let url = self.collection_url(
+            name,
+            &format!("/shards/{shard}/snapshots/upload?wait=true&priority={priority}&checksum={checksum}"),
         );
         let boundary = format!("snapstream-{}", uuid::Uuid::new_v4().simple());
         let head = format!(
@@ -535,10 +528,9 @@ impl Server {
         priority: &str,
         checksum: &str,
     ) -> Result<(), CallError> {
-        let url = format!(
-            "{}/collections/{}/shards/{shard}/snapshots/recover?wait=true",
-            self.base,
-            enc(name)
+        let url = self.collection_url(
+            name,
+            &format!("/shards/{shard}/snapshots/recover?wait=true"),
         );
         let body = json!({"location": location, "priority": priority, "checksum": checksum});
         let req = self

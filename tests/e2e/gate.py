@@ -47,8 +47,8 @@ class Gate:
             threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
 
     def _wait_at_thresholds(self, n):
-        """Counts n more (bytes or patterns) upstream; blocks while the count stands past a
-        closed threshold."""
+        """Counts n more (bytes or patterns) in the gated direction; blocks while the count
+        stands past a closed threshold."""
         with self.lock:
             self.sent += n
             sent = self.sent

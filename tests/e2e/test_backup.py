@@ -64,13 +64,18 @@ def s3_client():
                         aws_secret_access_key=os.environ["S3_TEST_SECRET_KEY"])
 
 
-def source_server(make_server, cluster):
+def source_env(cluster):
+    """A server's environment: a fresh prefix of the test bucket, `cluster` as source `prod`."""
     env = s3_env(f"e2e-backup-{uuid.uuid4().hex}")
     env.update({
         "QDRANT__BACKUP__SOURCES__PROD__URL": cluster.url,
         "QDRANT__BACKUP__SOURCES__PROD__API_KEY": API_KEY,
     })
-    return make_server(env=env)
+    return env
+
+
+def source_server(make_server, cluster):
+    return make_server(env=source_env(cluster))
 
 
 def backup(server, **body):
@@ -257,8 +262,8 @@ def test_unknown_sources_and_backups_are_404_and_a_bad_body_is_400(make_server, 
     assert r.status_code == 404 and "`nope`" in r.text, r.text
     assert httpx.get(f"{server.url}/backup/sources/prod/backups").json()["result"] == []
     # A key Qdrant refuses is named.
-    env = s3_env(f"e2e-backup-{uuid.uuid4().hex}")
-    env.update({"QDRANT__BACKUP__SOURCES__PROD__URL": cluster.url, "QDRANT__BACKUP__SOURCES__PROD__API_KEY": "wrong"})
+    env = source_env(cluster)
+    env["QDRANT__BACKUP__SOURCES__PROD__API_KEY"] = "wrong"
     wrong = make_server(env=env)
     r = httpx.post(f"{wrong.url}/backup/sources/prod/backups?wait=true", timeout=60)
     assert r.status_code == 502 and "api_key of source `prod`" in r.text, r.text
@@ -300,10 +305,8 @@ def test_scheduled_backups_keep_what_retention_says(make_server, cluster):
     q.create_collection("ticks", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT),
                         shard_number=1)
     q.upsert("ticks", [models.PointStruct(id=i, vector=[i, 1, 2, 3]) for i in range(20)], wait=True)
-    env = s3_env(f"e2e-backup-{uuid.uuid4().hex}")
+    env = source_env(cluster)
     env.update({
-        "QDRANT__BACKUP__SOURCES__PROD__URL": cluster.url,
-        "QDRANT__BACKUP__SOURCES__PROD__API_KEY": API_KEY,
         "QDRANT__BACKUP__SOURCES__PROD__COLLECTIONS": "ticks",
         "QDRANT__BACKUP__SOURCES__PROD__SCHEDULE__INTERVAL_SEC": "1",
         "QDRANT__BACKUP__SOURCES__PROD__RETENTION__KEEP_LAST": "2",
@@ -525,8 +528,7 @@ def test_kill9_while_a_peer_pulls_a_shard_then_the_same_restore_finishes(make_se
     q = cluster.client()
     random_collection(q, "pulled", 6000, 32, shard_number=2, replication_factor=1, seed=17)
     served = all_points(q, "pulled")
-    env = s3_env(f"e2e-backup-{uuid.uuid4().hex}")
-    env.update({"QDRANT__BACKUP__SOURCES__PROD__URL": cluster.url, "QDRANT__BACKUP__SOURCES__PROD__API_KEY": API_KEY})
+    env = source_env(cluster)
     first = make_server(env=env)
     done = backup(first, collections=["pulled"])
     first.kill9()
