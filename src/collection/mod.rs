@@ -4,6 +4,7 @@
 //! memory, so the memory view never runs ahead of what is durable. Readers take a shared
 //! lock on the point store only.
 
+pub(crate) mod codes;
 pub(crate) mod compaction;
 pub(crate) mod config;
 pub(crate) mod files;

@@ -1,11 +1,14 @@
 //! The in-memory view of a collection's points, rebuilt from the data files at start-up.
 //!
 //! Vectors live in one contiguous column per vector name so a search streams through memory.
-//! Search is exact (brute force): results equal a brute-force computation by construction.
+//! Search is exact: results equal a brute-force computation by construction. Dot and Cosine
+//! columns also keep 8-bit codes of their vectors ([`Codes`]), which a search reads first to
+//! rule out the points that cannot be among the hits; the rest are scored exactly.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
 
+use super::codes::{CodedQuery, Codes};
 use super::filter::Filter;
 use super::record::{self, Operation, OperationRef, Record, RecordRef};
 use super::types::{Distance, Payload, PointId, VectorParams};
@@ -15,6 +18,53 @@ struct Column {
     distance: Distance,
     data: Vec<f32>,
     present: Vec<bool>,
+    /// The vectors again as 8-bit codes, for Dot and Cosine (see [`Codes`]).
+    codes: Option<Codes>,
+}
+
+impl Column {
+    /// Appends a slot: `v`'s `dim` floats, or zeros and absent when there are none.
+    fn push(&mut self, v: Option<impl Iterator<Item = f32>>) {
+        let start = self.data.len();
+        self.present.push(v.is_some());
+        match (v, &mut self.codes) {
+            (Some(v), codes) => {
+                self.data.extend(v);
+                if let Some(codes) = codes {
+                    codes.push(&self.data[start..]);
+                }
+            }
+            (None, codes) => {
+                self.data.resize(start + self.dim, 0.0);
+                if let Some(codes) = codes {
+                    codes.push_zeros();
+                }
+            }
+        }
+    }
+
+    /// Overwrites slot `s` with `v`'s `dim` floats.
+    fn set(&mut self, s: usize, v: impl Iterator<Item = f32>) {
+        let dst = &mut self.data[s * self.dim..(s + 1) * self.dim];
+        for (x, v) in dst.iter_mut().zip(v) {
+            *x = v;
+        }
+        self.written(s);
+    }
+
+    /// Overwrites slot `s` with `v` (`dim` floats).
+    fn set_slice(&mut self, s: usize, v: &[f32]) {
+        self.data[s * self.dim..(s + 1) * self.dim].copy_from_slice(v);
+        self.written(s);
+    }
+
+    /// Slot `s` holds a new vector: marks it present and cuts its codes.
+    fn written(&mut self, s: usize) {
+        if let Some(codes) = &mut self.codes {
+            codes.set(s, &self.data[s * self.dim..(s + 1) * self.dim]);
+        }
+        self.present[s] = true;
+    }
 }
 
 /// All live points of a collection.
@@ -104,6 +154,28 @@ fn scan_parts(n: usize, dim: usize) -> usize {
         .min(8)
 }
 
+/// Runs `f` over `0..n` slots cut into `parts` ranges at once, one thread each.
+fn in_parts<R: Send>(
+    n: usize,
+    parts: usize,
+    f: impl Fn(std::ops::Range<usize>) -> R + Sync,
+) -> Vec<R> {
+    if parts < 2 {
+        return vec![f(0..n)];
+    }
+    let per = n.div_ceil(parts);
+    std::thread::scope(|s| {
+        let f = &f;
+        let running: Vec<_> = (0..parts)
+            .map(|i| s.spawn(move || f(i * per..((i + 1) * per).min(n))))
+            .collect();
+        running
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 /// Runs `scan` over `0..n` slots in `parts` parts at once. The parts' survivors are offered
 /// again in slot order, so the result is exactly the one a single pass gives: a hit that
 /// lost within its part loses to the same hits overall.
@@ -111,25 +183,122 @@ fn scan_in_parts<F>(n: usize, parts: usize, scan: F, want: usize) -> TopHits
 where
     F: Fn(std::ops::Range<usize>) -> TopHits + Sync,
 {
-    if parts < 2 {
-        return scan(0..n);
+    let mut found = in_parts(n, parts, scan);
+    if found.len() == 1 {
+        return found.remove(0);
     }
-    let per = n.div_ceil(parts);
-    let found: Vec<TopHits> = std::thread::scope(|s| {
-        let scan = &scan;
-        let running: Vec<_> = (0..parts)
-            .map(|i| s.spawn(move || scan(i * per..((i + 1) * per).min(n))))
-            .collect();
-        running
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
     let mut candidates: Vec<Scored> = found.into_iter().flat_map(|t| t.heap).collect();
     candidates.sort_unstable_by_key(|c| c.slot);
     let mut top = TopHits::new(want);
     for c in candidates {
         top.offer(c.key, c.slot);
+    }
+    top
+}
+
+/// The best `want` lower bounds seen: no hit can beat `want` points whose lower bounds are
+/// above its upper bound.
+struct Floor {
+    want: usize,
+    heap: BinaryHeap<std::cmp::Reverse<Bound>>,
+}
+
+/// A bound, ordered totally.
+#[derive(PartialEq)]
+struct Bound(f64);
+impl Eq for Bound {}
+impl PartialOrd for Bound {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Bound {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+impl Floor {
+    fn new(want: usize) -> Self {
+        Floor {
+            want,
+            heap: BinaryHeap::with_capacity(want + 1),
+        }
+    }
+
+    fn offer(&mut self, low: f64) {
+        self.heap.push(std::cmp::Reverse(Bound(low)));
+        if self.heap.len() > self.want {
+            self.heap.pop();
+        }
+    }
+
+    /// The `want`-th best lower bound, or -∞ while fewer were offered.
+    fn level(&self) -> f64 {
+        match self.heap.peek() {
+            Some(low) if self.heap.len() == self.want => low.0 .0,
+            _ => f64::NEG_INFINITY,
+        }
+    }
+}
+
+/// An exact top-`want` scan of a Dot or Cosine column that reads the codes first (see
+/// [`Codes`]): slots whose upper bound is below the `want`-th best lower bound cannot be
+/// among the hits, and the others are scored exactly and offered in slot order, so the hits,
+/// ties included, are the ones a full exact pass keeps.
+#[allow(clippy::too_many_arguments)]
+fn pruned_scan(
+    n: usize,
+    parts: usize,
+    codes: &Codes,
+    query: &CodedQuery,
+    want: usize,
+    threshold: Option<f32>,
+    eligible: impl Fn(usize) -> bool + Sync,
+    exact: impl Fn(usize) -> f32,
+) -> TopHits {
+    let t = threshold.map(f64::from);
+    let found = in_parts(n, parts, |slots| {
+        let mut floor = Floor::new(want);
+        let mut candidates = Vec::new();
+        for s in slots {
+            if !eligible(s) {
+                continue;
+            }
+            let (low, high) = codes.bounds(s, query);
+            if t.is_some_and(|t| high < t) {
+                continue;
+            }
+            if high >= floor.level() {
+                candidates.push((high, s as u32));
+            }
+            // Only a slot sure to pass the threshold may raise the floor.
+            if t.is_none_or(|t| low >= t) {
+                floor.offer(low);
+            }
+        }
+        (floor, candidates)
+    });
+    let mut floor = Floor::new(want);
+    for (part, _) in &found {
+        for low in &part.heap {
+            floor.offer(low.0 .0);
+        }
+    }
+    let level = floor.level();
+    let mut slots: Vec<u32> = found
+        .into_iter()
+        .flat_map(|(_, candidates)| candidates)
+        .filter(|&(high, _)| high >= level)
+        .map(|(_, s)| s)
+        .collect();
+    slots.sort_unstable();
+    let mut top = TopHits::new(want);
+    for s in slots {
+        let score = exact(s as usize);
+        if threshold.is_none_or(|t| score >= t) {
+            top.offer(score, s);
+        }
     }
     top
 }
@@ -147,6 +316,10 @@ impl PointStore {
                         distance: p.distance,
                         data: Vec::new(),
                         present: Vec::new(),
+                        codes: p
+                            .distance
+                            .higher_is_better()
+                            .then(|| Codes::new(p.size as usize)),
                     },
                 )
             })
@@ -172,6 +345,9 @@ impl PointStore {
         for col in self.columns.values_mut() {
             col.data.reserve(additional.saturating_mul(col.dim));
             col.present.reserve(additional);
+            if let Some(codes) = &mut col.codes {
+                codes.reserve(additional);
+            }
         }
     }
 
@@ -205,8 +381,7 @@ impl PointStore {
                     for (name, v) in p.vectors {
                         if let Some(col) = self.columns.get_mut(&name) {
                             if v.len() == col.dim {
-                                col.data[s * col.dim..(s + 1) * col.dim].copy_from_slice(&v);
-                                col.present[s] = true;
+                                col.set_slice(s, &v);
                             }
                         }
                     }
@@ -238,11 +413,7 @@ impl PointStore {
                         // The last valid one, as `apply` keeps.
                         .rev()
                         .find(|(n, raw)| n == name && raw.len() == col.dim * 4);
-                    match raw {
-                        Some((_, raw)) => col.data.extend(record::f32s(raw)),
-                        None => col.data.resize(col.data.len() + col.dim, 0.0),
-                    }
-                    col.present.push(raw.is_some());
+                    col.push(raw.map(|(_, raw)| record::f32s(raw)));
                 }
                 self.by_id.insert(p.id, slot);
                 slot as usize
@@ -254,11 +425,7 @@ impl PointStore {
                 for (name, raw) in &p.vectors {
                     if let Some(col) = self.columns.get_mut(*name) {
                         if raw.len() == col.dim * 4 {
-                            let dst = &mut col.data[s * col.dim..(s + 1) * col.dim];
-                            for (x, v) in dst.iter_mut().zip(record::f32s(raw)) {
-                                *x = v;
-                            }
-                            col.present[s] = true;
+                            col.set(s, record::f32s(raw));
                         }
                     }
                 }
@@ -298,8 +465,7 @@ impl PointStore {
                 self.versions.push(0);
                 self.payloads.push(None);
                 for col in self.columns.values_mut() {
-                    col.data.resize(col.data.len() + col.dim, 0.0);
-                    col.present.push(false);
+                    col.push(None::<std::iter::Empty<f32>>);
                 }
                 slot
             }
@@ -436,15 +602,18 @@ impl PointStore {
             return Vec::new();
         }
         let higher = col.distance.higher_is_better();
+        let eligible = |s: usize| self.live[s] && col.present[s] && self.passes(s as u32, filter);
+        let exact = |s: usize| {
+            col.distance
+                .score(query, &col.data[s * col.dim..(s + 1) * col.dim])
+        };
         let scan = |slots: std::ops::Range<usize>| {
             let mut heap = TopHits::new(want);
             for s in slots {
-                if !self.live[s] || !col.present[s] || !self.passes(s as u32, filter) {
+                if !eligible(s) {
                     continue;
                 }
-                let score = col
-                    .distance
-                    .score(query, &col.data[s * col.dim..(s + 1) * col.dim]);
+                let score = exact(s);
                 if let Some(t) = score_threshold {
                     if (higher && score < t) || (!higher && score > t) {
                         continue;
@@ -456,7 +625,18 @@ impl PointStore {
             heap
         };
         let n = self.ids.len();
-        let heap = scan_in_parts(n, scan_parts(n, col.dim), scan, want);
+        let parts = scan_parts(n, col.dim);
+        let coded = col
+            .codes
+            .as_ref()
+            .and_then(|codes| Some((codes, codes.query(query)?)));
+        let heap = match coded {
+            // Codes are kept only where higher is better, so `key` is the score.
+            Some((codes, q)) => {
+                pruned_scan(n, parts, codes, &q, want, score_threshold, eligible, exact)
+            }
+            None => scan_in_parts(n, parts, scan, want),
+        };
         let mut hits = heap.heap.into_sorted_vec();
         // `into_sorted_vec` is ascending by `Ord`, which is reversed: best first.
         hits.drain(..offset.min(hits.len()));
@@ -493,7 +673,7 @@ impl VectorSelect {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collection::types::PointWrite;
+    use crate::collection::types::{dot, PointWrite};
 
     fn store(distance: Distance) -> PointStore {
         PointStore::new(&[(
@@ -542,6 +722,117 @@ mod tests {
             assert_eq!(sorted(scan_in_parts(keys.len(), parts, scan, 25)), one);
         }
         assert_eq!(one[0], (96.0, 96));
+    }
+
+    /// `n` points of `dim` floats drawn from a few values, so many scores tie, with some
+    /// exact duplicates and a few points deleted or without the vector.
+    fn tied_store(n: u64, dim: usize) -> PointStore {
+        let mut s = PointStore::new(&[(
+            String::new(),
+            VectorParams {
+                size: dim as u64,
+                distance: Distance::Dot,
+                on_disk: None,
+                hnsw_config: None,
+                quantization_config: None,
+            },
+        )]);
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for id in 0..n {
+            let v: Vec<f32> = if id % 7 == 3 {
+                // A duplicate of an earlier point.
+                s.get(&PointId::Num(id - 3))
+                    .and_then(|p| p.vectors.first().map(|v| v.1.clone()))
+                    .unwrap_or_else(|| vec![0.5; dim])
+            } else {
+                (0..dim)
+                    .map(|_| [-1.0, -0.5, 0.0, 0.25, 0.5, 1.0][(next() % 6) as usize] * 0.1)
+                    .collect()
+            };
+            let vectors = if id % 50 == 7 {
+                vec![]
+            } else {
+                vec![(String::new(), v)]
+            };
+            s.apply(Record {
+                op_id: id + 1,
+                op: Operation::Upsert(vec![PointWrite {
+                    id: PointId::Num(id),
+                    vectors,
+                    payload: None,
+                }]),
+            });
+        }
+        s.apply(Record {
+            op_id: n + 1,
+            op: Operation::Delete((0..n).step_by(13).map(PointId::Num).collect()),
+        });
+        s
+    }
+
+    #[test]
+    fn a_scan_pruned_by_codes_keeps_exactly_what_a_full_exact_pass_keeps() {
+        let dim = 24;
+        let s = tied_store(3000, dim);
+        let col = &s.columns[""];
+        let codes = col.codes.as_ref().expect("a Dot column has codes");
+        let sorted = |t: TopHits| {
+            t.heap
+                .into_sorted_vec()
+                .into_iter()
+                .map(|h| (h.key, h.slot))
+                .collect::<Vec<_>>()
+        };
+        let queries: Vec<Vec<f32>> = vec![
+            col.data[5 * dim..6 * dim].to_vec(),
+            (0..dim)
+                .map(|i| if i % 2 == 0 { 0.3 } else { -0.2 })
+                .collect(),
+            vec![1e-3; dim],
+            vec![0.0; dim],
+        ];
+        let n = s.ids.len();
+        let mut pruned_away = 0;
+        for q in &queries {
+            let eligible = |i: usize| s.live[i] && col.present[i];
+            let exact = |i: usize| dot(q, &col.data[i * dim..(i + 1) * dim]);
+            let coded = codes.query(q).expect("finite");
+            for want in [1, 10, 100, 5000] {
+                for threshold in [None, Some(0.0), Some(0.01), Some(1e9)] {
+                    let full = |slots: std::ops::Range<usize>| {
+                        let mut top = TopHits::new(want);
+                        for i in slots.filter(|&i| eligible(i)) {
+                            let score = exact(i);
+                            if threshold.is_none_or(|t| score >= t) {
+                                top.offer(score, i as u32);
+                            }
+                        }
+                        top
+                    };
+                    let want_hits = sorted(scan_in_parts(n, 1, full, want));
+                    for parts in [1, 3] {
+                        let got = sorted(pruned_scan(
+                            n, parts, codes, &coded, want, threshold, eligible, exact,
+                        ));
+                        assert_eq!(got, want_hits, "want {want}, threshold {threshold:?}");
+                    }
+                    let level = codes
+                        .bounds(want_hits.last().map_or(0, |h| h.1 as usize), &coded)
+                        .0;
+                    pruned_away += (0..n)
+                        .filter(|&i| eligible(i) && codes.bounds(i, &coded).1 < level)
+                        .count();
+                }
+            }
+        }
+        // The codes did prune: the test is not passing by scoring everything.
+        assert!(pruned_away > 0);
     }
 
     /// Ids and scores only: a search of the unnamed vector without a filter.
