@@ -5,6 +5,14 @@
 //! the exactly computed score (the `f32` sum that the search reports) can be from that
 //! estimate, rounding of that sum included. A search scores exactly only the points whose
 //! bound reaches the best hits' bounds, so it returns what a full exact pass returns.
+//!
+//! Codes are cut when a search needs them: a write only marks its slot stale, so upserts and
+//! loads pay nothing for them, and the next search cuts every stale slot (on every core when
+//! there are many) before it reads.
+
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+
+use super::parallel::parts_for;
 
 /// What one stored vector's codes need beside them.
 #[derive(Clone, Copy, Debug, Default)]
@@ -17,9 +25,16 @@ struct Slot {
     l1: f64,
 }
 
-/// The codes of one column, slot by slot.
+/// The codes of one column, kept up to date with its vectors by [`Codes::fresh`].
 #[derive(Debug)]
 pub(crate) struct Codes {
+    dim: usize,
+    coded: RwLock<Coded>,
+}
+
+/// The codes of one column, slot by slot, as a search reads them.
+#[derive(Debug)]
+pub(crate) struct Coded {
     dim: usize,
     codes: Vec<i8>,
     slots: Vec<Slot>,
@@ -30,6 +45,9 @@ pub(crate) struct Codes {
     /// The largest stored `|v_i|` ever set (it only grows): with the query's, it tells
     /// whether a score could overflow `f32`, where bounds would mean nothing.
     largest: f64,
+    /// Slots written since their codes were cut, each once.
+    stale: Vec<u32>,
+    stale_at: Vec<bool>,
 }
 
 /// A query cut into codes, with what its bounds need.
@@ -140,39 +158,117 @@ impl Codes {
     pub(crate) fn new(dim: usize) -> Self {
         Codes {
             dim,
-            codes: Vec::new(),
-            slots: Vec::new(),
-            unbounded: 0,
-            unbounded_at: Vec::new(),
-            largest: 0.0,
+            coded: RwLock::new(Coded {
+                dim,
+                codes: Vec::new(),
+                slots: Vec::new(),
+                unbounded: 0,
+                unbounded_at: Vec::new(),
+                largest: 0.0,
+                stale: Vec::new(),
+                stale_at: Vec::new(),
+            }),
         }
     }
 
-    /// Room for `additional` more slots.
-    pub(crate) fn reserve(&mut self, additional: usize) {
-        self.codes.reserve(additional.saturating_mul(self.dim));
-        self.slots.reserve(additional);
-        self.unbounded_at.reserve(additional);
+    fn coded(&mut self) -> &mut Coded {
+        self.coded.get_mut().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Appends a slot holding zeros (exactly what their codes say: no residue).
-    pub(crate) fn push_zeros(&mut self) {
-        self.codes.resize(self.codes.len() + self.dim, 0);
-        self.slots.push(Slot::default());
-        self.unbounded_at.push(false);
+    /// Slot `s` holds a new vector: its codes are cut before the next search. A slot the
+    /// codes do not reach yet is cut when they grow to it.
+    pub(crate) fn written(&mut self, s: usize) {
+        let c = self.coded();
+        if s < c.stale_at.len() && !c.stale_at[s] {
+            c.stale_at[s] = true;
+            // Slots are u32 throughout the store.
+            c.stale.push(s as u32);
+        }
     }
 
-    /// Appends a slot holding `v` (`dim` floats).
-    pub(crate) fn push(&mut self, v: &[f32]) {
-        let s = self.slots.len();
-        self.push_zeros();
-        self.set(s, v);
+    /// The codes, first grown to every slot of `data` (the column's vectors) and every
+    /// stale slot cut.
+    pub(crate) fn fresh(&self, data: &[f32]) -> RwLockReadGuard<'_, Coded> {
+        let read = || self.coded.read().unwrap_or_else(PoisonError::into_inner);
+        let coded = read();
+        if coded.stale.is_empty() && coded.slots.len() * self.dim == data.len() {
+            return coded;
+        }
+        drop(coded);
+        // Writes hold the store exclusively, so only other searches can be here: whichever
+        // takes the lock first cuts, the others find nothing to do.
+        self.coded
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recode(data);
+        read()
+    }
+}
+
+/// What cutting one slot changed: `(slot, its codes' stats or None when unbounded)`.
+type SlotCut = (usize, Option<Cut>);
+
+impl Coded {
+    /// Grows to every slot of `data` and cuts the new slots and every stale one, on every
+    /// core when there are many.
+    fn recode(&mut self, data: &[f32]) {
+        let dim = self.dim;
+        let (old, n) = (self.slots.len(), data.len() / dim);
+        let mut stale = std::mem::take(&mut self.stale);
+        if n > old {
+            self.codes.resize(n * dim, 0);
+            self.slots.resize(n, Slot::default());
+            self.unbounded_at.resize(n, false);
+            self.stale_at.resize(n, false);
+            // Slots are u32 throughout the store.
+            stale.extend((old..n).map(|s| s as u32));
+        }
+        stale.sort_unstable();
+        let per = stale
+            .len()
+            .div_ceil(parts_for(stale.len().saturating_mul(dim)))
+            .max(1);
+        // Each run of stale slots is cut into a stretch of the codes of its own, so that the
+        // runs can be cut at once.
+        let mut runs = Vec::new();
+        let (mut rest, mut base): (&mut [i8], usize) = (&mut self.codes, 0);
+        for run in stale.chunks(per) {
+            let end = run.last().map_or(base, |&s| s as usize + 1);
+            let (stretch, tail) = std::mem::take(&mut rest).split_at_mut((end - base) * dim);
+            runs.push((base, run, stretch));
+            (rest, base) = (tail, end);
+        }
+        let cut_run = move |(base, run, stretch): (usize, &[u32], &mut [i8])| {
+            run.iter()
+                .map(|&s| {
+                    let (s, at) = (s as usize, (s as usize - base) * dim);
+                    let v = &data[s * dim..(s + 1) * dim];
+                    (s, cut::<i8>(v, STORED_LEVELS, &mut stretch[at..at + dim]))
+                })
+                .collect::<Vec<SlotCut>>()
+        };
+        let cuts: Vec<SlotCut> = if runs.len() < 2 {
+            runs.into_iter().flat_map(cut_run).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let running: Vec<_> = runs
+                    .into_iter()
+                    .map(|run| scope.spawn(move || cut_run(run)))
+                    .collect();
+                running
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
+            })
+        };
+        for (s, cut) in cuts {
+            self.stale_at[s] = false;
+            self.apply(s, cut);
+        }
     }
 
-    /// Sets slot `s` (which exists) to `v` (`dim` floats).
-    pub(crate) fn set(&mut self, s: usize, v: &[f32]) {
-        let out = &mut self.codes[s * self.dim..(s + 1) * self.dim];
-        let cut = cut::<i8>(v, STORED_LEVELS, out);
+    /// Records slot `s`'s new stats.
+    fn apply(&mut self, s: usize, cut: Option<Cut>) {
         if self.unbounded_at[s] {
             self.unbounded -= 1;
         }
@@ -278,17 +374,28 @@ mod tests {
             .collect()
     }
 
+    /// A column of `vectors` (`dim` floats each) with its codes, none cut yet.
+    fn column(dim: usize, vectors: &[Vec<f32>]) -> (Codes, Vec<f32>) {
+        (Codes::new(dim), vectors.concat())
+    }
+
     #[test]
     fn the_exact_score_lies_within_the_bounds() {
         let mut seed = 0x9e37_79b9_7f4a_7c15;
-        for dim in [1, 2, 7, 16, 33, 768] {
-            let mut codes = Codes::new(dim);
-            let stored: Vec<Vec<f32>> = (0..200)
+        // 2,000 slots of 768 floats are cut on every core.
+        for (dim, n) in [
+            (1, 200),
+            (2, 200),
+            (7, 200),
+            (16, 200),
+            (33, 200),
+            (768, 2000),
+        ] {
+            let stored: Vec<Vec<f32>> = (0..n)
                 .map(|i| floats(dim, &mut seed, [1e-6, 1.0, 3e4][i % 3]))
                 .collect();
-            for v in &stored {
-                codes.push(v);
-            }
+            let (codes, data) = column(dim, &stored);
+            let codes = codes.fresh(&data);
             for spread in [1e-5, 1.0, 1e5] {
                 let x = floats(dim, &mut seed, spread);
                 let q = codes.query(&x).expect("finite");
@@ -331,21 +438,51 @@ mod tests {
     #[test]
     fn zero_vectors_are_bounded_exactly_and_values_that_are_not_finite_stop_bounding() {
         let mut codes = Codes::new(3);
-        codes.push(&[0.0, 0.0, 0.0]);
-        let q = codes.query(&[1.0, 2.0, 3.0]).expect("finite");
-        let (lo, hi) = codes.bounds(0, &q);
-        assert!(lo <= 0.0 && (0.0..1e-40).contains(&hi), "{lo}..{hi}");
-        assert!(codes.query(&[f32::NAN, 0.0, 0.0]).is_none());
-        codes.push(&[f32::INFINITY, 0.0, 0.0]);
-        assert!(codes.query(&[1.0, 2.0, 3.0]).is_none());
-        // Overwritten with finite values, the column bounds again.
-        codes.set(1, &[1.0, 0.0, 0.0]);
-        let q = codes.query(&[1.0, 2.0, 3.0]).expect("finite again");
-        let (lo, hi) = codes.bounds(1, &q);
-        assert!(lo <= 1.0 && 1.0 <= hi);
+        let mut data = vec![0.0; 3];
+        {
+            let coded = codes.fresh(&data);
+            let q = coded.query(&[1.0, 2.0, 3.0]).expect("finite");
+            let (lo, hi) = coded.bounds(0, &q);
+            assert!(lo <= 0.0 && (0.0..1e-40).contains(&hi), "{lo}..{hi}");
+            assert!(coded.query(&[f32::NAN, 0.0, 0.0]).is_none());
+        }
+        data.extend([f32::INFINITY, 0.0, 0.0]);
+        assert!(codes.fresh(&data).query(&[1.0, 2.0, 3.0]).is_none());
+        // Overwritten with finite values, the column bounds again once searched.
+        data[3] = 1.0;
+        codes.written(1);
+        {
+            let coded = codes.fresh(&data);
+            let q = coded.query(&[1.0, 2.0, 3.0]).expect("finite again");
+            let (lo, hi) = coded.bounds(1, &q);
+            assert!(lo <= 1.0 && 1.0 <= hi);
+        }
         // Scores that could overflow f32 are not bounded.
-        codes.push(&[0.0, 1e20, 0.0]);
-        assert!(codes.query(&[1e18, 0.0, 0.0]).is_none());
-        assert!(codes.query(&[1e3, 0.0, 0.0]).is_some());
+        data.extend([0.0, 1e20, 0.0]);
+        assert!(codes.fresh(&data).query(&[1e18, 0.0, 0.0]).is_none());
+        assert!(codes.fresh(&data).query(&[1e3, 0.0, 0.0]).is_some());
+    }
+
+    #[test]
+    fn writes_are_cut_at_the_next_search_and_only_once() {
+        let mut seed = 7;
+        let stored: Vec<Vec<f32>> = (0..3000).map(|_| floats(768, &mut seed, 1.0)).collect();
+        let (mut codes, mut data) = column(768, &stored);
+        let q = floats(768, &mut seed, 1.0);
+        let within = |codes: &Codes, data: &[f32], s: usize| {
+            let coded = codes.fresh(data);
+            assert!(coded.stale.is_empty());
+            let (lo, hi) = coded.bounds(s, &coded.query(&q).expect("finite"));
+            let exact = f64::from(dot(&q, &data[s * 768..(s + 1) * 768]));
+            lo <= exact && exact <= hi
+        };
+        assert!(within(&codes, &data, 2999));
+        // Slot 5 written twice between searches: stale once, and bounded by its new value.
+        for _ in 0..2 {
+            data[5 * 768..6 * 768].copy_from_slice(&floats(768, &mut seed, 50.0));
+            codes.written(5);
+        }
+        assert_eq!(codes.coded().stale, vec![5]);
+        assert!(within(&codes, &data, 5));
     }
 }

@@ -11,6 +11,7 @@ pub(crate) mod files;
 pub(crate) mod filter;
 pub(crate) mod input;
 pub(crate) mod loader;
+pub(crate) mod parallel;
 pub(crate) mod points;
 pub(crate) mod record;
 pub(crate) mod registry;

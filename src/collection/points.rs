@@ -8,8 +8,9 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
 
-use super::codes::{CodedQuery, Codes};
+use super::codes::{Coded, CodedQuery, Codes};
 use super::filter::Filter;
+use super::parallel::{in_parts, parts_for};
 use super::record::{self, Operation, OperationRef, Record, RecordRef};
 use super::types::{Distance, Payload, PointId, VectorParams};
 
@@ -27,19 +28,9 @@ impl Column {
     fn push(&mut self, v: Option<impl Iterator<Item = f32>>) {
         let start = self.data.len();
         self.present.push(v.is_some());
-        match (v, &mut self.codes) {
-            (Some(v), codes) => {
-                self.data.extend(v);
-                if let Some(codes) = codes {
-                    codes.push(&self.data[start..]);
-                }
-            }
-            (None, codes) => {
-                self.data.resize(start + self.dim, 0.0);
-                if let Some(codes) = codes {
-                    codes.push_zeros();
-                }
-            }
+        match v {
+            Some(v) => self.data.extend(v),
+            None => self.data.resize(start + self.dim, 0.0),
         }
     }
 
@@ -58,10 +49,10 @@ impl Column {
         self.written(s);
     }
 
-    /// Slot `s` holds a new vector: marks it present and cuts its codes.
+    /// Slot `s` holds a new vector: marks it present and its codes stale.
     fn written(&mut self, s: usize) {
         if let Some(codes) = &mut self.codes {
-            codes.set(s, &self.data[s * self.dim..(s + 1) * self.dim]);
+            codes.written(s);
         }
         self.present[s] = true;
     }
@@ -138,44 +129,6 @@ impl TopHits {
     }
 }
 
-/// Vector floats below which an exact scan runs on one thread: spawning more costs tens
-/// of microseconds, a scan of this size about a millisecond.
-const PARALLEL_SCAN_MIN: usize = 1 << 20;
-
-/// Into how many parts an exact scan of `n` slots of `dim` floats is split: one per core
-/// when the data is large, since a scan is bound by memory bandwidth, which one core does
-/// not fill (150,000 × 768 on 2 cores: 0.5× the time of one pass).
-fn scan_parts(n: usize, dim: usize) -> usize {
-    if n.saturating_mul(dim) < PARALLEL_SCAN_MIN {
-        return 1;
-    }
-    std::thread::available_parallelism()
-        .map_or(1, |p| p.get())
-        .min(8)
-}
-
-/// Runs `f` over `0..n` slots cut into `parts` ranges at once, one thread each.
-fn in_parts<R: Send>(
-    n: usize,
-    parts: usize,
-    f: impl Fn(std::ops::Range<usize>) -> R + Sync,
-) -> Vec<R> {
-    if parts < 2 {
-        return vec![f(0..n)];
-    }
-    let per = n.div_ceil(parts);
-    std::thread::scope(|s| {
-        let f = &f;
-        let running: Vec<_> = (0..parts)
-            .map(|i| s.spawn(move || f(i * per..((i + 1) * per).min(n))))
-            .collect();
-        running
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
-}
-
 /// Runs `scan` over `0..n` slots in `parts` parts at once. The parts' survivors are offered
 /// again in slot order, so the result is exactly the one a single pass gives: a hit that
 /// lost within its part loses to the same hits overall.
@@ -250,7 +203,7 @@ impl Floor {
 fn pruned_scan(
     n: usize,
     parts: usize,
-    codes: &Codes,
+    codes: &Coded,
     query: &CodedQuery,
     want: usize,
     threshold: Option<f32>,
@@ -345,9 +298,6 @@ impl PointStore {
         for col in self.columns.values_mut() {
             col.data.reserve(additional.saturating_mul(col.dim));
             col.present.reserve(additional);
-            if let Some(codes) = &mut col.codes {
-                codes.reserve(additional);
-            }
         }
     }
 
@@ -625,10 +575,10 @@ impl PointStore {
             heap
         };
         let n = self.ids.len();
-        let parts = scan_parts(n, col.dim);
-        let coded = col
-            .codes
-            .as_ref()
+        let parts = parts_for(n.saturating_mul(col.dim));
+        let fresh = col.codes.as_ref().map(|codes| codes.fresh(&col.data));
+        let coded = fresh
+            .as_deref()
             .and_then(|codes| Some((codes, codes.query(query)?)));
         let heap = match coded {
             // Codes are kept only where higher is better, so `key` is the score.
@@ -782,6 +732,7 @@ mod tests {
         let s = tied_store(3000, dim);
         let col = &s.columns[""];
         let codes = col.codes.as_ref().expect("a Dot column has codes");
+        let codes = &*codes.fresh(&col.data);
         let sorted = |t: TopHits| {
             t.heap
                 .into_sorted_vec()
