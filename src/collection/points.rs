@@ -149,50 +149,70 @@ where
     top
 }
 
-/// The best `want` lower bounds seen: no hit can beat `want` points whose lower bounds are
-/// above its upper bound.
+/// The `want` best lower bounds seen: no point can beat `want` points whose lower bounds
+/// are above its upper bound. Kept among at most twice as many, settled by selection.
 struct Floor {
     want: usize,
-    heap: BinaryHeap<std::cmp::Reverse<Bound>>,
-}
-
-/// A bound, ordered totally.
-#[derive(PartialEq)]
-struct Bound(f64);
-impl Eq for Bound {}
-impl PartialOrd for Bound {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Bound {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0.total_cmp(&other.0)
-    }
+    lows: Vec<f64>,
+    /// The `want`-th best lower bound when last settled (-∞ before): never above the true
+    /// one, which is all the scan needs.
+    level: f64,
 }
 
 impl Floor {
     fn new(want: usize) -> Self {
         Floor {
             want,
-            heap: BinaryHeap::with_capacity(want + 1),
+            lows: Vec::new(),
+            level: f64::NEG_INFINITY,
         }
     }
 
     fn offer(&mut self, low: f64) {
-        self.heap.push(std::cmp::Reverse(Bound(low)));
-        if self.heap.len() > self.want {
-            self.heap.pop();
+        // At or below the level, it cannot raise it.
+        if low > self.level {
+            self.lows.push(low);
+            if self.lows.len() >= self.want.saturating_mul(2) {
+                self.settle();
+            }
         }
     }
 
-    /// The `want`-th best lower bound, or -∞ while fewer were offered.
-    fn level(&self) -> f64 {
-        match self.heap.peek() {
-            Some(low) if self.heap.len() == self.want => low.0 .0,
-            _ => f64::NEG_INFINITY,
+    /// Keeps the `want` best and sets the level to the worst of them.
+    fn settle(&mut self) {
+        if self.want > 0 && self.lows.len() >= self.want {
+            let k = self.want - 1;
+            self.lows.select_nth_unstable_by(k, |a, b| b.total_cmp(a));
+            self.lows.truncate(self.want);
+            self.level = self.lows[k];
         }
     }
+}
+
+/// A full exact top-`want` scan: every eligible slot scored.
+fn exact_scan(
+    n: usize,
+    parts: usize,
+    want: usize,
+    (higher, threshold): (bool, Option<f32>),
+    eligible: impl Fn(usize) -> bool + Sync,
+    exact: impl Fn(usize) -> f32 + Sync,
+) -> TopHits {
+    let scan = |slots: std::ops::Range<usize>| {
+        let mut heap = TopHits::new(want);
+        for s in slots.filter(|&s| eligible(s)) {
+            let score = exact(s);
+            if let Some(t) = threshold {
+                if (higher && score < t) || (!higher && score > t) {
+                    continue;
+                }
+            }
+            // `key` is "bigger is better" whatever the distance.
+            heap.offer(if higher { score } else { -score }, s as u32);
+        }
+        heap
+    };
+    scan_in_parts(n, parts, scan, want)
 }
 
 /// An exact top-`want` scan of a Dot or Cosine column that reads the codes first (see
@@ -222,7 +242,7 @@ fn pruned_scan(
             if t.is_some_and(|t| high < t) {
                 continue;
             }
-            if high >= floor.level() {
+            if high >= floor.level {
                 candidates.push((high, s as u32));
             }
             // Only a slot sure to pass the threshold may raise the floor.
@@ -234,11 +254,12 @@ fn pruned_scan(
     });
     let mut floor = Floor::new(want);
     for (part, _) in &found {
-        for low in &part.heap {
-            floor.offer(low.0 .0);
+        for &low in &part.lows {
+            floor.offer(low);
         }
     }
-    let level = floor.level();
+    floor.settle();
+    let level = floor.level;
     let mut slots: Vec<u32> = found
         .into_iter()
         .flat_map(|(_, candidates)| candidates)
@@ -557,23 +578,6 @@ impl PointStore {
             col.distance
                 .score(query, &col.data[s * col.dim..(s + 1) * col.dim])
         };
-        let scan = |slots: std::ops::Range<usize>| {
-            let mut heap = TopHits::new(want);
-            for s in slots {
-                if !eligible(s) {
-                    continue;
-                }
-                let score = exact(s);
-                if let Some(t) = score_threshold {
-                    if (higher && score < t) || (!higher && score > t) {
-                        continue;
-                    }
-                }
-                // `key` is "bigger is better" whatever the distance.
-                heap.offer(if higher { score } else { -score }, s as u32);
-            }
-            heap
-        };
         let n = self.ids.len();
         let parts = parts_for(n.saturating_mul(col.dim));
         let fresh = col.codes.as_ref().map(|codes| codes.fresh(&col.data));
@@ -585,7 +589,7 @@ impl PointStore {
             Some((codes, q)) => {
                 pruned_scan(n, parts, codes, &q, want, score_threshold, eligible, exact)
             }
-            None => scan_in_parts(n, parts, scan, want),
+            None => exact_scan(n, parts, want, (higher, score_threshold), eligible, exact),
         };
         let mut hits = heap.heap.into_sorted_vec();
         // `into_sorted_vec` is ascending by `Ord`, which is reversed: best first.
@@ -649,6 +653,15 @@ mod tests {
         });
     }
 
+    /// `(key, slot)` of the kept hits, best first.
+    fn hits(t: TopHits) -> Vec<(f32, u32)> {
+        t.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|h| (h.key, h.slot))
+            .collect()
+    }
+
     #[test]
     fn a_scan_in_parts_finds_exactly_what_one_pass_finds() {
         // Many equal keys, so which of them is kept depends on the tie rule.
@@ -660,16 +673,9 @@ mod tests {
             }
             top
         };
-        let sorted = |t: TopHits| {
-            t.heap
-                .into_sorted_vec()
-                .into_iter()
-                .map(|h| (h.key, h.slot))
-                .collect::<Vec<_>>()
-        };
-        let one = sorted(scan_in_parts(keys.len(), 1, scan, 25));
+        let one = hits(scan_in_parts(keys.len(), 1, scan, 25));
         for parts in [2, 3, 7] {
-            assert_eq!(sorted(scan_in_parts(keys.len(), parts, scan, 25)), one);
+            assert_eq!(hits(scan_in_parts(keys.len(), parts, scan, 25)), one);
         }
         assert_eq!(one[0], (96.0, 96));
     }
@@ -733,13 +739,6 @@ mod tests {
         let col = &s.columns[""];
         let codes = col.codes.as_ref().expect("a Dot column has codes");
         let codes = &*codes.fresh(&col.data);
-        let sorted = |t: TopHits| {
-            t.heap
-                .into_sorted_vec()
-                .into_iter()
-                .map(|h| (h.key, h.slot))
-                .collect::<Vec<_>>()
-        };
         let queries: Vec<Vec<f32>> = vec![
             col.data[5 * dim..6 * dim].to_vec(),
             (0..dim)
@@ -756,19 +755,10 @@ mod tests {
             let coded = codes.query(q).expect("finite");
             for want in [1, 10, 100, 5000] {
                 for threshold in [None, Some(0.0), Some(0.01), Some(1e9)] {
-                    let full = |slots: std::ops::Range<usize>| {
-                        let mut top = TopHits::new(want);
-                        for i in slots.filter(|&i| eligible(i)) {
-                            let score = exact(i);
-                            if threshold.is_none_or(|t| score >= t) {
-                                top.offer(score, i as u32);
-                            }
-                        }
-                        top
-                    };
-                    let want_hits = sorted(scan_in_parts(n, 1, full, want));
+                    let full = exact_scan(n, 1, want, (true, threshold), eligible, exact);
+                    let want_hits = hits(full);
                     for parts in [1, 3] {
-                        let got = sorted(pruned_scan(
+                        let got = hits(pruned_scan(
                             n, parts, codes, &coded, want, threshold, eligible, exact,
                         ));
                         assert_eq!(got, want_hits, "want {want}, threshold {threshold:?}");
