@@ -1,10 +1,10 @@
 //! A Dot or Cosine column kept a second time as 8-bit codes, so that an exact search reads a
 //! quarter of the bytes first. Each stored vector `v` is `scale * q + r` with `q` whole
-//! numbers in `-63..=63`; the query `x` is cut the same way, within ±127. The codes give an estimate of
-//! `x · v` from whole numbers (added exactly), and the parts cut off give a bound on how far
-//! the exactly computed score (the `f32` sum that the search reports) can be from that
-//! estimate, rounding of that sum included. A search scores exactly only the points whose
-//! bound reaches the best hits' bounds, so it returns what a full exact pass returns.
+//! numbers in `-63..=63`; the query `x` is cut the same way, within ±127. The codes give an
+//! estimate of `x · v` from whole numbers (added exactly), and the parts cut off give a bound
+//! on how far the exactly computed score (the `f32` sum that the search reports) can be from
+//! that estimate, rounding of that sum included. A search scores exactly only the points
+//! whose bound reaches the best hits' bounds, so it returns what a full exact pass returns.
 //!
 //! Codes are cut when a search needs them: a write only marks its slot stale, so upserts and
 //! loads pay nothing for them, and the next search cuts every stale slot (on every core when
