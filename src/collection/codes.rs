@@ -28,7 +28,6 @@ struct Slot {
 /// The codes of one column, kept up to date with its vectors by [`Codes::fresh`].
 #[derive(Debug)]
 pub(crate) struct Codes {
-    dim: usize,
     coded: RwLock<Coded>,
 }
 
@@ -157,7 +156,6 @@ impl Codes {
     /// No slots yet, for vectors of `dim` floats.
     pub(crate) fn new(dim: usize) -> Self {
         Codes {
-            dim,
             coded: RwLock::new(Coded {
                 dim,
                 codes: Vec::new(),
@@ -191,7 +189,7 @@ impl Codes {
     pub(crate) fn fresh(&self, data: &[f32]) -> RwLockReadGuard<'_, Coded> {
         let read = || self.coded.read().unwrap_or_else(PoisonError::into_inner);
         let coded = read();
-        if coded.stale.is_empty() && coded.slots.len() * self.dim == data.len() {
+        if coded.stale.is_empty() && coded.slots.len() * coded.dim == data.len() {
             return coded;
         }
         drop(coded);

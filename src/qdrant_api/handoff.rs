@@ -3,11 +3,12 @@
 //!
 //! Why not an upload: Qdrant 1.19 spools an uploaded archive to a file on the peer's disk and
 //! then reads it again to check its SHA-256 and unpack it, while a download by URL is
-//! checked and unpacked as it arrives (measured: about 60% of the peer's CPU, and no archive
-//! file written beside the unpacked shard). A peer needs an address of ours it can reach: each listener is bound, on a
-//! port the system picks, to the address this machine sends from towards that peer, and
-//! serves only the paths it handed out, each a random 256-bit token good for one request,
-//! while the offer lasts.
+//! checked and unpacked as it arrives (one 107 MiB shard, by hand: 0.19-0.20 s of the peer's
+//! CPU pulled with its checksum against 0.31-0.37 s uploaded, and no archive file written
+//! beside the unpacked shard). A peer needs an address of ours it can reach: each listener is
+//! bound, on a port the system picks, to the address this machine sends from towards that
+//! peer, and serves only the paths it handed out, each a random 256-bit token good for one
+//! request, while the offer lasts.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
