@@ -1,5 +1,7 @@
 //! Local-filesystem backend: a temp file in the target directory (a [`crate::io::bulk_file`]),
-//! fsync, rename on commit.
+//! fsync, rename on commit. Pieces (`put_if_absent`) go through the same paced writer when
+//! large: written plainly, four at once, their `fsync`s queued many megabytes ahead of the
+//! WAL's flushes and made the upserts during a linked snapshot wait (BENCHMARKS.md).
 
 use std::fmt;
 use std::io;
@@ -213,6 +215,39 @@ fn link_open_file(
     Ok(())
 }
 
+/// Objects this large or larger (the pieces of an incremental snapshot) are written as
+/// snapshots are, through a [`BulkFile`] paced next to the WAL's flushes; smaller ones in
+/// one write.
+const BULK_OBJECT: usize = 256 << 10;
+
+/// A temp file removed when this is dropped still holding it.
+struct TempFile(Option<PathBuf>);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Writes `bytes` as the new file `tmp`, durably.
+async fn write_new(tmp: &Path, bytes: Bytes) -> io::Result<()> {
+    if bytes.len() < BULK_OBJECT {
+        let tmp = tmp.to_path_buf();
+        return tokio::task::spawn_blocking(move || {
+            let mut f = std::fs::File::create_new(&tmp)?;
+            std::io::Write::write_all(&mut f, &bytes)?;
+            f.sync_all()
+        })
+        .await
+        .map_err(io::Error::other)?;
+    }
+    let mut f = BulkFile::create(tmp, Reservation::All(bytes.len() as u64)).await?;
+    tokio::io::AsyncWriteExt::write_all(&mut f, &bytes).await?;
+    f.finish().await.map(|_| ())
+}
+
 #[async_trait]
 impl Backend for LocalBackend {
     async fn create(
@@ -338,27 +373,30 @@ impl Backend for LocalBackend {
         bytes: Bytes,
     ) -> Result<ObjectMeta, BackendError> {
         let target = self.path_of(key);
+        let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
+        let tmp = dir.join(format!(
+            ".{}.{}{TMP_SUFFIX}",
+            key.file_name(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let (d, t, k) = (dir.clone(), target.clone(), key.clone());
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&d).map_err(io_err("failed to create directory", &d))?;
+            if t.exists() {
+                return Err(BackendError::AlreadyExists(k.to_string()));
+            }
+            Ok(())
+        })
+        .await
+        .map_err(lost_task("failed to write"))??;
+        // Removed on every way out, a write dropped midway (its create cancelled) included.
+        let mut guard = TempFile(Some(tmp.clone()));
+        write_new(&tmp, bytes)
+            .await
+            .map_err(io_err("failed to write", &tmp))?;
+        guard.0 = None;
         let key = key.clone();
         tokio::task::spawn_blocking(move || {
-            let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
-            std::fs::create_dir_all(&dir).map_err(io_err("failed to create directory", &dir))?;
-            if target.exists() {
-                return Err(BackendError::AlreadyExists(key.to_string()));
-            }
-            let tmp = dir.join(format!(
-                ".{}.{}{TMP_SUFFIX}",
-                key.file_name(),
-                uuid::Uuid::new_v4().simple()
-            ));
-            let written = (|| {
-                let mut f = std::fs::File::create(&tmp)?;
-                std::io::Write::write_all(&mut f, &bytes)?;
-                f.sync_all()
-            })();
-            if let Err(e) = written {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(io_err("failed to write", &tmp)(e));
-            }
             // link(2) fails when the name exists: the atomic create-if-absent.
             let linked = std::fs::hard_link(&tmp, &target);
             let _ = std::fs::remove_file(&tmp);

@@ -203,6 +203,27 @@ pub(crate) async fn put_if_absent_is_exclusive(b: &dyn Backend, dir: &str, atomi
         b.get_bytes(&k).await.expect("get"),
         Bytes::from_static(b"first")
     );
+    // A piece-sized object (the local backend writes these as it writes snapshots, paced
+    // beside the WAL's flushes), of a length no block size divides.
+    let big = key(dir, "x/.pieces/cd/cdef01");
+    let bytes: Bytes = (0..(1usize << 20) + 3).map(|i| (i % 251) as u8).collect();
+    let meta = b
+        .put_if_absent(&big, bytes.clone())
+        .await
+        .expect("large create");
+    assert_eq!(meta.size, bytes.len() as u64, "{b}: large created size");
+    assert!(
+        matches!(
+            b.put_if_absent(&big, Bytes::from(vec![7u8; 1 << 20])).await,
+            Err(BackendError::AlreadyExists(_))
+        ),
+        "{b}: a second large create of one key must be AlreadyExists"
+    );
+    assert_eq!(
+        b.get_bytes(&big).await.expect("get"),
+        bytes,
+        "{b}: large bytes"
+    );
     if !atomic_race {
         return;
     }
