@@ -2,8 +2,9 @@
 
 Loads 150,000 random points with a payload each once over REST (into BENCH_DIR, default
 /tmp/query-latency), then for each round starts every binary given in turn on that storage,
-sends 30 warm-up and 200 timed top-10 `points/query` calls, and prints p50 and p99; last,
-whether every binary returned the same ids and scores for the same queries.
+sends 30 warm-up and 200 timed top-10 `points/query` calls, and prints p50 and p99 of the
+timed ones and the first and slowest of the warm-up (the first query after a start-up);
+last, whether every binary returned the same ids and scores for the same queries.
 
     .venv/bin/python examples/bench/query_latency.py BINARY [BINARY...]   (ROUNDS=3)
 """
@@ -54,18 +55,18 @@ def load():
 
 def measure():
     rng = np.random.default_rng(11)
-    session, latencies, answers = requests.Session(), [], []
+    session, latencies, warm_up, answers = requests.Session(), [], [], []
     for i in range(230):
         query = rng.standard_normal(768, dtype=np.float32).tolist()
         t = time.perf_counter()
         r = session.post(f"{URL}/collections/q/points/query", json={"query": query, "limit": 10})
         ms = (time.perf_counter() - t) * 1000
         r.raise_for_status()
-        if i >= 30:
-            latencies.append(ms)
+        (latencies if i >= 30 else warm_up).append(ms)
         answers.append([(p["id"], p["score"]) for p in r.json()["result"]["points"]])
     latencies.sort()
-    return latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)], answers
+    p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+    return p50, p99, (warm_up[0], max(warm_up)), answers
 
 
 def main():
@@ -82,10 +83,14 @@ def main():
     for round_ in range(int(os.environ.get("ROUNDS", "3"))):
         for binary in binaries:
             proc = start(binary, "/collections/q")
-            p50, p99, got = measure()
+            p50, p99, (first_ms, warm_max), got = measure()
             proc.send_signal(signal.SIGTERM)
             proc.wait()
-            print(f"round {round_} {binary}: p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
+            print(
+                f"round {round_} {binary}: p50 {p50:.1f} ms, p99 {p99:.1f} ms; "
+                f"first query {first_ms:.1f} ms, slowest warm-up {warm_max:.1f} ms",
+                flush=True,
+            )
             answers.setdefault(binary, []).append(got)
     first = next(iter(answers.values()))[0]
     same = all(a == first for runs in answers.values() for a in runs)

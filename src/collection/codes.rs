@@ -6,10 +6,13 @@
 //! that estimate, rounding of that sum included. A search scores exactly only the points
 //! whose bound reaches the best hits' bounds, so it returns what a full exact pass returns.
 //!
-//! Codes are cut when a search needs them: a write only marks its slot stale, so upserts and
-//! loads pay nothing for them, and the next search cuts every stale slot (on every core when
-//! there are many) before it reads.
+//! Codes are cut when searches need them: a write only marks its slot stale, so upserts and
+//! loads pay nothing for them. A search with little left to cut cuts it first (on every core
+//! when there is enough); with more left (the first search after a start-up, a recovery or a
+//! bulk load) it scans exactly, as fast as before codes existed, and marks the codes wanted,
+//! and they are cut in steps beside the searches ([`Codes::cut_some`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use super::parallel::parts_for;
@@ -29,7 +32,13 @@ struct Slot {
 #[derive(Debug)]
 pub(crate) struct Codes {
     coded: RwLock<Coded>,
+    /// A search found more left to cut than it cuts itself: cut in the background.
+    wanted: AtomicBool,
 }
+
+/// Slots a search cuts itself before reading the codes (about a millisecond's work at 768
+/// floats); with more left, it scans exactly and leaves the cutting to [`Codes::cut_some`].
+pub(crate) const CUT_INLINE: usize = 2048;
 
 /// The codes of one column, slot by slot, as a search reads them.
 #[derive(Debug)]
@@ -166,7 +175,12 @@ impl Codes {
                 stale: Vec::new(),
                 stale_at: Vec::new(),
             }),
+            wanted: AtomicBool::new(false),
         }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Coded> {
+        self.coded.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn coded(&mut self) -> &mut Coded {
@@ -184,22 +198,48 @@ impl Codes {
         }
     }
 
-    /// The codes, first grown to every slot of `data` (the column's vectors) and every
-    /// stale slot cut.
-    pub(crate) fn fresh(&self, data: &[f32]) -> RwLockReadGuard<'_, Coded> {
-        let read = || self.coded.read().unwrap_or_else(PoisonError::into_inner);
-        let coded = read();
-        if coded.stale.is_empty() && coded.slots.len() * coded.dim == data.len() {
-            return coded;
+    /// The codes for a search over `data` (the column's vectors), first cut where they are
+    /// missing or stale when that is at most [`CUT_INLINE`] slots; `None`, with the codes
+    /// marked wanted, when more is left (the caller scans exactly).
+    pub(crate) fn for_search(&self, data: &[f32]) -> Option<RwLockReadGuard<'_, Coded>> {
+        let coded = self.read();
+        match coded.left(data) {
+            0 => return Some(coded),
+            left if left > CUT_INLINE => {
+                self.wanted.store(true, Ordering::Relaxed);
+                return None;
+            }
+            _ => {}
         }
         drop(coded);
-        // Writes hold the store exclusively, so only other searches can be here: whichever
-        // takes the lock first cuts, the others find nothing to do.
-        self.coded
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .recode(data);
-        read()
+        // Writes hold the store exclusively, so only other searches (or the background cut)
+        // can be here: whichever takes the lock first cuts, the others find less to do.
+        self.cut_some(data, usize::MAX);
+        Some(self.read())
+    }
+
+    /// The codes, every missing or stale slot cut first.
+    #[cfg(test)]
+    pub(crate) fn fresh(&self, data: &[f32]) -> RwLockReadGuard<'_, Coded> {
+        self.cut_some(data, usize::MAX);
+        self.read()
+    }
+
+    /// Whether a search left these codes for the background to cut.
+    pub(crate) fn wanted(&self) -> bool {
+        self.wanted.load(Ordering::Relaxed)
+    }
+
+    /// Cuts up to `step` of the slots whose codes are missing or stale; true (and no longer
+    /// wanted) once none is left.
+    pub(crate) fn cut_some(&self, data: &[f32], step: usize) -> bool {
+        let mut coded = self.coded.write().unwrap_or_else(PoisonError::into_inner);
+        coded.recode(data, step);
+        let done = coded.left(data) == 0;
+        if done {
+            self.wanted.store(false, Ordering::Relaxed);
+        }
+        done
     }
 }
 
@@ -207,19 +247,28 @@ impl Codes {
 type SlotCut = (usize, Option<Cut>);
 
 impl Coded {
-    /// Grows to every slot of `data` and cuts the new slots and every stale one, on every
-    /// core when there are many.
-    fn recode(&mut self, data: &[f32]) {
+    /// Slots of `data` whose codes are missing or stale.
+    fn left(&self, data: &[f32]) -> usize {
+        (data.len() / self.dim).saturating_sub(self.slots.len()) + self.stale.len()
+    }
+
+    /// Cuts up to `budget` slots: stale ones first, then new slots of `data` in order; on
+    /// every core when there are many.
+    fn recode(&mut self, data: &[f32], budget: usize) {
         let dim = self.dim;
         let (old, n) = (self.slots.len(), data.len() / dim);
-        let mut stale = std::mem::take(&mut self.stale);
-        if n > old {
-            self.codes.resize(n * dim, 0);
-            self.slots.resize(n, Slot::default());
-            self.unbounded_at.resize(n, false);
-            self.stale_at.resize(n, false);
+        let take = self.stale.len().min(budget);
+        let mut stale: Vec<u32> = self.stale.drain(..take).collect();
+        let grow_to = n.min(old.saturating_add(budget - take));
+        if grow_to > old {
+            // All of it at once: growing in steps would copy the codes at every doubling.
+            self.codes.reserve_exact(n * dim - self.codes.len());
+            self.codes.resize(grow_to * dim, 0);
+            self.slots.resize(grow_to, Slot::default());
+            self.unbounded_at.resize(grow_to, false);
+            self.stale_at.resize(grow_to, false);
             // Slots are u32 throughout the store.
-            stale.extend((old..n).map(|s| s as u32));
+            stale.extend((old..grow_to).map(|s| s as u32));
         }
         stale.sort_unstable();
         let per = stale
@@ -482,5 +531,44 @@ mod tests {
         }
         assert_eq!(codes.coded().stale, vec![5]);
         assert!(within(&codes, &data, 5));
+    }
+
+    #[test]
+    fn searches_leave_large_cuts_to_steps_that_end_as_one_whole_cut() {
+        let mut seed = 11;
+        let n = CUT_INLINE * 3 + 5;
+        let stored: Vec<Vec<f32>> = (0..n).map(|_| floats(16, &mut seed, 1.0)).collect();
+        let (mut stepped, mut data) = column(16, &stored);
+        // Too much left: the search gets nothing, and the codes are wanted.
+        assert!(stepped.for_search(&data).is_none());
+        assert!(stepped.wanted());
+        assert!(!stepped.cut_some(&data, 1000));
+        // A write between steps, to a slot already cut: cut again before the new slots.
+        data[3 * 16..4 * 16].copy_from_slice(&floats(16, &mut seed, 9.0));
+        stepped.written(3);
+        let mut calls = 1;
+        loop {
+            calls += 1;
+            if stepped.cut_some(&data, 1000) {
+                break;
+            }
+        }
+        // Every slot once, and the rewritten one again: no step cut less than its budget.
+        assert_eq!(calls, (n + 1).div_ceil(1000));
+        assert!(!stepped.wanted(), "cut: no longer wanted");
+        let whole = Codes::new(16);
+        let (a, b) = (stepped.fresh(&data), whole.fresh(&data));
+        assert_eq!(a.codes, b.codes);
+        assert_eq!(a.stale, b.stale);
+        for (x, y) in a.slots.iter().zip(&b.slots) {
+            assert_eq!((x.scale, x.resid, x.l1), (y.scale, y.resid, y.l1));
+        }
+        drop((a, b));
+        // A few writes since: a search cuts them itself and reads the codes.
+        for s in [1, 2] {
+            stepped.written(s);
+        }
+        let coded = stepped.for_search(&data).expect("little left: cut inline");
+        assert!(coded.stale.is_empty());
     }
 }

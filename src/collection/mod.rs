@@ -156,9 +156,12 @@ pub struct Collection {
     name: String,
     dir: PathBuf,
     config: RwLock<CollectionConfig>,
-    points: RwLock<PointStore>,
+    /// Shared with the thread that cuts search codes in the background.
+    points: Arc<RwLock<PointStore>>,
     writer: Mutex<Writer>,
     compacting: AtomicBool,
+    /// A thread is cutting search codes ([`Collection::read`]).
+    cutting: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Collection {
@@ -254,7 +257,7 @@ impl Collection {
             name: name.to_string(),
             dir: dir.to_path_buf(),
             config: RwLock::new(config),
-            points: RwLock::new(store),
+            points: Arc::new(RwLock::new(store)),
             writer: Mutex::new(Writer {
                 data,
                 next_op: last_op + 1,
@@ -263,6 +266,7 @@ impl Collection {
                 closed: false,
             }),
             compacting: AtomicBool::new(false),
+            cutting: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -296,9 +300,40 @@ impl Collection {
         Ok(())
     }
 
-    /// Runs `f` with shared access to the points.
+    /// Runs `f` with shared access to the points. A search in `f` that left search codes to
+    /// cut (many points loaded since the last search) starts their cutting beside it.
     pub fn read<R>(&self, f: impl FnOnce(&PointStore) -> R) -> R {
-        f(&self.points.read())
+        let store = self.points.read();
+        let out = f(&store);
+        let wanted = store.codes_wanted();
+        drop(store);
+        if wanted {
+            self.cut_codes();
+        }
+        out
+    }
+
+    /// Cuts the search codes on a thread of their own, a step at a time, unless one is at it.
+    /// Each step holds the store shared for a few milliseconds, so writes wait no longer;
+    /// searches meanwhile scan exactly or cut what little is left.
+    fn cut_codes(&self) {
+        if self.cutting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (points, cutting) = (Arc::clone(&self.points), Arc::clone(&self.cutting));
+        let started = std::thread::Builder::new()
+            .name("search-codes".into())
+            .spawn(move || {
+                // Stops early once the collection is dropped (this is the last holder).
+                while Arc::strong_count(&points) > 1 && !points.read().cut_codes(points::CUT_STEP) {
+                    std::thread::yield_now();
+                }
+                cutting.store(false, Ordering::Release);
+            });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "search codes are cut by searches: no thread for it");
+            self.cutting.store(false, Ordering::Release);
+        }
     }
 
     /// Validates request vectors against the vector spaces and normalizes Cosine ones.
@@ -510,6 +545,48 @@ impl Collection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_search_after_a_bulk_load_has_the_codes_cut_beside_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config: CollectionConfig =
+            serde_json::from_value(serde_json::json!({"vectors": {"size": 4, "distance": "Dot"}}))
+                .expect("config");
+        Collection::init_dir(tmp.path(), &config).expect("init");
+        let col = Collection::open(tmp.path(), "c").expect("open");
+        let n = 3 * points::CUT_STEP;
+        let writes = (0..n as u64)
+            .map(|i| PointWrite {
+                id: PointId::Num(i),
+                vectors: vec![(
+                    String::new(),
+                    vec![(i % 7) as f32, 1.0, -0.5, (i % 3) as f32],
+                )],
+                payload: None,
+            })
+            .collect();
+        col.write_blocking(Operation::Upsert(writes))
+            .expect("write");
+        let ask = |p: &PointStore| {
+            let q = [1.0, 0.5, 0.0, 2.0];
+            p.search("", &q, 5, 0, None, None, false, &points::VectorSelect::None)
+                .into_iter()
+                .map(|(score, p)| (score, p.id))
+                .collect::<Vec<_>>()
+        };
+        let first = col.read(ask);
+        // The search scanned exactly and started the cut; it ends on its own.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while col.cutting.load(Ordering::Acquire) || col.read(PointStore::codes_wanted) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the codes were never cut"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!col.read(PointStore::codes_wanted));
+        assert_eq!(col.read(ask), first);
+    }
 
     #[test]
     fn compaction_looks_only_at_enough_new_garbage() {
