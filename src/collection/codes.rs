@@ -36,7 +36,7 @@ pub(crate) struct Codes {
     wanted: AtomicBool,
 }
 
-/// Slots a search cuts itself before reading the codes (about a millisecond's work at 768
+/// Slots a search cuts itself before reading the codes (under 2 ms of one core at 768
 /// floats); with more left, it scans exactly and leaves the cutting to [`Codes::cut_some`].
 pub(crate) const CUT_INLINE: usize = 2048;
 
