@@ -13,7 +13,7 @@
 //! and they are cut in steps beside the searches ([`Codes::cut_some`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, TryLockError};
 
 use super::parallel::parts_for;
 
@@ -200,9 +200,16 @@ impl Codes {
 
     /// The codes for a search over `data` (the column's vectors), first cut where they are
     /// missing or stale when that is at most [`CUT_INLINE`] slots; `None`, with the codes
-    /// marked wanted, when more is left (the caller scans exactly).
+    /// marked wanted, when more is left, and `None` while they are being cut (the caller
+    /// scans exactly).
     pub(crate) fn for_search(&self, data: &[f32]) -> Option<RwLockReadGuard<'_, Coded>> {
-        let coded = self.read();
+        let coded = match self.coded.try_read() {
+            Ok(coded) => coded,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            // Being cut (a step of the background cut, which may take the lock again before
+            // a waiting reader runs): scan exactly rather than wait for the whole cut.
+            Err(TryLockError::WouldBlock) => return None,
+        };
         match coded.left(data) {
             0 => return Some(coded),
             left if left > CUT_INLINE => {
