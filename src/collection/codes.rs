@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, TryLockError};
 
-use super::parallel::parts_for;
+use super::parallel::{each_on_a_thread, parts_for};
 
 /// What one stored vector's codes need beside them.
 #[derive(Clone, Copy, Debug, Default)]
@@ -28,7 +28,8 @@ struct Slot {
     l1: f64,
 }
 
-/// The codes of one column, kept up to date with its vectors by [`Codes::fresh`].
+/// The codes of one column, cut for a search ([`Codes::for_search`]) or beside the searches
+/// ([`Codes::cut_some`]).
 #[derive(Debug)]
 pub(crate) struct Codes {
     coded: RwLock<Coded>,
@@ -301,21 +302,8 @@ impl Coded {
                 })
                 .collect::<Vec<SlotCut>>()
         };
-        let cuts: Vec<SlotCut> = if runs.len() < 2 {
-            runs.into_iter().flat_map(cut_run).collect()
-        } else {
-            std::thread::scope(|scope| {
-                let running: Vec<_> = runs
-                    .into_iter()
-                    .map(|run| scope.spawn(move || cut_run(run)))
-                    .collect();
-                running
-                    .into_iter()
-                    .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                    .collect()
-            })
-        };
-        for (s, cut) in cuts {
+        let cuts = each_on_a_thread(runs, cut_run);
+        for (s, cut) in cuts.into_iter().flatten() {
             self.stale_at[s] = false;
             self.apply(s, cut);
         }

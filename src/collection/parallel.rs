@@ -27,10 +27,24 @@ pub(crate) fn in_parts<R: Send>(
         return vec![f(0..n)];
     }
     let per = n.div_ceil(parts);
+    let ranges = (0..parts).map(|i| (i * per).min(n)..((i + 1) * per).min(n));
+    each_on_a_thread(ranges.collect(), f)
+}
+
+/// Runs `f` on every item at once, one thread each (the calling thread alone for one item);
+/// the results in order. A panic in `f` goes on in the caller.
+pub(crate) fn each_on_a_thread<T: Send, R: Send>(
+    items: Vec<T>,
+    f: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    if items.len() < 2 {
+        return items.into_iter().map(f).collect();
+    }
     std::thread::scope(|s| {
         let f = &f;
-        let running: Vec<_> = (0..parts)
-            .map(|i| s.spawn(move || f((i * per).min(n)..((i + 1) * per).min(n))))
+        let running: Vec<_> = items
+            .into_iter()
+            .map(|item| s.spawn(move || f(item)))
             .collect();
         running
             .into_iter()

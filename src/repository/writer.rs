@@ -764,7 +764,7 @@ pub(crate) struct ManifestBuilder {
     entries: Vec<Entry>,
     crcs: Vec<(String, u32)>,
     created_at: DateTime<Utc>,
-    /// Marks of entries taken over from an earlier tar ([`ManifestBuilder::resume`]).
+    /// Marks of entries taken over from an earlier tar ([`ManifestBuilder::continue_from`]).
     marks: Vec<Mark>,
     /// Entries whose hashing waits.
     deferred: Vec<Deferred>,
