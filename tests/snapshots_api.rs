@@ -716,3 +716,132 @@ fn data_offset(archive: &[u8], idx: usize) -> usize {
     }
     pos + 512
 }
+
+/// Recovers `archive` by upload into `target`; returns the status and the error message.
+async fn upload_into(app: &axum::Router, target: &str, archive: &[u8]) -> (StatusCode, String) {
+    let (ct, body) = multipart("snapshot", archive);
+    let (s, _, b) = call(
+        app,
+        "POST",
+        &format!("/collections/{target}/snapshots/upload"),
+        &[("content-type", &ct)],
+        body,
+    )
+    .await;
+    (s, String::from_utf8_lossy(&b).into_owned())
+}
+
+#[tokio::test]
+async fn incremental_snapshots_list_their_files_last_and_hostile_ones_are_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let incremental = [("QDRANT__STORAGE__SNAPSHOTS_CONFIG__INCREMENTAL", "true")];
+    let app = test_app(tmp.path(), &incremental).await;
+    setup(&app, "src", 30).await;
+    setup(&app, "victim", 5).await;
+    let before = all_points(&app, "victim").await;
+    let first = create_snapshot(&app, "src").await;
+    let name = first["name"].as_str().unwrap().to_string();
+    let good = download(&app, &format!("/collections/src/snapshots/{name}")).await;
+    assert_eq!(sha256_hex(&good), first["checksum"].as_str().unwrap());
+
+    // Version 2: an opening with no files or time, the files, the manifest, the CRCs.
+    let ents = entries(&good);
+    let names: Vec<&str> = ents.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(names[..2], ["snapshot.json", "config.json"]);
+    assert_eq!(
+        names[names.len() - 2..],
+        ["snapshot.contents.json", "snapshot.crc32"]
+    );
+    let opening: Value = serde_json::from_slice(&ents[0].1).unwrap();
+    assert_eq!(
+        opening,
+        json!({"format": "snapstream-snapshot", "format_version": 2, "kind": "collection",
+               "collections": [{"name": "src", "dir": ""}]})
+    );
+    let contents: Value = serde_json::from_slice(&ents[ents.len() - 2].1).unwrap();
+    let listed: Vec<&str> = contents["collections"][0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, names[1..names.len() - 2]);
+
+    // A second snapshot after more points: same opening bytes, recovers exactly.
+    let more: Vec<Value> = (30..40)
+        .map(|i| json!({"id": i, "vector": [1.0, i as f32, 0.0, 0.5]}))
+        .collect();
+    let uri = "/collections/src/points?wait=true";
+    let (s, v) = json(&app, "PUT", uri, json!({ "points": more })).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let second = create_snapshot(&app, "src").await;
+    let name2 = second["name"].as_str().unwrap();
+    let good2 = download(&app, &format!("/collections/src/snapshots/{name2}")).await;
+    assert_eq!(sha256_hex(&good2), second["checksum"].as_str().unwrap());
+    assert_eq!(
+        good2[..1024],
+        good[..1024],
+        "the tars open with the same bytes"
+    );
+    let (s, msg) = upload_into(&app, "copy", &good2).await;
+    assert_eq!(s, StatusCode::OK, "{msg}");
+    assert_eq!(
+        all_points(&app, "copy").await,
+        all_points(&app, "src").await
+    );
+
+    let plain = |e: &(String, Vec<u8>)| entry(&e.0, b'0', &e.1, "");
+    let all: Vec<Vec<u8>> = ents.iter().map(plain).collect();
+    let last = all.len() - 1;
+    let with = |i: usize, name: &str, data: &[u8]| {
+        let mut parts = all.clone();
+        parts[i] = entry(name, b'0', data, "");
+        build(&parts)
+    };
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut extra = opening.clone();
+    extra["files"] = json!([{"path": "../escape.seg", "size": 1}]);
+    cases.push((
+        "opening with more fields",
+        with(0, "snapshot.json", extra.to_string().as_bytes()),
+    ));
+    let mut lying = contents.clone();
+    lying["collections"][0]["files"][1]["size"] = json!(1);
+    cases.push((
+        "manifest lists another size",
+        with(
+            last - 1,
+            "snapshot.contents.json",
+            lying.to_string().as_bytes(),
+        ),
+    ));
+    let data = ents[2].1.clone();
+    cases.push(("traversal", with(2, "../escape.seg", &data)));
+    cases.push(("absolute", with(2, "/tmp/escape.seg", &data)));
+    let mut parts = all.clone();
+    parts.swap(1, 2);
+    cases.push(("segment before config", build(&parts)));
+    let mut parts = all.clone();
+    parts.remove(last - 1);
+    cases.push(("no manifest", build(&parts)));
+    let mut parts = all.clone();
+    parts.insert(
+        last,
+        entry(
+            "data/99999999999999999999-99999999999999999999.seg",
+            b'0',
+            b"x",
+            "",
+        ),
+    );
+    cases.push(("a file after the manifest", build(&parts)));
+    for (label, archive) in cases {
+        let (s, msg) = upload_into(&app, "victim", &archive).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{label}: {msg}");
+        assert!(msg.contains("snapshot"), "{label}: {msg}");
+        assert!(!tmp.path().join("escape.seg").exists(), "{label}");
+        assert!(!tmp.path().join("storage/escape.seg").exists(), "{label}");
+    }
+    assert_eq!(all_points(&app, "victim").await, before, "untouched");
+    assert_no_leftovers(tmp.path());
+}

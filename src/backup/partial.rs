@@ -137,7 +137,7 @@ fn prefix_or_all(
 ) -> Vec<Entry> {
     if let Some(marks) = previous.marks.get(..=prefix.len()) {
         let from = (prefix.clone(), previous.manifest.mtime);
-        if builder.continue_from(from, marks.to_vec()) {
+        if builder.continue_from(from, marks.to_vec(), None) {
             return rest;
         }
     }

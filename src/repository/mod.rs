@@ -21,6 +21,7 @@ pub(crate) mod manifest;
 pub(crate) mod pack_repair;
 pub(crate) mod pieces;
 mod plain;
+mod resume;
 pub(crate) mod verify;
 pub(crate) mod writer;
 
@@ -101,6 +102,8 @@ pub struct Repository {
     incremental: bool,
     pub(crate) leases: Leases,
     collect_wanted: Arc<tokio::sync::Notify>,
+    /// Where each snapshot directory's last tar can be resumed.
+    resumes: resume::Resumes,
 }
 
 impl Repository {
@@ -120,6 +123,7 @@ impl Repository {
             backend,
             incremental,
             collect_wanted: Arc::new(tokio::sync::Notify::new()),
+            resumes: resume::Resumes::default(),
         }
     }
 
@@ -353,7 +357,10 @@ impl Repository {
         let lease = self.leases.acquire_create().await?;
         let result = async {
             let known = self.inventory().await?;
-            let written = writer::write(&self.backend, archive, known, progress).await?;
+            // Snapshots of the same collections live in one directory.
+            let dir = key.as_str().rsplit_once('/').map_or("", |(dir, _)| dir);
+            let resume = (&self.resumes, dir);
+            let written = writer::write(&self.backend, archive, known, progress, resume).await?;
             let json = serde_json::to_vec(&written.manifest).map_err(|e| BackendError::Io {
                 action: "failed to serialize",
                 path: key.to_string(),
@@ -369,6 +376,7 @@ impl Repository {
                 bytes_uploaded = written.uploaded_bytes,
                 files_linked = written.linked,
                 bytes = written.manifest.size,
+                bytes_resumed = written.resumed,
                 "incremental snapshot stored"
             );
             Ok(Self::incremental_stored(key.clone(), written.manifest))

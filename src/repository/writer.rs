@@ -19,6 +19,7 @@ use super::layout::{entry_header, padding, read_entries, Kind, PieceReader, END}
 use super::manifest::{Entry, Manifest, TableRef, FORMAT, PIECE_SIZE, VERSION};
 use super::pieces;
 use super::pieces::PieceNames;
+use super::resume::{Identity, Resumes};
 use crate::backend::{BackendError, DynBackend};
 use crate::io::progress::Progress;
 use crate::repository::hashing::{HashFeed, Mark};
@@ -62,8 +63,10 @@ pub struct Archive {
     pub entries: Vec<ArchiveEntry>,
     /// The final entry `(path, text)`, made from `(path, crc32)` of each entry.
     pub trailer: Trailer,
-    /// The snapshot's time: its listed creation time and every header's mtime.
+    /// The snapshot's time: its listed creation time.
     pub created_at: DateTime<Utc>,
+    /// Every header's mtime.
+    pub mtime: u64,
 }
 
 impl std::fmt::Debug for Archive {
@@ -71,6 +74,7 @@ impl std::fmt::Debug for Archive {
         f.debug_struct("Archive")
             .field("entries", &self.entries)
             .field("created_at", &self.created_at)
+            .field("mtime", &self.mtime)
             .finish()
     }
 }
@@ -89,6 +93,10 @@ pub(crate) struct Written {
     /// The tar's digest state before each entry and before its end (one more than the
     /// entries): a later tar that starts with the same entries resumes from there.
     pub marks: Vec<Mark>,
+    /// Each entry's path and CRC-32, in order.
+    pub crcs: Vec<(String, u32)>,
+    /// Bytes of the tar taken over from the last one, not read or hashed again.
+    pub resumed: u64,
 }
 
 fn io_err(e: io::Error) -> BackendError {
@@ -770,6 +778,8 @@ pub(crate) struct ManifestBuilder {
     deferred: Vec<Deferred>,
     /// Bytes of deferred entries that may still be held in memory.
     held_left: u64,
+    /// Bytes of the tar taken over ([`ManifestBuilder::take_over`]).
+    resumed: u64,
 }
 
 impl ManifestBuilder {
@@ -814,6 +824,7 @@ impl ManifestBuilder {
             marks: Vec::new(),
             deferred: Vec::new(),
             held_left: HELD_MAX,
+            resumed: 0,
         }
     }
 
@@ -826,19 +837,78 @@ impl ManifestBuilder {
         &mut self,
         (prefix, mtime): (Vec<Entry>, u64),
         mut marks: Vec<Mark>,
+        progress: Option<Progress>,
     ) -> bool {
         if !self.entries.is_empty() || marks.len() != prefix.len() + 1 {
             return false;
         }
-        let Some(feed) = marks.last().and_then(|m| HashFeed::resume(m, None)) else {
+        let Some(feed) = marks
+            .last()
+            .and_then(|m| HashFeed::resume(m, progress.clone()))
+        else {
             return false;
         };
+        if let (Some(p), Some(m)) = (&progress, marks.last()) {
+            p.add(m.offset);
+        }
         marks.pop();
         self.tar.feed = feed;
         self.tar.mtime = mtime;
         self.entries = prefix;
         self.marks = marks;
         true
+    }
+
+    /// Starts the tar with entries an earlier tar of this storage began with ([`Kept`],
+    /// see [`super::resume`]), resumed from its `marks` instead of hashed again; `files`
+    /// are the new archive's open files for those entries (`None` for texts). A linked file
+    /// is linked again unless its link is stored and sound (copied into pieces where it
+    /// cannot be); an entry of pieces is taken only while every piece is stored and sound.
+    /// Returns how many entries it took (0: none, nothing changed).
+    pub(crate) async fn take_over(
+        &mut self,
+        (kept, marks): super::resume::Takeover,
+        files: Vec<Option<File>>,
+        progress: Option<Progress>,
+    ) -> Result<usize, BackendError> {
+        let n = {
+            let uploads = &self.tar.uploads;
+            let sound = |h: &String| uploads.known.contains(h) && !uploads.damage.contains(h);
+            kept.iter()
+                .zip(&files)
+                .take_while(|(k, file)| match k.entry.linked {
+                    Some(_) => file.is_some(),
+                    None => k.entry.pieces.iter().all(sound),
+                })
+                .count()
+        };
+        let mut taken = Vec::with_capacity(n);
+        let mut crcs = Vec::with_capacity(n);
+        for (k, file) in kept.into_iter().take(n).zip(files) {
+            let mut entry = k.entry;
+            if let (Some(_), Some(file)) = (&entry.linked, file) {
+                let file = Arc::new(file);
+                let (len, size) = (entry.size, self.tar.piece_size);
+                entry.linked = self
+                    .tar
+                    .uploads
+                    .link(&file, len, size, &entry.pieces)
+                    .await?;
+                if entry.linked.is_none() {
+                    self.tar.copy_pieces(&file, len, &entry.pieces).await?;
+                }
+            }
+            crcs.push((entry.path.clone(), k.crc));
+            taken.push(entry);
+        }
+        let mtime = self.tar.mtime;
+        let resumed = marks.get(n).map_or(0, |m| m.offset);
+        if n == 0 || !self.continue_from((taken, mtime), marks[..=n].to_vec(), progress) {
+            return Ok(0);
+        }
+        self.crcs = crcs;
+        self.resumed = resumed;
+        Ok(n)
     }
 
     /// Adds an entry from a text or an open file.
@@ -1000,6 +1070,7 @@ impl ManifestBuilder {
         let (sha256, total, marks) = self.tar.feed.finish().await.map_err(io_err)?;
         let mut all = std::mem::take(&mut self.marks);
         all.extend(marks);
+        let crcs = std::mem::take(&mut self.crcs);
         Ok(Written {
             manifest: Manifest {
                 format: FORMAT.into(),
@@ -1017,24 +1088,56 @@ impl ManifestBuilder {
             uploaded_bytes: self.tar.uploads.bytes,
             linked: self.tar.uploads.linked_count,
             marks: all,
+            crcs,
+            resumed: self.resumed,
         })
     }
 }
 
 /// Hashes the tar of `archive` and uploads the pieces that `known` lacks; returns the
 /// manifest (not yet committed).
+///
+/// The tar resumes after the entries that the last one written under `dir` began with
+/// (`resumes`), and leaves its own opening there for the next.
 pub(crate) async fn write(
     backend: &DynBackend,
     archive: Archive,
     known: Inventory,
     progress: Option<Progress>,
+    (resumes, dir): (&Resumes, &str),
 ) -> Result<Written, BackendError> {
-    let mut builder =
-        ManifestBuilder::new(backend, known, progress, archive.created_at, PIECE_SIZE);
-    for e in archive.entries {
+    let mut builder = ManifestBuilder::new(
+        backend,
+        known,
+        progress.clone(),
+        archive.created_at,
+        PIECE_SIZE,
+    );
+    builder.tar.mtime = archive.mtime;
+    let cut = (archive.mtime, PIECE_SIZE);
+    let identities: Vec<_> = archive.entries.iter().map(Identity::of).collect();
+    let mut skip = 0;
+    if let Some(takeover) = resumes.matching(dir, &archive.entries, &identities, cut) {
+        let files = archive.entries[..takeover.0.len()]
+            .iter()
+            .map(|e| match &e.source {
+                Source::File { file, .. } => file.try_clone().ok(),
+                Source::Text(_) => None,
+            })
+            .collect();
+        skip = builder.take_over(takeover, files, progress).await?;
+    }
+    for e in archive.entries.into_iter().skip(skip) {
         builder.add(e.path, e.source).await?;
     }
-    builder.finish(Some(archive.trailer)).await
+    let written = builder.finish(Some(archive.trailer)).await?;
+    let listed = (
+        &written.manifest.entries[..],
+        &written.crcs[..],
+        &written.marks[..],
+    );
+    resumes.keep(dir, identities, listed, cut);
+    Ok(written)
 }
 
 #[cfg(test)]
@@ -1119,10 +1222,10 @@ mod tests {
         add(&mut b, "e", 4100, 13, Place::Early).await;
         let prefix = (m.entries[..2].to_vec(), m.mtime);
         assert!(
-            !b.continue_from(prefix.clone(), a.marks[..2].to_vec()),
+            !b.continue_from(prefix.clone(), a.marks[..2].to_vec(), None),
             "marks must fit"
         );
-        assert!(b.continue_from(prefix, a.marks[..3].to_vec()));
+        assert!(b.continue_from(prefix, a.marks[..3].to_vec(), None));
         b.add_stored(vec![m.entries[2].clone()]).await.unwrap();
         let b = b.finish(None).await.unwrap();
         let n = &b.manifest;

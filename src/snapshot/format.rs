@@ -1,10 +1,15 @@
-//! The snapshot archive format (version 1), documented in `docs/snapshot-format.md`.
+//! The snapshot archive format, documented in `docs/snapshot-format.md`.
 //!
-//! A tar (optionally gzip/zstd-compressed) whose first entry is `snapshot.json` (the
-//! manifest: kind, collections, every file with its size, aliases), then every listed file,
-//! then `snapshot.crc32` (the CRC-32 of each file). Nothing else. The SHA-256 of the whole
-//! archive (the `.checksum` sidecar) covers every byte; the per-file CRC-32 catches damage
-//! even when no SHA-256 is known, at a tenth of the cost of a second SHA-256 pass.
+//! A tar (optionally gzip/zstd-compressed) whose first entry is `snapshot.json`, then every
+//! file, then `snapshot.crc32` (the CRC-32 of each file). Nothing else. In version 1 (plain
+//! snapshots) `snapshot.json` is the manifest: kind, collections, every file with its size,
+//! aliases. In version 2 (incremental snapshots) it is only the [`Opening`] (kind and
+//! collections), the same for every snapshot of the same collections, and the manifest
+//! follows the files as `snapshot.contents.json`: so two snapshots' tars share their
+//! opening up to the first file that changed, and a create resumes the SHA-256 there.
+//! The SHA-256 of the whole archive (the `.checksum` sidecar) covers every byte; the
+//! per-file CRC-32 catches damage even when no SHA-256 is known, at a tenth of the cost of
+//! a second SHA-256 pass.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -13,14 +18,18 @@ use serde::{Deserialize, Serialize};
 use crate::collection::registry::validate_name;
 use crate::error::{Error, Result};
 
-/// Name of the manifest entry (always first).
+/// Name of the manifest entry (always first; in version 2 the [`Opening`]).
 pub(crate) const MANIFEST: &str = "snapshot.json";
+/// Name of the version 2 manifest entry, after the files.
+pub(crate) const CONTENTS: &str = "snapshot.contents.json";
 /// Name of the per-file checksum entry (always last).
 pub(crate) const CHECKSUMS: &str = "snapshot.crc32";
 /// Value of the manifest's `format` field.
 pub(crate) const FORMAT_NAME: &str = "snapstream-snapshot";
-/// The only format version this build reads and writes.
+/// The version of plain snapshots: the manifest first.
 pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The version of incremental snapshots: the [`Opening`] first, the manifest after the files.
+pub(crate) const LISTED_LAST_VERSION: u32 = 2;
 
 /// Largest manifest or checksum entry accepted.
 pub(crate) const MAX_META_SIZE: u64 = 64 << 20;
@@ -81,6 +90,85 @@ pub struct Manifest {
     pub aliases: BTreeMap<String, String>,
 }
 
+/// A collection as the [`Opening`] names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OpeningCollection {
+    /// Its name.
+    pub name: String,
+    /// Its directory inside the archive.
+    pub dir: String,
+}
+
+/// `snapshot.json` of a version 2 archive: what it holds, nothing that changes between two
+/// snapshots of the same collections (no time, no files).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Opening {
+    /// Always [`FORMAT_NAME`].
+    pub format: String,
+    /// Always [`LISTED_LAST_VERSION`].
+    pub format_version: u32,
+    /// What the snapshot holds.
+    pub kind: SnapshotKind,
+    /// The collections, in archive order.
+    pub collections: Vec<OpeningCollection>,
+}
+
+impl Opening {
+    /// The opening of an archive of `manifest`'s collections.
+    pub(crate) fn of(manifest: &Manifest) -> Self {
+        Opening {
+            format: FORMAT_NAME.into(),
+            format_version: LISTED_LAST_VERSION,
+            kind: manifest.kind,
+            collections: manifest
+                .collections
+                .iter()
+                .map(|c| OpeningCollection {
+                    name: c.name.clone(),
+                    dir: c.dir.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Checks it as a manifest is checked, before any file is written; returns the
+    /// manifest the archive's files are gathered into (each collection listing only its
+    /// `config.json`, of size 0, until its entries stream past).
+    pub(crate) fn validate(&self, expected: Option<SnapshotKind>) -> Result<Manifest> {
+        if self.format_version != LISTED_LAST_VERSION {
+            return Err(bad("snapshot.json is not a version 2 opening"));
+        }
+        let probe = Manifest {
+            format: self.format.clone(),
+            format_version: self.format_version,
+            kind: self.kind,
+            created_at: String::new(),
+            producer: String::new(),
+            collections: self
+                .collections
+                .iter()
+                .map(|c| ManifestCollection {
+                    name: c.name.clone(),
+                    dir: c.dir.clone(),
+                    files: vec![ManifestFile {
+                        path: join(&c.dir, crate::collection::CONFIG_FILE),
+                        size: 0,
+                    }],
+                })
+                .collect(),
+            aliases: BTreeMap::new(),
+        };
+        probe.validate(expected)?;
+        let mut gathered = probe;
+        for c in &mut gathered.collections {
+            c.files.clear();
+        }
+        Ok(gathered)
+    }
+}
+
 /// The archive directory of a collection in a full snapshot.
 pub(crate) fn full_collection_dir(name: &str) -> String {
     format!("collections/{name}")
@@ -120,6 +208,56 @@ fn allowed_collection_file(rel: &str) -> bool {
     let mut parts = stem.split('-');
     matches!((parts.next(), parts.next(), parts.next()), (Some(a), Some(b), None)
         if a.len() == 20 && b.len() == 20 && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit()))
+}
+
+/// Where one collection's files stand while they are checked in archive order.
+#[derive(Debug, Default)]
+pub(crate) struct FileOrder {
+    /// Files checked so far.
+    count: usize,
+    /// The WAL end of the last segment.
+    prev_end: Option<u64>,
+}
+
+impl FileOrder {
+    /// Checks the collection's next file, `path` of `size` bytes under the collection's
+    /// `dir`: a path a collection may have, `config.json` first, then segments in WAL order
+    /// without overlap, a sane size.
+    pub(crate) fn next(&mut self, dir: &str, path: &str, size: u64) -> Result<()> {
+        let rel = if dir.is_empty() {
+            Some(path)
+        } else {
+            path.strip_prefix(dir).and_then(|r| r.strip_prefix('/'))
+        };
+        let rel = match rel {
+            Some(rel) if allowed_collection_file(rel) => rel,
+            _ => return Err(bad(format!("unexpected path `{path}`"))),
+        };
+        if rel == crate::collection::CONFIG_FILE {
+            // The config comes first: segments are loaded as they stream past it.
+            if self.count != 0 {
+                return Err(bad(format!("`{path}` must be the collection's first file")));
+            }
+        } else if let Some((start, end)) = segment_range(rel) {
+            // Segments in WAL order, never overlapping: the order they are applied in.
+            if self.count == 0 {
+                return Err(bad(format!(
+                    "`{path}` comes before the collection's config.json"
+                )));
+            }
+            if start > end || self.prev_end.is_some_and(|p| start <= p) {
+                return Err(bad(format!("segment `{path}` is out of order")));
+            }
+            self.prev_end = Some(end);
+        }
+        if size > MAX_FILE_SIZE {
+            return Err(bad(format!(
+                "`{path}` claims an absurd size of {size} bytes"
+            )));
+        }
+        self.count += 1;
+        Ok(())
+    }
 }
 
 impl Manifest {
@@ -164,9 +302,10 @@ impl Manifest {
         if self.format != FORMAT_NAME {
             return Err(bad(format!("unknown format `{}`", self.format)));
         }
-        if self.format_version != FORMAT_VERSION {
+        if !(FORMAT_VERSION..=LISTED_LAST_VERSION).contains(&self.format_version) {
             return Err(bad(format!(
-                "format version {} is not supported (this build reads version {FORMAT_VERSION})",
+                "format version {} is not supported (this build reads versions \
+                 {FORMAT_VERSION} and {LISTED_LAST_VERSION})",
                 self.format_version
             )));
         }
@@ -202,47 +341,14 @@ impl Manifest {
                 c.name, c.dir
             )));
         }
-        let mut has_config = false;
-        let mut prev_end: Option<u64> = None;
-        for (i, f) in c.files.iter().enumerate() {
-            let rel = if c.dir.is_empty() {
-                Some(f.path.as_str())
-            } else {
-                f.path
-                    .strip_prefix(&c.dir)
-                    .and_then(|r| r.strip_prefix('/'))
-            };
-            let rel = match rel {
-                Some(rel) if allowed_collection_file(rel) => rel,
-                _ => return Err(bad(format!("unexpected path `{}`", f.path))),
-            };
-            if rel == crate::collection::CONFIG_FILE {
-                // The config comes first: segments are loaded as they stream past it.
-                if i != 0 {
-                    return Err(bad(format!(
-                        "`{}` must be the collection's first file",
-                        f.path
-                    )));
-                }
-                has_config = true;
-            } else if let Some((start, end)) = segment_range(rel) {
-                // Segments in WAL order, never overlapping: the order they are applied in.
-                if start > end || prev_end.is_some_and(|p| start <= p) {
-                    return Err(bad(format!("segment `{}` is out of order", f.path)));
-                }
-                prev_end = Some(end);
-            }
+        let mut order = FileOrder::default();
+        for f in &c.files {
+            order.next(&c.dir, &f.path, f.size)?;
             if !seen.insert(f.path.as_str()) {
                 return Err(bad(format!("`{}` is listed twice", f.path)));
             }
-            if f.size > MAX_FILE_SIZE {
-                return Err(bad(format!(
-                    "`{}` claims an absurd size of {} bytes",
-                    f.path, f.size
-                )));
-            }
         }
-        if !has_config {
+        if order.count == 0 {
             return Err(bad(format!("collection `{}` has no config.json", c.name)));
         }
         Ok(())

@@ -130,35 +130,46 @@ pub fn estimated_size(m: &Manifest) -> u64 {
     m.files().map(|f| entry(f.size) + 1024).sum::<u64>() + meta + 1024
 }
 
-/// The same archive as [`write_archive`] (uncompressed) described for the incremental
-/// repository: the manifest and configs as text, the pinned files as they are, the CRC
-/// trailer made from the CRCs the repository computes; headers dated `created_at`.
+/// `value` as pretty JSON.
+fn pretty<T: serde::Serialize>(value: &T) -> crate::error::Result<String> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| crate::error::Error::internal("failed to serialize manifest", e))
+}
+
+/// The archive of an incremental snapshot, described for the repository: format version 2
+/// (see [`format::Opening`]), so that the next snapshot's tar begins with the same bytes up
+/// to the first file that changed. The opening, the configs and the manifest as text, the
+/// pinned files as they are, the CRC trailer made from the CRCs the repository computes;
+/// every header dated 0, so that a header depends only on the entry's path and size.
 pub fn archive(
     manifest: &Manifest,
     collections: Vec<PinnedCollection>,
 ) -> crate::error::Result<crate::repository::Archive> {
+    use crate::error::Error;
     use crate::repository::{Archive, ArchiveEntry, Source};
-    let text = |bytes: Vec<u8>| {
-        String::from_utf8(bytes).map_err(|e| crate::error::Error::internal("non-UTF-8 JSON", e))
-    };
     let created_at = chrono::DateTime::parse_from_rfc3339(&manifest.created_at)
         .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|e| crate::error::Error::internal("invalid manifest time", e))?;
-    let manifest_json = serde_json::to_vec_pretty(manifest)
-        .map_err(|e| crate::error::Error::internal("failed to serialize manifest", e))?;
-    let mut entries = vec![ArchiveEntry {
-        path: format::MANIFEST.into(),
-        source: Source::Text(text(manifest_json)?),
-    }];
-    for (pinned, listed) in collections.into_iter().zip(&manifest.collections) {
+        .map_err(|e| Error::internal("invalid manifest time", e))?;
+    let contents = Manifest {
+        format_version: format::LISTED_LAST_VERSION,
+        ..manifest.clone()
+    };
+    let text = |path: &str, text: String| ArchiveEntry {
+        path: path.to_string(),
+        source: Source::Text(text),
+    };
+    let mut entries = vec![text(
+        format::MANIFEST,
+        pretty(&format::Opening::of(&contents))?,
+    )];
+    for (pinned, listed) in collections.into_iter().zip(&contents.collections) {
         let mut listed_files = listed.files.iter();
         let config = listed_files.next().ok_or_else(|| {
-            crate::error::Error::internal("manifest lists no config", io::Error::other("empty"))
+            Error::internal("manifest lists no config", io::Error::other("empty"))
         })?;
-        entries.push(ArchiveEntry {
-            path: config.path.clone(),
-            source: Source::Text(text(pinned.config_json)?),
-        });
+        let config_json = String::from_utf8(pinned.config_json)
+            .map_err(|e| Error::internal("non-UTF-8 config", e))?;
+        entries.push(text(&config.path, config_json));
         for (file, listed) in pinned.files.into_iter().zip(listed_files) {
             entries.push(ArchiveEntry {
                 path: listed.path.clone(),
@@ -170,16 +181,21 @@ pub fn archive(
             });
         }
     }
+    entries.push(text(format::CONTENTS, pretty(&contents)?));
     Ok(Archive {
         entries,
-        // Every file but the manifest itself is covered, as in `write_archive`.
+        // The collections' files, between the opening and the manifest.
         trailer: Box::new(|crcs| {
+            let files = crcs
+                .get(1..crcs.len().saturating_sub(1))
+                .unwrap_or_default();
             (
                 format::CHECKSUMS.to_string(),
-                format::format_checksums(&crcs[1.min(crcs.len())..]),
+                format::format_checksums(files),
             )
         }),
         created_at,
+        mtime: 0,
     })
 }
 

@@ -17,7 +17,7 @@ use tokio_tar::{Archive, Entries, Entry};
 use tokio_util::io::StreamReader;
 
 use super::codec;
-use super::format::{self, Manifest, ManifestFile, SnapshotKind};
+use super::format::{self, FileOrder, Manifest, ManifestFile, Opening, SnapshotKind};
 use crate::collection::loader::{Preloaded, StreamLoader};
 use crate::collection::CONFIG_FILE;
 use crate::error::{Error, Result};
@@ -182,8 +182,8 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
             .to_string();
         return unpack_qdrant(&path, first, &mut entries, staging, expected).await;
     }
-    let manifest = read_manifest(&mut first, expected).await?;
-    let mut files = Files::new(&manifest, staging);
+    let (manifest, open) = read_manifest(&mut first, expected).await?;
+    let mut files = Files::new(manifest, open, staging, expected);
     loop {
         let mut entry = match entries.next().await {
             None => {
@@ -207,10 +207,14 @@ async fn unpack_entries<R: AsyncRead + Unpin + Send>(
             files.check_trailer(&mut entry, size).await?;
             break;
         }
+        if path == format::CONTENTS {
+            files.check_contents(&mut entry, size).await?;
+            continue;
+        }
         files.unpack_file(&mut entry, path, size).await?;
     }
     reject_more(&mut entries).await?;
-    let loaded = files.finish();
+    let (manifest, loaded) = files.finish();
     Ok(Contents::Ours(manifest, loaded))
 }
 
@@ -246,20 +250,38 @@ async fn unpack_qdrant<R: AsyncRead + Unpin + Send>(
     }
 }
 
-/// Reads and validates our manifest, the archive's first entry.
+/// Reads and validates our first entry: a version 1 manifest, or a version 2 [`Opening`]
+/// (then the manifest returned lists each collection with no files yet, and `true`).
 async fn read_manifest<R: AsyncRead + Unpin + Send>(
     first: &mut Entry<Archive<R>>,
     expected: Option<SnapshotKind>,
-) -> Result<Manifest> {
+) -> Result<(Manifest, bool)> {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        format_version: u32,
+    }
     if !first.header().entry_type().is_file() {
         return Err(bad(format!("the first entry must be {}", format::MANIFEST)));
     }
     let size = first.effective_size();
     let raw = read_small(first, size, format::MANIFEST).await?;
-    let manifest: Manifest = serde_json::from_slice(&raw)
-        .map_err(|e| bad(format!("{} is not valid: {e}", format::MANIFEST)))?;
+    let invalid = |e: serde_json::Error| bad(format!("{} is not valid: {e}", format::MANIFEST));
+    let version: Version = serde_json::from_slice(&raw).map_err(invalid)?;
+    if version.format_version == format::LISTED_LAST_VERSION {
+        let opening: Opening = serde_json::from_slice(&raw).map_err(invalid)?;
+        return Ok((opening.validate(expected)?, true));
+    }
+    let manifest: Manifest = serde_json::from_slice(&raw).map_err(invalid)?;
+    if manifest.format_version != format::FORMAT_VERSION {
+        return Err(bad(format!(
+            "format version {} is not supported (this build reads versions {} and {})",
+            manifest.format_version,
+            format::FORMAT_VERSION,
+            format::LISTED_LAST_VERSION
+        )));
+    }
     manifest.validate(expected)?;
-    Ok(manifest)
+    Ok((manifest, false))
 }
 
 /// Fails if anything follows the CRC trailer.
@@ -279,11 +301,7 @@ async fn reject_more<R: AsyncRead + Unpin + Send>(entries: &mut Entries<R>) -> R
     )))
 }
 
-/// One file the manifest lists: its collection (index), its entry, and whether it is
-/// that collection's `config.json`.
-type Listed<'m> = (usize, &'m ManifestFile, bool);
-
-/// One file the manifest lists, as it is being staged.
+/// One file as it is being staged.
 #[derive(Clone, Copy)]
 struct Staged<'a> {
     /// Where it is staged.
@@ -292,67 +310,167 @@ struct Staged<'a> {
     path: &'a str,
     /// The index of its collection in the manifest.
     ci: usize,
-    /// Its size, as listed.
+    /// Its size.
     size: u64,
 }
 
-/// The files of our archive as they stream past, checked against the manifest: in exactly
-/// its order (config first, then segments in WAL order, so each collection's points load
-/// as its bytes stream past), each with its listed size, each CRC kept for the trailer.
-struct Files<'m> {
-    manifest: &'m Manifest,
-    staging: &'m Path,
-    order: Vec<Listed<'m>>,
-    listed: HashSet<&'m str>,
+/// A version 2 archive's files, checked as they come: the manifest follows them.
+#[derive(Debug, Default)]
+struct Open {
+    /// The collection whose files are streaming.
+    current: Option<usize>,
+    /// Where its files stand.
+    order: FileOrder,
+    /// Files and bytes so far, within the limits.
+    count: usize,
+    total: u64,
+    /// The manifest after the files has been read and matched.
+    listed: bool,
+    /// What the archive expects to be (checked again on the manifest).
+    expected: Option<SnapshotKind>,
+}
+
+/// The files of our archive as they stream past. Version 1: checked against the manifest,
+/// in exactly its order (config first, then segments in WAL order, so each collection's
+/// points load as its bytes stream past), each with its listed size. Version 2: each
+/// checked by the same rules as it comes and gathered, then matched against the manifest
+/// that follows them. Each CRC is kept for the trailer.
+struct Files<'s> {
+    /// Version 1: the manifest read first. Version 2: the files gathered so far.
+    manifest: Manifest,
+    open: Option<Open>,
+    staging: &'s Path,
+    /// Version 1: `(collection, file)` indices in archive order, and the next one.
+    order: Vec<(usize, usize)>,
     next: usize,
     loaders: Vec<Option<StreamLoader>>,
     crcs: HashMap<String, u32>,
     created_dirs: HashSet<PathBuf>,
 }
 
-impl<'m> Files<'m> {
-    fn new(manifest: &'m Manifest, staging: &'m Path) -> Self {
-        let order: Vec<Listed<'m>> = manifest
+impl<'s> Files<'s> {
+    fn new(
+        manifest: Manifest,
+        open: bool,
+        staging: &'s Path,
+        expected: Option<SnapshotKind>,
+    ) -> Self {
+        let order = manifest
             .collections
             .iter()
             .enumerate()
-            .flat_map(|(ci, c)| {
-                c.files
-                    .iter()
-                    .map(move |f| (ci, f, f.path == format::join(&c.dir, CONFIG_FILE)))
-            })
+            .flat_map(|(ci, c)| (0..c.files.len()).map(move |fi| (ci, fi)))
             .collect();
         Files {
-            listed: order.iter().map(|(_, f, _)| f.path.as_str()).collect(),
+            loaders: manifest.collections.iter().map(|_| None).collect(),
+            open: open.then(|| Open {
+                expected,
+                ..Open::default()
+            }),
             order,
             manifest,
             staging,
             next: 0,
-            loaders: manifest.collections.iter().map(|_| None).collect(),
             crcs: HashMap::new(),
             created_dirs: HashSet::new(),
         }
     }
 
-    /// The manifest's next file, which `path` must be.
-    fn expect(&mut self, path: &str, size: u64) -> Result<Listed<'m>> {
-        let Some(&listed) = self.order.get(self.next).filter(|(_, f, _)| f.path == path) else {
+    /// The collection `path` belongs to and whether it is its `config.json`: the
+    /// manifest's next file (version 1), or the next file the rules allow (version 2).
+    fn expect(&mut self, path: &str, size: u64) -> Result<(usize, bool)> {
+        if self.open.is_some() {
+            return self.expect_open(path, size);
+        }
+        let listed = self
+            .order
+            .get(self.next)
+            .map(|&(ci, fi)| (ci, &self.manifest.collections[ci].files[fi]))
+            .filter(|(_, f)| f.path == path);
+        let Some((ci, file)) = listed else {
             return Err(bad(if self.crcs.contains_key(path) {
                 format!("entry `{path}` appears twice")
-            } else if self.listed.contains(path) {
+            } else if self.manifest.files().any(|f| f.path == path) {
                 format!("entry `{path}` is out of the manifest's order")
             } else {
                 format!("entry `{path}` is not listed in the manifest")
             }));
         };
-        self.next += 1;
-        if size != listed.1.size {
+        if size != file.size {
             return Err(bad(format!(
                 "entry `{path}` is {size} bytes but the manifest says {}",
-                listed.1.size
+                file.size
             )));
         }
-        Ok(listed)
+        let is_config = self.order[self.next].1 == 0;
+        self.next += 1;
+        Ok((ci, is_config))
+    }
+
+    /// Version 2: `path` must be the current collection's next file or the next
+    /// collection's `config.json`, within the limits; it is gathered into the manifest.
+    fn expect_open(&mut self, path: &str, size: u64) -> Result<(usize, bool)> {
+        let Some(open) = self.open.as_mut() else {
+            return Err(bad("not a version 2 archive"));
+        };
+        if open.listed {
+            return Err(bad(format!("entry `{path}` follows {}", format::CONTENTS)));
+        }
+        let next = open.current.map_or(0, |c| c + 1);
+        let starts_next = self
+            .manifest
+            .collections
+            .get(next)
+            .is_some_and(|c| path == format::join(&c.dir, CONFIG_FILE));
+        if starts_next {
+            open.current = Some(next);
+            open.order = FileOrder::default();
+        }
+        let ci = open
+            .current
+            .ok_or_else(|| bad(format!("entry `{path}` comes before any config.json")))?;
+        let c = &mut self.manifest.collections[ci];
+        open.order.next(&c.dir, path, size)?;
+        open.count += 1;
+        open.total = open.total.saturating_add(size);
+        if open.count > format::MAX_FILES || open.total > format::MAX_TOTAL_SIZE {
+            return Err(bad("the archive holds more than the limits allow"));
+        }
+        c.files.push(ManifestFile {
+            path: path.to_string(),
+            size,
+        });
+        Ok((ci, starts_next))
+    }
+
+    /// Version 2: the manifest after the files must list exactly the files that came.
+    async fn check_contents<E: AsyncRead + Unpin>(
+        &mut self,
+        entry: &mut E,
+        size: u64,
+    ) -> Result<()> {
+        let Some(open) = self.open.as_mut().filter(|o| !o.listed) else {
+            return Err(bad(format!("unexpected entry `{}`", format::CONTENTS)));
+        };
+        let raw = read_small(entry, size, format::CONTENTS).await?;
+        let listed: Manifest = serde_json::from_slice(&raw)
+            .map_err(|e| bad(format!("{} is not valid: {e}", format::CONTENTS)))?;
+        if listed.format_version != format::LISTED_LAST_VERSION {
+            return Err(bad(format!(
+                "{} is not a version 2 manifest",
+                format::CONTENTS
+            )));
+        }
+        listed.validate(open.expected)?;
+        if listed.kind != self.manifest.kind || listed.collections != self.manifest.collections {
+            return Err(bad(format!(
+                "{} does not list exactly the archive's files",
+                format::CONTENTS
+            )));
+        }
+        open.listed = true;
+        self.manifest = listed;
+        Ok(())
     }
 
     /// Writes the next file, `path` of `size` bytes, into staging, loading its points.
@@ -362,8 +480,8 @@ impl<'m> Files<'m> {
         path: String,
         size: u64,
     ) -> Result<()> {
-        let (ci, _, is_config) = self.expect(&path, size)?;
-        // The manifest allowlist guarantees `path` is relative with only normal segments.
+        let (ci, is_config) = self.expect(&path, size)?;
+        // The allowlist guarantees `path` is relative with only normal segments.
         let dest = self.staging.join(&path);
         if let Some(parent) = dest.parent() {
             if self.created_dirs.insert(parent.to_path_buf()) {
@@ -438,7 +556,11 @@ impl<'m> Files<'m> {
 
     /// Checks the CRC trailer against every file that came before it.
     async fn check_trailer<E: AsyncRead + Unpin>(&self, entry: &mut E, size: u64) -> Result<()> {
-        if self.next != self.order.len() {
+        let complete = match &self.open {
+            None => self.next == self.order.len(),
+            Some(open) => open.listed,
+        };
+        if !complete {
             return Err(bad(
                 "the archive does not hold every file its manifest lists",
             ));
@@ -459,14 +581,16 @@ impl<'m> Files<'m> {
         Ok(())
     }
 
-    /// Each collection's points, loaded while its segments streamed past.
-    fn finish(self) -> Vec<(String, Preloaded)> {
-        self.manifest
+    /// The manifest, and each collection's points, loaded while its segments streamed past.
+    fn finish(self) -> (Manifest, Vec<(String, Preloaded)>) {
+        let loaded = self
+            .manifest
             .collections
             .iter()
             .zip(self.loaders)
             .filter_map(|(c, l)| Some((c.name.clone(), l?.finish())))
-            .collect()
+            .collect();
+        (self.manifest, loaded)
     }
 }
 

@@ -1,0 +1,312 @@
+//! Resuming a snapshot's tar hash where the last snapshot of the same collections left off.
+//!
+//! An incremental snapshot's archive (format version 2) opens with entries that stay the
+//! same between two snapshots of the same collections: the opening, each config, then the
+//! sealed segments in WAL order; only the active WAL's prefix and the manifest after the
+//! files change every time. The SHA-256 of a tar is a running state, and a create records
+//! it before every entry ([`Mark`]). So a create keeps, per snapshot directory, the leading
+//! entries of the tar it wrote whose bytes cannot differ next time, with the marks between
+//! them; the next create whose archive starts with the same entries resumes the hash after
+//! the last one instead of reading and hashing those files again.
+//!
+//! What "the same bytes" rests on: a text entry is compared whole; a sealed segment is
+//! never written again once sealed (compaction and sealing make new files, see
+//! `docs/snapshot-format.md`), so the same file, known by its device, inode, size and
+//! its modification and change times, holds the same bytes. A recycled inode number comes
+//! with a new change time; anything that differs is hashed again. The listed SHA-256
+//! still covers every byte of the tar: it is the state of the very bytes hashed before.
+//!
+//! Kept in memory only: the first create after a start-up hashes everything.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
+
+use super::hashing::Mark;
+use super::manifest::Entry;
+use super::writer::{ArchiveEntry, Source};
+
+/// What tells that an archive entry's bytes are those of an earlier one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Identity {
+    /// A text: the text itself.
+    Text(String),
+    /// A sealed file: its device, inode, size, and modification and change times (ns).
+    Sealed {
+        dev: u64,
+        ino: u64,
+        len: u64,
+        mtime: (i64, i64),
+        ctime: (i64, i64),
+    },
+}
+
+impl Identity {
+    /// The identity of `entry`, or `None` when its bytes may change (the active WAL).
+    pub(crate) fn of(entry: &ArchiveEntry) -> Option<Identity> {
+        match &entry.source {
+            Source::Text(t) => Some(Identity::Text(t.clone())),
+            Source::File { file, len, sealed } => {
+                let m = file.metadata().ok().filter(|_| *sealed)?;
+                Some(Identity::Sealed {
+                    dev: m.dev(),
+                    ino: m.ino(),
+                    len: *len,
+                    mtime: (m.mtime(), m.mtime_nsec()),
+                    ctime: (m.ctime(), m.ctime_nsec()),
+                })
+            }
+        }
+    }
+}
+
+/// One entry taken over: as the manifest lists it, its CRC-32, and what it was made of.
+#[derive(Clone, Debug)]
+pub(crate) struct Kept {
+    pub entry: Entry,
+    pub crc: u32,
+    identity: Identity,
+    path: String,
+}
+
+/// The opening of one directory's last tar.
+#[derive(Debug)]
+struct Opening {
+    kept: Vec<Kept>,
+    /// The tar's state before each kept entry and after the last (one more).
+    marks: Vec<Mark>,
+    /// Header mtime and piece size the entries were cut with.
+    cut: (u64, u64),
+}
+
+/// The openings of the last tar written under each snapshot directory.
+#[derive(Debug, Default)]
+pub(crate) struct Resumes {
+    by_dir: Mutex<HashMap<String, Opening>>,
+}
+
+/// What a create may take over: the leading entries that match and the marks up to the
+/// one after them.
+pub(crate) type Takeover = (Vec<Kept>, Vec<Mark>);
+
+impl Resumes {
+    /// The leading entries of the last tar under `dir` that the new archive repeats
+    /// (`identities` in its order), cut the same way (`cut`: header mtime, piece size);
+    /// `None` when not even one does.
+    pub(crate) fn matching(
+        &self,
+        dir: &str,
+        entries: &[ArchiveEntry],
+        identities: &[Option<Identity>],
+        cut: (u64, u64),
+    ) -> Option<Takeover> {
+        let by_dir = self.by_dir.lock().ok()?;
+        let last = by_dir.get(dir).filter(|o| o.cut == cut)?;
+        let n = last
+            .kept
+            .iter()
+            .zip(entries.iter().zip(identities))
+            .take_while(|(k, (e, id))| k.path == e.path && id.as_ref() == Some(&k.identity))
+            .count();
+        (n > 0).then(|| (last.kept[..n].to_vec(), last.marks[..=n].to_vec()))
+    }
+
+    /// Keeps the opening of the tar just written under `dir`: its entries as listed, with
+    /// their CRC-32s and marks, up to the first whose bytes may change.
+    pub(crate) fn keep(
+        &self,
+        dir: &str,
+        identities: Vec<Option<Identity>>,
+        written: (&[Entry], &[(String, u32)], &[Mark]),
+        cut: (u64, u64),
+    ) {
+        let (entries, crcs, marks) = written;
+        let kept: Vec<Kept> = identities
+            .into_iter()
+            .map_while(|id| id)
+            .zip(entries.iter().zip(crcs))
+            .map(|(identity, (entry, (_, crc)))| Kept {
+                path: entry.path.clone(),
+                entry: entry.clone(),
+                crc: *crc,
+                identity,
+            })
+            .collect();
+        let Ok(mut by_dir) = self.by_dir.lock() else {
+            return;
+        };
+        if kept.is_empty() || marks.len() <= kept.len() {
+            by_dir.remove(dir);
+            return;
+        }
+        let marks = marks[..=kept.len()].to_vec();
+        by_dir.insert(dir.to_string(), Opening { kept, marks, cut });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use futures::TryStreamExt;
+    use sha2::{Digest, Sha256};
+
+    use super::super::damage::{Damage, Inventory};
+    use super::super::layout::{self, PieceReader};
+    use super::super::pieces::PieceNames;
+    use super::super::writer::{self, Archive, Written};
+    use super::*;
+    use crate::backend::local::LocalBackend;
+    use crate::backend::DynBackend;
+
+    struct Setup {
+        files: tempfile::TempDir,
+        store: tempfile::TempDir,
+        backend: DynBackend,
+    }
+
+    impl Setup {
+        fn new() -> Self {
+            let store = tempfile::tempdir().unwrap();
+            let backend: DynBackend = Arc::new(LocalBackend::new(store.path()).unwrap());
+            Setup {
+                files: tempfile::tempdir().unwrap(),
+                store,
+                backend,
+            }
+        }
+
+        /// Writes (a new inode each time) file `name` of `len` bytes made from `seed`.
+        fn put(&self, name: &str, len: usize, seed: u8) {
+            let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(seed)).collect();
+            let path = self.files.path().join(name);
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, bytes).unwrap();
+            std::fs::rename(tmp, path).unwrap();
+        }
+
+        /// The archive: a text, the sealed `seg0` and `seg1`, the growing `wal`, a text.
+        fn archive(&self, last: &str) -> Archive {
+            let text = |path: &str, t: &str| ArchiveEntry {
+                path: path.into(),
+                source: Source::Text(t.into()),
+            };
+            let file = |name: &str, sealed: bool| {
+                let f = std::fs::File::open(self.files.path().join(name)).unwrap();
+                let len = f.metadata().unwrap().len();
+                ArchiveEntry {
+                    path: format!("data/{name}"),
+                    source: Source::File {
+                        file: f,
+                        len,
+                        sealed,
+                    },
+                }
+            };
+            Archive {
+                entries: vec![
+                    text("opening", "the same"),
+                    file("seg0", true),
+                    file("seg1", true),
+                    file("wal", false),
+                    text("contents", last),
+                ],
+                trailer: Box::new(|crcs| ("crcs".into(), format!("{crcs:?}"))),
+                created_at: chrono::Utc::now(),
+                mtime: 0,
+            }
+        }
+
+        async fn write(&self, resumes: &Resumes, last: &str) -> Written {
+            let damage = Damage::new(Arc::clone(&self.backend));
+            let known = Inventory::take(&self.backend, &damage, false, PieceNames::Plain, false)
+                .await
+                .unwrap();
+            let archive = self.archive(last);
+            writer::write(&self.backend, archive, known, None, (resumes, "c"))
+                .await
+                .unwrap()
+        }
+
+        /// The tar read back from storage, each piece checked.
+        async fn tar(&self, w: &Written) -> Vec<u8> {
+            let reader = PieceReader {
+                backend: Arc::clone(&self.backend),
+                damage: Damage::new(Arc::clone(&self.backend)),
+                names: PieceNames::Plain,
+                label: "test".into(),
+            };
+            let s = layout::read(reader, Arc::new(w.manifest.clone()), None)
+                .await
+                .unwrap();
+            let chunks: Vec<Bytes> = s.try_collect().await.unwrap();
+            chunks.concat()
+        }
+    }
+
+    /// Asserts that `w`'s listed SHA-256 is that of the tar it reads back as.
+    async fn whole(s: &Setup, w: &Written) -> Vec<u8> {
+        let tar = s.tar(w).await;
+        assert_eq!(hex::encode(Sha256::digest(&tar)), w.manifest.sha256);
+        assert_eq!(tar.len() as u64, w.manifest.size);
+        tar
+    }
+
+    #[tokio::test]
+    async fn a_create_resumes_after_the_files_that_are_the_same_and_hashes_like_a_whole_one() {
+        let s = Setup::new();
+        s.put("seg0", 5000, 3);
+        s.put("seg1", 3000, 5);
+        s.put("wal", 1000, 7);
+        let resumes = Resumes::default();
+        let first = s.write(&resumes, "one").await;
+        assert_eq!(first.resumed, 0, "nothing to resume from yet");
+        whole(&s, &first).await;
+        let before_wal = first.marks[3].offset;
+
+        // The WAL grew: everything before it is taken over, and the tar is the one a
+        // create with nothing to resume from makes.
+        s.put("wal", 1500, 7);
+        let second = s.write(&resumes, "two").await;
+        assert_eq!(second.resumed, before_wal);
+        let tar = whole(&s, &second).await;
+        let fresh = s.write(&Resumes::default(), "two").await;
+        assert_eq!(fresh.resumed, 0);
+        assert_eq!(fresh.manifest.sha256, second.manifest.sha256);
+        assert_eq!(s.tar(&fresh).await, tar);
+        assert_eq!(fresh.crcs, second.crcs, "the trailer's CRCs are the same");
+
+        // seg1 rewritten (a new file under the same name, same size): taken over up to it.
+        s.put("seg1", 3000, 9);
+        let third = s.write(&resumes, "three").await;
+        assert_eq!(third.resumed, third.marks[2].offset);
+        whole(&s, &third).await;
+        assert_ne!(
+            third.manifest.entries[2].pieces,
+            second.manifest.entries[2].pieces
+        );
+
+        // A piece of seg0 gone from storage: nothing after the opening is taken over, and
+        // the piece is stored again.
+        let piece = &third.manifest.entries[1].pieces[0];
+        let path = s.store.path().join(".repository/pieces").join(piece);
+        std::fs::remove_file(&path).unwrap();
+        let fourth = s.write(&resumes, "four").await;
+        assert_eq!(fourth.resumed, fourth.marks[1].offset);
+        assert!(path.exists(), "the missing piece is stored again");
+        whole(&s, &fourth).await;
+
+        // A different opening: nothing is taken over.
+        let other = Resumes::default();
+        other.keep(
+            "c",
+            vec![Some(Identity::Text("else".into()))],
+            (&fourth.manifest.entries, &fourth.crcs, &fourth.marks),
+            (0, super::super::manifest::PIECE_SIZE),
+        );
+        let fifth = s.write(&other, "five").await;
+        assert_eq!(fifth.resumed, 0);
+        whole(&s, &fifth).await;
+    }
+}
