@@ -42,7 +42,8 @@ impl Service {
             .env("QDRANT__SERVICE__GRPC_PORT", grpc_port.to_string())
             .env("QDRANT__STORAGE__STORAGE_PATH", root.join("storage"))
             .env("QDRANT__STORAGE__SNAPSHOTS_PATH", root.join("snapshots"))
-            .env("RUST_LOG", "warn")
+            // `BENCH_SERVICE_LOG=info` logs what each create did (pieces, links, resumed).
+            .env("RUST_LOG", env_or("BENCH_SERVICE_LOG", "warn"))
             .envs(extra.iter().cloned())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -11,9 +11,9 @@
 //!
 //! What "the same bytes" rests on: a text entry is compared whole; a sealed segment is
 //! never written again once sealed (compaction and sealing make new files, see
-//! `docs/snapshot-format.md`), so the same file, known by its device, inode, size and
-//! its modification and change times, holds the same bytes. A recycled inode number comes
-//! with a new change time; anything that differs is hashed again. The listed SHA-256
+//! `docs/snapshot-format.md`), so the same file, known by its device, inode, size,
+//! modification time and birth time, holds the same bytes. A recycled inode number comes
+//! with a new birth time; anything that differs is hashed again. The listed SHA-256
 //! still covers every byte of the tar: it is the state of the very bytes hashed before.
 //!
 //! Kept in memory only: the first create after a start-up hashes everything.
@@ -31,13 +31,14 @@ use super::writer::{ArchiveEntry, Source};
 pub(crate) enum Identity {
     /// A text: the text itself.
     Text(String),
-    /// A sealed file: its device, inode, size, and modification and change times (ns).
+    /// A sealed file: its device, inode, size, modification time, and birth time (its
+    /// change time where the filesystem keeps no birth time), in ns.
     Sealed {
         dev: u64,
         ino: u64,
         len: u64,
         mtime: (i64, i64),
-        ctime: (i64, i64),
+        born: (i64, i64),
     },
 }
 
@@ -46,17 +47,29 @@ impl Identity {
     pub(crate) fn of(entry: &ArchiveEntry) -> Option<Identity> {
         match &entry.source {
             Source::Text(t) => Some(Identity::Text(t.clone())),
-            Source::File { file, len, sealed } => {
-                let m = file.metadata().ok().filter(|_| *sealed)?;
-                Some(Identity::Sealed {
-                    dev: m.dev(),
-                    ino: m.ino(),
-                    len: *len,
-                    mtime: (m.mtime(), m.mtime_nsec()),
-                    ctime: (m.ctime(), m.ctime_nsec()),
-                })
-            }
+            Source::File { file, len, sealed } => Self::sealed(file, *len, *sealed),
         }
+    }
+
+    /// The identity of the first `len` bytes of `file` when it is `sealed`.
+    pub(crate) fn sealed(file: &std::fs::File, len: u64, sealed: bool) -> Option<Identity> {
+        let m = file.metadata().ok().filter(|_| sealed)?;
+        // An inode number is reused only by a file born later. The change time would tell
+        // too, but every link made or removed (by snapshots and the collector) changes it.
+        let born = m
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or((m.ctime(), m.ctime_nsec()), |d| {
+                (d.as_secs() as i64, i64::from(d.subsec_nanos()))
+            });
+        Some(Identity::Sealed {
+            dev: m.dev(),
+            ino: m.ino(),
+            len,
+            mtime: (m.mtime(), m.mtime_nsec()),
+            born,
+        })
     }
 }
 
@@ -164,16 +177,19 @@ mod tests {
         files: tempfile::TempDir,
         store: tempfile::TempDir,
         backend: DynBackend,
+        /// Sealed files are linked into the storage rather than stored as pieces.
+        link: bool,
     }
 
     impl Setup {
-        fn new() -> Self {
+        fn new(link: bool) -> Self {
             let store = tempfile::tempdir().unwrap();
             let backend: DynBackend = Arc::new(LocalBackend::new(store.path()).unwrap());
             Setup {
-                files: tempfile::tempdir().unwrap(),
+                files: tempfile::tempdir_in(store.path().parent().unwrap()).unwrap(),
                 store,
                 backend,
+                link,
             }
         }
 
@@ -220,9 +236,10 @@ mod tests {
 
         async fn write(&self, resumes: &Resumes, last: &str) -> Written {
             let damage = Damage::new(Arc::clone(&self.backend));
-            let known = Inventory::take(&self.backend, &damage, false, PieceNames::Plain, false)
-                .await
-                .unwrap();
+            let known =
+                Inventory::take(&self.backend, &damage, false, PieceNames::Plain, self.link)
+                    .await
+                    .unwrap();
             let archive = self.archive(last);
             writer::write(&self.backend, archive, known, None, (resumes, "c"))
                 .await
@@ -255,13 +272,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_create_resumes_after_the_files_that_are_the_same_and_hashes_like_a_whole_one() {
-        let s = Setup::new();
+        resumes_after_what_is_the_same(false).await;
+    }
+
+    #[tokio::test]
+    async fn a_create_resumes_after_linked_files_and_links_them_again_when_gone() {
+        resumes_after_what_is_the_same(true).await;
+    }
+
+    async fn resumes_after_what_is_the_same(link: bool) {
+        let s = Setup::new(link);
         s.put("seg0", 5000, 3);
         s.put("seg1", 3000, 5);
         s.put("wal", 1000, 7);
         let resumes = Resumes::default();
         let first = s.write(&resumes, "one").await;
         assert_eq!(first.resumed, 0, "nothing to resume from yet");
+        assert_eq!(first.linked, if link { 2 } else { 0 });
         whole(&s, &first).await;
         let before_wal = first.marks[3].offset;
 
@@ -287,24 +314,37 @@ mod tests {
             second.manifest.entries[2].pieces
         );
 
-        // A piece of seg0 gone from storage: nothing after the opening is taken over, and
-        // the piece is stored again.
-        let piece = &third.manifest.entries[1].pieces[0];
-        let path = s.store.path().join(".repository/pieces").join(piece);
-        std::fs::remove_file(&path).unwrap();
+        // seg0's stored bytes gone, and stored again. A missing piece stops the takeover
+        // before seg0; a missing link is made again and all is taken over, unless the
+        // filesystem keeps no birth time (the removed link changed seg0's change time).
+        let seg0 = &third.manifest.entries[1];
+        let gone = match &seg0.linked {
+            Some(root) => s.store.path().join(".repository/linked").join(root),
+            None => s
+                .store
+                .path()
+                .join(".repository/pieces")
+                .join(&seg0.pieces[0]),
+        };
+        std::fs::remove_file(&gone).unwrap();
         let fourth = s.write(&resumes, "four").await;
-        assert_eq!(fourth.resumed, fourth.marks[1].offset);
-        assert!(path.exists(), "the missing piece is stored again");
+        let born = std::fs::metadata(s.files.path().join("seg0"))
+            .unwrap()
+            .created();
+        let taken = if link && born.is_ok() { 3 } else { 1 };
+        assert_eq!(fourth.resumed, fourth.marks[taken].offset);
+        assert!(gone.exists(), "stored again");
         whole(&s, &fourth).await;
 
         // A different opening: nothing is taken over.
         let other = Resumes::default();
-        other.keep(
-            "c",
-            vec![Some(Identity::Text("else".into()))],
-            (&fourth.manifest.entries, &fourth.crcs, &fourth.marks),
-            (0, super::super::manifest::PIECE_SIZE),
+        let kept = (
+            &fourth.manifest.entries[..],
+            &fourth.crcs[..],
+            &fourth.marks[..],
         );
+        let cut = (0, super::super::manifest::PIECE_SIZE);
+        other.keep("c", vec![Some(Identity::Text("else".into()))], kept, cut);
         let fifth = s.write(&other, "five").await;
         assert_eq!(fifth.resumed, 0);
         whole(&s, &fifth).await;

@@ -1116,14 +1116,22 @@ pub(crate) async fn write(
     builder.tar.mtime = archive.mtime;
     let cut = (archive.mtime, PIECE_SIZE);
     let identities: Vec<_> = archive.entries.iter().map(Identity::of).collect();
+    // The files stay open until their identity is kept: it is read again after the write
+    // (a link made changes the change time, which stands in for a birth time where the
+    // filesystem keeps none), and an open inode's number is not reused meanwhile.
+    let held: Vec<Option<(File, u64)>> = archive
+        .entries
+        .iter()
+        .map(|e| match &e.source {
+            Source::File { file, len, .. } => file.try_clone().ok().map(|f| (f, *len)),
+            Source::Text(_) => None,
+        })
+        .collect();
     let mut skip = 0;
     if let Some(takeover) = resumes.matching(dir, &archive.entries, &identities, cut) {
-        let files = archive.entries[..takeover.0.len()]
+        let files = held[..takeover.0.len()]
             .iter()
-            .map(|e| match &e.source {
-                Source::File { file, .. } => file.try_clone().ok(),
-                Source::Text(_) => None,
-            })
+            .map(|f| f.as_ref().and_then(|(f, _)| f.try_clone().ok()))
             .collect();
         skip = builder.take_over(takeover, files, progress).await?;
     }
@@ -1131,6 +1139,14 @@ pub(crate) async fn write(
         builder.add(e.path, e.source).await?;
     }
     let written = builder.finish(Some(archive.trailer)).await?;
+    let identities = identities
+        .into_iter()
+        .zip(held)
+        .map(|(id, file)| match (id, file) {
+            (Some(Identity::Sealed { .. }), Some((f, len))) => Identity::sealed(&f, len, true),
+            (id, _) => id,
+        })
+        .collect();
     let listed = (
         &written.manifest.entries[..],
         &written.crcs[..],
