@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::Path;
 
 use axum::http::StatusCode;
-use common::{build, call, entry, json, multipart, test_app};
+use common::{build, entry, json, test_app, upload_snapshot};
 use serde_json::{json, Value};
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -100,19 +100,6 @@ async fn assert_same_as_qdrant(app: &axum::Router, collection: &str, exp: &Value
     }
 }
 
-/// Uploads `archive` to recover collection `name`, as the upload endpoint takes it.
-async fn upload(app: &axum::Router, name: &str, archive: &[u8]) -> (StatusCode, bytes::Bytes) {
-    let (ct, body) = multipart("snapshot", archive);
-    let (s, _, resp) = call(
-        app,
-        "POST",
-        &format!("/collections/{name}/snapshots/upload?wait=true"),
-        &[("content-type", &ct)],
-        body,
-    )
-    .await;
-    (s, resp)
-}
 
 #[tokio::test]
 async fn qdrant_snapshots_recover_by_upload_file_url_and_bare_name() {
@@ -122,7 +109,7 @@ async fn qdrant_snapshots_recover_by_upload_file_url_and_bare_name() {
         let exp = expected(name);
         let snapshot = fixture(&format!("{name}.snapshot"));
 
-        let (s, resp) = upload(&app, name, &snapshot).await;
+        let (s, resp) = upload_snapshot(&app, name, &snapshot).await;
         assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&resp));
         assert_same_as_qdrant(&app, name, &exp).await;
 
@@ -318,7 +305,7 @@ async fn hostile_qdrant_shaped_archives_get_a_400_and_leave_nothing() {
         }),
     ];
     for (what, archive) in cases {
-        let (s, resp) = upload(&app, "h", &archive).await;
+        let (s, resp) = upload_snapshot(&app, "h", &archive).await;
         let text = String::from_utf8_lossy(&resp);
         assert_eq!(s, StatusCode::BAD_REQUEST, "{what}: {text}");
         assert!(text.contains("invalid"), "{what}: {text}");
@@ -533,7 +520,7 @@ async fn optimized_qdrant_segments_recover_like_appendable_ones() {
                 parts.push(entry(&path, b'0', &data, ""));
             }
         }
-        let (s, resp) = upload(&app, name, &build(&parts)).await;
+        let (s, resp) = upload_snapshot(&app, name, &build(&parts)).await;
         assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&resp));
         assert_same_as_qdrant(&app, name, &expected(name)).await;
     }
@@ -674,7 +661,7 @@ async fn operations_still_in_the_wal_are_replayed_and_unknown_ones_refused() {
         }
         build(&parts)
     };
-    let (s, resp) = upload(&app, "papers", &with_wal(later).await).await;
+    let (s, resp) = upload_snapshot(&app, "papers", &with_wal(later).await).await;
     assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&resp));
     let (_, info) = json(&app, "GET", "/collections/papers", json!(null)).await;
     assert_eq!(info["result"]["points_count"], 980);
@@ -711,7 +698,7 @@ async fn operations_still_in_the_wal_are_replayed_and_unknown_ones_refused() {
     assert_eq!(get(c).await.1["payload"], want_c);
 
     // An operation that cannot be replayed is a 400 naming it, and nothing is created.
-    let (s, resp) = upload(
+    let (s, resp) = upload_snapshot(
         &app,
         "synced",
         &with_wal(vec![

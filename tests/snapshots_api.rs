@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use common::{build, call, entry, json, multipart, test_app};
+use common::{build, call, entry, json, multipart, test_app, upload_snapshot};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -717,19 +717,6 @@ fn data_offset(archive: &[u8], idx: usize) -> usize {
     pos + 512
 }
 
-/// Recovers `archive` by upload into `target`; returns the status and the error message.
-async fn upload_into(app: &axum::Router, target: &str, archive: &[u8]) -> (StatusCode, String) {
-    let (ct, body) = multipart("snapshot", archive);
-    let (s, _, b) = call(
-        app,
-        "POST",
-        &format!("/collections/{target}/snapshots/upload"),
-        &[("content-type", &ct)],
-        body,
-    )
-    .await;
-    (s, String::from_utf8_lossy(&b).into_owned())
-}
 
 #[tokio::test]
 async fn incremental_snapshots_list_their_files_last_and_hostile_ones_are_rejected() {
@@ -783,8 +770,8 @@ async fn incremental_snapshots_list_their_files_last_and_hostile_ones_are_reject
         good[..1024],
         "the tars open with the same bytes"
     );
-    let (s, msg) = upload_into(&app, "copy", &good2).await;
-    assert_eq!(s, StatusCode::OK, "{msg}");
+    let (s, msg) = upload_snapshot(&app, "copy", &good2).await;
+    assert_eq!(s, StatusCode::OK, "{msg:?}");
     assert_eq!(
         all_points(&app, "copy").await,
         all_points(&app, "src").await
@@ -836,7 +823,8 @@ async fn incremental_snapshots_list_their_files_last_and_hostile_ones_are_reject
     );
     cases.push(("a file after the manifest", build(&parts)));
     for (label, archive) in cases {
-        let (s, msg) = upload_into(&app, "victim", &archive).await;
+        let (s, msg) = upload_snapshot(&app, "victim", &archive).await;
+        let msg = String::from_utf8_lossy(&msg);
         assert_eq!(s, StatusCode::BAD_REQUEST, "{label}: {msg}");
         assert!(msg.contains("snapshot"), "{label}: {msg}");
         assert!(!tmp.path().join("escape.seg").exists(), "{label}");

@@ -33,7 +33,10 @@ impl Service {
             .local_addr()
             .unwrap()
             .port();
-        let log = std::fs::File::create(root.join(format!("service-{port}.log"))).unwrap();
+        // BENCH_LOG_DIR keeps the logs out of the work directory, which the run removes.
+        let log_dir = std::env::var_os("BENCH_LOG_DIR").map_or(root.to_path_buf(), PathBuf::from);
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let log = std::fs::File::create(log_dir.join(format!("service-{port}.log"))).unwrap();
         let bin = PathBuf::from(env_or("SNAPSTREAM_BIN", "target/release/snapstream"));
         let bin = bin.canonicalize().unwrap_or(bin);
         let mut child = Command::new(bin)

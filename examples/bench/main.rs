@@ -24,7 +24,9 @@
 //! Environment: SNAPSTREAM_BIN (the release binary), S3_TEST_* (from minio/start.sh),
 //! BENCH_POINTS (sizes of the big collection, comma-separated; sections 2 and 3 run on
 //! each: default `150000,700000` = 0.44 and 2.0 GiB of vectors),
-//! BENCH_REPEAT (runs per timed step, default 3), BENCH_DIR (work directory), BENCH_ONLY
+//! BENCH_REPEAT (runs per timed step, default 3), BENCH_DIR (work directory, removed at
+//! the end), BENCH_SERVICE_LOG (the service's log filter, default `warn`), BENCH_LOG_DIR
+//! (where the service logs go, default the work directory), BENCH_ONLY
 //! (`grpc`, `migrate`: section 1 and that comparison only; `local`: section 1, then the
 //! local snapshots of section 2 only; `snapshots`: sections 1 to 3; `incremental`: load the
 //! big collection, then section 4 only; `backup`: section 5 only; `variants`: load the big collection, then section 6 only; `linked`: section 1, then

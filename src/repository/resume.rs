@@ -335,18 +335,27 @@ mod tests {
         assert_eq!(fourth.resumed, fourth.marks[taken].offset);
         assert!(gone.exists(), "stored again");
         whole(&s, &fourth).await;
+    }
 
-        // A different opening: nothing is taken over.
+    #[tokio::test]
+    async fn an_archive_that_opens_otherwise_takes_nothing_over() {
+        let s = Setup::new(false);
+        for (name, seed) in [("seg0", 3), ("seg1", 5), ("wal", 7)] {
+            s.put(name, 2000, seed);
+        }
+        let first = s.write(&Resumes::default(), "one").await;
         let other = Resumes::default();
-        let kept = (
-            &fourth.manifest.entries[..],
-            &fourth.crcs[..],
-            &fourth.marks[..],
-        );
+        let kept = (&first.manifest.entries[..], &first.crcs[..], &first.marks[..]);
         let cut = (0, super::super::manifest::PIECE_SIZE);
         other.keep("c", vec![Some(Identity::Text("else".into()))], kept, cut);
-        let fifth = s.write(&other, "five").await;
-        assert_eq!(fifth.resumed, 0);
-        whole(&s, &fifth).await;
+        let second = s.write(&other, "two").await;
+        assert_eq!(second.resumed, 0);
+        whole(&s, &second).await;
+        // The second write kept its own opening; one cut another way (another header
+        // mtime) is not taken either.
+        let third = s.write(&other, "three").await;
+        assert!(third.resumed > 0, "kept by the second write");
+        other.keep("c", vec![Some(Identity::Text("the same".into()))], kept, (1, cut.1));
+        assert_eq!(s.write(&other, "four").await.resumed, 0);
     }
 }

@@ -456,3 +456,22 @@ pub async fn assert_qdrant_fixture(url: &str, collection: &str, fixture: &str) {
         assert_eq!(Value::Array(ids), q["ids"], "top-10 of {collection}");
     }
 }
+
+/// Recovers collection `name` from `archive` through the upload endpoint, as a client
+/// uploads it; returns the status and the body.
+pub async fn upload_snapshot(
+    app: &axum::Router,
+    name: &str,
+    archive: &[u8],
+) -> (axum::http::StatusCode, bytes::Bytes) {
+    let (ct, body) = multipart("snapshot", archive);
+    let (s, _, resp) = call(
+        app,
+        "POST",
+        &format!("/collections/{name}/snapshots/upload?wait=true"),
+        &[("content-type", &ct)],
+        body,
+    )
+    .await;
+    (s, resp)
+}
