@@ -100,7 +100,6 @@ async fn assert_same_as_qdrant(app: &axum::Router, collection: &str, exp: &Value
     }
 }
 
-
 #[tokio::test]
 async fn qdrant_snapshots_recover_by_upload_file_url_and_bare_name() {
     let tmp = tempfile::tempdir().unwrap();

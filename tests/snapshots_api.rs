@@ -717,7 +717,6 @@ fn data_offset(archive: &[u8], idx: usize) -> usize {
     pos + 512
 }
 
-
 #[tokio::test]
 async fn incremental_snapshots_list_their_files_last_and_hostile_ones_are_rejected() {
     let tmp = tempfile::tempdir().unwrap();

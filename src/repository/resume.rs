@@ -345,7 +345,11 @@ mod tests {
         }
         let first = s.write(&Resumes::default(), "one").await;
         let other = Resumes::default();
-        let kept = (&first.manifest.entries[..], &first.crcs[..], &first.marks[..]);
+        let kept = (
+            &first.manifest.entries[..],
+            &first.crcs[..],
+            &first.marks[..],
+        );
         let cut = (0, super::super::manifest::PIECE_SIZE);
         other.keep("c", vec![Some(Identity::Text("else".into()))], kept, cut);
         let second = s.write(&other, "two").await;
@@ -355,7 +359,12 @@ mod tests {
         // mtime) is not taken either.
         let third = s.write(&other, "three").await;
         assert!(third.resumed > 0, "kept by the second write");
-        other.keep("c", vec![Some(Identity::Text("the same".into()))], kept, (1, cut.1));
+        other.keep(
+            "c",
+            vec![Some(Identity::Text("the same".into()))],
+            kept,
+            (1, cut.1),
+        );
         assert_eq!(s.write(&other, "four").await.resumed, 0);
     }
 }

@@ -1,10 +1,12 @@
 //! The streaming unpacker: byte chunks → SHA-256 → decompression (detected) → tar → staging.
 //!
-//! Nothing is trusted: the manifest must come first and is validated before any file is
-//! written; every later entry must be a regular file the manifest lists, once, with the
-//! listed size; paths come only from the manifest's allowlist, so nothing can land outside
-//! the staging directory; the CRC trailer must match; nothing may follow it. The caller
-//! verifies the whole-stream SHA-256 before anything is installed.
+//! Nothing is trusted: the manifest (version 2: the opening) must come first and is
+//! validated before any file is written; every later entry must be a regular file the
+//! manifest lists, once, with the listed size (version 2: a file the same rules allow, in
+//! order, and the manifest after the files must list exactly those); paths come only from
+//! the allowlist, so nothing can land outside the staging directory; the CRC trailer must
+//! match; nothing may follow it. The caller verifies the whole-stream SHA-256 before
+//! anything is installed.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
