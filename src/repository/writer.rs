@@ -859,8 +859,8 @@ impl ManifestBuilder {
         true
     }
 
-    /// Starts the tar with entries an earlier tar of this storage began with ([`Kept`],
-    /// see [`super::resume`]), resumed from its `marks` instead of hashed again; `files`
+    /// Starts the tar with entries an earlier tar of this storage began with (see
+    /// [`super::resume`]), resumed from its `marks` instead of hashed again; `files`
     /// are the new archive's open files for those entries (`None` for texts). A linked file
     /// is linked again unless its link is stored and sound (copied into pieces where it
     /// cannot be); an entry of pieces is taken only while every piece is stored and sound.
